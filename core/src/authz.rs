@@ -1,0 +1,192 @@
+//! Authorization of a withdrawal by a signer node, proven by type (STYLE §4).
+//!
+//! [`AuthorizedWithdrawal`] can only be built by [`authorize_withdrawal`],
+//! and a signature share can only be computed from one (see `signing`), so a
+//! node that skips a check does not compile.
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::identity::verify_ed25519;
+use crate::withdrawal::{RequestDigest, WithdrawalRequest};
+use crate::{CoreError, GroupName, Tier};
+
+/// A withdrawal request with the custody service's Ed25519 signature over its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedWithdrawal {
+    /// The request.
+    pub request: WithdrawalRequest,
+    /// Ed25519 signature by a custody key over `request.digest()`.
+    pub custody_signature: Vec<u8>,
+}
+
+/// What a node knows of the key group a request names.
+#[derive(Clone, Debug)]
+pub struct GroupView {
+    /// Group name.
+    pub name: GroupName,
+    /// Tier the group was created for.
+    pub tier: Tier,
+    /// Whether the group passed its activation test signature.
+    pub active: bool,
+}
+
+/// The node's own settings for checking requests.
+#[derive(Clone, Debug)]
+pub struct CheckSettings {
+    /// Custody public keys whose signatures the node accepts.
+    pub custody_keys: Vec<VerifyingKey>,
+    /// Largest tolerated clock difference, seconds (F4).
+    pub max_clock_skew_secs: u64,
+    /// Longest allowed request lifetime (`expires_at - created_at`), seconds.
+    pub max_lifetime_secs: u64,
+}
+
+/// A withdrawal that passed every check of this node. Fields are private:
+/// only [`authorize_withdrawal`] makes one.
+#[derive(Clone, Debug)]
+pub struct AuthorizedWithdrawal {
+    request: WithdrawalRequest,
+    digest: RequestDigest,
+}
+
+impl AuthorizedWithdrawal {
+    /// The request.
+    pub fn request(&self) -> &WithdrawalRequest {
+        &self.request
+    }
+    /// Its digest.
+    pub fn digest(&self) -> RequestDigest {
+        self.digest
+    }
+    /// The exact bytes FROST must sign: the request's payload, nothing else.
+    pub fn message(&self) -> &[u8] {
+        &self.request.payload
+    }
+}
+
+/// Checks a signed withdrawal against the group and this node's settings at time `now`.
+/// Every refusal names the check that failed.
+pub fn authorize_withdrawal(
+    signed: &SignedWithdrawal,
+    group: &GroupView,
+    settings: &CheckSettings,
+    now: u64,
+) -> Result<AuthorizedWithdrawal, CoreError> {
+    let request = &signed.request;
+    request.validate()?;
+    let digest = request.digest();
+    if !settings
+        .custody_keys
+        .iter()
+        .any(|key| verify_ed25519(key, &digest.0, &signed.custody_signature))
+    {
+        return Err(CoreError::refused("custody signature does not verify under any configured custody key"));
+    }
+    if request.key_group != group.name {
+        return Err(CoreError::refused(format!(
+            "request names key group {}, signing was asked of {}",
+            request.key_group, group.name
+        )));
+    }
+    if request.tier != group.tier {
+        return Err(CoreError::refused(format!(
+            "request tier {} does not match key group {} tier {}",
+            request.tier, group.name, group.tier
+        )));
+    }
+    if !group.active {
+        return Err(CoreError::refused(format!("key group {} is not active", group.name)));
+    }
+    if now > request.expires_at {
+        return Err(CoreError::refused(format!(
+            "request expired at {} (now {now})",
+            request.expires_at
+        )));
+    }
+    if request.created_at > now.saturating_add(settings.max_clock_skew_secs) {
+        return Err(CoreError::refused(format!(
+            "request created in the future ({} > now {now} + skew {})",
+            request.created_at, settings.max_clock_skew_secs
+        )));
+    }
+    let lifetime = request.expires_at - request.created_at;
+    if lifetime > settings.max_lifetime_secs {
+        return Err(CoreError::refused(format!(
+            "request lifetime {lifetime}s exceeds the maximum {}s",
+            settings.max_lifetime_secs
+        )));
+    }
+    Ok(AuthorizedWithdrawal {
+        request: request.clone(),
+        digest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::withdrawal::tests::sample;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn setup() -> (SigningKey, CheckSettings, GroupView) {
+        let key = SigningKey::generate(&mut rand::thread_rng());
+        let settings = CheckSettings {
+            custody_keys: vec![key.verifying_key()],
+            max_clock_skew_secs: 60,
+            max_lifetime_secs: 86_400,
+        };
+        let group = GroupView {
+            name: GroupName::new("warm-1").expect("valid"),
+            tier: Tier::Warm,
+            active: true,
+        };
+        (key, settings, group)
+    }
+
+    fn signed(key: &SigningKey, request: WithdrawalRequest) -> SignedWithdrawal {
+        let custody_signature = key.sign(&request.digest().0).to_bytes().to_vec();
+        SignedWithdrawal {
+            request,
+            custody_signature,
+        }
+    }
+
+    #[test]
+    fn valid_request_is_authorized() {
+        let (key, settings, group) = setup();
+        let r = sample();
+        let now = r.created_at + 10;
+        let a = authorize_withdrawal(&signed(&key, r.clone()), &group, &settings, now).expect("authorized");
+        assert_eq!(a.message(), r.payload.as_slice());
+    }
+
+    #[test]
+    fn x1_altered_destination_refused() {
+        let (key, settings, group) = setup();
+        let mut s = signed(&key, sample());
+        s.request.destination = "attacker".into();
+        let err = authorize_withdrawal(&s, &group, &settings, s.request.created_at).unwrap_err();
+        assert!(err.to_string().contains("custody signature"), "{err}");
+    }
+
+    #[test]
+    fn wrong_tier_group_expiry_and_future_refused() {
+        let (key, settings, group) = setup();
+        let r = sample();
+        let mut cold = r.clone();
+        cold.tier = Tier::Cold;
+        let e = authorize_withdrawal(&signed(&key, cold), &group, &settings, r.created_at).unwrap_err();
+        assert!(e.to_string().contains("tier"), "{e}");
+        let mut other = r.clone();
+        other.key_group = GroupName::new("warm-2").expect("valid");
+        let e = authorize_withdrawal(&signed(&key, other), &group, &settings, r.created_at).unwrap_err();
+        assert!(e.to_string().contains("key group"), "{e}");
+        let e = authorize_withdrawal(&signed(&key, r.clone()), &group, &settings, r.expires_at + 1).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        let e = authorize_withdrawal(&signed(&key, r.clone()), &group, &settings, r.created_at - 61).unwrap_err();
+        assert!(e.to_string().contains("future"), "{e}");
+        let inactive = GroupView { active: false, ..group };
+        let e = authorize_withdrawal(&signed(&key, r.clone()), &inactive, &settings, r.created_at).unwrap_err();
+        assert!(e.to_string().contains("not active"), "{e}");
+    }
+}
