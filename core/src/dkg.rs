@@ -485,6 +485,11 @@ fn round2_transcript(spec_hash: &[u8; 32], sender: &NodeId, recipient: &NodeId, 
 }
 
 impl AwaitingRound2 {
+    /// The ceremony spec.
+    pub fn spec(&self) -> &CeremonySpec {
+        &self.ctx.spec
+    }
+
     /// Checks, decrypts and combines the round-2 shares addressed to us (part 3).
     pub fn receive_round2(
         self,
@@ -687,39 +692,81 @@ mod tests {
     #[test]
     fn k3_proof_replayed_under_another_identity_rejected() {
         let f = fixture(3, 2);
-        // n3 re-sends n1's package as its own (signed by n3): the proof of knowledge is bound to n1's identifier.
         let mut rng = rand::thread_rng();
-        let (_, n1msg) = start(f.spec.clone(), &f.spec.members[0], &f.ids[0], &mut rng).expect("part1");
+        let mut states = Vec::new();
+        let mut r1 = Vec::new();
+        for i in 0..2 {
+            let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+            states.push(s);
+            r1.push(m);
+        }
+        // Malicious n3 re-sends n1's package as its own, correctly signed by n3 and
+        // echoing the same set as everyone: only the proof of knowledge, bound to
+        // n1's identifier, gives it away.
         let sig = f.ids[2]
-            .sign(&transcript(b"round1", &f.spec.hash(), &[b"n3", &n1msg.package]))
+            .sign(&transcript(b"round1", &f.spec.hash(), &[b"n3", &r1[0].package]))
             .to_vec();
-        let replay = SignedRound1 {
+        r1.push(SignedRound1 {
             sender: f.spec.members[2].clone(),
-            package: n1msg.package.clone(),
+            package: r1[0].package.clone(),
             signature: sig,
-        };
-        // n3 itself is honest about its own package; the others receive the replay.
-        let out = run(&f, &move |i, view: &mut Vec<SignedRound1>| {
-            if i != 2 {
-                view[2] = replay.clone()
-            }
         });
-        let culprits: Vec<String> = out
-            .iter()
-            .filter_map(|r| match r {
-                Err(CoreError::PeerMisbehaved { culprit, .. }) => Some(culprit.to_string()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(culprits, vec!["n3".to_string(), "n3".to_string()]);
+        let mut echoes = Vec::new();
+        let mut next = Vec::new();
+        for (i, s) in states.into_iter().enumerate() {
+            let (s, e) = s.receive_round1(&r1, &f.dir, &f.ids[i]).expect("round-1 set is well-formed");
+            echoes.push(e);
+            next.push(s);
+        }
+        let set_hash = echoes[0].set_hash.clone();
+        let signature = f.ids[2]
+            .sign(&transcript(b"echo", &f.spec.hash(), &[b"n3", &set_hash]))
+            .to_vec();
+        echoes.push(Echo {
+            sender: f.spec.members[2].clone(),
+            set_hash,
+            signature,
+        });
+        for (i, s) in next.into_iter().enumerate() {
+            match s.receive_echoes(&echoes, &f.dir, &f.ids[i], &mut rng) {
+                Err(CoreError::PeerMisbehaved { culprit, .. }) => assert_eq!(culprit.as_str(), "n3"),
+                Err(e) => panic!("expected culprit n3, got {e}"),
+                Ok(_) => panic!("replayed proof accepted"),
+            }
+        }
     }
 
     #[test]
-    fn k5_round2_ciphertext_does_not_contain_share() {
+    fn k5_round2_shares_only_open_for_their_recipient() {
         let f = fixture(3, 2);
-        let out = run(&f, &|_, _| {});
-        assert!(out.iter().all(|r| r.is_ok()));
-        // Covered structurally: shares only ever leave part 2 through seal_to(); see receive_echoes.
+        let mut rng = rand::thread_rng();
+        let mut states = Vec::new();
+        let mut r1 = Vec::new();
+        for i in 0..3 {
+            let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+            states.push(s);
+            r1.push(m);
+        }
+        let mut echoes = Vec::new();
+        let mut next = Vec::new();
+        for (i, s) in states.into_iter().enumerate() {
+            let (s, e) = s.receive_round1(&r1, &f.dir, &f.ids[i]).expect("round 1");
+            echoes.push(e);
+            next.push(s);
+        }
+        let (_, shares) = next.remove(0).receive_echoes(&echoes, &f.dir, &f.ids[0], &mut rng).expect("part 2");
+        assert_eq!(shares.len(), 2);
+        for share in &shares {
+            let recipient = f.spec.members.iter().position(|m| *m == share.recipient).expect("member");
+            let info = round2_info(&f.spec.hash(), &share.sender, &share.recipient);
+            let plaintext = f.ids[recipient].open(&share.encapped_key, &share.ciphertext, &info).expect("recipient opens");
+            let package = round2::Package::deserialize(&plaintext).expect("package");
+            let secret = package.signing_share().serialize();
+            // What the relay sees never contains the share, and no one else can open it.
+            assert!(!share.ciphertext.windows(secret.len()).any(|w| w == secret.as_slice()));
+            let other = (recipient % 2) + 1;
+            assert!(f.ids[other].open(&share.encapped_key, &share.ciphertext, &info).is_err());
+        }
     }
 
     #[test]

@@ -78,6 +78,18 @@ pub fn compute_share(
     nonces: SigningNonces,
     key_package: &KeyPackage,
 ) -> Result<SignatureShare, CoreError> {
+    check_package(target, package, &nonces, key_package)?;
+    frost_secp256k1::round2::sign(package, &nonces, key_package).map_err(|e| CoreError::Frost(e.to_string()))
+}
+
+/// The checks [`compute_share`] makes on the coordinator's signing package,
+/// callable first so a node can refuse before journaling anything.
+pub fn check_package(
+    target: &SigningTarget,
+    package: &SigningPackage,
+    nonces: &SigningNonces,
+    key_package: &KeyPackage,
+) -> Result<(), CoreError> {
     if package.message().as_slice() != target.message() {
         return Err(CoreError::refused(
             "the message in the signing package is not the one derived from the authorized request",
@@ -94,7 +106,7 @@ pub fn compute_share(
         Some(c) if c == nonces.commitments() => {}
         _ => return Err(CoreError::refused("signing package does not carry this node's commitment")),
     }
-    frost_secp256k1::round2::sign(package, &nonces, key_package).map_err(|e| CoreError::Frost(e.to_string()))
+    Ok(())
 }
 
 /// Outcome of an aggregation attempt.

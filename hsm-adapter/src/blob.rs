@@ -14,6 +14,9 @@ use crate::{SealContext, SealError, SealerKind, MAX_PLAINTEXT_LEN};
 const MAGIC: &[u8; 6] = b"PFSEAL";
 const VERSION: u8 = 1;
 const HEADER_LEN: usize = MAGIC.len() + 2;
+/// Offsets of the version and backend bytes, for the conformance suite's header checks.
+pub(crate) const VERSION_AT: usize = MAGIC.len();
+pub(crate) const BACKEND_AT: usize = MAGIC.len() + 1;
 
 impl SealerKind {
     fn to_byte(self) -> u8 {
@@ -43,8 +46,8 @@ pub(crate) struct Layout {
 fn header(kind: SealerKind) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..MAGIC.len()].copy_from_slice(MAGIC);
-    h[MAGIC.len()] = VERSION;
-    h[MAGIC.len() + 1] = kind.to_byte();
+    h[VERSION_AT] = VERSION;
+    h[BACKEND_AT] = kind.to_byte();
     h
 }
 
@@ -102,11 +105,11 @@ pub(crate) fn parse(layout: Layout, blob: &[u8]) -> Result<(&[u8], &[u8]), SealE
             "not a Permafrost sealed blob (magic bytes are not PFSEAL)".into(),
         ));
     }
-    let version = head[MAGIC.len()];
+    let version = head[VERSION_AT];
     if version != VERSION {
         return Err(SealError::UnsupportedVersion { found: version });
     }
-    let backend = head[MAGIC.len() + 1];
+    let backend = head[BACKEND_AT];
     let found = SealerKind::from_byte(backend).ok_or_else(|| {
         SealError::Malformed(format!("sealed blob names unknown backend 0x{backend:02x}"))
     })?;
@@ -168,7 +171,7 @@ mod tests {
         let good = assemble(SealerKind::Passphrase, &[0; 4], &[0; 2]);
 
         let mut bad_version = good.clone();
-        bad_version[6] = 7;
+        bad_version[VERSION_AT] = 7;
         assert!(matches!(
             parse(LAYOUT, &bad_version),
             Err(SealError::UnsupportedVersion { found: 7 })
@@ -184,7 +187,7 @@ mod tests {
         ));
 
         let mut unknown_backend = good.clone();
-        unknown_backend[7] = 0xee;
+        unknown_backend[BACKEND_AT] = 0xee;
         let err = parse(LAYOUT, &unknown_backend).expect_err("unknown backend");
         assert!(err.to_string().contains("0xee"), "{err}");
 

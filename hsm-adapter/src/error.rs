@@ -11,8 +11,12 @@ use crate::SealerKind;
 #[non_exhaustive]
 #[derive(thiserror::Error, Debug)]
 pub enum SealError {
-    /// The operator gave the wrong passphrase: it does not unlock the sealer state.
-    #[error("wrong passphrase: it does not unlock this sealer state")]
+    /// The operator gave the wrong passphrase: it does not unlock the sealer state. (An
+    /// edited salt or KDF parameter in the state file has the same effect and cannot be told
+    /// apart from it.)
+    #[error(
+        "wrong passphrase: it does not unlock this sealer state (or the state file's salt or KDF parameters were altered)"
+    )]
     WrongPassphrase,
 
     /// The operator gave the wrong PIN for the PKCS#11 token.

@@ -213,7 +213,11 @@ fn check_aad() -> Vec<u8> {
     blob::aad_for(SealerKind::Passphrase, "", CHECK_PURPOSE)
 }
 
-/// Seals with a key derived from an operator passphrase; see the module docs.
+/// Seals with a key derived from an operator passphrase.
+///
+/// argon2id runs once per [`PassphraseSealer::open`]; each blob is then XChaCha20-Poly1305
+/// with a fresh random 192-bit nonce. The state file `sealer.json` (salt, KDF parameters and
+/// a sealed check value) holds nothing secret, but losing it makes every blob unreadable.
 pub struct PassphraseSealer {
     key: SealingKey,
     state_path: PathBuf,
@@ -296,8 +300,8 @@ impl PassphraseSealer {
             .ok()
             .filter(|s| (SALT_LEN..=64).contains(&s.len()))
             .ok_or_else(|| malformed("kdf.salt is not 16 to 64 hex-encoded bytes".into()))?;
-        let check = hex::decode(&state.check)
-            .map_err(|_| malformed("check is not hex-encoded".into()))?;
+        let check =
+            hex::decode(&state.check).map_err(|_| malformed("check is not hex-encoded".into()))?;
         let params = KdfParams {
             memory_kib: state.kdf.memory_kib,
             iterations: state.kdf.iterations,
@@ -386,7 +390,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -408,10 +415,38 @@ mod tests {
     fn absurd_kdf_params_are_refused_naming_field_and_value() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cases = [
-            (KdfParams { memory_kib: 1 << 30, ..KdfParams::fast_for_tests() }, "kdf.memory_kib", "1073741824"),
-            (KdfParams { memory_kib: 4, ..KdfParams::fast_for_tests() }, "kdf.memory_kib", "4"),
-            (KdfParams { iterations: 0, ..KdfParams::fast_for_tests() }, "kdf.iterations", "0"),
-            (KdfParams { parallelism: 1000, ..KdfParams::fast_for_tests() }, "kdf.parallelism", "1000"),
+            (
+                KdfParams {
+                    memory_kib: 1 << 30,
+                    ..KdfParams::fast_for_tests()
+                },
+                "kdf.memory_kib",
+                "1073741824",
+            ),
+            (
+                KdfParams {
+                    memory_kib: 4,
+                    ..KdfParams::fast_for_tests()
+                },
+                "kdf.memory_kib",
+                "4",
+            ),
+            (
+                KdfParams {
+                    iterations: 0,
+                    ..KdfParams::fast_for_tests()
+                },
+                "kdf.iterations",
+                "0",
+            ),
+            (
+                KdfParams {
+                    parallelism: 1000,
+                    ..KdfParams::fast_for_tests()
+                },
+                "kdf.parallelism",
+                "1000",
+            ),
         ];
         for (params, field, value) in cases {
             let err = PassphraseSealer::create(dir.path(), PASSPHRASE, params).expect_err("absurd");
@@ -420,7 +455,10 @@ mod tests {
                 "{err}"
             );
         }
-        assert!(!dir.path().join(STATE_FILE).exists(), "no state written for refused params");
+        assert!(
+            !dir.path().join(STATE_FILE).exists(),
+            "no state written for refused params"
+        );
     }
 
     #[test]
@@ -449,7 +487,9 @@ mod tests {
     #[test]
     fn s2_altered_salt_is_not_silently_accepted() {
         let (dir, _) = created();
-        edit_state(dir.path(), |v| v["kdf"]["salt"] = hex::encode([7u8; 16]).into());
+        edit_state(dir.path(), |v| {
+            v["kdf"]["salt"] = hex::encode([7u8; 16]).into()
+        });
         let err = PassphraseSealer::open(dir.path(), PASSPHRASE).expect_err("altered salt");
         assert!(matches!(err, SealError::WrongPassphrase), "{err}");
     }
@@ -479,7 +519,13 @@ mod tests {
         let sealer = PassphraseSealer::open(dir.path(), PASSPHRASE).expect("open");
         let ctx = SealContext::new("node-1", "identity/ed25519");
         let blob = sealer.seal(&ctx, b"secret").expect("seal");
-        assert_eq!(sealer.unseal(&ctx, &blob).expect("unseal").as_slice(), b"secret");
-        eprintln!("production argon2id: create + open took {:?}", started.elapsed());
+        assert_eq!(
+            sealer.unseal(&ctx, &blob).expect("unseal").as_slice(),
+            b"secret"
+        );
+        eprintln!(
+            "production argon2id: create + open took {:?}",
+            started.elapsed()
+        );
     }
 }

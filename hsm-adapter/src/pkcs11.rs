@@ -1,7 +1,7 @@
 //! PKCS#11 backend: AES-256-GCM under a non-extractable key that never leaves the token.
 //!
 //! The module (e.g. SoftHSM2's `libsofthsm2.so`) is loaded at run time, so the crate builds
-//! without it. Blobs use the shared format of [`crate::blob`] with a 12-byte random IV.
+//! without it. Blobs use the crate's shared format with a 12-byte random IV.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -80,7 +80,12 @@ impl Drop for TokenClaim {
     }
 }
 
-/// Seals with an AES-256 key held in a PKCS#11 token; see the module docs.
+/// Seals with a sensitive, non-extractable AES-256 key held in a PKCS#11 token: AES-GCM with
+/// a random 96-bit IV, the key never leaving the token.
+///
+/// Holds one logged-in session. Open it once per token and process and share it (it is
+/// `Send + Sync`); a second open of the same token is refused with
+/// [`SealError::TokenInUse`].
 pub struct Pkcs11Sealer {
     /// One logged-in session; the mutex serialises operations (a PKCS#11 session runs one
     /// operation at a time). Declared before `_claim` so the session, and with it the login,
@@ -124,9 +129,10 @@ impl Pkcs11Sealer {
         }
         .map_err(|e| unavailable(&cfg.token_label, e))?;
 
-        // `AuthPin` is a zeroizing secret box; the copy lives only for the login call.
-        let auth_pin = AuthPin::from(pin.as_str());
-        match session.login(UserType::User, Some(&auth_pin)) {
+        // `AuthPin` is a zeroizing secret box; this copy lives only for the login call.
+        let login = session.login(UserType::User, Some(&AuthPin::from(pin.as_str())));
+        drop(pin);
+        match login {
             Ok(()) => {}
             Err(CkError::Pkcs11(
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
@@ -179,8 +185,7 @@ impl Sealer for Pkcs11Sealer {
         let mut iv = [0u8; IV_LEN];
         rand::rngs::OsRng.fill_bytes(&mut iv);
         let mut iv_param = iv;
-        let params = GcmParams::new(&mut iv_param, &aad, TAG_BITS.into())
-            .map_err(|e| SealError::Malformed(format!("AES-GCM parameters: {e}")))?;
+        let params = gcm_params(&mut iv_param, &aad)?;
         let ciphertext = self
             .session()
             .encrypt(&Mechanism::AesGcm(params), self.key, plaintext)
@@ -193,8 +198,7 @@ impl Sealer for Pkcs11Sealer {
         let (iv, ciphertext) = blob::parse(LAYOUT, sealed)?;
         let mut iv_param = [0u8; IV_LEN];
         iv_param.copy_from_slice(iv);
-        let params = GcmParams::new(&mut iv_param, &aad, TAG_BITS.into())
-            .map_err(|e| SealError::Malformed(format!("AES-GCM parameters: {e}")))?;
+        let params = gcm_params(&mut iv_param, &aad)?;
         match self
             .session()
             .decrypt(&Mechanism::AesGcm(params), self.key, ciphertext)
@@ -207,7 +211,7 @@ impl Sealer for Pkcs11Sealer {
                 RvError::GeneralError
                 | RvError::EncryptedDataInvalid
                 | RvError::EncryptedDataLenRange,
-                Function::Decrypt | Function::DecryptInit,
+                Function::Decrypt,
             )) => Err(SealError::Tampered),
             Err(e) => Err(unavailable(&self.token_label, e)),
         }
@@ -215,7 +219,15 @@ impl Sealer for Pkcs11Sealer {
 }
 
 /// Loads (once) the module, finds the token's slot and claims it for this process.
+///
+/// Slot enumeration stays under the registry lock: SoftHSM's `C_GetSlotList` is not
+/// thread-safe (concurrent calls can abort the process on an internal assertion).
+///
+/// The module path is canonicalised first, so that two spellings of one library share one
+/// context and one claim (otherwise the second login would go unchecked, see [`TokenClaim`]).
 fn claim_token(module: &Path, label: &str) -> Result<(Pkcs11, Slot, TokenClaim), SealError> {
+    let module = &std::fs::canonicalize(module)
+        .map_err(|e| SealError::Unavailable(format!("PKCS#11 module {}: {e}", module.display())))?;
     let mut modules = modules();
     let pkcs11 = match modules.loaded.get(module) {
         Some(pkcs11) => pkcs11.clone(),
@@ -225,9 +237,8 @@ fn claim_token(module: &Path, label: &str) -> Result<(Pkcs11, Slot, TokenClaim),
             pkcs11
         }
     };
-    let in_module = |e: CkError| {
-        SealError::Unavailable(format!("PKCS#11 module {}: {e}", module.display()))
-    };
+    let in_module =
+        |e: CkError| SealError::Unavailable(format!("PKCS#11 module {}: {e}", module.display()));
     let mut matching = Vec::new();
     for slot in pkcs11
         .get_slots_with_initialized_token()
@@ -249,7 +260,10 @@ fn claim_token(module: &Path, label: &str) -> Result<(Pkcs11, Slot, TokenClaim),
             return Err(SealError::Config {
                 field: "token_label",
                 value: label.into(),
-                reason: format!("{} tokens carry this label; labels must be unique", matching.len()),
+                reason: format!(
+                    "{} tokens carry this label; labels must be unique",
+                    matching.len()
+                ),
             })
         }
     };
@@ -378,6 +392,15 @@ fn check_key_attributes(
             cfg.token_label,
             problems.join(", ")
         ),
+    })
+}
+
+/// Fails only when the associated data does not fit a `CK_ULONG`, i.e. for an absurd context.
+fn gcm_params<'a>(iv: &'a mut [u8; IV_LEN], aad: &'a [u8]) -> Result<GcmParams<'a>, SealError> {
+    GcmParams::new(iv, aad, TAG_BITS.into()).map_err(|e| SealError::Config {
+        field: "context",
+        value: format!("{} bytes of associated data", aad.len()),
+        reason: format!("too long for AES-GCM in PKCS#11 ({e})"),
     })
 }
 

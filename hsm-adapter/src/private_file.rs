@@ -26,10 +26,9 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SealError> {
 /// `create` calls cannot silently overwrite each other's state.
 pub(crate) fn create_new_private_file(path: &Path, contents: &[u8]) -> Result<(), SealError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(
-        || "state".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.tmp-{:016x}", rand::rngs::OsRng.next_u64()));
 
     let result = write_synced(&tmp, contents).and_then(|()| {

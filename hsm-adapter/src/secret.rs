@@ -134,7 +134,10 @@ mod tests {
 
         let unset = SecretSource::Env("PERMAFROST_TEST_SURELY_UNSET_VARIABLE".into());
         let msg = unset.read().expect_err("unset variable").to_string();
-        assert!(msg.contains("PERMAFROST_TEST_SURELY_UNSET_VARIABLE"), "{msg}");
+        assert!(
+            msg.contains("PERMAFROST_TEST_SURELY_UNSET_VARIABLE"),
+            "{msg}"
+        );
         assert!(msg.contains("is not set"), "{msg}");
     }
 

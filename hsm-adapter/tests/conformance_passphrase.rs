@@ -12,48 +12,25 @@ fn sealer() -> (PassphraseState, Box<dyn Sealer>) {
     (state, sealer)
 }
 
+/// A PKCS#11 sealer to play "the other backend", when SoftHSM is available.
+fn pkcs11_sealer() -> Option<Box<dyn Sealer>> {
+    common::softhsm().map(|hsm| {
+        hsm.new_token("pp-other")
+            .open()
+            .expect("open PKCS#11 sealer as the other backend")
+    })
+}
+
 #[test]
 fn s2_full_suite() {
     let state = PassphraseState::new();
-    // The other backend is PKCS#11 when SoftHSM is present; the relabelled-backend check in
-    // the suite covers WrongBackend either way.
-    let other = PassphraseOther::new();
     let open = || state.open();
     let open_wrong = || state.open_with_wrong_secret();
     let backend = Backend {
         open: &open,
         open_with_wrong_secret: &open_wrong,
     };
-    match other.sealer() {
-        Some(other) => conformance::run_all(&backend, other),
-        None => {
-            conformance::wrong_secret_refused(&backend);
-            conformance::survives_reopen(&backend);
-            let sealer = state.open().expect("open");
-            conformance::round_trip(sealer.as_ref());
-            conformance::relabelled_backend_refused(sealer.as_ref());
-        }
-    }
-}
-
-/// A PKCS#11 sealer to play "the other backend", when SoftHSM is available.
-struct PassphraseOther {
-    sealer: Option<Box<dyn Sealer>>,
-}
-
-impl PassphraseOther {
-    fn new() -> Self {
-        let sealer = common::softhsm().map(|hsm| {
-            hsm.new_token("pp-other")
-                .open()
-                .expect("open PKCS#11 sealer as the other backend")
-        });
-        Self { sealer }
-    }
-
-    fn sealer(&self) -> Option<&dyn Sealer> {
-        self.sealer.as_deref()
-    }
+    conformance::run_all(&backend, pkcs11_sealer().as_deref());
 }
 
 #[test]
@@ -129,9 +106,8 @@ fn s2_relabelled_backend_refused() {
 #[test]
 fn s2_pkcs11_blob_refused_as_wrong_backend() {
     let (_state, sealer) = sealer();
-    let other = PassphraseOther::new();
-    let Some(other) = other.sealer() else { return };
-    conformance::other_backend_refused(sealer.as_ref(), other);
+    let Some(other) = pkcs11_sealer() else { return };
+    conformance::other_backend_refused(sealer.as_ref(), other.as_ref());
 }
 
 #[test]

@@ -1,1 +1,57 @@
-fn main() {}
+//! `permafrost-node`: initialize a signer node, or run it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use permafrost_node::{config::NodeConfig, init, SignerNode};
+
+#[derive(Parser)]
+#[command(name = "permafrost-node", about = "Permafrost signer node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data dir, sealer state, identity and TLS keys; print the public info (JSON) for the manifest and CA.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the node until SIGINT/SIGTERM.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    permafrost_proto::tls::install_crypto_provider();
+    permafrost_node::logging::init();
+    let result = match Cli::parse().command {
+        Command::Init { config } => NodeConfig::load(&config)
+            .and_then(|c| init(&c))
+            .map(|info| println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default())),
+        Command::Run { config } => match NodeConfig::load(&config).and_then(|c| Ok((SignerNode::open(&c)?, c.listen))) {
+            Ok((node, addr)) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    tracing::info!(node = %node.id(), %addr, "serving");
+                    node.run(listener, permafrost_node::logging::shutdown_signal())
+                        .await
+                        .map_err(permafrost_node::NodeError::State)
+                }
+                Err(e) => Err(permafrost_node::NodeError::Config(format!("listen = {addr}: {e}"))),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("permafrost-node: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,18 @@
-//! placeholder
+//! Permafrost's gRPC services (generated from `proto/permafrost.proto` without
+//! a system `protoc`), mTLS identity of callers, and conversions between wire
+//! messages and `permafrost-core` types.
+
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+mod generated {
+    tonic::include_proto!("permafrost.v1");
+}
+
+pub mod auth;
+pub mod convert;
+pub mod server;
+pub mod tls;
+
+pub use generated::*;
+
+/// Encoded file descriptor set of every service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("permafrost_descriptor");

@@ -1,0 +1,95 @@
+//! Coordinator configuration (TOML), validated at start-up; errors name the field and value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use permafrost_core::identity::parse_ed25519_hex;
+use permafrost_proto::tls::TlsFiles;
+use serde::Deserialize;
+
+use crate::CoordinatorError;
+
+/// The whole coordinator configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Coordinator id (matches its certificate).
+    pub id: String,
+    /// Address to listen on for `Custody` and `Ceremony` calls.
+    pub listen: SocketAddr,
+    /// Data directory (sled store).
+    pub data_dir: PathBuf,
+    /// Cluster manifest (JSON).
+    pub manifest: PathBuf,
+    /// Custody public keys (hex), used only to fail fast; nodes check for themselves.
+    pub custody_keys: Vec<String>,
+    /// Deadline of one signing or ceremony round, milliseconds.
+    #[serde(default = "default_round_timeout")]
+    pub round_timeout_ms: u64,
+    /// How long `SubmitWithdrawal` waits for a result before answering PENDING, milliseconds.
+    #[serde(default = "default_submit_wait")]
+    pub submit_wait_ms: u64,
+    /// Seconds between member health probes.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_ms: u64,
+    /// mTLS files: CA, and the coordinator's own certificate and key.
+    pub tls: TlsFiles,
+}
+
+fn default_round_timeout() -> u64 {
+    5_000
+}
+fn default_submit_wait() -> u64 {
+    20_000
+}
+fn default_health_interval() -> u64 {
+    2_000
+}
+
+impl CoordinatorConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, CoordinatorError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CoordinatorError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let config: Self =
+            toml::from_str(&text).map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), CoordinatorError> {
+        let bad = |field: &str, value: &dyn std::fmt::Display, reason: &str| {
+            Err(CoordinatorError::Config(format!("{field} = {value}: {reason}")))
+        };
+        if self.id.is_empty() {
+            return bad("id", &"\"\"", "must not be empty");
+        }
+        if !(100..=600_000).contains(&self.round_timeout_ms) {
+            return bad("round_timeout_ms", &self.round_timeout_ms, "must be 100..=600000");
+        }
+        if self.submit_wait_ms > 600_000 {
+            return bad("submit_wait_ms", &self.submit_wait_ms, "must be at most 600000");
+        }
+        if !(100..=60_000).contains(&self.health_interval_ms) {
+            return bad("health_interval_ms", &self.health_interval_ms, "must be 100..=60000");
+        }
+        self.custody_keys()?;
+        Ok(())
+    }
+
+    /// Parsed custody keys.
+    pub fn custody_keys(&self) -> Result<Vec<VerifyingKey>, CoordinatorError> {
+        self.custody_keys
+            .iter()
+            .map(|k| parse_ed25519_hex("custody_keys", k).map_err(|e| CoordinatorError::Config(e.to_string())))
+            .collect()
+    }
+
+    /// Round deadline.
+    pub fn round_timeout(&self) -> Duration {
+        Duration::from_millis(self.round_timeout_ms)
+    }
+}

@@ -1,0 +1,123 @@
+//! The in-memory nonce pool (threats N1, N2, N4, N6).
+//!
+//! Nonces live only here: never serialized, never on disk. The pool is bounded
+//! in count and age; a nonce is removed from the pool *before* it is used, so
+//! it can sign at most once, and a restart voids every outstanding commitment.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use frost_secp256k1::round1::SigningNonces;
+use permafrost_core::GroupName;
+use rand::RngCore;
+
+/// Opaque handle naming one set of nonces.
+pub type NonceHandle = [u8; 16];
+
+struct Entry {
+    group: GroupName,
+    nonces: SigningNonces,
+    created: Instant,
+}
+
+/// Bounded, expiring nonce storage.
+pub struct NoncePool {
+    entries: HashMap<NonceHandle, Entry>,
+    max_open: usize,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for NoncePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoncePool")
+            .field("open", &self.entries.len())
+            .field("max_open", &self.max_open)
+            .finish()
+    }
+}
+
+impl NoncePool {
+    /// A pool holding at most `max_open` nonces, each for at most `ttl`.
+    pub fn new(max_open: usize, ttl: Duration) -> Self {
+        Self {
+            entries: HashMap::new(),
+            max_open,
+            ttl,
+        }
+    }
+
+    /// Stores `nonces` for `group`; `None` when the pool is full of live nonces.
+    pub fn insert(&mut self, group: GroupName, nonces: SigningNonces, now: Instant) -> Option<NonceHandle> {
+        self.expire(now);
+        if self.entries.len() >= self.max_open {
+            return None;
+        }
+        let mut handle = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut handle);
+        self.entries.insert(handle, Entry { group, nonces, created: now });
+        Some(handle)
+    }
+
+    /// Removes and returns the nonces for `handle` if they exist and have not expired.
+    /// Whatever happens next, they are gone from the pool (N1).
+    pub fn take(&mut self, handle: &[u8], now: Instant) -> Option<(GroupName, SigningNonces)> {
+        let handle: NonceHandle = handle.try_into().ok()?;
+        let entry = self.entries.remove(&handle)?;
+        if now.duration_since(entry.created) > self.ttl {
+            return None;
+        }
+        Some((entry.group, entry.nonces))
+    }
+
+    /// Drops expired nonces.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        self.entries.retain(|_, e| now.duration_since(e.created) <= ttl);
+    }
+
+    /// Number of live nonces.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frost_secp256k1::keys::SigningShare;
+
+    fn nonces() -> SigningNonces {
+        let share = SigningShare::deserialize(&[1u8; 32]).expect("valid scalar");
+        SigningNonces::new(&share, &mut rand::thread_rng())
+    }
+
+    #[test]
+    fn n1_nonce_taken_once() {
+        let mut pool = NoncePool::new(4, Duration::from_secs(60));
+        let g = GroupName::new("g").expect("valid");
+        let now = Instant::now();
+        let h = pool.insert(g, nonces(), now).expect("room");
+        assert!(pool.take(&h, now).is_some());
+        assert!(pool.take(&h, now).is_none());
+    }
+
+    #[test]
+    fn n6_pool_is_bounded_and_expires() {
+        let mut pool = NoncePool::new(3, Duration::from_secs(10));
+        let g = GroupName::new("g").expect("valid");
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(pool.insert(g.clone(), nonces(), now).is_some());
+        }
+        assert!(pool.insert(g.clone(), nonces(), now).is_none(), "bound holds");
+        let later = now + Duration::from_secs(11);
+        let h = pool.insert(g, nonces(), later).expect("expired entries make room");
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take(&h, later + Duration::from_secs(11)).is_none(), "expired nonce unusable");
+    }
+}
