@@ -3,7 +3,6 @@
 //! itself. The coordinator is never trusted for safety.
 
 pub mod config;
-pub mod logging;
 pub mod nonces;
 pub mod service;
 pub mod store;

@@ -29,7 +29,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     permafrost_proto::tls::install_crypto_provider();
-    permafrost_node::logging::init();
+    permafrost_proto::logging::init();
     let result = match Cli::parse().command {
         Command::Init { config } => NodeConfig::load(&config)
             .and_then(|c| init(&c))
@@ -38,7 +38,7 @@ async fn main() -> std::process::ExitCode {
             Ok((node, addr)) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     tracing::info!(node = %node.id(), %addr, "serving");
-                    node.run(listener, permafrost_node::logging::shutdown_signal())
+                    node.run(listener, permafrost_proto::logging::shutdown_signal())
                         .await
                         .map_err(permafrost_node::NodeError::State)
                 }

@@ -285,10 +285,9 @@ impl SignerNodeApi for NodeService {
             .map_err(|_| Status::internal("nonce pool lock poisoned"))?
             .take(&req.nonce_handle, Instant::now());
         let Some((nonce_group, nonces)) = taken else {
-            return Err(refuse(
-                node,
-                "sign",
-                CoreError::refused("unknown, used or expired nonce handle (nonces never survive a restart)"),
+            warn!(node = %node.id, "refused: unknown, used or expired nonce handle");
+            return Err(Status::failed_precondition(
+                "unknown, used or expired nonce handle (nonces never survive a restart); commit again",
             ));
         };
         let name = group_name("key_group", &req.key_group)?;

@@ -8,6 +8,7 @@ mod generated {
 }
 
 pub mod auth;
+pub mod logging;
 pub mod convert;
 pub mod server;
 pub mod tls;

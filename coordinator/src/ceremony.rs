@@ -1,0 +1,159 @@
+//! Driving a DKG ceremony across the member nodes: relay round 1, the echo
+//! check (K1), the encrypted round-2 shares (K5), collect and compare the group
+//! key reports (K4), then a test signature before the group becomes active.
+
+use std::sync::Arc;
+
+use permafrost_core::dkg::{self, CeremonySpec};
+use permafrost_core::signing::activation_message;
+use permafrost_core::NodeId;
+use permafrost_proto::{self as pb, signer_node_client::SignerNodeClient};
+use rand::RngCore;
+use tonic::transport::Channel;
+use tonic::Status;
+use tracing::info;
+
+use crate::driver::{sign_with_retries, Target};
+use crate::store::GroupRecord;
+use crate::Coordinator;
+
+/// Calls every member in parallel with the round deadline; fails naming the first member that failed.
+async fn call_all<T, F, Fut>(coord: &Coordinator, spec: &CeremonySpec, step: &str, f: F) -> Result<Vec<(NodeId, T)>, Status>
+where
+    F: Fn(NodeId, SignerNodeClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let deadline = coord.config.round_timeout();
+    let calls = spec.members.iter().map(|id| {
+        let client = coord.members.get(id).map(|m| m.client.clone());
+        let fut = client.map(|c| f(id.clone(), c));
+        async move {
+            let fut = fut.ok_or_else(|| Status::invalid_argument(format!("{id} is not in the cluster manifest")))?;
+            match tokio::time::timeout(deadline, fut).await {
+                Ok(Ok(resp)) => Ok((id.clone(), resp.into_inner())),
+                Ok(Err(status)) => Err(Status::aborted(format!(
+                    "ceremony {} aborted at {step}: {id}: {}",
+                    spec.ceremony_id,
+                    status.message()
+                ))),
+                Err(_) => Err(Status::unavailable(format!(
+                    "ceremony {} aborted at {step}: {id} did not answer in time",
+                    spec.ceremony_id
+                ))),
+            }
+        }
+    });
+    futures::future::join_all(calls).await.into_iter().collect()
+}
+
+/// Runs a whole ceremony and returns the active group.
+pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupRequest) -> Result<GroupRecord, Status> {
+    let _one_at_a_time = coord.ceremony_lock.lock().await;
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    let wire_spec = pb::CeremonySpec {
+        ceremony_id: hex::encode(id),
+        group: req.name.clone(),
+        tier: req.tier,
+        threshold: req.threshold,
+        members: req.members.clone(),
+    };
+    let spec: CeremonySpec = (&wire_spec).try_into()?;
+    for m in &spec.members {
+        coord
+            .directory
+            .get(m)
+            .map_err(|e| Status::invalid_argument(format!("members: {e}")))?;
+    }
+    if let Some(existing) = coord.store.group(&spec.group).map_err(|e| Status::internal(e.to_string()))? {
+        return Err(Status::already_exists(format!(
+            "key group {} already exists (active: {})",
+            existing.name, existing.active
+        )));
+    }
+    info!(ceremony = %spec.ceremony_id, group = %spec.group, t = spec.threshold, n = spec.members.len(), "DKG started");
+
+    let round1 = call_all(coord, &spec, "round 1", |_, mut c| {
+        let s = wire_spec.clone();
+        async move { c.dkg_start(pb::DkgStartRequest { spec: Some(s) }).await }
+    })
+    .await?;
+    let round1: Vec<pb::DkgRound1Message> = round1.into_iter().map(|(_, m)| m).collect();
+
+    let echoes = call_all(coord, &spec, "echo", |_, mut c| {
+        let r = pb::DkgEchoRequest {
+            ceremony_id: spec.ceremony_id.clone(),
+            round1: round1.clone(),
+        };
+        async move { c.dkg_echo(r).await }
+    })
+    .await?;
+    let echoes: Vec<pb::DkgEchoMessage> = echoes.into_iter().map(|(_, m)| m).collect();
+
+    let round2 = call_all(coord, &spec, "round 2", |_, mut c| {
+        let r = pb::DkgRound2Request {
+            ceremony_id: spec.ceremony_id.clone(),
+            echoes: echoes.clone(),
+        };
+        async move { c.dkg_round2(r).await }
+    })
+    .await?;
+    let shares: Vec<pb::DkgSealedShare> = round2.into_iter().flat_map(|(_, r)| r.shares).collect();
+
+    let reports = call_all(coord, &spec, "round 3", |id, mut c| {
+        let r = pb::DkgFinishRequest {
+            ceremony_id: spec.ceremony_id.clone(),
+            shares: shares.iter().filter(|s| s.recipient == id.as_str()).cloned().collect(),
+        };
+        async move { c.dkg_finish(r).await }
+    })
+    .await?;
+    let reports: Vec<dkg::GroupKeyReport> = reports
+        .iter()
+        .map(|(_, r)| r.try_into())
+        .collect::<Result<_, Status>>()?;
+    let pkp = dkg::check_reports(&spec, &coord.directory, &reports).map_err(|e| Status::aborted(e.to_string()))?;
+    let group_public_key = reports
+        .first()
+        .map(|r| r.group_public_key.clone())
+        .ok_or_else(|| Status::aborted("no reports"))?;
+    let mut record = GroupRecord {
+        v: 1,
+        name: spec.group.clone(),
+        tier: spec.tier,
+        threshold: spec.threshold,
+        members: spec.members.clone(),
+        public_key_package: pkp.serialize().map_err(|e| Status::internal(e.to_string()))?,
+        group_public_key,
+        active: false,
+    };
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+
+    // K4: a test signature proves the shares work before anyone relies on the group.
+    let message = activation_message(&spec.group, &record.group_public_key);
+    let attempts = spec.members.len();
+    let (signature, signers) = sign_with_retries(coord, &record, &message, &Target::Activation, attempts)
+        .await
+        .map_err(|e| Status::aborted(format!("group {} generated but its test signature failed: {e}", spec.group)))?;
+    let signature = signature.serialize().map_err(|e| Status::internal(e.to_string()))?;
+    call_all(coord, &spec, "activation", |_, mut c| {
+        let r = pb::ActivateGroupRequest {
+            group: spec.group.to_string(),
+            test_signature: signature.clone(),
+        };
+        async move { c.activate_group(r).await }
+    })
+    .await?;
+    record.active = true;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    info!(group = %spec.group, key = %hex::encode(&record.group_public_key), test_signers = ?signers, "key group active");
+    Ok(record)
+}

@@ -1,0 +1,401 @@
+//! The session driver: picks signers, runs the two FROST rounds (RFC 9591 §5.1,
+//! §5.2) with deadlines, aggregates with culprit detection (§5.3), and retries
+//! on a fresh subset with fresh commitments after any failure (C1).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use frost_secp256k1::keys::PublicKeyPackage;
+use frost_secp256k1::round1::SigningCommitments;
+use frost_secp256k1::round2::SignatureShare;
+use frost_secp256k1::{Identifier, Signature, SigningPackage};
+use permafrost_core::authz::SignedWithdrawal;
+use permafrost_core::signing::{aggregate, AggregateError};
+use permafrost_core::{dkg, unix_now, NodeId, RequestId};
+use permafrost_proto as pb;
+use prost::Message;
+use tokio::sync::watch;
+use tonic::Code;
+use tracing::{info, warn};
+
+use crate::store::{Exclusion, GroupRecord, RequestRecord, RequestState};
+use crate::Coordinator;
+
+/// What the signers are asked to sign.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A custody-signed withdrawal (each node re-checks it).
+    Withdrawal(pb::SignedWithdrawal),
+    /// The activation test of a new group.
+    Activation,
+}
+
+/// Why one signing attempt failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The node did not answer in time or the link failed; try others.
+    Unreachable(NodeId, String),
+    /// The node refused the request on its own checks.
+    Refused(NodeId, String),
+    /// These nodes sent invalid shares; evidence attached.
+    InvalidShares(Vec<Exclusion>),
+    /// Anything else.
+    Other(String),
+}
+
+fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
+    let msg = format!("{}: {}", node, status.message());
+    match status.code() {
+        Code::PermissionDenied | Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::Aborted => {
+            AttemptError::Refused(node.clone(), msg)
+        }
+        _ => AttemptError::Unreachable(node.clone(), format!("{} ({})", msg, status.code())),
+    }
+}
+
+/// Picks `t` signers: healthy ones first, spread across regions, then by latency.
+pub fn choose_signers(candidates: &[(NodeId, String, Option<Duration>)], t: usize) -> Option<Vec<NodeId>> {
+    if candidates.len() < t {
+        return None;
+    }
+    let mut sorted: Vec<_> = candidates.to_vec();
+    sorted.sort_by_key(|(id, _, latency)| (latency.unwrap_or(Duration::MAX), id.clone()));
+    let mut by_region: BTreeMap<&str, Vec<&NodeId>> = BTreeMap::new();
+    let mut region_order = Vec::new();
+    for (id, region, _) in &sorted {
+        if !by_region.contains_key(region.as_str()) {
+            region_order.push(region.as_str());
+        }
+        by_region.entry(region.as_str()).or_default().push(id);
+    }
+    let mut chosen = Vec::with_capacity(t);
+    let mut round = 0;
+    while chosen.len() < t {
+        for region in &region_order {
+            if let Some(id) = by_region[region].get(round) {
+                if chosen.len() < t {
+                    chosen.push((*id).clone());
+                }
+            }
+        }
+        round += 1;
+    }
+    Some(chosen)
+}
+
+fn identifier_of(group: &GroupRecord, node: &NodeId) -> Result<Identifier, AttemptError> {
+    let index = group
+        .members
+        .iter()
+        .position(|m| m == node)
+        .ok_or_else(|| AttemptError::Other(format!("{node} is not a member of {}", group.name)))?;
+    dkg::identifier(index).map_err(|e| AttemptError::Other(e.to_string()))
+}
+
+/// One signing attempt on exactly `signers` with fresh commitments.
+pub async fn attempt(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    signers: &[NodeId],
+    message: &[u8],
+    target: &Target,
+) -> Result<Signature, AttemptError> {
+    let members = &coord.members;
+    let deadline = coord.config.round_timeout();
+    // Round 1: commitments.
+    let commits = signers.iter().map(|id| async move {
+        let member = members
+            .get(id)
+            .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
+        let mut client = member.client.clone();
+        let started = Instant::now();
+        let call = client.commit(pb::CommitRequest {
+            key_group: group.name.to_string(),
+        });
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(resp)) => {
+                members.record(id, Ok(started.elapsed()), None);
+                Ok((id.clone(), resp.into_inner()))
+            }
+            Ok(Err(status)) => Err(classify(id, status)),
+            Err(_) => Err(AttemptError::Unreachable(id.clone(), format!("{id}: round 1 deadline exceeded"))),
+        }
+    });
+    let mut handles = BTreeMap::new();
+    let mut commitments = BTreeMap::new();
+    for result in futures::future::join_all(commits).await {
+        let (id, resp) = result?;
+        let identifier = identifier_of(group, &id)?;
+        let expected = group.members.iter().position(|m| *m == id).map(|i| i as u32 + 1);
+        if expected != Some(resp.identifier) {
+            return Err(AttemptError::Refused(id, "reported a wrong identifier".into()));
+        }
+        let c = SigningCommitments::deserialize(&resp.commitments)
+            .map_err(|e| AttemptError::Refused(id.clone(), format!("malformed commitments: {e}")))?;
+        commitments.insert(identifier, c);
+        handles.insert(id, resp.nonce_handle);
+    }
+    let package = SigningPackage::new(commitments, message);
+    let package_bytes = package
+        .serialize()
+        .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
+    let wire_target = match target {
+        Target::Withdrawal(w) => pb::sign_request::Target::Withdrawal(w.clone()),
+        Target::Activation => pb::sign_request::Target::Activation(pb::ActivationTest {}),
+    };
+    // Round 2: shares.
+    let signs = handles.iter().map(|(id, handle)| {
+        let req = pb::SignRequest {
+            key_group: group.name.to_string(),
+            nonce_handle: handle.clone(),
+            signing_package: package_bytes.clone(),
+            target: Some(wire_target.clone()),
+        };
+        async move {
+            let member = members
+                .get(id)
+                .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
+            let mut client = member.client.clone();
+            match tokio::time::timeout(deadline, client.sign(req)).await {
+                Ok(Ok(resp)) => Ok((id.clone(), resp.into_inner())),
+                Ok(Err(status)) => Err(classify(id, status)),
+                Err(_) => Err(AttemptError::Unreachable(id.clone(), format!("{id}: round 2 deadline exceeded"))),
+            }
+        }
+    });
+    let mut shares = BTreeMap::new();
+    let mut raw_shares = BTreeMap::new();
+    for result in futures::future::join_all(signs).await {
+        let (id, resp) = result?;
+        let share = SignatureShare::deserialize(&resp.signature_share).map_err(|e| {
+            warn!(node = %id, error = %e, "malformed signature share");
+            AttemptError::InvalidShares(vec![evidence(group, &id, &resp.signature_share, &package_bytes, "")])
+        })?;
+        raw_shares.insert(identifier_of(group, &id)?, (id.clone(), resp.signature_share));
+        shares.insert(identifier_of(group, &id)?, share);
+    }
+    let pkp = PublicKeyPackage::deserialize(&group.public_key_package)
+        .map_err(|e| AttemptError::Other(format!("stored public key package: {e}")))?;
+    aggregate(&package, &shares, &pkp).map_err(|e| match e {
+        AggregateError::InvalidShares(culprits) => AttemptError::InvalidShares(
+            culprits
+                .iter()
+                .filter_map(|c| raw_shares.get(c))
+                .map(|(id, share)| evidence(group, id, share, &package_bytes, ""))
+                .collect(),
+        ),
+        AggregateError::Other(e) => AttemptError::Other(e),
+    })
+}
+
+fn evidence(group: &GroupRecord, node: &NodeId, share: &[u8], package: &[u8], request_id: &str) -> Exclusion {
+    Exclusion {
+        v: 1,
+        group: group.name.clone(),
+        node: node.clone(),
+        request_id: request_id.to_string(),
+        share: hex::encode(share),
+        signing_package: hex::encode(package),
+        at: unix_now(),
+    }
+}
+
+/// Runs attempts on fresh subsets until one signs, excluding culprits and
+/// skipping unreachable or refusing members. Used for activation tests.
+pub async fn sign_with_retries(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    message: &[u8],
+    target: &Target,
+    max_attempts: usize,
+) -> Result<(Signature, Vec<NodeId>), String> {
+    let mut skip = BTreeSet::new();
+    let mut errors = Vec::new();
+    for _ in 0..max_attempts {
+        let candidates: Vec<_> = group
+            .members
+            .iter()
+            .filter(|m| !skip.contains(*m))
+            .map(|m| (m.clone(), region_of(coord, m), None))
+            .collect();
+        let Some(signers) = choose_signers(&candidates, usize::from(group.threshold)) else {
+            break;
+        };
+        match attempt(coord, group, &signers, message, target).await {
+            Ok(sig) => return Ok((sig, signers)),
+            Err(AttemptError::InvalidShares(ev)) => {
+                for e in ev {
+                    errors.push(format!("{} sent an invalid share", e.node));
+                    skip.insert(e.node);
+                }
+            }
+            Err(AttemptError::Refused(n, e)) | Err(AttemptError::Unreachable(n, e)) => {
+                errors.push(e);
+                skip.insert(n);
+            }
+            Err(AttemptError::Other(e)) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn region_of(coord: &Coordinator, id: &NodeId) -> String {
+    coord.members.get(id).map(|m| m.region.clone()).unwrap_or_default()
+}
+
+/// Starts the driver task for `id` unless one is running; returns a receiver that turns `true` when it ends.
+pub fn ensure_driver(coord: &Arc<Coordinator>, id: &RequestId) -> watch::Receiver<bool> {
+    let Ok(mut inflight) = coord.inflight.lock() else {
+        let (_, rx) = watch::channel(true);
+        return rx;
+    };
+    if let Some(rx) = inflight.get(id) {
+        return rx.clone();
+    }
+    let (tx, rx) = watch::channel(false);
+    inflight.insert(id.clone(), rx.clone());
+    let coord = coord.clone();
+    let id = id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = drive(&coord, &id).await {
+            warn!(request = %id, error = %e, "driver stopped");
+        }
+        if let Ok(mut inflight) = coord.inflight.lock() {
+            inflight.remove(&id);
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn finish(coord: &Coordinator, id: &RequestId, record: &mut RequestRecord, state: RequestState, detail: String) -> Result<(), String> {
+    record.state = state;
+    record.detail = detail;
+    coord.store.put_request(id, record).await.map_err(|e| e.to_string())
+}
+
+/// Drives one request to SIGNED or FAILED.
+async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
+    let mut record = coord
+        .store
+        .request(id)
+        .map_err(|e| e.to_string())?
+        .ok_or("request vanished")?;
+    let wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| e.to_string())?;
+    let signed: SignedWithdrawal = (&wire).try_into().map_err(|e: tonic::Status| e.message().to_string())?;
+    let request = &signed.request;
+    let target = Target::Withdrawal(wire.clone());
+    let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
+    let mut refusals: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut other_failures = 0u32;
+    loop {
+        if record.state != RequestState::Pending {
+            return Ok(());
+        }
+        let Some(group) = coord.store.group(&request.key_group).map_err(|e| e.to_string())? else {
+            return finish(coord, id, &mut record, RequestState::Failed, format!("unknown key group {}", request.key_group)).await;
+        };
+        if unix_now() > request.expires_at {
+            let why = if refusals.is_empty() {
+                "expired before enough signers were available".to_string()
+            } else {
+                format!("expired; refusals: {}", refusals.values().cloned().collect::<Vec<_>>().join("; "))
+            };
+            return finish(coord, id, &mut record, RequestState::Failed, why).await;
+        }
+        let t = usize::from(group.threshold);
+        let mut candidates = Vec::new();
+        let mut excluded = 0usize;
+        for m in &group.members {
+            if coord.store.is_excluded(&group.name, m).map_err(|e| e.to_string())? {
+                excluded += 1;
+                continue;
+            }
+            if refusals.contains_key(m) || unreachable.contains(m) {
+                continue;
+            }
+            let h = coord.members.health(m);
+            let seems_up = h.reachable || (h.last_ok.is_none() && h.last_error.is_empty());
+            if seems_up && !h.sealed {
+                candidates.push((m.clone(), region_of(coord, m), h.latency));
+            }
+        }
+        if group.members.len() - excluded - refusals.len() < t {
+            let why = format!(
+                "refused: {}",
+                refusals.values().cloned().collect::<Vec<_>>().join("; ")
+            );
+            return finish(coord, id, &mut record, RequestState::Failed, why).await;
+        }
+        let Some(signers) = choose_signers(&candidates, t) else {
+            let detail = format!("below threshold: {} of {t} reachable", candidates.len());
+            if record.detail != detail {
+                info!(request = %id, "{detail}");
+                record.detail = detail;
+                coord.store.put_request(id, &record).await.map_err(|e| e.to_string())?;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            coord.members.probe_all().await;
+            unreachable.clear();
+            continue;
+        };
+        record.attempts += 1;
+        match attempt(coord, &group, &signers, &request.payload, &target).await {
+            Ok(signature) => {
+                let bytes = signature.serialize().map_err(|e| e.to_string())?;
+                record.signature = bytes;
+                record.signers = signers.clone();
+                info!(request = %id, signers = ?signers, attempts = record.attempts, "signed");
+                return finish(coord, id, &mut record, RequestState::Signed, String::new()).await;
+            }
+            Err(AttemptError::Unreachable(n, e)) => {
+                warn!(request = %id, node = %n, error = %e, "signer unreachable; retrying on another subset");
+                coord.members.record(&n, Err(e), None);
+                unreachable.insert(n);
+            }
+            Err(AttemptError::Refused(n, e)) => {
+                warn!(request = %id, node = %n, reason = %e, "signer refused");
+                refusals.insert(n, e);
+            }
+            Err(AttemptError::InvalidShares(evidence)) => {
+                for mut ev in evidence {
+                    ev.request_id = id.to_string();
+                    warn!(request = %id, culprit = %ev.node, group = %ev.group, "invalid signature share; member excluded from the group until an operator clears it");
+                    coord.store.exclude(&ev).await.map_err(|e| e.to_string())?;
+                }
+            }
+            Err(AttemptError::Other(e)) => {
+                warn!(request = %id, error = %e, "attempt failed");
+                other_failures += 1;
+                if other_failures >= 5 {
+                    return finish(coord, id, &mut record, RequestState::Failed, e).await;
+                }
+            }
+        }
+        record.detail = format!("attempt {} failed; retrying on a new subset", record.attempts);
+        coord.store.put_request(id, &record).await.map_err(|e| e.to_string())?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeId {
+        NodeId::new(s).expect("valid")
+    }
+
+    #[test]
+    fn regions_are_spread_first() {
+        let c = vec![
+            (n("n1"), "eu".to_string(), Some(Duration::from_millis(1))),
+            (n("n2"), "eu".to_string(), Some(Duration::from_millis(2))),
+            (n("n3"), "us".to_string(), Some(Duration::from_millis(50))),
+            (n("n4"), "ap".to_string(), Some(Duration::from_millis(90))),
+        ];
+        assert_eq!(choose_signers(&c, 3).expect("enough"), vec![n("n1"), n("n3"), n("n4")]);
+        assert_eq!(choose_signers(&c, 4).expect("enough").len(), 4);
+        assert!(choose_signers(&c, 5).is_none());
+    }
+}

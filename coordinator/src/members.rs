@@ -1,0 +1,138 @@
+//! Connections to the signer nodes and their health, probed continuously.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use permafrost_core::manifest::Directory;
+use permafrost_core::NodeId;
+use permafrost_proto::signer_node_client::SignerNodeClient;
+use permafrost_proto::tls::TlsMaterial;
+use tonic::transport::Channel;
+
+/// What the coordinator last saw of a member.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// Answered the last probe or call.
+    pub reachable: bool,
+    /// Reported itself sealed.
+    pub sealed: bool,
+    /// Last error, if any.
+    pub last_error: String,
+    /// Round-trip of the last probe.
+    pub latency: Option<Duration>,
+    /// When it was last seen healthy.
+    pub last_ok: Option<Instant>,
+}
+
+/// One member node.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Region.
+    pub region: String,
+    /// Endpoint.
+    pub endpoint: String,
+    /// gRPC client (lazily connected, per-call deadline applied by the channel).
+    pub client: SignerNodeClient<Channel>,
+}
+
+/// All members and their health.
+#[derive(Debug)]
+pub struct Members {
+    members: BTreeMap<NodeId, Member>,
+    health: Mutex<BTreeMap<NodeId, Health>>,
+}
+
+impl Members {
+    /// Builds clients for every node in the manifest.
+    pub fn new(directory: &Directory, tls: &TlsMaterial, timeout: Duration) -> Result<Self, String> {
+        let mut members = BTreeMap::new();
+        for entry in directory.iter() {
+            let channel = tls.channel(&entry.node.endpoint, &entry.node.tls_server_name, timeout)?;
+            let client = SignerNodeClient::new(channel).max_decoding_message_size(permafrost_proto::server::MAX_MESSAGE_BYTES);
+            members.insert(
+                entry.node.id.clone(),
+                Member {
+                    id: entry.node.id.clone(),
+                    region: entry.node.region.clone(),
+                    endpoint: entry.node.endpoint.clone(),
+                    client,
+                },
+            );
+        }
+        Ok(Self {
+            members,
+            health: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// A member by id.
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// All members.
+    pub fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Current health of `id`.
+    pub fn health(&self, id: &NodeId) -> Health {
+        self.health
+            .lock()
+            .ok()
+            .and_then(|h| h.get(id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Records the outcome of a call to `id`.
+    pub fn record(&self, id: &NodeId, outcome: Result<Duration, String>, sealed: Option<bool>) {
+        if let Ok(mut map) = self.health.lock() {
+            let h = map.entry(id.clone()).or_default();
+            match outcome {
+                Ok(latency) => {
+                    h.reachable = true;
+                    h.latency = Some(latency);
+                    h.last_ok = Some(Instant::now());
+                    h.last_error.clear();
+                }
+                Err(e) => {
+                    h.reachable = false;
+                    h.last_error = e;
+                }
+            }
+            if let Some(sealed) = sealed {
+                h.sealed = sealed;
+            }
+        }
+    }
+
+    /// Probes every member once, in parallel.
+    pub async fn probe_all(&self) {
+        let probes = self.members.values().map(|m| async move {
+            let started = Instant::now();
+            let mut client = m.client.clone();
+            let result = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get_status(permafrost_proto::NodeStatusRequest {}),
+            )
+            .await;
+            match result {
+                Ok(Ok(status)) => self.record(&m.id, Ok(started.elapsed()), Some(status.get_ref().sealed)),
+                Ok(Err(status)) => self.record(&m.id, Err(format!("{}: {}", status.code(), status.message())), None),
+                Err(_) => self.record(&m.id, Err("health probe timed out".into()), None),
+            }
+        });
+        futures::future::join_all(probes).await;
+    }
+}
+
+/// Probes members forever at `interval`.
+pub async fn probe_loop(members: std::sync::Arc<Members>, interval: Duration) {
+    loop {
+        members.probe_all().await;
+        tokio::time::sleep(interval).await;
+    }
+}
