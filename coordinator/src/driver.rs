@@ -363,6 +363,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                     ev.request_id = id.to_string();
                     warn!(request = %id, culprit = %ev.node, group = %ev.group, "invalid signature share; member excluded from the group until an operator clears it");
                     coord.store.exclude(&ev).await.map_err(|e| e.to_string())?;
+                    record.culprits.push(ev.node);
                 }
             }
             Err(AttemptError::Other(e)) => {

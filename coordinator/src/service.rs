@@ -35,6 +35,7 @@ fn to_wire_status(id: &RequestId, r: &RequestRecord, group_key: Vec<u8>, message
         group_public_key: group_key,
         detail: r.detail.clone(),
         attempts: r.attempts,
+        culprits: r.culprits.iter().map(|c| c.to_string()).collect(),
     }
 }
 
@@ -115,6 +116,7 @@ impl Custody for CustodyService {
             signers: Vec::new(),
             detail: "accepted".into(),
             attempts: 0,
+            culprits: Vec::new(),
         };
         if let Some(raced) = coord.store.insert_request(&id, &record).await? {
             if raced.digest != record.digest {

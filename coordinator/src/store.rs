@@ -60,6 +60,9 @@ pub struct RequestRecord {
     pub detail: String,
     /// Signing attempts made.
     pub attempts: u32,
+    /// Members caught sending invalid shares for this request.
+    #[serde(default)]
+    pub culprits: Vec<NodeId>,
 }
 
 /// Evidence that a member sent an invalid share (C1, X2).

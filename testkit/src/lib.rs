@@ -1,1 +1,447 @@
-//! placeholder
+//! Dev-only test helpers: a whole Permafrost cluster in one process, every
+//! daemon a real gRPC server on 127.0.0.1 port 0 with real mTLS, plus
+//! adversarial stand-ins (a lying node) that production builds never contain.
+
+pub mod liar;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use permafrost_coordinator::config::CoordinatorConfig;
+use permafrost_coordinator::Coordinator;
+use permafrost_core::manifest::{ClusterManifest, ManifestNode};
+use permafrost_core::withdrawal::WithdrawalRequest;
+use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
+use permafrost_node::config::NodeConfig;
+use permafrost_node::SignerNode;
+use permafrost_proto::tls::{TlsFiles, TlsMaterial};
+use permafrost_proto::{self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient, signer_node_client::SignerNodeClient};
+use permafrostctl::pki;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use liar::Lie;
+
+/// A running server task and the means to stop it.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// One signer node of the test cluster.
+pub struct TestNode {
+    /// Node id.
+    pub id: NodeId,
+    /// Region.
+    pub region: String,
+    /// Address the real node listens on.
+    pub addr: SocketAddr,
+    /// Its config.
+    pub config: NodeConfig,
+    running: Option<Running>,
+    liar: Option<Running>,
+}
+
+/// Options for [`TestCluster::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// Region of each node (its length is the node count).
+    pub regions: Vec<String>,
+    /// Nodes (by index) that lie to the coordinator, and how.
+    pub liars: Vec<(usize, Lie)>,
+    /// Coordinator round deadline.
+    pub round_timeout_ms: Option<u64>,
+}
+
+/// An in-process cluster: CA, n nodes, one coordinator, custody and operator credentials.
+pub struct TestCluster {
+    /// Holds every file; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// CA directory.
+    pub ca_dir: PathBuf,
+    /// The nodes.
+    pub nodes: Vec<TestNode>,
+    /// Coordinator address.
+    pub coordinator_addr: SocketAddr,
+    /// Coordinator config.
+    pub coordinator_config: CoordinatorConfig,
+    /// The custody service's Ed25519 signing key.
+    pub custody_key: SigningKey,
+    coordinator: Option<Running>,
+}
+
+const PASSPHRASE_ENV: &str = "PERMAFROST_TEST_PASSPHRASE";
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+async fn free_listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0")
+}
+
+impl TestCluster {
+    /// A cluster with one node per entry of `regions`.
+    pub async fn start(regions: &[&str]) -> Self {
+        Self::start_with(ClusterOptions {
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A cluster with options.
+    pub async fn start_with(opts: ClusterOptions) -> Self {
+        permafrost_proto::tls::install_crypto_provider();
+        // SAFETY of the test env: one fixed test passphrase, read by every in-process node.
+        std::env::set_var(PASSPHRASE_ENV, "correct horse battery staple");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let ca_dir = root.join("ca");
+        pki::init_ca(&ca_dir, "Permafrost test CA").expect("CA");
+        let custody_key = SigningKey::generate(&mut rand::thread_rng());
+        let custody_hex = hex::encode(custody_key.verifying_key().as_bytes());
+        let extra = pki::Extra {
+            ips: vec!["127.0.0.1".parse().expect("ip")],
+            ..Default::default()
+        };
+
+        // Bind every node's listener first so the manifest knows the ports.
+        let mut listeners = Vec::new();
+        let mut nodes = Vec::new();
+        let mut manifest = ClusterManifest::default();
+        let mut liar_listeners = Vec::new();
+        for (i, region) in opts.regions.iter().enumerate() {
+            let id = NodeId::new(format!("n{}", i + 1)).expect("valid id");
+            let listener = free_listener().await;
+            let addr = listener.local_addr().expect("addr");
+            let node_dir = root.join(id.as_str());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let config_text = format!(
+                r#"id = "{id}"
+region = "{region}"
+listen = "{addr}"
+data_dir = "{data}"
+manifest = "{manifest}"
+custody_keys = ["{custody_hex}"]
+[tls]
+ca_cert = "{ca}"
+cert = "{cert}"
+[sealer]
+kind = "passphrase"
+passphrase_env = "{PASSPHRASE_ENV}"
+kdf = "fast-insecure"
+"#,
+                data = node_dir.join("data").display(),
+                manifest = root.join("manifest.json").display(),
+                ca = ca_dir.join(pki::CA_CERT).display(),
+                cert = node_dir.join(format!("{id}.pem")).display(),
+            );
+            let config_path = node_dir.join("node.toml");
+            write(&config_path, &config_text);
+            let config = NodeConfig::load(&config_path).expect("node config");
+            let info = permafrost_node::init(&config).expect("node init");
+            pki::issue_to_dir(&ca_dir, Role::Node, id.as_str(), &extra, Some(&info.tls_csr), &node_dir).expect("node cert");
+            let mut endpoint = addr.to_string();
+            if let Some((_, lie)) = opts.liars.iter().find(|(idx, _)| *idx == i) {
+                let liar_listener = free_listener().await;
+                endpoint = liar_listener.local_addr().expect("addr").to_string();
+                liar_listeners.push((i, *lie, liar_listener));
+            }
+            manifest.nodes.push(ManifestNode {
+                id: id.clone(),
+                region: region.clone(),
+                endpoint,
+                tls_server_name: pki::server_name(Role::Node, id.as_str()),
+                identity_key: info.identity_key,
+                encryption_key: info.encryption_key,
+            });
+            listeners.push(listener);
+            nodes.push(TestNode {
+                id,
+                region: region.clone(),
+                addr,
+                config,
+                running: None,
+                liar: None,
+            });
+        }
+        write(
+            &root.join("manifest.json"),
+            &serde_json::to_string_pretty(&manifest).expect("manifest json"),
+        );
+        for (node, listener) in nodes.iter_mut().zip(listeners) {
+            node.running = Some(start_node(&node.config, listener).await);
+        }
+
+        // Coordinator.
+        let coord_dir = root.join("coordinator");
+        pki::issue_to_dir(&ca_dir, Role::Coordinator, "coord-1", &extra, None, &coord_dir).expect("coordinator cert");
+        let listener = free_listener().await;
+        let coordinator_addr = listener.local_addr().expect("addr");
+        let coordinator_config = CoordinatorConfig {
+            id: "coord-1".into(),
+            listen: coordinator_addr,
+            data_dir: coord_dir.join("data"),
+            manifest: root.join("manifest.json"),
+            custody_keys: vec![custody_hex],
+            round_timeout_ms: opts.round_timeout_ms.unwrap_or(3_000),
+            submit_wait_ms: 20_000,
+            health_interval_ms: 500,
+            tls: TlsFiles {
+                ca_cert: ca_dir.join(pki::CA_CERT),
+                cert: coord_dir.join("coord-1.pem"),
+                key: coord_dir.join("coord-1.key"),
+            },
+        };
+        let mut cluster = TestCluster {
+            dir,
+            ca_dir,
+            nodes,
+            coordinator_addr,
+            coordinator_config,
+            custody_key,
+            coordinator: None,
+        };
+        for (i, lie, listener) in liar_listeners {
+            let upstream = cluster.node_client(i, Role::Coordinator, "liar-upstream");
+            let id = cluster.nodes[i].id.clone();
+            let tls = cluster.credential(Role::Node, id.as_str());
+            cluster.nodes[i].liar = Some(liar::serve(listener, tls, upstream, lie));
+        }
+        cluster.coordinator = Some(start_coordinator(&cluster.coordinator_config, listener));
+        cluster
+    }
+
+    /// A fresh certificate for `role`/`id`, issued by the cluster CA.
+    pub fn credential(&self, role: Role, id: &str) -> TlsMaterial {
+        let extra = pki::Extra::default();
+        let issued = pki::issue(&self.ca_dir, role, id, &extra, None).expect("issue credential");
+        let ca = std::fs::read(self.ca_dir.join(pki::CA_CERT)).expect("CA cert");
+        let key = issued.key_pem.expect("generated key");
+        TlsMaterial::from_pem(&ca, issued.cert_pem.as_bytes(), key.as_bytes())
+    }
+
+    fn coordinator_channel(&self, tls: &TlsMaterial) -> Channel {
+        tls.channel(
+            &self.coordinator_addr.to_string(),
+            &pki::server_name(Role::Coordinator, "coord-1"),
+            Duration::from_secs(30),
+        )
+        .expect("channel")
+    }
+
+    /// A custody client (role custody).
+    pub fn custody(&self) -> CustodyClient<Channel> {
+        CustodyClient::new(self.coordinator_channel(&self.credential(Role::Custody, "custody-1")))
+    }
+
+    /// An operator client (role operator).
+    pub fn operator(&self) -> CeremonyClient<Channel> {
+        CeremonyClient::new(self.coordinator_channel(&self.credential(Role::Operator, "operator-1")))
+    }
+
+    /// A client straight to node `i` (its real address), authenticated as `role`/`id`.
+    pub fn node_client(&self, i: usize, role: Role, id: &str) -> SignerNodeClient<Channel> {
+        let tls = self.credential(role, id);
+        let node = &self.nodes[i];
+        SignerNodeClient::new(
+            tls.channel(
+                &node.addr.to_string(),
+                &pki::server_name(Role::Node, node.id.as_str()),
+                Duration::from_secs(10),
+            )
+            .expect("channel"),
+        )
+    }
+
+    /// Runs a DKG ceremony through the coordinator.
+    pub async fn create_group(&self, name: &str, tier: Tier, threshold: u32, members: &[usize]) -> Result<pb::KeyGroup, tonic::Status> {
+        self.operator()
+            .create_key_group(pb::CreateKeyGroupRequest {
+                name: name.into(),
+                tier: permafrost_proto::convert::tier_to_wire(tier),
+                threshold,
+                members: members.iter().map(|i| self.nodes[*i].id.to_string()).collect(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A withdrawal request for `group`, valid for an hour.
+    pub fn request(&self, id: &str, group: &str, tier: Tier) -> WithdrawalRequest {
+        let now = unix_now();
+        WithdrawalRequest {
+            request_id: RequestId::new(id).expect("valid id"),
+            key_group: GroupName::new(group).expect("valid group"),
+            tier,
+            asset: "BTC".into(),
+            amount: 50_000_000,
+            destination: "bc1qtestdestination0000000000000000000".into(),
+            payload: sha256(id.as_bytes()),
+            created_at: now,
+            expires_at: now + 3600,
+            requested_by: "custody-1".into(),
+        }
+    }
+
+    /// Signs `request` with the custody key.
+    pub fn sign(&self, request: &WithdrawalRequest) -> pb::SignedWithdrawal {
+        pb::SignedWithdrawal {
+            request: Some(request.into()),
+            custody_signature: self.custody_key.sign(&request.digest().0).to_bytes().to_vec(),
+        }
+    }
+
+    /// Stops node `i` (its memory, hence its nonces, is gone).
+    pub async fn stop_node(&mut self, i: usize) {
+        if let Some(r) = self.nodes[i].running.take() {
+            r.stop().await;
+        }
+    }
+
+    /// Restarts node `i` from its data dir on the same address.
+    pub async fn restart_node(&mut self, i: usize) {
+        self.stop_node(i).await;
+        let addr = self.nodes[i].addr;
+        let mut listener = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listener = listener.expect("rebind node address");
+        self.nodes[i].running = Some(start_node(&self.nodes[i].config, listener).await);
+    }
+
+    /// Stops and restarts the coordinator from its data dir.
+    pub async fn restart_coordinator(&mut self) {
+        if let Some(r) = self.coordinator.take() {
+            r.stop().await;
+        }
+        let mut listener = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(self.coordinator_addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listener = listener.expect("rebind coordinator address");
+        self.coordinator = Some(start_coordinator(&self.coordinator_config, listener));
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.coordinator.take() {
+            r.stop().await;
+        }
+        for node in &mut self.nodes {
+            if let Some(r) = node.liar.take() {
+                r.stop().await;
+            }
+            if let Some(r) = node.running.take() {
+                r.stop().await;
+            }
+        }
+    }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> Running {
+    // sled releases its lock only once the previous instance is fully dropped.
+    let mut node: Option<Arc<SignerNode>> = None;
+    for _ in 0..100 {
+        match SignerNode::open(config) {
+            Ok(n) => {
+                node = Some(n);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let node = node.unwrap_or_else(|| SignerNode::open(config).expect("open node"));
+    let (stop, rx) = oneshot::channel();
+    let task = tokio::spawn(node.run(listener, async {
+        let _ = rx.await;
+    }));
+    Running { stop: Some(stop), task }
+}
+
+fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListener) -> Running {
+    let coord = Coordinator::open(config.clone()).expect("open coordinator");
+    let (stop, rx) = oneshot::channel();
+    let task = tokio::spawn(coord.run(listener, async {
+        let _ = rx.await;
+    }));
+    Running { stop: Some(stop), task }
+}
+
+/// Acting as a (possibly malicious) coordinator against nodes directly.
+pub mod rogue {
+    use std::collections::BTreeMap;
+
+    use frost_secp256k1::round1::SigningCommitments;
+    use frost_secp256k1::{Identifier, SigningPackage};
+    use permafrost_proto::{self as pb, signer_node_client::SignerNodeClient};
+    use tonic::transport::Channel;
+
+    /// Round 1 on every client; returns the commitments by identifier and each node's nonce handle.
+    pub async fn commit_all(
+        clients: &mut [SignerNodeClient<Channel>],
+        group: &str,
+    ) -> (BTreeMap<Identifier, SigningCommitments>, Vec<Vec<u8>>) {
+        let mut commitments = BTreeMap::new();
+        let mut handles = Vec::new();
+        for c in clients.iter_mut() {
+            let r = c
+                .commit(pb::CommitRequest { key_group: group.into() })
+                .await
+                .expect("commit")
+                .into_inner();
+            let id = Identifier::try_from(u16::try_from(r.identifier).expect("u16")).expect("identifier");
+            commitments.insert(id, SigningCommitments::deserialize(&r.commitments).expect("commitments"));
+            handles.push(r.nonce_handle);
+        }
+        (commitments, handles)
+    }
+
+    /// A serialized signing package over `message`.
+    pub fn package(commitments: &BTreeMap<Identifier, SigningCommitments>, message: &[u8]) -> Vec<u8> {
+        SigningPackage::new(commitments.clone(), message).serialize().expect("package")
+    }
+
+    /// A round-2 request for a withdrawal.
+    pub fn sign_withdrawal(group: &str, handle: &[u8], package: &[u8], w: &pb::SignedWithdrawal) -> pb::SignRequest {
+        pb::SignRequest {
+            key_group: group.into(),
+            nonce_handle: handle.to_vec(),
+            signing_package: package.to_vec(),
+            target: Some(pb::sign_request::Target::Withdrawal(w.clone())),
+        }
+    }
+}
