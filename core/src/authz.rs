@@ -7,6 +7,7 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::identity::verify_ed25519;
+use crate::policy::{evaluate, Approval, LedgerView, Policy};
 use crate::withdrawal::{RequestDigest, WithdrawalRequest};
 use crate::{CoreError, GroupName, Tier};
 
@@ -64,9 +65,55 @@ impl AuthorizedWithdrawal {
     }
 }
 
-/// Checks a signed withdrawal against the group and this node's settings at time `now`.
-/// Every refusal names the check that failed.
+/// The policy side of a decision: the node's policy, the approvals offered,
+/// and what the node's own ledger says.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyInput<'a> {
+    /// The policy this node enforces.
+    pub policy: &'a Policy,
+    /// Approvals offered with the request.
+    pub approvals: &'a [Approval],
+    /// The node's ledger view of this request.
+    pub ledger: LedgerView,
+}
+
+/// Checks a signed withdrawal against the group, this node's settings and its
+/// policy at time `now`. Every refusal names the check that failed.
 pub fn authorize_withdrawal(
+    signed: &SignedWithdrawal,
+    group: &GroupView,
+    settings: &CheckSettings,
+    policy: PolicyInput<'_>,
+    now: u64,
+) -> Result<AuthorizedWithdrawal, CoreError> {
+    let checked = verify_custody_request(signed, group, settings, now)?;
+    evaluate(
+        policy.policy,
+        &checked.request,
+        &checked.digest,
+        policy.approvals,
+        policy.ledger,
+        now,
+    )
+    .into_result()?;
+    Ok(checked)
+}
+
+/// The custody-side checks alone, for the coordinator's fail-fast path; yields
+/// the digest, never an [`AuthorizedWithdrawal`].
+pub fn check_custody(
+    signed: &SignedWithdrawal,
+    group: &GroupView,
+    settings: &CheckSettings,
+    now: u64,
+) -> Result<RequestDigest, CoreError> {
+    verify_custody_request(signed, group, settings, now).map(|a| a.digest)
+}
+
+/// The checks that need no policy: custody signature, group, tier, activity,
+/// expiry, future-dating and lifetime. Private on purpose: its result is only
+/// ever handed out by [`authorize_withdrawal`] after policy evaluation.
+fn verify_custody_request(
     signed: &SignedWithdrawal,
     group: &GroupView,
     settings: &CheckSettings,
@@ -143,6 +190,30 @@ mod tests {
         (key, settings, group)
     }
 
+    pub(crate) fn open_policy() -> Policy {
+        Policy::from_toml(
+            r#"
+[groups.warm-1]
+tier = "warm"
+max_lifetime_secs = 86400
+[groups.warm-1.assets.BTC]
+per_request_max = "1000000000"
+daily_max = "1000000000"
+"#,
+        )
+        .expect("valid policy")
+    }
+
+    fn auth(s: &SignedWithdrawal, g: &GroupView, c: &CheckSettings, now: u64) -> Result<AuthorizedWithdrawal, CoreError> {
+        let policy = open_policy();
+        let input = PolicyInput {
+            policy: &policy,
+            approvals: &[],
+            ledger: LedgerView::default(),
+        };
+        authorize_withdrawal(s, g, c, input, now)
+    }
+
     fn signed(key: &SigningKey, request: WithdrawalRequest) -> SignedWithdrawal {
         let custody_signature = key.sign(&request.digest().0).to_bytes().to_vec();
         SignedWithdrawal {
@@ -156,7 +227,7 @@ mod tests {
         let (key, settings, group) = setup();
         let r = sample();
         let now = r.created_at + 10;
-        let a = authorize_withdrawal(&signed(&key, r.clone()), &group, &settings, now).expect("authorized");
+        let a = auth(&signed(&key, r.clone()), &group, &settings, now).expect("authorized");
         assert_eq!(a.message(), r.payload.as_slice());
     }
 
@@ -165,7 +236,7 @@ mod tests {
         let (key, settings, group) = setup();
         let mut s = signed(&key, sample());
         s.request.destination = "attacker".into();
-        let err = authorize_withdrawal(&s, &group, &settings, s.request.created_at).unwrap_err();
+        let err = auth(&s, &group, &settings, s.request.created_at).unwrap_err();
         assert!(err.to_string().contains("custody signature"), "{err}");
     }
 
@@ -175,18 +246,18 @@ mod tests {
         let r = sample();
         let mut cold = r.clone();
         cold.tier = Tier::Cold;
-        let e = authorize_withdrawal(&signed(&key, cold), &group, &settings, r.created_at).unwrap_err();
+        let e = auth(&signed(&key, cold), &group, &settings, r.created_at).unwrap_err();
         assert!(e.to_string().contains("tier"), "{e}");
         let mut other = r.clone();
         other.key_group = GroupName::new("warm-2").expect("valid");
-        let e = authorize_withdrawal(&signed(&key, other), &group, &settings, r.created_at).unwrap_err();
+        let e = auth(&signed(&key, other), &group, &settings, r.created_at).unwrap_err();
         assert!(e.to_string().contains("key group"), "{e}");
-        let e = authorize_withdrawal(&signed(&key, r.clone()), &group, &settings, r.expires_at + 1).unwrap_err();
+        let e = auth(&signed(&key, r.clone()), &group, &settings, r.expires_at + 1).unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
-        let e = authorize_withdrawal(&signed(&key, r.clone()), &group, &settings, r.created_at - 61).unwrap_err();
+        let e = auth(&signed(&key, r.clone()), &group, &settings, r.created_at - 61).unwrap_err();
         assert!(e.to_string().contains("future"), "{e}");
         let inactive = GroupView { active: false, ..group };
-        let e = authorize_withdrawal(&signed(&key, r.clone()), &inactive, &settings, r.created_at).unwrap_err();
+        let e = auth(&signed(&key, r.clone()), &inactive, &settings, r.created_at).unwrap_err();
         assert!(e.to_string().contains("not active"), "{e}");
     }
 }

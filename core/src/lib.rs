@@ -10,6 +10,7 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod manifest;
+pub mod policy;
 pub mod signing;
 pub mod withdrawal;
 

@@ -1,0 +1,597 @@
+//! Withdrawal policy: per key group limits, rolling 24-hour velocity,
+//! approvals by amount band, destination allowlist, time-lock and lifetime.
+//!
+//! Written once and run in two places: every signer node enforces it before
+//! any share leaves (the decision that counts), and the coordinator runs the
+//! same code only to fail fast and to tell the client what is still missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::identity::{parse_ed25519_hex, verify_ed25519};
+use crate::withdrawal::{RequestDigest, WithdrawalRequest};
+use crate::{CoreError, GroupName, Tier};
+
+/// The velocity window.
+pub const VELOCITY_WINDOW_SECS: u64 = 24 * 3600;
+
+/// Policy file as written (TOML).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Approver id → Ed25519 public key (hex).
+    #[serde(default)]
+    pub approvers: BTreeMap<String, String>,
+    /// Key group name → its policy.
+    pub groups: BTreeMap<String, GroupPolicyFile>,
+}
+
+/// One key group's policy as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPolicyFile {
+    /// The tier the group must have.
+    pub tier: Tier,
+    /// Seconds a request must age (from the later of its creation and the node first seeing it) before signing.
+    #[serde(default)]
+    pub time_lock_secs: u64,
+    /// Longest allowed `expires_at - created_at`.
+    pub max_lifetime_secs: u64,
+    /// Approvals always required, whatever the amount.
+    #[serde(default)]
+    pub min_approvals: u32,
+    /// If set, only these destinations may receive funds.
+    pub allowlist: Option<Vec<String>>,
+    /// Asset → limits. Assets not listed are refused.
+    pub assets: BTreeMap<String, AssetLimitsFile>,
+}
+
+/// Limits for one asset, in its smallest unit (decimal strings allow u128).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetLimitsFile {
+    /// Largest single withdrawal.
+    pub per_request_max: String,
+    /// Largest total over any rolling 24 hours, counted per node.
+    pub daily_max: String,
+    /// Approval bands: `[{ up_to = "N", approvals = K }, ...]` ascending; above the last band, `approvals_above` applies.
+    #[serde(default)]
+    pub bands: Vec<BandFile>,
+    /// Approvals required above the last band.
+    #[serde(default)]
+    pub approvals_above: u32,
+}
+
+/// An approval band as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandFile {
+    /// Amounts up to and including this need `approvals`.
+    pub up_to: String,
+    /// Approvals needed in this band.
+    pub approvals: u32,
+}
+
+/// A validated policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    approvers: BTreeMap<String, VerifyingKey>,
+    groups: BTreeMap<GroupName, GroupPolicy>,
+    hash: [u8; 32],
+}
+
+/// A validated group policy.
+#[derive(Clone, Debug)]
+pub struct GroupPolicy {
+    /// Tier.
+    pub tier: Tier,
+    /// Time-lock, seconds.
+    pub time_lock_secs: u64,
+    /// Max lifetime, seconds.
+    pub max_lifetime_secs: u64,
+    /// Minimum approvals.
+    pub min_approvals: u32,
+    /// Allowlist.
+    pub allowlist: Option<BTreeSet<String>>,
+    /// Per-asset limits.
+    pub assets: BTreeMap<String, AssetLimits>,
+}
+
+/// Validated per-asset limits.
+#[derive(Clone, Debug)]
+pub struct AssetLimits {
+    /// Largest single withdrawal.
+    pub per_request_max: u128,
+    /// Largest rolling-24h total.
+    pub daily_max: u128,
+    /// (up_to, approvals), ascending.
+    pub bands: Vec<(u128, u32)>,
+    /// Approvals above the last band.
+    pub approvals_above: u32,
+}
+
+fn amount(field: &str, value: &str) -> Result<u128, CoreError> {
+    value
+        .parse()
+        .map_err(|_| CoreError::invalid("policy", format!("{field} = {value:?} is not a decimal integer")))
+}
+
+impl Policy {
+    /// Parses and validates TOML; errors name the field and value.
+    pub fn from_toml(text: &str) -> Result<Self, CoreError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| CoreError::invalid("policy", e.to_string()))?;
+        let mut policy = Self::validate(file)?;
+        policy.hash = Sha256::digest(text.as_bytes()).into();
+        Ok(policy)
+    }
+
+    fn validate(file: PolicyFile) -> Result<Self, CoreError> {
+        let mut approvers = BTreeMap::new();
+        for (id, key) in &file.approvers {
+            let field = format!("approvers.{id}");
+            let key = parse_ed25519_hex("policy approver key", key)
+                .map_err(|e| CoreError::invalid("policy", format!("{field}: {e}")))?;
+            approvers.insert(id.clone(), key);
+        }
+        let mut groups = BTreeMap::new();
+        for (name, g) in file.groups {
+            let name = GroupName::new(name.clone()).map_err(|e| CoreError::invalid("policy", format!("groups.{name}: {e}")))?;
+            let at = |f: &str| format!("groups.{name}.{f}");
+            if g.max_lifetime_secs == 0 {
+                return Err(CoreError::invalid("policy", format!("{} = 0: must be positive", at("max_lifetime_secs"))));
+            }
+            if g.tier == Tier::Cold {
+                if g.min_approvals < 2 {
+                    return Err(CoreError::invalid(
+                        "policy",
+                        format!("{} = {}: cold groups need at least 2", at("min_approvals"), g.min_approvals),
+                    ));
+                }
+                if g.allowlist.as_ref().is_none_or(|a| a.is_empty()) {
+                    return Err(CoreError::invalid("policy", format!("{}: cold groups need a non-empty allowlist", at("allowlist"))));
+                }
+            }
+            let needed = g.min_approvals as usize;
+            if needed > approvers.len() {
+                return Err(CoreError::invalid(
+                    "policy",
+                    format!("{} = {needed}: only {} approvers are registered", at("min_approvals"), approvers.len()),
+                ));
+            }
+            let mut assets = BTreeMap::new();
+            for (asset, l) in g.assets {
+                let f = |x: &str| format!("{}.{asset}.{x}", at("assets"));
+                let per_request_max = amount(&f("per_request_max"), &l.per_request_max)?;
+                let daily_max = amount(&f("daily_max"), &l.daily_max)?;
+                if per_request_max > daily_max {
+                    return Err(CoreError::invalid(
+                        "policy",
+                        format!("{} = {per_request_max} exceeds daily_max {daily_max}", f("per_request_max")),
+                    ));
+                }
+                let mut bands = Vec::new();
+                let mut last = 0u128;
+                for (i, b) in l.bands.iter().enumerate() {
+                    let up_to = amount(&f(&format!("bands[{i}].up_to")), &b.up_to)?;
+                    if up_to <= last && i > 0 {
+                        return Err(CoreError::invalid("policy", format!("{} = {up_to}: bands must ascend", f(&format!("bands[{i}].up_to")))));
+                    }
+                    for k in [b.approvals] {
+                        if k as usize > approvers.len() {
+                            return Err(CoreError::invalid(
+                                "policy",
+                                format!("{} = {k}: only {} approvers are registered", f(&format!("bands[{i}].approvals")), approvers.len()),
+                            ));
+                        }
+                    }
+                    last = up_to;
+                    bands.push((up_to, b.approvals));
+                }
+                if l.approvals_above as usize > approvers.len() {
+                    return Err(CoreError::invalid(
+                        "policy",
+                        format!("{} = {}: only {} approvers are registered", f("approvals_above"), l.approvals_above, approvers.len()),
+                    ));
+                }
+                assets.insert(
+                    asset,
+                    AssetLimits {
+                        per_request_max,
+                        daily_max,
+                        bands,
+                        approvals_above: l.approvals_above,
+                    },
+                );
+            }
+            groups.insert(
+                name,
+                GroupPolicy {
+                    tier: g.tier,
+                    time_lock_secs: g.time_lock_secs,
+                    max_lifetime_secs: g.max_lifetime_secs,
+                    min_approvals: g.min_approvals,
+                    allowlist: g.allowlist.map(|a| a.into_iter().collect()),
+                    assets,
+                },
+            );
+        }
+        Ok(Self {
+            approvers,
+            groups,
+            hash: [0; 32],
+        })
+    }
+
+    /// SHA-256 of the policy text, reported so operators can compare nodes (I3).
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    /// The policy of a group.
+    pub fn group(&self, name: &GroupName) -> Option<&GroupPolicy> {
+        self.groups.get(name)
+    }
+
+    /// Approvals a request of `amount` of `asset` needs in `group`.
+    pub fn approvals_needed(&self, group: &GroupPolicy, asset: &AssetLimits, amount: u128) -> u32 {
+        let band = asset
+            .bands
+            .iter()
+            .find(|(up_to, _)| amount <= *up_to)
+            .map(|(_, k)| *k)
+            .unwrap_or(asset.approvals_above);
+        band.max(group.min_approvals)
+    }
+}
+
+/// An approver's signature over a request digest and an expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    /// Approver id (key in the registry).
+    pub approver_id: String,
+    /// Unix seconds after which the approval no longer counts.
+    pub expires_at: u64,
+    /// Ed25519 signature over [`approval_message`].
+    pub signature: Vec<u8>,
+}
+
+/// What an approver signs: domain, request digest, approver id, expiry (A2).
+pub fn approval_message(digest: &RequestDigest, approver_id: &str, expires_at: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(96);
+    m.extend_from_slice(b"PERMAFROST/APPROVAL/v1");
+    m.extend_from_slice(&digest.0);
+    m.extend_from_slice(&(approver_id.len() as u32).to_be_bytes());
+    m.extend_from_slice(approver_id.as_bytes());
+    m.extend_from_slice(&expires_at.to_be_bytes());
+    m
+}
+
+/// What the node's own ledger knows about a request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LedgerView {
+    /// Sum of this group's withdrawals of the asset in the last 24 hours, excluding this request.
+    pub spent_24h: u128,
+    /// When this node first saw the request (Unix seconds), if it has.
+    pub first_seen: Option<u64>,
+}
+
+/// The result of evaluating policy: either everything is met, or what is missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every rule holds.
+    Allowed,
+    /// The request can never be signed under this policy; the reason names the rule.
+    Denied(String),
+    /// The request may become signable: approvals or time are missing.
+    Waiting {
+        /// Valid distinct approvals still needed.
+        approvals_missing: u32,
+        /// Unix time before which the time-lock holds, if it still holds.
+        time_locked_until: Option<u64>,
+        /// Why each offered approval was not counted.
+        rejected_approvals: Vec<String>,
+    },
+}
+
+/// Evaluates `request` against `policy` at `now`.
+pub fn evaluate(
+    policy: &Policy,
+    request: &WithdrawalRequest,
+    digest: &RequestDigest,
+    approvals: &[Approval],
+    ledger: LedgerView,
+    now: u64,
+) -> Verdict {
+    let Some(group) = policy.group(&request.key_group) else {
+        return Verdict::Denied(format!("no policy for key group {}", request.key_group));
+    };
+    if group.tier != request.tier {
+        return Verdict::Denied(format!(
+            "key group {} is {} by policy; the request says {}",
+            request.key_group, group.tier, request.tier
+        ));
+    }
+    let Some(limits) = group.assets.get(&request.asset) else {
+        return Verdict::Denied(format!("asset {} is not allowed for key group {}", request.asset, request.key_group));
+    };
+    if let Some(allow) = &group.allowlist {
+        if !allow.contains(&request.destination) {
+            return Verdict::Denied(format!("destination {} is not on the allowlist of {}", request.destination, request.key_group));
+        }
+    }
+    let lifetime = request.expires_at.saturating_sub(request.created_at);
+    if lifetime > group.max_lifetime_secs {
+        return Verdict::Denied(format!("request lifetime {lifetime}s exceeds the policy maximum {}s", group.max_lifetime_secs));
+    }
+    if request.amount > limits.per_request_max {
+        return Verdict::Denied(format!(
+            "amount {} {} exceeds the per-request limit {}",
+            request.amount, request.asset, limits.per_request_max
+        ));
+    }
+    let total = ledger.spent_24h.saturating_add(request.amount);
+    if total > limits.daily_max {
+        return Verdict::Denied(format!(
+            "velocity: {} {} already signed in 24h plus {} exceeds the daily limit {}",
+            ledger.spent_24h, request.asset, request.amount, limits.daily_max
+        ));
+    }
+    // Approvals: counted once per distinct key, never the requester's, unexpired, bound to this digest.
+    let needed = policy.approvals_needed(group, limits, request.amount);
+    let mut keys = BTreeSet::new();
+    let mut rejected = Vec::new();
+    for a in approvals {
+        let Some(key) = policy.approvers.get(&a.approver_id) else {
+            rejected.push(format!("{}: not a registered approver", a.approver_id));
+            continue;
+        };
+        if a.approver_id == request.requested_by {
+            rejected.push(format!("{}: approvers may not approve their own request", a.approver_id));
+            continue;
+        }
+        if now > a.expires_at {
+            rejected.push(format!("{}: approval expired at {}", a.approver_id, a.expires_at));
+            continue;
+        }
+        if !verify_ed25519(key, &approval_message(digest, &a.approver_id, a.expires_at), &a.signature) {
+            rejected.push(format!("{}: signature does not cover this request", a.approver_id));
+            continue;
+        }
+        if !keys.insert(key.to_bytes()) {
+            rejected.push(format!("{}: this approver key was already counted", a.approver_id));
+        }
+    }
+    let approvals_missing = needed.saturating_sub(keys.len() as u32);
+    let since = ledger.first_seen.unwrap_or(now).max(request.created_at);
+    let not_before = since.saturating_add(group.time_lock_secs);
+    if approvals_missing > 0 || now < not_before {
+        return Verdict::Waiting {
+            approvals_missing,
+            time_locked_until: (now < not_before).then_some(not_before),
+            rejected_approvals: rejected,
+        };
+    }
+    Verdict::Allowed
+}
+
+impl Verdict {
+    /// A refusal for anything but `Allowed`.
+    pub fn into_result(self) -> Result<(), CoreError> {
+        match self {
+            Verdict::Allowed => Ok(()),
+            Verdict::Denied(why) => Err(CoreError::refused(format!("policy: {why}"))),
+            Verdict::Waiting {
+                approvals_missing,
+                time_locked_until,
+                rejected_approvals,
+            } => {
+                let mut parts = Vec::new();
+                if approvals_missing > 0 {
+                    parts.push(format!("{approvals_missing} more approval(s) required"));
+                }
+                if let Some(t) = time_locked_until {
+                    parts.push(format!("time-locked until {t}"));
+                }
+                if !rejected_approvals.is_empty() {
+                    parts.push(format!("not counted: {}", rejected_approvals.join("; ")));
+                }
+                Err(CoreError::refused(format!("policy: {}", parts.join(", "))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::withdrawal::tests::sample;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    struct Fx {
+        policy: Policy,
+        alice: SigningKey,
+        bob: SigningKey,
+    }
+
+    fn fx() -> Fx {
+        let alice = SigningKey::from_bytes(&[1; 32]);
+        let bob = SigningKey::from_bytes(&[2; 32]);
+        let text = format!(
+            r#"
+[approvers]
+alice = "{a}"
+bob = "{b}"
+alice-again = "{a}"
+
+[groups.warm-1]
+tier = "warm"
+max_lifetime_secs = 86400
+[groups.warm-1.assets.BTC]
+per_request_max = "100000000"
+daily_max = "150000000"
+bands = [{{ up_to = "1000000", approvals = 0 }}, {{ up_to = "10000000", approvals = 1 }}]
+approvals_above = 2
+
+[groups.cold-1]
+tier = "cold"
+max_lifetime_secs = 604800
+time_lock_secs = 60
+min_approvals = 2
+allowlist = ["bc1qwarmwallet"]
+[groups.cold-1.assets.BTC]
+per_request_max = "10000000000"
+daily_max = "10000000000"
+"#,
+            a = hex::encode(alice.verifying_key().as_bytes()),
+            b = hex::encode(bob.verifying_key().as_bytes()),
+        );
+        Fx {
+            policy: Policy::from_toml(&text).expect("valid"),
+            alice,
+            bob,
+        }
+    }
+
+    fn approve(key: &SigningKey, id: &str, r: &WithdrawalRequest, expires_at: u64) -> Approval {
+        Approval {
+            approver_id: id.into(),
+            expires_at,
+            signature: key.sign(&approval_message(&r.digest(), id, expires_at)).to_bytes().to_vec(),
+        }
+    }
+
+    fn eval(f: &Fx, r: &WithdrawalRequest, a: &[Approval], spent: u128, now: u64) -> Verdict {
+        evaluate(&f.policy, r, &r.digest(), a, LedgerView { spent_24h: spent, first_seen: Some(r.created_at) }, now)
+    }
+
+    #[test]
+    fn approvals_follow_amount_bands() {
+        let f = fx();
+        let mut r = sample();
+        let now = r.created_at;
+        r.amount = 1_000_000;
+        assert_eq!(eval(&f, &r, &[], 0, now), Verdict::Allowed);
+        r.amount = 5_000_000;
+        assert!(matches!(eval(&f, &r, &[], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
+        let a = approve(&f.alice, "alice", &r, now + 60);
+        assert_eq!(eval(&f, &r, &[a.clone()], 0, now), Verdict::Allowed);
+        r.amount = 50_000_000;
+        let a = approve(&f.alice, "alice", &r, now + 60);
+        assert!(matches!(eval(&f, &r, &[a], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
+    }
+
+    #[test]
+    fn i2_one_key_counts_once_and_self_approval_refused() {
+        let f = fx();
+        let mut r = sample();
+        r.amount = 50_000_000;
+        let now = r.created_at;
+        // The same key under two registry ids counts once.
+        let twice = [approve(&f.alice, "alice", &r, now + 60), approve(&f.alice, "alice-again", &r, now + 60)];
+        match eval(&f, &r, &twice, 0, now) {
+            Verdict::Waiting { approvals_missing: 1, rejected_approvals, .. } => {
+                assert!(rejected_approvals[0].contains("already counted"), "{rejected_approvals:?}")
+            }
+            v => panic!("{v:?}"),
+        }
+        // The requester cannot approve their own request.
+        r.requested_by = "bob".into();
+        let own = [approve(&f.alice, "alice", &r, now + 60), approve(&f.bob, "bob", &r, now + 60)];
+        match eval(&f, &r, &own, 0, now) {
+            Verdict::Waiting { approvals_missing: 1, rejected_approvals, .. } => {
+                assert!(rejected_approvals[0].contains("own request"), "{rejected_approvals:?}")
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a2_approval_replayed_on_another_request_or_after_expiry_refused() {
+        let f = fx();
+        let mut r = sample();
+        r.amount = 5_000_000;
+        let now = r.created_at;
+        let mut other = r.clone();
+        other.request_id = crate::RequestId::new("wd-other").expect("valid");
+        let replayed = approve(&f.alice, "alice", &other, now + 60);
+        assert!(matches!(eval(&f, &r, &[replayed], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
+        let a = approve(&f.alice, "alice", &r, now + 60);
+        assert_eq!(eval(&f, &r, &[a.clone()], 0, now + 60), Verdict::Allowed);
+        assert!(matches!(eval(&f, &r, &[a], 0, now + 61), Verdict::Waiting { approvals_missing: 1, .. }));
+    }
+
+    #[test]
+    fn p1_velocity_counts_what_was_already_signed() {
+        let f = fx();
+        let mut r = sample();
+        r.amount = 1_000_000;
+        assert_eq!(eval(&f, &r, &[], 149_000_000, r.created_at), Verdict::Allowed);
+        match eval(&f, &r, &[], 149_000_001, r.created_at) {
+            Verdict::Denied(why) => assert!(why.contains("velocity"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn p2_p3_allowlist_tier_and_time_lock() {
+        let f = fx();
+        let mut r = sample();
+        r.key_group = GroupName::new("cold-1").expect("valid");
+        r.tier = Tier::Cold;
+        let now = r.created_at;
+        match eval(&f, &r, &[], 0, now) {
+            Verdict::Denied(why) => assert!(why.contains("allowlist"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        r.destination = "bc1qwarmwallet".into();
+        let two = [approve(&f.alice, "alice", &r, now + 600), approve(&f.bob, "bob", &r, now + 600)];
+        match eval(&f, &r, &two, 0, now + 59) {
+            Verdict::Waiting { approvals_missing: 0, time_locked_until: Some(t), .. } => assert_eq!(t, now + 60),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(eval(&f, &r, &two, 0, now + 60), Verdict::Allowed);
+        // The time-lock counts from when the node first saw the request, not only from created_at.
+        let late = LedgerView { spent_24h: 0, first_seen: Some(now + 100) };
+        assert!(matches!(
+            evaluate(&f.policy, &r, &r.digest(), &two, late, now + 120),
+            Verdict::Waiting { time_locked_until: Some(_), .. }
+        ));
+        // Cold submitted as warm.
+        let mut warm = r.clone();
+        warm.tier = Tier::Warm;
+        assert!(matches!(eval(&f, &warm, &two, 0, now + 60), Verdict::Denied(_)));
+    }
+
+    #[test]
+    fn validation_names_field_and_value() {
+        let err = Policy::from_toml(
+            r#"
+[groups.cold-1]
+tier = "cold"
+max_lifetime_secs = 10
+min_approvals = 1
+allowlist = ["x"]
+assets = {}
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("groups.cold-1.min_approvals = 1"), "{err}");
+        let err = Policy::from_toml(
+            r#"
+[groups.warm-1]
+tier = "warm"
+max_lifetime_secs = 10
+[groups.warm-1.assets.BTC]
+per_request_max = "ten"
+daily_max = "100"
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("per_request_max") && err.contains("ten"), "{err}");
+    }
+}
