@@ -25,6 +25,11 @@ pub struct CoordinatorConfig {
     pub manifest: PathBuf,
     /// Custody public keys (hex), used only to fail fast; nodes check for themselves.
     pub custody_keys: Vec<String>,
+    /// Policy file (TOML), the same the nodes enforce; used to fail fast and to
+    /// tell clients what is missing. Nodes decide for themselves.
+    pub policy: PathBuf,
+    /// Audit log (JSON lines); default `<data_dir>/audit.log`.
+    pub audit_log: Option<PathBuf>,
     /// Deadline of one signing or ceremony round, milliseconds.
     #[serde(default = "default_round_timeout")]
     pub round_timeout_ms: u64,
@@ -86,6 +91,14 @@ impl CoordinatorConfig {
             .iter()
             .map(|k| parse_ed25519_hex("custody_keys", k).map_err(|e| CoordinatorError::Config(e.to_string())))
             .collect()
+    }
+
+    /// Reads and validates the policy file.
+    pub fn load_policy(&self) -> Result<permafrost_core::policy::Policy, CoordinatorError> {
+        let text = std::fs::read_to_string(&self.policy)
+            .map_err(|e| CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display())))?;
+        permafrost_core::policy::Policy::from_toml(&text)
+            .map_err(|e| CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display())))
     }
 
     /// Round deadline.

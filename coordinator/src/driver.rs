@@ -11,6 +11,7 @@ use frost_secp256k1::round1::SigningCommitments;
 use frost_secp256k1::round2::SignatureShare;
 use frost_secp256k1::{Identifier, Signature, SigningPackage};
 use permafrost_core::authz::SignedWithdrawal;
+use permafrost_core::policy::{evaluate, LedgerView, Verdict};
 use permafrost_core::signing::{aggregate, AggregateError};
 use permafrost_core::{dkg, unix_now, NodeId, RequestId};
 use permafrost_proto as pb;
@@ -19,14 +20,14 @@ use tokio::sync::watch;
 use tonic::Code;
 use tracing::{info, warn};
 
-use crate::store::{Exclusion, GroupRecord, RequestRecord, RequestState};
+use crate::store::{Exclusion, GroupRecord, RequestState};
 use crate::Coordinator;
 
 /// What the signers are asked to sign.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// A custody-signed withdrawal (each node re-checks it).
-    Withdrawal(pb::SignedWithdrawal),
+    /// A custody-signed withdrawal with its approvals (each node re-checks both).
+    Withdrawal(pb::SignedWithdrawal, Vec<pb::Approval>),
     /// The activation test of a new group.
     Activation,
 }
@@ -140,9 +141,9 @@ pub async fn attempt(
     let package_bytes = package
         .serialize()
         .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
-    let wire_target = match target {
-        Target::Withdrawal(w) => pb::sign_request::Target::Withdrawal(w.clone()),
-        Target::Activation => pb::sign_request::Target::Activation(pb::ActivationTest {}),
+    let (wire_target, approvals) = match target {
+        Target::Withdrawal(w, a) => (pb::sign_request::Target::Withdrawal(w.clone()), a.clone()),
+        Target::Activation => (pb::sign_request::Target::Activation(pb::ActivationTest {}), Vec::new()),
     };
     // Round 2: shares.
     let signs = handles.iter().map(|(id, handle)| {
@@ -151,6 +152,7 @@ pub async fn attempt(
             nonce_handle: handle.clone(),
             signing_package: package_bytes.clone(),
             target: Some(wire_target.clone()),
+            approvals: approvals.clone(),
         };
         async move {
             let member = members
@@ -269,40 +271,61 @@ pub fn ensure_driver(coord: &Arc<Coordinator>, id: &RequestId) -> watch::Receive
     rx
 }
 
-async fn finish(coord: &Coordinator, id: &RequestId, record: &mut RequestRecord, state: RequestState, detail: String) -> Result<(), String> {
-    record.state = state;
-    record.detail = detail;
-    coord.store.put_request(id, record).await.map_err(|e| e.to_string())
-}
-
 /// Drives one request to SIGNED or FAILED.
 async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
-    let mut record = coord
-        .store
-        .request(id)
-        .map_err(|e| e.to_string())?
-        .ok_or("request vanished")?;
+    let record = coord.store.request(id).map_err(|e| e.to_string())?.ok_or("request vanished")?;
     let wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| e.to_string())?;
     let signed: SignedWithdrawal = (&wire).try_into().map_err(|e: tonic::Status| e.message().to_string())?;
     let request = &signed.request;
-    let target = Target::Withdrawal(wire.clone());
+    let digest = request.digest();
+    announce(coord, &request.key_group, &wire).await;
     let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
     let mut refusals: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut other_failures = 0u32;
     loop {
+        let record = coord.store.request(id).map_err(|e| e.to_string())?.ok_or("request vanished")?;
         if record.state != RequestState::Pending {
             return Ok(());
         }
+        let fail = |why: String| coord.update_request(id, move |r| {
+            r.state = RequestState::Failed;
+            r.detail = why;
+        });
         let Some(group) = coord.store.group(&request.key_group).map_err(|e| e.to_string())? else {
-            return finish(coord, id, &mut record, RequestState::Failed, format!("unknown key group {}", request.key_group)).await;
+            return fail(format!("unknown key group {}", request.key_group)).await;
         };
-        if unix_now() > request.expires_at {
+        let now = unix_now();
+        if now > request.expires_at {
             let why = if refusals.is_empty() {
-                "expired before enough signers were available".to_string()
+                "expired before it could be signed".to_string()
             } else {
                 format!("expired; refusals: {}", refusals.values().cloned().collect::<Vec<_>>().join("; "))
             };
-            return finish(coord, id, &mut record, RequestState::Failed, why).await;
+            return fail(why).await;
+        }
+        // The coordinator's own reading of the policy: fail fast, or wait for what is missing.
+        let approvals: Vec<_> = record.approvals.iter().map(|a| a.to_core()).collect();
+        let ledger = LedgerView {
+            spent_24h: 0,
+            first_seen: Some(record.accepted_at),
+        };
+        match evaluate(&coord.policy, request, &digest, &approvals, ledger, now) {
+            Verdict::Allowed => {}
+            Verdict::Denied(why) => return fail(format!("policy: {why}")).await,
+            Verdict::Waiting {
+                approvals_missing,
+                time_locked_until,
+                ..
+            } => {
+                let detail = waiting_detail(approvals_missing, time_locked_until);
+                coord.update_request(id, |r| r.detail = detail).await?;
+                let wait = time_locked_until
+                    .map(|t| Duration::from_secs(t.saturating_sub(now)).max(Duration::from_millis(200)))
+                    .unwrap_or(Duration::from_secs(5))
+                    .min(Duration::from_secs(5));
+                let _ = tokio::time::timeout(wait, coord.approvals_changed.notified()).await;
+                continue;
+            }
         }
         let t = usize::from(group.threshold);
         let mut candidates = Vec::new();
@@ -322,61 +345,121 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             }
         }
         if group.members.len() - excluded - refusals.len() < t {
-            let why = format!(
-                "refused: {}",
-                refusals.values().cloned().collect::<Vec<_>>().join("; ")
-            );
-            return finish(coord, id, &mut record, RequestState::Failed, why).await;
+            let why = format!("refused: {}", refusals.values().cloned().collect::<Vec<_>>().join("; "));
+            return fail(why).await;
         }
         let Some(signers) = choose_signers(&candidates, t) else {
             let detail = format!("below threshold: {} of {t} reachable", candidates.len());
             if record.detail != detail {
                 info!(request = %id, "{detail}");
-                record.detail = detail;
-                coord.store.put_request(id, &record).await.map_err(|e| e.to_string())?;
+                coord.update_request(id, |r| r.detail = detail).await?;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             coord.members.probe_all().await;
             unreachable.clear();
             continue;
         };
-        record.attempts += 1;
-        match attempt(coord, &group, &signers, &request.payload, &target).await {
+        let wire_approvals = record
+            .approvals
+            .iter()
+            .map(|a| pb::Approval {
+                request_id: id.to_string(),
+                approver_id: a.approver_id.clone(),
+                expires_at: a.expires_at,
+                signature: hex::decode(&a.signature).unwrap_or_default(),
+            })
+            .collect();
+        let target = Target::Withdrawal(wire.clone(), wire_approvals);
+        let outcome = attempt(coord, &group, &signers, &request.payload, &target).await;
+        let mut culprits = Vec::new();
+        let detail = match outcome {
             Ok(signature) => {
                 let bytes = signature.serialize().map_err(|e| e.to_string())?;
-                record.signature = bytes;
-                record.signers = signers.clone();
-                info!(request = %id, signers = ?signers, attempts = record.attempts, "signed");
-                return finish(coord, id, &mut record, RequestState::Signed, String::new()).await;
+                info!(request = %id, signers = ?signers, "signed");
+                let _ = coord.audit.append(
+                    "withdrawal_signed",
+                    serde_json::json!({"request": id.as_str(), "digest": digest.to_hex(), "signers": signers.iter().map(|s| s.as_str()).collect::<Vec<_>>()}),
+                );
+                return coord
+                    .update_request(id, move |r| {
+                        r.attempts += 1;
+                        r.signature = bytes;
+                        r.signers = signers;
+                        r.state = RequestState::Signed;
+                        r.detail = String::new();
+                    })
+                    .await;
             }
             Err(AttemptError::Unreachable(n, e)) => {
-                warn!(request = %id, node = %n, error = %e, "signer unreachable; retrying on another subset");
-                coord.members.record(&n, Err(e), None);
+                warn!(request = %id, node = %n, error = %e, "signer unavailable; retrying on another subset");
+                coord.members.record(&n, Err(e.clone()), None);
                 unreachable.insert(n);
+                e
             }
             Err(AttemptError::Refused(n, e)) => {
                 warn!(request = %id, node = %n, reason = %e, "signer refused");
-                refusals.insert(n, e);
+                refusals.insert(n, e.clone());
+                e
             }
             Err(AttemptError::InvalidShares(evidence)) => {
                 for mut ev in evidence {
                     ev.request_id = id.to_string();
                     warn!(request = %id, culprit = %ev.node, group = %ev.group, "invalid signature share; member excluded from the group until an operator clears it");
+                    let _ = coord.audit.append(
+                        "culprit_excluded",
+                        serde_json::json!({"request": id.as_str(), "group": ev.group.as_str(), "node": ev.node.as_str(), "share": ev.share}),
+                    );
                     coord.store.exclude(&ev).await.map_err(|e| e.to_string())?;
-                    record.culprits.push(ev.node);
+                    culprits.push(ev.node);
                 }
+                "invalid signature share".to_string()
             }
             Err(AttemptError::Other(e)) => {
                 warn!(request = %id, error = %e, "attempt failed");
                 other_failures += 1;
                 if other_failures >= 5 {
-                    return finish(coord, id, &mut record, RequestState::Failed, e).await;
+                    return fail(e).await;
                 }
+                e
+            }
+        };
+        coord
+            .update_request(id, move |r| {
+                r.attempts += 1;
+                r.culprits.extend(culprits);
+                r.detail = format!("attempt {} failed ({detail}); retrying on a new subset", r.attempts);
+            })
+            .await?;
+    }
+}
+
+/// What a waiting request still needs, in words.
+pub fn waiting_detail(approvals_missing: u32, time_locked_until: Option<u64>) -> String {
+    let mut parts = Vec::new();
+    if approvals_missing > 0 {
+        parts.push(format!("waiting for {approvals_missing} more approval(s)"));
+    }
+    if let Some(t) = time_locked_until {
+        parts.push(format!("time-locked until {t}"));
+    }
+    parts.join("; ")
+}
+
+/// Tells every member of the group about the request, so their own time-lock clocks start.
+async fn announce(coord: &Coordinator, group: &permafrost_core::GroupName, wire: &pb::SignedWithdrawal) {
+    let Ok(Some(group)) = coord.store.group(group) else {
+        return;
+    };
+    let calls = group.members.iter().filter_map(|m| coord.members.get(m)).map(|m| {
+        let mut client = m.client.clone();
+        let wire = wire.clone();
+        async move {
+            if let Err(e) = client.announce(wire).await {
+                warn!(node = %m.id, error = %e.message(), "announce failed");
             }
         }
-        record.detail = format!("attempt {} failed; retrying on a new subset", record.attempts);
-        coord.store.put_request(id, &record).await.map_err(|e| e.to_string())?;
-    }
+    });
+    futures::future::join_all(calls).await;
 }
 
 #[cfg(test)]

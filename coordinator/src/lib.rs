@@ -43,8 +43,14 @@ pub struct Coordinator {
     pub(crate) store: CoordinatorStore,
     pub(crate) members: Arc<Members>,
     pub(crate) custody_keys: Vec<ed25519_dalek::VerifyingKey>,
+    pub(crate) policy: permafrost_core::policy::Policy,
+    pub(crate) audit: permafrost_proto::audit::AuditLog,
+    /// Wakes request drivers when an approval arrives.
+    pub(crate) approvals_changed: tokio::sync::Notify,
     /// Requests being signed right now; the receiver fires when the task ends.
     pub(crate) inflight: Mutex<HashMap<RequestId, watch::Receiver<bool>>>,
+    /// Serializes read-modify-write of request records (driver and approvals).
+    pub(crate) record_lock: tokio::sync::Mutex<()>,
     /// One ceremony at a time.
     pub(crate) ceremony_lock: tokio::sync::Mutex<()>,
     tls: TlsMaterial,
@@ -54,6 +60,48 @@ impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordinator").field("id", &self.config.id).finish_non_exhaustive()
     }
+}
+
+/// The coordinator's audit log, checkpoints signed by its own audit key
+/// (created on first start, 0600 in the data dir).
+fn open_audit(config: &CoordinatorConfig) -> Result<permafrost_proto::audit::AuditLog, CoordinatorError> {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key_path = config.data_dir.join("audit-signing.key");
+    let key = match std::fs::read_to_string(&key_path) {
+        Ok(text) => {
+            let bytes = zeroize::Zeroizing::new(
+                hex::decode(text.trim()).map_err(|_| CoordinatorError::Config(format!("{}: not hex", key_path.display())))?,
+            );
+            let seed: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| CoordinatorError::Config(format!("{}: expected 32 bytes", key_path.display())))?;
+            SigningKey::from_bytes(&seed)
+        }
+        Err(_) => {
+            let key = SigningKey::generate(&mut rand::thread_rng());
+            let hex_seed = zeroize::Zeroizing::new(hex::encode(key.to_bytes()));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            use std::io::Write;
+            opts.open(&key_path)
+                .and_then(|mut f| f.write_all(hex_seed.as_bytes()).and_then(|_| f.sync_all()))
+                .map_err(|e| CoordinatorError::Config(format!("{}: {e}", key_path.display())))?;
+            key
+        }
+    };
+    let path = config.audit_log.clone().unwrap_or_else(|| config.data_dir.join("audit.log"));
+    let log = permafrost_proto::audit::AuditLog::open(
+        &path,
+        &config.id,
+        hex::encode(key.verifying_key().as_bytes()),
+        Box::new(move |msg| key.sign(msg).to_bytes()),
+    )
+    .map_err(CoordinatorError::Config)?;
+    log.append("coordinator_started", serde_json::json!({})).map_err(CoordinatorError::Config)?;
+    Ok(log)
 }
 
 impl Coordinator {
@@ -67,17 +115,39 @@ impl Coordinator {
             .and_then(|m| m.validate())
             .map_err(|e| CoordinatorError::Config(format!("manifest = {}: {e}", config.manifest.display())))?;
         let store = CoordinatorStore::open(&config.data_dir)?;
+        let policy = config.load_policy()?;
+        let audit = open_audit(&config)?;
         let members = Arc::new(Members::new(&directory, &tls, config.round_timeout()).map_err(CoordinatorError::Config)?);
         Ok(Arc::new(Self {
             custody_keys: config.custody_keys()?,
+            policy,
+            audit,
+            approvals_changed: tokio::sync::Notify::new(),
             config,
             directory,
             store,
             members,
             inflight: Mutex::new(HashMap::new()),
             ceremony_lock: tokio::sync::Mutex::new(()),
+            record_lock: tokio::sync::Mutex::new(()),
             tls,
         }))
+    }
+
+    /// Reads, changes and durably writes a request record under the record lock.
+    pub(crate) async fn update_request(
+        &self,
+        id: &RequestId,
+        change: impl FnOnce(&mut store::RequestRecord),
+    ) -> Result<(), String> {
+        let _guard = self.record_lock.lock().await;
+        let mut record = self
+            .store
+            .request(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("request {id} vanished"))?;
+        change(&mut record);
+        self.store.put_request(id, &record).await.map_err(|e| e.to_string())
     }
 
     /// Serves `Custody` (custody role) and `Ceremony` (operator role) on `listener`
@@ -120,6 +190,9 @@ impl Coordinator {
         )
         .await;
         probe.abort();
+        if let Err(e) = self.audit.append("coordinator_stopped", serde_json::json!({})).and_then(|_| self.audit.checkpoint()) {
+            tracing::error!(error = %e, "audit log: cannot record shutdown");
+        }
         result
     }
 }

@@ -3,14 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use permafrost_core::authz::{authorize_withdrawal, CheckSettings, GroupView, SignedWithdrawal};
+use permafrost_core::authz::{check_custody, CheckSettings, GroupView, SignedWithdrawal};
+use permafrost_core::policy::{evaluate, Approval, LedgerView, Verdict};
 use permafrost_core::{unix_now, RequestId};
 use permafrost_proto::convert::{status_from_core, tier_to_wire};
 use permafrost_proto::{self as pb, ceremony_server::Ceremony, custody_server::Custody};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::store::{GroupRecord, RequestRecord, RequestState};
+use crate::store::{ApprovalRecord, GroupRecord, RequestRecord, RequestState};
 use crate::{driver, Coordinator, CoordinatorError};
 
 impl From<CoordinatorError> for Status {
@@ -19,7 +20,15 @@ impl From<CoordinatorError> for Status {
     }
 }
 
-fn to_wire_status(id: &RequestId, r: &RequestRecord, group_key: Vec<u8>, message: Vec<u8>) -> pb::WithdrawalStatus {
+fn to_wire_status(id: &RequestId, r: &RequestRecord, group_key: Vec<u8>, message: Vec<u8>, verdict: Option<Verdict>) -> pb::WithdrawalStatus {
+    let (approvals_missing, time_locked_until, rejected) = match verdict {
+        Some(Verdict::Waiting {
+            approvals_missing,
+            time_locked_until,
+            rejected_approvals,
+        }) => (approvals_missing, time_locked_until.unwrap_or(0), rejected_approvals),
+        _ => (0, 0, Vec::new()),
+    };
     let state = match r.state {
         RequestState::Pending => pb::WithdrawalState::Pending,
         RequestState::Signed => pb::WithdrawalState::Signed,
@@ -36,6 +45,14 @@ fn to_wire_status(id: &RequestId, r: &RequestRecord, group_key: Vec<u8>, message
         detail: r.detail.clone(),
         attempts: r.attempts,
         culprits: r.culprits.iter().map(|c| c.to_string()).collect(),
+        approvals: r
+            .approvals
+            .iter()
+            .filter(|a| !rejected.iter().any(|why| why.starts_with(&format!("{}:", a.approver_id))))
+            .map(|a| a.approver_id.clone())
+            .collect(),
+        approvals_missing,
+        time_locked_until,
     }
 }
 
@@ -51,19 +68,44 @@ fn group_to_wire(g: &GroupRecord) -> pb::KeyGroup {
 }
 
 impl Coordinator {
+    /// Waits (bounded) for a request's driver to finish, then reports its status.
+    /// Returns at once when the request waits for people (approvals) or for a
+    /// time-lock longer than the wait.
+    async fn wait_for(self: &Arc<Self>, id: &RequestId) -> Result<pb::WithdrawalStatus, Status> {
+        let mut done = driver::ensure_driver(self, id);
+        let wait = Duration::from_millis(self.config.submit_wait_ms);
+        let status = self.status_of(id)?;
+        let locked_beyond_wait = status.time_locked_until > unix_now() + wait.as_secs();
+        if status.state() == pb::WithdrawalState::Pending && (status.approvals_missing > 0 || locked_beyond_wait) {
+            return Ok(status);
+        }
+        let _ = tokio::time::timeout(wait, done.wait_for(|finished| *finished)).await;
+        self.status_of(id)
+    }
+
     fn status_of(&self, id: &RequestId) -> Result<pb::WithdrawalStatus, Status> {
         let record = self
             .store
             .request(id)?
             .ok_or_else(|| Status::not_found(format!("no withdrawal with request id {id}")))?;
         let wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| Status::internal(e.to_string()))?;
-        let request = wire.request.unwrap_or_default();
-        let group_key = permafrost_core::GroupName::new(request.key_group.clone())
-            .ok()
-            .and_then(|g| self.store.group(&g).ok().flatten())
+        let signed: SignedWithdrawal = (&wire).try_into()?;
+        let group_key = self
+            .store
+            .group(&signed.request.key_group)?
             .map(|g| g.group_public_key)
             .unwrap_or_default();
-        Ok(to_wire_status(id, &record, group_key, request.payload))
+        let verdict = (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record));
+        Ok(to_wire_status(id, &record, group_key, signed.request.payload, verdict))
+    }
+
+    fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord) -> Verdict {
+        let approvals: Vec<Approval> = record.approvals.iter().map(|a| a.to_core()).collect();
+        let ledger = LedgerView {
+            spent_24h: 0,
+            first_seen: Some(record.accepted_at),
+        };
+        evaluate(&self.policy, &signed.request, &signed.request.digest(), &approvals, ledger, unix_now())
     }
 }
 
@@ -106,7 +148,15 @@ impl Custody for CustodyService {
             max_clock_skew_secs: 300,
             max_lifetime_secs: u64::MAX,
         };
-        authorize_withdrawal(&signed, &view, &settings, unix_now()).map_err(|e| status_from_core(&e))?;
+        let now = unix_now();
+        check_custody(&signed, &view, &settings, now).map_err(|e| status_from_core(&e))?;
+        let ledger = LedgerView {
+            spent_24h: 0,
+            first_seen: Some(now),
+        };
+        if let Verdict::Denied(why) = evaluate(&coord.policy, &signed.request, &signed.request.digest(), &[], ledger, now) {
+            return Err(Status::permission_denied(format!("refused: policy: {why}")));
+        }
         let record = RequestRecord {
             v: 1,
             signed: wire.encode_to_vec(),
@@ -117,16 +167,62 @@ impl Custody for CustodyService {
             detail: "accepted".into(),
             attempts: 0,
             culprits: Vec::new(),
+            approvals: Vec::new(),
+            accepted_at: now,
         };
         if let Some(raced) = coord.store.insert_request(&id, &record).await? {
             if raced.digest != record.digest {
                 return Err(Status::already_exists(format!("request id {id} is already used by a different request")));
             }
         }
-        let mut done = driver::ensure_driver(coord, &id);
-        let wait = Duration::from_millis(coord.config.submit_wait_ms);
-        let _ = tokio::time::timeout(wait, done.wait_for(|finished| *finished)).await;
-        Ok(Response::new(coord.status_of(&id)?))
+        let _ = coord.audit.append(
+            "withdrawal_submitted",
+            serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": signed.request.amount.to_string(), "destination": signed.request.destination}),
+        );
+        Ok(Response::new(coord.wait_for(&id).await?))
+    }
+
+    async fn submit_approval(&self, request: Request<pb::Approval>) -> Result<Response<pb::WithdrawalStatus>, Status> {
+        let coord = &self.coord;
+        let wire = request.into_inner();
+        let id = RequestId::new(wire.request_id.clone()).map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
+        let approval: Approval = (&wire).try_into()?;
+        let record = coord
+            .store
+            .request(&id)?
+            .ok_or_else(|| Status::not_found(format!("no withdrawal with request id {id}")))?;
+        if record.state != RequestState::Pending {
+            return Err(Status::failed_precondition(format!("request {id} is no longer pending")));
+        }
+        let signed_wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| Status::internal(e.to_string()))?;
+        let signed: SignedWithdrawal = (&signed_wire).try_into()?;
+        // Check this approval alone, so the approver hears at once why it does not count.
+        let mut probe = record.clone();
+        probe.approvals = vec![ApprovalRecord {
+            approver_id: approval.approver_id.clone(),
+            expires_at: approval.expires_at,
+            signature: hex::encode(&approval.signature),
+        }];
+        if let Verdict::Waiting { rejected_approvals, .. } = coord.verdict(&signed, &probe) {
+            if let Some(why) = rejected_approvals.first() {
+                return Err(Status::permission_denied(format!("approval not counted: {why}")));
+            }
+        }
+        let added = probe.approvals.remove(0);
+        coord
+            .update_request(&id, |r| {
+                r.approvals.retain(|a| a.approver_id != added.approver_id);
+                r.approvals.push(added);
+            })
+            .await
+            .map_err(Status::internal)?;
+        let _ = coord.audit.append(
+            "approval_added",
+            serde_json::json!({"request": id.as_str(), "approver": approval.approver_id, "expires_at": approval.expires_at}),
+        );
+        coord.approvals_changed.notify_waiters();
+        driver::ensure_driver(coord, &id);
+        Ok(Response::new(coord.wait_for(&id).await?))
     }
 
     async fn get_withdrawal(&self, request: Request<pb::GetWithdrawalRequest>) -> Result<Response<pb::WithdrawalStatus>, Status> {

@@ -63,6 +63,34 @@ pub struct RequestRecord {
     /// Members caught sending invalid shares for this request.
     #[serde(default)]
     pub culprits: Vec<NodeId>,
+    /// Approvals gathered so far (each node re-verifies them).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalRecord>,
+    /// When the coordinator accepted the request (Unix seconds).
+    #[serde(default)]
+    pub accepted_at: u64,
+}
+
+/// An approval as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// Approver id.
+    pub approver_id: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+    /// Hex Ed25519 signature.
+    pub signature: String,
+}
+
+impl ApprovalRecord {
+    /// As a core approval.
+    pub fn to_core(&self) -> permafrost_core::policy::Approval {
+        permafrost_core::policy::Approval {
+            approver_id: self.approver_id.clone(),
+            expires_at: self.expires_at,
+            signature: hex::decode(&self.signature).unwrap_or_default(),
+        }
+    }
 }
 
 /// Evidence that a member sent an invalid share (C1, X2).

@@ -17,6 +17,9 @@ pub enum CoreError {
     /// The request is well-formed but not authorized; the reason names the check.
     #[error("refused: {0}")]
     Refused(String),
+    /// Not authorized yet: approvals or a time-lock are still missing; retry later.
+    #[error("not yet: {0}")]
+    NotYet(String),
     /// A named peer sent something invalid (bad signature, proof, share, commitment).
     #[error("peer {culprit} misbehaved: {reason}")]
     PeerMisbehaved {

@@ -4,6 +4,7 @@
 //! coordinator are thin shells around these types, so the rules that keep
 //! funds safe are written once and tested directly.
 
+pub mod audit;
 pub mod authz;
 pub mod dkg;
 pub mod error;

@@ -398,7 +398,7 @@ impl Verdict {
                 if !rejected_approvals.is_empty() {
                     parts.push(format!("not counted: {}", rejected_approvals.join("; ")));
                 }
-                Err(CoreError::refused(format!("policy: {}", parts.join(", "))))
+                Err(CoreError::NotYet(format!("policy: {}", parts.join(", "))))
             }
         }
     }

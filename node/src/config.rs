@@ -39,6 +39,24 @@ pub struct NodeConfig {
     /// Nonce pool bounds.
     #[serde(default)]
     pub nonces: NonceConfig,
+    /// Withdrawal policy file (TOML) this node enforces.
+    pub policy: PathBuf,
+    /// Manual (Vault-style) sealing of key shares.
+    #[serde(default)]
+    pub seal: SealConfig,
+    /// Audit log file (JSON lines); default `<data_dir>/audit.log`.
+    pub audit_log: Option<PathBuf>,
+}
+
+/// Manual sealing: key shares are sealed under an operator passphrase that
+/// never touches the node's disk or config; the node starts sealed and signs
+/// nothing until an operator unseals it over mTLS.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    /// Start sealed and require `permafrostctl node unseal`.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// mTLS files of a node.
@@ -153,6 +171,19 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Reads and validates the policy file.
+    pub fn load_policy(&self) -> Result<permafrost_core::policy::Policy, NodeError> {
+        let text = std::fs::read_to_string(&self.policy)
+            .map_err(|e| NodeError::Config(format!("policy = {}: {e}", self.policy.display())))?;
+        permafrost_core::policy::Policy::from_toml(&text)
+            .map_err(|e| NodeError::Config(format!("policy = {}: {e}", self.policy.display())))
+    }
+
+    /// Where the audit log lives.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit_log.clone().unwrap_or_else(|| self.data_dir.join("audit.log"))
     }
 
     /// Parsed custody keys.

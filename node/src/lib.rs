@@ -2,6 +2,7 @@
 //! rest, and releases a signature share only for a request it has checked
 //! itself. The coordinator is never trusted for safety.
 
+pub mod admin;
 pub mod config;
 pub mod nonces;
 pub mod service;
@@ -10,7 +11,7 @@ pub mod store;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use permafrost_core::authz::CheckSettings;
@@ -47,6 +48,12 @@ pub enum NodeError {
     /// Initialization was asked twice, or start-up found no initialized node.
     #[error("{0}")]
     State(String),
+    /// The audit log cannot be written; nothing that needs a record may happen (L2).
+    #[error("audit: {0}")]
+    Audit(String),
+    /// The node is sealed; an operator must unseal it.
+    #[error("node {0} is sealed: an operator must unseal it (permafrostctl node unseal)")]
+    Sealed(NodeId),
 }
 
 const IDENTITY: &str = "identity";
@@ -58,9 +65,19 @@ pub struct SignerNode {
     pub(crate) region: String,
     pub(crate) identity: NodeIdentity,
     pub(crate) directory: Directory,
-    pub(crate) sealer: Box<dyn Sealer>,
+    /// Seals key shares: the configured sealer (which also seals identity and
+    /// TLS key), or (manual sealing) an operator-held
+    /// passphrase sealer. `None` while the node is sealed.
+    pub(crate) share_sealer: RwLock<Option<Arc<dyn Sealer>>>,
+    pub(crate) manual_seal: bool,
+    pub(crate) data_dir: std::path::PathBuf,
     pub(crate) store: NodeStore,
     pub(crate) settings: CheckSettings,
+    pub(crate) policy: permafrost_core::policy::Policy,
+    pub(crate) audit: permafrost_proto::audit::AuditLog,
+    /// Serializes policy evaluation and journaling of withdrawals, so a velocity
+    /// check and its ledger entry are one step.
+    pub(crate) sign_lock: tokio::sync::Mutex<()>,
     pub(crate) nonces: Mutex<NoncePool>,
     pub(crate) ceremonies: Mutex<HashMap<String, service::CeremonyState>>,
     tls: TlsMaterial,
@@ -161,7 +178,8 @@ impl SignerNode {
                 config.data_dir.display()
             )));
         }
-        let sealer = open_sealer(config, false)?;
+        let policy = config.load_policy()?;
+        let sealer: Arc<dyn Sealer> = Arc::from(open_sealer(config, false)?);
         let store = NodeStore::open(&config.data_dir)?;
         let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
         let blob = store
@@ -190,13 +208,34 @@ impl SignerNode {
                 config.id
             )));
         }
+        let signing_identity = NodeIdentity::from_secret_bytes(&identity.to_secret_bytes())
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let audit = permafrost_proto::audit::AuditLog::open(
+            &config.audit_path(),
+            config.id.as_str(),
+            hex::encode(identity.identity_key().as_bytes()),
+            Box::new(move |msg| signing_identity.sign(msg)),
+        )
+        .map_err(NodeError::Audit)?;
+        let share_sealer = if config.seal.manual { None } else { Some(sealer.clone()) };
+        audit
+            .append(
+                "node_started",
+                serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash())}),
+            )
+            .map_err(NodeError::Audit)?;
         Ok(Arc::new(Self {
             id: config.id.clone(),
             region: config.region.clone(),
             identity,
             directory,
-            sealer,
+            share_sealer: RwLock::new(share_sealer),
+            manual_seal: config.seal.manual,
+            data_dir: config.data_dir.clone(),
             store,
+            policy,
+            audit,
+            sign_lock: tokio::sync::Mutex::new(()),
             settings: CheckSettings {
                 custody_keys: config.custody_keys()?,
                 max_clock_skew_secs: config.max_clock_skew_secs,
@@ -218,14 +257,33 @@ impl SignerNode {
 
     /// Serves the `SignerNode` API (coordinator role only) on `listener` until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
-        use permafrost_proto::signer_node_server::SignerNodeServer;
+        use permafrost_core::Role;
+        use permafrost_proto::auth::RequireRole;
+        use permafrost_proto::{node_admin_server::NodeAdminServer, signer_node_server::SignerNodeServer};
+        use tonic::service::interceptor::InterceptedService;
         let tls = self.tls.clone();
-        let svc = tonic::service::interceptor::InterceptedService::new(
-            SignerNodeServer::new(service::NodeService { node: self })
-                .max_decoding_message_size(permafrost_proto::server::MAX_MESSAGE_BYTES),
-            permafrost_proto::auth::RequireRole(permafrost_core::Role::Coordinator),
+        let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
+        let signer = InterceptedService::new(
+            SignerNodeServer::new(service::NodeService { node: self.clone() }).max_decoding_message_size(max),
+            RequireRole(Role::Coordinator),
         );
-        let routes = tonic::service::Routes::new(svc);
-        permafrost_proto::server::serve(listener, &tls, routes, &["permafrost.v1.SignerNode"], shutdown).await
+        let admin = InterceptedService::new(
+            NodeAdminServer::new(admin::AdminService { node: self.clone() }).max_decoding_message_size(max),
+            RequireRole(Role::Operator),
+        );
+        let routes = tonic::service::Routes::new(signer).add_service(admin);
+        let result = permafrost_proto::server::serve(
+            listener,
+            &tls,
+            routes,
+            &["permafrost.v1.SignerNode", "permafrost.v1.NodeAdmin"],
+            shutdown,
+        )
+        .await;
+        // Seal the chain's tail with a signed checkpoint on the way out.
+        if let Err(e) = self.audit.append("node_stopped", serde_json::json!({})).and_then(|_| self.audit.checkpoint()) {
+            tracing::error!(error = %e, "audit log: cannot record shutdown");
+        }
+        result
     }
 }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use frost_secp256k1::keys::KeyPackage;
 use frost_secp256k1::{round1, SigningPackage};
-use permafrost_core::authz::{authorize_withdrawal, GroupView, SignedWithdrawal};
+use permafrost_core::authz::{authorize_withdrawal, check_custody, GroupView, PolicyInput, SignedWithdrawal};
+use permafrost_core::policy::{Approval, LedgerView, VELOCITY_WINDOW_SECS};
 use permafrost_core::dkg::{self, AwaitingEchoes, AwaitingRound1Set, AwaitingRound2};
 use permafrost_core::signing::{self, ActivationTarget, SigningTarget};
 use permafrost_core::{unix_now, CoreError, GroupName};
-use permafrost_hsm::SealContext;
+use permafrost_hsm::{SealContext, Sealer};
 use permafrost_proto::convert::{group_name, status_from_core, tier_to_wire};
 use permafrost_proto::{self as pb, signer_node_server::SignerNode as SignerNodeApi};
 use tonic::{Request, Response, Status};
@@ -54,7 +55,19 @@ impl From<NodeError> for Status {
 
 fn refuse(node: &SignerNode, what: &str, e: CoreError) -> Status {
     warn!(node = %node.id, step = what, reason = %e, "refused");
+    if let Err(audit) = node
+        .audit
+        .append("refused", serde_json::json!({"step": what, "reason": e.to_string()}))
+    {
+        return Status::unavailable(format!("audit log: {audit}"));
+    }
     status_from_core(&e)
+}
+
+fn audit(node: &SignerNode, event: &str, detail: serde_json::Value) -> Result<(), Status> {
+    node.audit
+        .append(event, detail)
+        .map_err(|e| Status::unavailable(format!("audit log: {e}; refusing to act without a durable record")))
 }
 
 fn group_ctx(node: &SignerNode, group: &GroupName) -> SealContext {
@@ -62,6 +75,47 @@ fn group_ctx(node: &SignerNode, group: &GroupName) -> SealContext {
 }
 
 impl SignerNode {
+    /// Whether key shares are currently sealed away.
+    pub fn is_sealed(&self) -> bool {
+        self.share_sealer.read().map(|s| s.is_none()).unwrap_or(true)
+    }
+
+    /// The sealer for key shares, or a "sealed" refusal.
+    fn shares(&self) -> Result<Arc<dyn Sealer>, Status> {
+        self.share_sealer
+            .read()
+            .map_err(|_| Status::internal("seal lock poisoned"))?
+            .clone()
+            .ok_or_else(|| Status::failed_precondition(NodeError::Sealed(self.id.clone()).to_string()))
+    }
+
+    /// The node's status, as both services report it.
+    pub(crate) fn status(&self) -> Result<pb::NodeStatus, Status> {
+        let key_groups = self
+            .store
+            .groups()?
+            .into_iter()
+            .map(|g| pb::NodeKeyGroup {
+                name: g.name.to_string(),
+                tier: tier_to_wire(g.tier),
+                threshold: u32::from(g.threshold),
+                group_public_key: g.group_public_key,
+                active: g.active,
+            })
+            .collect();
+        let (audit_entries, audit_head) = self.audit.head();
+        Ok(pb::NodeStatus {
+            node_id: self.id.to_string(),
+            region: self.region.clone(),
+            sealed: self.is_sealed(),
+            key_groups,
+            open_nonces: self.nonces.lock().map(|p| p.len() as u32).unwrap_or(0),
+            policy_hash: self.policy.hash().to_vec(),
+            audit_entries,
+            audit_head: hex::decode(audit_head).unwrap_or_default(),
+        })
+    }
+
     fn group_record(&self, name: &GroupName) -> Result<GroupRecord, Status> {
         self.store
             .group(name)?
@@ -70,7 +124,7 @@ impl SignerNode {
 
     fn key_package(&self, record: &GroupRecord) -> Result<KeyPackage, Status> {
         let bytes = self
-            .sealer
+            .shares()?
             .unseal(&group_ctx(self, &record.name), &record.sealed_key_package)
             .map_err(NodeError::from)?;
         KeyPackage::deserialize(&bytes).map_err(|e| Status::internal(format!("stored key package unreadable: {e}")))
@@ -109,27 +163,7 @@ impl SignerNode {
 #[tonic::async_trait]
 impl SignerNodeApi for NodeService {
     async fn get_status(&self, _request: Request<pb::NodeStatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
-        let node = &self.node;
-        let key_groups = node
-            .store
-            .groups()?
-            .into_iter()
-            .map(|g| pb::NodeKeyGroup {
-                name: g.name.to_string(),
-                tier: tier_to_wire(g.tier),
-                threshold: u32::from(g.threshold),
-                group_public_key: g.group_public_key,
-                active: g.active,
-            })
-            .collect();
-        let open_nonces = node.nonces.lock().map(|p| p.len() as u32).unwrap_or(0);
-        Ok(Response::new(pb::NodeStatus {
-            node_id: node.id.to_string(),
-            region: node.region.clone(),
-            sealed: false,
-            key_groups,
-            open_nonces,
-        }))
+        Ok(Response::new(self.node.status()?))
     }
 
     async fn dkg_start(&self, request: Request<pb::DkgStartRequest>) -> Result<Response<pb::DkgRound1Message>, Status> {
@@ -140,6 +174,7 @@ impl SignerNodeApi for NodeService {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?
             .try_into()?;
+        node.shares()?;
         for member in &spec.members {
             node.directory.get(member).map_err(|e| refuse(node, "dkg-start", e))?;
         }
@@ -159,6 +194,7 @@ impl SignerNodeApi for NodeService {
         let ceremony_id = spec.ceremony_id.clone();
         let (state, msg) = dkg::start(spec, &node.id, &node.identity, &mut rand::thread_rng())
             .map_err(|e| refuse(node, "dkg-start", e))?;
+        audit(node, "dkg_started", serde_json::json!({"ceremony": ceremony_id, "group": state.spec().group.as_str(), "threshold": state.spec().threshold, "members": state.spec().members.iter().map(|m| m.as_str()).collect::<Vec<_>>()}))?;
         info!(node = %node.id, ceremony = %ceremony_id, group = %state.spec().group, "DKG part 1 done");
         node.put_ceremony(ceremony_id, Step::Round1(state))?;
         Ok(Response::new(msg.into()))
@@ -174,6 +210,7 @@ impl SignerNodeApi for NodeService {
         let (next, echo) = state
             .receive_round1(&set, &node.directory, &node.identity)
             .map_err(|e| refuse(node, "dkg-echo", e))?;
+        audit(node, "dkg_round1_set_echoed", serde_json::json!({"ceremony": req.ceremony_id, "set_hash": hex::encode(&echo.set_hash)}))?;
         node.put_ceremony(req.ceremony_id, Step::Echoes(next))?;
         Ok(Response::new(echo.into()))
     }
@@ -188,6 +225,7 @@ impl SignerNodeApi for NodeService {
         let (next, shares) = state
             .receive_echoes(&echoes, &node.directory, &node.identity, &mut rand::thread_rng())
             .map_err(|e| refuse(node, "dkg-round2", e))?;
+        audit(node, "dkg_echoes_agreed_shares_sent", serde_json::json!({"ceremony": req.ceremony_id, "encrypted_shares": shares.len()}))?;
         node.put_ceremony(req.ceremony_id, Step::Round2(next))?;
         Ok(Response::new(pb::DkgRound2Response {
             shares: shares.into_iter().map(Into::into).collect(),
@@ -218,13 +256,14 @@ impl SignerNodeApi for NodeService {
             members: spec.members.clone(),
             ceremony_id: spec.ceremony_id.clone(),
             sealed_key_package: node
-                .sealer
+                .shares()?
                 .seal(&group_ctx(node, &spec.group), &key_bytes)
                 .map_err(NodeError::from)?,
             public_key_package: out.report.public_key_package.clone(),
             group_public_key: out.report.group_public_key.clone(),
             active: false,
         };
+        audit(node, "dkg_completed", serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str(), "group_public_key": hex::encode(&record.group_public_key)}))?;
         node.store.insert_group(&record).await?;
         info!(node = %node.id, group = %spec.group, group_key = %hex::encode(&record.group_public_key), "DKG complete; key share sealed; group pending activation");
         Ok(Response::new(out.report.into()))
@@ -247,9 +286,26 @@ impl SignerNodeApi for NodeService {
         pkp.verifying_key()
             .verify(&message, &signature)
             .map_err(|_| refuse(node, "activate", CoreError::refused("test signature does not verify under the group key")))?;
+        audit(node, "group_activated", serde_json::json!({"group": name.as_str()}))?;
         node.store.activate_group(&name).await?;
         info!(node = %node.id, group = %name, "key group active");
         Ok(Response::new(pb::ActivateGroupResponse {}))
+    }
+
+    async fn announce(&self, request: Request<pb::SignedWithdrawal>) -> Result<Response<pb::AnnounceResponse>, Status> {
+        let node = &self.node;
+        node.shares()?;
+        let signed: SignedWithdrawal = request.get_ref().try_into()?;
+        let record = node.group_record(&signed.request.key_group)?;
+        let view = GroupView {
+            name: record.name.clone(),
+            tier: record.tier,
+            active: record.active,
+        };
+        // Only custody-signed requests start a clock: junk cannot fill the store.
+        check_custody(&signed, &view, &node.settings, unix_now()).map_err(|e| refuse(node, "announce", e))?;
+        let first_seen = node.store.first_seen(&signed.request.request_id, unix_now()).await?;
+        Ok(Response::new(pb::AnnounceResponse { first_seen }))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
@@ -295,18 +351,42 @@ impl SignerNodeApi for NodeService {
             return Err(refuse(node, "sign", CoreError::refused("nonce was committed for another key group")));
         }
         let record = node.group_record(&name)?;
+        let mut withdrawal_guard = None;
         let package = SigningPackage::deserialize(&req.signing_package)
             .map_err(|e| Status::invalid_argument(format!("signing_package: {e}")))?;
         let target = match &req.target {
             Some(pb::sign_request::Target::Withdrawal(w)) => {
                 let signed: SignedWithdrawal = w.try_into()?;
+                let approvals: Vec<Approval> = req
+                    .approvals
+                    .iter()
+                    .map(|a| Approval {
+                        approver_id: a.approver_id.clone(),
+                        expires_at: a.expires_at,
+                        signature: a.signature.clone(),
+                    })
+                    .collect();
                 let view = GroupView {
                     name: record.name.clone(),
                     tier: record.tier,
                     active: record.active,
                 };
-                let authorized = authorize_withdrawal(&signed, &view, &node.settings, unix_now())
+                let now = unix_now();
+                let r = &signed.request;
+                // Held until the journal entry is durable: the velocity check and its record are one step.
+                let guard = node.sign_lock.lock().await;
+                let ledger = LedgerView {
+                    spent_24h: node.store.spent_since(&r.key_group, &r.asset, now.saturating_sub(VELOCITY_WINDOW_SECS), &r.request_id)?,
+                    first_seen: Some(node.store.first_seen(&r.request_id, now).await?),
+                };
+                let input = PolicyInput {
+                    policy: &node.policy,
+                    approvals: &approvals,
+                    ledger,
+                };
+                let authorized = authorize_withdrawal(&signed, &view, &node.settings, input, now)
                     .map_err(|e| refuse(node, "sign", e))?;
+                withdrawal_guard = Some(guard);
                 SigningTarget::Withdrawal(authorized)
             }
             Some(pb::sign_request::Target::Activation(_)) => {
@@ -320,16 +400,31 @@ impl SignerNodeApi for NodeService {
         };
         let key_package = node.key_package(&record)?;
         signing::check_package(&target, &package, &nonces, &key_package).map_err(|e| refuse(node, "sign", e))?;
-        if let SigningTarget::Withdrawal(w) = &target {
-            // Durable before the share exists, let alone leaves (N3, invariant 3).
-            node.store
-                .journal_share(&w.request().request_id, &w.digest(), &name, unix_now())
-                .await
-                .map_err(|e| {
-                    warn!(node = %node.id, reason = %e, "refused");
-                    Status::from(e)
-                })?;
+        // Invariant 7: the audit record is durable before the share exists, let alone leaves (L2).
+        match &target {
+            SigningTarget::Withdrawal(w) => {
+                let r = w.request();
+                audit(
+                    node,
+                    "share_released",
+                    serde_json::json!({
+                        "request": r.request_id.as_str(), "digest": w.digest().to_hex(), "group": name.as_str(),
+                        "asset": r.asset, "amount": r.amount.to_string(), "destination": r.destination,
+                        "approvals": req.approvals.iter().map(|a| a.approver_id.as_str()).collect::<Vec<_>>(),
+                    }),
+                )?;
+                // Durable before the share exists (N3, invariant 3), counted once for velocity (P1).
+                node.store
+                    .journal_share(&r.request_id, &w.digest(), &name, Some((&r.asset, r.amount)), unix_now())
+                    .await
+                    .map_err(|e| {
+                        warn!(node = %node.id, reason = %e, "refused");
+                        Status::from(e)
+                    })?;
+            }
+            SigningTarget::Activation(_) => audit(node, "activation_share_released", serde_json::json!({"group": name.as_str()}))?,
         }
+        drop(withdrawal_guard);
         let share = signing::compute_share(&target, &package, nonces, &key_package).map_err(|e| refuse(node, "sign", e))?;
         match &target {
             SigningTarget::Withdrawal(w) => info!(node = %node.id, request = %w.request().request_id, digest = %w.digest().to_hex(), "signature share released"),

@@ -68,6 +68,17 @@ pub struct NodeStore {
     meta: sled::Tree,
     groups: sled::Tree,
     journal: sled::Tree,
+    seen: sled::Tree,
+    velocity: sled::Tree,
+}
+
+fn velocity_prefix(group: &GroupName, asset: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(group.as_str().len() + asset.len() + 2);
+    p.extend_from_slice(group.as_str().as_bytes());
+    p.push(0);
+    p.extend_from_slice(asset.as_bytes());
+    p.push(0);
+    p
 }
 
 fn db_err(e: sled::Error) -> NodeError {
@@ -96,6 +107,8 @@ impl NodeStore {
             meta: db.open_tree("meta").map_err(db_err)?,
             groups: db.open_tree("groups").map_err(db_err)?,
             journal: db.open_tree("journal").map_err(db_err)?,
+            seen: db.open_tree("seen").map_err(db_err)?,
+            velocity: db.open_tree("velocity").map_err(db_err)?,
             db,
         })
     }
@@ -155,13 +168,61 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Records, durably, that a share for `request_id` with `digest` is about to be released.
+    /// When this node first saw `request_id`, recording `now` if it never had (starts its time-lock clock).
+    pub async fn first_seen(&self, request_id: &RequestId, now: u64) -> Result<u64, NodeError> {
+        match self
+            .seen
+            .compare_and_swap(request_id.as_str(), None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))
+            .map_err(db_err)?
+        {
+            Ok(()) => {
+                self.db.flush_async().await.map_err(db_err)?;
+                Ok(now)
+            }
+            Err(existing) => {
+                let bytes = existing.current.ok_or_else(|| NodeError::Storage("seen record vanished".into()))?;
+                let arr: [u8; 8] = bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| NodeError::Storage("corrupt seen record".into()))?;
+                Ok(u64::from_be_bytes(arr))
+            }
+        }
+    }
+
+    /// Total of `asset` withdrawn from `group` with shares released by this node
+    /// since `since`, not counting `exclude` (P1: counted once per request id).
+    pub fn spent_since(&self, group: &GroupName, asset: &str, since: u64, exclude: &RequestId) -> Result<u128, NodeError> {
+        let prefix = velocity_prefix(group, asset);
+        let id_offset = prefix.len() + 9; // u64 timestamp and '/'
+        let mut start = prefix.clone();
+        start.extend_from_slice(&since.to_be_bytes());
+        let mut end = prefix;
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut total = 0u128;
+        for kv in self.velocity.range(start..=end) {
+            let (k, v) = kv.map_err(db_err)?;
+            if k.get(id_offset..) == Some(exclude.as_str().as_bytes()) {
+                continue;
+            }
+            let arr: [u8; 16] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| NodeError::Storage("corrupt velocity record".into()))?;
+            total = total.saturating_add(u128::from_be_bytes(arr));
+        }
+        Ok(total)
+    }
+
+    /// Records, durably, that a share for `request_id` with `digest` is about to be released,
+    /// and counts its amount in the velocity ledger the first time only.
     /// Refuses if the id was ever used with another digest (invariant 3).
     pub async fn journal_share(
         &self,
         request_id: &RequestId,
         digest: &RequestDigest,
         key_group: &GroupName,
+        asset_amount: Option<(&str, u128)>,
         now: u64,
     ) -> Result<(), NodeError> {
         loop {
@@ -187,9 +248,16 @@ impl NodeStore {
             };
             let swapped = self
                 .journal
-                .compare_and_swap(request_id.as_str(), current, Some(encode(&next)?))
+                .compare_and_swap(request_id.as_str(), current.clone(), Some(encode(&next)?))
                 .map_err(db_err)?;
             if swapped.is_ok() {
+                if let (None, Some((asset, amount))) = (&current, asset_amount) {
+                    let mut key = velocity_prefix(key_group, asset);
+                    key.extend_from_slice(&now.to_be_bytes());
+                    key.push(b'/');
+                    key.extend_from_slice(request_id.as_str().as_bytes());
+                    self.velocity.insert(key, &amount.to_be_bytes()[..]).map_err(db_err)?;
+                }
                 break;
             }
         }

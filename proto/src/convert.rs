@@ -235,8 +235,26 @@ pub fn status_from_core(e: &CoreError) -> Status {
     match e {
         CoreError::InvalidField { .. } => Status::invalid_argument(e.to_string()),
         CoreError::Refused(_) => Status::permission_denied(e.to_string()),
+        CoreError::NotYet(_) => Status::failed_precondition(e.to_string()),
         CoreError::PeerMisbehaved { .. } | CoreError::Aborted(_) => Status::aborted(e.to_string()),
         CoreError::Frost(_) | CoreError::Encryption(_) => Status::invalid_argument(e.to_string()),
         _ => Status::internal(e.to_string()),
+    }
+}
+
+impl TryFrom<&Approval> for permafrost_core::policy::Approval {
+    type Error = Status;
+    fn try_from(a: &Approval) -> Result<Self, Status> {
+        if a.approver_id.is_empty() || a.approver_id.len() > 128 {
+            return Err(bad("approver_id", "must be 1..=128 characters"));
+        }
+        if a.signature.len() != 64 {
+            return Err(bad("signature", format!("{} bytes, expected a 64-byte Ed25519 signature", a.signature.len())));
+        }
+        Ok(permafrost_core::policy::Approval {
+            approver_id: a.approver_id.clone(),
+            expires_at: a.expires_at,
+            signature: a.signature.clone(),
+        })
     }
 }

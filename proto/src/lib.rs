@@ -7,6 +7,7 @@ mod generated {
     tonic::include_proto!("permafrost.v1");
 }
 
+pub mod audit;
 pub mod auth;
 pub mod logging;
 pub mod convert;
@@ -17,3 +18,8 @@ pub use generated::*;
 
 /// Encoded file descriptor set of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("permafrost_descriptor");
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    permafrost_core::unix_now()
+}

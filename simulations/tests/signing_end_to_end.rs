@@ -54,9 +54,15 @@ async fn dkg_then_sign_signature_verifies() {
         .collect();
     assert_eq!(regions.len(), 2);
 
-    let request = cluster.request("wd-e2e-2", "cold-1", Tier::Cold);
+    let mut request = cluster.request("wd-e2e-2", "cold-1", Tier::Cold);
+    request.destination = permafrost_testkit::WARM_WALLET.into();
     let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+    assert_eq!(status.state(), WithdrawalState::Pending, "cold funds wait for people");
+    assert_eq!(status.approvals_missing, 2);
+    cluster.custody().submit_approval(cluster.approve(&request, "alice", 600)).await.expect("approve");
+    let status = cluster.custody().submit_approval(cluster.approve(&request, "bob", 600)).await.expect("approve").into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
+    assert_eq!(status.approvals, vec!["alice".to_string(), "bob".to_string()]);
     verify(&cold.group_public_key, &request.payload, &status.signature);
     cluster.shutdown().await;
 }

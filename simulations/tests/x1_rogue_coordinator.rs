@@ -55,6 +55,7 @@ async fn x1_nodes_refuse_unauthorized_messages() {
                 nonce_handle: handles[i].clone(),
                 signing_package: pkg.clone(),
                 target: Some(pb::sign_request::Target::Activation(pb::ActivationTest {})),
+                approvals: vec![],
             })
             .await
             .expect_err("activation of active group");

@@ -44,6 +44,9 @@ impl SignerNode for Liar {
     async fn activate_group(&self, r: Request<pb::ActivateGroupRequest>) -> Result<Response<pb::ActivateGroupResponse>, Status> {
         self.upstream.clone().activate_group(r.into_inner()).await
     }
+    async fn announce(&self, r: Request<pb::SignedWithdrawal>) -> Result<Response<pb::AnnounceResponse>, Status> {
+        self.upstream.clone().announce(r.into_inner()).await
+    }
     async fn commit(&self, r: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
         self.upstream.clone().commit(r.into_inner()).await
     }

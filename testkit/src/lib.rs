@@ -64,6 +64,70 @@ pub struct ClusterOptions {
     pub liars: Vec<(usize, Lie)>,
     /// Coordinator round deadline.
     pub round_timeout_ms: Option<u64>,
+    /// Policy (TOML) for every node and the coordinator; default [`default_policy`].
+    pub policy: Option<String>,
+    /// Per-node policy overrides (index, TOML).
+    pub node_policies: Vec<(usize, String)>,
+    /// Nodes (by index) configured for manual sealing (they start sealed).
+    pub manual_seal: Vec<usize>,
+}
+
+/// Fixed approver keys of the test registry: alice, bob, carol.
+pub fn approver(name: &str) -> SigningKey {
+    let seed = match name {
+        "alice" => 11u8,
+        "bob" => 12,
+        "carol" => 13,
+        other => panic!("no test approver {other}"),
+    };
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// The allowlisted destination of the test cold group.
+pub const WARM_WALLET: &str = "bc1qwarmwalletdestination";
+
+/// A policy for the groups tests use: `warm-1`/`warm-2` (0.5 BTC needs no approval,
+/// above 1 BTC one, per-request 10 BTC, daily 20 BTC), `hot-1`, and `cold-1`
+/// (two approvals, allowlist = [`WARM_WALLET`], no time-lock).
+pub fn default_policy() -> String {
+    let key = |n: &str| hex::encode(approver(n).verifying_key().as_bytes());
+    let warm = |name: &str, tier: &str| {
+        format!(
+            r#"
+[groups.{name}]
+tier = "{tier}"
+max_lifetime_secs = 86400
+[groups.{name}.assets.BTC]
+per_request_max = "1000000000"
+daily_max = "2000000000"
+bands = [{{ up_to = "100000000", approvals = 0 }}]
+approvals_above = 1
+"#
+        )
+    };
+    format!(
+        r#"
+[approvers]
+alice = "{}"
+bob = "{}"
+carol = "{}"
+{}{}{}
+[groups.cold-1]
+tier = "cold"
+max_lifetime_secs = 604800
+min_approvals = 2
+allowlist = ["{WARM_WALLET}"]
+[groups.cold-1.assets.BTC]
+per_request_max = "100000000000"
+daily_max = "100000000000"
+"#,
+        key("alice"),
+        key("bob"),
+        key("carol"),
+        warm("warm-1", "warm"),
+        warm("warm-2", "warm"),
+        warm("hot-1", "hot"),
+    )
 }
 
 /// An in-process cluster: CA, n nodes, one coordinator, custody and operator credentials.
@@ -118,6 +182,8 @@ impl TestCluster {
             ips: vec!["127.0.0.1".parse().expect("ip")],
             ..Default::default()
         };
+        let policy = opts.policy.clone().unwrap_or_else(default_policy);
+        write(&root.join("policy.toml"), &policy);
 
         // Bind every node's listener first so the manifest knows the ports.
         let mut listeners = Vec::new();
@@ -130,6 +196,15 @@ impl TestCluster {
             let addr = listener.local_addr().expect("addr");
             let node_dir = root.join(id.as_str());
             std::fs::create_dir_all(&node_dir).expect("node dir");
+            let policy_path = match opts.node_policies.iter().find(|(idx, _)| *idx == i) {
+                Some((_, text)) => {
+                    let p = node_dir.join("policy.toml");
+                    write(&p, text);
+                    p
+                }
+                None => root.join("policy.toml"),
+            };
+            let manual = opts.manual_seal.contains(&i);
             let config_text = format!(
                 r#"id = "{id}"
 region = "{region}"
@@ -137,6 +212,9 @@ listen = "{addr}"
 data_dir = "{data}"
 manifest = "{manifest}"
 custody_keys = ["{custody_hex}"]
+policy = "{policy}"
+[seal]
+manual = {manual}
 [tls]
 ca_cert = "{ca}"
 cert = "{cert}"
@@ -149,6 +227,7 @@ kdf = "fast-insecure"
                 manifest = root.join("manifest.json").display(),
                 ca = ca_dir.join(pki::CA_CERT).display(),
                 cert = node_dir.join(format!("{id}.pem")).display(),
+                policy = policy_path.display(),
             );
             let config_path = node_dir.join("node.toml");
             write(&config_path, &config_text);
@@ -198,6 +277,8 @@ kdf = "fast-insecure"
             data_dir: coord_dir.join("data"),
             manifest: root.join("manifest.json"),
             custody_keys: vec![custody_hex],
+            policy: root.join("policy.toml"),
+            audit_log: None,
             round_timeout_ms: opts.round_timeout_ms.unwrap_or(3_000),
             submit_wait_ms: 20_000,
             health_interval_ms: 500,
@@ -295,6 +376,18 @@ kdf = "fast-insecure"
             created_at: now,
             expires_at: now + 3600,
             requested_by: "custody-1".into(),
+        }
+    }
+
+    /// An approval of `request` by test approver `name`, valid for `ttl` seconds.
+    pub fn approve(&self, request: &WithdrawalRequest, name: &str, ttl: u64) -> pb::Approval {
+        let expires_at = unix_now() + ttl;
+        let msg = permafrost_core::policy::approval_message(&request.digest(), name, expires_at);
+        pb::Approval {
+            request_id: request.request_id.to_string(),
+            approver_id: name.into(),
+            expires_at,
+            signature: approver(name).sign(&msg).to_bytes().to_vec(),
         }
     }
 
@@ -442,6 +535,7 @@ pub mod rogue {
             nonce_handle: handle.to_vec(),
             signing_package: package.to_vec(),
             target: Some(pb::sign_request::Target::Withdrawal(w.clone())),
+            approvals: Vec::new(),
         }
     }
 }
