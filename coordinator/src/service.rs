@@ -79,7 +79,19 @@ impl Coordinator {
         if status.state() == pb::WithdrawalState::Pending && (status.approvals_missing > 0 || locked_beyond_wait) {
             return Ok(status);
         }
-        let _ = tokio::time::timeout(wait, done.wait_for(|finished| *finished)).await;
+        // Answer early, rather than hang, when too few members are reachable;
+        // the driver keeps going and signs once enough return (if still valid).
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            let slice = Duration::from_millis(200).min(deadline - tokio::time::Instant::now());
+            if tokio::time::timeout(slice, done.wait_for(|finished| *finished)).await.is_ok() {
+                break;
+            }
+            let status = self.status_of(id)?;
+            if status.state() == pb::WithdrawalState::Pending && status.detail.starts_with("below threshold") {
+                return Ok(status);
+            }
+        }
         self.status_of(id)
     }
 

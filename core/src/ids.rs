@@ -110,6 +110,12 @@ impl TryFrom<String> for RequestId {
         Self::new(value)
     }
 }
+impl std::str::FromStr for RequestId {
+    type Err = CoreError;
+    fn from_str(value: &str) -> Result<Self, CoreError> {
+        Self::new(value)
+    }
+}
 impl From<RequestId> for String {
     fn from(value: RequestId) -> String {
         value.0

@@ -143,3 +143,38 @@ async fn bad_requests_are_refused_with_reasons() {
     assert!(err.message().contains("threshold"), "{}", err.message());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_threshold_is_reported_fast_and_signed_when_members_return() {
+    let mut cluster = TestCluster::start(&["eu", "us", "ap"]).await;
+    let group = cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
+    cluster.stop_node(0).await;
+    cluster.stop_node(1).await;
+    let request = cluster.request("wd-below-1", "warm-1", Tier::Warm);
+    let started = std::time::Instant::now();
+    let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+    let elapsed = started.elapsed();
+    assert_eq!(status.state(), WithdrawalState::Pending);
+    assert_eq!(status.detail, "below threshold: 1 of 2 reachable");
+    assert!(elapsed < std::time::Duration::from_secs(5), "took {elapsed:?}");
+    cluster.restart_node(1).await;
+    let mut signed = None;
+    for _ in 0..80 {
+        let s = cluster
+            .custody()
+            .get_withdrawal(permafrost_proto::GetWithdrawalRequest {
+                request_id: "wd-below-1".into(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        if s.state() == WithdrawalState::Signed {
+            signed = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let s = signed.expect("signed once a member returned");
+    verify(&group.group_public_key, &request.payload, &s.signature);
+    cluster.shutdown().await;
+}
