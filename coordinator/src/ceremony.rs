@@ -46,6 +46,98 @@ where
     futures::future::join_all(calls).await.into_iter().collect()
 }
 
+/// DKG (or refresh) rounds 1–3 with the echo check; returns every member's signed report.
+async fn run_rounds(coord: &Coordinator, spec: &CeremonySpec, wire_spec: &pb::CeremonySpec) -> Result<Vec<dkg::GroupKeyReport>, Status> {
+    let round1 = call_all(coord, spec, "round 1", |_, mut c| {
+        let s = wire_spec.clone();
+        async move { c.dkg_start(pb::DkgStartRequest { spec: Some(s) }).await }
+    })
+    .await?;
+    let round1: Vec<pb::DkgRound1Message> = round1.into_iter().map(|(_, m)| m).collect();
+
+    let echoes = call_all(coord, spec, "echo", |_, mut c| {
+        let r = pb::DkgEchoRequest {
+            ceremony_id: spec.ceremony_id.clone(),
+            round1: round1.clone(),
+        };
+        async move { c.dkg_echo(r).await }
+    })
+    .await?;
+    let echoes: Vec<pb::DkgEchoMessage> = echoes.into_iter().map(|(_, m)| m).collect();
+
+    let round2 = call_all(coord, spec, "round 2", |_, mut c| {
+        let r = pb::DkgRound2Request {
+            ceremony_id: spec.ceremony_id.clone(),
+            echoes: echoes.clone(),
+        };
+        async move { c.dkg_round2(r).await }
+    })
+    .await?;
+    let shares: Vec<pb::DkgSealedShare> = round2.into_iter().flat_map(|(_, r)| r.shares).collect();
+
+    let reports = call_all(coord, spec, "round 3", |id, mut c| {
+        let r = pb::DkgFinishRequest {
+            ceremony_id: spec.ceremony_id.clone(),
+            shares: shares.iter().filter(|s| s.recipient == id.as_str()).cloned().collect(),
+        };
+        async move { c.dkg_finish(r).await }
+    })
+    .await?;
+    let reports: Vec<dkg::GroupKeyReport> = reports
+        .iter()
+        .map(|(_, r)| r.try_into())
+        .collect::<Result<_, Status>>()?;
+    Ok(reports)
+}
+
+/// Proactive refresh (K6): new shares for every member, same group key and
+/// threshold; nodes destroy old shares only once every member confirmed the
+/// same new public key package.
+pub async fn refresh_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<GroupRecord, Status> {
+    let _one_at_a_time = coord.ceremony_lock.lock().await;
+    let group_name = permafrost_proto::convert::group_name("name", name)?;
+    let mut record = coord
+        .store
+        .group(&group_name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    if !record.active {
+        return Err(Status::failed_precondition(format!("key group {name} is not active")));
+    }
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    let wire_spec = pb::CeremonySpec {
+        ceremony_id: hex::encode(id),
+        group: record.name.to_string(),
+        tier: permafrost_proto::convert::tier_to_wire(record.tier),
+        threshold: u32::from(record.threshold),
+        members: record.members.iter().map(|m| m.to_string()).collect(),
+        refresh: true,
+    };
+    let spec: CeremonySpec = (&wire_spec).try_into()?;
+    info!(ceremony = %spec.ceremony_id, group = %spec.group, "refresh started");
+    let reports = run_rounds(coord, &spec, &wire_spec).await?;
+    let pkp = dkg::check_reports(&spec, &coord.directory, &reports).map_err(|e| Status::aborted(e.to_string()))?;
+    let key = pkp.verifying_key().serialize().map_err(|e| Status::internal(e.to_string()))?;
+    if key != record.group_public_key {
+        return Err(Status::aborted("refresh would change the group key; nothing committed"));
+    }
+    let wire_reports: Vec<pb::DkgKeyReport> = reports.into_iter().map(Into::into).collect();
+    call_all(coord, &spec, "commit", |_, mut c| {
+        let r = pb::CommitRefreshRequest {
+            spec: Some(wire_spec.clone()),
+            reports: wire_reports.clone(),
+        };
+        async move { c.commit_refresh(r).await }
+    })
+    .await?;
+    record.public_key_package = pkp.serialize().map_err(|e| Status::internal(e.to_string()))?;
+    coord.store.put_group(&record).await.map_err(|e| Status::internal(e.to_string()))?;
+    let _ = coord.audit.append("keygroup_refreshed", serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id}));
+    info!(group = %record.name, "refresh committed on every member");
+    Ok(record)
+}
+
 /// Runs a whole ceremony and returns the active group.
 pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupRequest) -> Result<GroupRecord, Status> {
     let _one_at_a_time = coord.ceremony_lock.lock().await;
@@ -57,6 +149,7 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
         tier: req.tier,
         threshold: req.threshold,
         members: req.members.clone(),
+        refresh: false,
     };
     let spec: CeremonySpec = (&wire_spec).try_into()?;
     for m in &spec.members {
@@ -73,45 +166,7 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
     }
     info!(ceremony = %spec.ceremony_id, group = %spec.group, t = spec.threshold, n = spec.members.len(), "DKG started");
 
-    let round1 = call_all(coord, &spec, "round 1", |_, mut c| {
-        let s = wire_spec.clone();
-        async move { c.dkg_start(pb::DkgStartRequest { spec: Some(s) }).await }
-    })
-    .await?;
-    let round1: Vec<pb::DkgRound1Message> = round1.into_iter().map(|(_, m)| m).collect();
-
-    let echoes = call_all(coord, &spec, "echo", |_, mut c| {
-        let r = pb::DkgEchoRequest {
-            ceremony_id: spec.ceremony_id.clone(),
-            round1: round1.clone(),
-        };
-        async move { c.dkg_echo(r).await }
-    })
-    .await?;
-    let echoes: Vec<pb::DkgEchoMessage> = echoes.into_iter().map(|(_, m)| m).collect();
-
-    let round2 = call_all(coord, &spec, "round 2", |_, mut c| {
-        let r = pb::DkgRound2Request {
-            ceremony_id: spec.ceremony_id.clone(),
-            echoes: echoes.clone(),
-        };
-        async move { c.dkg_round2(r).await }
-    })
-    .await?;
-    let shares: Vec<pb::DkgSealedShare> = round2.into_iter().flat_map(|(_, r)| r.shares).collect();
-
-    let reports = call_all(coord, &spec, "round 3", |id, mut c| {
-        let r = pb::DkgFinishRequest {
-            ceremony_id: spec.ceremony_id.clone(),
-            shares: shares.iter().filter(|s| s.recipient == id.as_str()).cloned().collect(),
-        };
-        async move { c.dkg_finish(r).await }
-    })
-    .await?;
-    let reports: Vec<dkg::GroupKeyReport> = reports
-        .iter()
-        .map(|(_, r)| r.try_into())
-        .collect::<Result<_, Status>>()?;
+    let reports = run_rounds(coord, &spec, &wire_spec).await?;
     let pkp = dkg::check_reports(&spec, &coord.directory, &reports).map_err(|e| Status::aborted(e.to_string()))?;
     let group_public_key = reports
         .first()
@@ -154,6 +209,10 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
         .put_group(&record)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
+    let _ = coord.audit.append(
+        "keygroup_created",
+        serde_json::json!({"group": spec.group.as_str(), "tier": spec.tier.as_str(), "threshold": spec.threshold, "members": spec.members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "group_public_key": hex::encode(&record.group_public_key)}),
+    );
     info!(group = %spec.group, key = %hex::encode(&record.group_public_key), test_signers = ?signers, "key group active");
     Ok(record)
 }

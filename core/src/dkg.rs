@@ -11,6 +11,10 @@
 //! - round-2 shares are HPKE-encrypted and signed from sender to recipient,
 //!   so the coordinator relaying them never sees a share (K5);
 //! - part 3 names the culprit of a bad share (K4).
+//!
+//! The same machine runs a proactive refresh (`keys::refresh`, DKG-based, no
+//! dealer): same members and threshold, a zero constant term, new shares for
+//! the same group key (K6).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +41,8 @@ pub struct CeremonySpec {
     pub threshold: u16,
     /// Members in order; member `i` (0-based) has FROST identifier `i + 1`.
     pub members: Vec<NodeId>,
+    /// A refresh of an existing group's shares rather than a new key.
+    pub refresh: bool,
 }
 
 impl CeremonySpec {
@@ -68,6 +74,7 @@ impl CeremonySpec {
     pub fn hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"PERMAFROST/DKG-SPEC/v1");
+        h.update([u8::from(self.refresh)]);
         lp(&mut h, self.ceremony_id.as_bytes());
         lp(&mut h, self.group.as_str().as_bytes());
         h.update([self.tier.code()]);
@@ -253,7 +260,16 @@ impl std::fmt::Debug for DkgOutput {
     }
 }
 
+/// The shares a refresh replaces (the member's current key and public packages).
+pub struct OldShares {
+    /// Current key package.
+    pub key_package: KeyPackage,
+    /// Current public key package.
+    pub public_key_package: PublicKeyPackage,
+}
+
 struct Context {
+    old: Option<OldShares>,
     spec: CeremonySpec,
     spec_hash: [u8; 32],
     me: NodeId,
@@ -289,10 +305,58 @@ pub fn start<R: RngCore + CryptoRng>(
     identity: &NodeIdentity,
     rng: &mut R,
 ) -> Result<(AwaitingRound1Set, SignedRound1), CoreError> {
+    start_with(spec, None, me, identity, rng)
+}
+
+/// Starts a refresh of `old` as member `me` (K6): the spec must keep the
+/// group's members and threshold.
+pub fn start_refresh<R: RngCore + CryptoRng>(
+    spec: CeremonySpec,
+    old: OldShares,
+    me: &NodeId,
+    identity: &NodeIdentity,
+    rng: &mut R,
+) -> Result<(AwaitingRound1Set, SignedRound1), CoreError> {
+    if !spec.refresh {
+        return Err(CoreError::invalid("spec", "not a refresh ceremony"));
+    }
+    if usize::from(*old.key_package.min_signers()) != usize::from(spec.threshold) {
+        return Err(CoreError::refused(format!(
+            "a refresh cannot change the threshold ({} -> {})",
+            old.key_package.min_signers(),
+            spec.threshold
+        )));
+    }
+    if old.public_key_package.verifying_shares().len() != spec.members.len() {
+        return Err(CoreError::refused("a refresh cannot change the member set"));
+    }
+    start_with(spec, Some(old), me, identity, rng)
+}
+
+fn start_with<R: RngCore + CryptoRng>(
+    spec: CeremonySpec,
+    old: Option<OldShares>,
+    me: &NodeId,
+    identity: &NodeIdentity,
+    rng: &mut R,
+) -> Result<(AwaitingRound1Set, SignedRound1), CoreError> {
     spec.validate()?;
+    if spec.refresh != old.is_some() {
+        return Err(CoreError::invalid("spec", "refresh ceremonies need the current shares, key generation none"));
+    }
     let my_identifier = spec.identifier_of(me)?;
+    if let Some(old) = &old {
+        if *old.key_package.identifier() != my_identifier {
+            return Err(CoreError::refused("a refresh cannot reorder members"));
+        }
+    }
     let n = spec.members.len() as u16;
-    let (secret, package) = dkg::part1(my_identifier, n, spec.threshold, rng).map_err(|e| CoreError::Frost(e.to_string()))?;
+    let (secret, package) = if spec.refresh {
+        frost_secp256k1::keys::refresh::refresh_dkg_part1(my_identifier, n, spec.threshold, &mut *rng)
+    } else {
+        dkg::part1(my_identifier, n, spec.threshold, rng)
+    }
+    .map_err(|e| CoreError::Frost(e.to_string()))?;
     let bytes = package.serialize().map_err(|e| CoreError::Frost(e.to_string()))?;
     let spec_hash = spec.hash();
     let signature = identity
@@ -304,6 +368,7 @@ pub fn start<R: RngCore + CryptoRng>(
         signature,
     };
     let ctx = Context {
+        old,
         spec,
         spec_hash,
         me: me.clone(),
@@ -375,11 +440,13 @@ impl AwaitingRound1Set {
                 .serialize()
                 .map_err(|e| CoreError::Frost(e.to_string()))?
                 .len();
-            if coefficients != usize::from(ctx.spec.threshold) {
+            // A refresh commitment omits its (identity) constant term.
+            let expected = usize::from(ctx.spec.threshold) - usize::from(ctx.spec.refresh);
+            if coefficients != expected {
                 return Err(CoreError::PeerMisbehaved {
                     culprit: member.clone(),
                     reason: format!(
-                        "commitment has {coefficients} coefficients, threshold is {}",
+                        "commitment has {coefficients} coefficients, expected {expected} for threshold {}",
                         ctx.spec.threshold
                     ),
                 });
@@ -438,7 +505,12 @@ impl AwaitingEchoes {
                 )));
             }
         }
-        let (secret, packages) = dkg::part2(self.secret, &self.others).map_err(|e| ctx.spec.culprit(&e))?;
+        let (secret, packages) = if ctx.spec.refresh {
+            frost_secp256k1::keys::refresh::refresh_dkg_part2(self.secret, &self.others)
+        } else {
+            dkg::part2(self.secret, &self.others)
+        }
+        .map_err(|e| ctx.spec.culprit(&e))?;
         let mut out = Vec::with_capacity(packages.len());
         for (id, package) in packages {
             let recipient = ctx
@@ -524,8 +596,23 @@ impl AwaitingRound2 {
             })?;
             packages.insert(ctx.spec.identifier_of(member)?, package);
         }
-        let (key_package, public_key_package) =
-            dkg::part3(&self.secret, &self.others, &packages).map_err(|e| ctx.spec.culprit(&e))?;
+        let (key_package, public_key_package) = match &ctx.old {
+            Some(old) => {
+                let refreshed = frost_secp256k1::keys::refresh::refresh_dkg_shares(
+                    &self.secret,
+                    &self.others,
+                    &packages,
+                    old.public_key_package.clone(),
+                    old.key_package.clone(),
+                )
+                .map_err(|e| ctx.spec.culprit(&e))?;
+                if refreshed.1.verifying_key() != old.public_key_package.verifying_key() {
+                    return Err(CoreError::Aborted("refresh changed the group key".into()));
+                }
+                refreshed
+            }
+            None => dkg::part3(&self.secret, &self.others, &packages).map_err(|e| ctx.spec.culprit(&e))?,
+        };
         debug_assert_eq!(*key_package.identifier(), ctx.my_identifier);
         let group_public_key = public_key_package
             .verifying_key()
@@ -584,6 +671,7 @@ mod tests {
                 tier: Tier::Warm,
                 threshold: t,
                 members,
+                refresh: false,
             },
             ids,
             dir: manifest.validate().expect("valid manifest"),

@@ -178,9 +178,32 @@ impl SignerNodeApi for NodeService {
         for member in &spec.members {
             node.directory.get(member).map_err(|e| refuse(node, "dkg-start", e))?;
         }
-        if node.store.group(&spec.group)?.is_some() {
-            return Err(Status::already_exists(format!("key group {} already exists on {}", spec.group, node.id)));
-        }
+        let existing = node.store.group(&spec.group)?;
+        let old = match (&existing, spec.refresh) {
+            (Some(_), false) => {
+                return Err(Status::already_exists(format!("key group {} already exists on {}", spec.group, node.id)))
+            }
+            (None, true) => return Err(Status::not_found(format!("key group {} is not held by {}", spec.group, node.id))),
+            (None, false) => None,
+            (Some(record), true) => {
+                // K6: a refresh keeps members, order, tier and threshold.
+                if record.members != spec.members || record.threshold != spec.threshold || record.tier != spec.tier {
+                    return Err(refuse(
+                        node,
+                        "refresh",
+                        CoreError::refused("a refresh cannot change the members, their order, the tier or the threshold"),
+                    ));
+                }
+                if !record.active {
+                    return Err(Status::failed_precondition("only an active group can be refreshed"));
+                }
+                Some(dkg::OldShares {
+                    key_package: node.key_package(record)?,
+                    public_key_package: frost_secp256k1::keys::PublicKeyPackage::deserialize(&record.public_key_package)
+                        .map_err(|e| Status::internal(format!("stored public key package unreadable: {e}")))?,
+                })
+            }
+        };
         {
             let mut map = node.ceremonies.lock().map_err(|_| Status::internal("ceremony lock poisoned"))?;
             map.retain(|_, c| c.started.elapsed() < CEREMONY_TTL);
@@ -192,8 +215,11 @@ impl SignerNodeApi for NodeService {
             }
         }
         let ceremony_id = spec.ceremony_id.clone();
-        let (state, msg) = dkg::start(spec, &node.id, &node.identity, &mut rand::thread_rng())
-            .map_err(|e| refuse(node, "dkg-start", e))?;
+        let started = match old {
+            Some(old) => dkg::start_refresh(spec, old, &node.id, &node.identity, &mut rand::thread_rng()),
+            None => dkg::start(spec, &node.id, &node.identity, &mut rand::thread_rng()),
+        };
+        let (state, msg) = started.map_err(|e| refuse(node, "dkg-start", e))?;
         audit(node, "dkg_started", serde_json::json!({"ceremony": ceremony_id, "group": state.spec().group.as_str(), "threshold": state.spec().threshold, "members": state.spec().members.iter().map(|m| m.as_str()).collect::<Vec<_>>()}))?;
         info!(node = %node.id, ceremony = %ceremony_id, group = %state.spec().group, "DKG part 1 done");
         node.put_ceremony(ceremony_id, Step::Round1(state))?;
@@ -248,6 +274,18 @@ impl SignerNodeApi for NodeService {
                 .serialize()
                 .map_err(|e| Status::internal(format!("serialize key package: {e}")))?,
         );
+        if spec.refresh {
+            let mut record = node.group_record(&spec.group)?;
+            record.pending_refresh = Some(crate::store::PendingRefresh {
+                ceremony_id: spec.ceremony_id.clone(),
+                sealed_key_package: node.shares()?.seal(&group_ctx(node, &spec.group), &key_bytes).map_err(NodeError::from)?,
+                public_key_package: out.report.public_key_package.clone(),
+            });
+            audit(node, "refresh_share_received", serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str()}))?;
+            node.store.put_group(&record).await?;
+            info!(node = %node.id, group = %spec.group, "refreshed share sealed; old share kept until every member confirms");
+            return Ok(Response::new(out.report.into()));
+        }
         let record = GroupRecord {
             v: 1,
             name: spec.group.clone(),
@@ -262,6 +300,7 @@ impl SignerNodeApi for NodeService {
             public_key_package: out.report.public_key_package.clone(),
             group_public_key: out.report.group_public_key.clone(),
             active: false,
+            pending_refresh: None,
         };
         audit(node, "dkg_completed", serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str(), "group_public_key": hex::encode(&record.group_public_key)}))?;
         node.store.insert_group(&record).await?;
@@ -306,6 +345,37 @@ impl SignerNodeApi for NodeService {
         check_custody(&signed, &view, &node.settings, unix_now()).map_err(|e| refuse(node, "announce", e))?;
         let first_seen = node.store.first_seen(&signed.request.request_id, unix_now()).await?;
         Ok(Response::new(pb::AnnounceResponse { first_seen }))
+    }
+
+    async fn commit_refresh(&self, request: Request<pb::CommitRefreshRequest>) -> Result<Response<pb::CommitRefreshResponse>, Status> {
+        let node = &self.node;
+        let req = request.into_inner();
+        let spec: dkg::CeremonySpec = req.spec.as_ref().ok_or_else(|| Status::invalid_argument("spec: missing"))?.try_into()?;
+        if !spec.refresh {
+            return Err(Status::invalid_argument("spec: not a refresh"));
+        }
+        let reports: Vec<dkg::GroupKeyReport> = req.reports.iter().map(TryInto::try_into).collect::<Result<_, _>>()?;
+        let mut record = node.group_record(&spec.group)?;
+        let Some(pending) = record.pending_refresh.clone() else {
+            return Err(Status::failed_precondition(format!("no refresh of {} is pending on {}", spec.group, node.id)));
+        };
+        // K6: every member must have signed a report of exactly our new public package; otherwise keep the old share.
+        let agreed = dkg::check_reports(&spec, &node.directory, &reports).map_err(|e| refuse(node, "commit-refresh", e))?;
+        let agreed_bytes = agreed.serialize().map_err(|e| Status::internal(e.to_string()))?;
+        if pending.ceremony_id != spec.ceremony_id || pending.public_key_package != agreed_bytes {
+            return Err(refuse(node, "commit-refresh", CoreError::refused("the confirmed public key package is not the one this node derived")));
+        }
+        if agreed.verifying_key().serialize().map_err(|e| Status::internal(e.to_string()))? != record.group_public_key {
+            return Err(refuse(node, "commit-refresh", CoreError::refused("a refresh must not change the group key")));
+        }
+        audit(node, "refresh_committed", serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str()}))?;
+        // The old sealed share is overwritten here and exists nowhere else.
+        record.sealed_key_package = pending.sealed_key_package;
+        record.public_key_package = pending.public_key_package;
+        record.pending_refresh = None;
+        node.store.put_group(&record).await?;
+        info!(node = %node.id, group = %spec.group, "refresh committed; old share destroyed");
+        Ok(Response::new(pb::CommitRefreshResponse {}))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {

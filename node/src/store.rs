@@ -33,6 +33,20 @@ pub struct GroupRecord {
     pub group_public_key: Vec<u8>,
     /// Passed its activation test signature.
     pub active: bool,
+    /// New shares from a refresh, waiting for every member's confirmation (K6).
+    #[serde(default)]
+    pub pending_refresh: Option<PendingRefresh>,
+}
+
+/// A refreshed share not yet in use; the old one is kept until all confirm.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingRefresh {
+    /// Refresh ceremony id.
+    pub ceremony_id: String,
+    /// The new sealed key package.
+    pub sealed_key_package: Vec<u8>,
+    /// The new public key package.
+    pub public_key_package: Vec<u8>,
 }
 
 impl std::fmt::Debug for GroupRecord {
@@ -153,6 +167,13 @@ impl NodeStore {
             .compare_and_swap(record.name.as_str(), None as Option<&[u8]>, Some(encode(&record)?))
             .map_err(db_err)?
             .map_err(|_| NodeError::Refused(format!("key group {} already exists on this node", record.name)))?;
+        self.db.flush_async().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Overwrites a group record durably.
+    pub async fn put_group(&self, record: &GroupRecord) -> Result<(), NodeError> {
+        self.groups.insert(record.name.as_str(), encode(record)?).map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }

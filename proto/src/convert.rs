@@ -122,6 +122,7 @@ impl TryFrom<&CeremonySpec> for dkg::CeremonySpec {
                 .iter()
                 .map(|m| node_id("members", m))
                 .collect::<Result<_, _>>()?,
+            refresh: s.refresh,
         };
         spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(spec)
@@ -136,6 +137,7 @@ impl From<&dkg::CeremonySpec> for CeremonySpec {
             tier: tier_to_wire(s.tier),
             threshold: u32::from(s.threshold),
             members: s.members.iter().map(|m| m.to_string()).collect(),
+            refresh: s.refresh,
         }
     }
 }

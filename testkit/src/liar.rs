@@ -47,6 +47,9 @@ impl SignerNode for Liar {
     async fn announce(&self, r: Request<pb::SignedWithdrawal>) -> Result<Response<pb::AnnounceResponse>, Status> {
         self.upstream.clone().announce(r.into_inner()).await
     }
+    async fn commit_refresh(&self, r: Request<pb::CommitRefreshRequest>) -> Result<Response<pb::CommitRefreshResponse>, Status> {
+        self.upstream.clone().commit_refresh(r.into_inner()).await
+    }
     async fn commit(&self, r: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
         self.upstream.clone().commit(r.into_inner()).await
     }

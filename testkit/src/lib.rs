@@ -539,3 +539,18 @@ pub mod rogue {
         }
     }
 }
+
+/// Reads node `i`'s key package for `group` straight from its sealed store,
+/// as an attacker who stole the disk and the passphrase would. The node must be stopped.
+pub fn steal_key_package(cluster: &TestCluster, i: usize, group: &str) -> frost_secp256k1::keys::KeyPackage {
+    let config = &cluster.nodes[i].config;
+    let passphrase = std::env::var(PASSPHRASE_ENV).expect("test passphrase");
+    let sealer = permafrost_hsm::PassphraseSealer::open(&config.data_dir, &passphrase).expect("open sealer");
+    let store = permafrost_node::store::NodeStore::open(&config.data_dir).expect("open store");
+    let name = GroupName::new(group).expect("group name");
+    let record = store.group(&name).expect("read").expect("group present");
+    let ctx = permafrost_hsm::SealContext::new(config.id.as_str(), format!("keygroup/{group}"));
+    use permafrost_hsm::Sealer;
+    let bytes = sealer.unseal(&ctx, &record.sealed_key_package).expect("unseal");
+    frost_secp256k1::keys::KeyPackage::deserialize(&bytes).expect("key package")
+}
