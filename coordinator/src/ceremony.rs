@@ -11,7 +11,7 @@ use permafrost_proto::{self as pb, signer_node_client::SignerNodeClient};
 use rand::RngCore;
 use tonic::transport::Channel;
 use tonic::Status;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::driver::{sign_with_retries, Target};
 use crate::store::GroupRecord;
@@ -214,5 +214,107 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
         serde_json::json!({"group": spec.group.as_str(), "tier": spec.tier.as_str(), "threshold": spec.threshold, "members": spec.members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "group_public_key": hex::encode(&record.group_public_key)}),
     );
     info!(group = %spec.group, key = %hex::encode(&record.group_public_key), test_signers = ?signers, "key group active");
+    Ok(record)
+}
+
+/// Calls one member with the round deadline, naming it on failure.
+async fn call_one<T, Fut>(coord: &Coordinator, id: &NodeId, step: &str, f: impl FnOnce(SignerNodeClient<Channel>) -> Fut) -> Result<T, Status>
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let client = coord
+        .members
+        .get(id)
+        .map(|m| m.client.clone())
+        .ok_or_else(|| Status::invalid_argument(format!("{id} is not in the cluster manifest")))?;
+    match tokio::time::timeout(coord.config.round_timeout(), f(client)).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(Status::aborted(format!("repair aborted at {step}: {id}: {}", status.message()))),
+        Err(_) => Err(Status::unavailable(format!("repair aborted at {step}: {id} did not answer in time"))),
+    }
+}
+
+/// Rebuilds a permanently lost member's share on `replacement` with `t`
+/// helpers (repairable threshold scheme). The group key is unchanged; the
+/// lost node is revoked and never contacted again. Follow with a refresh so a
+/// stolen copy of the lost share becomes useless.
+pub async fn repair_key_group(coord: &Arc<Coordinator>, req: pb::RepairKeyGroupRequest) -> Result<GroupRecord, Status> {
+    use permafrost_proto::convert::{group_name, node_id, tier_to_wire};
+    let _one_at_a_time = coord.ceremony_lock.lock().await;
+    let name = group_name("name", &req.name)?;
+    let lost = node_id("lost", &req.lost)?;
+    let replacement = node_id("replacement", &req.replacement)?;
+    coord
+        .directory
+        .get(&replacement)
+        .map_err(|e| Status::invalid_argument(format!("replacement: {e}")))?;
+    let mut record = coord
+        .store
+        .group(&name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let candidates: Vec<_> = record
+        .members
+        .iter()
+        .filter(|m| **m != lost && coord.members.health(m).reachable)
+        .map(|m| (m.clone(), coord.members.get(m).map(|x| x.region.clone()).unwrap_or_default(), coord.members.health(m).latency))
+        .collect();
+    let helpers = crate::driver::choose_signers(&candidates, usize::from(record.threshold)).ok_or_else(|| {
+        Status::unavailable(format!(
+            "below threshold: {} of {} helpers reachable",
+            candidates.len(),
+            record.threshold
+        ))
+    })?;
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    let wire_spec = pb::RepairSpec {
+        repair_id: hex::encode(id),
+        group: name.to_string(),
+        threshold: u32::from(record.threshold),
+        members: record.members.iter().map(|m| m.to_string()).collect(),
+        lost: lost.to_string(),
+        replacement: replacement.to_string(),
+        helpers: helpers.iter().map(|h| h.to_string()).collect(),
+        tier: tier_to_wire(record.tier),
+    };
+    let spec: permafrost_core::repair::RepairSpec = (&wire_spec).try_into()?;
+    info!(repair = %spec.repair_id, group = %name, %lost, %replacement, helpers = ?helpers, "repair started");
+    let request = |messages: Vec<pb::DkgSealedShare>, pkp: Vec<u8>| pb::RepairRequest {
+        spec: Some(wire_spec.clone()),
+        messages,
+        public_key_package: pkp,
+    };
+    let mut deltas = Vec::new();
+    for h in &helpers {
+        let r = request(Vec::new(), Vec::new());
+        deltas.extend(call_one(coord, h, "deltas", |mut c| async move { c.repair_deltas(r).await }).await?.messages);
+    }
+    let mut sigmas = Vec::new();
+    for h in &helpers {
+        let mine = deltas.iter().filter(|d| d.recipient == h.as_str()).cloned().collect();
+        let r = request(mine, Vec::new());
+        sigmas.push(call_one(coord, h, "sigma", |mut c| async move { c.repair_sigma(r).await }).await?);
+    }
+    let r = request(sigmas, record.public_key_package.clone());
+    let report = call_one(coord, &replacement, "receive", |mut c| async move { c.repair_receive(r).await }).await?;
+    if report.group_public_key != record.group_public_key {
+        return Err(Status::aborted("replacement reports a different group key"));
+    }
+    for m in record.members.iter().filter(|m| **m != lost) {
+        let r = request(Vec::new(), Vec::new());
+        if let Err(e) = call_one(coord, m, "replace member", |mut c| async move { c.replace_member(r).await }).await {
+            warn!(node = %m, error = %e.message(), "member did not record the replacement; it will refuse ceremonies that name the new member");
+        }
+    }
+    record.members = spec.new_members();
+    coord.store.put_group(&record).await.map_err(|e| Status::internal(e.to_string()))?;
+    coord.store.revoke(&lost).await.map_err(|e| Status::internal(e.to_string()))?;
+    coord.members.revoke(&lost);
+    let _ = coord.audit.append(
+        "keygroup_repaired",
+        serde_json::json!({"group": name.as_str(), "lost": lost.as_str(), "replacement": replacement.as_str(), "helpers": helpers.iter().map(|h| h.as_str()).collect::<Vec<_>>()}),
+    );
+    info!(group = %name, %lost, %replacement, "repair complete; lost node revoked");
     Ok(record)
 }

@@ -118,6 +118,9 @@ impl Coordinator {
         let policy = config.load_policy()?;
         let audit = open_audit(&config)?;
         let members = Arc::new(Members::new(&directory, &tls, config.round_timeout()).map_err(CoordinatorError::Config)?);
+        for node in store.revoked()? {
+            members.revoke(&node);
+        }
         Ok(Arc::new(Self {
             custody_keys: config.custody_keys()?,
             policy,

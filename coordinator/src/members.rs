@@ -42,6 +42,7 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Members {
     members: BTreeMap<NodeId, Member>,
+    revoked: Mutex<std::collections::BTreeSet<NodeId>>,
     health: Mutex<BTreeMap<NodeId, Health>>,
 }
 
@@ -64,18 +65,33 @@ impl Members {
         }
         Ok(Self {
             members,
+            revoked: Mutex::new(Default::default()),
             health: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// A member by id.
+    /// A member by id; revoked nodes are never returned, so never contacted.
     pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        if self.is_revoked(id) {
+            return None;
+        }
         self.members.get(id)
     }
 
-    /// All members.
+    /// All members that are not revoked.
     pub fn iter(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.members.values().filter(|m| !self.is_revoked(&m.id))
+    }
+
+    /// Stops using `id` for good (it was replaced after a loss).
+    pub fn revoke(&self, id: &NodeId) {
+        if let Ok(mut r) = self.revoked.lock() {
+            r.insert(id.clone());
+        }
+    }
+
+    fn is_revoked(&self, id: &NodeId) -> bool {
+        self.revoked.lock().map(|r| r.contains(id)).unwrap_or(true)
     }
 
     /// Current health of `id`.
@@ -111,7 +127,7 @@ impl Members {
 
     /// Probes every member once, in parallel.
     pub async fn probe_all(&self) {
-        let probes = self.members.values().map(|m| async move {
+        let probes = self.iter().map(|m| async move {
             let started = Instant::now();
             let mut client = m.client.clone();
             let result = tokio::time::timeout(

@@ -260,6 +260,11 @@ impl Ceremony for CeremonyService {
         Ok(Response::new(group_to_wire(&record)))
     }
 
+    async fn repair_key_group(&self, request: Request<pb::RepairKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
+        let record = crate::ceremony::repair_key_group(&self.coord, request.into_inner()).await?;
+        Ok(Response::new(group_to_wire(&record)))
+    }
+
     async fn list_key_groups(&self, _request: Request<pb::ListKeyGroupsRequest>) -> Result<Response<pb::KeyGroupList>, Status> {
         Ok(Response::new(pb::KeyGroupList {
             key_groups: self.coord.store.groups()?.iter().map(group_to_wire).collect(),

@@ -119,6 +119,7 @@ pub struct CoordinatorStore {
     groups: sled::Tree,
     requests: sled::Tree,
     exclusions: sled::Tree,
+    revoked: sled::Tree,
 }
 
 fn db_err(e: sled::Error) -> CoordinatorError {
@@ -153,6 +154,7 @@ impl CoordinatorStore {
             groups: db.open_tree("groups").map_err(db_err)?,
             requests: db.open_tree("requests").map_err(db_err)?,
             exclusions: db.open_tree("exclusions").map_err(db_err)?,
+            revoked: db.open_tree("revoked").map_err(db_err)?,
             db,
         })
     }
@@ -233,6 +235,25 @@ impl CoordinatorStore {
             .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
+    }
+
+    /// Revokes a node replaced after a loss: never contacted again.
+    pub async fn revoke(&self, node: &NodeId) -> Result<(), CoordinatorError> {
+        self.revoked.insert(node.as_str(), &[1u8][..]).map_err(db_err)?;
+        self.db.flush_async().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Revoked nodes.
+    pub fn revoked(&self) -> Result<Vec<NodeId>, CoordinatorError> {
+        self.revoked
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.map_err(db_err)?;
+                NodeId::new(String::from_utf8_lossy(&k).to_string()).map_err(|e| CoordinatorError::Storage(e.to_string()))
+            })
+            .collect()
     }
 
     /// Whether `node` is excluded from `group`.

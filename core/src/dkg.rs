@@ -126,7 +126,7 @@ fn lp(h: &mut Sha256, bytes: &[u8]) {
     h.update(bytes);
 }
 
-fn transcript(label: &[u8], spec_hash: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn transcript(label: &[u8], spec_hash: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(b"PERMAFROST/DKG/v1/");
     lp(&mut h, label);

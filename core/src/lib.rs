@@ -12,6 +12,7 @@ pub mod identity;
 pub mod ids;
 pub mod manifest;
 pub mod policy;
+pub mod repair;
 pub mod signing;
 pub mod withdrawal;
 

@@ -9,6 +9,7 @@ use frost_secp256k1::{round1, SigningPackage};
 use permafrost_core::authz::{authorize_withdrawal, check_custody, GroupView, PolicyInput, SignedWithdrawal};
 use permafrost_core::policy::{Approval, LedgerView, VELOCITY_WINDOW_SECS};
 use permafrost_core::dkg::{self, AwaitingEchoes, AwaitingRound1Set, AwaitingRound2};
+use permafrost_core::repair;
 use permafrost_core::signing::{self, ActivationTarget, SigningTarget};
 use permafrost_core::{unix_now, CoreError, GroupName};
 use permafrost_hsm::{SealContext, Sealer};
@@ -130,6 +131,17 @@ impl SignerNode {
         KeyPackage::deserialize(&bytes).map_err(|e| Status::internal(format!("stored key package unreadable: {e}")))
     }
 
+    /// A repair spec checked against this node's own record of the group.
+    fn repair_context(&self, req: &pb::RepairRequest) -> Result<(repair::RepairSpec, GroupRecord), Status> {
+        self.shares()?;
+        let spec: repair::RepairSpec = req.spec.as_ref().ok_or_else(|| Status::invalid_argument("spec: missing"))?.try_into()?;
+        let record = self.group_record(&spec.group)?;
+        if record.members != spec.members || record.threshold != spec.threshold {
+            return Err(refuse(self, "repair", CoreError::refused("repair spec does not match this node's record of the group")));
+        }
+        Ok((spec, record))
+    }
+
     fn identifier_in(&self, record: &GroupRecord) -> Result<u32, Status> {
         record
             .members
@@ -177,6 +189,9 @@ impl SignerNodeApi for NodeService {
         node.shares()?;
         for member in &spec.members {
             node.directory.get(member).map_err(|e| refuse(node, "dkg-start", e))?;
+            if node.store.is_revoked(member)? {
+                return Err(refuse(node, "dkg-start", CoreError::refused(format!("{member} was replaced after a loss and is revoked"))));
+            }
         }
         let existing = node.store.group(&spec.group)?;
         let old = match (&existing, spec.refresh) {
@@ -376,6 +391,78 @@ impl SignerNodeApi for NodeService {
         node.store.put_group(&record).await?;
         info!(node = %node.id, group = %spec.group, "refresh committed; old share destroyed");
         Ok(Response::new(pb::CommitRefreshResponse {}))
+    }
+
+    async fn repair_deltas(&self, request: Request<pb::RepairRequest>) -> Result<Response<pb::RepairMessages>, Status> {
+        let node = &self.node;
+        let (spec, record) = node.repair_context(request.get_ref())?;
+        let key_package = node.key_package(&record)?;
+        let deltas = repair::helper_deltas(&spec, &node.id, &key_package, &node.identity, &node.directory, &mut rand::thread_rng())
+            .map_err(|e| refuse(node, "repair-deltas", e))?;
+        audit(node, "repair_helped", serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str()}))?;
+        Ok(Response::new(pb::RepairMessages {
+            messages: deltas.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn repair_sigma(&self, request: Request<pb::RepairRequest>) -> Result<Response<pb::DkgSealedShare>, Status> {
+        let node = &self.node;
+        let (spec, _) = node.repair_context(request.get_ref())?;
+        let deltas: Vec<dkg::SealedRound2> = request.get_ref().messages.iter().map(TryInto::try_into).collect::<Result<_, _>>()?;
+        let sigma = repair::helper_sigma(&spec, &node.id, &deltas, &node.identity, &node.directory, &mut rand::thread_rng())
+            .map_err(|e| refuse(node, "repair-sigma", e))?;
+        Ok(Response::new(sigma.into()))
+    }
+
+    async fn repair_receive(&self, request: Request<pb::RepairRequest>) -> Result<Response<pb::DkgKeyReport>, Status> {
+        let node = &self.node;
+        let req = request.into_inner();
+        let wire_spec = req.spec.as_ref().ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let spec: repair::RepairSpec = wire_spec.try_into()?;
+        if node.store.group(&spec.group)?.is_some() {
+            return Err(Status::already_exists(format!("key group {} already exists on {}", spec.group, node.id)));
+        }
+        let sigmas: Vec<dkg::SealedRound2> = req.messages.iter().map(TryInto::try_into).collect::<Result<_, _>>()?;
+        let pkp = frost_secp256k1::keys::PublicKeyPackage::deserialize(&req.public_key_package)
+            .map_err(|e| Status::invalid_argument(format!("public_key_package: {e}")))?;
+        let key_package = repair::replacement_receive(&spec, &node.id, &sigmas, &pkp, &node.identity, &node.directory)
+            .map_err(|e| refuse(node, "repair-receive", e))?;
+        let key_bytes = zeroize::Zeroizing::new(
+            key_package.serialize().map_err(|e| Status::internal(format!("serialize key package: {e}")))?,
+        );
+        let group_public_key = pkp.verifying_key().serialize().map_err(|e| Status::internal(e.to_string()))?;
+        let record = GroupRecord {
+            v: 1,
+            name: spec.group.clone(),
+            tier: permafrost_proto::convert::tier_from_wire(wire_spec.tier)?,
+            threshold: spec.threshold,
+            members: spec.new_members(),
+            ceremony_id: spec.repair_id.clone(),
+            sealed_key_package: node.shares()?.seal(&group_ctx(node, &spec.group), &key_bytes).map_err(NodeError::from)?,
+            public_key_package: req.public_key_package.clone(),
+            group_public_key: group_public_key.clone(),
+            active: true,
+            pending_refresh: None,
+        };
+        audit(node, "repair_share_received", serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "replaces": spec.lost.as_str()}))?;
+        node.store.insert_group(&record).await?;
+        info!(node = %node.id, group = %spec.group, replaces = %spec.lost, "repaired share sealed");
+        Ok(Response::new(pb::DkgKeyReport {
+            sender: node.id.to_string(),
+            group_public_key,
+            public_key_package: req.public_key_package,
+            signature: Vec::new(),
+        }))
+    }
+
+    async fn replace_member(&self, request: Request<pb::RepairRequest>) -> Result<Response<pb::ReplaceMemberResponse>, Status> {
+        let node = &self.node;
+        let (spec, mut record) = node.repair_context(request.get_ref())?;
+        audit(node, "member_replaced", serde_json::json!({"group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str()}))?;
+        record.members = spec.new_members();
+        node.store.put_group(&record).await?;
+        node.store.revoke(&spec.lost).await?;
+        Ok(Response::new(pb::ReplaceMemberResponse {}))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {

@@ -178,6 +178,20 @@ impl NodeStore {
         Ok(())
     }
 
+    /// Records that `node` was replaced after a loss: never accepted in a ceremony again.
+    pub async fn revoke(&self, node: &NodeId) -> Result<(), NodeError> {
+        self.meta
+            .insert(format!("revoked/{node}"), &[1u8][..])
+            .map_err(db_err)?;
+        self.db.flush_async().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Whether `node` was revoked.
+    pub fn is_revoked(&self, node: &NodeId) -> Result<bool, NodeError> {
+        self.meta.contains_key(format!("revoked/{node}")).map_err(db_err)
+    }
+
     /// Marks a group active.
     pub async fn activate_group(&self, name: &GroupName) -> Result<(), NodeError> {
         let mut record = self

@@ -260,3 +260,21 @@ impl TryFrom<&Approval> for permafrost_core::policy::Approval {
         })
     }
 }
+
+impl TryFrom<&RepairSpec> for permafrost_core::repair::RepairSpec {
+    type Error = Status;
+    fn try_from(s: &RepairSpec) -> Result<Self, Status> {
+        let ids = |field: &str, v: &[String]| v.iter().map(|m| node_id(field, m)).collect::<Result<Vec<_>, _>>();
+        let spec = permafrost_core::repair::RepairSpec {
+            repair_id: s.repair_id.clone(),
+            group: group_name("group", &s.group)?,
+            threshold: u16::try_from(s.threshold).map_err(|e| bad("threshold", e))?,
+            members: ids("members", &s.members)?,
+            lost: node_id("lost", &s.lost)?,
+            replacement: node_id("replacement", &s.replacement)?,
+            helpers: ids("helpers", &s.helpers)?,
+        };
+        spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(spec)
+    }
+}

@@ -50,6 +50,18 @@ impl SignerNode for Liar {
     async fn commit_refresh(&self, r: Request<pb::CommitRefreshRequest>) -> Result<Response<pb::CommitRefreshResponse>, Status> {
         self.upstream.clone().commit_refresh(r.into_inner()).await
     }
+    async fn repair_deltas(&self, r: Request<pb::RepairRequest>) -> Result<Response<pb::RepairMessages>, Status> {
+        self.upstream.clone().repair_deltas(r.into_inner()).await
+    }
+    async fn repair_sigma(&self, r: Request<pb::RepairRequest>) -> Result<Response<pb::DkgSealedShare>, Status> {
+        self.upstream.clone().repair_sigma(r.into_inner()).await
+    }
+    async fn repair_receive(&self, r: Request<pb::RepairRequest>) -> Result<Response<pb::DkgKeyReport>, Status> {
+        self.upstream.clone().repair_receive(r.into_inner()).await
+    }
+    async fn replace_member(&self, r: Request<pb::RepairRequest>) -> Result<Response<pb::ReplaceMemberResponse>, Status> {
+        self.upstream.clone().replace_member(r.into_inner()).await
+    }
     async fn commit(&self, r: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
         self.upstream.clone().commit(r.into_inner()).await
     }
