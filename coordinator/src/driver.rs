@@ -27,7 +27,7 @@ use crate::Coordinator;
 #[derive(Clone, Debug)]
 pub enum Target {
     /// A custody-signed withdrawal with its approvals (each node re-checks both).
-    Withdrawal(pb::SignedWithdrawal, Vec<pb::Approval>),
+    Withdrawal(Box<pb::SignedWithdrawal>, Vec<pb::Approval>),
     /// The activation test of a new group.
     Activation,
 }
@@ -142,7 +142,7 @@ pub async fn attempt(
         .serialize()
         .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
     let (wire_target, approvals) = match target {
-        Target::Withdrawal(w, a) => (pb::sign_request::Target::Withdrawal(w.clone()), a.clone()),
+        Target::Withdrawal(w, a) => (pb::sign_request::Target::Withdrawal((**w).clone()), a.clone()),
         Target::Activation => (pb::sign_request::Target::Activation(pb::ActivationTest {}), Vec::new()),
     };
     // Round 2: shares.
@@ -369,7 +369,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 signature: hex::decode(&a.signature).unwrap_or_default(),
             })
             .collect();
-        let target = Target::Withdrawal(wire.clone(), wire_approvals);
+        let target = Target::Withdrawal(Box::new(wire.clone()), wire_approvals);
         let outcome = attempt(coord, &group, &signers, &request.payload, &target).await;
         let mut culprits = Vec::new();
         let detail = match outcome {

@@ -258,9 +258,8 @@ impl CoordinatorStore {
 
     /// Whether `node` is excluded from `group`.
     pub fn is_excluded(&self, group: &GroupName, node: &NodeId) -> Result<bool, CoordinatorError> {
-        Ok(self
-            .exclusions
+        self.exclusions
             .contains_key(exclusion_key(group, node))
-            .map_err(db_err)?)
+            .map_err(db_err)
     }
 }

@@ -477,7 +477,7 @@ daily_max = "10000000000"
         r.amount = 5_000_000;
         assert!(matches!(eval(&f, &r, &[], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
         let a = approve(&f.alice, "alice", &r, now + 60);
-        assert_eq!(eval(&f, &r, &[a.clone()], 0, now), Verdict::Allowed);
+        assert_eq!(eval(&f, &r, std::slice::from_ref(&a), 0, now), Verdict::Allowed);
         r.amount = 50_000_000;
         let a = approve(&f.alice, "alice", &r, now + 60);
         assert!(matches!(eval(&f, &r, &[a], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
@@ -519,7 +519,7 @@ daily_max = "10000000000"
         let replayed = approve(&f.alice, "alice", &other, now + 60);
         assert!(matches!(eval(&f, &r, &[replayed], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
         let a = approve(&f.alice, "alice", &r, now + 60);
-        assert_eq!(eval(&f, &r, &[a.clone()], 0, now + 60), Verdict::Allowed);
+        assert_eq!(eval(&f, &r, std::slice::from_ref(&a), 0, now + 60), Verdict::Allowed);
         assert!(matches!(eval(&f, &r, &[a], 0, now + 61), Verdict::Waiting { approvals_missing: 1, .. }));
     }
 

@@ -102,16 +102,27 @@ impl RepairSpec {
     }
 }
 
+/// Who is sending, and with which keys.
+struct Sender<'a> {
+    spec: &'a RepairSpec,
+    me: &'a NodeId,
+    identity: &'a NodeIdentity,
+    directory: &'a Directory,
+}
+
 fn seal(
-    spec: &RepairSpec,
+    from: &Sender<'_>,
     label: &[u8],
-    me: &NodeId,
     to: &NodeId,
     plaintext: &[u8],
-    identity: &NodeIdentity,
-    directory: &Directory,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<SealedRound2, CoreError> {
+    let Sender {
+        spec,
+        me,
+        identity,
+        directory,
+    } = from;
     let h = spec.hash();
     let info = transcript(label, &h, &[me.as_str().as_bytes(), to.as_str().as_bytes()]);
     let (encapped_key, ciphertext) = seal_to(&directory.get(to)?.encryption_key, &info, plaintext, rng)?;
@@ -119,7 +130,7 @@ fn seal(
         .sign(&transcript(label, &h, &[me.as_str().as_bytes(), to.as_str().as_bytes(), &encapped_key, &ciphertext]))
         .to_vec();
     Ok(SealedRound2 {
-        sender: me.clone(),
+        sender: (*me).clone(),
         recipient: to.clone(),
         encapped_key,
         ciphertext,
@@ -173,7 +184,13 @@ pub fn helper_deltas(
         let id = spec.identifier_of(helper)?;
         let delta = deltas.get(&id).ok_or_else(|| CoreError::Frost("missing delta".into()))?;
         let bytes = Zeroizing::new(delta.serialize());
-        out.push(seal(spec, b"repair-delta", me, helper, &bytes, identity, directory, rng)?);
+        let from = Sender {
+            spec,
+            me,
+            identity,
+            directory,
+        };
+        out.push(seal(&from, b"repair-delta", helper, &bytes, rng)?);
     }
     Ok(out)
 }
@@ -210,7 +227,13 @@ pub fn helper_sigma(
     let deltas: Vec<Delta> = by_sender.into_values().collect();
     let sigma = repair_share_part2(&deltas);
     let bytes = Zeroizing::new(sigma.serialize());
-    seal(spec, b"repair-sigma", me, &spec.replacement, &bytes, identity, directory, rng)
+    let from = Sender {
+        spec,
+        me,
+        identity,
+        directory,
+    };
+    seal(&from, b"repair-sigma", &spec.replacement, &bytes, rng)
 }
 
 /// Replacement: combines the helpers' sigmas into the lost member's key

@@ -11,7 +11,13 @@ async fn c1_invalid_share_names_exactly_the_culprit_in_every_position() {
     for liar in 0..3 {
         // The liar sits alone in its region, so region spreading always picks it first.
         let regions = (0..3)
-            .map(|i| if i == liar { "solo".to_string() } else { "shared".to_string() })
+            .map(|i| {
+                if i == liar {
+                    "solo".to_string()
+                } else {
+                    "shared".to_string()
+                }
+            })
             .collect();
         let cluster = TestCluster::start_with(ClusterOptions {
             regions,
@@ -19,21 +25,41 @@ async fn c1_invalid_share_names_exactly_the_culprit_in_every_position() {
             ..Default::default()
         })
         .await;
-        let group = cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
+        let group = cluster
+            .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+            .await
+            .expect("DKG");
         let request = cluster.request(&format!("wd-c1-{liar}"), "warm-1", Tier::Warm);
-        let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+        let status = cluster
+            .custody()
+            .submit_withdrawal(cluster.sign(&request))
+            .await
+            .expect("submit")
+            .into_inner();
         assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
         let culprit = cluster.nodes[liar].id.to_string();
-        assert_eq!(status.culprits, vec![culprit.clone()], "liar at position {liar}");
+        assert_eq!(
+            status.culprits,
+            vec![culprit.clone()],
+            "liar at position {liar}"
+        );
         assert!(!status.signers.contains(&culprit));
         assert!(status.attempts >= 2);
         let key = VerifyingKey::deserialize(&group.group_public_key).expect("key");
-        key.verify(&request.payload, &Signature::deserialize(&status.signature).expect("sig"))
-            .expect("retry produced a valid signature");
+        key.verify(
+            &request.payload,
+            &Signature::deserialize(&status.signature).expect("sig"),
+        )
+        .expect("retry produced a valid signature");
 
         // The culprit stays excluded: the next request signs without trying it again.
         let request = cluster.request(&format!("wd-c1-{liar}-next"), "warm-1", Tier::Warm);
-        let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+        let status = cluster
+            .custody()
+            .submit_withdrawal(cluster.sign(&request))
+            .await
+            .expect("submit")
+            .into_inner();
         assert_eq!(status.state(), WithdrawalState::Signed);
         assert!(status.culprits.is_empty());
         assert_eq!(status.attempts, 1);

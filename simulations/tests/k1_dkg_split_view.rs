@@ -8,7 +8,9 @@ use permafrost_testkit::TestCluster;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k1_split_round1_view_aborts_dkg_on_every_node() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    let mut clients: Vec<_> = (0..3).map(|i| cluster.node_client(i, Role::Coordinator, "relay")).collect();
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "relay"))
+        .collect();
     let spec = pb::CeremonySpec {
         ceremony_id: "split-1".into(),
         group: "warm-9".into(),
@@ -19,10 +21,12 @@ async fn k1_split_round1_view_aborts_dkg_on_every_node() {
     let mut round1 = Vec::new();
     for c in &mut clients {
         round1.push(
-            c.dkg_start(pb::DkgStartRequest { spec: Some(spec.clone()) })
-                .await
-                .expect("part 1")
-                .into_inner(),
+            c.dkg_start(pb::DkgStartRequest {
+                spec: Some(spec.clone()),
+            })
+            .await
+            .expect("part 1")
+            .into_inner(),
         );
     }
     // n3 is shown an altered copy of n1's package.
@@ -31,7 +35,11 @@ async fn k1_split_round1_view_aborts_dkg_on_every_node() {
     altered[0].package[last] ^= 1;
     let mut echoes = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
-        let view = if i == 2 { altered.clone() } else { round1.clone() };
+        let view = if i == 2 {
+            altered.clone()
+        } else {
+            round1.clone()
+        };
         match c
             .dkg_echo(pb::DkgEchoRequest {
                 ceremony_id: "split-1".into(),
@@ -60,7 +68,11 @@ async fn k1_split_round1_view_aborts_dkg_on_every_node() {
     // Echoes that disagree are also refused: n1 sees n2's echo replaced by its own.
     // (Covered with validly signed equivocation in the core unit test k1_split_view_aborts_every_honest_member.)
     for c in &mut clients {
-        let status = c.get_status(pb::NodeStatusRequest {}).await.expect("status").into_inner();
+        let status = c
+            .get_status(pb::NodeStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
         assert!(status.key_groups.is_empty(), "no node created the group");
     }
     // The ceremony is gone: a relay cannot resume it.

@@ -12,44 +12,70 @@ use permafrost_testkit::{steal_key_package, TestCluster};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k6_refresh_keeps_the_key_and_voids_captured_shares() {
     let mut cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    let group = cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
+    let group = cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
     cluster.stop_node(0).await;
     let captured = steal_key_package(&cluster, 0, "warm-1");
     cluster.restart_node(0).await;
 
     let refreshed = cluster
         .operator()
-        .refresh_key_group(pb::RefreshKeyGroupRequest { name: "warm-1".into() })
+        .refresh_key_group(pb::RefreshKeyGroupRequest {
+            name: "warm-1".into(),
+        })
         .await
         .expect("refresh")
         .into_inner();
-    assert_eq!(refreshed.group_public_key, group.group_public_key, "same group key");
+    assert_eq!(
+        refreshed.group_public_key, group.group_public_key,
+        "same group key"
+    );
     assert_eq!(refreshed.threshold, 2);
 
     let request = cluster.request("wd-k6-1", "warm-1", Tier::Warm);
-    let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+    let status = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&request))
+        .await
+        .expect("submit")
+        .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
     let key = frost::VerifyingKey::deserialize(&group.group_public_key).expect("key");
-    key.verify(&request.payload, &frost::Signature::deserialize(&status.signature).expect("sig"))
-        .expect("new shares sign for the same key");
+    key.verify(
+        &request.payload,
+        &frost::Signature::deserialize(&status.signature).expect("sig"),
+    )
+    .expect("new shares sign for the same key");
 
     // The captured pre-refresh share of n1 with n2's current share: no valid signature.
     cluster.stop_node(0).await;
     cluster.stop_node(1).await;
     let new_n1 = steal_key_package(&cluster, 0, "warm-1");
-    assert_ne!(new_n1.signing_share(), captured.signing_share(), "the share changed");
+    assert_ne!(
+        new_n1.signing_share(),
+        captured.signing_share(),
+        "the share changed"
+    );
     let new_n2 = steal_key_package(&cluster, 1, "warm-1");
     let message = b"captured share test";
     let mut rng = rand::thread_rng();
     let (nonces1, commit1) = round1::commit(captured.signing_share(), &mut rng);
     let (nonces2, commit2) = round1::commit(new_n2.signing_share(), &mut rng);
-    let commitments = BTreeMap::from([(*captured.identifier(), commit1), (*new_n2.identifier(), commit2)]);
+    let commitments = BTreeMap::from([
+        (*captured.identifier(), commit1),
+        (*new_n2.identifier(), commit2),
+    ]);
     let package = SigningPackage::new(commitments, message);
     let s1 = round2::sign(&package, &nonces1, &captured).expect("share from the old key package");
     let s2 = round2::sign(&package, &nonces2, &new_n2).expect("share");
     let shares = BTreeMap::from([(*captured.identifier(), s1), (*new_n2.identifier(), s2)]);
     let pkp = frost::keys::PublicKeyPackage::deserialize(&stored_pkp(&cluster, 0)).expect("pkp");
-    assert!(frost::aggregate(&package, &shares, &pkp).is_err(), "old share combined with new ones must not sign");
+    assert!(
+        frost::aggregate(&package, &shares, &pkp).is_err(),
+        "old share combined with new ones must not sign"
+    );
     cluster.restart_node(0).await;
     cluster.restart_node(1).await;
     cluster.shutdown().await;
@@ -57,7 +83,8 @@ async fn k6_refresh_keeps_the_key_and_voids_captured_shares() {
 
 /// The current public key package, read from a stopped node's store.
 fn stored_pkp(cluster: &TestCluster, i: usize) -> Vec<u8> {
-    let store = permafrost_node::store::NodeStore::open(&cluster.nodes[i].config.data_dir).expect("node store");
+    let store = permafrost_node::store::NodeStore::open(&cluster.nodes[i].config.data_dir)
+        .expect("node store");
     store
         .group(&permafrost_core::GroupName::new("warm-1").expect("name"))
         .expect("read")
@@ -68,8 +95,13 @@ fn stored_pkp(cluster: &TestCluster, i: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_change() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    let group = cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..3).map(|i| cluster.node_client(i, Role::Coordinator, "rogue")).collect();
+    let group = cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
+        .collect();
     let mut spec = pb::CeremonySpec {
         ceremony_id: "refresh-rogue".into(),
         group: "warm-1".into(),
@@ -80,7 +112,9 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
     };
     // The threshold cannot change by refresh.
     let err = clients[0]
-        .dkg_start(pb::DkgStartRequest { spec: Some(spec.clone()) })
+        .dkg_start(pb::DkgStartRequest {
+            spec: Some(spec.clone()),
+        })
         .await
         .expect_err("threshold change");
     assert!(err.message().contains("threshold"), "{}", err.message());
@@ -88,7 +122,14 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
     spec.threshold = 2;
     let mut round1 = Vec::new();
     for c in &mut clients {
-        round1.push(c.dkg_start(pb::DkgStartRequest { spec: Some(spec.clone()) }).await.expect("start").into_inner());
+        round1.push(
+            c.dkg_start(pb::DkgStartRequest {
+                spec: Some(spec.clone()),
+            })
+            .await
+            .expect("start")
+            .into_inner(),
+        );
     }
     let mut echoes = Vec::new();
     for c in &mut clients {
@@ -121,7 +162,11 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
         reports.push(
             c.dkg_finish(pb::DkgFinishRequest {
                 ceremony_id: spec.ceremony_id.clone(),
-                shares: shares.iter().filter(|s| s.recipient == me).cloned().collect(),
+                shares: shares
+                    .iter()
+                    .filter(|s| s.recipient == me)
+                    .cloned()
+                    .collect(),
             })
             .await
             .expect("finish")
@@ -143,15 +188,29 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
                 })
                 .await
                 .expect_err("inconsistent confirmation");
-            assert!(matches!(err.code(), tonic::Code::Aborted | tonic::Code::PermissionDenied), "{err:?}");
+            assert!(
+                matches!(
+                    err.code(),
+                    tonic::Code::Aborted | tonic::Code::PermissionDenied
+                ),
+                "{err:?}"
+            );
         }
     }
     // Old shares kept: the group still signs, with the same key.
     let request = cluster.request("wd-k6-2", "warm-1", Tier::Warm);
-    let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+    let status = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&request))
+        .await
+        .expect("submit")
+        .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
     let key = frost::VerifyingKey::deserialize(&group.group_public_key).expect("key");
-    key.verify(&request.payload, &frost::Signature::deserialize(&status.signature).expect("sig"))
-        .expect("old shares still sign");
+    key.verify(
+        &request.payload,
+        &frost::Signature::deserialize(&status.signature).expect("sig"),
+    )
+    .expect("old shares still sign");
     cluster.shutdown().await;
 }

@@ -8,13 +8,20 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n1_round2_resent_is_refused() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..2).map(|i| cluster.node_client(i, Role::Coordinator, "coord-x")).collect();
+    cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..2)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "coord-x"))
+        .collect();
     let request = cluster.request("wd-n1-1", "warm-1", Tier::Warm);
     let signed = cluster.sign(&request);
     let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
     let pkg = package(&commitments, &request.payload);
-    let first = clients[0].sign(sign_withdrawal("warm-1", &handles[0], &pkg, &signed)).await;
+    let first = clients[0]
+        .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &signed))
+        .await;
     assert!(first.is_ok(), "{first:?}");
     let again = clients[0]
         .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &signed))
@@ -26,7 +33,10 @@ async fn n1_round2_resent_is_refused() {
     // A refused round 2 burns the nonce too: it cannot be retried with another message.
     let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
     let bad = package(&commitments, b"not the payload");
-    assert!(clients[1].sign(sign_withdrawal("warm-1", &handles[1], &bad, &signed)).await.is_err());
+    assert!(clients[1]
+        .sign(sign_withdrawal("warm-1", &handles[1], &bad, &signed))
+        .await
+        .is_err());
     let good = package(&commitments, &request.payload);
     let err = clients[1]
         .sign(sign_withdrawal("warm-1", &handles[1], &good, &signed))
@@ -39,8 +49,13 @@ async fn n1_round2_resent_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n2_round2_after_node_restart_is_refused() {
     let mut cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..2).map(|i| cluster.node_client(i, Role::Coordinator, "coord-x")).collect();
+    cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..2)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "coord-x"))
+        .collect();
     let request = cluster.request("wd-n2-1", "warm-1", Tier::Warm);
     let signed = cluster.sign(&request);
     let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
@@ -54,21 +69,41 @@ async fn n2_round2_after_node_restart_is_refused() {
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     // The restarted node still holds its share (sealed on disk) and signs fresh rounds.
-    let status = cluster.custody().submit_withdrawal(signed).await.expect("submit").into_inner();
-    assert_eq!(status.state(), permafrost_proto::WithdrawalState::Signed, "{}", status.detail);
+    let status = cluster
+        .custody()
+        .submit_withdrawal(signed)
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!(
+        status.state(),
+        permafrost_proto::WithdrawalState::Signed,
+        "{}",
+        status.detail
+    );
     cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f5_one_request_id_never_signs_two_digests() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..2).map(|i| cluster.node_client(i, Role::Coordinator, "coord-x")).collect();
+    cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..2)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "coord-x"))
+        .collect();
     let request = cluster.request("wd-f5-1", "warm-1", Tier::Warm);
     let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
     let pkg = package(&commitments, &request.payload);
     clients[0]
-        .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &cluster.sign(&request)))
+        .sign(sign_withdrawal(
+            "warm-1",
+            &handles[0],
+            &pkg,
+            &cluster.sign(&request),
+        ))
         .await
         .expect("first digest signs");
     // A second, custody-signed request reusing the id with another amount.
@@ -77,10 +112,19 @@ async fn f5_one_request_id_never_signs_two_digests() {
     let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
     let pkg = package(&commitments, &other.payload);
     let err = clients[0]
-        .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &cluster.sign(&other)))
+        .sign(sign_withdrawal(
+            "warm-1",
+            &handles[0],
+            &pkg,
+            &cluster.sign(&other),
+        ))
         .await
         .expect_err("second digest for the same id");
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("different digest"), "{}", err.message());
+    assert!(
+        err.message().contains("different digest"),
+        "{}",
+        err.message()
+    );
     cluster.shutdown().await;
 }

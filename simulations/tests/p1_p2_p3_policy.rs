@@ -13,27 +13,52 @@ use tonic::Code;
 async fn p1_velocity_split_across_small_withdrawals_refused_past_the_cap_on_every_node() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
     // 3-of-3, so every node's own ledger sees every withdrawal.
-    cluster.create_group("warm-2", Tier::Warm, 3, &[0, 1, 2]).await.expect("DKG");
+    cluster
+        .create_group("warm-2", Tier::Warm, 3, &[0, 1, 2])
+        .await
+        .expect("DKG");
     // Daily cap 20 BTC; 0.5 BTC each needs no approval: 40 fit, the 41st does not.
     let mut first = None;
     for i in 0..40 {
         let request = cluster.request(&format!("wd-p1-{i}"), "warm-2", Tier::Warm);
         first.get_or_insert_with(|| request.clone());
-        let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
-        assert_eq!(status.state(), WithdrawalState::Signed, "withdrawal {i}: {}", status.detail);
+        let status = cluster
+            .custody()
+            .submit_withdrawal(cluster.sign(&request))
+            .await
+            .expect("submit")
+            .into_inner();
+        assert_eq!(
+            status.state(),
+            WithdrawalState::Signed,
+            "withdrawal {i}: {}",
+            status.detail
+        );
     }
     let over = cluster.request("wd-p1-over", "warm-2", Tier::Warm);
-    let status = cluster.custody().submit_withdrawal(cluster.sign(&over)).await.expect("submit").into_inner();
+    let status = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&over))
+        .await
+        .expect("submit")
+        .into_inner();
     assert_eq!(status.state(), WithdrawalState::Failed);
     assert!(status.detail.contains("velocity"), "{}", status.detail);
     // Each node refuses on its own ledger, asked directly.
-    let mut clients: Vec<_> = (0..3).map(|i| cluster.node_client(i, Role::Coordinator, "rogue")).collect();
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
+        .collect();
     let fresh = cluster.request("wd-p1-direct", "warm-2", Tier::Warm);
     let (commitments, handles) = commit_all(&mut clients, "warm-2").await;
     let pkg = package(&commitments, &fresh.payload);
     for (i, c) in clients.iter_mut().enumerate() {
         let err = c
-            .sign(sign_withdrawal("warm-2", &handles[i], &pkg, &cluster.sign(&fresh)))
+            .sign(sign_withdrawal(
+                "warm-2",
+                &handles[i],
+                &pkg,
+                &cluster.sign(&fresh),
+            ))
             .await
             .expect_err("over the daily cap");
         assert_eq!(err.code(), Code::PermissionDenied, "node {i}");
@@ -45,9 +70,14 @@ async fn p1_velocity_split_across_small_withdrawals_refused_past_the_cap_on_ever
     let (commitments, handles) = commit_all(&mut clients, "warm-2").await;
     let pkg = package(&commitments, &again.payload);
     for (i, c) in clients.iter_mut().enumerate() {
-        c.sign(sign_withdrawal("warm-2", &handles[i], &pkg, &cluster.sign(&again)))
-            .await
-            .unwrap_or_else(|e| panic!("node {i} refused a re-sign: {}", e.message()));
+        c.sign(sign_withdrawal(
+            "warm-2",
+            &handles[i],
+            &pkg,
+            &cluster.sign(&again),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("node {i} refused a re-sign: {}", e.message()));
     }
     cluster.shutdown().await;
 }
@@ -64,33 +94,58 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
         ..Default::default()
     })
     .await;
-    cluster.create_group("cold-1", Tier::Cold, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..2).map(|i| cluster.node_client(i, Role::Coordinator, "rogue")).collect();
+    cluster
+        .create_group("cold-1", Tier::Cold, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..2)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
+        .collect();
 
     // P2: not on the allowlist — the coordinator refuses fast, and so does every node asked directly.
     let bad_dest = cluster.request("wd-p2", "cold-1", Tier::Cold);
-    let err = cluster.custody().submit_withdrawal(cluster.sign(&bad_dest)).await.expect_err("allowlist");
+    let err = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&bad_dest))
+        .await
+        .expect_err("allowlist");
     assert!(err.message().contains("allowlist"), "{}", err.message());
-    let approvals = vec![cluster.approve(&bad_dest, "alice", 600), cluster.approve(&bad_dest, "bob", 600)];
+    let approvals = vec![
+        cluster.approve(&bad_dest, "alice", 600),
+        cluster.approve(&bad_dest, "bob", 600),
+    ];
     let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
     let pkg = package(&commitments, &bad_dest.payload);
     for (i, c) in clients.iter_mut().enumerate() {
         let mut req = sign_withdrawal("cold-1", &handles[i], &pkg, &cluster.sign(&bad_dest));
         req.approvals = approvals.clone();
         let err = c.sign(req).await.expect_err("allowlist");
-        assert!(err.message().contains("allowlist"), "node {i}: {}", err.message());
+        assert!(
+            err.message().contains("allowlist"),
+            "node {i}: {}",
+            err.message()
+        );
     }
 
     // P3: a cold request submitted as warm.
     let mut as_warm = cluster.request("wd-p3-warm", "cold-1", Tier::Warm);
     as_warm.destination = WARM_WALLET.into();
-    let err = cluster.custody().submit_withdrawal(cluster.sign(&as_warm)).await.expect_err("tier");
+    let err = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&as_warm))
+        .await
+        .expect_err("tier");
     assert!(err.message().contains("tier"), "{}", err.message());
     let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
     let pkg = package(&commitments, &as_warm.payload);
     for (i, c) in clients.iter_mut().enumerate() {
         let err = c
-            .sign(sign_withdrawal("cold-1", &handles[i], &pkg, &cluster.sign(&as_warm)))
+            .sign(sign_withdrawal(
+                "cold-1",
+                &handles[i],
+                &pkg,
+                &cluster.sign(&as_warm),
+            ))
             .await
             .expect_err("tier");
         assert_eq!(err.code(), Code::PermissionDenied);
@@ -99,7 +154,10 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
     // P3: before its time-lock, nodes say "not yet"; after it, the cluster signs.
     let mut cold = cluster.request("wd-p3-lock", "cold-1", Tier::Cold);
     cold.destination = WARM_WALLET.into();
-    let approvals = vec![cluster.approve(&cold, "alice", 600), cluster.approve(&cold, "bob", 600)];
+    let approvals = vec![
+        cluster.approve(&cold, "alice", 600),
+        cluster.approve(&cold, "bob", 600),
+    ];
     let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
     let pkg = package(&commitments, &cold.payload);
     let mut req = sign_withdrawal("cold-1", &handles[0], &pkg, &cluster.sign(&cold));
@@ -108,10 +166,19 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("time-locked"), "{}", err.message());
 
-    let status = cluster.custody().submit_withdrawal(cluster.sign(&cold)).await.expect("submit").into_inner();
+    let status = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&cold))
+        .await
+        .expect("submit")
+        .into_inner();
     assert_eq!(status.state(), WithdrawalState::Pending);
     for a in approvals {
-        cluster.custody().submit_approval(a).await.expect("approval");
+        cluster
+            .custody()
+            .submit_approval(a)
+            .await
+            .expect("approval");
     }
     let mut signed = false;
     for _ in 0..60 {

@@ -9,7 +9,10 @@ use permafrost_testkit::TestCluster;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
     let mut cluster = TestCluster::start(&["eu", "us", "ap", "ap"]).await;
-    let group = cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
+    let group = cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
     cluster.stop_node(2).await; // n3 is lost for good
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // let health probes notice
 
@@ -23,24 +26,38 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
         .await
         .expect("repair")
         .into_inner();
-    assert_eq!(repaired.group_public_key, group.group_public_key, "group key unchanged");
+    assert_eq!(
+        repaired.group_public_key, group.group_public_key,
+        "group key unchanged"
+    );
     assert_eq!(repaired.members, vec!["n1", "n2", "n4"]);
 
     // Sign with the replacement: n1 is down too, so only {n2, n4} can sign.
     cluster.stop_node(0).await;
     let request = cluster.request("wd-repair-1", "warm-1", Tier::Warm);
-    let status = cluster.custody().submit_withdrawal(cluster.sign(&request)).await.expect("submit").into_inner();
+    let status = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&request))
+        .await
+        .expect("submit")
+        .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
     let mut signers = status.signers.clone();
     signers.sort();
     assert_eq!(signers, vec!["n2", "n4"]);
     let key = frost::VerifyingKey::deserialize(&group.group_public_key).expect("key");
-    key.verify(&request.payload, &frost::Signature::deserialize(&status.signature).expect("sig"))
-        .expect("signature under the unchanged group key");
+    key.verify(
+        &request.payload,
+        &frost::Signature::deserialize(&status.signature).expect("sig"),
+    )
+    .expect("signature under the unchanged group key");
 
     // The lost node comes back: it is revoked and never used again.
     cluster.restart_node(2).await;
-    let err = cluster.create_group("warm-2", Tier::Warm, 2, &[1, 2, 3]).await.expect_err("revoked member");
+    let err = cluster
+        .create_group("warm-2", Tier::Warm, 2, &[1, 2, 3])
+        .await
+        .expect_err("revoked member");
     assert!(err.message().contains("n3"), "{}", err.message());
     cluster.shutdown().await;
 }

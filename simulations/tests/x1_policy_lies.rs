@@ -8,9 +8,17 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x1_lies_about_approvals_or_limits_get_no_share() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    cluster.create_group("cold-1", Tier::Cold, 2, &[0, 1, 2]).await.expect("DKG");
-    cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..3).map(|i| cluster.node_client(i, Role::Coordinator, "rogue")).collect();
+    cluster
+        .create_group("cold-1", Tier::Cold, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
+        .collect();
     let mut cold = cluster.request("wd-x1p-1", "cold-1", Tier::Cold);
     cold.destination = WARM_WALLET.into();
     let other = cluster.request("wd-x1p-other", "cold-1", Tier::Cold);
@@ -18,8 +26,14 @@ async fn x1_lies_about_approvals_or_limits_get_no_share() {
 
     let lies: Vec<(&str, Vec<permafrost_proto::Approval>)> = vec![
         ("no approvals", vec![]),
-        ("one approval counted twice", vec![alice.clone(), alice.clone()]),
-        ("an approval of another request", vec![alice.clone(), cluster.approve(&other, "bob", 600)]),
+        (
+            "one approval counted twice",
+            vec![alice.clone(), alice.clone()],
+        ),
+        (
+            "an approval of another request",
+            vec![alice.clone(), cluster.approve(&other, "bob", 600)],
+        ),
         ("a forged signature", {
             let mut forged = cluster.approve(&cold, "bob", 600);
             forged.signature[0] ^= 1;
@@ -39,10 +53,17 @@ async fn x1_lies_about_approvals_or_limits_get_no_share() {
             req.approvals = approvals.clone();
             let err = c.sign(req).await.expect_err(what);
             assert!(
-                matches!(err.code(), Code::FailedPrecondition | Code::PermissionDenied),
+                matches!(
+                    err.code(),
+                    Code::FailedPrecondition | Code::PermissionDenied
+                ),
                 "{what}, node {i}: {err:?}"
             );
-            assert!(err.message().contains("approval"), "{what}: {}", err.message());
+            assert!(
+                err.message().contains("approval"),
+                "{what}: {}",
+                err.message()
+            );
         }
     }
 
@@ -56,7 +77,11 @@ async fn x1_lies_about_approvals_or_limits_get_no_share() {
         req.approvals = vec![cluster.approve(&big, "alice", 600)];
         let err = c.sign(req).await.expect_err("over the limit");
         assert_eq!(err.code(), Code::PermissionDenied);
-        assert!(err.message().contains("per-request limit"), "{}", err.message());
+        assert!(
+            err.message().contains("per-request limit"),
+            "{}",
+            err.message()
+        );
     }
     cluster.shutdown().await;
 }

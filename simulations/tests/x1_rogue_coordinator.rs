@@ -10,8 +10,13 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x1_nodes_refuse_unauthorized_messages() {
     let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
-    cluster.create_group("warm-1", Tier::Warm, 2, &[0, 1, 2]).await.expect("DKG");
-    let mut clients: Vec<_> = (0..3).map(|i| cluster.node_client(i, Role::Coordinator, "rogue")).collect();
+    cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
+        .collect();
     let request = cluster.request("wd-x1-1", "warm-1", Tier::Warm);
     let valid = cluster.sign(&request);
 
@@ -19,8 +24,16 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
     let random = package(&commitments, &[0x42; 32]);
     for (i, c) in clients.iter_mut().enumerate() {
-        let err = c.sign(sign_withdrawal("warm-1", &handles[i], &random, &valid)).await.expect_err("random bytes");
-        assert_eq!(err.code(), Code::PermissionDenied, "node {i}: {}", err.message());
+        let err = c
+            .sign(sign_withdrawal("warm-1", &handles[i], &random, &valid))
+            .await
+            .expect_err("random bytes");
+        assert_eq!(
+            err.code(),
+            Code::PermissionDenied,
+            "node {i}: {}",
+            err.message()
+        );
         assert!(err.message().contains("message"), "{}", err.message());
     }
 
@@ -30,9 +43,16 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     let mut altered = valid.clone();
     altered.request.as_mut().expect("request").destination = "bc1qattacker".into();
     for (i, c) in clients.iter_mut().enumerate() {
-        let err = c.sign(sign_withdrawal("warm-1", &handles[i], &pkg, &altered)).await.expect_err("altered");
+        let err = c
+            .sign(sign_withdrawal("warm-1", &handles[i], &pkg, &altered))
+            .await
+            .expect_err("altered");
         assert_eq!(err.code(), Code::PermissionDenied);
-        assert!(err.message().contains("custody signature"), "{}", err.message());
+        assert!(
+            err.message().contains("custody signature"),
+            "{}",
+            err.message()
+        );
     }
 
     // 3. No custody signature at all / signed by another key.
@@ -41,7 +61,10 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     let mut forged = valid.clone();
     forged.custody_signature = vec![7; 64];
     for (i, c) in clients.iter_mut().enumerate() {
-        let err = c.sign(sign_withdrawal("warm-1", &handles[i], &pkg, &forged)).await.expect_err("forged");
+        let err = c
+            .sign(sign_withdrawal("warm-1", &handles[i], &pkg, &forged))
+            .await
+            .expect_err("forged");
         assert_eq!(err.code(), Code::PermissionDenied);
     }
 
@@ -73,7 +96,17 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     assert!(err.is_ok());
 
     // After all that, nothing was journaled as signed and the honest path still works.
-    let status = cluster.custody().submit_withdrawal(valid).await.expect("submit").into_inner();
-    assert_eq!(status.state(), pb::WithdrawalState::Signed, "{}", status.detail);
+    let status = cluster
+        .custody()
+        .submit_withdrawal(valid)
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!(
+        status.state(),
+        pb::WithdrawalState::Signed,
+        "{}",
+        status.detail
+    );
     cluster.shutdown().await;
 }
