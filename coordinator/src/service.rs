@@ -68,6 +68,24 @@ fn group_to_wire(g: &GroupRecord) -> pb::KeyGroup {
 }
 
 impl Coordinator {
+    fn exclusion_list(&self) -> Result<pb::ExclusionList, Status> {
+        Ok(pb::ExclusionList {
+            exclusions: self
+                .store
+                .exclusions()?
+                .into_iter()
+                .map(|e| pb::Exclusion {
+                    group: e.group.to_string(),
+                    node_id: e.node.to_string(),
+                    request_id: e.request_id,
+                    signature_share: hex::decode(&e.share).unwrap_or_default(),
+                    signing_package: hex::decode(&e.signing_package).unwrap_or_default(),
+                    at: e.at,
+                })
+                .collect(),
+        })
+    }
+
     /// Waits (bounded) for a request's driver to finish, then reports its status.
     /// Returns at once when the request waits for people (approvals) or for a
     /// time-lock longer than the wait.
@@ -263,6 +281,25 @@ impl Ceremony for CeremonyService {
     async fn repair_key_group(&self, request: Request<pb::RepairKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
         let record = crate::ceremony::repair_key_group(&self.coord, request.into_inner()).await?;
         Ok(Response::new(group_to_wire(&record)))
+    }
+
+    async fn list_exclusions(&self, _request: Request<pb::ListExclusionsRequest>) -> Result<Response<pb::ExclusionList>, Status> {
+        Ok(Response::new(self.coord.exclusion_list()?))
+    }
+
+    async fn clear_exclusion(&self, request: Request<pb::ClearExclusionRequest>) -> Result<Response<pb::ExclusionList>, Status> {
+        let operator = permafrost_proto::auth::principal(&request)?.id;
+        let req = request.into_inner();
+        let group = permafrost_proto::convert::group_name("group", &req.group)?;
+        let node = permafrost_proto::convert::node_id("node_id", &req.node_id)?;
+        if !self.coord.store.clear_exclusion(&group, &node).await? {
+            return Err(Status::not_found(format!("{node} is not excluded from {group}")));
+        }
+        let _ = self.coord.audit.append(
+            "exclusion_cleared",
+            serde_json::json!({"group": group.as_str(), "node": node.as_str(), "operator": operator}),
+        );
+        Ok(Response::new(self.coord.exclusion_list()?))
     }
 
     async fn list_key_groups(&self, _request: Request<pb::ListKeyGroupsRequest>) -> Result<Response<pb::KeyGroupList>, Status> {

@@ -256,6 +256,21 @@ impl CoordinatorStore {
             .collect()
     }
 
+    /// All exclusions with their evidence.
+    pub fn exclusions(&self) -> Result<Vec<Exclusion>, CoordinatorError> {
+        self.exclusions
+            .iter()
+            .map(|kv| kv.map_err(db_err).and_then(|(_, v)| decode("exclusion", &v)))
+            .collect()
+    }
+
+    /// Clears an exclusion (an operator's decision); false if there was none.
+    pub async fn clear_exclusion(&self, group: &GroupName, node: &NodeId) -> Result<bool, CoordinatorError> {
+        let removed = self.exclusions.remove(exclusion_key(group, node)).map_err(db_err)?.is_some();
+        self.db.flush_async().await.map_err(db_err)?;
+        Ok(removed)
+    }
+
     /// Whether `node` is excluded from `group`.
     pub fn is_excluded(&self, group: &GroupName, node: &NodeId) -> Result<bool, CoordinatorError> {
         self.exclusions

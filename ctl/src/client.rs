@@ -12,7 +12,9 @@ use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{GroupName, NodeId, Tier};
 use permafrost_proto::convert::tier_to_wire;
 use permafrost_proto::tls::{TlsFiles, TlsMaterial};
-use permafrost_proto::{self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient};
+use permafrost_proto::{
+    self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient,
+};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
@@ -146,8 +148,12 @@ impl ClusterFile {
     /// Reads a cluster file and makes its paths absolute (relative to the file's directory).
     pub fn load(path: &Path) -> Result<Self, CtlError> {
         let text = read_text(path)?;
-        let mut file: ClusterFile = serde_json::from_str(&text)
-            .map_err(|e| CtlError::Config(format!("{} is not a valid cluster file: {e}", path.display())))?;
+        let mut file: ClusterFile = serde_json::from_str(&text).map_err(|e| {
+            CtlError::Config(format!(
+                "{} is not a valid cluster file: {e}",
+                path.display()
+            ))
+        })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         for p in [
             &mut file.ca_cert,
@@ -215,11 +221,17 @@ impl ConnectionArgs {
         let cluster = self.cluster.as_deref().map(ClusterFile::load).transpose()?;
         let role = self.as_role.unwrap_or(default_role);
         if self.as_role.is_some() && cluster.is_none() {
-            return Err(CtlError::Usage("--as only selects a credential from --cluster FILE".into()));
+            return Err(CtlError::Usage(
+                "--as only selects a credential from --cluster FILE".into(),
+            ));
         }
         let (c_cert, c_key) = match (&cluster, role) {
-            (Some(c), ClientRole::Custody) => (Some(c.custody.cert.clone()), Some(c.custody.key.clone())),
-            (Some(c), ClientRole::Operator) => (Some(c.operator.cert.clone()), Some(c.operator.key.clone())),
+            (Some(c), ClientRole::Custody) => {
+                (Some(c.custody.cert.clone()), Some(c.custody.key.clone()))
+            }
+            (Some(c), ClientRole::Operator) => {
+                (Some(c.operator.cert.clone()), Some(c.operator.key.clone()))
+            }
             (None, _) => (None, None),
         };
         let mut missing = Vec::new();
@@ -239,9 +251,15 @@ impl ConnectionArgs {
         let server_name = pick(
             "--server-name",
             self.server_name.clone(),
-            cluster.as_ref().map(|c| c.coordinator.tls_server_name.clone()),
+            cluster
+                .as_ref()
+                .map(|c| c.coordinator.tls_server_name.clone()),
         );
-        let ca = pick("--ca", path(&self.ca), cluster.as_ref().map(|c| c.ca_cert.display().to_string()));
+        let ca = pick(
+            "--ca",
+            path(&self.ca),
+            cluster.as_ref().map(|c| c.ca_cert.display().to_string()),
+        );
         let cert = pick("--cert", path(&self.cert), path(&c_cert));
         let key = pick("--key", path(&self.key), path(&c_key));
         if !missing.is_empty() {
@@ -251,7 +269,9 @@ impl ConnectionArgs {
             )));
         }
         if self.timeout == 0 {
-            return Err(CtlError::Usage("--timeout must be at least 1 second".into()));
+            return Err(CtlError::Usage(
+                "--timeout must be at least 1 second".into(),
+            ));
         }
         Ok(Connection {
             endpoint,
@@ -285,7 +305,13 @@ impl Connection {
         let endpoint = Endpoint::from_shared(format!("https://{}", self.endpoint))
             .map_err(|e| CtlError::Usage(format!("--coordinator {:?}: {e}", self.endpoint)))?
             .tls_config(tls.client_config(&self.server_name))
-            .map_err(|e| CtlError::Config(format!("TLS settings for {}: {}", self.endpoint, error_chain(&e))))?
+            .map_err(|e| {
+                CtlError::Config(format!(
+                    "TLS settings for {}: {}",
+                    self.endpoint,
+                    error_chain(&e)
+                ))
+            })?
             .connect_timeout(CONNECT_TIMEOUT.min(self.timeout))
             .timeout(self.timeout);
         Ok(endpoint.connect_lazy())
@@ -317,8 +343,8 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Turns a failed call into an error naming the call, the status code and the cause.
-pub fn rpc_error(call: &'static str, status: tonic::Status) -> CtlError {
+/// Turns a failed call into an error naming the call, the endpoint, the status code and the cause.
+pub fn rpc_error(conn: &Connection, call: &'static str, status: tonic::Status) -> CtlError {
     let mut message = status.message().to_string();
     let mut source = std::error::Error::source(&status);
     while let Some(s) = source {
@@ -331,8 +357,28 @@ pub fn rpc_error(call: &'static str, status: tonic::Status) -> CtlError {
         }
         source = s.source();
     }
+    // A server that rejects our certificate just closes the connection; say what that usually means.
+    let dropped = [
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "stream closed",
+    ]
+    .iter()
+    .any(|m| message.contains(m));
+    if dropped
+        && matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Unavailable
+        )
+    {
+        message.push_str(
+            " (the coordinator dropped the TLS connection: is the client certificate issued by the cluster CA?)",
+        );
+    }
     CtlError::Rpc {
         call,
+        endpoint: conn.endpoint.clone(),
         code: status.code(),
         message,
     }
@@ -356,7 +402,7 @@ pub async fn create_key_group(
         .ceremony()?
         .create_key_group(request)
         .await
-        .map_err(|s| rpc_error("Ceremony.CreateKeyGroup", s))?
+        .map_err(|s| rpc_error(conn, "Ceremony.CreateKeyGroup", s))?
         .into_inner();
     if group.group_public_key.len() != 33 {
         return Err(CtlError::BadResponse(format!(
@@ -374,7 +420,7 @@ pub async fn list_key_groups(conn: &Connection) -> Result<Vec<pb::KeyGroup>, Ctl
         .ceremony()?
         .list_key_groups(pb::ListKeyGroupsRequest {})
         .await
-        .map_err(|s| rpc_error("Ceremony.ListKeyGroups", s))?
+        .map_err(|s| rpc_error(conn, "Ceremony.ListKeyGroups", s))?
         .into_inner()
         .key_groups)
 }
@@ -385,12 +431,15 @@ pub async fn cluster_status(conn: &Connection) -> Result<pb::ClusterStatus, CtlE
         .ceremony()?
         .get_cluster_status(pb::ClusterStatusRequest {})
         .await
-        .map_err(|s| rpc_error("Ceremony.GetClusterStatus", s))?
+        .map_err(|s| rpc_error(conn, "Ceremony.GetClusterStatus", s))?
         .into_inner())
 }
 
 /// Signs a request's canonical digest with the custody key: what every node checks first.
-pub fn sign_withdrawal(request: &WithdrawalRequest, custody_key: &SigningKey) -> Result<pb::SignedWithdrawal, CtlError> {
+pub fn sign_withdrawal(
+    request: &WithdrawalRequest,
+    custody_key: &SigningKey,
+) -> Result<pb::SignedWithdrawal, CtlError> {
     request
         .validate()
         .map_err(|e| CtlError::Usage(format!("withdrawal request: {e}")))?;
@@ -402,44 +451,65 @@ pub fn sign_withdrawal(request: &WithdrawalRequest, custody_key: &SigningKey) ->
 }
 
 /// `Custody.SubmitWithdrawal`.
-pub async fn submit_withdrawal(conn: &Connection, signed: pb::SignedWithdrawal) -> Result<pb::WithdrawalStatus, CtlError> {
+pub async fn submit_withdrawal(
+    conn: &Connection,
+    signed: pb::SignedWithdrawal,
+) -> Result<pb::WithdrawalStatus, CtlError> {
     Ok(conn
         .custody()?
         .submit_withdrawal(signed)
         .await
-        .map_err(|s| rpc_error("Custody.SubmitWithdrawal", s))?
+        .map_err(|s| rpc_error(conn, "Custody.SubmitWithdrawal", s))?
         .into_inner())
 }
 
 /// `Custody.GetWithdrawal`.
-pub async fn get_withdrawal(conn: &Connection, request_id: &str) -> Result<pb::WithdrawalStatus, CtlError> {
+pub async fn get_withdrawal(
+    conn: &Connection,
+    request_id: &str,
+) -> Result<pb::WithdrawalStatus, CtlError> {
     Ok(conn
         .custody()?
         .get_withdrawal(pb::GetWithdrawalRequest {
             request_id: request_id.to_string(),
         })
         .await
-        .map_err(|s| rpc_error("Custody.GetWithdrawal", s))?
+        .map_err(|s| rpc_error(conn, "Custody.GetWithdrawal", s))?
         .into_inner())
 }
 
 /// Checks a signed status locally: the coordinator is not trusted, so the
 /// 65-byte signature must verify over `expected_message` under the group key.
-pub fn verify_signed(status: &pb::WithdrawalStatus, expected_message: &[u8]) -> Result<(), CtlError> {
+pub fn verify_signed(
+    status: &pb::WithdrawalStatus,
+    expected_message: &[u8],
+) -> Result<(), CtlError> {
     if status.message != expected_message {
         return Err(CtlError::BadResponse(format!(
             "withdrawal {}: the coordinator reports a signed message that is not the request payload",
             status.request_id
         )));
     }
-    verify_signature(&status.group_public_key, expected_message, &status.signature)
-        .map_err(|e| CtlError::BadResponse(format!("withdrawal {}: {e}", status.request_id)))
+    verify_signature(
+        &status.group_public_key,
+        expected_message,
+        &status.signature,
+    )
+    .map_err(|e| CtlError::BadResponse(format!("withdrawal {}: {e}", status.request_id)))
 }
 
 /// Verifies an RFC 9591 FROST(secp256k1, SHA-256) signature.
-pub fn verify_signature(group_public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), String> {
-    let key = frost_secp256k1::VerifyingKey::deserialize(group_public_key)
-        .map_err(|e| format!("group public key ({} bytes) is not a valid key: {e}", group_public_key.len()))?;
+pub fn verify_signature(
+    group_public_key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    let key = frost_secp256k1::VerifyingKey::deserialize(group_public_key).map_err(|e| {
+        format!(
+            "group public key ({} bytes) is not a valid key: {e}",
+            group_public_key.len()
+        )
+    })?;
     let sig = frost_secp256k1::Signature::deserialize(signature)
         .map_err(|e| format!("signature ({} bytes) is malformed: {e}", signature.len()))?;
     key.verify(message, &sig)
@@ -448,7 +518,11 @@ pub fn verify_signature(group_public_key: &[u8], message: &[u8], signature: &[u8
 
 /// Human-readable lines describing a withdrawal status.
 pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
-    let mut out = format!("request id:       {}\nstate:            {}\n", s.request_id, state_name(s.state));
+    let mut out = format!(
+        "request id:       {}\nstate:            {}\n",
+        s.request_id,
+        state_name(s.state)
+    );
     if !s.digest.is_empty() {
         out.push_str(&format!("request digest:   {}\n", hex::encode(&s.digest)));
     }
@@ -456,13 +530,19 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
         out.push_str(&format!("signed message:   {}\n", hex::encode(&s.message)));
     }
     if !s.signature.is_empty() {
-        out.push_str(&format!("signature:        {}\n", hex::encode(&s.signature)));
+        out.push_str(&format!(
+            "signature:        {}\n",
+            hex::encode(&s.signature)
+        ));
     }
     if !s.signers.is_empty() {
         out.push_str(&format!("signers:          {}\n", s.signers.join(", ")));
     }
     if !s.group_public_key.is_empty() {
-        out.push_str(&format!("group public key: {}\n", hex::encode(&s.group_public_key)));
+        out.push_str(&format!(
+            "group public key: {}\n",
+            hex::encode(&s.group_public_key)
+        ));
     }
     out.push_str(&format!("attempts:         {}\n", s.attempts));
     if !s.culprits.is_empty() {

@@ -39,10 +39,13 @@ pub fn init_ca(dir: &Path, name: &str) -> Result<(), CtlError> {
             dir.display()
         )));
     }
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki("CA params", e))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| pki("CA params", e))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.distinguished_name.push(DnType::CommonName, name);
-    params.distinguished_name.push(DnType::OrganizationName, "Permafrost");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Permafrost");
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
@@ -76,36 +79,61 @@ pub struct Issued {
 
 /// Issues a certificate for `role`/`id`. With `csr_pem`, only the CSR's public
 /// key is used: role, id and names always come from the CA operator, never from the requester.
-pub fn issue(ca_dir: &Path, role: Role, id: &str, extra: &Extra, csr_pem: Option<&str>) -> Result<Issued, CtlError> {
+pub fn issue(
+    ca_dir: &Path,
+    role: Role,
+    id: &str,
+    extra: &Extra,
+    csr_pem: Option<&str>,
+) -> Result<Issued, CtlError> {
     permafrost_core::NodeId::new(id).map_err(|e| CtlError::Usage(format!("--id: {e}")))?;
     let ca_cert = read_text(&ca_dir.join(CA_CERT))?;
     let ca_key = zeroize::Zeroizing::new(read_text(&ca_dir.join(CA_KEY))?);
     let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| pki("CA key", e))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert, ca_key).map_err(|e| pki("CA certificate", e))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_cert, ca_key).map_err(|e| pki("CA certificate", e))?;
 
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki("params", e))?;
-    params.distinguished_name.push(DnType::CommonName, format!("{role}:{id}"));
-    params.distinguished_name.push(DnType::OrganizationName, "Permafrost");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{role}:{id}"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Permafrost");
     let mut sans = vec![
-        SanType::URI(format!("{PRINCIPAL_URI_PREFIX}{role}:{id}").try_into().map_err(|e| pki("URI SAN", e))?),
-        SanType::DnsName(server_name(role, id).try_into().map_err(|e| pki("DNS SAN", e))?),
+        SanType::URI(
+            format!("{PRINCIPAL_URI_PREFIX}{role}:{id}")
+                .try_into()
+                .map_err(|e| pki("URI SAN", e))?,
+        ),
+        SanType::DnsName(
+            server_name(role, id)
+                .try_into()
+                .map_err(|e| pki("DNS SAN", e))?,
+        ),
     ];
     for dns in &extra.dns {
-        sans.push(SanType::DnsName(
-            dns.clone().try_into().map_err(|_| CtlError::Usage(format!("--dns {dns:?} is not a DNS name")))?,
-        ));
+        sans.push(SanType::DnsName(dns.clone().try_into().map_err(|_| {
+            CtlError::Usage(format!("--dns {dns:?} is not a DNS name"))
+        })?));
     }
     sans.extend(extra.ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.subject_alt_names = sans;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(extra.days.unwrap_or(365));
+    params.not_after =
+        time::OffsetDateTime::now_utc() + time::Duration::days(extra.days.unwrap_or(365));
 
     match csr_pem {
         Some(csr) => {
             let csr = CertificateSigningRequestParams::from_pem(csr).map_err(|e| pki("CSR", e))?;
-            let cert = params.signed_by(&csr.public_key, &issuer).map_err(|e| pki("certificate", e))?;
+            let cert = params
+                .signed_by(&csr.public_key, &issuer)
+                .map_err(|e| pki("certificate", e))?;
             Ok(Issued {
                 cert_pem: cert.pem(),
                 key_pem: None,
@@ -113,7 +141,9 @@ pub fn issue(ca_dir: &Path, role: Role, id: &str, extra: &Extra, csr_pem: Option
         }
         None => {
             let key = KeyPair::generate().map_err(|e| pki("key", e))?;
-            let cert = params.signed_by(&key, &issuer).map_err(|e| pki("certificate", e))?;
+            let cert = params
+                .signed_by(&key, &issuer)
+                .map_err(|e| pki("certificate", e))?;
             Ok(Issued {
                 cert_pem: cert.pem(),
                 key_pem: Some(zeroize::Zeroizing::new(key.serialize_pem())),
@@ -133,7 +163,10 @@ pub fn issue_to_dir(
 ) -> Result<(), CtlError> {
     let issued = issue(ca_dir, role, id, extra, csr_pem)?;
     std::fs::create_dir_all(out_dir).map_err(|e| CtlError::io(out_dir, e))?;
-    write_public(&out_dir.join(format!("{id}.pem")), issued.cert_pem.as_bytes())?;
+    write_public(
+        &out_dir.join(format!("{id}.pem")),
+        issued.cert_pem.as_bytes(),
+    )?;
     if let Some(key) = issued.key_pem {
         write_private(&out_dir.join(format!("{id}.key")), key.as_bytes())?;
     }

@@ -63,6 +63,27 @@ async fn c1_invalid_share_names_exactly_the_culprit_in_every_position() {
         assert_eq!(status.state(), WithdrawalState::Signed);
         assert!(status.culprits.is_empty());
         assert_eq!(status.attempts, 1);
+
+        // The exclusion is listed with its evidence, and only an operator clears it.
+        let list = cluster
+            .operator()
+            .list_exclusions(permafrost_proto::ListExclusionsRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(list.exclusions.len(), 1);
+        assert_eq!(list.exclusions[0].node_id, culprit);
+        assert_eq!(list.exclusions[0].signature_share.len(), 32);
+        let cleared = cluster
+            .operator()
+            .clear_exclusion(permafrost_proto::ClearExclusionRequest {
+                group: "warm-1".into(),
+                node_id: culprit.clone(),
+            })
+            .await
+            .expect("clear")
+            .into_inner();
+        assert!(cleared.exclusions.is_empty());
         cluster.shutdown().await;
     }
 }

@@ -1,0 +1,705 @@
+//! A whole Permafrost cluster on this machine, built from nothing: CA and
+//! certificates, five signer nodes in three regions and a coordinator, each a
+//! separate OS process with its own data directory, speaking mTLS gRPC on 127.0.0.1.
+//!
+//! `demo` and `up` both use [`LocalCluster`]; the directory it writes is also
+//! what a client needs (`cluster.json`, certificates, the custody signing key).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use permafrost_core::manifest::{ClusterManifest, ManifestNode};
+use permafrost_core::{GroupName, NodeId, Role, Tier};
+use permafrost_proto as pb;
+use permafrostctl::client::{
+    self, ClientRole, ClusterFile, Connection, CoordinatorRef, CustodyCredentials, KeyGroupSummary,
+    NodeRef, OperatorCredentials,
+};
+use permafrostctl::{files, pki};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::daemons::Daemons;
+use crate::progress::Progress;
+use crate::SimError;
+
+/// A signer node of the local cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct NodePlan {
+    /// Node id.
+    pub id: &'static str,
+    /// Region (failure domain).
+    pub region: &'static str,
+}
+
+/// The five nodes, spread over three regions.
+pub const NODES: [NodePlan; 5] = [
+    NodePlan {
+        id: "n1",
+        region: "eu-west",
+    },
+    NodePlan {
+        id: "n2",
+        region: "eu-west",
+    },
+    NodePlan {
+        id: "n3",
+        region: "us-east",
+    },
+    NodePlan {
+        id: "n4",
+        region: "us-east",
+    },
+    NodePlan {
+        id: "n5",
+        region: "ap-south",
+    },
+];
+
+/// A key group the cluster creates once it is up.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupPlan {
+    /// Group name.
+    pub name: &'static str,
+    /// Tier.
+    pub tier: Tier,
+    /// Signers needed.
+    pub threshold: u32,
+    /// Member node ids.
+    pub members: &'static [&'static str],
+}
+
+/// A warm group across all three regions and a cold group on every node.
+pub const GROUPS: [GroupPlan; 2] = [
+    GroupPlan {
+        name: "warm-1",
+        tier: Tier::Warm,
+        threshold: 2,
+        members: &["n1", "n3", "n5"],
+    },
+    GroupPlan {
+        name: "cold-1",
+        tier: Tier::Cold,
+        threshold: 3,
+        members: &["n1", "n2", "n3", "n4", "n5"],
+    },
+];
+
+/// The only destination cold-1's policy allows: the warm wallet (a placeholder address).
+pub const WARM_WALLET_ADDRESS: &str = "bc1qpermafrostwarmwalletdeposit0demo0addr";
+/// Coordinator id.
+pub const COORDINATOR_ID: &str = "coord-1";
+/// Custody-service principal.
+pub const CUSTODY_ID: &str = "custody-1";
+/// Operator principal.
+pub const OPERATOR_ID: &str = "operator-1";
+/// Registered approvers (cold withdrawals need two of them).
+pub const APPROVERS: [&str; 3] = ["approver-1", "approver-2", "approver-3"];
+
+const CLUSTER_FILE: &str = "cluster.json";
+const CUSTODY_SIGNING_KEY: &str = "custody-signing.key";
+const CUSTODY_SIGNING_PUB: &str = "custody-signing.pub";
+
+/// The daemon binaries, expected next to `permafrost-sim`.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `permafrost-node`.
+    pub node: PathBuf,
+    /// `permafrost-coordinator`.
+    pub coordinator: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the binaries in `dir`, or next to the running executable.
+    pub fn locate(dir: Option<&Path>) -> Result<Self, SimError> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()
+                .map_err(|e| SimError::Setup(format!("cannot find the running executable: {e}")))?
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| SimError::Setup("the running executable has no directory".into()))?,
+        };
+        let find = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(SimError::Setup(format!(
+                    "{name} not found in {}; build them first with cargo build --release (or cargo build --bins) \
+                     and run permafrost-sim from the same target directory",
+                    dir.display()
+                )))
+            }
+        };
+        Ok(Self {
+            node: find("permafrost-node")?,
+            coordinator: find("permafrost-coordinator")?,
+        })
+    }
+}
+
+/// A running local cluster. Dropping it stops every daemon.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// Root directory (absolute).
+    pub dir: PathBuf,
+    /// What clients need, with paths relative to `dir`.
+    pub file: ClusterFile,
+    /// Connection presenting the operator certificate.
+    pub operator: Connection,
+    /// Connection presenting the custody certificate.
+    pub custody: Connection,
+    /// The custody service's request-signing key.
+    pub custody_key: SigningKey,
+    daemons: Daemons,
+}
+
+/// Node config as `permafrost-node` reads it (node/src/config.rs); scalars before tables.
+#[derive(Serialize)]
+struct NodeToml<'a> {
+    id: &'a str,
+    region: &'a str,
+    listen: SocketAddr,
+    data_dir: &'a Path,
+    manifest: &'a Path,
+    policy: &'a Path,
+    custody_keys: Vec<String>,
+    tls: NodeTlsToml<'a>,
+    sealer: SealerToml<'a>,
+}
+
+#[derive(Serialize)]
+struct NodeTlsToml<'a> {
+    ca_cert: &'a Path,
+    cert: &'a Path,
+}
+
+#[derive(Serialize)]
+struct SealerToml<'a> {
+    kind: &'static str,
+    passphrase_file: &'a Path,
+    kdf: &'static str,
+}
+
+/// Coordinator config as `permafrost-coordinator` reads it (coordinator/src/config.rs).
+#[derive(Serialize)]
+struct CoordinatorToml<'a> {
+    id: &'a str,
+    listen: SocketAddr,
+    data_dir: &'a Path,
+    manifest: &'a Path,
+    policy: &'a Path,
+    custody_keys: Vec<String>,
+    health_interval_ms: u64,
+    tls: CoordinatorTlsToml<'a>,
+}
+
+#[derive(Serialize)]
+struct CoordinatorTlsToml<'a> {
+    ca_cert: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+/// What `permafrost-node init` prints.
+#[derive(Deserialize)]
+struct NodeInitOutput {
+    id: String,
+    region: String,
+    identity_key: String,
+    encryption_key: String,
+    tls_csr: String,
+}
+
+/// Free TCP ports on 127.0.0.1: all bound at once (so they differ), then released for the daemons.
+fn free_ports(n: usize) -> Result<Vec<u16>, SimError> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SimError::Setup(format!("cannot bind a free port on 127.0.0.1: {e}")))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| SimError::Setup(format!("cannot read a bound port: {e}")))
+}
+
+fn toml_text<T: Serialize>(value: &T, what: &str) -> Result<String, SimError> {
+    toml::to_string(value).map_err(|e| SimError::Setup(format!("cannot write {what}: {e}")))
+}
+
+fn create_dir(path: &Path) -> Result<(), SimError> {
+    std::fs::create_dir_all(path).map_err(|e| SimError::io(path, e))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The withdrawal policy every node (and the coordinator, to fail fast) enforces.
+fn policy_text(approver_keys: &[(String, String)]) -> String {
+    let approvers: String = approver_keys
+        .iter()
+        .map(|(id, key)| format!("{id} = \"{key}\"\n"))
+        .collect();
+    format!(
+        r#"# Withdrawal policy of the local Permafrost cluster (written by permafrost-sim).
+
+[approvers]
+{approvers}
+# Warm: automated up to 1 BTC per request (no approvals), 5 BTC per rolling 24 h per node.
+[groups.warm-1]
+tier = "warm"
+max_lifetime_secs = 86400
+
+[groups.warm-1.assets.BTC]
+per_request_max = "100000000"
+daily_max = "500000000"
+bands = [{{ up_to = "100000000", approvals = 0 }}]
+approvals_above = 1
+
+# Cold: two distinct approvers, a 10-minute time-lock, and only to the warm wallet.
+[groups.cold-1]
+tier = "cold"
+time_lock_secs = 600
+max_lifetime_secs = 172800
+min_approvals = 2
+allowlist = ["{WARM_WALLET_ADDRESS}"]
+
+[groups.cold-1.assets.BTC]
+per_request_max = "10000000000"
+daily_max = "10000000000"
+approvals_above = 2
+"#
+    )
+}
+
+impl LocalCluster {
+    /// Builds a new cluster in `dir` (which must be empty or absent) and starts its daemons.
+    pub async fn create(
+        dir: &Path,
+        bins: &Binaries,
+        progress: &Progress,
+    ) -> Result<Self, SimError> {
+        create_dir(dir)?;
+        let mut entries = std::fs::read_dir(dir).map_err(|e| SimError::io(dir, e))?;
+        if entries.next().is_some() {
+            return Err(SimError::Setup(format!(
+                "{} is not empty; give a new directory (or, for `up`, one holding an earlier cluster.json to restart it)",
+                dir.display()
+            )));
+        }
+        let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
+
+        // The CA key stays in its own directory; in production it lives offline.
+        let ca_dir = dir.join("ca");
+        pki::init_ca(&ca_dir, "Permafrost local cluster CA")?;
+        let ca_cert = dir.join(pki::CA_CERT);
+        std::fs::copy(ca_dir.join(pki::CA_CERT), &ca_cert)
+            .map_err(|e| SimError::io(&ca_cert, e))?;
+
+        let custody_public = permafrostctl::generate_custody_key(&dir.join(CUSTODY_SIGNING_KEY))?;
+        let custody_public = hex::encode(custody_public.as_bytes());
+        files::write_public(
+            &dir.join(CUSTODY_SIGNING_PUB),
+            format!("{custody_public}\n").as_bytes(),
+        )?;
+        // Approver keys are Ed25519 seeds in the same format as the custody key.
+        let approver_dir = dir.join("approvers");
+        create_dir(&approver_dir)?;
+        let mut approver_keys = Vec::new();
+        for id in APPROVERS {
+            let public =
+                permafrostctl::generate_custody_key(&approver_dir.join(format!("{id}.key")))?;
+            approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
+        }
+        let policy = dir.join("policy.toml");
+        files::write_public(&policy, policy_text(&approver_keys).as_bytes())?;
+        progress.step(format!(
+            "CA, custody signing key {}…, {} approver keys and the withdrawal policy written",
+            &custody_public[..16],
+            APPROVERS.len()
+        ));
+
+        let ports = free_ports(NODES.len() + 1)?;
+        let manifest_path = dir.join("manifest.json");
+        let local = pki::Extra {
+            dns: vec!["localhost".into()],
+            ips: vec![Ipv4Addr::LOCALHOST.into()],
+            days: Some(30),
+        };
+        let mut manifest = ClusterManifest::default();
+        let mut node_refs = Vec::new();
+        for (plan, port) in NODES.iter().zip(&ports) {
+            let node_dir = dir.join("nodes").join(plan.id);
+            create_dir(&node_dir)?;
+            let passphrase = node_dir.join("passphrase");
+            files::write_private(&passphrase, random_hex(32).as_bytes())?;
+            let cert = node_dir.join(format!("{}.pem", plan.id));
+            let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+            let config = NodeToml {
+                id: plan.id,
+                region: plan.region,
+                listen,
+                data_dir: &node_dir.join("data"),
+                manifest: &manifest_path,
+                policy: &policy,
+                custody_keys: vec![custody_public.clone()],
+                tls: NodeTlsToml {
+                    ca_cert: &ca_cert,
+                    cert: &cert,
+                },
+                sealer: SealerToml {
+                    kind: "passphrase",
+                    passphrase_file: &passphrase,
+                    kdf: "fast-insecure",
+                },
+            };
+            let config_path = node_dir.join("node.toml");
+            files::write_public(&config_path, toml_text(&config, "node config")?.as_bytes())?;
+            let info = init_node(&bins.node, &config_path).await?;
+            if info.id != plan.id || info.region != plan.region {
+                return Err(SimError::Setup(format!(
+                    "permafrost-node init for {} reported id {} in {}",
+                    plan.id, info.id, info.region
+                )));
+            }
+            // The CA takes only the key from the CSR; role and id come from us.
+            pki::issue_to_dir(
+                &ca_dir,
+                Role::Node,
+                plan.id,
+                &local,
+                Some(&info.tls_csr),
+                &node_dir,
+            )?;
+            manifest.nodes.push(ManifestNode {
+                id: NodeId::new(plan.id).map_err(|e| SimError::Setup(e.to_string()))?,
+                region: plan.region.to_string(),
+                endpoint: listen.to_string(),
+                tls_server_name: pki::server_name(Role::Node, plan.id),
+                identity_key: info.identity_key,
+                encryption_key: info.encryption_key,
+            });
+            node_refs.push(NodeRef {
+                id: plan.id.to_string(),
+                region: plan.region.to_string(),
+                endpoint: listen.to_string(),
+            });
+        }
+        let manifest_json = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| SimError::Setup(format!("cannot write the manifest: {e}")))?;
+        files::write_public(&manifest_path, manifest_json.as_bytes())?;
+        progress.step(format!(
+            "{} nodes initialized (identity, encryption and TLS keys sealed; certificates issued from their CSRs)",
+            NODES.len()
+        ));
+
+        let coord_dir = dir.join("coordinator");
+        create_dir(&coord_dir)?;
+        pki::issue_to_dir(
+            &ca_dir,
+            Role::Coordinator,
+            COORDINATOR_ID,
+            &local,
+            None,
+            &coord_dir,
+        )?;
+        let coord_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[NODES.len()]));
+        let coord_config = CoordinatorToml {
+            id: COORDINATOR_ID,
+            listen: coord_listen,
+            data_dir: &coord_dir.join("data"),
+            manifest: &manifest_path,
+            policy: &policy,
+            custody_keys: vec![custody_public.clone()],
+            health_interval_ms: 500,
+            tls: CoordinatorTlsToml {
+                ca_cert: &ca_cert,
+                cert: &coord_dir.join(format!("{COORDINATOR_ID}.pem")),
+                key: &coord_dir.join(format!("{COORDINATOR_ID}.key")),
+            },
+        };
+        files::write_public(
+            &coord_dir.join("coordinator.toml"),
+            toml_text(&coord_config, "coordinator config")?.as_bytes(),
+        )?;
+        pki::issue_to_dir(
+            &ca_dir,
+            Role::Custody,
+            CUSTODY_ID,
+            &pki::Extra::default(),
+            None,
+            &dir,
+        )?;
+        pki::issue_to_dir(
+            &ca_dir,
+            Role::Operator,
+            OPERATOR_ID,
+            &pki::Extra::default(),
+            None,
+            &dir,
+        )?;
+
+        let file = ClusterFile {
+            coordinator: CoordinatorRef {
+                endpoint: coord_listen.to_string(),
+                tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
+            },
+            ca_cert: pki::CA_CERT.into(),
+            custody: CustodyCredentials {
+                cert: format!("{CUSTODY_ID}.pem").into(),
+                key: format!("{CUSTODY_ID}.key").into(),
+                signing_key: CUSTODY_SIGNING_KEY.into(),
+                signing_public_key: custody_public,
+            },
+            operator: OperatorCredentials {
+                cert: format!("{OPERATOR_ID}.pem").into(),
+                key: format!("{OPERATOR_ID}.key").into(),
+            },
+            nodes: node_refs,
+            key_groups: Vec::new(),
+        };
+        write_cluster_file(&dir, &file)?;
+        progress.step(format!(
+            "certificates issued for {COORDINATOR_ID}, {CUSTODY_ID} and {OPERATOR_ID}; {CLUSTER_FILE} written"
+        ));
+        Self::start(&dir, file, bins, progress)
+    }
+
+    /// Restarts the daemons of a cluster created earlier in `dir` (its key groups survive).
+    pub fn restart(dir: &Path, bins: &Binaries, progress: &Progress) -> Result<Self, SimError> {
+        let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
+        let text = files::read_text(&dir.join(CLUSTER_FILE))?;
+        let file: ClusterFile = serde_json::from_str(&text).map_err(|e| {
+            SimError::Setup(format!(
+                "{}: not a cluster file: {e}",
+                dir.join(CLUSTER_FILE).display()
+            ))
+        })?;
+        progress.step(format!("restarting the cluster in {}", dir.display()));
+        Self::start(&dir, file, bins, progress)
+    }
+
+    fn start(
+        dir: &Path,
+        file: ClusterFile,
+        bins: &Binaries,
+        progress: &Progress,
+    ) -> Result<Self, SimError> {
+        let mut daemons = Daemons::default();
+        for node in &file.nodes {
+            let node_dir = dir.join("nodes").join(&node.id);
+            let config = node_dir.join("node.toml");
+            daemons.spawn(
+                &node.id,
+                &bins.node,
+                ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+                &node_dir.join("node.log"),
+            )?;
+        }
+        let coord_dir = dir.join("coordinator");
+        let config = coord_dir.join("coordinator.toml");
+        daemons.spawn(
+            COORDINATOR_ID,
+            &bins.coordinator,
+            ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+            &coord_dir.join("coordinator.log"),
+        )?;
+        progress.step(format!(
+            "started {} node processes and the coordinator",
+            file.nodes.len()
+        ));
+        let cluster_path = dir.join(CLUSTER_FILE);
+        let operator = Connection::from_cluster(&cluster_path, ClientRole::Operator)?;
+        let custody = Connection::from_cluster(&cluster_path, ClientRole::Custody)?;
+        let custody_key = permafrostctl::load_custody_key(&dir.join(&file.custody.signing_key))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            operator,
+            custody,
+            custody_key,
+            daemons,
+        })
+    }
+
+    /// Waits until the coordinator answers and reports every node reachable and unsealed.
+    pub async fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        progress: &Progress,
+    ) -> Result<(), SimError> {
+        let deadline = Instant::now() + timeout;
+        let mut probe = self.operator.clone();
+        probe.timeout = Duration::from_secs(2);
+        let mut last: String;
+        loop {
+            self.daemons.check_alive()?;
+            match client::cluster_status(&probe).await {
+                Ok(status) => {
+                    let waiting: Vec<String> = status
+                        .nodes
+                        .iter()
+                        .filter(|n| !n.reachable || n.sealed)
+                        .map(|n| {
+                            if n.reachable {
+                                format!("{} is sealed", n.node_id)
+                            } else {
+                                format!("{} unreachable ({})", n.node_id, n.last_error)
+                            }
+                        })
+                        .collect();
+                    if waiting.is_empty() && status.nodes.len() == self.file.nodes.len() {
+                        progress.step(format!(
+                            "cluster ready: coordinator {} reaches all {} nodes over mTLS",
+                            status.coordinator_id,
+                            status.nodes.len()
+                        ));
+                        return Ok(());
+                    }
+                    last = if waiting.is_empty() {
+                        format!("coordinator lists {} nodes", status.nodes.len())
+                    } else {
+                        waiting.join("; ")
+                    };
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                return Err(SimError::Timeout(format!(
+                    "the cluster was not ready after {timeout:?}: {last} (logs: {}/nodes/*/node.log, {}/coordinator/coordinator.log)",
+                    self.dir.display(),
+                    self.dir.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Creates [`GROUPS`] by DKG across their members, and records them in `cluster.json`.
+    pub async fn create_groups(
+        &mut self,
+        progress: &Progress,
+    ) -> Result<Vec<pb::KeyGroup>, SimError> {
+        let mut created = Vec::new();
+        for plan in GROUPS {
+            let name = GroupName::new(plan.name).map_err(|e| SimError::Setup(e.to_string()))?;
+            let members = plan
+                .members
+                .iter()
+                .map(|m| NodeId::new(*m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SimError::Setup(e.to_string()))?;
+            let group = client::create_key_group(
+                &self.operator,
+                &name,
+                plan.tier,
+                plan.threshold,
+                &members,
+            )
+            .await?;
+            if !group.active {
+                return Err(SimError::Verification(format!(
+                    "key group {} was created but is not active",
+                    group.name
+                )));
+            }
+            progress.step(format!(
+                "key group {} ({}, {}-of-{} on {}) active, group key {}",
+                group.name,
+                plan.tier,
+                group.threshold,
+                group.members.len(),
+                group.members.join(","),
+                hex::encode(&group.group_public_key)
+            ));
+            created.push(group);
+        }
+        self.file.key_groups = created.iter().map(KeyGroupSummary::from_wire).collect();
+        write_cluster_file(&self.dir, &self.file)?;
+        Ok(created)
+    }
+
+    /// Path of `cluster.json`.
+    pub fn cluster_file_path(&self) -> PathBuf {
+        self.dir.join(CLUSTER_FILE)
+    }
+
+    /// The child processes.
+    pub fn daemons(&mut self) -> &mut Daemons {
+        &mut self.daemons
+    }
+
+    /// Stops every daemon (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop(&mut self) {
+        self.daemons.stop();
+    }
+}
+
+/// Whether `dir` holds a cluster created earlier.
+pub fn has_cluster(dir: &Path) -> bool {
+    dir.join(CLUSTER_FILE).is_file()
+}
+
+fn write_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), SimError> {
+    let json = serde_json::to_string_pretty(file)
+        .map_err(|e| SimError::Setup(format!("cannot write {CLUSTER_FILE}: {e}")))?;
+    files::write_public(&dir.join(CLUSTER_FILE), json.as_bytes())?;
+    Ok(())
+}
+
+async fn init_node(program: &Path, config: &Path) -> Result<NodeInitOutput, SimError> {
+    let out = tokio::process::Command::new(program)
+        .arg("init")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .map_err(|e| SimError::Setup(format!("cannot run {}: {e}", program.display())))?;
+    if !out.status.success() {
+        return Err(SimError::Setup(format!(
+            "permafrost-node init --config {} failed ({}): {}",
+            config.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        SimError::Setup(format!(
+            "permafrost-node init --config {} printed something that is not its public info ({e}): {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_parses_with_the_core_parser() {
+        let keys: Vec<(String, String)> = APPROVERS
+            .iter()
+            .map(|id| {
+                let key = SigningKey::from_bytes(&[7u8; 32]);
+                (id.to_string(), hex::encode(key.verifying_key().as_bytes()))
+            })
+            .collect();
+        // Distinct keys are not required by the parser; validity of shape is.
+        permafrost_core::policy::Policy::from_toml(&policy_text(&keys)).expect("policy parses");
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(6).expect("ports");
+        let set: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(set.len(), 6);
+    }
+}

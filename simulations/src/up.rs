@@ -1,0 +1,108 @@
+//! `permafrost-sim up`: the local cluster in the foreground until Ctrl-C, with
+//! everything a client needs written to its directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cluster::{has_cluster, Binaries, LocalCluster};
+use crate::demo::{DEMO_AMOUNT_SATS, DEMO_DESTINATION, READY_TIMEOUT};
+use crate::progress::Progress;
+use crate::SimError;
+
+/// Builds (or restarts) the cluster in `dir` and serves until SIGINT/SIGTERM.
+pub async fn up(dir: &Path, bin_dir: Option<&Path>) -> Result<(), SimError> {
+    let bins = Binaries::locate(bin_dir)?;
+    let progress = Progress::new();
+    let setup = async {
+        if has_cluster(dir) {
+            let mut cluster = LocalCluster::restart(dir, &bins, &progress)?;
+            cluster.wait_ready(READY_TIMEOUT, &progress).await?;
+            Ok(cluster)
+        } else {
+            println!(
+                "note: node secrets are sealed under a random per-node passphrase with kdf = \"fast-insecure\" \
+                 (local use only; production uses argon2id with 64 MiB)"
+            );
+            let mut cluster = LocalCluster::create(dir, &bins, &progress).await?;
+            cluster.wait_ready(READY_TIMEOUT, &progress).await?;
+            cluster.create_groups(&progress).await?;
+            Ok(cluster)
+        }
+    };
+    let mut cluster = crate::interruptible(setup).await?;
+    print_how_to_use(&cluster);
+
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                for (name, status, log) in cluster.daemons().newly_exited() {
+                    eprintln!("permafrost-sim: warning: {name} exited ({status}); see {}", log.display());
+                }
+                if cluster.daemons().running() == 0 {
+                    return Err(SimError::Setup("every daemon has exited; stopping".into()));
+                }
+            }
+        }
+    }
+    progress.step("stopping the cluster");
+    cluster.stop();
+    progress.step(format!(
+        "all daemons stopped; {} keeps the cluster (run `up` on it again to restart)",
+        dir.display()
+    ));
+    Ok(())
+}
+
+fn print_how_to_use(cluster: &LocalCluster) {
+    let f = &cluster.file;
+    let dir = &cluster.dir;
+    let cluster_json: PathBuf = cluster.cluster_file_path();
+    let cj = cluster_json.display();
+    println!();
+    println!(
+        "Permafrost cluster is up in {} (Ctrl-C to stop)",
+        dir.display()
+    );
+    println!(
+        "  coordinator {:<10} {:<22} {}  log {}",
+        crate::cluster::COORDINATOR_ID,
+        f.coordinator.endpoint,
+        f.coordinator.tls_server_name,
+        dir.join("coordinator/coordinator.log").display()
+    );
+    for n in &f.nodes {
+        println!(
+            "  node {:<6} {:<10} {:<22} log {}",
+            n.id,
+            n.region,
+            n.endpoint,
+            dir.join("nodes").join(&n.id).join("node.log").display()
+        );
+    }
+    for g in &f.key_groups {
+        println!(
+            "  key group {} ({}, {}-of-{} on {}): {}",
+            g.name,
+            g.tier,
+            g.threshold,
+            g.members.len(),
+            g.members.join(","),
+            g.group_public_key
+        );
+    }
+    println!();
+    println!("Client files: {cj}, ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub");
+    println!("Try:");
+    println!("  permafrostctl status --cluster {cj}");
+    println!("  permafrostctl keygroup list --cluster {cj}");
+    println!(
+        "  permafrostctl withdraw --cluster {cj} --group warm-1 --tier warm --asset BTC --amount {DEMO_AMOUNT_SATS} --destination {DEMO_DESTINATION}"
+    );
+    println!("  permafrostctl withdrawal get --cluster {cj} --request-id <ID printed by withdraw>");
+    println!("  permafrostctl keygroup create --cluster {cj} --name hot-1 --tier hot --threshold 2 --nodes n2,n4,n5");
+    println!();
+}
