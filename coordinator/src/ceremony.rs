@@ -318,3 +318,72 @@ pub async fn repair_key_group(coord: &Arc<Coordinator>, req: pb::RepairKeyGroupR
     info!(group = %name, %lost, %replacement, "repair complete; lost node revoked");
     Ok(record)
 }
+
+/// A standby coordinator adopts an existing group from its members' reports:
+/// public data only, accepted when at least `threshold` members report the
+/// same members, tier, threshold and public key package.
+pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<GroupRecord, Status> {
+    use std::collections::BTreeMap;
+    let name = permafrost_proto::convert::group_name("name", name)?;
+    if let Some(existing) = coord.store.group(&name).map_err(|e| Status::internal(e.to_string()))? {
+        return Ok(existing);
+    }
+    let deadline = coord.config.round_timeout();
+    let probes = coord.members.iter().map(|m| {
+        let mut client = m.client.clone();
+        async move {
+            tokio::time::timeout(deadline, client.get_status(pb::NodeStatusRequest {}))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|r| (m.id.clone(), r.into_inner()))
+        }
+    });
+    let mut votes: BTreeMap<Vec<u8>, (pb::NodeKeyGroup, Vec<NodeId>)> = BTreeMap::new();
+    for (node, status) in futures::future::join_all(probes).await.into_iter().flatten() {
+        if let Some(g) = status.key_groups.into_iter().find(|g| g.name == name.as_str() && g.active) {
+            // Only a member's own report counts.
+            if g.members.iter().any(|m| m == node.as_str()) {
+                let key = prost::Message::encode_to_vec(&g);
+                votes.entry(key).or_insert_with(|| (g, Vec::new())).1.push(node);
+            }
+        }
+    }
+    let (report, voters) = votes
+        .into_values()
+        .max_by_key(|(_, v)| v.len())
+        .ok_or_else(|| Status::not_found(format!("no reachable member reports key group {name}")))?;
+    if voters.len() < report.threshold as usize {
+        return Err(Status::unavailable(format!(
+            "only {} member(s) agree on key group {name}; {} needed",
+            voters.len(),
+            report.threshold
+        )));
+    }
+    let pkp = frost_secp256k1::keys::PublicKeyPackage::deserialize(&report.public_key_package)
+        .map_err(|e| Status::aborted(format!("reported public key package: {e}")))?;
+    if pkp.verifying_key().serialize().map_err(|e| Status::internal(e.to_string()))? != report.group_public_key {
+        return Err(Status::aborted("reported public key package does not match the group key"));
+    }
+    let record = GroupRecord {
+        v: 1,
+        name: name.clone(),
+        tier: permafrost_proto::convert::tier_from_wire(report.tier)?,
+        threshold: u16::try_from(report.threshold).map_err(|_| Status::aborted("bad threshold"))?,
+        members: report
+            .members
+            .iter()
+            .map(|m| permafrost_proto::convert::node_id("members", m))
+            .collect::<Result<_, _>>()?,
+        public_key_package: report.public_key_package,
+        group_public_key: report.group_public_key,
+        active: true,
+    };
+    coord.store.put_group(&record).await.map_err(|e| Status::internal(e.to_string()))?;
+    let _ = coord.audit.append(
+        "keygroup_adopted",
+        serde_json::json!({"group": name.as_str(), "reported_by": voters.iter().map(|v| v.as_str()).collect::<Vec<_>>()}),
+    );
+    info!(group = %name, reported_by = ?voters, "key group adopted from its members");
+    Ok(record)
+}

@@ -283,6 +283,11 @@ impl Ceremony for CeremonyService {
         Ok(Response::new(group_to_wire(&record)))
     }
 
+    async fn adopt_key_group(&self, request: Request<pb::AdoptKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
+        let record = crate::ceremony::adopt_key_group(&self.coord, &request.into_inner().name).await?;
+        Ok(Response::new(group_to_wire(&record)))
+    }
+
     async fn list_exclusions(&self, _request: Request<pb::ListExclusionsRequest>) -> Result<Response<pb::ExclusionList>, Status> {
         Ok(Response::new(self.coord.exclusion_list()?))
     }

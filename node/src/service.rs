@@ -102,6 +102,8 @@ impl SignerNode {
                 threshold: u32::from(g.threshold),
                 group_public_key: g.group_public_key,
                 active: g.active,
+                members: g.members.iter().map(|m| m.to_string()).collect(),
+                public_key_package: g.public_key_package,
             })
             .collect();
         let (audit_entries, audit_head) = self.audit.head();

@@ -145,6 +145,7 @@ pub struct TestCluster {
     /// The custody service's Ed25519 signing key.
     pub custody_key: SigningKey,
     coordinator: Option<Running>,
+    extra_coordinators: Vec<Running>,
 }
 
 const PASSPHRASE_ENV: &str = "PERMAFROST_TEST_PASSPHRASE";
@@ -296,6 +297,7 @@ kdf = "fast-insecure"
             coordinator_config,
             custody_key,
             coordinator: None,
+            extra_coordinators: Vec::new(),
         };
         for (i, lie, listener) in liar_listeners {
             let upstream = cluster.node_client(i, Role::Coordinator, "liar-upstream");
@@ -443,8 +445,43 @@ kdf = "fast-insecure"
         self.coordinator = Some(start_coordinator(&self.coordinator_config, listener));
     }
 
+    /// Starts another coordinator (own id, certificate and store, same nodes)
+    /// and returns a custody client and an operator channel for it (F5: two
+    /// coordinators, one request).
+    pub async fn start_another_coordinator(&mut self) -> (CustodyClient<Channel>, Channel) {
+        let n = self.extra_coordinators.len() + 2;
+        let id = format!("coord-{n}");
+        let dir = self.dir.path().join(&id);
+        let extra = pki::Extra {
+            ips: vec!["127.0.0.1".parse().expect("ip")],
+            ..Default::default()
+        };
+        pki::issue_to_dir(&self.ca_dir, Role::Coordinator, &id, &extra, None, &dir).expect("coordinator cert");
+        let listener = free_listener().await;
+        let addr = listener.local_addr().expect("addr");
+        let mut config = self.coordinator_config.clone();
+        config.id = id.clone();
+        config.listen = addr;
+        config.data_dir = dir.join("data");
+        config.tls.cert = dir.join(format!("{id}.pem"));
+        config.tls.key = dir.join(format!("{id}.key"));
+        self.extra_coordinators.push(start_coordinator(&config, listener));
+        let channel = |role, who| {
+            self.credential(role, who)
+                .channel(&addr.to_string(), &pki::server_name(Role::Coordinator, &id), Duration::from_secs(30))
+                .expect("channel")
+        };
+        (
+            CustodyClient::new(channel(Role::Custody, "custody-1")),
+            channel(Role::Operator, "operator-1"),
+        )
+    }
+
     /// Stops everything.
     pub async fn shutdown(mut self) {
+        for r in self.extra_coordinators.drain(..) {
+            r.stop().await;
+        }
         if let Some(r) = self.coordinator.take() {
             r.stop().await;
         }
