@@ -282,6 +282,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
     let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
     let mut refusals: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut other_failures = 0u32;
+    let mut reprobed = false;
     loop {
         let record = coord.store.request(id).map_err(|e| e.to_string())?.ok_or("request vanished")?;
         if record.state != RequestState::Pending {
@@ -349,6 +350,13 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             return fail(why).await;
         }
         let Some(signers) = choose_signers(&candidates, t) else {
+            if !reprobed {
+                // Health may be stale: look again before telling anyone we are short.
+                reprobed = true;
+                coord.members.probe_all().await;
+                unreachable.clear();
+                continue;
+            }
             let detail = format!("below threshold: {} of {t} reachable", candidates.len());
             if record.detail != detail {
                 info!(request = %id, "{detail}");
@@ -359,6 +367,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             unreachable.clear();
             continue;
         };
+        reprobed = false;
         let wire_approvals = record
             .approvals
             .iter()

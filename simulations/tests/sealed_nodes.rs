@@ -27,6 +27,24 @@ fn admin(
     )
 }
 
+async fn wait_signed(cluster: &TestCluster, id: &str) -> pb::WithdrawalStatus {
+    let mut last = None;
+    for _ in 0..80 {
+        let s = cluster
+            .custody()
+            .get_withdrawal(pb::GetWithdrawalRequest { request_id: id.into() })
+            .await
+            .expect("get")
+            .into_inner();
+        if s.state() == WithdrawalState::Signed {
+            return s;
+        }
+        last = Some(s);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("not signed: {last:?}");
+}
+
 const PASSPHRASE: &str = "cold storage is a process";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +121,12 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
         .submit_approval(cluster.approve(&request, "alice", 600))
         .await
         .expect("alice");
-    let s = cluster
+    cluster
         .custody()
         .submit_approval(cluster.approve(&request, "bob", 600))
         .await
-        .expect("bob")
-        .into_inner();
-    assert_eq!(s.state(), WithdrawalState::Signed, "{}", s.detail);
+        .expect("bob");
+    let s = wait_signed(&cluster, "wd-seal-1").await;
     assert!(!s.signers.contains(&"n1".to_string()));
 
     // A wrong passphrase is refused; the right one unseals.

@@ -171,6 +171,9 @@ impl TestCluster {
     /// A cluster with options.
     pub async fn start_with(opts: ClusterOptions) -> Self {
         permafrost_proto::tls::install_crypto_provider();
+        if std::env::var_os("RUST_LOG").is_some() {
+            permafrost_proto::logging::init();
+        }
         // SAFETY of the test env: one fixed test passphrase, read by every in-process node.
         std::env::set_var(PASSPHRASE_ENV, "correct horse battery staple");
         let dir = tempfile::tempdir().expect("tempdir");
