@@ -138,7 +138,9 @@ impl SignerNode {
         self.shares()?;
         let spec: repair::RepairSpec = req.spec.as_ref().ok_or_else(|| Status::invalid_argument("spec: missing"))?.try_into()?;
         let record = self.group_record(&spec.group)?;
-        if record.members != spec.members || record.threshold != spec.threshold {
+        // Before the repair the record lists the lost member; after this node helped, the replacement.
+        let known = record.members == spec.members || record.members == spec.new_members();
+        if !known || record.threshold != spec.threshold {
             return Err(refuse(self, "repair", CoreError::refused("repair spec does not match this node's record of the group")));
         }
         Ok((spec, record))
@@ -397,11 +399,20 @@ impl SignerNodeApi for NodeService {
 
     async fn repair_deltas(&self, request: Request<pb::RepairRequest>) -> Result<Response<pb::RepairMessages>, Status> {
         let node = &self.node;
-        let (spec, record) = node.repair_context(request.get_ref())?;
+        let (spec, mut record) = node.repair_context(request.get_ref())?;
+        if node.store.is_revoked(&spec.replacement)? {
+            return Err(refuse(node, "repair-deltas", CoreError::refused(format!("{} is revoked", spec.replacement))));
+        }
         let key_package = node.key_package(&record)?;
         let deltas = repair::helper_deltas(&spec, &node.id, &key_package, &node.identity, &node.directory, &mut rand::thread_rng())
             .map_err(|e| refuse(node, "repair-deltas", e))?;
         audit(node, "repair_helped", serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str()}))?;
+        // Commit to the new membership before any delta leaves: a second repair
+        // onto the same replacement, or of the revoked node, is then refused, so a
+        // rogue coordinator cannot gather several members' shares on one node.
+        record.members = spec.new_members();
+        node.store.put_group(&record).await?;
+        node.store.revoke(&spec.lost).await?;
         Ok(Response::new(pb::RepairMessages {
             messages: deltas.into_iter().map(Into::into).collect(),
         }))
@@ -409,7 +420,10 @@ impl SignerNodeApi for NodeService {
 
     async fn repair_sigma(&self, request: Request<pb::RepairRequest>) -> Result<Response<pb::DkgSealedShare>, Status> {
         let node = &self.node;
-        let (spec, _) = node.repair_context(request.get_ref())?;
+        let (spec, record) = node.repair_context(request.get_ref())?;
+        if record.members != spec.new_members() {
+            return Err(refuse(node, "repair-sigma", CoreError::refused("this node did not help with that repair")));
+        }
         let deltas: Vec<dkg::SealedRound2> = request.get_ref().messages.iter().map(TryInto::try_into).collect::<Result<_, _>>()?;
         let sigma = repair::helper_sigma(&spec, &node.id, &deltas, &node.identity, &node.directory, &mut rand::thread_rng())
             .map_err(|e| refuse(node, "repair-sigma", e))?;

@@ -32,6 +32,30 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
     );
     assert_eq!(repaired.members, vec!["n1", "n2", "n4"]);
 
+    // A rogue coordinator cannot gather a second member's share on the same node:
+    // helpers committed to the new membership before they helped.
+    let mut n1 = cluster.node_client(0, permafrost_core::Role::Coordinator, "rogue");
+    for members in [vec!["n1", "n2", "n3"], vec!["n1", "n2", "n4"]] {
+        let err = n1
+            .repair_deltas(pb::RepairRequest {
+                spec: Some(pb::RepairSpec {
+                    repair_id: "rogue".into(),
+                    group: "warm-1".into(),
+                    threshold: 2,
+                    members: members.iter().map(|m| m.to_string()).collect(),
+                    lost: "n2".into(),
+                    replacement: "n4".into(),
+                    helpers: vec!["n1".into(), "n3".into()],
+                    tier: pb::Tier::Warm as i32,
+                }),
+                messages: vec![],
+                public_key_package: vec![],
+            })
+            .await
+            .expect_err("second repair onto the same node");
+        assert!(matches!(err.code(), tonic::Code::PermissionDenied | tonic::Code::InvalidArgument), "{err:?}");
+    }
+
     // Sign with the replacement: n1 is down too, so only {n2, n4} can sign.
     cluster.stop_node(0).await;
     let request = cluster.request("wd-repair-1", "warm-1", Tier::Warm);
