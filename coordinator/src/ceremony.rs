@@ -18,7 +18,12 @@ use crate::store::GroupRecord;
 use crate::Coordinator;
 
 /// Calls every member in parallel with the round deadline; fails naming the first member that failed.
-async fn call_all<T, F, Fut>(coord: &Coordinator, spec: &CeremonySpec, step: &str, f: F) -> Result<Vec<(NodeId, T)>, Status>
+async fn call_all<T, F, Fut>(
+    coord: &Coordinator,
+    spec: &CeremonySpec,
+    step: &str,
+    f: F,
+) -> Result<Vec<(NodeId, T)>, Status>
 where
     F: Fn(NodeId, SignerNodeClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -28,7 +33,9 @@ where
         let client = coord.members.get(id).map(|m| m.client.clone());
         let fut = client.map(|c| f(id.clone(), c));
         async move {
-            let fut = fut.ok_or_else(|| Status::invalid_argument(format!("{id} is not in the cluster manifest")))?;
+            let fut = fut.ok_or_else(|| {
+                Status::invalid_argument(format!("{id} is not in the cluster manifest"))
+            })?;
             match tokio::time::timeout(deadline, fut).await {
                 Ok(Ok(resp)) => Ok((id.clone(), resp.into_inner())),
                 Ok(Err(status)) => Err(Status::aborted(format!(
@@ -47,7 +54,11 @@ where
 }
 
 /// DKG (or refresh) rounds 1–3 with the echo check; returns every member's signed report.
-async fn run_rounds(coord: &Coordinator, spec: &CeremonySpec, wire_spec: &pb::CeremonySpec) -> Result<Vec<dkg::GroupKeyReport>, Status> {
+async fn run_rounds(
+    coord: &Coordinator,
+    spec: &CeremonySpec,
+    wire_spec: &pb::CeremonySpec,
+) -> Result<Vec<dkg::GroupKeyReport>, Status> {
     let round1 = call_all(coord, spec, "round 1", |_, mut c| {
         let s = wire_spec.clone();
         async move { c.dkg_start(pb::DkgStartRequest { spec: Some(s) }).await }
@@ -78,7 +89,11 @@ async fn run_rounds(coord: &Coordinator, spec: &CeremonySpec, wire_spec: &pb::Ce
     let reports = call_all(coord, spec, "round 3", |id, mut c| {
         let r = pb::DkgFinishRequest {
             ceremony_id: spec.ceremony_id.clone(),
-            shares: shares.iter().filter(|s| s.recipient == id.as_str()).cloned().collect(),
+            shares: shares
+                .iter()
+                .filter(|s| s.recipient == id.as_str())
+                .cloned()
+                .collect(),
         };
         async move { c.dkg_finish(r).await }
     })
@@ -93,7 +108,10 @@ async fn run_rounds(coord: &Coordinator, spec: &CeremonySpec, wire_spec: &pb::Ce
 /// Proactive refresh (K6): new shares for every member, same group key and
 /// threshold; nodes destroy old shares only once every member confirmed the
 /// same new public key package.
-pub async fn refresh_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<GroupRecord, Status> {
+pub async fn refresh_key_group(
+    coord: &Arc<Coordinator>,
+    name: &str,
+) -> Result<GroupRecord, Status> {
     let _one_at_a_time = coord.ceremony_lock.lock().await;
     let group_name = permafrost_proto::convert::group_name("name", name)?;
     let mut record = coord
@@ -102,7 +120,9 @@ pub async fn refresh_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<G
         .map_err(|e| Status::internal(e.to_string()))?
         .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
     if !record.active {
-        return Err(Status::failed_precondition(format!("key group {name} is not active")));
+        return Err(Status::failed_precondition(format!(
+            "key group {name} is not active"
+        )));
     }
     let mut id = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut id);
@@ -117,10 +137,16 @@ pub async fn refresh_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<G
     let spec: CeremonySpec = (&wire_spec).try_into()?;
     info!(ceremony = %spec.ceremony_id, group = %spec.group, "refresh started");
     let reports = run_rounds(coord, &spec, &wire_spec).await?;
-    let pkp = dkg::check_reports(&spec, &coord.directory, &reports).map_err(|e| Status::aborted(e.to_string()))?;
-    let key = pkp.verifying_key().serialize().map_err(|e| Status::internal(e.to_string()))?;
+    let pkp = dkg::check_reports(&spec, &coord.directory, &reports)
+        .map_err(|e| Status::aborted(e.to_string()))?;
+    let key = pkp
+        .verifying_key()
+        .serialize()
+        .map_err(|e| Status::internal(e.to_string()))?;
     if key != record.group_public_key {
-        return Err(Status::aborted("refresh would change the group key; nothing committed"));
+        return Err(Status::aborted(
+            "refresh would change the group key; nothing committed",
+        ));
     }
     let wire_reports: Vec<pb::DkgKeyReport> = reports.into_iter().map(Into::into).collect();
     call_all(coord, &spec, "commit", |_, mut c| {
@@ -131,15 +157,27 @@ pub async fn refresh_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<G
         async move { c.commit_refresh(r).await }
     })
     .await?;
-    record.public_key_package = pkp.serialize().map_err(|e| Status::internal(e.to_string()))?;
-    coord.store.put_group(&record).await.map_err(|e| Status::internal(e.to_string()))?;
-    let _ = coord.audit.append("keygroup_refreshed", serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id}));
+    record.public_key_package = pkp
+        .serialize()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let _ = coord.audit.append(
+        "keygroup_refreshed",
+        serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id}),
+    );
     info!(group = %record.name, "refresh committed on every member");
     Ok(record)
 }
 
 /// Runs a whole ceremony and returns the active group.
-pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupRequest) -> Result<GroupRecord, Status> {
+pub async fn create_key_group(
+    coord: &Arc<Coordinator>,
+    req: pb::CreateKeyGroupRequest,
+) -> Result<GroupRecord, Status> {
     let _one_at_a_time = coord.ceremony_lock.lock().await;
     let mut id = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut id);
@@ -158,7 +196,11 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
             .get(m)
             .map_err(|e| Status::invalid_argument(format!("members: {e}")))?;
     }
-    if let Some(existing) = coord.store.group(&spec.group).map_err(|e| Status::internal(e.to_string()))? {
+    if let Some(existing) = coord
+        .store
+        .group(&spec.group)
+        .map_err(|e| Status::internal(e.to_string()))?
+    {
         return Err(Status::already_exists(format!(
             "key group {} already exists (active: {})",
             existing.name, existing.active
@@ -167,7 +209,8 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
     info!(ceremony = %spec.ceremony_id, group = %spec.group, t = spec.threshold, n = spec.members.len(), "DKG started");
 
     let reports = run_rounds(coord, &spec, &wire_spec).await?;
-    let pkp = dkg::check_reports(&spec, &coord.directory, &reports).map_err(|e| Status::aborted(e.to_string()))?;
+    let pkp = dkg::check_reports(&spec, &coord.directory, &reports)
+        .map_err(|e| Status::aborted(e.to_string()))?;
     let group_public_key = reports
         .first()
         .map(|r| r.group_public_key.clone())
@@ -178,7 +221,9 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
         tier: spec.tier,
         threshold: spec.threshold,
         members: spec.members.clone(),
-        public_key_package: pkp.serialize().map_err(|e| Status::internal(e.to_string()))?,
+        public_key_package: pkp
+            .serialize()
+            .map_err(|e| Status::internal(e.to_string()))?,
         group_public_key,
         active: false,
     };
@@ -191,10 +236,18 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
     // K4: a test signature proves the shares work before anyone relies on the group.
     let message = activation_message(&spec.group, &record.group_public_key);
     let attempts = spec.members.len();
-    let (signature, signers) = sign_with_retries(coord, &record, &message, &Target::Activation, attempts)
-        .await
-        .map_err(|e| Status::aborted(format!("group {} generated but its test signature failed: {e}", spec.group)))?;
-    let signature = signature.serialize().map_err(|e| Status::internal(e.to_string()))?;
+    let (signature, signers) =
+        sign_with_retries(coord, &record, &message, &Target::Activation, attempts)
+            .await
+            .map_err(|e| {
+                Status::aborted(format!(
+                    "group {} generated but its test signature failed: {e}",
+                    spec.group
+                ))
+            })?;
+    let signature = signature
+        .serialize()
+        .map_err(|e| Status::internal(e.to_string()))?;
     call_all(coord, &spec, "activation", |_, mut c| {
         let r = pb::ActivateGroupRequest {
             group: spec.group.to_string(),
@@ -218,7 +271,12 @@ pub async fn create_key_group(coord: &Arc<Coordinator>, req: pb::CreateKeyGroupR
 }
 
 /// Calls one member with the round deadline, naming it on failure.
-async fn call_one<T, Fut>(coord: &Coordinator, id: &NodeId, step: &str, f: impl FnOnce(SignerNodeClient<Channel>) -> Fut) -> Result<T, Status>
+async fn call_one<T, Fut>(
+    coord: &Coordinator,
+    id: &NodeId,
+    step: &str,
+    f: impl FnOnce(SignerNodeClient<Channel>) -> Fut,
+) -> Result<T, Status>
 where
     Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
 {
@@ -229,8 +287,13 @@ where
         .ok_or_else(|| Status::invalid_argument(format!("{id} is not in the cluster manifest")))?;
     match tokio::time::timeout(coord.config.round_timeout(), f(client)).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
-        Ok(Err(status)) => Err(Status::aborted(format!("repair aborted at {step}: {id}: {}", status.message()))),
-        Err(_) => Err(Status::unavailable(format!("repair aborted at {step}: {id} did not answer in time"))),
+        Ok(Err(status)) => Err(Status::aborted(format!(
+            "repair aborted at {step}: {id}: {}",
+            status.message()
+        ))),
+        Err(_) => Err(Status::unavailable(format!(
+            "repair aborted at {step}: {id} did not answer in time"
+        ))),
     }
 }
 
@@ -238,7 +301,10 @@ where
 /// helpers (repairable threshold scheme). The group key is unchanged; the
 /// lost node is revoked and never contacted again. Follow with a refresh so a
 /// stolen copy of the lost share becomes useless.
-pub async fn repair_key_group(coord: &Arc<Coordinator>, req: pb::RepairKeyGroupRequest) -> Result<GroupRecord, Status> {
+pub async fn repair_key_group(
+    coord: &Arc<Coordinator>,
+    req: pb::RepairKeyGroupRequest,
+) -> Result<GroupRecord, Status> {
     use permafrost_proto::convert::{group_name, node_id, tier_to_wire};
     let _one_at_a_time = coord.ceremony_lock.lock().await;
     let name = group_name("name", &req.name)?;
@@ -257,15 +323,26 @@ pub async fn repair_key_group(coord: &Arc<Coordinator>, req: pb::RepairKeyGroupR
         .members
         .iter()
         .filter(|m| **m != lost && coord.members.health(m).reachable)
-        .map(|m| (m.clone(), coord.members.get(m).map(|x| x.region.clone()).unwrap_or_default(), coord.members.health(m).latency))
+        .map(|m| {
+            (
+                m.clone(),
+                coord
+                    .members
+                    .get(m)
+                    .map(|x| x.region.clone())
+                    .unwrap_or_default(),
+                coord.members.health(m).latency,
+            )
+        })
         .collect();
-    let helpers = crate::driver::choose_signers(&candidates, usize::from(record.threshold)).ok_or_else(|| {
-        Status::unavailable(format!(
-            "below threshold: {} of {} helpers reachable",
-            candidates.len(),
-            record.threshold
-        ))
-    })?;
+    let helpers = crate::driver::choose_signers(&candidates, usize::from(record.threshold))
+        .ok_or_else(|| {
+            Status::unavailable(format!(
+                "below threshold: {} of {} helpers reachable",
+                candidates.len(),
+                record.threshold
+            ))
+        })?;
     let mut id = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut id);
     let wire_spec = pb::RepairSpec {
@@ -288,28 +365,61 @@ pub async fn repair_key_group(coord: &Arc<Coordinator>, req: pb::RepairKeyGroupR
     let mut deltas = Vec::new();
     for h in &helpers {
         let r = request(Vec::new(), Vec::new());
-        deltas.extend(call_one(coord, h, "deltas", |mut c| async move { c.repair_deltas(r).await }).await?.messages);
+        deltas.extend(
+            call_one(coord, h, "deltas", |mut c| async move {
+                c.repair_deltas(r).await
+            })
+            .await?
+            .messages,
+        );
     }
     let mut sigmas = Vec::new();
     for h in &helpers {
-        let mine = deltas.iter().filter(|d| d.recipient == h.as_str()).cloned().collect();
+        let mine = deltas
+            .iter()
+            .filter(|d| d.recipient == h.as_str())
+            .cloned()
+            .collect();
         let r = request(mine, Vec::new());
-        sigmas.push(call_one(coord, h, "sigma", |mut c| async move { c.repair_sigma(r).await }).await?);
+        sigmas.push(
+            call_one(
+                coord,
+                h,
+                "sigma",
+                |mut c| async move { c.repair_sigma(r).await },
+            )
+            .await?,
+        );
     }
     let r = request(sigmas, record.public_key_package.clone());
-    let report = call_one(coord, &replacement, "receive", |mut c| async move { c.repair_receive(r).await }).await?;
+    let report = call_one(coord, &replacement, "receive", |mut c| async move {
+        c.repair_receive(r).await
+    })
+    .await?;
     if report.group_public_key != record.group_public_key {
         return Err(Status::aborted("replacement reports a different group key"));
     }
     for m in record.members.iter().filter(|m| **m != lost) {
         let r = request(Vec::new(), Vec::new());
-        if let Err(e) = call_one(coord, m, "replace member", |mut c| async move { c.replace_member(r).await }).await {
+        if let Err(e) = call_one(coord, m, "replace member", |mut c| async move {
+            c.replace_member(r).await
+        })
+        .await
+        {
             warn!(node = %m, error = %e.message(), "member did not record the replacement; it will refuse ceremonies that name the new member");
         }
     }
     record.members = spec.new_members();
-    coord.store.put_group(&record).await.map_err(|e| Status::internal(e.to_string()))?;
-    coord.store.revoke(&lost).await.map_err(|e| Status::internal(e.to_string()))?;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    coord
+        .store
+        .revoke(&lost)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
     coord.members.revoke(&lost);
     let _ = coord.audit.append(
         "keygroup_repaired",
@@ -325,7 +435,11 @@ pub async fn repair_key_group(coord: &Arc<Coordinator>, req: pb::RepairKeyGroupR
 pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<GroupRecord, Status> {
     use std::collections::BTreeMap;
     let name = permafrost_proto::convert::group_name("name", name)?;
-    if let Some(existing) = coord.store.group(&name).map_err(|e| Status::internal(e.to_string()))? {
+    if let Some(existing) = coord
+        .store
+        .group(&name)
+        .map_err(|e| Status::internal(e.to_string()))?
+    {
         return Ok(existing);
     }
     let deadline = coord.config.round_timeout();
@@ -340,19 +454,33 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
         }
     });
     let mut votes: BTreeMap<Vec<u8>, (pb::NodeKeyGroup, Vec<NodeId>)> = BTreeMap::new();
-    for (node, status) in futures::future::join_all(probes).await.into_iter().flatten() {
-        if let Some(g) = status.key_groups.into_iter().find(|g| g.name == name.as_str() && g.active) {
+    for (node, status) in futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        if let Some(g) = status
+            .key_groups
+            .into_iter()
+            .find(|g| g.name == name.as_str() && g.active)
+        {
             // Only a member's own report counts.
             if g.members.iter().any(|m| m == node.as_str()) {
                 let key = prost::Message::encode_to_vec(&g);
-                votes.entry(key).or_insert_with(|| (g, Vec::new())).1.push(node);
+                votes
+                    .entry(key)
+                    .or_insert_with(|| (g, Vec::new()))
+                    .1
+                    .push(node);
             }
         }
     }
     let (report, voters) = votes
         .into_values()
         .max_by_key(|(_, v)| v.len())
-        .ok_or_else(|| Status::not_found(format!("no reachable member reports key group {name}")))?;
+        .ok_or_else(|| {
+            Status::not_found(format!("no reachable member reports key group {name}"))
+        })?;
     if voters.len() < report.threshold as usize {
         return Err(Status::unavailable(format!(
             "only {} member(s) agree on key group {name}; {} needed",
@@ -362,8 +490,15 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
     }
     let pkp = frost_secp256k1::keys::PublicKeyPackage::deserialize(&report.public_key_package)
         .map_err(|e| Status::aborted(format!("reported public key package: {e}")))?;
-    if pkp.verifying_key().serialize().map_err(|e| Status::internal(e.to_string()))? != report.group_public_key {
-        return Err(Status::aborted("reported public key package does not match the group key"));
+    if pkp
+        .verifying_key()
+        .serialize()
+        .map_err(|e| Status::internal(e.to_string()))?
+        != report.group_public_key
+    {
+        return Err(Status::aborted(
+            "reported public key package does not match the group key",
+        ));
     }
     let record = GroupRecord {
         v: 1,
@@ -379,7 +514,11 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
         group_public_key: report.group_public_key,
         active: true,
     };
-    coord.store.put_group(&record).await.map_err(|e| Status::internal(e.to_string()))?;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
     let _ = coord.audit.append(
         "keygroup_adopted",
         serde_json::json!({"group": name.as_str(), "reported_by": voters.iter().map(|v| v.as_str()).collect::<Vec<_>>()}),

@@ -56,10 +56,11 @@ fn default_health_interval() -> u64 {
 impl CoordinatorConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, CoordinatorError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CoordinatorError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let config: Self =
-            toml::from_str(&text).map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CoordinatorError::Config(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
         config.validate()?;
         Ok(config)
     }
@@ -67,19 +68,33 @@ impl CoordinatorConfig {
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), CoordinatorError> {
         let bad = |field: &str, value: &dyn std::fmt::Display, reason: &str| {
-            Err(CoordinatorError::Config(format!("{field} = {value}: {reason}")))
+            Err(CoordinatorError::Config(format!(
+                "{field} = {value}: {reason}"
+            )))
         };
         if self.id.is_empty() {
             return bad("id", &"\"\"", "must not be empty");
         }
         if !(100..=600_000).contains(&self.round_timeout_ms) {
-            return bad("round_timeout_ms", &self.round_timeout_ms, "must be 100..=600000");
+            return bad(
+                "round_timeout_ms",
+                &self.round_timeout_ms,
+                "must be 100..=600000",
+            );
         }
         if self.submit_wait_ms > 600_000 {
-            return bad("submit_wait_ms", &self.submit_wait_ms, "must be at most 600000");
+            return bad(
+                "submit_wait_ms",
+                &self.submit_wait_ms,
+                "must be at most 600000",
+            );
         }
         if !(100..=60_000).contains(&self.health_interval_ms) {
-            return bad("health_interval_ms", &self.health_interval_ms, "must be 100..=60000");
+            return bad(
+                "health_interval_ms",
+                &self.health_interval_ms,
+                "must be 100..=60000",
+            );
         }
         self.custody_keys()?;
         Ok(())
@@ -89,16 +104,21 @@ impl CoordinatorConfig {
     pub fn custody_keys(&self) -> Result<Vec<VerifyingKey>, CoordinatorError> {
         self.custody_keys
             .iter()
-            .map(|k| parse_ed25519_hex("custody_keys", k).map_err(|e| CoordinatorError::Config(e.to_string())))
+            .map(|k| {
+                parse_ed25519_hex("custody_keys", k)
+                    .map_err(|e| CoordinatorError::Config(e.to_string()))
+            })
             .collect()
     }
 
     /// Reads and validates the policy file.
     pub fn load_policy(&self) -> Result<permafrost_core::policy::Policy, CoordinatorError> {
-        let text = std::fs::read_to_string(&self.policy)
-            .map_err(|e| CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display())))?;
-        permafrost_core::policy::Policy::from_toml(&text)
-            .map_err(|e| CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display())))
+        let text = std::fs::read_to_string(&self.policy).map_err(|e| {
+            CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display()))
+        })?;
+        permafrost_core::policy::Policy::from_toml(&text).map_err(|e| {
+            CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display()))
+        })
     }
 
     /// Round deadline.

@@ -48,15 +48,20 @@ pub enum AttemptError {
 fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
     let msg = format!("{}: {}", node, status.message());
     match status.code() {
-        Code::PermissionDenied | Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::Aborted => {
-            AttemptError::Refused(node.clone(), msg)
-        }
+        Code::PermissionDenied
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::Aborted => AttemptError::Refused(node.clone(), msg),
         _ => AttemptError::Unreachable(node.clone(), format!("{} ({})", msg, status.code())),
     }
 }
 
 /// Picks `t` signers: healthy ones first, spread across regions, then by latency.
-pub fn choose_signers(candidates: &[(NodeId, String, Option<Duration>)], t: usize) -> Option<Vec<NodeId>> {
+pub fn choose_signers(
+    candidates: &[(NodeId, String, Option<Duration>)],
+    t: usize,
+) -> Option<Vec<NodeId>> {
     if candidates.len() < t {
         return None;
     }
@@ -120,7 +125,10 @@ pub async fn attempt(
                 Ok((id.clone(), resp.into_inner()))
             }
             Ok(Err(status)) => Err(classify(id, status)),
-            Err(_) => Err(AttemptError::Unreachable(id.clone(), format!("{id}: round 1 deadline exceeded"))),
+            Err(_) => Err(AttemptError::Unreachable(
+                id.clone(),
+                format!("{id}: round 1 deadline exceeded"),
+            )),
         }
     });
     let mut handles = BTreeMap::new();
@@ -128,12 +136,20 @@ pub async fn attempt(
     for result in futures::future::join_all(commits).await {
         let (id, resp) = result?;
         let identifier = identifier_of(group, &id)?;
-        let expected = group.members.iter().position(|m| *m == id).map(|i| i as u32 + 1);
+        let expected = group
+            .members
+            .iter()
+            .position(|m| *m == id)
+            .map(|i| i as u32 + 1);
         if expected != Some(resp.identifier) {
-            return Err(AttemptError::Refused(id, "reported a wrong identifier".into()));
+            return Err(AttemptError::Refused(
+                id,
+                "reported a wrong identifier".into(),
+            ));
         }
-        let c = SigningCommitments::deserialize(&resp.commitments)
-            .map_err(|e| AttemptError::Refused(id.clone(), format!("malformed commitments: {e}")))?;
+        let c = SigningCommitments::deserialize(&resp.commitments).map_err(|e| {
+            AttemptError::Refused(id.clone(), format!("malformed commitments: {e}"))
+        })?;
         commitments.insert(identifier, c);
         handles.insert(id, resp.nonce_handle);
     }
@@ -142,8 +158,14 @@ pub async fn attempt(
         .serialize()
         .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
     let (wire_target, approvals) = match target {
-        Target::Withdrawal(w, a) => (pb::sign_request::Target::Withdrawal((**w).clone()), a.clone()),
-        Target::Activation => (pb::sign_request::Target::Activation(pb::ActivationTest {}), Vec::new()),
+        Target::Withdrawal(w, a) => (
+            pb::sign_request::Target::Withdrawal((**w).clone()),
+            a.clone(),
+        ),
+        Target::Activation => (
+            pb::sign_request::Target::Activation(pb::ActivationTest {}),
+            Vec::new(),
+        ),
     };
     // Round 2: shares.
     let signs = handles.iter().map(|(id, handle)| {
@@ -162,7 +184,10 @@ pub async fn attempt(
             match tokio::time::timeout(deadline, client.sign(req)).await {
                 Ok(Ok(resp)) => Ok((id.clone(), resp.into_inner())),
                 Ok(Err(status)) => Err(classify(id, status)),
-                Err(_) => Err(AttemptError::Unreachable(id.clone(), format!("{id}: round 2 deadline exceeded"))),
+                Err(_) => Err(AttemptError::Unreachable(
+                    id.clone(),
+                    format!("{id}: round 2 deadline exceeded"),
+                )),
             }
         }
     });
@@ -172,9 +197,18 @@ pub async fn attempt(
         let (id, resp) = result?;
         let share = SignatureShare::deserialize(&resp.signature_share).map_err(|e| {
             warn!(node = %id, error = %e, "malformed signature share");
-            AttemptError::InvalidShares(vec![evidence(group, &id, &resp.signature_share, &package_bytes, "")])
+            AttemptError::InvalidShares(vec![evidence(
+                group,
+                &id,
+                &resp.signature_share,
+                &package_bytes,
+                "",
+            )])
         })?;
-        raw_shares.insert(identifier_of(group, &id)?, (id.clone(), resp.signature_share));
+        raw_shares.insert(
+            identifier_of(group, &id)?,
+            (id.clone(), resp.signature_share),
+        );
         shares.insert(identifier_of(group, &id)?, share);
     }
     let pkp = PublicKeyPackage::deserialize(&group.public_key_package)
@@ -191,7 +225,13 @@ pub async fn attempt(
     })
 }
 
-fn evidence(group: &GroupRecord, node: &NodeId, share: &[u8], package: &[u8], request_id: &str) -> Exclusion {
+fn evidence(
+    group: &GroupRecord,
+    node: &NodeId,
+    share: &[u8],
+    package: &[u8],
+    request_id: &str,
+) -> Exclusion {
     Exclusion {
         v: 1,
         group: group.name.clone(),
@@ -243,7 +283,11 @@ pub async fn sign_with_retries(
 }
 
 fn region_of(coord: &Coordinator, id: &NodeId) -> String {
-    coord.members.get(id).map(|m| m.region.clone()).unwrap_or_default()
+    coord
+        .members
+        .get(id)
+        .map(|m| m.region.clone())
+        .unwrap_or_default()
 }
 
 /// Starts the driver task for `id` unless one is running; returns a receiver that turns `true` when it ends.
@@ -273,26 +317,48 @@ pub fn ensure_driver(coord: &Arc<Coordinator>, id: &RequestId) -> watch::Receive
 
 /// Drives one request to SIGNED or FAILED.
 async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
-    let record = coord.store.request(id).map_err(|e| e.to_string())?.ok_or("request vanished")?;
+    let record = coord
+        .store
+        .request(id)
+        .map_err(|e| e.to_string())?
+        .ok_or("request vanished")?;
     let wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| e.to_string())?;
-    let signed: SignedWithdrawal = (&wire).try_into().map_err(|e: tonic::Status| e.message().to_string())?;
+    let signed: SignedWithdrawal = (&wire)
+        .try_into()
+        .map_err(|e: tonic::Status| e.message().to_string())?;
     let request = &signed.request;
     let digest = request.digest();
-    announce(coord, &request.key_group, &wire).await;
+    // Best effort, in the background: a partitioned member must not delay signing.
+    {
+        let coord = coord.clone();
+        let group = request.key_group.clone();
+        let wire = wire.clone();
+        tokio::spawn(async move { announce(&coord, &group, &wire).await });
+    }
     let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
     let mut refusals: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut other_failures = 0u32;
     let mut reprobed = false;
     loop {
-        let record = coord.store.request(id).map_err(|e| e.to_string())?.ok_or("request vanished")?;
+        let record = coord
+            .store
+            .request(id)
+            .map_err(|e| e.to_string())?
+            .ok_or("request vanished")?;
         if record.state != RequestState::Pending {
             return Ok(());
         }
-        let fail = |why: String| coord.update_request(id, move |r| {
-            r.state = RequestState::Failed;
-            r.detail = why;
-        });
-        let Some(group) = coord.store.group(&request.key_group).map_err(|e| e.to_string())? else {
+        let fail = |why: String| {
+            coord.update_request(id, move |r| {
+                r.state = RequestState::Failed;
+                r.detail = why;
+            })
+        };
+        let Some(group) = coord
+            .store
+            .group(&request.key_group)
+            .map_err(|e| e.to_string())?
+        else {
             return fail(format!("unknown key group {}", request.key_group)).await;
         };
         let now = unix_now();
@@ -300,7 +366,10 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             let why = if refusals.is_empty() {
                 "expired before it could be signed".to_string()
             } else {
-                format!("expired; refusals: {}", refusals.values().cloned().collect::<Vec<_>>().join("; "))
+                format!(
+                    "expired; refusals: {}",
+                    refusals.values().cloned().collect::<Vec<_>>().join("; ")
+                )
             };
             return fail(why).await;
         }
@@ -321,7 +390,9 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 let detail = waiting_detail(approvals_missing, time_locked_until);
                 coord.update_request(id, |r| r.detail = detail).await?;
                 let wait = time_locked_until
-                    .map(|t| Duration::from_secs(t.saturating_sub(now)).max(Duration::from_millis(200)))
+                    .map(|t| {
+                        Duration::from_secs(t.saturating_sub(now)).max(Duration::from_millis(200))
+                    })
                     .unwrap_or(Duration::from_secs(5))
                     .min(Duration::from_secs(5));
                 let _ = tokio::time::timeout(wait, coord.approvals_changed.notified()).await;
@@ -332,7 +403,11 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
         let mut candidates = Vec::new();
         let mut excluded = 0usize;
         for m in &group.members {
-            if coord.store.is_excluded(&group.name, m).map_err(|e| e.to_string())? {
+            if coord
+                .store
+                .is_excluded(&group.name, m)
+                .map_err(|e| e.to_string())?
+            {
                 excluded += 1;
                 continue;
             }
@@ -346,7 +421,10 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             }
         }
         if group.members.len() - excluded - refusals.len() < t {
-            let why = format!("refused: {}", refusals.values().cloned().collect::<Vec<_>>().join("; "));
+            let why = format!(
+                "refused: {}",
+                refusals.values().cloned().collect::<Vec<_>>().join("; ")
+            );
             return fail(why).await;
         }
         let Some(signers) = choose_signers(&candidates, t) else {
@@ -436,7 +514,10 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             .update_request(id, move |r| {
                 r.attempts += 1;
                 r.culprits.extend(culprits);
-                r.detail = format!("attempt {} failed ({detail}); retrying on a new subset", r.attempts);
+                r.detail = format!(
+                    "attempt {} failed ({detail}); retrying on a new subset",
+                    r.attempts
+                );
             })
             .await?;
     }
@@ -455,19 +536,27 @@ pub fn waiting_detail(approvals_missing: u32, time_locked_until: Option<u64>) ->
 }
 
 /// Tells every member of the group about the request, so their own time-lock clocks start.
-async fn announce(coord: &Coordinator, group: &permafrost_core::GroupName, wire: &pb::SignedWithdrawal) {
+async fn announce(
+    coord: &Coordinator,
+    group: &permafrost_core::GroupName,
+    wire: &pb::SignedWithdrawal,
+) {
     let Ok(Some(group)) = coord.store.group(group) else {
         return;
     };
-    let calls = group.members.iter().filter_map(|m| coord.members.get(m)).map(|m| {
-        let mut client = m.client.clone();
-        let wire = wire.clone();
-        async move {
-            if let Err(e) = client.announce(wire).await {
-                warn!(node = %m.id, error = %e.message(), "announce failed");
+    let calls = group
+        .members
+        .iter()
+        .filter_map(|m| coord.members.get(m))
+        .map(|m| {
+            let mut client = m.client.clone();
+            let wire = wire.clone();
+            async move {
+                if let Err(e) = client.announce(wire).await {
+                    warn!(node = %m.id, error = %e.message(), "announce failed");
+                }
             }
-        }
-    });
+        });
     futures::future::join_all(calls).await;
 }
 
@@ -487,7 +576,10 @@ mod tests {
             (n("n3"), "us".to_string(), Some(Duration::from_millis(50))),
             (n("n4"), "ap".to_string(), Some(Duration::from_millis(90))),
         ];
-        assert_eq!(choose_signers(&c, 3).expect("enough"), vec![n("n1"), n("n3"), n("n4")]);
+        assert_eq!(
+            choose_signers(&c, 3).expect("enough"),
+            vec![n("n1"), n("n3"), n("n4")]
+        );
         assert_eq!(choose_signers(&c, 4).expect("enough").len(), 4);
         assert!(choose_signers(&c, 5).is_none());
     }

@@ -58,24 +58,27 @@ pub struct Coordinator {
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator").field("id", &self.config.id).finish_non_exhaustive()
+        f.debug_struct("Coordinator")
+            .field("id", &self.config.id)
+            .finish_non_exhaustive()
     }
 }
 
 /// The coordinator's audit log, checkpoints signed by its own audit key
 /// (created on first start, 0600 in the data dir).
-fn open_audit(config: &CoordinatorConfig) -> Result<permafrost_proto::audit::AuditLog, CoordinatorError> {
+fn open_audit(
+    config: &CoordinatorConfig,
+) -> Result<permafrost_proto::audit::AuditLog, CoordinatorError> {
     use ed25519_dalek::{Signer, SigningKey};
     let key_path = config.data_dir.join("audit-signing.key");
     let key = match std::fs::read_to_string(&key_path) {
         Ok(text) => {
-            let bytes = zeroize::Zeroizing::new(
-                hex::decode(text.trim()).map_err(|_| CoordinatorError::Config(format!("{}: not hex", key_path.display())))?,
-            );
-            let seed: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| CoordinatorError::Config(format!("{}: expected 32 bytes", key_path.display())))?;
+            let bytes = zeroize::Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
+                CoordinatorError::Config(format!("{}: not hex", key_path.display()))
+            })?);
+            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                CoordinatorError::Config(format!("{}: expected 32 bytes", key_path.display()))
+            })?;
             SigningKey::from_bytes(&seed)
         }
         Err(_) => {
@@ -92,7 +95,10 @@ fn open_audit(config: &CoordinatorConfig) -> Result<permafrost_proto::audit::Aud
             key
         }
     };
-    let path = config.audit_log.clone().unwrap_or_else(|| config.data_dir.join("audit.log"));
+    let path = config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit.log"));
     let log = permafrost_proto::audit::AuditLog::open(
         &path,
         &config.id,
@@ -100,7 +106,8 @@ fn open_audit(config: &CoordinatorConfig) -> Result<permafrost_proto::audit::Aud
         Box::new(move |msg| key.sign(msg).to_bytes()),
     )
     .map_err(CoordinatorError::Config)?;
-    log.append("coordinator_started", serde_json::json!({})).map_err(CoordinatorError::Config)?;
+    log.append("coordinator_started", serde_json::json!({}))
+        .map_err(CoordinatorError::Config)?;
     Ok(log)
 }
 
@@ -109,15 +116,21 @@ impl Coordinator {
     pub fn open(config: CoordinatorConfig) -> Result<Arc<Self>, CoordinatorError> {
         config.validate()?;
         let tls = TlsMaterial::load(&config.tls).map_err(CoordinatorError::Config)?;
-        let text = std::fs::read_to_string(&config.manifest)
-            .map_err(|e| CoordinatorError::Config(format!("manifest = {}: {e}", config.manifest.display())))?;
+        let text = std::fs::read_to_string(&config.manifest).map_err(|e| {
+            CoordinatorError::Config(format!("manifest = {}: {e}", config.manifest.display()))
+        })?;
         let directory = ClusterManifest::from_json(&text)
             .and_then(|m| m.validate())
-            .map_err(|e| CoordinatorError::Config(format!("manifest = {}: {e}", config.manifest.display())))?;
+            .map_err(|e| {
+                CoordinatorError::Config(format!("manifest = {}: {e}", config.manifest.display()))
+            })?;
         let store = CoordinatorStore::open(&config.data_dir)?;
         let policy = config.load_policy()?;
         let audit = open_audit(&config)?;
-        let members = Arc::new(Members::new(&directory, &tls, config.round_timeout()).map_err(CoordinatorError::Config)?);
+        let members = Arc::new(
+            Members::new(&directory, &tls, config.round_timeout())
+                .map_err(CoordinatorError::Config)?,
+        );
         for node in store.revoked()? {
             members.revoke(&node);
         }
@@ -150,12 +163,19 @@ impl Coordinator {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("request {id} vanished"))?;
         change(&mut record);
-        self.store.put_request(id, &record).await.map_err(|e| e.to_string())
+        self.store
+            .put_request(id, &record)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Serves `Custody` (custody role) and `Ceremony` (operator role) on `listener`
     /// until `shutdown`; probes member health and resumes pending requests meanwhile.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), String> {
         use permafrost_core::Role;
         use permafrost_proto::auth::RequireRole;
         use permafrost_proto::{ceremony_server::CeremonyServer, custody_server::CustodyServer};
@@ -176,11 +196,17 @@ impl Coordinator {
         }
         let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
         let custody = InterceptedService::new(
-            CustodyServer::new(service::CustodyService { coord: self.clone() }).max_decoding_message_size(max),
+            CustodyServer::new(service::CustodyService {
+                coord: self.clone(),
+            })
+            .max_decoding_message_size(max),
             RequireRole(Role::Custody),
         );
         let ceremony = InterceptedService::new(
-            CeremonyServer::new(service::CeremonyService { coord: self.clone() }).max_decoding_message_size(max),
+            CeremonyServer::new(service::CeremonyService {
+                coord: self.clone(),
+            })
+            .max_decoding_message_size(max),
             RequireRole(Role::Operator),
         );
         let routes = tonic::service::Routes::new(custody).add_service(ceremony);
@@ -193,7 +219,11 @@ impl Coordinator {
         )
         .await;
         probe.abort();
-        if let Err(e) = self.audit.append("coordinator_stopped", serde_json::json!({})).and_then(|_| self.audit.checkpoint()) {
+        if let Err(e) = self
+            .audit
+            .append("coordinator_stopped", serde_json::json!({}))
+            .and_then(|_| self.audit.checkpoint())
+        {
             tracing::error!(error = %e, "audit log: cannot record shutdown");
         }
         result

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use permafrost_coordinator::{config::CoordinatorConfig, Coordinator};
 
 #[derive(Parser)]
-#[command(name = "permafrost-coordinator", about = "Permafrost coordinator (untrusted for safety)", version)]
+#[command(
+    name = "permafrost-coordinator",
+    about = "Permafrost coordinator (untrusted for safety)",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,9 @@ async fn main() -> std::process::ExitCode {
             .await
             .map_err(|e| format!("listen = {addr}: {e}"))?;
         tracing::info!(%addr, "coordinator serving");
-        coord.run(listener, permafrost_proto::logging::shutdown_signal()).await
+        coord
+            .run(listener, permafrost_proto::logging::shutdown_signal())
+            .await
     }
     .await;
     match result {

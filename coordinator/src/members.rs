@@ -48,11 +48,17 @@ pub struct Members {
 
 impl Members {
     /// Builds clients for every node in the manifest.
-    pub fn new(directory: &Directory, tls: &TlsMaterial, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        directory: &Directory,
+        tls: &TlsMaterial,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut members = BTreeMap::new();
         for entry in directory.iter() {
-            let channel = tls.channel(&entry.node.endpoint, &entry.node.tls_server_name, timeout)?;
-            let client = SignerNodeClient::new(channel).max_decoding_message_size(permafrost_proto::server::MAX_MESSAGE_BYTES);
+            let channel =
+                tls.channel(&entry.node.endpoint, &entry.node.tls_server_name, timeout)?;
+            let client = SignerNodeClient::new(channel)
+                .max_decoding_message_size(permafrost_proto::server::MAX_MESSAGE_BYTES);
             members.insert(
                 entry.node.id.clone(),
                 Member {
@@ -136,8 +142,14 @@ impl Members {
             )
             .await;
             match result {
-                Ok(Ok(status)) => self.record(&m.id, Ok(started.elapsed()), Some(status.get_ref().sealed)),
-                Ok(Err(status)) => self.record(&m.id, Err(format!("{}: {}", status.code(), status.message())), None),
+                Ok(Ok(status)) => {
+                    self.record(&m.id, Ok(started.elapsed()), Some(status.get_ref().sealed))
+                }
+                Ok(Err(status)) => self.record(
+                    &m.id,
+                    Err(format!("{}: {}", status.code(), status.message())),
+                    None,
+                ),
                 Err(_) => self.record(&m.id, Err("health probe timed out".into()), None),
             }
         });

@@ -20,13 +20,23 @@ impl From<CoordinatorError> for Status {
     }
 }
 
-fn to_wire_status(id: &RequestId, r: &RequestRecord, group_key: Vec<u8>, message: Vec<u8>, verdict: Option<Verdict>) -> pb::WithdrawalStatus {
+fn to_wire_status(
+    id: &RequestId,
+    r: &RequestRecord,
+    group_key: Vec<u8>,
+    message: Vec<u8>,
+    verdict: Option<Verdict>,
+) -> pb::WithdrawalStatus {
     let (approvals_missing, time_locked_until, rejected) = match verdict {
         Some(Verdict::Waiting {
             approvals_missing,
             time_locked_until,
             rejected_approvals,
-        }) => (approvals_missing, time_locked_until.unwrap_or(0), rejected_approvals),
+        }) => (
+            approvals_missing,
+            time_locked_until.unwrap_or(0),
+            rejected_approvals,
+        ),
         _ => (0, 0, Vec::new()),
     };
     let state = match r.state {
@@ -48,7 +58,11 @@ fn to_wire_status(id: &RequestId, r: &RequestRecord, group_key: Vec<u8>, message
         approvals: r
             .approvals
             .iter()
-            .filter(|a| !rejected.iter().any(|why| why.starts_with(&format!("{}:", a.approver_id))))
+            .filter(|a| {
+                !rejected
+                    .iter()
+                    .any(|why| why.starts_with(&format!("{}:", a.approver_id)))
+            })
             .map(|a| a.approver_id.clone())
             .collect(),
         approvals_missing,
@@ -94,7 +108,9 @@ impl Coordinator {
         let wait = Duration::from_millis(self.config.submit_wait_ms);
         let status = self.status_of(id)?;
         let locked_beyond_wait = status.time_locked_until > unix_now() + wait.as_secs();
-        if status.state() == pb::WithdrawalState::Pending && (status.approvals_missing > 0 || locked_beyond_wait) {
+        if status.state() == pb::WithdrawalState::Pending
+            && (status.approvals_missing > 0 || locked_beyond_wait)
+        {
             return Ok(status);
         }
         // Answer early, rather than hang, when too few members are reachable;
@@ -102,11 +118,16 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             let slice = Duration::from_millis(200).min(deadline - tokio::time::Instant::now());
-            if tokio::time::timeout(slice, done.wait_for(|finished| *finished)).await.is_ok() {
+            if tokio::time::timeout(slice, done.wait_for(|finished| *finished))
+                .await
+                .is_ok()
+            {
                 break;
             }
             let status = self.status_of(id)?;
-            if status.state() == pb::WithdrawalState::Pending && status.detail.starts_with("below threshold") {
+            if status.state() == pb::WithdrawalState::Pending
+                && status.detail.starts_with("below threshold")
+            {
                 return Ok(status);
             }
         }
@@ -118,15 +139,23 @@ impl Coordinator {
             .store
             .request(id)?
             .ok_or_else(|| Status::not_found(format!("no withdrawal with request id {id}")))?;
-        let wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| Status::internal(e.to_string()))?;
+        let wire = pb::SignedWithdrawal::decode(record.signed.as_slice())
+            .map_err(|e| Status::internal(e.to_string()))?;
         let signed: SignedWithdrawal = (&wire).try_into()?;
         let group_key = self
             .store
             .group(&signed.request.key_group)?
             .map(|g| g.group_public_key)
             .unwrap_or_default();
-        let verdict = (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record));
-        Ok(to_wire_status(id, &record, group_key, signed.request.payload, verdict))
+        let verdict =
+            (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record));
+        Ok(to_wire_status(
+            id,
+            &record,
+            group_key,
+            signed.request.payload,
+            verdict,
+        ))
     }
 
     fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord) -> Verdict {
@@ -135,7 +164,14 @@ impl Coordinator {
             spent_24h: 0,
             first_seen: Some(record.accepted_at),
         };
-        evaluate(&self.policy, &signed.request, &signed.request.digest(), &approvals, ledger, unix_now())
+        evaluate(
+            &self.policy,
+            &signed.request,
+            &signed.request.digest(),
+            &approvals,
+            ledger,
+            unix_now(),
+        )
     }
 }
 
@@ -146,7 +182,10 @@ pub struct CustodyService {
 
 #[tonic::async_trait]
 impl Custody for CustodyService {
-    async fn submit_withdrawal(&self, request: Request<pb::SignedWithdrawal>) -> Result<Response<pb::WithdrawalStatus>, Status> {
+    async fn submit_withdrawal(
+        &self,
+        request: Request<pb::SignedWithdrawal>,
+    ) -> Result<Response<pb::WithdrawalStatus>, Status> {
         let coord = &self.coord;
         let wire = request.into_inner();
         let signed: SignedWithdrawal = (&wire).try_into()?;
@@ -167,7 +206,9 @@ impl Custody for CustodyService {
         let group = coord
             .store
             .group(&signed.request.key_group)?
-            .ok_or_else(|| Status::not_found(format!("unknown key group {}", signed.request.key_group)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("unknown key group {}", signed.request.key_group))
+            })?;
         let view = GroupView {
             name: group.name.clone(),
             tier: group.tier,
@@ -184,7 +225,14 @@ impl Custody for CustodyService {
             spent_24h: 0,
             first_seen: Some(now),
         };
-        if let Verdict::Denied(why) = evaluate(&coord.policy, &signed.request, &signed.request.digest(), &[], ledger, now) {
+        if let Verdict::Denied(why) = evaluate(
+            &coord.policy,
+            &signed.request,
+            &signed.request.digest(),
+            &[],
+            ledger,
+            now,
+        ) {
             return Err(Status::permission_denied(format!("refused: policy: {why}")));
         }
         let record = RequestRecord {
@@ -202,7 +250,9 @@ impl Custody for CustodyService {
         };
         if let Some(raced) = coord.store.insert_request(&id, &record).await? {
             if raced.digest != record.digest {
-                return Err(Status::already_exists(format!("request id {id} is already used by a different request")));
+                return Err(Status::already_exists(format!(
+                    "request id {id} is already used by a different request"
+                )));
             }
         }
         let _ = coord.audit.append(
@@ -212,19 +262,26 @@ impl Custody for CustodyService {
         Ok(Response::new(coord.wait_for(&id).await?))
     }
 
-    async fn submit_approval(&self, request: Request<pb::Approval>) -> Result<Response<pb::WithdrawalStatus>, Status> {
+    async fn submit_approval(
+        &self,
+        request: Request<pb::Approval>,
+    ) -> Result<Response<pb::WithdrawalStatus>, Status> {
         let coord = &self.coord;
         let wire = request.into_inner();
-        let id = RequestId::new(wire.request_id.clone()).map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
+        let id = RequestId::new(wire.request_id.clone())
+            .map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
         let approval: Approval = (&wire).try_into()?;
         let record = coord
             .store
             .request(&id)?
             .ok_or_else(|| Status::not_found(format!("no withdrawal with request id {id}")))?;
         if record.state != RequestState::Pending {
-            return Err(Status::failed_precondition(format!("request {id} is no longer pending")));
+            return Err(Status::failed_precondition(format!(
+                "request {id} is no longer pending"
+            )));
         }
-        let signed_wire = pb::SignedWithdrawal::decode(record.signed.as_slice()).map_err(|e| Status::internal(e.to_string()))?;
+        let signed_wire = pb::SignedWithdrawal::decode(record.signed.as_slice())
+            .map_err(|e| Status::internal(e.to_string()))?;
         let signed: SignedWithdrawal = (&signed_wire).try_into()?;
         // Check this approval alone, so the approver hears at once why it does not count.
         let mut probe = record.clone();
@@ -233,9 +290,14 @@ impl Custody for CustodyService {
             expires_at: approval.expires_at,
             signature: hex::encode(&approval.signature),
         }];
-        if let Verdict::Waiting { rejected_approvals, .. } = coord.verdict(&signed, &probe) {
+        if let Verdict::Waiting {
+            rejected_approvals, ..
+        } = coord.verdict(&signed, &probe)
+        {
             if let Some(why) = rejected_approvals.first() {
-                return Err(Status::permission_denied(format!("approval not counted: {why}")));
+                return Err(Status::permission_denied(format!(
+                    "approval not counted: {why}"
+                )));
             }
         }
         let added = probe.approvals.remove(0);
@@ -255,8 +317,12 @@ impl Custody for CustodyService {
         Ok(Response::new(coord.wait_for(&id).await?))
     }
 
-    async fn get_withdrawal(&self, request: Request<pb::GetWithdrawalRequest>) -> Result<Response<pb::WithdrawalStatus>, Status> {
-        let id = RequestId::new(request.into_inner().request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    async fn get_withdrawal(
+        &self,
+        request: Request<pb::GetWithdrawalRequest>,
+    ) -> Result<Response<pb::WithdrawalStatus>, Status> {
+        let id = RequestId::new(request.into_inner().request_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(self.coord.status_of(&id)?))
     }
 }
@@ -268,37 +334,59 @@ pub struct CeremonyService {
 
 #[tonic::async_trait]
 impl Ceremony for CeremonyService {
-    async fn create_key_group(&self, request: Request<pb::CreateKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
+    async fn create_key_group(
+        &self,
+        request: Request<pb::CreateKeyGroupRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
         let record = crate::ceremony::create_key_group(&self.coord, request.into_inner()).await?;
         Ok(Response::new(group_to_wire(&record)))
     }
 
-    async fn refresh_key_group(&self, request: Request<pb::RefreshKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
-        let record = crate::ceremony::refresh_key_group(&self.coord, &request.into_inner().name).await?;
+    async fn refresh_key_group(
+        &self,
+        request: Request<pb::RefreshKeyGroupRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
+        let record =
+            crate::ceremony::refresh_key_group(&self.coord, &request.into_inner().name).await?;
         Ok(Response::new(group_to_wire(&record)))
     }
 
-    async fn repair_key_group(&self, request: Request<pb::RepairKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
+    async fn repair_key_group(
+        &self,
+        request: Request<pb::RepairKeyGroupRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
         let record = crate::ceremony::repair_key_group(&self.coord, request.into_inner()).await?;
         Ok(Response::new(group_to_wire(&record)))
     }
 
-    async fn adopt_key_group(&self, request: Request<pb::AdoptKeyGroupRequest>) -> Result<Response<pb::KeyGroup>, Status> {
-        let record = crate::ceremony::adopt_key_group(&self.coord, &request.into_inner().name).await?;
+    async fn adopt_key_group(
+        &self,
+        request: Request<pb::AdoptKeyGroupRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
+        let record =
+            crate::ceremony::adopt_key_group(&self.coord, &request.into_inner().name).await?;
         Ok(Response::new(group_to_wire(&record)))
     }
 
-    async fn list_exclusions(&self, _request: Request<pb::ListExclusionsRequest>) -> Result<Response<pb::ExclusionList>, Status> {
+    async fn list_exclusions(
+        &self,
+        _request: Request<pb::ListExclusionsRequest>,
+    ) -> Result<Response<pb::ExclusionList>, Status> {
         Ok(Response::new(self.coord.exclusion_list()?))
     }
 
-    async fn clear_exclusion(&self, request: Request<pb::ClearExclusionRequest>) -> Result<Response<pb::ExclusionList>, Status> {
+    async fn clear_exclusion(
+        &self,
+        request: Request<pb::ClearExclusionRequest>,
+    ) -> Result<Response<pb::ExclusionList>, Status> {
         let operator = permafrost_proto::auth::principal(&request)?.id;
         let req = request.into_inner();
         let group = permafrost_proto::convert::group_name("group", &req.group)?;
         let node = permafrost_proto::convert::node_id("node_id", &req.node_id)?;
         if !self.coord.store.clear_exclusion(&group, &node).await? {
-            return Err(Status::not_found(format!("{node} is not excluded from {group}")));
+            return Err(Status::not_found(format!(
+                "{node} is not excluded from {group}"
+            )));
         }
         let _ = self.coord.audit.append(
             "exclusion_cleared",
@@ -307,13 +395,25 @@ impl Ceremony for CeremonyService {
         Ok(Response::new(self.coord.exclusion_list()?))
     }
 
-    async fn list_key_groups(&self, _request: Request<pb::ListKeyGroupsRequest>) -> Result<Response<pb::KeyGroupList>, Status> {
+    async fn list_key_groups(
+        &self,
+        _request: Request<pb::ListKeyGroupsRequest>,
+    ) -> Result<Response<pb::KeyGroupList>, Status> {
         Ok(Response::new(pb::KeyGroupList {
-            key_groups: self.coord.store.groups()?.iter().map(group_to_wire).collect(),
+            key_groups: self
+                .coord
+                .store
+                .groups()?
+                .iter()
+                .map(group_to_wire)
+                .collect(),
         }))
     }
 
-    async fn get_cluster_status(&self, _request: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+    async fn get_cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
         let coord = &self.coord;
         let nodes = coord
             .members

@@ -131,9 +131,12 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, C
         .map_err(|e| CoordinatorError::Storage(format!("corrupt {what} record: {e}")))?;
     let v = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
     if v != u64::from(RECORD_VERSION) {
-        return Err(CoordinatorError::Storage(format!("{what} record has unsupported version {v}")));
+        return Err(CoordinatorError::Storage(format!(
+            "{what} record has unsupported version {v}"
+        )));
     }
-    serde_json::from_value(value).map_err(|e| CoordinatorError::Storage(format!("corrupt {what} record: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| CoordinatorError::Storage(format!("corrupt {what} record: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoordinatorError> {
@@ -147,8 +150,9 @@ fn exclusion_key(group: &GroupName, node: &NodeId) -> String {
 impl CoordinatorStore {
     /// Opens (or creates) the store under `data_dir/store`.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, CoordinatorError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| CoordinatorError::Config(format!("data_dir = {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            CoordinatorError::Config(format!("data_dir = {}: {e}", data_dir.display()))
+        })?;
         let db = sled::open(data_dir.join("store")).map_err(db_err)?;
         Ok(Self {
             groups: db.open_tree("groups").map_err(db_err)?,
@@ -172,13 +176,18 @@ impl CoordinatorStore {
     pub fn groups(&self) -> Result<Vec<GroupRecord>, CoordinatorError> {
         self.groups
             .iter()
-            .map(|kv| kv.map_err(db_err).and_then(|(_, v)| decode("key group", &v)))
+            .map(|kv| {
+                kv.map_err(db_err)
+                    .and_then(|(_, v)| decode("key group", &v))
+            })
             .collect()
     }
 
     /// Writes a key group durably.
     pub async fn put_group(&self, record: &GroupRecord) -> Result<(), CoordinatorError> {
-        self.groups.insert(record.name.as_str(), encode(record)?).map_err(db_err)?;
+        self.groups
+            .insert(record.name.as_str(), encode(record)?)
+            .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }
@@ -193,7 +202,11 @@ impl CoordinatorStore {
     }
 
     /// Inserts a new request durably; returns the existing record if the id is taken.
-    pub async fn insert_request(&self, id: &RequestId, record: &RequestRecord) -> Result<Option<RequestRecord>, CoordinatorError> {
+    pub async fn insert_request(
+        &self,
+        id: &RequestId,
+        record: &RequestRecord,
+    ) -> Result<Option<RequestRecord>, CoordinatorError> {
         match self
             .requests
             .compare_and_swap(id.as_str(), None as Option<&[u8]>, Some(encode(record)?))
@@ -208,8 +221,14 @@ impl CoordinatorStore {
     }
 
     /// Overwrites a request durably.
-    pub async fn put_request(&self, id: &RequestId, record: &RequestRecord) -> Result<(), CoordinatorError> {
-        self.requests.insert(id.as_str(), encode(record)?).map_err(db_err)?;
+    pub async fn put_request(
+        &self,
+        id: &RequestId,
+        record: &RequestRecord,
+    ) -> Result<(), CoordinatorError> {
+        self.requests
+            .insert(id.as_str(), encode(record)?)
+            .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }
@@ -221,7 +240,8 @@ impl CoordinatorStore {
             let (k, v) = kv.map_err(db_err)?;
             let record: RequestRecord = decode("request", &v)?;
             if record.state == RequestState::Pending {
-                let id = String::from_utf8(k.to_vec()).map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+                let id = String::from_utf8(k.to_vec())
+                    .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
                 out.push(RequestId::new(id).map_err(|e| CoordinatorError::Storage(e.to_string()))?);
             }
         }
@@ -231,7 +251,10 @@ impl CoordinatorStore {
     /// Records an exclusion with its evidence.
     pub async fn exclude(&self, exclusion: &Exclusion) -> Result<(), CoordinatorError> {
         self.exclusions
-            .insert(exclusion_key(&exclusion.group, &exclusion.node), encode(exclusion)?)
+            .insert(
+                exclusion_key(&exclusion.group, &exclusion.node),
+                encode(exclusion)?,
+            )
             .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
@@ -239,7 +262,9 @@ impl CoordinatorStore {
 
     /// Revokes a node replaced after a loss: never contacted again.
     pub async fn revoke(&self, node: &NodeId) -> Result<(), CoordinatorError> {
-        self.revoked.insert(node.as_str(), &[1u8][..]).map_err(db_err)?;
+        self.revoked
+            .insert(node.as_str(), &[1u8][..])
+            .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }
@@ -251,7 +276,8 @@ impl CoordinatorStore {
             .keys()
             .map(|k| {
                 let k = k.map_err(db_err)?;
-                NodeId::new(String::from_utf8_lossy(&k).to_string()).map_err(|e| CoordinatorError::Storage(e.to_string()))
+                NodeId::new(String::from_utf8_lossy(&k).to_string())
+                    .map_err(|e| CoordinatorError::Storage(e.to_string()))
             })
             .collect()
     }
@@ -260,13 +286,24 @@ impl CoordinatorStore {
     pub fn exclusions(&self) -> Result<Vec<Exclusion>, CoordinatorError> {
         self.exclusions
             .iter()
-            .map(|kv| kv.map_err(db_err).and_then(|(_, v)| decode("exclusion", &v)))
+            .map(|kv| {
+                kv.map_err(db_err)
+                    .and_then(|(_, v)| decode("exclusion", &v))
+            })
             .collect()
     }
 
     /// Clears an exclusion (an operator's decision); false if there was none.
-    pub async fn clear_exclusion(&self, group: &GroupName, node: &NodeId) -> Result<bool, CoordinatorError> {
-        let removed = self.exclusions.remove(exclusion_key(group, node)).map_err(db_err)?.is_some();
+    pub async fn clear_exclusion(
+        &self,
+        group: &GroupName,
+        node: &NodeId,
+    ) -> Result<bool, CoordinatorError> {
+        let removed = self
+            .exclusions
+            .remove(exclusion_key(group, node))
+            .map_err(db_err)?
+            .is_some();
         self.db.flush_async().await.map_err(db_err)?;
         Ok(removed)
     }

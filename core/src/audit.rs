@@ -49,7 +49,14 @@ pub fn genesis() -> String {
 
 impl AuditEntry {
     /// Builds an entry chained to `prev` and computes its hash.
-    pub fn new(seq: u64, ts: u64, actor: &str, event: &str, detail: serde_json::Value, prev: &str) -> Self {
+    pub fn new(
+        seq: u64,
+        ts: u64,
+        actor: &str,
+        event: &str,
+        detail: serde_json::Value,
+        prev: &str,
+    ) -> Self {
         let mut e = AuditEntry {
             seq,
             ts,
@@ -106,7 +113,11 @@ pub struct VerifyReport {
 /// must be signed by (if empty, the key named in each checkpoint is used,
 /// which proves consistency but not authorship). `head`: the expected
 /// `(entries, hash)` of the log, e.g. from the node's status, to detect truncation.
-pub fn verify(text: &str, keys: &[VerifyingKey], head: Option<(u64, &str)>) -> Result<VerifyReport, String> {
+pub fn verify(
+    text: &str,
+    keys: &[VerifyingKey],
+    head: Option<(u64, &str)>,
+) -> Result<VerifyReport, String> {
     let mut prev = genesis();
     let mut seq = 0u64;
     let mut checkpoints = 0u64;
@@ -114,9 +125,12 @@ pub fn verify(text: &str, keys: &[VerifyingKey], head: Option<(u64, &str)>) -> R
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         if line.trim().is_empty() {
-            return Err(format!("line {n}: empty line (entries deleted or file edited)"));
+            return Err(format!(
+                "line {n}: empty line (entries deleted or file edited)"
+            ));
         }
-        let e: AuditEntry = serde_json::from_str(line).map_err(|err| format!("line {n}: not an audit entry ({err})"))?;
+        let e: AuditEntry = serde_json::from_str(line)
+            .map_err(|err| format!("line {n}: not an audit entry ({err})"))?;
         if e.seq != seq + 1 {
             return Err(format!(
                 "line {n}: sequence {} where {} was expected (entries deleted, duplicated or reordered)",
@@ -125,13 +139,23 @@ pub fn verify(text: &str, keys: &[VerifyingKey], head: Option<(u64, &str)>) -> R
             ));
         }
         if e.prev != prev {
-            return Err(format!("line {n}: does not chain to line {} (entries removed, inserted or reordered)", n - 1));
+            return Err(format!(
+                "line {n}: does not chain to line {} (entries removed, inserted or reordered)",
+                n - 1
+            ));
         }
         if e.compute_hash() != e.hash {
-            return Err(format!("line {n}: hash mismatch (entry {} was edited)", e.seq));
+            return Err(format!(
+                "line {n}: hash mismatch (entry {} was edited)",
+                e.seq
+            ));
         }
         if e.event == CHECKPOINT {
-            let key_hex = e.detail.get("key").and_then(|v| v.as_str()).unwrap_or_default();
+            let key_hex = e
+                .detail
+                .get("key")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let sig = e
                 .detail
                 .get("signature")
@@ -141,7 +165,9 @@ pub fn verify(text: &str, keys: &[VerifyingKey], head: Option<(u64, &str)>) -> R
             let named = crate::identity::parse_ed25519_hex("checkpoint key", key_hex)
                 .map_err(|err| format!("line {n}: checkpoint key unreadable ({err})"))?;
             if !keys.is_empty() && !keys.contains(&named) {
-                return Err(format!("line {n}: checkpoint signed by an unexpected key {key_hex}"));
+                return Err(format!(
+                    "line {n}: checkpoint signed by an unexpected key {key_hex}"
+                ));
             }
             if !verify_ed25519(&named, &checkpoint_message(e.seq, &e.prev), &sig) {
                 return Err(format!("line {n}: checkpoint signature invalid"));
@@ -156,7 +182,9 @@ pub fn verify(text: &str, keys: &[VerifyingKey], head: Option<(u64, &str)>) -> R
     }
     if let Some((entries, hash)) = head {
         if seq < entries {
-            return Err(format!("log truncated: {seq} entries, the writer reports {entries}"));
+            return Err(format!(
+                "log truncated: {seq} entries, the writer reports {entries}"
+            ));
         }
         if seq == entries && prev != hash {
             return Err(format!("log head {prev} differs from the writer's {hash}"));
@@ -191,7 +219,14 @@ mod tests {
                     &prev,
                 )
             } else {
-                AuditEntry::new(seq, 1000 + seq, "n1", "share_released", serde_json::json!({"request": format!("wd-{seq}")}), &prev)
+                AuditEntry::new(
+                    seq,
+                    1000 + seq,
+                    "n1",
+                    "share_released",
+                    serde_json::json!({"request": format!("wd-{seq}")}),
+                    &prev,
+                )
             };
             prev = e.hash.clone();
             lines.push(serde_json::to_string(&e).expect("json"));

@@ -127,7 +127,9 @@ fn verify_custody_request(
         .iter()
         .any(|key| verify_ed25519(key, &digest.0, &signed.custody_signature))
     {
-        return Err(CoreError::refused("custody signature does not verify under any configured custody key"));
+        return Err(CoreError::refused(
+            "custody signature does not verify under any configured custody key",
+        ));
     }
     if request.key_group != group.name {
         return Err(CoreError::refused(format!(
@@ -142,7 +144,10 @@ fn verify_custody_request(
         )));
     }
     if !group.active {
-        return Err(CoreError::refused(format!("key group {} is not active", group.name)));
+        return Err(CoreError::refused(format!(
+            "key group {} is not active",
+            group.name
+        )));
     }
     if now > request.expires_at {
         return Err(CoreError::refused(format!(
@@ -204,7 +209,12 @@ daily_max = "1000000000"
         .expect("valid policy")
     }
 
-    fn auth(s: &SignedWithdrawal, g: &GroupView, c: &CheckSettings, now: u64) -> Result<AuthorizedWithdrawal, CoreError> {
+    fn auth(
+        s: &SignedWithdrawal,
+        g: &GroupView,
+        c: &CheckSettings,
+        now: u64,
+    ) -> Result<AuthorizedWithdrawal, CoreError> {
         let policy = open_policy();
         let input = PolicyInput {
             policy: &policy,
@@ -252,11 +262,26 @@ daily_max = "1000000000"
         other.key_group = GroupName::new("warm-2").expect("valid");
         let e = auth(&signed(&key, other), &group, &settings, r.created_at).unwrap_err();
         assert!(e.to_string().contains("key group"), "{e}");
-        let e = auth(&signed(&key, r.clone()), &group, &settings, r.expires_at + 1).unwrap_err();
+        let e = auth(
+            &signed(&key, r.clone()),
+            &group,
+            &settings,
+            r.expires_at + 1,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
-        let e = auth(&signed(&key, r.clone()), &group, &settings, r.created_at - 61).unwrap_err();
+        let e = auth(
+            &signed(&key, r.clone()),
+            &group,
+            &settings,
+            r.created_at - 61,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("future"), "{e}");
-        let inactive = GroupView { active: false, ..group };
+        let inactive = GroupView {
+            active: false,
+            ..group
+        };
         let e = auth(&signed(&key, r.clone()), &inactive, &settings, r.created_at).unwrap_err();
         assert!(e.to_string().contains("not active"), "{e}");
     }

@@ -50,7 +50,10 @@ impl CeremonySpec {
     pub fn validate(&self) -> Result<(), CoreError> {
         let n = self.members.len();
         if !(2..=255).contains(&n) {
-            return Err(CoreError::invalid("members", format!("{n} members, need 2..=255")));
+            return Err(CoreError::invalid(
+                "members",
+                format!("{n} members, need 2..=255"),
+            ));
         }
         if self.threshold < 2 || usize::from(self.threshold) > n {
             return Err(CoreError::invalid(
@@ -65,7 +68,10 @@ impl CeremonySpec {
             }
         }
         if self.ceremony_id.is_empty() || self.ceremony_id.len() > 64 {
-            return Err(CoreError::invalid("ceremony id", "must be 1..=64 characters"));
+            return Err(CoreError::invalid(
+                "ceremony id",
+                "must be 1..=64 characters",
+            ));
         }
         Ok(())
     }
@@ -92,7 +98,12 @@ impl CeremonySpec {
             .members
             .iter()
             .position(|m| m == member)
-            .ok_or_else(|| CoreError::refused(format!("{member} is not a member of ceremony {}", self.ceremony_id)))?;
+            .ok_or_else(|| {
+                CoreError::refused(format!(
+                    "{member} is not a member of ceremony {}",
+                    self.ceremony_id
+                ))
+            })?;
         identifier(index)
     }
 
@@ -204,7 +215,11 @@ impl GroupKeyReport {
         let t = transcript(
             b"key",
             &spec.hash(),
-            &[self.sender.as_str().as_bytes(), &self.group_public_key, &self.public_key_package],
+            &[
+                self.sender.as_str().as_bytes(),
+                &self.group_public_key,
+                &self.public_key_package,
+            ],
         );
         if verify_ed25519(&key, &t, &self.signature) {
             Ok(())
@@ -229,19 +244,24 @@ pub fn check_reports(
         r.verify(spec, directory)?;
         by_sender.insert(r.sender.clone(), r);
     }
-    let first = reports.first().ok_or_else(|| CoreError::Aborted("no group key reports".into()))?;
+    let first = reports
+        .first()
+        .ok_or_else(|| CoreError::Aborted("no group key reports".into()))?;
     for m in &spec.members {
         let r = by_sender
             .get(m)
             .ok_or_else(|| CoreError::Aborted(format!("member {m} did not report a group key")))?;
-        if r.group_public_key != first.group_public_key || r.public_key_package != first.public_key_package {
+        if r.group_public_key != first.group_public_key
+            || r.public_key_package != first.public_key_package
+        {
             return Err(CoreError::Aborted(format!(
                 "member {m} reports a different group key than {}",
                 first.sender
             )));
         }
     }
-    PublicKeyPackage::deserialize(&first.public_key_package).map_err(|e| CoreError::Frost(e.to_string()))
+    PublicKeyPackage::deserialize(&first.public_key_package)
+        .map_err(|e| CoreError::Frost(e.to_string()))
 }
 
 /// Result of a completed DKG for one member.
@@ -256,7 +276,9 @@ pub struct DkgOutput {
 
 impl std::fmt::Debug for DkgOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DkgOutput").field("report", &self.report).finish_non_exhaustive()
+        f.debug_struct("DkgOutput")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
     }
 }
 
@@ -342,7 +364,10 @@ fn start_with<R: RngCore + CryptoRng>(
 ) -> Result<(AwaitingRound1Set, SignedRound1), CoreError> {
     spec.validate()?;
     if spec.refresh != old.is_some() {
-        return Err(CoreError::invalid("spec", "refresh ceremonies need the current shares, key generation none"));
+        return Err(CoreError::invalid(
+            "spec",
+            "refresh ceremonies need the current shares, key generation none",
+        ));
     }
     let my_identifier = spec.identifier_of(me)?;
     if let Some(old) = &old {
@@ -352,15 +377,26 @@ fn start_with<R: RngCore + CryptoRng>(
     }
     let n = spec.members.len() as u16;
     let (secret, package) = if spec.refresh {
-        frost_secp256k1::keys::refresh::refresh_dkg_part1(my_identifier, n, spec.threshold, &mut *rng)
+        frost_secp256k1::keys::refresh::refresh_dkg_part1(
+            my_identifier,
+            n,
+            spec.threshold,
+            &mut *rng,
+        )
     } else {
         dkg::part1(my_identifier, n, spec.threshold, rng)
     }
     .map_err(|e| CoreError::Frost(e.to_string()))?;
-    let bytes = package.serialize().map_err(|e| CoreError::Frost(e.to_string()))?;
+    let bytes = package
+        .serialize()
+        .map_err(|e| CoreError::Frost(e.to_string()))?;
     let spec_hash = spec.hash();
     let signature = identity
-        .sign(&transcript(b"round1", &spec_hash, &[me.as_str().as_bytes(), &bytes]))
+        .sign(&transcript(
+            b"round1",
+            &spec_hash,
+            &[me.as_str().as_bytes(), &bytes],
+        ))
         .to_vec();
     let msg = SignedRound1 {
         sender: me.clone(),
@@ -401,21 +437,31 @@ impl AwaitingRound1Set {
         let mut by_sender: BTreeMap<&NodeId, &SignedRound1> = BTreeMap::new();
         for msg in set {
             if ctx.spec.identifier_of(&msg.sender).is_err() {
-                return Err(CoreError::refused(format!("round-1 package from non-member {}", msg.sender)));
+                return Err(CoreError::refused(format!(
+                    "round-1 package from non-member {}",
+                    msg.sender
+                )));
             }
             if by_sender.insert(&msg.sender, msg).is_some() {
-                return Err(CoreError::Aborted(format!("two round-1 packages from {}", msg.sender)));
+                return Err(CoreError::Aborted(format!(
+                    "two round-1 packages from {}",
+                    msg.sender
+                )));
             }
         }
         let mut hasher = Sha256::new();
         hasher.update(ctx.spec_hash);
         let mut others = BTreeMap::new();
         for member in &ctx.spec.members {
-            let msg = by_sender
-                .get(member)
-                .ok_or_else(|| CoreError::Aborted(format!("round-1 set lacks a package from {member}")))?;
+            let msg = by_sender.get(member).ok_or_else(|| {
+                CoreError::Aborted(format!("round-1 set lacks a package from {member}"))
+            })?;
             let key = directory.get(member)?.identity_key;
-            let t = transcript(b"round1", &ctx.spec_hash, &[member.as_str().as_bytes(), &msg.package]);
+            let t = transcript(
+                b"round1",
+                &ctx.spec_hash,
+                &[member.as_str().as_bytes(), &msg.package],
+            );
             if !verify_ed25519(&key, &t, &msg.signature) {
                 return Err(CoreError::PeerMisbehaved {
                     culprit: member.clone(),
@@ -426,13 +472,17 @@ impl AwaitingRound1Set {
             lp(&mut hasher, &msg.package);
             if *member == ctx.me {
                 if msg.package != self.my_package {
-                    return Err(CoreError::Aborted("the relay altered our own round-1 package".into()));
+                    return Err(CoreError::Aborted(
+                        "the relay altered our own round-1 package".into(),
+                    ));
                 }
                 continue;
             }
-            let package = round1::Package::deserialize(&msg.package).map_err(|e| CoreError::PeerMisbehaved {
-                culprit: member.clone(),
-                reason: format!("malformed round-1 package: {e}"),
+            let package = round1::Package::deserialize(&msg.package).map_err(|e| {
+                CoreError::PeerMisbehaved {
+                    culprit: member.clone(),
+                    reason: format!("malformed round-1 package: {e}"),
+                }
             })?;
             // K2: a longer commitment would silently raise the threshold.
             let coefficients = package
@@ -455,7 +505,11 @@ impl AwaitingRound1Set {
         }
         let set_hash: [u8; 32] = hasher.finalize().into();
         let signature = identity
-            .sign(&transcript(b"echo", &ctx.spec_hash, &[ctx.me.as_str().as_bytes(), &set_hash]))
+            .sign(&transcript(
+                b"echo",
+                &ctx.spec_hash,
+                &[ctx.me.as_str().as_bytes(), &set_hash],
+            ))
             .to_vec();
         let echo = Echo {
             sender: ctx.me.clone(),
@@ -491,7 +545,11 @@ impl AwaitingEchoes {
                 .find(|e| &e.sender == member)
                 .ok_or_else(|| CoreError::Aborted(format!("no echo from {member}")))?;
             let key = directory.get(member)?.identity_key;
-            let t = transcript(b"echo", &ctx.spec_hash, &[member.as_str().as_bytes(), &echo.set_hash]);
+            let t = transcript(
+                b"echo",
+                &ctx.spec_hash,
+                &[member.as_str().as_bytes(), &echo.set_hash],
+            );
             if !verify_ed25519(&key, &t, &echo.signature) {
                 return Err(CoreError::PeerMisbehaved {
                     culprit: member.clone(),
@@ -516,14 +574,26 @@ impl AwaitingEchoes {
             let recipient = ctx
                 .spec
                 .member_of(&id)
-                .ok_or_else(|| CoreError::Frost("part 2 produced a share for an unknown identifier".into()))?
+                .ok_or_else(|| {
+                    CoreError::Frost("part 2 produced a share for an unknown identifier".into())
+                })?
                 .clone();
-            let plaintext = zeroize::Zeroizing::new(package.serialize().map_err(|e| CoreError::Frost(e.to_string()))?);
+            let plaintext = zeroize::Zeroizing::new(
+                package
+                    .serialize()
+                    .map_err(|e| CoreError::Frost(e.to_string()))?,
+            );
             let info = round2_info(&ctx.spec_hash, &ctx.me, &recipient);
             let recipient_key = &directory.get(&recipient)?.encryption_key;
             let (encapped_key, ciphertext) = seal_to(recipient_key, &info, &plaintext, rng)?;
             let signature = identity
-                .sign(&round2_transcript(&ctx.spec_hash, &ctx.me, &recipient, &encapped_key, &ciphertext))
+                .sign(&round2_transcript(
+                    &ctx.spec_hash,
+                    &ctx.me,
+                    &recipient,
+                    &encapped_key,
+                    &ciphertext,
+                ))
                 .to_vec();
             out.push(SealedRound2 {
                 sender: ctx.me.clone(),
@@ -545,14 +615,29 @@ impl AwaitingEchoes {
 }
 
 fn round2_info(spec_hash: &[u8; 32], sender: &NodeId, recipient: &NodeId) -> Vec<u8> {
-    transcript(b"round2-hpke", spec_hash, &[sender.as_str().as_bytes(), recipient.as_str().as_bytes()])
+    transcript(
+        b"round2-hpke",
+        spec_hash,
+        &[sender.as_str().as_bytes(), recipient.as_str().as_bytes()],
+    )
 }
 
-fn round2_transcript(spec_hash: &[u8; 32], sender: &NodeId, recipient: &NodeId, enc: &[u8], ct: &[u8]) -> Vec<u8> {
+fn round2_transcript(
+    spec_hash: &[u8; 32],
+    sender: &NodeId,
+    recipient: &NodeId,
+    enc: &[u8],
+    ct: &[u8],
+) -> Vec<u8> {
     transcript(
         b"round2",
         spec_hash,
-        &[sender.as_str().as_bytes(), recipient.as_str().as_bytes(), enc, ct],
+        &[
+            sender.as_str().as_bytes(),
+            recipient.as_str().as_bytes(),
+            enc,
+            ct,
+        ],
     )
 }
 
@@ -577,7 +662,13 @@ impl AwaitingRound2 {
                 .find(|s| &s.sender == member && s.recipient == ctx.me)
                 .ok_or_else(|| CoreError::Aborted(format!("no round-2 share from {member}")))?;
             let key = directory.get(member)?.identity_key;
-            let t = round2_transcript(&ctx.spec_hash, member, &ctx.me, &share.encapped_key, &share.ciphertext);
+            let t = round2_transcript(
+                &ctx.spec_hash,
+                member,
+                &ctx.me,
+                &share.encapped_key,
+                &share.ciphertext,
+            );
             if !verify_ed25519(&key, &t, &share.signature) {
                 return Err(CoreError::PeerMisbehaved {
                     culprit: member.clone(),
@@ -585,14 +676,20 @@ impl AwaitingRound2 {
                 });
             }
             let plaintext = identity
-                .open(&share.encapped_key, &share.ciphertext, &round2_info(&ctx.spec_hash, member, &ctx.me))
+                .open(
+                    &share.encapped_key,
+                    &share.ciphertext,
+                    &round2_info(&ctx.spec_hash, member, &ctx.me),
+                )
                 .map_err(|e| CoreError::PeerMisbehaved {
                     culprit: member.clone(),
                     reason: e.to_string(),
                 })?;
-            let package = round2::Package::deserialize(&plaintext).map_err(|e| CoreError::PeerMisbehaved {
-                culprit: member.clone(),
-                reason: format!("malformed round-2 package: {e}"),
+            let package = round2::Package::deserialize(&plaintext).map_err(|e| {
+                CoreError::PeerMisbehaved {
+                    culprit: member.clone(),
+                    reason: format!("malformed round-2 package: {e}"),
+                }
             })?;
             packages.insert(ctx.spec.identifier_of(member)?, package);
         }
@@ -611,16 +708,23 @@ impl AwaitingRound2 {
                 }
                 refreshed
             }
-            None => dkg::part3(&self.secret, &self.others, &packages).map_err(|e| ctx.spec.culprit(&e))?,
+            None => dkg::part3(&self.secret, &self.others, &packages)
+                .map_err(|e| ctx.spec.culprit(&e))?,
         };
         debug_assert_eq!(*key_package.identifier(), ctx.my_identifier);
         let group_public_key = public_key_package
             .verifying_key()
             .serialize()
             .map_err(|e| CoreError::Frost(e.to_string()))?;
-        let pkp = public_key_package.serialize().map_err(|e| CoreError::Frost(e.to_string()))?;
+        let pkp = public_key_package
+            .serialize()
+            .map_err(|e| CoreError::Frost(e.to_string()))?;
         let signature = identity
-            .sign(&transcript(b"key", &ctx.spec_hash, &[ctx.me.as_str().as_bytes(), &group_public_key, &pkp]))
+            .sign(&transcript(
+                b"key",
+                &ctx.spec_hash,
+                &[ctx.me.as_str().as_bytes(), &group_public_key, &pkp],
+            ))
             .to_vec();
         Ok(DkgOutput {
             key_package,
@@ -649,7 +753,9 @@ mod tests {
     pub(crate) fn fixture(n: usize, t: u16) -> Fixture {
         let mut rng = rand::thread_rng();
         let ids: Vec<NodeIdentity> = (0..n).map(|_| NodeIdentity::generate(&mut rng)).collect();
-        let members: Vec<NodeId> = (0..n).map(|i| NodeId::new(format!("n{}", i + 1)).expect("valid")).collect();
+        let members: Vec<NodeId> = (0..n)
+            .map(|i| NodeId::new(format!("n{}", i + 1)).expect("valid"))
+            .collect();
         let manifest = ClusterManifest {
             nodes: members
                 .iter()
@@ -686,7 +792,8 @@ mod tests {
         let mut states = Vec::new();
         let mut r1 = Vec::new();
         for i in 0..n {
-            let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+            let (s, m) =
+                start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
             states.push(s);
             r1.push(m);
         }
@@ -707,7 +814,10 @@ mod tests {
         let mut states2 = Vec::new();
         let mut results: Vec<Option<Result<DkgOutput, CoreError>>> = (0..n).map(|_| None).collect();
         for (i, s) in next.into_iter().enumerate() {
-            match s.expect("present").receive_echoes(&echoes, &f.dir, &f.ids[i], &mut rng) {
+            match s
+                .expect("present")
+                .receive_echoes(&echoes, &f.dir, &f.ids[i], &mut rng)
+            {
                 Ok((s, shares)) => {
                     r2.extend(shares);
                     states2.push(Some(s));
@@ -723,7 +833,10 @@ mod tests {
                 results[i] = Some(s.receive_round2(&r2, &f.dir, &f.ids[i]));
             }
         }
-        results.into_iter().map(|r| r.expect("every member has a result")).collect()
+        results
+            .into_iter()
+            .map(|r| r.expect("every member has a result"))
+            .collect()
     }
 
     #[test]
@@ -741,7 +854,8 @@ mod tests {
         // The relay shows member 2 a different (but validly signed, replayed) package:
         // here, it swaps n1's package for a freshly generated one signed by n1's key.
         let mut rng = rand::thread_rng();
-        let (_, forged) = start(f.spec.clone(), &f.spec.members[0], &f.ids[0], &mut rng).expect("part1");
+        let (_, forged) =
+            start(f.spec.clone(), &f.spec.members[0], &f.ids[0], &mut rng).expect("part1");
         let out = run(&f, &move |i, view: &mut Vec<SignedRound1>| {
             if i == 2 {
                 view[0] = forged.clone();
@@ -760,7 +874,13 @@ mod tests {
         let mut spec3 = f.spec.clone();
         spec3.threshold = 3;
         // n2 runs part 1 with threshold 3 but signs it under the real spec.
-        let (_, pkg) = dkg::part1(spec3.identifier_of(&f.spec.members[1]).expect("member"), 3, 3, &mut rng).expect("part1");
+        let (_, pkg) = dkg::part1(
+            spec3.identifier_of(&f.spec.members[1]).expect("member"),
+            3,
+            3,
+            &mut rng,
+        )
+        .expect("part1");
         let bytes = pkg.serialize().expect("ser");
         let sig = f.ids[1]
             .sign(&transcript(b"round1", &f.spec.hash(), &[b"n2", &bytes]))
@@ -770,7 +890,9 @@ mod tests {
             package: bytes,
             signature: sig,
         };
-        let out = run(&f, &move |_, view: &mut Vec<SignedRound1>| view[1] = evil.clone());
+        let out = run(&f, &move |_, view: &mut Vec<SignedRound1>| {
+            view[1] = evil.clone()
+        });
         match &out[0] {
             Err(CoreError::PeerMisbehaved { culprit, .. }) => assert_eq!(culprit.as_str(), "n2"),
             other => panic!("expected culprit n2, got {:?}", other.as_ref().map(|_| ())),
@@ -784,7 +906,8 @@ mod tests {
         let mut states = Vec::new();
         let mut r1 = Vec::new();
         for i in 0..2 {
-            let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+            let (s, m) =
+                start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
             states.push(s);
             r1.push(m);
         }
@@ -792,7 +915,11 @@ mod tests {
         // echoing the same set as everyone: only the proof of knowledge, bound to
         // n1's identifier, gives it away.
         let sig = f.ids[2]
-            .sign(&transcript(b"round1", &f.spec.hash(), &[b"n3", &r1[0].package]))
+            .sign(&transcript(
+                b"round1",
+                &f.spec.hash(),
+                &[b"n3", &r1[0].package],
+            ))
             .to_vec();
         r1.push(SignedRound1 {
             sender: f.spec.members[2].clone(),
@@ -802,7 +929,9 @@ mod tests {
         let mut echoes = Vec::new();
         let mut next = Vec::new();
         for (i, s) in states.into_iter().enumerate() {
-            let (s, e) = s.receive_round1(&r1, &f.dir, &f.ids[i]).expect("round-1 set is well-formed");
+            let (s, e) = s
+                .receive_round1(&r1, &f.dir, &f.ids[i])
+                .expect("round-1 set is well-formed");
             echoes.push(e);
             next.push(s);
         }
@@ -817,7 +946,9 @@ mod tests {
         });
         for (i, s) in next.into_iter().enumerate() {
             match s.receive_echoes(&echoes, &f.dir, &f.ids[i], &mut rng) {
-                Err(CoreError::PeerMisbehaved { culprit, .. }) => assert_eq!(culprit.as_str(), "n3"),
+                Err(CoreError::PeerMisbehaved { culprit, .. }) => {
+                    assert_eq!(culprit.as_str(), "n3")
+                }
                 Err(e) => panic!("expected culprit n3, got {e}"),
                 Ok(_) => panic!("replayed proof accepted"),
             }
@@ -831,7 +962,8 @@ mod tests {
         let mut states = Vec::new();
         let mut r1 = Vec::new();
         for i in 0..3 {
-            let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+            let (s, m) =
+                start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
             states.push(s);
             r1.push(m);
         }
@@ -842,18 +974,33 @@ mod tests {
             echoes.push(e);
             next.push(s);
         }
-        let (_, shares) = next.remove(0).receive_echoes(&echoes, &f.dir, &f.ids[0], &mut rng).expect("part 2");
+        let (_, shares) = next
+            .remove(0)
+            .receive_echoes(&echoes, &f.dir, &f.ids[0], &mut rng)
+            .expect("part 2");
         assert_eq!(shares.len(), 2);
         for share in &shares {
-            let recipient = f.spec.members.iter().position(|m| *m == share.recipient).expect("member");
+            let recipient = f
+                .spec
+                .members
+                .iter()
+                .position(|m| *m == share.recipient)
+                .expect("member");
             let info = round2_info(&f.spec.hash(), &share.sender, &share.recipient);
-            let plaintext = f.ids[recipient].open(&share.encapped_key, &share.ciphertext, &info).expect("recipient opens");
+            let plaintext = f.ids[recipient]
+                .open(&share.encapped_key, &share.ciphertext, &info)
+                .expect("recipient opens");
             let package = round2::Package::deserialize(&plaintext).expect("package");
             let secret = package.signing_share().serialize();
             // What the relay sees never contains the share, and no one else can open it.
-            assert!(!share.ciphertext.windows(secret.len()).any(|w| w == secret.as_slice()));
+            assert!(!share
+                .ciphertext
+                .windows(secret.len())
+                .any(|w| w == secret.as_slice()));
             let other = (recipient % 2) + 1;
-            assert!(f.ids[other].open(&share.encapped_key, &share.ciphertext, &info).is_err());
+            assert!(f.ids[other]
+                .open(&share.encapped_key, &share.ciphertext, &info)
+                .is_err());
         }
     }
 

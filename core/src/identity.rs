@@ -24,7 +24,10 @@ pub struct NodeIdentity {
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeIdentity")
-            .field("identity_key", &hex::encode(self.signing.verifying_key().as_bytes()))
+            .field(
+                "identity_key",
+                &hex::encode(self.signing.verifying_key().as_bytes()),
+            )
             .field("encryption_key", &hex::encode(self.encryption_public_key()))
             .field("secrets", &"<redacted>")
             .finish()
@@ -36,13 +39,17 @@ impl NodeIdentity {
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         let mut bytes = Zeroizing::new([0u8; 64]);
         rng.fill_bytes(bytes.as_mut());
-        Self::from_secret_bytes(bytes.as_ref()).unwrap_or_else(|_| unreachable!("64 bytes always parse"))
+        Self::from_secret_bytes(bytes.as_ref())
+            .unwrap_or_else(|_| unreachable!("64 bytes always parse"))
     }
 
     /// Rebuilds an identity from [`NodeIdentity::to_secret_bytes`].
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, CoreError> {
         if bytes.len() != 64 {
-            return Err(CoreError::invalid("identity secret", format!("{} bytes, expected 64", bytes.len())));
+            return Err(CoreError::invalid(
+                "identity secret",
+                format!("{} bytes, expected 64", bytes.len()),
+            ));
         }
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(&bytes[..32]);
@@ -82,12 +89,24 @@ impl NodeIdentity {
     }
 
     /// Opens an HPKE message sent to this identity.
-    pub fn open(&self, encapped_key: &[u8], ciphertext: &[u8], info: &[u8]) -> Result<Zeroizing<Vec<u8>>, CoreError> {
+    pub fn open(
+        &self,
+        encapped_key: &[u8],
+        ciphertext: &[u8],
+        info: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CoreError> {
         let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(encapped_key)
             .map_err(|e| CoreError::Encryption(format!("bad encapsulated key: {e}")))?;
-        hpke::single_shot_open::<Aead, Kdf, Kem>(&hpke::OpModeR::Base, &self.encryption, &encapped, info, ciphertext, &[])
-            .map(Zeroizing::new)
-            .map_err(|e| CoreError::Encryption(format!("cannot open: {e}")))
+        hpke::single_shot_open::<Aead, Kdf, Kem>(
+            &hpke::OpModeR::Base,
+            &self.encryption,
+            &encapped,
+            info,
+            ciphertext,
+            &[],
+        )
+        .map(Zeroizing::new)
+        .map_err(|e| CoreError::Encryption(format!("cannot open: {e}")))
     }
 }
 
@@ -101,8 +120,15 @@ pub fn seal_to<R: RngCore + CryptoRng>(
 ) -> Result<(Vec<u8>, Vec<u8>), CoreError> {
     let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(recipient)
         .map_err(|e| CoreError::Encryption(format!("bad recipient key: {e}")))?;
-    let (enc, ct) = hpke::single_shot_seal::<Aead, Kdf, Kem, R>(&hpke::OpModeS::Base, &pk, info, plaintext, &[], rng)
-        .map_err(|e| CoreError::Encryption(format!("cannot seal: {e}")))?;
+    let (enc, ct) = hpke::single_shot_seal::<Aead, Kdf, Kem, R>(
+        &hpke::OpModeS::Base,
+        &pk,
+        info,
+        plaintext,
+        &[],
+        rng,
+    )
+    .map_err(|e| CoreError::Encryption(format!("cannot seal: {e}")))?;
     Ok((enc.to_bytes().to_vec(), ct))
 }
 
@@ -116,12 +142,14 @@ pub fn verify_ed25519(key: &VerifyingKey, msg: &[u8], signature: &[u8]) -> bool 
 
 /// Parses a hex Ed25519 public key, naming `field` on error.
 pub fn parse_ed25519_hex(field: &'static str, value: &str) -> Result<VerifyingKey, CoreError> {
-    let bytes = hex::decode(value.trim()).map_err(|_| CoreError::invalid(field, format!("{value:?} is not hex")))?;
+    let bytes = hex::decode(value.trim())
+        .map_err(|_| CoreError::invalid(field, format!("{value:?} is not hex")))?;
     let arr: [u8; 32] = bytes
         .as_slice()
         .try_into()
         .map_err(|_| CoreError::invalid(field, format!("{} bytes, expected 32", bytes.len())))?;
-    VerifyingKey::from_bytes(&arr).map_err(|_| CoreError::invalid(field, "not a valid Ed25519 public key"))
+    VerifyingKey::from_bytes(&arr)
+        .map_err(|_| CoreError::invalid(field, "not a valid Ed25519 public key"))
 }
 
 #[cfg(test)]
@@ -144,8 +172,12 @@ mod tests {
     fn hpke_round_trip_and_wrong_info_fails() {
         let mut rng = rand::thread_rng();
         let id = NodeIdentity::generate(&mut rng);
-        let (enc, ct) = seal_to(&id.encryption_public_key(), b"info", b"share", &mut rng).expect("seal");
-        assert_eq!(id.open(&enc, &ct, b"info").expect("open").as_slice(), b"share");
+        let (enc, ct) =
+            seal_to(&id.encryption_public_key(), b"info", b"share", &mut rng).expect("seal");
+        assert_eq!(
+            id.open(&enc, &ct, b"info").expect("open").as_slice(),
+            b"share"
+        );
         assert!(id.open(&enc, &ct, b"other").is_err());
     }
 }

@@ -17,9 +17,7 @@ fn check_name(kind: &'static str, value: &str, max: usize) -> Result<(), CoreErr
     } else {
         Err(CoreError::InvalidField {
             field: kind,
-            reason: format!(
-                "{value:?} must be 1..={max} characters of a-z, 0-9, '-' or '_'"
-            ),
+            reason: format!("{value:?} must be 1..={max} characters of a-z, 0-9, '-' or '_'"),
         })
     }
 }
@@ -94,7 +92,9 @@ impl RequestId {
         if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(CoreError::InvalidField {
                 field: "request id",
-                reason: format!("{value:?} must be 1..=128 printable ASCII characters without spaces"),
+                reason: format!(
+                    "{value:?} must be 1..=128 printable ASCII characters without spaces"
+                ),
             });
         }
         Ok(Self(value))

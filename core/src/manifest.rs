@@ -68,10 +68,16 @@ impl ClusterManifest {
                 .ok()
                 .filter(|k| k.len() == 32)
                 .ok_or_else(|| {
-                    CoreError::invalid("manifest encryption_key", format!("node {}: expected 32 bytes of hex", node.id))
+                    CoreError::invalid(
+                        "manifest encryption_key",
+                        format!("node {}: expected 32 bytes of hex", node.id),
+                    )
                 })?;
             if node.region.is_empty() {
-                return Err(CoreError::invalid("manifest region", format!("node {} has an empty region", node.id)));
+                return Err(CoreError::invalid(
+                    "manifest region",
+                    format!("node {} has an empty region", node.id),
+                ));
             }
             let entry = DirectoryEntry {
                 node: node.clone(),
@@ -79,7 +85,10 @@ impl ClusterManifest {
                 encryption_key,
             };
             if nodes.insert(node.id.clone(), entry).is_some() {
-                return Err(CoreError::invalid("manifest nodes", format!("node {} listed twice", node.id)));
+                return Err(CoreError::invalid(
+                    "manifest nodes",
+                    format!("node {} listed twice", node.id),
+                ));
             }
         }
         Ok(Directory { nodes })

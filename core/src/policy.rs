@@ -114,15 +114,19 @@ pub struct AssetLimits {
 }
 
 fn amount(field: &str, value: &str) -> Result<u128, CoreError> {
-    value
-        .parse()
-        .map_err(|_| CoreError::invalid("policy", format!("{field} = {value:?} is not a decimal integer")))
+    value.parse().map_err(|_| {
+        CoreError::invalid(
+            "policy",
+            format!("{field} = {value:?} is not a decimal integer"),
+        )
+    })
 }
 
 impl Policy {
     /// Parses and validates TOML; errors name the field and value.
     pub fn from_toml(text: &str) -> Result<Self, CoreError> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| CoreError::invalid("policy", e.to_string()))?;
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| CoreError::invalid("policy", e.to_string()))?;
         let mut policy = Self::validate(file)?;
         policy.hash = Sha256::digest(text.as_bytes()).into();
         Ok(policy)
@@ -138,27 +142,45 @@ impl Policy {
         }
         let mut groups = BTreeMap::new();
         for (name, g) in file.groups {
-            let name = GroupName::new(name.clone()).map_err(|e| CoreError::invalid("policy", format!("groups.{name}: {e}")))?;
+            let name = GroupName::new(name.clone())
+                .map_err(|e| CoreError::invalid("policy", format!("groups.{name}: {e}")))?;
             let at = |f: &str| format!("groups.{name}.{f}");
             if g.max_lifetime_secs == 0 {
-                return Err(CoreError::invalid("policy", format!("{} = 0: must be positive", at("max_lifetime_secs"))));
+                return Err(CoreError::invalid(
+                    "policy",
+                    format!("{} = 0: must be positive", at("max_lifetime_secs")),
+                ));
             }
             if g.tier == Tier::Cold {
                 if g.min_approvals < 2 {
                     return Err(CoreError::invalid(
                         "policy",
-                        format!("{} = {}: cold groups need at least 2", at("min_approvals"), g.min_approvals),
+                        format!(
+                            "{} = {}: cold groups need at least 2",
+                            at("min_approvals"),
+                            g.min_approvals
+                        ),
                     ));
                 }
                 if g.allowlist.as_ref().is_none_or(|a| a.is_empty()) {
-                    return Err(CoreError::invalid("policy", format!("{}: cold groups need a non-empty allowlist", at("allowlist"))));
+                    return Err(CoreError::invalid(
+                        "policy",
+                        format!(
+                            "{}: cold groups need a non-empty allowlist",
+                            at("allowlist")
+                        ),
+                    ));
                 }
             }
             let needed = g.min_approvals as usize;
             if needed > approvers.len() {
                 return Err(CoreError::invalid(
                     "policy",
-                    format!("{} = {needed}: only {} approvers are registered", at("min_approvals"), approvers.len()),
+                    format!(
+                        "{} = {needed}: only {} approvers are registered",
+                        at("min_approvals"),
+                        approvers.len()
+                    ),
                 ));
             }
             let mut assets = BTreeMap::new();
@@ -169,7 +191,10 @@ impl Policy {
                 if per_request_max > daily_max {
                     return Err(CoreError::invalid(
                         "policy",
-                        format!("{} = {per_request_max} exceeds daily_max {daily_max}", f("per_request_max")),
+                        format!(
+                            "{} = {per_request_max} exceeds daily_max {daily_max}",
+                            f("per_request_max")
+                        ),
                     ));
                 }
                 let mut bands = Vec::new();
@@ -177,13 +202,23 @@ impl Policy {
                 for (i, b) in l.bands.iter().enumerate() {
                     let up_to = amount(&f(&format!("bands[{i}].up_to")), &b.up_to)?;
                     if up_to <= last && i > 0 {
-                        return Err(CoreError::invalid("policy", format!("{} = {up_to}: bands must ascend", f(&format!("bands[{i}].up_to")))));
+                        return Err(CoreError::invalid(
+                            "policy",
+                            format!(
+                                "{} = {up_to}: bands must ascend",
+                                f(&format!("bands[{i}].up_to"))
+                            ),
+                        ));
                     }
                     for k in [b.approvals] {
                         if k as usize > approvers.len() {
                             return Err(CoreError::invalid(
                                 "policy",
-                                format!("{} = {k}: only {} approvers are registered", f(&format!("bands[{i}].approvals")), approvers.len()),
+                                format!(
+                                    "{} = {k}: only {} approvers are registered",
+                                    f(&format!("bands[{i}].approvals")),
+                                    approvers.len()
+                                ),
                             ));
                         }
                     }
@@ -193,7 +228,12 @@ impl Policy {
                 if l.approvals_above as usize > approvers.len() {
                     return Err(CoreError::invalid(
                         "policy",
-                        format!("{} = {}: only {} approvers are registered", f("approvals_above"), l.approvals_above, approvers.len()),
+                        format!(
+                            "{} = {}: only {} approvers are registered",
+                            f("approvals_above"),
+                            l.approvals_above,
+                            approvers.len()
+                        ),
                     ));
                 }
                 assets.insert(
@@ -315,16 +355,25 @@ pub fn evaluate(
         ));
     }
     let Some(limits) = group.assets.get(&request.asset) else {
-        return Verdict::Denied(format!("asset {} is not allowed for key group {}", request.asset, request.key_group));
+        return Verdict::Denied(format!(
+            "asset {} is not allowed for key group {}",
+            request.asset, request.key_group
+        ));
     };
     if let Some(allow) = &group.allowlist {
         if !allow.contains(&request.destination) {
-            return Verdict::Denied(format!("destination {} is not on the allowlist of {}", request.destination, request.key_group));
+            return Verdict::Denied(format!(
+                "destination {} is not on the allowlist of {}",
+                request.destination, request.key_group
+            ));
         }
     }
     let lifetime = request.expires_at.saturating_sub(request.created_at);
     if lifetime > group.max_lifetime_secs {
-        return Verdict::Denied(format!("request lifetime {lifetime}s exceeds the policy maximum {}s", group.max_lifetime_secs));
+        return Verdict::Denied(format!(
+            "request lifetime {lifetime}s exceeds the policy maximum {}s",
+            group.max_lifetime_secs
+        ));
     }
     if request.amount > limits.per_request_max {
         return Verdict::Denied(format!(
@@ -349,19 +398,35 @@ pub fn evaluate(
             continue;
         };
         if a.approver_id == request.requested_by {
-            rejected.push(format!("{}: approvers may not approve their own request", a.approver_id));
+            rejected.push(format!(
+                "{}: approvers may not approve their own request",
+                a.approver_id
+            ));
             continue;
         }
         if now > a.expires_at {
-            rejected.push(format!("{}: approval expired at {}", a.approver_id, a.expires_at));
+            rejected.push(format!(
+                "{}: approval expired at {}",
+                a.approver_id, a.expires_at
+            ));
             continue;
         }
-        if !verify_ed25519(key, &approval_message(digest, &a.approver_id, a.expires_at), &a.signature) {
-            rejected.push(format!("{}: signature does not cover this request", a.approver_id));
+        if !verify_ed25519(
+            key,
+            &approval_message(digest, &a.approver_id, a.expires_at),
+            &a.signature,
+        ) {
+            rejected.push(format!(
+                "{}: signature does not cover this request",
+                a.approver_id
+            ));
             continue;
         }
         if !keys.insert(key.to_bytes()) {
-            rejected.push(format!("{}: this approver key was already counted", a.approver_id));
+            rejected.push(format!(
+                "{}: this approver key was already counted",
+                a.approver_id
+            ));
         }
     }
     let approvals_missing = needed.saturating_sub(keys.len() as u32);
@@ -459,12 +524,25 @@ daily_max = "10000000000"
         Approval {
             approver_id: id.into(),
             expires_at,
-            signature: key.sign(&approval_message(&r.digest(), id, expires_at)).to_bytes().to_vec(),
+            signature: key
+                .sign(&approval_message(&r.digest(), id, expires_at))
+                .to_bytes()
+                .to_vec(),
         }
     }
 
     fn eval(f: &Fx, r: &WithdrawalRequest, a: &[Approval], spent: u128, now: u64) -> Verdict {
-        evaluate(&f.policy, r, &r.digest(), a, LedgerView { spent_24h: spent, first_seen: Some(r.created_at) }, now)
+        evaluate(
+            &f.policy,
+            r,
+            &r.digest(),
+            a,
+            LedgerView {
+                spent_24h: spent,
+                first_seen: Some(r.created_at),
+            },
+            now,
+        )
     }
 
     #[test]
@@ -475,12 +553,27 @@ daily_max = "10000000000"
         r.amount = 1_000_000;
         assert_eq!(eval(&f, &r, &[], 0, now), Verdict::Allowed);
         r.amount = 5_000_000;
-        assert!(matches!(eval(&f, &r, &[], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
+        assert!(matches!(
+            eval(&f, &r, &[], 0, now),
+            Verdict::Waiting {
+                approvals_missing: 1,
+                ..
+            }
+        ));
         let a = approve(&f.alice, "alice", &r, now + 60);
-        assert_eq!(eval(&f, &r, std::slice::from_ref(&a), 0, now), Verdict::Allowed);
+        assert_eq!(
+            eval(&f, &r, std::slice::from_ref(&a), 0, now),
+            Verdict::Allowed
+        );
         r.amount = 50_000_000;
         let a = approve(&f.alice, "alice", &r, now + 60);
-        assert!(matches!(eval(&f, &r, &[a], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
+        assert!(matches!(
+            eval(&f, &r, &[a], 0, now),
+            Verdict::Waiting {
+                approvals_missing: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -490,19 +583,39 @@ daily_max = "10000000000"
         r.amount = 50_000_000;
         let now = r.created_at;
         // The same key under two registry ids counts once.
-        let twice = [approve(&f.alice, "alice", &r, now + 60), approve(&f.alice, "alice-again", &r, now + 60)];
+        let twice = [
+            approve(&f.alice, "alice", &r, now + 60),
+            approve(&f.alice, "alice-again", &r, now + 60),
+        ];
         match eval(&f, &r, &twice, 0, now) {
-            Verdict::Waiting { approvals_missing: 1, rejected_approvals, .. } => {
-                assert!(rejected_approvals[0].contains("already counted"), "{rejected_approvals:?}")
+            Verdict::Waiting {
+                approvals_missing: 1,
+                rejected_approvals,
+                ..
+            } => {
+                assert!(
+                    rejected_approvals[0].contains("already counted"),
+                    "{rejected_approvals:?}"
+                )
             }
             v => panic!("{v:?}"),
         }
         // The requester cannot approve their own request.
         r.requested_by = "bob".into();
-        let own = [approve(&f.alice, "alice", &r, now + 60), approve(&f.bob, "bob", &r, now + 60)];
+        let own = [
+            approve(&f.alice, "alice", &r, now + 60),
+            approve(&f.bob, "bob", &r, now + 60),
+        ];
         match eval(&f, &r, &own, 0, now) {
-            Verdict::Waiting { approvals_missing: 1, rejected_approvals, .. } => {
-                assert!(rejected_approvals[0].contains("own request"), "{rejected_approvals:?}")
+            Verdict::Waiting {
+                approvals_missing: 1,
+                rejected_approvals,
+                ..
+            } => {
+                assert!(
+                    rejected_approvals[0].contains("own request"),
+                    "{rejected_approvals:?}"
+                )
             }
             v => panic!("{v:?}"),
         }
@@ -517,10 +630,25 @@ daily_max = "10000000000"
         let mut other = r.clone();
         other.request_id = crate::RequestId::new("wd-other").expect("valid");
         let replayed = approve(&f.alice, "alice", &other, now + 60);
-        assert!(matches!(eval(&f, &r, &[replayed], 0, now), Verdict::Waiting { approvals_missing: 1, .. }));
+        assert!(matches!(
+            eval(&f, &r, &[replayed], 0, now),
+            Verdict::Waiting {
+                approvals_missing: 1,
+                ..
+            }
+        ));
         let a = approve(&f.alice, "alice", &r, now + 60);
-        assert_eq!(eval(&f, &r, std::slice::from_ref(&a), 0, now + 60), Verdict::Allowed);
-        assert!(matches!(eval(&f, &r, &[a], 0, now + 61), Verdict::Waiting { approvals_missing: 1, .. }));
+        assert_eq!(
+            eval(&f, &r, std::slice::from_ref(&a), 0, now + 60),
+            Verdict::Allowed
+        );
+        assert!(matches!(
+            eval(&f, &r, &[a], 0, now + 61),
+            Verdict::Waiting {
+                approvals_missing: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -528,7 +656,10 @@ daily_max = "10000000000"
         let f = fx();
         let mut r = sample();
         r.amount = 1_000_000;
-        assert_eq!(eval(&f, &r, &[], 149_000_000, r.created_at), Verdict::Allowed);
+        assert_eq!(
+            eval(&f, &r, &[], 149_000_000, r.created_at),
+            Verdict::Allowed
+        );
         match eval(&f, &r, &[], 149_000_001, r.created_at) {
             Verdict::Denied(why) => assert!(why.contains("velocity"), "{why}"),
             v => panic!("{v:?}"),
@@ -547,22 +678,38 @@ daily_max = "10000000000"
             v => panic!("{v:?}"),
         }
         r.destination = "bc1qwarmwallet".into();
-        let two = [approve(&f.alice, "alice", &r, now + 600), approve(&f.bob, "bob", &r, now + 600)];
+        let two = [
+            approve(&f.alice, "alice", &r, now + 600),
+            approve(&f.bob, "bob", &r, now + 600),
+        ];
         match eval(&f, &r, &two, 0, now + 59) {
-            Verdict::Waiting { approvals_missing: 0, time_locked_until: Some(t), .. } => assert_eq!(t, now + 60),
+            Verdict::Waiting {
+                approvals_missing: 0,
+                time_locked_until: Some(t),
+                ..
+            } => assert_eq!(t, now + 60),
             v => panic!("{v:?}"),
         }
         assert_eq!(eval(&f, &r, &two, 0, now + 60), Verdict::Allowed);
         // The time-lock counts from when the node first saw the request, not only from created_at.
-        let late = LedgerView { spent_24h: 0, first_seen: Some(now + 100) };
+        let late = LedgerView {
+            spent_24h: 0,
+            first_seen: Some(now + 100),
+        };
         assert!(matches!(
             evaluate(&f.policy, &r, &r.digest(), &two, late, now + 120),
-            Verdict::Waiting { time_locked_until: Some(_), .. }
+            Verdict::Waiting {
+                time_locked_until: Some(_),
+                ..
+            }
         ));
         // Cold submitted as warm.
         let mut warm = r.clone();
         warm.tier = Tier::Warm;
-        assert!(matches!(eval(&f, &warm, &two, 0, now + 60), Verdict::Denied(_)));
+        assert!(matches!(
+            eval(&f, &warm, &two, 0, now + 60),
+            Verdict::Denied(_)
+        ));
     }
 
     #[test]
@@ -592,6 +739,9 @@ daily_max = "100"
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("per_request_max") && err.contains("ten"), "{err}");
+        assert!(
+            err.contains("per_request_max") && err.contains("ten"),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use frost_secp256k1::keys::repairable::{repair_share_part1, repair_share_part2, repair_share_part3, Delta, Sigma};
+use frost_secp256k1::keys::repairable::{
+    repair_share_part1, repair_share_part2, repair_share_part3, Delta, Sigma,
+};
 use frost_secp256k1::keys::{KeyPackage, PublicKeyPackage};
 use frost_secp256k1::Identifier;
 use rand_core::{CryptoRng, RngCore};
@@ -41,21 +43,34 @@ impl RepairSpec {
     /// Shape checks.
     pub fn validate(&self) -> Result<(), CoreError> {
         if !self.members.contains(&self.lost) {
-            return Err(CoreError::invalid("lost", format!("{} is not a member of {}", self.lost, self.group)));
+            return Err(CoreError::invalid(
+                "lost",
+                format!("{} is not a member of {}", self.lost, self.group),
+            ));
         }
         if self.members.contains(&self.replacement) {
-            return Err(CoreError::invalid("replacement", format!("{} is already a member of {}", self.replacement, self.group)));
+            return Err(CoreError::invalid(
+                "replacement",
+                format!("{} is already a member of {}", self.replacement, self.group),
+            ));
         }
         if self.helpers.len() != usize::from(self.threshold) {
             return Err(CoreError::invalid(
                 "helpers",
-                format!("{} helpers, the threshold is {}", self.helpers.len(), self.threshold),
+                format!(
+                    "{} helpers, the threshold is {}",
+                    self.helpers.len(),
+                    self.threshold
+                ),
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for h in &self.helpers {
             if *h == self.lost || !self.members.contains(h) || !seen.insert(h) {
-                return Err(CoreError::invalid("helpers", format!("{h} cannot help (lost, not a member, or listed twice)")));
+                return Err(CoreError::invalid(
+                    "helpers",
+                    format!("{h} cannot help (lost, not a member, or listed twice)"),
+                ));
             }
         }
         Ok(())
@@ -85,11 +100,12 @@ impl RepairSpec {
 
     /// FROST identifier of a member.
     pub fn identifier_of(&self, node: &NodeId) -> Result<Identifier, CoreError> {
-        let i = self
-            .members
-            .iter()
-            .position(|m| m == node)
-            .ok_or_else(|| CoreError::invalid("member", format!("{node} is not a member of {}", self.group)))?;
+        let i = self.members.iter().position(|m| m == node).ok_or_else(|| {
+            CoreError::invalid(
+                "member",
+                format!("{node} is not a member of {}", self.group),
+            )
+        })?;
         identifier(i)
     }
 
@@ -97,7 +113,13 @@ impl RepairSpec {
     pub fn new_members(&self) -> Vec<NodeId> {
         self.members
             .iter()
-            .map(|m| if *m == self.lost { self.replacement.clone() } else { m.clone() })
+            .map(|m| {
+                if *m == self.lost {
+                    self.replacement.clone()
+                } else {
+                    m.clone()
+                }
+            })
             .collect()
     }
 }
@@ -125,9 +147,19 @@ fn seal(
     } = from;
     let h = spec.hash();
     let info = transcript(label, &h, &[me.as_str().as_bytes(), to.as_str().as_bytes()]);
-    let (encapped_key, ciphertext) = seal_to(&directory.get(to)?.encryption_key, &info, plaintext, rng)?;
+    let (encapped_key, ciphertext) =
+        seal_to(&directory.get(to)?.encryption_key, &info, plaintext, rng)?;
     let signature = identity
-        .sign(&transcript(label, &h, &[me.as_str().as_bytes(), to.as_str().as_bytes(), &encapped_key, &ciphertext]))
+        .sign(&transcript(
+            label,
+            &h,
+            &[
+                me.as_str().as_bytes(),
+                to.as_str().as_bytes(),
+                &encapped_key,
+                &ciphertext,
+            ],
+        ))
         .to_vec();
     Ok(SealedRound2 {
         sender: (*me).clone(),
@@ -147,18 +179,34 @@ fn open(
     directory: &Directory,
 ) -> Result<Zeroizing<Vec<u8>>, CoreError> {
     if msg.recipient != *me {
-        return Err(CoreError::invalid("recipient", format!("message for {} delivered to {me}", msg.recipient)));
+        return Err(CoreError::invalid(
+            "recipient",
+            format!("message for {} delivered to {me}", msg.recipient),
+        ));
     }
     let h = spec.hash();
     let key = directory.get(&msg.sender)?.identity_key;
-    let t = transcript(label, &h, &[msg.sender.as_str().as_bytes(), me.as_str().as_bytes(), &msg.encapped_key, &msg.ciphertext]);
+    let t = transcript(
+        label,
+        &h,
+        &[
+            msg.sender.as_str().as_bytes(),
+            me.as_str().as_bytes(),
+            &msg.encapped_key,
+            &msg.ciphertext,
+        ],
+    );
     if !verify_ed25519(&key, &t, &msg.signature) {
         return Err(CoreError::PeerMisbehaved {
             culprit: msg.sender.clone(),
             reason: "repair message signature invalid".into(),
         });
     }
-    let info = transcript(label, &h, &[msg.sender.as_str().as_bytes(), me.as_str().as_bytes()]);
+    let info = transcript(
+        label,
+        &h,
+        &[msg.sender.as_str().as_bytes(), me.as_str().as_bytes()],
+    );
     identity.open(&msg.encapped_key, &msg.ciphertext, &info)
 }
 
@@ -173,16 +221,26 @@ pub fn helper_deltas(
 ) -> Result<Vec<SealedRound2>, CoreError> {
     spec.validate()?;
     if !spec.helpers.contains(me) {
-        return Err(CoreError::refused(format!("{me} is not a helper of repair {}", spec.repair_id)));
+        return Err(CoreError::refused(format!(
+            "{me} is not a helper of repair {}",
+            spec.repair_id
+        )));
     }
-    let helpers: Vec<Identifier> = spec.helpers.iter().map(|h| spec.identifier_of(h)).collect::<Result<_, _>>()?;
+    let helpers: Vec<Identifier> = spec
+        .helpers
+        .iter()
+        .map(|h| spec.identifier_of(h))
+        .collect::<Result<_, _>>()?;
     let lost = spec.identifier_of(&spec.lost)?;
-    let deltas = repair_share_part1::<frost_secp256k1::Secp256K1Sha256, _>(&helpers, key_package, rng, lost)
-        .map_err(|e| CoreError::Frost(e.to_string()))?;
+    let deltas =
+        repair_share_part1::<frost_secp256k1::Secp256K1Sha256, _>(&helpers, key_package, rng, lost)
+            .map_err(|e| CoreError::Frost(e.to_string()))?;
     let mut out = Vec::new();
     for helper in &spec.helpers {
         let id = spec.identifier_of(helper)?;
-        let delta = deltas.get(&id).ok_or_else(|| CoreError::Frost("missing delta".into()))?;
+        let delta = deltas
+            .get(&id)
+            .ok_or_else(|| CoreError::Frost("missing delta".into()))?;
         let bytes = Zeroizing::new(delta.serialize());
         let from = Sender {
             spec,
@@ -208,7 +266,10 @@ pub fn helper_sigma(
     let mut by_sender = BTreeMap::new();
     for d in deltas.iter().filter(|d| d.recipient == *me) {
         if !spec.helpers.contains(&d.sender) {
-            return Err(CoreError::refused(format!("delta from non-helper {}", d.sender)));
+            return Err(CoreError::refused(format!(
+                "delta from non-helper {}",
+                d.sender
+            )));
         }
         let plain = open(spec, b"repair-delta", me, d, identity, directory)?;
         let delta = Delta::deserialize(&plain).map_err(|e| CoreError::PeerMisbehaved {
@@ -248,12 +309,18 @@ pub fn replacement_receive(
 ) -> Result<KeyPackage, CoreError> {
     spec.validate()?;
     if *me != spec.replacement {
-        return Err(CoreError::refused(format!("{me} is not the replacement of repair {}", spec.repair_id)));
+        return Err(CoreError::refused(format!(
+            "{me} is not the replacement of repair {}",
+            spec.repair_id
+        )));
     }
     let mut by_sender = BTreeMap::new();
     for s in sigmas {
         if !spec.helpers.contains(&s.sender) {
-            return Err(CoreError::refused(format!("sigma from non-helper {}", s.sender)));
+            return Err(CoreError::refused(format!(
+                "sigma from non-helper {}",
+                s.sender
+            )));
         }
         let plain = open(spec, b"repair-sigma", me, s, identity, directory)?;
         let sigma = Sigma::deserialize(&plain).map_err(|e| CoreError::PeerMisbehaved {
@@ -263,14 +330,21 @@ pub fn replacement_receive(
         by_sender.insert(s.sender.clone(), sigma);
     }
     if by_sender.len() != spec.helpers.len() {
-        return Err(CoreError::Aborted(format!("{} of {} sigmas received", by_sender.len(), spec.helpers.len())));
+        return Err(CoreError::Aborted(format!(
+            "{} of {} sigmas received",
+            by_sender.len(),
+            spec.helpers.len()
+        )));
     }
     let sigmas: Vec<Sigma> = by_sender.into_values().collect();
     let id = spec.identifier_of(&spec.lost)?;
-    let key_package = repair_share_part3(&sigmas, id, public_key_package).map_err(|e| CoreError::Frost(e.to_string()))?;
+    let key_package = repair_share_part3(&sigmas, id, public_key_package)
+        .map_err(|e| CoreError::Frost(e.to_string()))?;
     // The rebuilt share must be the one the group committed to for this identifier.
     if public_key_package.verifying_shares().get(&id) != Some(key_package.verifying_share()) {
-        return Err(CoreError::Aborted("rebuilt share does not match the group's verifying share".into()));
+        return Err(CoreError::Aborted(
+            "rebuilt share does not match the group's verifying share".into(),
+        ));
     }
     Ok(key_package)
 }

@@ -35,9 +35,15 @@ pub struct ActivationTarget {
 
 impl ActivationTarget {
     /// Builds the target for a pending group; refuses an active one, which has no business signing tests.
-    pub fn for_pending_group(group: &GroupName, public_key_package: &PublicKeyPackage, active: bool) -> Result<Self, CoreError> {
+    pub fn for_pending_group(
+        group: &GroupName,
+        public_key_package: &PublicKeyPackage,
+        active: bool,
+    ) -> Result<Self, CoreError> {
         if active {
-            return Err(CoreError::refused(format!("key group {group} is already active; no test signature")));
+            return Err(CoreError::refused(format!(
+                "key group {group} is already active; no test signature"
+            )));
         }
         let key = public_key_package
             .verifying_key()
@@ -79,7 +85,8 @@ pub fn compute_share(
     key_package: &KeyPackage,
 ) -> Result<SignatureShare, CoreError> {
     check_package(target, package, &nonces, key_package)?;
-    frost_secp256k1::round2::sign(package, &nonces, key_package).map_err(|e| CoreError::Frost(e.to_string()))
+    frost_secp256k1::round2::sign(package, &nonces, key_package)
+        .map_err(|e| CoreError::Frost(e.to_string()))
 }
 
 /// The checks [`compute_share`] makes on the coordinator's signing package,
@@ -104,7 +111,11 @@ pub fn check_package(
     }
     match package.signing_commitments().get(key_package.identifier()) {
         Some(c) if c == nonces.commitments() => {}
-        _ => return Err(CoreError::refused("signing package does not carry this node's commitment")),
+        _ => {
+            return Err(CoreError::refused(
+                "signing package does not carry this node's commitment",
+            ))
+        }
     }
     Ok(())
 }

@@ -54,9 +54,9 @@ impl RequestDigest {
     }
     /// Parses 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CoreError> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| CoreError::invalid("digest", format!("{} bytes, expected 32", bytes.len())))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            CoreError::invalid("digest", format!("{} bytes, expected 32", bytes.len()))
+        })?;
         Ok(Self(arr))
     }
 }
@@ -114,7 +114,10 @@ impl WithdrawalRequest {
         if self.expires_at <= self.created_at {
             return Err(CoreError::invalid(
                 "expires_at",
-                format!("{} is not after created_at {}", self.expires_at, self.created_at),
+                format!(
+                    "{} is not after created_at {}",
+                    self.expires_at, self.created_at
+                ),
             ));
         }
         Ok(())
@@ -151,7 +154,10 @@ impl WithdrawalRequest {
         }
         let version = u16::from_be_bytes(fixed(r.take(2)?)?);
         if version != ENCODING_VERSION {
-            return Err(CoreError::invalid("encoding", format!("unsupported version {version}")));
+            return Err(CoreError::invalid(
+                "encoding",
+                format!("unsupported version {version}"),
+            ));
         }
         let text = |b: &[u8], field| {
             String::from_utf8(b.to_vec()).map_err(|_| CoreError::invalid(field, "not UTF-8"))
@@ -176,8 +182,12 @@ impl WithdrawalRequest {
 }
 
 fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], CoreError> {
-    b.try_into()
-        .map_err(|_| CoreError::invalid("encoding", format!("field of {} bytes, expected {N}", b.len())))
+    b.try_into().map_err(|_| {
+        CoreError::invalid(
+            "encoding",
+            format!("field of {} bytes, expected {N}", b.len()),
+        )
+    })
 }
 
 struct Reader<'a> {
@@ -199,7 +209,10 @@ impl<'a> Reader<'a> {
     fn field(&mut self, tag: u8) -> Result<&'a [u8], CoreError> {
         let found = self.take(1)?[0];
         if found != tag {
-            return Err(CoreError::invalid("encoding", format!("tag {found}, expected {tag}")));
+            return Err(CoreError::invalid(
+                "encoding",
+                format!("tag {found}, expected {tag}"),
+            ));
         }
         let len = u32::from_be_bytes(fixed(self.take(4)?)?) as usize;
         self.take(len)
@@ -332,7 +345,10 @@ pub(crate) mod tests {
         let enc = sample().encode();
         assert_eq!(&enc[..DOMAIN.len()], DOMAIN);
         assert_eq!(&enc[DOMAIN.len()..DOMAIN.len() + 2], &[0, 1]);
-        assert_eq!(enc.len(), DOMAIN.len() + 2 + 10 * 5 + 4 + 6 + 1 + 3 + 16 + 22 + 32 + 8 + 8 + 9);
+        assert_eq!(
+            enc.len(),
+            DOMAIN.len() + 2 + 10 * 5 + 4 + 6 + 1 + 3 + 16 + 22 + 32 + 8 + 8 + 9
+        );
     }
 
     #[test]

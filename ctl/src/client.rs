@@ -1,4 +1,5 @@
-//! Talking to the coordinator over mTLS gRPC as a custody service or an operator.
+//! Talking to the coordinator over mTLS gRPC as a custody service or an
+//! operator, and to one signer node's `NodeAdmin` service as an operator.
 //!
 //! A [`Connection`] is resolved either from explicit flags or from a
 //! `cluster.json` written by `permafrost-sim up`; the RPC helpers here are
@@ -8,15 +9,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
-use permafrost_core::withdrawal::WithdrawalRequest;
-use permafrost_core::{GroupName, NodeId, Tier};
+use permafrost_core::policy::approval_message;
+use permafrost_core::withdrawal::{RequestDigest, WithdrawalRequest};
+use permafrost_core::{GroupName, NodeId, Role, Tier};
 use permafrost_proto::convert::tier_to_wire;
 use permafrost_proto::tls::{TlsFiles, TlsMaterial};
 use permafrost_proto::{
     self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient,
+    node_admin_client::NodeAdminClient,
 };
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
+use zeroize::Zeroizing;
 
 use crate::files::read_text;
 use crate::CtlError;
@@ -215,6 +219,41 @@ pub struct Connection {
     pub cluster: Option<ClusterFile>,
 }
 
+/// Collects flag values (explicit flag first, then the cluster file) and
+/// remembers which are missing, so one error can name them all.
+#[derive(Default)]
+struct FlagPicker {
+    missing: Vec<&'static str>,
+}
+
+impl FlagPicker {
+    fn pick(
+        &mut self,
+        flag: &'static str,
+        explicit: Option<String>,
+        from_file: Option<String>,
+    ) -> String {
+        let v = explicit.or(from_file);
+        if v.is_none() {
+            self.missing.push(flag);
+        }
+        v.unwrap_or_default()
+    }
+}
+
+fn path_text(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
+}
+
+fn call_timeout(secs: u64) -> Result<Duration, CtlError> {
+    if secs == 0 {
+        return Err(CtlError::Usage(
+            "--timeout must be at least 1 second".into(),
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 impl ConnectionArgs {
     /// Resolves flags (explicit flags win over the cluster file) into a connection as `default_role`.
     pub fn resolve(&self, default_role: ClientRole) -> Result<Connection, CtlError> {
@@ -234,44 +273,31 @@ impl ConnectionArgs {
             }
             (None, _) => (None, None),
         };
-        let mut missing = Vec::new();
-        let mut pick = |flag: &'static str, explicit: Option<String>, from_file: Option<String>| {
-            let v = explicit.or(from_file);
-            if v.is_none() {
-                missing.push(flag);
-            }
-            v.unwrap_or_default()
-        };
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let endpoint = pick(
+        let mut flags = FlagPicker::default();
+        let endpoint = flags.pick(
             "--coordinator",
             self.coordinator.clone(),
             cluster.as_ref().map(|c| c.coordinator.endpoint.clone()),
         );
-        let server_name = pick(
+        let server_name = flags.pick(
             "--server-name",
             self.server_name.clone(),
             cluster
                 .as_ref()
                 .map(|c| c.coordinator.tls_server_name.clone()),
         );
-        let ca = pick(
+        let ca = flags.pick(
             "--ca",
-            path(&self.ca),
+            path_text(&self.ca),
             cluster.as_ref().map(|c| c.ca_cert.display().to_string()),
         );
-        let cert = pick("--cert", path(&self.cert), path(&c_cert));
-        let key = pick("--key", path(&self.key), path(&c_key));
-        if !missing.is_empty() {
+        let cert = flags.pick("--cert", path_text(&self.cert), path_text(&c_cert));
+        let key = flags.pick("--key", path_text(&self.key), path_text(&c_key));
+        if !flags.missing.is_empty() {
             return Err(CtlError::Usage(format!(
                 "no way to reach the coordinator: give --cluster FILE, or all of --coordinator, --server-name, --ca, --cert, --key (missing: {})",
-                missing.join(", ")
+                flags.missing.join(", ")
             )));
-        }
-        if self.timeout == 0 {
-            return Err(CtlError::Usage(
-                "--timeout must be at least 1 second".into(),
-            ));
         }
         Ok(Connection {
             endpoint,
@@ -281,7 +307,96 @@ impl ConnectionArgs {
                 cert: cert.into(),
                 key: key.into(),
             },
-            timeout: Duration::from_secs(self.timeout),
+            timeout: call_timeout(self.timeout)?,
+            cluster,
+        })
+    }
+}
+
+/// Connection flags of the commands that talk straight to one signer node
+/// (`NodeAdmin`, operator certificate), never through the coordinator.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NodeConnectionArgs {
+    /// Node id, e.g. n1; the node must present the certificate name <ID>.node.permafrost.
+    #[arg(long, value_name = "ID")]
+    pub node: NodeId,
+    /// A cluster.json (from `permafrost-sim up`) giving the node's endpoint and the operator credential.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// The node's `host:port` (overrides --cluster).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// Cluster CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Operator client certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Operator client private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Deadline of one call, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+impl NodeConnectionArgs {
+    /// Resolves flags (explicit flags win over the cluster file) into an
+    /// operator connection to the node's own endpoint.
+    pub fn resolve(&self) -> Result<Connection, CtlError> {
+        let cluster = self.cluster.as_deref().map(ClusterFile::load).transpose()?;
+        let listed = match (&cluster, &self.endpoint) {
+            (Some(c), None) => {
+                let node = c.nodes.iter().find(|n| n.id == self.node.as_str());
+                if node.is_none() {
+                    let known: Vec<&str> = c.nodes.iter().map(|n| n.id.as_str()).collect();
+                    return Err(CtlError::Usage(format!(
+                        "node {} is not listed in --cluster (known nodes: {}); give --endpoint HOST:PORT",
+                        self.node,
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    )));
+                }
+                node.map(|n| n.endpoint.clone())
+            }
+            _ => None,
+        };
+        let mut flags = FlagPicker::default();
+        let endpoint = flags.pick("--endpoint", self.endpoint.clone(), listed);
+        let ca = flags.pick(
+            "--ca",
+            path_text(&self.ca),
+            cluster.as_ref().map(|c| c.ca_cert.display().to_string()),
+        );
+        let cert = flags.pick(
+            "--cert",
+            path_text(&self.cert),
+            cluster
+                .as_ref()
+                .map(|c| c.operator.cert.display().to_string()),
+        );
+        let key = flags.pick(
+            "--key",
+            path_text(&self.key),
+            cluster
+                .as_ref()
+                .map(|c| c.operator.key.display().to_string()),
+        );
+        if !flags.missing.is_empty() {
+            return Err(CtlError::Usage(format!(
+                "no way to reach node {}: give --cluster FILE, or all of --endpoint, --ca, --cert, --key (missing: {})",
+                self.node,
+                flags.missing.join(", ")
+            )));
+        }
+        Ok(Connection {
+            endpoint,
+            server_name: crate::pki::server_name(Role::Node, self.node.as_str()),
+            tls: TlsFiles {
+                ca_cert: ca.into(),
+                cert: cert.into(),
+                key: key.into(),
+            },
+            timeout: call_timeout(self.timeout)?,
             cluster,
         })
     }
@@ -303,7 +418,7 @@ impl Connection {
     pub fn channel(&self) -> Result<Channel, CtlError> {
         let tls = TlsMaterial::load(&self.tls).map_err(CtlError::Config)?;
         let endpoint = Endpoint::from_shared(format!("https://{}", self.endpoint))
-            .map_err(|e| CtlError::Usage(format!("--coordinator {:?}: {e}", self.endpoint)))?
+            .map_err(|e| CtlError::Usage(format!("endpoint {:?}: {e}", self.endpoint)))?
             .tls_config(tls.client_config(&self.server_name))
             .map_err(|e| {
                 CtlError::Config(format!(
@@ -325,6 +440,11 @@ impl Connection {
     /// Client of the `Ceremony` service (needs an operator certificate).
     pub fn ceremony(&self) -> Result<CeremonyClient<Channel>, CtlError> {
         Ok(CeremonyClient::new(self.channel()?))
+    }
+
+    /// Client of a node's `NodeAdmin` service (needs an operator certificate and a node connection).
+    pub fn node_admin(&self) -> Result<NodeAdminClient<Channel>, CtlError> {
+        Ok(NodeAdminClient::new(self.channel()?))
     }
 }
 
@@ -373,7 +493,7 @@ pub fn rpc_error(conn: &Connection, call: &'static str, status: tonic::Status) -
         )
     {
         message.push_str(
-            " (the coordinator dropped the TLS connection: is the client certificate issued by the cluster CA?)",
+            " (the server dropped the TLS connection: is the client certificate issued by the cluster CA, and of the role this service admits?)",
         );
     }
     CtlError::Rpc {
@@ -404,6 +524,10 @@ pub async fn create_key_group(
         .await
         .map_err(|s| rpc_error(conn, "Ceremony.CreateKeyGroup", s))?
         .into_inner();
+    checked_group_key(group)
+}
+
+fn checked_group_key(group: pb::KeyGroup) -> Result<pb::KeyGroup, CtlError> {
     if group.group_public_key.len() != 33 {
         return Err(CtlError::BadResponse(format!(
             "group {} has a {}-byte public key, expected 33",
@@ -412,6 +536,71 @@ pub async fn create_key_group(
         )));
     }
     Ok(group)
+}
+
+/// `Ceremony.RefreshKeyGroup`: new shares for every member, same group key and threshold.
+pub async fn refresh_key_group(
+    conn: &Connection,
+    name: &GroupName,
+) -> Result<pb::KeyGroup, CtlError> {
+    let group = conn
+        .ceremony()?
+        .refresh_key_group(pb::RefreshKeyGroupRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error(conn, "Ceremony.RefreshKeyGroup", s))?
+        .into_inner();
+    checked_group_key(group)
+}
+
+/// `Ceremony.RepairKeyGroup`: rebuilds `lost`'s share on `replacement`.
+pub async fn repair_key_group(
+    conn: &Connection,
+    name: &GroupName,
+    lost: &NodeId,
+    replacement: &NodeId,
+) -> Result<pb::KeyGroup, CtlError> {
+    let group = conn
+        .ceremony()?
+        .repair_key_group(pb::RepairKeyGroupRequest {
+            name: name.to_string(),
+            lost: lost.to_string(),
+            replacement: replacement.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error(conn, "Ceremony.RepairKeyGroup", s))?
+        .into_inner();
+    checked_group_key(group)
+}
+
+/// `Ceremony.ListExclusions`: members excluded for invalid shares, with the evidence.
+pub async fn list_exclusions(conn: &Connection) -> Result<Vec<pb::Exclusion>, CtlError> {
+    Ok(conn
+        .ceremony()?
+        .list_exclusions(pb::ListExclusionsRequest {})
+        .await
+        .map_err(|s| rpc_error(conn, "Ceremony.ListExclusions", s))?
+        .into_inner()
+        .exclusions)
+}
+
+/// `Ceremony.ClearExclusion`; returns the exclusions that remain.
+pub async fn clear_exclusion(
+    conn: &Connection,
+    group: &GroupName,
+    node: &NodeId,
+) -> Result<Vec<pb::Exclusion>, CtlError> {
+    Ok(conn
+        .ceremony()?
+        .clear_exclusion(pb::ClearExclusionRequest {
+            group: group.to_string(),
+            node_id: node.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error(conn, "Ceremony.ClearExclusion", s))?
+        .into_inner()
+        .exclusions)
 }
 
 /// `Ceremony.ListKeyGroups`.
@@ -463,6 +652,37 @@ pub async fn submit_withdrawal(
         .into_inner())
 }
 
+/// An approver's signature over `digest` (the request's canonical digest), bound
+/// to the approver id and an expiry: what every node verifies for itself (A2).
+pub fn sign_approval(
+    request_id: &str,
+    digest: &RequestDigest,
+    approver_id: &str,
+    expires_at: u64,
+    approver_key: &SigningKey,
+) -> pb::Approval {
+    let signature = approver_key.sign(&approval_message(digest, approver_id, expires_at));
+    pb::Approval {
+        request_id: request_id.to_string(),
+        approver_id: approver_id.to_string(),
+        expires_at,
+        signature: signature.to_bytes().to_vec(),
+    }
+}
+
+/// `Custody.SubmitApproval`.
+pub async fn submit_approval(
+    conn: &Connection,
+    approval: pb::Approval,
+) -> Result<pb::WithdrawalStatus, CtlError> {
+    Ok(conn
+        .custody()?
+        .submit_approval(approval)
+        .await
+        .map_err(|s| rpc_error(conn, "Custody.SubmitApproval", s))?
+        .into_inner())
+}
+
 /// `Custody.GetWithdrawal`.
 pub async fn get_withdrawal(
     conn: &Connection,
@@ -475,6 +695,44 @@ pub async fn get_withdrawal(
         })
         .await
         .map_err(|s| rpc_error(conn, "Custody.GetWithdrawal", s))?
+        .into_inner())
+}
+
+/// `NodeAdmin.GetStatus` on the node `conn` points at.
+pub async fn node_status(conn: &Connection) -> Result<pb::NodeStatus, CtlError> {
+    Ok(conn
+        .node_admin()?
+        .get_status(pb::NodeStatusRequest {})
+        .await
+        .map_err(|s| rpc_error(conn, "NodeAdmin.GetStatus", s))?
+        .into_inner())
+}
+
+/// `NodeAdmin.Seal`: the node drops its share key and refuses to sign until unsealed.
+pub async fn seal_node(conn: &Connection) -> Result<pb::NodeStatus, CtlError> {
+    Ok(conn
+        .node_admin()?
+        .seal(pb::SealRequest {})
+        .await
+        .map_err(|s| rpc_error(conn, "NodeAdmin.Seal", s))?
+        .into_inner())
+}
+
+/// `NodeAdmin.Unseal`. The passphrase goes only to the node, over the operator's mTLS channel.
+pub async fn unseal_node(
+    conn: &Connection,
+    mut passphrase: Zeroizing<String>,
+) -> Result<pb::NodeStatus, CtlError> {
+    // Moved, not copied, into the request; the generated message type cannot
+    // zeroize itself, so the encoded buffer is the one copy we do not wipe.
+    let request = pb::UnsealRequest {
+        passphrase: std::mem::take(&mut *passphrase),
+    };
+    Ok(conn
+        .node_admin()?
+        .unseal(request)
+        .await
+        .map_err(|s| rpc_error(conn, "NodeAdmin.Unseal", s))?
         .into_inner())
 }
 
@@ -544,6 +802,21 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
             hex::encode(&s.group_public_key)
         ));
     }
+    if !s.approvals.is_empty() {
+        out.push_str(&format!("approvals:        {}\n", s.approvals.join(", ")));
+    }
+    if s.state == pb::WithdrawalState::Pending as i32 {
+        if s.approvals_missing > 0 {
+            out.push_str(&format!("approvals needed: {} more\n", s.approvals_missing));
+        }
+        if s.time_locked_until > 0 {
+            out.push_str(&format!(
+                "time-locked until {} ({})\n",
+                s.time_locked_until,
+                from_now(s.time_locked_until, permafrost_core::unix_now())
+            ));
+        }
+    }
     out.push_str(&format!("attempts:         {}\n", s.attempts));
     if !s.culprits.is_empty() {
         out.push_str(&format!("culprits:         {}\n", s.culprits.join(", ")));
@@ -565,5 +838,61 @@ pub fn describe_key_group(g: &pb::KeyGroup) -> String {
         g.members.join(","),
         if g.active { "active" } else { "NOT ACTIVE" },
         hex::encode(&g.group_public_key)
+    )
+}
+
+/// `"in 42s"` or `"passed"` for a Unix time relative to `now`.
+pub fn from_now(at: u64, now: u64) -> String {
+    if at > now {
+        format!("in {}s", at - now)
+    } else {
+        "passed".to_string()
+    }
+}
+
+/// Human-readable lines describing a node's status, including what
+/// `audit verify --head` needs.
+pub fn describe_node_status(s: &pb::NodeStatus) -> String {
+    let mut out = format!(
+        "node:             {}\nregion:           {}\nsealed:           {}\nopen nonces:      {}\npolicy hash:      {}\naudit entries:    {}\naudit head:       {}\n",
+        s.node_id,
+        s.region,
+        if s.sealed { "yes (refuses to sign until unsealed)" } else { "no" },
+        s.open_nonces,
+        hex::encode(&s.policy_hash),
+        s.audit_entries,
+        hex::encode(&s.audit_head),
+    );
+    if s.key_groups.is_empty() {
+        out.push_str("key groups:       none\n");
+    }
+    for g in &s.key_groups {
+        out.push_str(&format!(
+            "key group:        {}  tier {}  threshold {}  {}  key {}\n",
+            g.name,
+            tier_name(g.tier),
+            g.threshold,
+            if g.active { "active" } else { "NOT ACTIVE" },
+            hex::encode(&g.group_public_key)
+        ));
+    }
+    out.push_str(&format!(
+        "check its log:    permafrostctl audit verify <audit.log> --head {}:{}\n",
+        s.audit_entries,
+        hex::encode(&s.audit_head)
+    ));
+    out
+}
+
+/// Human-readable line describing an exclusion.
+pub fn describe_exclusion(e: &pb::Exclusion) -> String {
+    format!(
+        "{}  {}  excluded at {} for an invalid share while signing {} (evidence: {}-byte share, {}-byte signing package)",
+        e.group,
+        e.node_id,
+        e.at,
+        e.request_id,
+        e.signature_share.len(),
+        e.signing_package.len()
     )
 }

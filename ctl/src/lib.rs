@@ -1,5 +1,6 @@
-//! `permafrostctl`: the operator and custody CLI — cluster CA and certificates,
-//! the custody request-signing key, key-group ceremonies, withdrawals and status.
+//! `permafrostctl`: the operator, custody and approver CLI — cluster CA and
+//! certificates, Ed25519 request-signing and approver keys, key-group
+//! ceremonies, withdrawals and approvals, node seal / unseal, audit-log checks.
 //!
 //! `main.rs` only parses [`Cli`] and calls [`run`]; everything else lives here
 //! and in [`client`], so the simulations drive the cluster through the same code.
@@ -13,22 +14,32 @@ macro_rules! say {
     }};
 }
 
+pub mod approval;
+pub mod audit;
 pub mod client;
 pub mod files;
+pub mod keys;
 pub mod pki;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::client::{ClientRole, ConnectionArgs};
+use crate::approval::RequestFile;
+use crate::audit::ExpectedHead;
+use crate::client::{ClientRole, ConnectionArgs, NodeConnectionArgs};
+
+/// The custody request-signing key file: same format as every Ed25519 key file here.
+pub use crate::keys::{
+    generate_key_file as generate_custody_key, load_key_file as load_custody_key,
+};
 
 /// Errors of `permafrostctl`, named for who is at fault and what to do.
 #[non_exhaustive]
@@ -51,12 +62,12 @@ pub enum CtlError {
     /// A local file (cluster file, key, certificate) is malformed.
     #[error("{0}")]
     Config(String),
-    /// The coordinator answered a call with an error status.
+    /// A server (the coordinator, or a node for `NodeAdmin`) answered a call with an error status.
     #[error("{call} at {endpoint} failed with status {code:?}: {message}")]
     Rpc {
         /// `Service.Method`.
         call: &'static str,
-        /// The coordinator's `host:port`.
+        /// The server's `host:port`.
         endpoint: String,
         /// gRPC status code.
         code: tonic::Code,
@@ -66,6 +77,14 @@ pub enum CtlError {
     /// The coordinator's answer is inconsistent or does not verify; do not trust it.
     #[error("untrustworthy answer from the coordinator: {0}")]
     BadResponse(String),
+    /// An audit log does not verify: it was edited, reordered, cut or forged.
+    #[error("audit log {} does not verify: {reason}", .path.display())]
+    AuditInvalid {
+        /// The log file.
+        path: PathBuf,
+        /// Where and what (`line N: ...`).
+        reason: String,
+    },
     /// The cluster refused or failed to sign the withdrawal.
     #[error("withdrawal {request_id} failed: {detail}")]
     WithdrawalFailed {
@@ -90,7 +109,7 @@ impl CtlError {
 #[derive(Debug, Parser)]
 #[command(
     name = "permafrostctl",
-    about = "Permafrost operator and custody CLI",
+    about = "Permafrost operator, custody and approver CLI",
     version
 )]
 pub struct Cli {
@@ -110,7 +129,10 @@ pub enum Command {
     Cert(CertCommand),
     /// The custody service's Ed25519 request-signing key.
     #[command(subcommand, name = "custody-key")]
-    CustodyKey(CustodyKeyCommand),
+    CustodyKey(KeyFileCommand),
+    /// An approver's Ed25519 key (same file format as custody-key); nodes list its public key in their policy.
+    #[command(subcommand, name = "approver-key")]
+    ApproverKey(KeyFileCommand),
     /// Key groups (operator certificate).
     #[command(subcommand)]
     Keygroup(KeygroupCommand),
@@ -125,6 +147,21 @@ pub enum Command {
     /// Look up withdrawals (custody certificate).
     #[command(subcommand)]
     Withdrawal(WithdrawalCommand),
+    /// Approve a pending withdrawal with an approver key, after checking it is the request you reviewed.
+    ///
+    /// Review the request file the requester gave you (written by `withdraw --save-request`):
+    /// amount, asset, destination, key group and requester. `approve` prints those fields,
+    /// recomputes the request digest from them and refuses unless the coordinator holds
+    /// exactly that digest under --request, so you never sign a digest you have not seen
+    /// the contents of. The call itself needs a custody-role certificate (with --cluster,
+    /// the custody credential); the approval's authority comes from your key alone.
+    Approve(Box<ApproveArgs>),
+    /// One signer node, directly over mTLS (operator certificate): status, seal, unseal.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Audit logs (offline).
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// `ca ...`
@@ -173,9 +210,9 @@ pub enum CertCommand {
     },
 }
 
-/// `custody-key ...`
+/// `custody-key ...` and `approver-key ...`: Ed25519 key files.
 #[derive(Debug, Subcommand)]
-pub enum CustodyKeyCommand {
+pub enum KeyFileCommand {
     /// Generate a key: the 32-byte seed as hex into FILE (mode 0600); prints the public key hex.
     Generate {
         /// Where to write the seed; never overwritten.
@@ -217,6 +254,48 @@ pub enum KeygroupCommand {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
+    /// Proactive refresh: new shares for every member, same group key and threshold.
+    Refresh {
+        /// Group name.
+        #[arg(long)]
+        name: GroupName,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Rebuild a permanently lost member's share on a replacement node (same group key); the lost node is revoked.
+    Repair {
+        /// Group name.
+        #[arg(long)]
+        group: GroupName,
+        /// The member whose share is lost.
+        #[arg(long)]
+        lost: NodeId,
+        /// The node that takes its place (in the manifest, not yet a member).
+        #[arg(long)]
+        replacement: NodeId,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// List members excluded for sending invalid signature shares, with the evidence.
+    Exclusions {
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Let an excluded member sign for a group again (after investigating it).
+    ClearExclusion {
+        /// Group name.
+        #[arg(long)]
+        group: GroupName,
+        /// The excluded node.
+        #[arg(long)]
+        node: NodeId,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
 }
 
 /// `withdraw ...`
@@ -250,9 +329,12 @@ pub struct WithdrawArgs {
     /// Custody request-signing key (hex seed file). Default: the one in --cluster.
     #[arg(long)]
     pub custody_key: Option<PathBuf>,
-    /// Who asked for the withdrawal (recorded in the request).
+    /// Who asked for the withdrawal (recorded in the request; that person may not approve it).
     #[arg(long, default_value = "custody")]
     pub requested_by: String,
+    /// Also write the request to FILE (JSON) for approvers to review and pass to `approve --request-file`.
+    #[arg(long, value_name = "FILE")]
+    pub save_request: Option<PathBuf>,
     /// How to reach the coordinator.
     #[command(flatten)]
     pub conn: ConnectionArgs,
@@ -269,6 +351,128 @@ pub enum WithdrawalCommand {
         /// How to reach the coordinator.
         #[command(flatten)]
         conn: ConnectionArgs,
+    },
+}
+
+/// `approve ...`
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// Request id of the pending withdrawal.
+    #[arg(long, value_name = "ID")]
+    pub request: String,
+    /// The request you reviewed, as the requester handed it to you (`withdraw --save-request`).
+    #[arg(long, value_name = "FILE")]
+    pub request_file: PathBuf,
+    /// Your approver key (hex seed file from `approver-key generate`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Your approver id, as registered in the nodes' policy.
+    #[arg(long, value_name = "NAME")]
+    pub approver_id: String,
+    /// How long the approval counts, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub expires_in: u64,
+    /// How to reach the coordinator (with --cluster, the custody credential is used).
+    #[command(flatten)]
+    pub conn: ApproveConnectionArgs,
+}
+
+/// The connection flags of [`ConnectionArgs`] for `approve`, where `--key` is
+/// the approver key, so the client TLS key is `--tls-key`.
+#[derive(Debug, clap::Args)]
+pub struct ApproveConnectionArgs {
+    /// A cluster.json (from `permafrost-sim up`) giving the endpoint and credentials.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// Which credential of --cluster to use (default: custody).
+    #[arg(long = "as", value_enum, value_name = "ROLE")]
+    pub as_role: Option<ClientRole>,
+    /// Coordinator `host:port` (overrides --cluster).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
+    /// DNS name in the coordinator's certificate, e.g. coord-1.coordinator.permafrost.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Cluster CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) of role custody.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client TLS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Deadline of one call, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = client::DEFAULT_CALL_TIMEOUT.as_secs())]
+    pub timeout: u64,
+}
+
+impl From<ApproveConnectionArgs> for ConnectionArgs {
+    fn from(a: ApproveConnectionArgs) -> Self {
+        ConnectionArgs {
+            cluster: a.cluster,
+            as_role: a.as_role,
+            coordinator: a.coordinator,
+            server_name: a.server_name,
+            ca: a.ca,
+            cert: a.cert,
+            key: a.tls_key,
+            timeout: a.timeout,
+        }
+    }
+}
+
+/// `node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// The node's own view: seal state, key groups, policy hash, audit log head.
+    Status {
+        /// Which node and how to reach it.
+        #[command(flatten)]
+        conn: NodeConnectionArgs,
+    },
+    /// Seal the node: it drops its share key and refuses to sign until unsealed.
+    Seal {
+        /// Which node and how to reach it.
+        #[command(flatten)]
+        conn: NodeConnectionArgs,
+    },
+    /// Unseal the node with the operator passphrase (read from a file or the environment, never argv).
+    Unseal {
+        /// Which node and how to reach it.
+        #[command(flatten)]
+        conn: NodeConnectionArgs,
+        /// Where the passphrase comes from.
+        #[command(flatten)]
+        passphrase: PassphraseSource,
+    },
+}
+
+/// Exactly one place to read an unseal passphrase from.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PassphraseSource {
+    /// File holding the passphrase (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Environment variable holding the passphrase.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+}
+
+/// `audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain and signed checkpoints; says where it was tampered with.
+    Verify {
+        /// The audit log (JSON lines), e.g. <node data dir>/audit.log.
+        file: PathBuf,
+        /// The writer's Ed25519 identity key, hex (repeatable); checkpoints must be signed by one of them.
+        #[arg(long = "key", value_name = "HEX", value_parser = audit::parse_key)]
+        keys: Vec<VerifyingKey>,
+        /// The writer's reported head, ENTRIES:HASHHEX (from `node status`), to detect truncation.
+        #[arg(long, value_name = "ENTRIES:HASHHEX", value_parser = audit::parse_head)]
+        head: Option<ExpectedHead>,
     },
 }
 
@@ -312,41 +516,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             }
             say!("server name: {}", pki::server_name(role, &id));
         }
-        Command::CustodyKey(CustodyKeyCommand::Generate { out }) => {
-            let public = generate_custody_key(&out)?;
-            eprintln!(
-                "wrote the custody signing key to {} (mode 0600)",
-                out.display()
-            );
-            say!("{}", hex::encode(public.as_bytes()));
-        }
-        Command::CustodyKey(CustodyKeyCommand::Public { key }) => {
-            say!(
-                "{}",
-                hex::encode(load_custody_key(&key)?.verifying_key().as_bytes())
-            );
-        }
-        Command::Keygroup(KeygroupCommand::Create {
-            name,
-            tier,
-            threshold,
-            nodes,
-            conn,
-        }) => {
-            let conn = conn.resolve(ClientRole::Operator)?;
-            let group = client::create_key_group(&conn, &name, tier, threshold, &nodes).await?;
-            say!("{}", client::describe_key_group(&group));
-            say!("{}", hex::encode(&group.group_public_key));
-        }
-        Command::Keygroup(KeygroupCommand::List { conn }) => {
-            let groups = client::list_key_groups(&conn.resolve(ClientRole::Operator)?).await?;
-            if groups.is_empty() {
-                say!("no key groups");
-            }
-            for g in &groups {
-                say!("{}", client::describe_key_group(g));
-            }
-        }
+        Command::CustodyKey(cmd) => key_file_command(cmd, "custody request-signing key")?,
+        Command::ApproverKey(cmd) => key_file_command(cmd, "approver key")?,
+        Command::Keygroup(cmd) => keygroup(cmd).await?,
         Command::Status { conn } => {
             let conn = conn.resolve(ClientRole::Operator)?;
             let status = client::cluster_status(&conn).await?;
@@ -372,6 +544,98 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             say!("{}", client::describe_withdrawal(&status).trim_end());
             report_signature_check(&status, None)?;
         }
+        Command::Approve(args) => approve(*args).await?,
+        Command::Node(cmd) => node(cmd).await?,
+        Command::Audit(AuditCommand::Verify { file, keys, head }) => {
+            let report = audit::verify_file(&file, &keys, head.as_ref())?;
+            say!(
+                "{}: {}",
+                file.display(),
+                audit::describe_report(&report, !keys.is_empty(), head.is_some()).trim_end()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn key_file_command(cmd: KeyFileCommand, what: &str) -> Result<(), CtlError> {
+    match cmd {
+        KeyFileCommand::Generate { out } => {
+            let public = keys::generate_key_file(&out)?;
+            eprintln!("wrote the {what} to {} (mode 0600)", out.display());
+            say!("{}", hex::encode(public.as_bytes()));
+        }
+        KeyFileCommand::Public { key } => {
+            say!(
+                "{}",
+                hex::encode(keys::load_key_file(&key)?.verifying_key().as_bytes())
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn keygroup(cmd: KeygroupCommand) -> Result<(), CtlError> {
+    match cmd {
+        KeygroupCommand::Create {
+            name,
+            tier,
+            threshold,
+            nodes,
+            conn,
+        } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let group = client::create_key_group(&conn, &name, tier, threshold, &nodes).await?;
+            say!("{}", client::describe_key_group(&group));
+            say!("{}", hex::encode(&group.group_public_key));
+        }
+        KeygroupCommand::List { conn } => {
+            let groups = client::list_key_groups(&conn.resolve(ClientRole::Operator)?).await?;
+            if groups.is_empty() {
+                say!("no key groups");
+            }
+            for g in &groups {
+                say!("{}", client::describe_key_group(g));
+            }
+        }
+        KeygroupCommand::Refresh { name, conn } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let group = client::refresh_key_group(&conn, &name).await?;
+            say!("refreshed: every member holds a new share; the group key is unchanged");
+            say!("{}", client::describe_key_group(&group));
+        }
+        KeygroupCommand::Repair {
+            group,
+            lost,
+            replacement,
+            conn,
+        } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let repaired = client::repair_key_group(&conn, &group, &lost, &replacement).await?;
+            say!("repaired: {replacement} holds {lost}'s share; {lost} is no longer a member (group key unchanged)");
+            say!("{}", client::describe_key_group(&repaired));
+            say!("next: permafrostctl keygroup refresh --name {group}, so a stolen copy of the lost share becomes useless");
+        }
+        KeygroupCommand::Exclusions { conn } => {
+            let list = client::list_exclusions(&conn.resolve(ClientRole::Operator)?).await?;
+            if list.is_empty() {
+                say!("no exclusions");
+            }
+            for e in &list {
+                say!("{}", client::describe_exclusion(e));
+            }
+        }
+        KeygroupCommand::ClearExclusion { group, node, conn } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let left = client::clear_exclusion(&conn, &group, &node).await?;
+            say!(
+                "{node} may sign for {group} again; {} exclusion(s) remain",
+                left.len()
+            );
+            for e in &left {
+                say!("  {}", client::describe_exclusion(e));
+            }
+        }
     }
     Ok(())
 }
@@ -387,7 +651,7 @@ async fn withdraw(args: WithdrawArgs) -> Result<(), CtlError> {
             ))
         }
     };
-    let custody_key = load_custody_key(&key_path)?;
+    let custody_key = keys::load_key_file(&key_path)?;
     let payload = match &args.payload_hex {
         Some(h) => {
             hex::decode(h.trim()).map_err(|e| CtlError::Usage(format!("--payload-hex: {e}")))?
@@ -414,9 +678,122 @@ async fn withdraw(args: WithdrawArgs) -> Result<(), CtlError> {
         requested_by: args.requested_by,
     };
     let signed = client::sign_withdrawal(&request, &custody_key)?;
+    if let Some(path) = &args.save_request {
+        RequestFile::from_request(&request).write(path)?;
+        eprintln!(
+            "wrote the request to {} for approvers to review",
+            path.display()
+        );
+    }
     let status = client::submit_withdrawal(&conn, signed).await?;
     say!("{}", client::describe_withdrawal(&status).trim_end());
+    if status.state == permafrost_proto::WithdrawalState::Pending as i32
+        && status.approvals_missing > 0
+    {
+        let file = args
+            .save_request
+            .as_ref()
+            .map_or("<request file>".to_string(), |p| p.display().to_string());
+        say!(
+            "approvers: permafrostctl approve --request {} --request-file {file} --key <approver key> --approver-id <id>",
+            status.request_id
+        );
+        if args.save_request.is_none() {
+            say!("(rerun with --save-request FILE and the same --request-id to write the request file approvers check)");
+        }
+    }
     report_signature_check(&status, Some(&payload))
+}
+
+async fn approve(args: ApproveArgs) -> Result<(), CtlError> {
+    if args.expires_in == 0 {
+        return Err(CtlError::Usage(
+            "--expires-in must be at least 1 second".into(),
+        ));
+    }
+    // Here the client TLS key flag is --tls-key; say so in "missing flag" errors.
+    let conn = ConnectionArgs::from(args.conn)
+        .resolve(ClientRole::Custody)
+        .map_err(|e| match e {
+            CtlError::Usage(m) => CtlError::Usage(m.replace("--key", "--tls-key")),
+            other => other,
+        })?;
+    let key = keys::load_key_file(&args.key)?;
+    let request = RequestFile::read(&args.request_file)?;
+    let status = client::get_withdrawal(&conn, &args.request).await?;
+    let digest = approval::check_request_matches(&args.request, &request, &status)?;
+    if request.requested_by == args.approver_id {
+        return Err(CtlError::Usage(format!(
+            "{} requested this withdrawal; approvers may not approve their own request",
+            args.approver_id
+        )));
+    }
+    let now = unix_now();
+    say!("approving this withdrawal (its digest matches the one the coordinator holds):");
+    say!("{}", approval::describe_request(&request, now).trim_end());
+    let expires_at = now.saturating_add(args.expires_in);
+    let signed = client::sign_approval(&args.request, &digest, &args.approver_id, expires_at, &key);
+    let status = client::submit_approval(&conn, signed).await?;
+    say!(
+        "approval by {} submitted (counts until {expires_at}, {})",
+        args.approver_id,
+        client::from_now(expires_at, now)
+    );
+    say!("{}", client::describe_withdrawal(&status).trim_end());
+    report_signature_check(&status, Some(&request.payload))
+}
+
+async fn node(cmd: NodeCommand) -> Result<(), CtlError> {
+    let status = match cmd {
+        NodeCommand::Status { conn } => client::node_status(&conn.resolve()?).await?,
+        NodeCommand::Seal { conn } => {
+            let status = client::seal_node(&conn.resolve()?).await?;
+            say!(
+                "node {} sealed: it refuses to sign until unsealed",
+                status.node_id
+            );
+            status
+        }
+        NodeCommand::Unseal { conn, passphrase } => {
+            let conn = conn.resolve()?;
+            let status = client::unseal_node(&conn, read_passphrase(&passphrase)?).await?;
+            say!("node {} unsealed", status.node_id);
+            status
+        }
+    };
+    say!("{}", client::describe_node_status(&status).trim_end());
+    Ok(())
+}
+
+/// Reads the unseal passphrase from its file (dropping one trailing newline) or variable.
+fn read_passphrase(source: &PassphraseSource) -> Result<Zeroizing<String>, CtlError> {
+    let (passphrase, from) = match (&source.passphrase_file, &source.passphrase_env) {
+        (Some(path), None) => {
+            let mut text = Zeroizing::new(files::read_text(path)?);
+            for suffix in ["\r\n", "\n"] {
+                if text.ends_with(suffix) {
+                    let keep = text.len() - suffix.len();
+                    text.truncate(keep);
+                    break;
+                }
+            }
+            (text, format!("--passphrase-file {}", path.display()))
+        }
+        (None, Some(var)) => {
+            let value = std::env::var(var)
+                .map_err(|e| CtlError::Usage(format!("--passphrase-env {var}: {e}")))?;
+            (Zeroizing::new(value), format!("--passphrase-env {var}"))
+        }
+        _ => {
+            return Err(CtlError::Usage(
+                "give exactly one of --passphrase-file FILE or --passphrase-env VAR".into(),
+            ))
+        }
+    };
+    if passphrase.is_empty() {
+        return Err(CtlError::Usage(format!("{from}: the passphrase is empty")));
+    }
+    Ok(passphrase)
 }
 
 /// For a signed status, verifies the signature locally and says so; a failed
@@ -452,61 +829,9 @@ pub fn random_request_id() -> Result<RequestId, CtlError> {
     RequestId::new(format!("wd-{}", hex::encode(bytes))).map_err(|e| CtlError::Usage(e.to_string()))
 }
 
-/// Generates a custody request-signing key, writes its seed as hex to `out`
-/// (0600, never overwriting) and returns the public key.
-pub fn generate_custody_key(out: &Path) -> Result<VerifyingKey, CtlError> {
-    if out.exists() {
-        return Err(CtlError::Usage(format!(
-            "{} already exists; refusing to overwrite a key",
-            out.display()
-        )));
-    }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(seed.as_mut());
-    let key = SigningKey::from_bytes(&seed);
-    let seed_hex = Zeroizing::new(hex::encode(seed.as_ref()));
-    files::write_private(out, format!("{}\n", seed_hex.as_str()).as_bytes())?;
-    Ok(key.verifying_key())
-}
-
-/// Reads a custody request-signing key written by [`generate_custody_key`].
-pub fn load_custody_key(path: &Path) -> Result<SigningKey, CtlError> {
-    let text = Zeroizing::new(files::read_text(path)?);
-    let bytes =
-        Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
-            CtlError::Config(format!("{} does not hold a hex key", path.display()))
-        })?);
-    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(bytes.as_slice().try_into().map_err(|_| {
-        CtlError::Config(format!(
-            "{} holds {} bytes, expected a 32-byte Ed25519 seed",
-            path.display(),
-            bytes.len()
-        ))
-    })?);
-    Ok(SigningKey::from_bytes(&seed))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn custody_key_round_trips_and_is_private() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("custody.key");
-        let public = generate_custody_key(&path).expect("generate");
-        assert_eq!(
-            load_custody_key(&path).expect("load").verifying_key(),
-            public
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert!(generate_custody_key(&path).is_err(), "must not overwrite");
-    }
 
     #[test]
     fn connection_names_missing_flags() {
@@ -527,6 +852,101 @@ mod tests {
                 && missing.contains("--ca")
                 && !missing.contains("--coordinator")
         );
+    }
+
+    fn cluster_file(dir: &Path) -> PathBuf {
+        let path = dir.join("cluster.json");
+        let json = serde_json::json!({
+            "coordinator": {"endpoint": "127.0.0.1:1", "tls_server_name": "coord-1.coordinator.permafrost"},
+            "ca_cert": "ca.pem",
+            "custody": {"cert": "c.pem", "key": "c.key", "signing_key": "s.key", "signing_public_key": "00"},
+            "operator": {"cert": "o.pem", "key": "o.key"},
+            "nodes": [{"id": "n1", "region": "eu", "endpoint": "127.0.0.1:7001"}]
+        });
+        std::fs::write(&path, json.to_string()).expect("write");
+        path
+    }
+
+    fn node_args(node: &str, cluster: Option<PathBuf>) -> NodeConnectionArgs {
+        NodeConnectionArgs {
+            node: NodeId::new(node).expect("id"),
+            cluster,
+            endpoint: None,
+            ca: None,
+            cert: None,
+            key: None,
+            timeout: 5,
+        }
+    }
+
+    #[test]
+    fn node_connection_uses_the_node_endpoint_name_and_operator_credential() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = node_args("n1", Some(cluster_file(dir.path())))
+            .resolve()
+            .expect("resolves");
+        assert_eq!(conn.endpoint, "127.0.0.1:7001");
+        assert_eq!(conn.server_name, "n1.node.permafrost");
+        assert_eq!(conn.tls.cert, dir.path().join("o.pem"));
+        assert_eq!(conn.tls.key, dir.path().join("o.key"));
+    }
+
+    #[test]
+    fn node_connection_names_unknown_nodes_and_missing_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = node_args("n9", Some(cluster_file(dir.path())))
+            .resolve()
+            .expect_err("unknown node")
+            .to_string();
+        assert!(
+            err.contains("n9") && err.contains("known nodes: n1"),
+            "{err}"
+        );
+        let err = node_args("n1", None)
+            .resolve()
+            .expect_err("no flags")
+            .to_string();
+        assert!(
+            err.contains("--endpoint") && err.contains("--cert"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passphrase_file_drops_one_newline_and_refuses_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pass");
+        std::fs::write(&path, "correct horse battery\n").expect("write");
+        let source = PassphraseSource {
+            passphrase_file: Some(path.clone()),
+            passphrase_env: None,
+        };
+        assert_eq!(
+            read_passphrase(&source).expect("read").as_str(),
+            "correct horse battery"
+        );
+        std::fs::write(&path, "\n").expect("write");
+        let err = read_passphrase(&source).expect_err("empty").to_string();
+        assert!(
+            err.contains("empty") && err.contains("--passphrase-file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passphrase_is_never_an_argv_value() {
+        use clap::Parser as _;
+        assert!(Cli::try_parse_from([
+            "permafrostctl",
+            "node",
+            "unseal",
+            "--node",
+            "n1",
+            "--passphrase",
+            "secret",
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["permafrostctl", "node", "unseal", "--node", "n1"]).is_err());
     }
 
     #[test]

@@ -29,11 +29,17 @@ impl SignerNode {
 
 #[tonic::async_trait]
 impl NodeAdmin for AdminService {
-    async fn get_status(&self, _r: Request<pb::NodeStatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+    async fn get_status(
+        &self,
+        _r: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
         Ok(Response::new(self.node.status()?))
     }
 
-    async fn unseal(&self, request: Request<pb::UnsealRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+    async fn unseal(
+        &self,
+        request: Request<pb::UnsealRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
         let node = &self.node;
         let operator = permafrost_proto::auth::principal(&request)?.id;
         if !node.manual_seal {
@@ -70,17 +76,28 @@ impl NodeAdmin for AdminService {
         .map_err(|e| Status::internal(e.to_string()))?;
         match opened {
             Ok(sealer) => {
-                node.audit_or_status("unsealed", serde_json::json!({"operator": operator, "first_time": first_time}))?;
+                node.audit_or_status(
+                    "unsealed",
+                    serde_json::json!({"operator": operator, "first_time": first_time}),
+                )?;
                 let sealer: Arc<dyn Sealer> = Arc::new(sealer);
-                *node.share_sealer.write().map_err(|_| Status::internal("seal lock poisoned"))? = Some(sealer);
+                *node
+                    .share_sealer
+                    .write()
+                    .map_err(|_| Status::internal("seal lock poisoned"))? = Some(sealer);
                 info!(node = %node.id, %operator, "unsealed");
                 Ok(Response::new(node.status()?))
             }
             Err(e) => {
                 warn!(node = %node.id, %operator, error = %e, "unseal refused");
-                node.audit_or_status("unseal_refused", serde_json::json!({"operator": operator, "reason": e.to_string()}))?;
+                node.audit_or_status(
+                    "unseal_refused",
+                    serde_json::json!({"operator": operator, "reason": e.to_string()}),
+                )?;
                 Err(match e {
-                    SealError::WrongPassphrase => Status::permission_denied("wrong unseal passphrase"),
+                    SealError::WrongPassphrase => {
+                        Status::permission_denied("wrong unseal passphrase")
+                    }
                     SealError::Config { .. } => Status::invalid_argument(e.to_string()),
                     other => Status::from(NodeError::Sealer(other)),
                 })
@@ -88,7 +105,10 @@ impl NodeAdmin for AdminService {
         }
     }
 
-    async fn seal(&self, request: Request<pb::SealRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+    async fn seal(
+        &self,
+        request: Request<pb::SealRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
         let node = &self.node;
         let operator = permafrost_proto::auth::principal(&request)?.id;
         if !node.manual_seal {
@@ -98,7 +118,10 @@ impl NodeAdmin for AdminService {
             )));
         }
         // Drop the key first: from here on, nothing can be signed, even if the audit write fails.
-        *node.share_sealer.write().map_err(|_| Status::internal("seal lock poisoned"))? = None;
+        *node
+            .share_sealer
+            .write()
+            .map_err(|_| Status::internal("seal lock poisoned"))? = None;
         node.audit_or_status("sealed", serde_json::json!({"operator": operator}))?;
         info!(node = %node.id, %operator, "sealed");
         Ok(Response::new(node.status()?))

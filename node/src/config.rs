@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use permafrost_core::identity::parse_ed25519_hex;
 use permafrost_core::NodeId;
+use permafrost_hsm::SecretSource;
 use serde::Deserialize;
 
 use crate::NodeError;
@@ -69,7 +70,9 @@ pub struct NodeTlsConfig {
     pub cert: PathBuf,
 }
 
-/// Sealer backend choice.
+/// Sealer backend choice: how the node's identity, TLS key and key shares are sealed at rest.
+///
+/// Secrets (passphrase, PIN) are never written here, only where to read them from.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SealerConfig {
@@ -83,6 +86,101 @@ pub enum SealerConfig {
         #[serde(default)]
         kdf: KdfProfile,
     },
+    /// A sensitive, non-extractable AES-256 key inside a PKCS#11 token (an HSM, or SoftHSM2
+    /// for tests). `permafrost-node init` creates the key if the token has none by that
+    /// label; `run` only ever uses an existing key.
+    Pkcs11 {
+        /// The token vendor's PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+        module_path: PathBuf,
+        /// Label of the initialised token that holds the key (at most 32 bytes).
+        token_label: String,
+        /// Label of the AES key inside the token.
+        #[serde(default = "default_key_label")]
+        key_label: String,
+        /// File holding the token's user PIN.
+        pin_file: Option<PathBuf>,
+        /// Environment variable holding the token's user PIN.
+        pin_env: Option<String>,
+    },
+}
+
+fn default_key_label() -> String {
+    "permafrost-seal".into()
+}
+
+/// PKCS#11 token labels are fixed 32-byte fields (v2.40 §3.2, `CK_TOKEN_INFO.label`).
+const MAX_TOKEN_LABEL_BYTES: usize = 32;
+
+impl SealerConfig {
+    /// Checks the backend's own fields; errors name the field and value.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        match self {
+            SealerConfig::Passphrase {
+                passphrase_file,
+                passphrase_env,
+                ..
+            } => secret_source("passphrase", passphrase_file, passphrase_env).map(drop),
+            SealerConfig::Pkcs11 {
+                module_path,
+                token_label,
+                key_label,
+                pin_file,
+                pin_env,
+            } => {
+                if module_path.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "sealer.module_path",
+                        "\"\"",
+                        "must name the PKCS#11 module",
+                    ));
+                }
+                if token_label.is_empty() || token_label.len() > MAX_TOKEN_LABEL_BYTES {
+                    return Err(invalid(
+                        "sealer.token_label",
+                        format!("{token_label:?}"),
+                        "must be 1 to 32 bytes (a PKCS#11 token label)",
+                    ));
+                }
+                if key_label.is_empty() {
+                    return Err(invalid("sealer.key_label", "\"\"", "must not be empty"));
+                }
+                secret_source("pin", pin_file, pin_env).map(drop)
+            }
+        }
+    }
+}
+
+/// Where the `what` (passphrase or PIN) comes from: exactly one of `<what>_file` and
+/// `<what>_env` must be set, and an environment variable must have a name.
+pub(crate) fn secret_source(
+    what: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> Result<SecretSource, NodeError> {
+    match (file, env) {
+        (Some(path), None) if path.as_os_str().is_empty() => Err(invalid(
+            &format!("sealer.{what}_file"),
+            "\"\"",
+            "must name a file",
+        )),
+        (Some(path), None) => Ok(SecretSource::File(path.clone())),
+        (None, Some(var)) if var.is_empty() => Err(invalid(
+            &format!("sealer.{what}_env"),
+            "\"\"",
+            "must name an environment variable",
+        )),
+        (None, Some(var)) => Ok(SecretSource::Env(var.clone())),
+        (Some(path), Some(var)) => Err(invalid(
+            "sealer",
+            format!("{what}_file = {} and {what}_env = {var}", path.display()),
+            &format!("set exactly one of {what}_file or {what}_env"),
+        )),
+        (None, None) => Err(invalid(
+            "sealer",
+            "no source",
+            &format!("set exactly one of {what}_file or {what}_env"),
+        )),
+    }
 }
 
 /// argon2id cost profile.
@@ -131,8 +229,8 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let config: NodeConfig =
-            toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
         config.validate()?;
         Ok(config)
     }
@@ -143,34 +241,38 @@ impl NodeConfig {
             return Err(invalid("region", "\"\"", "must not be empty"));
         }
         if self.custody_keys.is_empty() {
-            return Err(invalid("custody_keys", "[]", "at least one custody public key is required"));
+            return Err(invalid(
+                "custody_keys",
+                "[]",
+                "at least one custody public key is required",
+            ));
         }
         self.custody_keys()?;
         if self.max_clock_skew_secs > 3600 {
-            return Err(invalid("max_clock_skew_secs", self.max_clock_skew_secs, "must be at most 3600"));
+            return Err(invalid(
+                "max_clock_skew_secs",
+                self.max_clock_skew_secs,
+                "must be at most 3600",
+            ));
         }
         if self.max_request_lifetime_secs == 0 {
             return Err(invalid("max_request_lifetime_secs", 0, "must be positive"));
         }
         if self.nonces.max_open == 0 || self.nonces.max_open > 1_000_000 {
-            return Err(invalid("nonces.max_open", self.nonces.max_open, "must be 1..=1000000"));
-        }
-        if self.nonces.ttl_secs == 0 || self.nonces.ttl_secs > 3600 {
-            return Err(invalid("nonces.ttl_secs", self.nonces.ttl_secs, "must be 1..=3600"));
-        }
-        let SealerConfig::Passphrase {
-            passphrase_file,
-            passphrase_env,
-            ..
-        } = &self.sealer;
-        if passphrase_file.is_some() == passphrase_env.is_some() {
             return Err(invalid(
-                "sealer",
-                "passphrase",
-                "set exactly one of passphrase_file or passphrase_env",
+                "nonces.max_open",
+                self.nonces.max_open,
+                "must be 1..=1000000",
             ));
         }
-        Ok(())
+        if self.nonces.ttl_secs == 0 || self.nonces.ttl_secs > 3600 {
+            return Err(invalid(
+                "nonces.ttl_secs",
+                self.nonces.ttl_secs,
+                "must be 1..=3600",
+            ));
+        }
+        self.sealer.validate()
     }
 
     /// Reads and validates the policy file.
@@ -183,14 +285,114 @@ impl NodeConfig {
 
     /// Where the audit log lives.
     pub fn audit_path(&self) -> PathBuf {
-        self.audit_log.clone().unwrap_or_else(|| self.data_dir.join("audit.log"))
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit.log"))
     }
 
     /// Parsed custody keys.
     pub fn custody_keys(&self) -> Result<Vec<VerifyingKey>, NodeError> {
         self.custody_keys
             .iter()
-            .map(|k| parse_ed25519_hex("custody_keys", k).map_err(|e| NodeError::Config(e.to_string())))
+            .map(|k| {
+                parse_ed25519_hex("custody_keys", k).map_err(|e| NodeError::Config(e.to_string()))
+            })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod sealer_tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Wrapper {
+        sealer: SealerConfig,
+    }
+
+    fn parse(toml_text: &str) -> Result<SealerConfig, String> {
+        toml::from_str::<Wrapper>(toml_text)
+            .map(|w| w.sealer)
+            .map_err(|e| e.to_string())
+    }
+
+    fn refusal(toml_text: &str) -> String {
+        parse(toml_text)
+            .expect("parses")
+            .validate()
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn pkcs11_section_parses_with_default_key_label() {
+        let sealer = parse(
+            r#"[sealer]
+kind = "pkcs11"
+module_path = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "permafrost-n1"
+pin_file = "/etc/permafrost/pin"
+"#,
+        )
+        .expect("parses");
+        sealer.validate().expect("valid");
+        let SealerConfig::Pkcs11 { key_label, .. } = &sealer else {
+            panic!("not pkcs11: {sealer:?}");
+        };
+        assert_eq!(key_label, "permafrost-seal");
+    }
+
+    #[test]
+    fn pkcs11_needs_exactly_one_pin_source() {
+        let base = "[sealer]\nkind = \"pkcs11\"\nmodule_path = \"/m.so\"\ntoken_label = \"t\"\n";
+        let msg = refusal(base);
+        assert!(msg.contains("exactly one of pin_file or pin_env"), "{msg}");
+        let msg = refusal(&format!("{base}pin_file = \"/p\"\npin_env = \"PIN\"\n"));
+        assert!(
+            msg.contains("exactly one of pin_file or pin_env") && msg.contains("/p"),
+            "{msg}"
+        );
+        let msg = refusal(&format!("{base}pin_env = \"\"\n"));
+        assert!(msg.contains("sealer.pin_env"), "{msg}");
+    }
+
+    #[test]
+    fn pkcs11_labels_and_module_are_checked_naming_the_field() {
+        let with = |module: &str, token: &str, key: &str| {
+            format!(
+                "[sealer]\nkind = \"pkcs11\"\nmodule_path = \"{module}\"\ntoken_label = \"{token}\"\n\
+                 key_label = \"{key}\"\npin_env = \"PIN\"\n"
+            )
+        };
+        let msg = refusal(&with("", "t", "k"));
+        assert!(msg.contains("sealer.module_path"), "{msg}");
+        let msg = refusal(&with("/m.so", "", "k"));
+        assert!(msg.contains("sealer.token_label"), "{msg}");
+        let long = "x".repeat(33);
+        let msg = refusal(&with("/m.so", &long, "k"));
+        assert!(
+            msg.contains("sealer.token_label") && msg.contains(&long),
+            "{msg}"
+        );
+        let msg = refusal(&with("/m.so", "t", ""));
+        assert!(msg.contains("sealer.key_label"), "{msg}");
+    }
+
+    #[test]
+    fn passphrase_needs_exactly_one_source() {
+        let msg = refusal("[sealer]\nkind = \"passphrase\"\n");
+        assert!(
+            msg.contains("exactly one of passphrase_file or passphrase_env"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_fields_are_refused() {
+        let err = parse("[sealer]\nkind = \"enclave\"\n").expect_err("unknown kind");
+        assert!(err.contains("enclave"), "{err}");
+        let err = parse("[sealer]\nkind = \"pkcs11\"\nmodule_path = \"/m\"\ntoken_label = \"t\"\npin = \"1234\"\n")
+            .expect_err("a PIN inline is not a field");
+        assert!(err.contains("pin"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod hygiene;
 pub mod nonces;
 pub mod service;
 pub mod store;
@@ -18,7 +19,9 @@ use permafrost_core::authz::CheckSettings;
 use permafrost_core::identity::NodeIdentity;
 use permafrost_core::manifest::{ClusterManifest, Directory};
 use permafrost_core::NodeId;
-use permafrost_hsm::{KdfParams, PassphraseSealer, SealContext, SealError, Sealer, SecretSource};
+use permafrost_hsm::{
+    KdfParams, PassphraseSealer, Pkcs11Config, Pkcs11Sealer, SealContext, SealError, Sealer,
+};
 use permafrost_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 
@@ -85,10 +88,15 @@ pub struct SignerNode {
 
 impl std::fmt::Debug for SignerNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignerNode").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("SignerNode")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
+/// Opens the configured sealer. With `create`, `init` sets up new sealer state: a fresh
+/// passphrase state file, or the token's AES key if the token has none by that label.
+/// Without it, nothing is created or changed: a PKCS#11 session is read-only.
 fn open_sealer(config: &NodeConfig, create: bool) -> Result<Box<dyn Sealer>, NodeError> {
     match &config.sealer {
         SealerConfig::Passphrase {
@@ -96,12 +104,8 @@ fn open_sealer(config: &NodeConfig, create: bool) -> Result<Box<dyn Sealer>, Nod
             passphrase_env,
             kdf,
         } => {
-            let source = match (passphrase_file, passphrase_env) {
-                (Some(path), _) => SecretSource::File(path.clone()),
-                (None, Some(var)) => SecretSource::Env(var.clone()),
-                (None, None) => return Err(NodeError::Config("sealer: no passphrase source".into())),
-            };
-            let passphrase = source.read()?;
+            let passphrase =
+                config::secret_source("passphrase", passphrase_file, passphrase_env)?.read()?;
             let sealer = if create {
                 let params = match kdf {
                     KdfProfile::Production => KdfParams::production(),
@@ -112,6 +116,21 @@ fn open_sealer(config: &NodeConfig, create: bool) -> Result<Box<dyn Sealer>, Nod
                 PassphraseSealer::open(&config.data_dir, &passphrase)?
             };
             Ok(Box::new(sealer))
+        }
+        SealerConfig::Pkcs11 {
+            module_path,
+            token_label,
+            key_label,
+            pin_file,
+            pin_env,
+        } => {
+            let settings = Pkcs11Config {
+                module_path: module_path.clone(),
+                token_label: token_label.clone(),
+                key_label: key_label.clone(),
+                pin: config::secret_source("pin", pin_file, pin_env)?,
+            };
+            Ok(Box::new(Pkcs11Sealer::open(&settings, create)?))
         }
     }
 }
@@ -131,33 +150,58 @@ pub struct NodePublicInfo {
     pub tls_csr: String,
 }
 
+/// Creates the data dir owner-only (0700), and makes an existing one so: `init` is the moment
+/// the operator hands the directory to the node.
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {
-    std::fs::create_dir_all(path).map_err(|e| NodeError::Config(format!("data_dir = {}: {e}", path.display())))?;
+    let failed =
+        |e: std::io::Error| NodeError::Config(format!("data_dir = {}: {e}", path.display()));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| NodeError::Config(format!("data_dir = {}: {e}", path.display())))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(path).map_err(failed)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
     }
+    #[cfg(not(unix))]
+    builder.create(path).map_err(failed)?;
     Ok(())
 }
 
 /// `permafrost-node init`: creates the data dir, the sealer state, the identity
 /// keys and the TLS key (both sealed), and returns what the operator publishes.
 pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
+    config.validate()?;
+    if config.data_dir.join("store").exists() {
+        return Err(NodeError::State(format!(
+            "{} already holds a node store; refusing to initialize over it",
+            config.data_dir.display()
+        )));
+    }
     create_private_dir(&config.data_dir)?;
+    // The sealer first: if the HSM or passphrase is unusable, no store is created.
     let sealer = open_sealer(config, true)?;
     let store = NodeStore::open(&config.data_dir)?;
     let identity = NodeIdentity::generate(&mut rand::thread_rng());
     let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
-    store.put_sealed_new(IDENTITY, &sealer.seal(&ctx(IDENTITY), &identity.to_secret_bytes())?)?;
-    let key = rcgen::KeyPair::generate().map_err(|e| NodeError::State(format!("TLS key: {e}")))?;
+    store.put_sealed_new(
+        IDENTITY,
+        &sealer.seal(&ctx(IDENTITY), &identity.to_secret_bytes())?,
+    )?;
+    // Wiped on every return path (rcgen zeroizes the key's serialized form).
+    let key = zeroize::Zeroizing::new(
+        rcgen::KeyPair::generate().map_err(|e| NodeError::State(format!("TLS key: {e}")))?,
+    );
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .and_then(|p| p.serialize_request(&key))
+        .and_then(|p| p.serialize_request(&*key))
         .and_then(|c| c.pem())
         .map_err(|e| NodeError::State(format!("CSR: {e}")))?;
     store.put_sealed_new(TLS_KEY, &sealer.seal(&ctx(TLS_KEY), key_pem.as_bytes())?)?;
+    // sled creates its files with the process umask; the store holds only sealed secrets,
+    // but nothing in the data dir is anyone else's business.
+    hygiene::restrict_tree(&config.data_dir)?;
     Ok(NodePublicInfo {
         id: config.id.clone(),
         region: config.region.clone(),
@@ -178,6 +222,7 @@ impl SignerNode {
                 config.data_dir.display()
             )));
         }
+        hygiene::check_data_dir(&config.data_dir)?;
         let policy = config.load_policy()?;
         let sealer: Arc<dyn Sealer> = Arc::from(open_sealer(config, false)?);
         let store = NodeStore::open(&config.data_dir)?;
@@ -191,17 +236,28 @@ impl SignerNode {
             .sealed(TLS_KEY)?
             .ok_or_else(|| NodeError::State("TLS key missing from the store".into()))?;
         let tls_key = sealer.unseal(&ctx(TLS_KEY), &blob)?;
-        let read = |p: &Path| std::fs::read(p).map_err(|e| NodeError::Config(format!("{}: {e}", p.display())));
-        let tls = TlsMaterial::from_pem(&read(&config.tls.ca_cert)?, &read(&config.tls.cert)?, &tls_key);
-        let manifest_text = std::fs::read_to_string(&config.manifest)
-            .map_err(|e| NodeError::Config(format!("manifest = {}: {e}", config.manifest.display())))?;
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| NodeError::Config(format!("{}: {e}", p.display())))
+        };
+        let tls = TlsMaterial::from_pem(
+            &read(&config.tls.ca_cert)?,
+            &read(&config.tls.cert)?,
+            &tls_key,
+        );
+        let manifest_text = std::fs::read_to_string(&config.manifest).map_err(|e| {
+            NodeError::Config(format!("manifest = {}: {e}", config.manifest.display()))
+        })?;
         let directory = ClusterManifest::from_json(&manifest_text)
             .and_then(|m| m.validate())
-            .map_err(|e| NodeError::Config(format!("manifest = {}: {e}", config.manifest.display())))?;
-        let me = directory
-            .get(&config.id)
-            .map_err(|_| NodeError::Config(format!("id = {}: not in the cluster manifest", config.id)))?;
-        if me.identity_key != identity.identity_key() || me.encryption_key != identity.encryption_public_key() {
+            .map_err(|e| {
+                NodeError::Config(format!("manifest = {}: {e}", config.manifest.display()))
+            })?;
+        let me = directory.get(&config.id).map_err(|_| {
+            NodeError::Config(format!("id = {}: not in the cluster manifest", config.id))
+        })?;
+        if me.identity_key != identity.identity_key()
+            || me.encryption_key != identity.encryption_public_key()
+        {
             return Err(NodeError::Config(format!(
                 "manifest = {}: the keys listed for {} are not this node's",
                 config.manifest.display(),
@@ -217,7 +273,11 @@ impl SignerNode {
             Box::new(move |msg| signing_identity.sign(msg)),
         )
         .map_err(NodeError::Audit)?;
-        let share_sealer = if config.seal.manual { None } else { Some(sealer.clone()) };
+        let share_sealer = if config.seal.manual {
+            None
+        } else {
+            Some(sealer.clone())
+        };
         audit
             .append(
                 "node_started",
@@ -256,19 +316,27 @@ impl SignerNode {
     }
 
     /// Serves the `SignerNode` API (coordinator role only) on `listener` until `shutdown` resolves.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), String> {
         use permafrost_core::Role;
         use permafrost_proto::auth::RequireRole;
-        use permafrost_proto::{node_admin_server::NodeAdminServer, signer_node_server::SignerNodeServer};
+        use permafrost_proto::{
+            node_admin_server::NodeAdminServer, signer_node_server::SignerNodeServer,
+        };
         use tonic::service::interceptor::InterceptedService;
         let tls = self.tls.clone();
         let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
         let signer = InterceptedService::new(
-            SignerNodeServer::new(service::NodeService { node: self.clone() }).max_decoding_message_size(max),
+            SignerNodeServer::new(service::NodeService { node: self.clone() })
+                .max_decoding_message_size(max),
             RequireRole(Role::Coordinator),
         );
         let admin = InterceptedService::new(
-            NodeAdminServer::new(admin::AdminService { node: self.clone() }).max_decoding_message_size(max),
+            NodeAdminServer::new(admin::AdminService { node: self.clone() })
+                .max_decoding_message_size(max),
             RequireRole(Role::Operator),
         );
         let routes = tonic::service::Routes::new(signer).add_service(admin);
@@ -281,7 +349,11 @@ impl SignerNode {
         )
         .await;
         // Seal the chain's tail with a signed checkpoint on the way out.
-        if let Err(e) = self.audit.append("node_stopped", serde_json::json!({})).and_then(|_| self.audit.checkpoint()) {
+        if let Err(e) = self
+            .audit
+            .append("node_stopped", serde_json::json!({}))
+            .and_then(|_| self.audit.checkpoint())
+        {
             tracing::error!(error = %e, "audit log: cannot record shutdown");
         }
         result

@@ -47,14 +47,26 @@ impl NoncePool {
     }
 
     /// Stores `nonces` for `group`; `None` when the pool is full of live nonces.
-    pub fn insert(&mut self, group: GroupName, nonces: SigningNonces, now: Instant) -> Option<NonceHandle> {
+    pub fn insert(
+        &mut self,
+        group: GroupName,
+        nonces: SigningNonces,
+        now: Instant,
+    ) -> Option<NonceHandle> {
         self.expire(now);
         if self.entries.len() >= self.max_open {
             return None;
         }
         let mut handle = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut handle);
-        self.entries.insert(handle, Entry { group, nonces, created: now });
+        self.entries.insert(
+            handle,
+            Entry {
+                group,
+                nonces,
+                created: now,
+            },
+        );
         Some(handle)
     }
 
@@ -72,7 +84,8 @@ impl NoncePool {
     /// Drops expired nonces.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
-        self.entries.retain(|_, e| now.duration_since(e.created) <= ttl);
+        self.entries
+            .retain(|_, e| now.duration_since(e.created) <= ttl);
     }
 
     /// Number of live nonces.
@@ -114,10 +127,18 @@ mod tests {
         for _ in 0..3 {
             assert!(pool.insert(g.clone(), nonces(), now).is_some());
         }
-        assert!(pool.insert(g.clone(), nonces(), now).is_none(), "bound holds");
+        assert!(
+            pool.insert(g.clone(), nonces(), now).is_none(),
+            "bound holds"
+        );
         let later = now + Duration::from_secs(11);
-        let h = pool.insert(g, nonces(), later).expect("expired entries make room");
+        let h = pool
+            .insert(g, nonces(), later)
+            .expect("expired entries make room");
         assert_eq!(pool.len(), 1);
-        assert!(pool.take(&h, later + Duration::from_secs(11)).is_none(), "expired nonce unusable");
+        assert!(
+            pool.take(&h, later + Duration::from_secs(11)).is_none(),
+            "expired nonce unusable"
+        );
     }
 }

@@ -100,13 +100,16 @@ fn db_err(e: sled::Error) -> NodeError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, NodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| NodeError::Storage(format!("corrupt {what} record: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| NodeError::Storage(format!("corrupt {what} record: {e}")))?;
     let v = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
     if v != u64::from(RECORD_VERSION) {
-        return Err(NodeError::Storage(format!("{what} record has unsupported version {v}")));
+        return Err(NodeError::Storage(format!(
+            "{what} record has unsupported version {v}"
+        )));
     }
-    serde_json::from_value(value).map_err(|e| NodeError::Storage(format!("corrupt {what} record: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| NodeError::Storage(format!("corrupt {what} record: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NodeError> {
@@ -137,7 +140,9 @@ impl NodeStore {
         self.meta
             .compare_and_swap(name, None as Option<&[u8]>, Some(blob))
             .map_err(db_err)?
-            .map_err(|_| NodeError::Storage(format!("{name} already exists; refusing to overwrite")))?;
+            .map_err(|_| {
+                NodeError::Storage(format!("{name} already exists; refusing to overwrite"))
+            })?;
         self.db.flush().map_err(db_err)?;
         Ok(())
     }
@@ -155,7 +160,10 @@ impl NodeStore {
     pub fn groups(&self) -> Result<Vec<GroupRecord>, NodeError> {
         self.groups
             .iter()
-            .map(|kv| kv.map_err(db_err).and_then(|(_, v)| decode("key group", &v)))
+            .map(|kv| {
+                kv.map_err(db_err)
+                    .and_then(|(_, v)| decode("key group", &v))
+            })
             .collect()
     }
 
@@ -164,16 +172,27 @@ impl NodeStore {
         let mut record = record.clone();
         record.v = RECORD_VERSION;
         self.groups
-            .compare_and_swap(record.name.as_str(), None as Option<&[u8]>, Some(encode(&record)?))
+            .compare_and_swap(
+                record.name.as_str(),
+                None as Option<&[u8]>,
+                Some(encode(&record)?),
+            )
             .map_err(db_err)?
-            .map_err(|_| NodeError::Refused(format!("key group {} already exists on this node", record.name)))?;
+            .map_err(|_| {
+                NodeError::Refused(format!(
+                    "key group {} already exists on this node",
+                    record.name
+                ))
+            })?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }
 
     /// Overwrites a group record durably.
     pub async fn put_group(&self, record: &GroupRecord) -> Result<(), NodeError> {
-        self.groups.insert(record.name.as_str(), encode(record)?).map_err(db_err)?;
+        self.groups
+            .insert(record.name.as_str(), encode(record)?)
+            .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }
@@ -189,7 +208,9 @@ impl NodeStore {
 
     /// Whether `node` was revoked.
     pub fn is_revoked(&self, node: &NodeId) -> Result<bool, NodeError> {
-        self.meta.contains_key(format!("revoked/{node}")).map_err(db_err)
+        self.meta
+            .contains_key(format!("revoked/{node}"))
+            .map_err(db_err)
     }
 
     /// Marks a group active.
@@ -198,7 +219,9 @@ impl NodeStore {
             .group(name)?
             .ok_or_else(|| NodeError::NotFound(format!("key group {name}")))?;
         record.active = true;
-        self.groups.insert(name.as_str(), encode(&record)?).map_err(db_err)?;
+        self.groups
+            .insert(name.as_str(), encode(&record)?)
+            .map_err(db_err)?;
         self.db.flush_async().await.map_err(db_err)?;
         Ok(())
     }
@@ -207,7 +230,11 @@ impl NodeStore {
     pub async fn first_seen(&self, request_id: &RequestId, now: u64) -> Result<u64, NodeError> {
         match self
             .seen
-            .compare_and_swap(request_id.as_str(), None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))
+            .compare_and_swap(
+                request_id.as_str(),
+                None as Option<&[u8]>,
+                Some(&now.to_be_bytes()[..]),
+            )
             .map_err(db_err)?
         {
             Ok(()) => {
@@ -215,7 +242,9 @@ impl NodeStore {
                 Ok(now)
             }
             Err(existing) => {
-                let bytes = existing.current.ok_or_else(|| NodeError::Storage("seen record vanished".into()))?;
+                let bytes = existing
+                    .current
+                    .ok_or_else(|| NodeError::Storage("seen record vanished".into()))?;
                 let arr: [u8; 8] = bytes
                     .as_ref()
                     .try_into()
@@ -227,7 +256,13 @@ impl NodeStore {
 
     /// Total of `asset` withdrawn from `group` with shares released by this node
     /// since `since`, not counting `exclude` (P1: counted once per request id).
-    pub fn spent_since(&self, group: &GroupName, asset: &str, since: u64, exclude: &RequestId) -> Result<u128, NodeError> {
+    pub fn spent_since(
+        &self,
+        group: &GroupName,
+        asset: &str,
+        since: u64,
+        exclude: &RequestId,
+    ) -> Result<u128, NodeError> {
         let prefix = velocity_prefix(group, asset);
         let id_offset = prefix.len() + 9; // u64 timestamp and '/'
         let mut start = prefix.clone();
@@ -291,7 +326,9 @@ impl NodeStore {
                     key.extend_from_slice(&now.to_be_bytes());
                     key.push(b'/');
                     key.extend_from_slice(request_id.as_str().as_bytes());
-                    self.velocity.insert(key, &amount.to_be_bytes()[..]).map_err(db_err)?;
+                    self.velocity
+                        .insert(key, &amount.to_be_bytes()[..])
+                        .map_err(db_err)?;
                 }
                 break;
             }

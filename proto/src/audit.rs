@@ -32,7 +32,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,18 +42,33 @@ impl AuditLog {
     /// Opens (or creates) the log at `path`, recovering the chain head from
     /// the last entry. A damaged last line is an error: the node will not
     /// extend a chain it cannot read.
-    pub fn open(path: &Path, actor: &str, key_hex: String, sign: CheckpointSigner) -> Result<Self, String> {
+    pub fn open(
+        path: &Path,
+        actor: &str,
+        key_hex: String,
+        sign: CheckpointSigner,
+    ) -> Result<Self, String> {
         let mut head = Head {
             seq: 0,
             hash: genesis(),
             since_checkpoint: 0,
         };
         if path.is_file() {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("audit log {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("audit log {}: {e}", path.display()))?;
             for (i, line) in text.lines().enumerate() {
-                let e: AuditEntry = serde_json::from_str(line)
-                    .map_err(|err| format!("audit log {} line {} unreadable: {err}", path.display(), i + 1))?;
-                head.since_checkpoint = if e.event == CHECKPOINT { 0 } else { head.since_checkpoint + 1 };
+                let e: AuditEntry = serde_json::from_str(line).map_err(|err| {
+                    format!(
+                        "audit log {} line {} unreadable: {err}",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+                head.since_checkpoint = if e.event == CHECKPOINT {
+                    0
+                } else {
+                    head.since_checkpoint + 1
+                };
                 head.seq = e.seq;
                 head.hash = e.hash;
             }
@@ -84,8 +101,18 @@ impl AuditLog {
     /// Appends an event durably; returns only after fsync. Callers that
     /// release a share must refuse if this fails.
     pub fn append(&self, event: &str, detail: serde_json::Value) -> Result<(), String> {
-        let mut head = self.head.lock().map_err(|_| "audit lock poisoned".to_string())?;
-        let entry = AuditEntry::new(head.seq + 1, crate::unix_now(), &self.actor, event, detail, &head.hash);
+        let mut head = self
+            .head
+            .lock()
+            .map_err(|_| "audit lock poisoned".to_string())?;
+        let entry = AuditEntry::new(
+            head.seq + 1,
+            crate::unix_now(),
+            &self.actor,
+            event,
+            detail,
+            &head.hash,
+        );
         self.write_line(&entry)?;
         head.seq = entry.seq;
         head.hash = entry.hash;
@@ -98,7 +125,10 @@ impl AuditLog {
 
     /// Writes a signed checkpoint now (also done every [`CHECKPOINT_EVERY`] entries).
     pub fn checkpoint(&self) -> Result<(), String> {
-        let mut head = self.head.lock().map_err(|_| "audit lock poisoned".to_string())?;
+        let mut head = self
+            .head
+            .lock()
+            .map_err(|_| "audit lock poisoned".to_string())?;
         self.checkpoint_locked(&mut head)
     }
 
@@ -106,7 +136,14 @@ impl AuditLog {
         let seq = head.seq + 1;
         let signature = (self.sign)(&checkpoint_message(seq, &head.hash));
         let detail = serde_json::json!({"key": self.key_hex, "signature": hex::encode(signature)});
-        let entry = AuditEntry::new(seq, crate::unix_now(), &self.actor, CHECKPOINT, detail, &head.hash);
+        let entry = AuditEntry::new(
+            seq,
+            crate::unix_now(),
+            &self.actor,
+            CHECKPOINT,
+            detail,
+            &head.hash,
+        );
         self.write_line(&entry)?;
         head.seq = entry.seq;
         head.hash = entry.hash;

@@ -19,7 +19,8 @@ pub struct Principal {
 
 /// Reads the principal from a DER certificate's `urn:permafrost:` URI SAN.
 pub fn principal_from_der(der: &[u8]) -> Result<Principal, String> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("unreadable client certificate: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| format!("unreadable client certificate: {e}"))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| format!("bad subjectAltName: {e}"))?
@@ -28,11 +29,16 @@ pub fn principal_from_der(der: &[u8]) -> Result<Principal, String> {
         if let GeneralName::URI(uri) = name {
             if let Some(rest) = uri.strip_prefix(PRINCIPAL_URI_PREFIX) {
                 let (role, id) = rest.split_once(':').ok_or("malformed principal URI")?;
-                let role: Role = role.parse().map_err(|e: permafrost_core::CoreError| e.to_string())?;
+                let role: Role = role
+                    .parse()
+                    .map_err(|e: permafrost_core::CoreError| e.to_string())?;
                 if id.is_empty() {
                     return Err("principal URI has an empty id".into());
                 }
-                return Ok(Principal { role, id: id.to_string() });
+                return Ok(Principal {
+                    role,
+                    id: id.to_string(),
+                });
             }
         }
     }
@@ -44,9 +50,9 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
     if let Some(p) = request.extensions().get::<Principal>() {
         return Ok(p.clone());
     }
-    let certs = request
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate signed by the cluster CA is required"))?;
+    let certs = request.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("a client certificate signed by the cluster CA is required")
+    })?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;

@@ -61,7 +61,9 @@ impl TryFrom<&WithdrawalRequest> for CoreRequest {
             expires_at: w.expires_at,
             requested_by: w.requested_by.clone(),
         };
-        request.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        request
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(request)
     }
 }
@@ -86,11 +88,17 @@ impl From<&CoreRequest> for WithdrawalRequest {
 impl TryFrom<&SignedWithdrawal> for CoreSignedWithdrawal {
     type Error = Status;
     fn try_from(s: &SignedWithdrawal) -> Result<Self, Status> {
-        let request = s.request.as_ref().ok_or_else(|| bad("request", "missing"))?;
+        let request = s
+            .request
+            .as_ref()
+            .ok_or_else(|| bad("request", "missing"))?;
         if s.custody_signature.len() != 64 {
             return Err(bad(
                 "custody_signature",
-                format!("{} bytes, expected a 64-byte Ed25519 signature", s.custody_signature.len()),
+                format!(
+                    "{} bytes, expected a 64-byte Ed25519 signature",
+                    s.custody_signature.len()
+                ),
             ));
         }
         Ok(CoreSignedWithdrawal {
@@ -124,7 +132,8 @@ impl TryFrom<&CeremonySpec> for dkg::CeremonySpec {
                 .collect::<Result<_, _>>()?,
             refresh: s.refresh,
         };
-        spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        spec.validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(spec)
     }
 }
@@ -251,7 +260,13 @@ impl TryFrom<&Approval> for permafrost_core::policy::Approval {
             return Err(bad("approver_id", "must be 1..=128 characters"));
         }
         if a.signature.len() != 64 {
-            return Err(bad("signature", format!("{} bytes, expected a 64-byte Ed25519 signature", a.signature.len())));
+            return Err(bad(
+                "signature",
+                format!(
+                    "{} bytes, expected a 64-byte Ed25519 signature",
+                    a.signature.len()
+                ),
+            ));
         }
         Ok(permafrost_core::policy::Approval {
             approver_id: a.approver_id.clone(),
@@ -264,7 +279,11 @@ impl TryFrom<&Approval> for permafrost_core::policy::Approval {
 impl TryFrom<&RepairSpec> for permafrost_core::repair::RepairSpec {
     type Error = Status;
     fn try_from(s: &RepairSpec) -> Result<Self, Status> {
-        let ids = |field: &str, v: &[String]| v.iter().map(|m| node_id(field, m)).collect::<Result<Vec<_>, _>>();
+        let ids = |field: &str, v: &[String]| {
+            v.iter()
+                .map(|m| node_id(field, m))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let spec = permafrost_core::repair::RepairSpec {
             repair_id: s.repair_id.clone(),
             group: group_name("group", &s.group)?,
@@ -274,7 +293,8 @@ impl TryFrom<&RepairSpec> for permafrost_core::repair::RepairSpec {
             replacement: node_id("replacement", &s.replacement)?,
             helpers: ids("helpers", &s.helpers)?,
         };
-        spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        spec.validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(spec)
     }
 }

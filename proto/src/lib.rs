@@ -9,8 +9,8 @@ mod generated {
 
 pub mod audit;
 pub mod auth;
-pub mod logging;
 pub mod convert;
+pub mod logging;
 pub mod server;
 pub mod tls;
 

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 
 /// Paths of the PEM files a principal needs for mTLS.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -68,7 +70,12 @@ impl TlsMaterial {
     }
 
     /// A lazily connecting channel to `endpoint` (`host:port`).
-    pub fn channel(&self, endpoint: &str, server_name: &str, timeout: Duration) -> Result<Channel, String> {
+    pub fn channel(
+        &self,
+        endpoint: &str,
+        server_name: &str,
+        timeout: Duration,
+    ) -> Result<Channel, String> {
         let ep = Endpoint::from_shared(format!("https://{endpoint}"))
             .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
             .tls_config(self.client_config(server_name))

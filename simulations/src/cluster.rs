@@ -5,6 +5,7 @@
 //! `demo` and `up` both use [`LocalCluster`]; the directory it writes is also
 //! what a client needs (`cluster.json`, certificates, the custody signing key).
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -97,6 +98,10 @@ pub const CUSTODY_ID: &str = "custody-1";
 pub const OPERATOR_ID: &str = "operator-1";
 /// Registered approvers (cold withdrawals need two of them).
 pub const APPROVERS: [&str; 3] = ["approver-1", "approver-2", "approver-3"];
+/// Largest warm-1 withdrawal; above 1 BTC it needs one approval.
+pub const WARM_PER_REQUEST_MAX_SATS: u128 = 200_000_000;
+/// cold-1's time-lock: short so the demo (and a local `up` cluster) shows it in seconds.
+pub const COLD_TIME_LOCK_SECS: u64 = 3;
 
 const CLUSTER_FILE: &str = "cluster.json";
 const CUSTODY_SIGNING_KEY: &str = "custody-signing.key";
@@ -141,6 +146,15 @@ impl Binaries {
     }
 }
 
+/// Choices [`LocalCluster::create_with`] offers beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Node id → `host:port` written as that node's endpoint in the manifest, so the
+    /// coordinator dials it (e.g. a fault-injecting proxy) instead of the node itself.
+    /// The node still listens on its own port; the TLS server name is unchanged.
+    pub manifest_endpoints: BTreeMap<String, String>,
+}
+
 /// A running local cluster. Dropping it stops every daemon.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -155,6 +169,8 @@ pub struct LocalCluster {
     /// The custody service's request-signing key.
     pub custody_key: SigningKey,
     daemons: Daemons,
+    /// Latest process id of each daemon, by name (node id or coordinator id).
+    pids: BTreeMap<String, u32>,
 }
 
 /// Node config as `permafrost-node` reads it (node/src/config.rs); scalars before tables.
@@ -252,21 +268,24 @@ fn policy_text(approver_keys: &[(String, String)]) -> String {
 
 [approvers]
 {approvers}
-# Warm: automated up to 1 BTC per request (no approvals), 5 BTC per rolling 24 h per node.
+# Warm: automated up to 1 BTC per request, one approval up to 2 BTC, nothing
+# above 2 BTC per request; 5 BTC per rolling 24 h per node.
 [groups.warm-1]
 tier = "warm"
 max_lifetime_secs = 86400
 
 [groups.warm-1.assets.BTC]
-per_request_max = "100000000"
+per_request_max = "{WARM_PER_REQUEST_MAX_SATS}"
 daily_max = "500000000"
 bands = [{{ up_to = "100000000", approvals = 0 }}]
 approvals_above = 1
 
-# Cold: two distinct approvers, a 10-minute time-lock, and only to the warm wallet.
+# Cold: two distinct approvers, a time-lock, and only to the warm wallet.
+# The time-lock is {COLD_TIME_LOCK_SECS} s so a local cluster can show it in
+# seconds; a production cold tier would wait hours (docs/policy.md).
 [groups.cold-1]
 tier = "cold"
-time_lock_secs = 600
+time_lock_secs = {COLD_TIME_LOCK_SECS}
 max_lifetime_secs = 172800
 min_approvals = 2
 allowlist = ["{WARM_WALLET_ADDRESS}"]
@@ -285,6 +304,16 @@ impl LocalCluster {
         dir: &Path,
         bins: &Binaries,
         progress: &Progress,
+    ) -> Result<Self, SimError> {
+        Self::create_with(dir, bins, progress, &CreateOptions::default()).await
+    }
+
+    /// [`LocalCluster::create`] with options.
+    pub async fn create_with(
+        dir: &Path,
+        bins: &Binaries,
+        progress: &Progress,
+        options: &CreateOptions,
     ) -> Result<Self, SimError> {
         create_dir(dir)?;
         let mut entries = std::fs::read_dir(dir).map_err(|e| SimError::io(dir, e))?;
@@ -315,7 +344,7 @@ impl LocalCluster {
         let mut approver_keys = Vec::new();
         for id in APPROVERS {
             let public =
-                permafrostctl::generate_custody_key(&approver_dir.join(format!("{id}.key")))?;
+                permafrostctl::keys::generate_key_file(&approver_dir.join(format!("{id}.key")))?;
             approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
         }
         let policy = dir.join("policy.toml");
@@ -381,7 +410,11 @@ impl LocalCluster {
             manifest.nodes.push(ManifestNode {
                 id: NodeId::new(plan.id).map_err(|e| SimError::Setup(e.to_string()))?,
                 region: plan.region.to_string(),
-                endpoint: listen.to_string(),
+                endpoint: options
+                    .manifest_endpoints
+                    .get(plan.id)
+                    .cloned()
+                    .unwrap_or_else(|| listen.to_string()),
                 tls_server_name: pki::server_name(Role::Node, plan.id),
                 identity_key: info.identity_key,
                 encryption_key: info.encryption_key,
@@ -493,24 +526,18 @@ impl LocalCluster {
         progress: &Progress,
     ) -> Result<Self, SimError> {
         let mut daemons = Daemons::default();
-        for node in &file.nodes {
-            let node_dir = dir.join("nodes").join(&node.id);
-            let config = node_dir.join("node.toml");
-            daemons.spawn(
-                &node.id,
-                &bins.node,
-                ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
-                &node_dir.join("node.log"),
-            )?;
+        let mut pids = BTreeMap::new();
+        for name in file
+            .nodes
+            .iter()
+            .map(|n| n.id.as_str())
+            .chain([COORDINATOR_ID])
+        {
+            pids.insert(
+                name.to_string(),
+                spawn_daemon(&mut daemons, dir, name, bins)?,
+            );
         }
-        let coord_dir = dir.join("coordinator");
-        let config = coord_dir.join("coordinator.toml");
-        daemons.spawn(
-            COORDINATOR_ID,
-            &bins.coordinator,
-            ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
-            &coord_dir.join("coordinator.log"),
-        )?;
         progress.step(format!(
             "started {} node processes and the coordinator",
             file.nodes.len()
@@ -526,7 +553,25 @@ impl LocalCluster {
             custody,
             custody_key,
             daemons,
+            pids,
         })
+    }
+
+    /// Process id of the daemon `name` (node id or coordinator id) as last started.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.pids.get(name).copied()
+    }
+
+    /// Starts daemon `name` again with its own config and data (after it was killed).
+    pub fn respawn(&mut self, name: &str, bins: &Binaries) -> Result<u32, SimError> {
+        if !self.pids.contains_key(name) {
+            return Err(SimError::Setup(format!(
+                "no daemon named {name} in this cluster"
+            )));
+        }
+        let pid = spawn_daemon(&mut self.daemons, &self.dir, name, bins)?;
+        self.pids.insert(name.to_string(), pid);
+        Ok(pid)
     }
 
     /// Waits until the coordinator answers and reports every node reachable and unsealed.
@@ -626,6 +671,13 @@ impl LocalCluster {
         Ok(created)
     }
 
+    /// Path of an approver's key file (written by [`LocalCluster::create`]).
+    pub fn approver_key_path(&self, approver_id: &str) -> PathBuf {
+        self.dir
+            .join("approvers")
+            .join(format!("{approver_id}.key"))
+    }
+
     /// Path of `cluster.json`.
     pub fn cluster_file_path(&self) -> PathBuf {
         self.dir.join(CLUSTER_FILE)
@@ -645,6 +697,44 @@ impl LocalCluster {
 /// Whether `dir` holds a cluster created earlier.
 pub fn has_cluster(dir: &Path) -> bool {
     dir.join(CLUSTER_FILE).is_file()
+}
+
+/// Starts node `name` (or the coordinator) of the cluster in `dir`, logging to its directory.
+fn spawn_daemon(
+    daemons: &mut Daemons,
+    dir: &Path,
+    name: &str,
+    bins: &Binaries,
+) -> Result<u32, SimError> {
+    let (program, own_dir, config, log) = if name == COORDINATOR_ID {
+        let d = dir.join("coordinator");
+        (
+            &bins.coordinator,
+            d.clone(),
+            d.join("coordinator.toml"),
+            d.join("coordinator.log"),
+        )
+    } else {
+        let d = dir.join("nodes").join(name);
+        (
+            &bins.node,
+            d.clone(),
+            d.join("node.toml"),
+            d.join("node.log"),
+        )
+    };
+    if !own_dir.is_dir() {
+        return Err(SimError::Setup(format!(
+            "{} does not exist",
+            own_dir.display()
+        )));
+    }
+    daemons.spawn(
+        name,
+        program,
+        ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &log,
+    )
 }
 
 fn write_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), SimError> {

@@ -1,7 +1,9 @@
 //! `permafrost-sim`: runs a real Permafrost cluster on this machine — every
 //! signer node and the coordinator as its own OS process over mTLS gRPC — for
-//! a one-shot demo (`demo`) or as a long-running local cluster (`up`).
+//! a one-shot demo (`demo`), as a long-running local cluster (`up`), or under
+//! seeded chaos with lost, slow, partitioned and lying nodes (`chaos`).
 
+pub mod chaos;
 pub mod cluster;
 pub mod daemons;
 pub mod demo;
@@ -105,6 +107,8 @@ pub enum SimCommand {
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
     },
+    /// Seeded chaos runs on fresh local clusters; prints runs, signed, refused, safety violations, latency.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// Runs one command.
@@ -124,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<(), SimError> {
         .await
         .map(|_| ()),
         SimCommand::Up { dir, bin_dir } => up::up(&dir, bin_dir.as_deref()).await,
+        SimCommand::Chaos(args) => chaos::command(args).await,
     }
 }
 

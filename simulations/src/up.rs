@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cluster::{has_cluster, Binaries, LocalCluster};
+use crate::cluster::{
+    has_cluster, Binaries, LocalCluster, COLD_TIME_LOCK_SECS, WARM_WALLET_ADDRESS,
+};
 use crate::demo::{DEMO_AMOUNT_SATS, DEMO_DESTINATION, READY_TIMEOUT};
 use crate::progress::Progress;
 use crate::SimError;
@@ -95,7 +97,17 @@ fn print_how_to_use(cluster: &LocalCluster) {
         );
     }
     println!();
-    println!("Client files: {cj}, ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub");
+    println!("Client files: {cj}, ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub, approvers/*.key, policy.toml");
+    println!(
+        "Policy (policy.toml): warm-1 signs up to 1 BTC per request unapproved and up to {} sat with one approval; \
+         cold-1 pays only {WARM_WALLET_ADDRESS}, with two approvers and a {COLD_TIME_LOCK_SECS}s time-lock (short for local use)",
+        crate::cluster::WARM_PER_REQUEST_MAX_SATS
+    );
+    let req = dir.join("cold-request.json");
+    let req = req.display();
+    let approvers = dir.join("approvers");
+    let approvers = approvers.display();
+    let n1_audit = dir.join("nodes/n1/data/audit.log");
     println!("Try:");
     println!("  permafrostctl status --cluster {cj}");
     println!("  permafrostctl keygroup list --cluster {cj}");
@@ -103,6 +115,32 @@ fn print_how_to_use(cluster: &LocalCluster) {
         "  permafrostctl withdraw --cluster {cj} --group warm-1 --tier warm --asset BTC --amount {DEMO_AMOUNT_SATS} --destination {DEMO_DESTINATION}"
     );
     println!("  permafrostctl withdrawal get --cluster {cj} --request-id <ID printed by withdraw>");
+    println!("  # cold: submit, then two different approvers review the request file and approve");
+    println!(
+        "  permafrostctl withdraw --cluster {cj} --group cold-1 --tier cold --asset BTC --amount 200000000 --destination {WARM_WALLET_ADDRESS} --save-request {req}"
+    );
+    for approver in &crate::cluster::APPROVERS[..2] {
+        println!(
+            "  permafrostctl approve --cluster {cj} --request <ID> --request-file {req} --key {approvers}/{approver}.key --approver-id {approver}"
+        );
+    }
+    println!("  permafrostctl node status --cluster {cj} --node n1");
+    println!(
+        "  permafrostctl audit verify {} --key {} --head <ENTRIES:HASH from node status>",
+        n1_audit.display(),
+        identity_key(dir, "n1").unwrap_or_else(|| "<n1 identity_key in manifest.json>".into())
+    );
     println!("  permafrostctl keygroup create --cluster {cj} --name hot-1 --tier hot --threshold 2 --nodes n2,n4,n5");
     println!();
+}
+
+/// A node's Ed25519 identity key (hex) from the cluster manifest, for `audit verify --key`.
+fn identity_key(dir: &Path, node: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
+    let manifest = permafrost_core::manifest::ClusterManifest::from_json(&text).ok()?;
+    manifest
+        .nodes
+        .into_iter()
+        .find(|n| n.id.as_str() == node)
+        .map(|n| n.identity_key)
 }

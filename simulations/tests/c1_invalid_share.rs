@@ -1,10 +1,9 @@
 //! C1: a signer returns an invalid signature share. For every position of the
 //! liar, exactly that signer is named, excluded, and the retry on a new subset signs.
 
-use frost_secp256k1::{Signature, VerifyingKey};
 use permafrost_core::Tier;
 use permafrost_proto::WithdrawalState;
-use permafrost_testkit::{ClusterOptions, Lie, TestCluster};
+use permafrost_testkit::{assert_signature_valid, ClusterOptions, Lie, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_invalid_share_names_exactly_the_culprit_in_every_position() {
@@ -45,12 +44,7 @@ async fn c1_invalid_share_names_exactly_the_culprit_in_every_position() {
         );
         assert!(!status.signers.contains(&culprit));
         assert!(status.attempts >= 2);
-        let key = VerifyingKey::deserialize(&group.group_public_key).expect("key");
-        key.verify(
-            &request.payload,
-            &Signature::deserialize(&status.signature).expect("sig"),
-        )
-        .expect("retry produced a valid signature");
+        assert_signature_valid(&group.group_public_key, &request.payload, &status.signature);
 
         // The culprit stays excluded: the next request signs without trying it again.
         let request = cluster.request(&format!("wd-c1-{liar}-next"), "warm-1", Tier::Warm);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use frost_secp256k1::{self as frost, round1, round2, SigningPackage};
 use permafrost_core::{Role, Tier};
 use permafrost_proto::{self as pb, WithdrawalState};
-use permafrost_testkit::{steal_key_package, TestCluster};
+use permafrost_testkit::{assert_signature_valid, steal_key_package, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k6_refresh_keeps_the_key_and_voids_captured_shares() {
@@ -42,12 +42,7 @@ async fn k6_refresh_keeps_the_key_and_voids_captured_shares() {
         .expect("submit")
         .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
-    let key = frost::VerifyingKey::deserialize(&group.group_public_key).expect("key");
-    key.verify(
-        &request.payload,
-        &frost::Signature::deserialize(&status.signature).expect("sig"),
-    )
-    .expect("new shares sign for the same key");
+    assert_signature_valid(&group.group_public_key, &request.payload, &status.signature);
 
     // The captured pre-refresh share of n1 with n2's current share: no valid signature.
     cluster.stop_node(0).await;
@@ -206,11 +201,6 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
         .expect("submit")
         .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
-    let key = frost::VerifyingKey::deserialize(&group.group_public_key).expect("key");
-    key.verify(
-        &request.payload,
-        &frost::Signature::deserialize(&status.signature).expect("sig"),
-    )
-    .expect("old shares still sign");
+    assert_signature_valid(&group.group_public_key, &request.payload, &status.signature);
     cluster.shutdown().await;
 }

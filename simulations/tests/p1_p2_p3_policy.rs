@@ -1,8 +1,6 @@
 //! P1 velocity, P2 allowlist, P3 tier and time-lock: enforced by the signer
 //! nodes themselves, not only by the coordinator.
 
-use std::time::Duration;
-
 use permafrost_core::{Role, Tier};
 use permafrost_proto::WithdrawalState;
 use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
@@ -180,22 +178,6 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
             .await
             .expect("approval");
     }
-    let mut signed = false;
-    for _ in 0..60 {
-        let s = cluster
-            .custody()
-            .get_withdrawal(permafrost_proto::GetWithdrawalRequest {
-                request_id: "wd-p3-lock".into(),
-            })
-            .await
-            .expect("get")
-            .into_inner();
-        if s.state() == WithdrawalState::Signed {
-            signed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(signed, "signed once the time-lock passed");
+    cluster.wait_signed("wd-p3-lock").await;
     cluster.shutdown().await;
 }

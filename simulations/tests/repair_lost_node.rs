@@ -1,10 +1,9 @@
 //! Share repair: a permanently lost member's share is rebuilt on a replacement
 //! by `t` helpers; the group key is unchanged and the lost node is revoked.
 
-use frost_secp256k1 as frost;
 use permafrost_core::Tier;
 use permafrost_proto::{self as pb, WithdrawalState};
-use permafrost_testkit::TestCluster;
+use permafrost_testkit::{assert_signature_valid, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
@@ -53,7 +52,13 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
             })
             .await
             .expect_err("second repair onto the same node");
-        assert!(matches!(err.code(), tonic::Code::PermissionDenied | tonic::Code::InvalidArgument), "{err:?}");
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+            ),
+            "{err:?}"
+        );
     }
 
     // Sign with the replacement: n1 is down too, so only {n2, n4} can sign.
@@ -69,12 +74,7 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
     let mut signers = status.signers.clone();
     signers.sort();
     assert_eq!(signers, vec!["n2", "n4"]);
-    let key = frost::VerifyingKey::deserialize(&group.group_public_key).expect("key");
-    key.verify(
-        &request.payload,
-        &frost::Signature::deserialize(&status.signature).expect("sig"),
-    )
-    .expect("signature under the unchanged group key");
+    assert_signature_valid(&group.group_public_key, &request.payload, &status.signature);
 
     // The lost node comes back: it is revoked and never used again.
     cluster.restart_node(2).await;

@@ -2,7 +2,6 @@
 //! an operator unseals it over mTLS, and can be sealed again at any time.
 
 use permafrost_core::{Role, Tier};
-use permafrost_proto::WithdrawalState;
 use permafrost_proto::{self as pb, node_admin_client::NodeAdminClient};
 use permafrost_testkit::{ClusterOptions, TestCluster};
 use permafrostctl::pki;
@@ -25,24 +24,6 @@ fn admin(
         )
         .expect("channel"),
     )
-}
-
-async fn wait_signed(cluster: &TestCluster, id: &str) -> pb::WithdrawalStatus {
-    let mut last = None;
-    for _ in 0..80 {
-        let s = cluster
-            .custody()
-            .get_withdrawal(pb::GetWithdrawalRequest { request_id: id.into() })
-            .await
-            .expect("get")
-            .into_inner();
-        if s.state() == WithdrawalState::Signed {
-            return s;
-        }
-        last = Some(s);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("not signed: {last:?}");
 }
 
 const PASSPHRASE: &str = "cold storage is a process";
@@ -126,7 +107,7 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
         .submit_approval(cluster.approve(&request, "bob", 600))
         .await
         .expect("bob");
-    let s = wait_signed(&cluster, "wd-seal-1").await;
+    let s = cluster.wait_signed("wd-seal-1").await;
     assert!(!s.signers.contains(&"n1".to_string()));
 
     // A wrong passphrase is refused; the right one unseals.

@@ -1,17 +1,9 @@
 //! DKG then signing through the real coordinator and nodes over mTLS; the
 //! signature is checked with the FROST verifier, and resubmission is idempotent.
 
-use frost_secp256k1::{Signature, VerifyingKey};
 use permafrost_core::Tier;
 use permafrost_proto::WithdrawalState;
-use permafrost_testkit::TestCluster;
-
-fn verify(group_key: &[u8], message: &[u8], signature: &[u8]) {
-    let key = VerifyingKey::deserialize(group_key).expect("33-byte group key");
-    let sig = Signature::deserialize(signature).expect("65-byte signature");
-    key.verify(message, &sig)
-        .expect("signature verifies under the group key");
-}
+use permafrost_testkit::{assert_signature_valid, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkg_then_sign_signature_verifies() {
@@ -56,7 +48,7 @@ async fn dkg_then_sign_signature_verifies() {
     assert_eq!(status.message, request.payload);
     assert_eq!(status.digest, request.digest().0.to_vec());
     assert_eq!(status.signers.len(), 2);
-    verify(&warm.group_public_key, &request.payload, &status.signature);
+    assert_signature_valid(&warm.group_public_key, &request.payload, &status.signature);
     // Signers were spread across regions first.
     let regions: std::collections::BTreeSet<_> = status
         .signers
@@ -103,7 +95,7 @@ async fn dkg_then_sign_signature_verifies() {
         status.approvals,
         vec!["alice".to_string(), "bob".to_string()]
     );
-    verify(&cold.group_public_key, &request.payload, &status.signature);
+    assert_signature_valid(&cold.group_public_key, &request.payload, &status.signature);
     cluster.shutdown().await;
 }
 
@@ -184,7 +176,7 @@ async fn lost_signer_is_replaced_by_another_subset() {
         .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
     assert!(!status.signers.contains(&"n1".to_string()));
-    verify(&group.group_public_key, &request.payload, &status.signature);
+    assert_signature_valid(&group.group_public_key, &request.payload, &status.signature);
     cluster.shutdown().await;
 }
 
@@ -263,23 +255,7 @@ async fn below_threshold_is_reported_fast_and_signed_when_members_return() {
         "took {elapsed:?}"
     );
     cluster.restart_node(1).await;
-    let mut signed = None;
-    for _ in 0..80 {
-        let s = cluster
-            .custody()
-            .get_withdrawal(permafrost_proto::GetWithdrawalRequest {
-                request_id: "wd-below-1".into(),
-            })
-            .await
-            .expect("get")
-            .into_inner();
-        if s.state() == WithdrawalState::Signed {
-            signed = Some(s);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    let s = signed.expect("signed once a member returned");
-    verify(&group.group_public_key, &request.payload, &s.signature);
+    let s = cluster.wait_signed("wd-below-1").await;
+    assert_signature_valid(&group.group_public_key, &request.payload, &s.signature);
     cluster.shutdown().await;
 }

@@ -18,7 +18,10 @@ use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
 use permafrost_node::config::NodeConfig;
 use permafrost_node::SignerNode;
 use permafrost_proto::tls::{TlsFiles, TlsMaterial};
-use permafrost_proto::{self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient, signer_node_client::SignerNodeClient};
+use permafrost_proto::{
+    self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient,
+    signer_node_client::SignerNodeClient,
+};
 use permafrostctl::pki;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -155,7 +158,9 @@ fn write(path: &Path, text: &str) {
 }
 
 async fn free_listener() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0")
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
 }
 
 impl TestCluster {
@@ -237,7 +242,15 @@ kdf = "fast-insecure"
             write(&config_path, &config_text);
             let config = NodeConfig::load(&config_path).expect("node config");
             let info = permafrost_node::init(&config).expect("node init");
-            pki::issue_to_dir(&ca_dir, Role::Node, id.as_str(), &extra, Some(&info.tls_csr), &node_dir).expect("node cert");
+            pki::issue_to_dir(
+                &ca_dir,
+                Role::Node,
+                id.as_str(),
+                &extra,
+                Some(&info.tls_csr),
+                &node_dir,
+            )
+            .expect("node cert");
             let mut endpoint = addr.to_string();
             if let Some((_, lie)) = opts.liars.iter().find(|(idx, _)| *idx == i) {
                 let liar_listener = free_listener().await;
@@ -272,7 +285,15 @@ kdf = "fast-insecure"
 
         // Coordinator.
         let coord_dir = root.join("coordinator");
-        pki::issue_to_dir(&ca_dir, Role::Coordinator, "coord-1", &extra, None, &coord_dir).expect("coordinator cert");
+        pki::issue_to_dir(
+            &ca_dir,
+            Role::Coordinator,
+            "coord-1",
+            &extra,
+            None,
+            &coord_dir,
+        )
+        .expect("coordinator cert");
         let listener = free_listener().await;
         let coordinator_addr = listener.local_addr().expect("addr");
         let coordinator_config = CoordinatorConfig {
@@ -337,7 +358,9 @@ kdf = "fast-insecure"
 
     /// An operator client (role operator).
     pub fn operator(&self) -> CeremonyClient<Channel> {
-        CeremonyClient::new(self.coordinator_channel(&self.credential(Role::Operator, "operator-1")))
+        CeremonyClient::new(
+            self.coordinator_channel(&self.credential(Role::Operator, "operator-1")),
+        )
     }
 
     /// A client straight to node `i` (its real address), authenticated as `role`/`id`.
@@ -355,13 +378,22 @@ kdf = "fast-insecure"
     }
 
     /// Runs a DKG ceremony through the coordinator.
-    pub async fn create_group(&self, name: &str, tier: Tier, threshold: u32, members: &[usize]) -> Result<pb::KeyGroup, tonic::Status> {
+    pub async fn create_group(
+        &self,
+        name: &str,
+        tier: Tier,
+        threshold: u32,
+        members: &[usize],
+    ) -> Result<pb::KeyGroup, tonic::Status> {
         self.operator()
             .create_key_group(pb::CreateKeyGroupRequest {
                 name: name.into(),
                 tier: permafrost_proto::convert::tier_to_wire(tier),
                 threshold,
-                members: members.iter().map(|i| self.nodes[*i].id.to_string()).collect(),
+                members: members
+                    .iter()
+                    .map(|i| self.nodes[*i].id.to_string())
+                    .collect(),
             })
             .await
             .map(|r| r.into_inner())
@@ -400,7 +432,11 @@ kdf = "fast-insecure"
     pub fn sign(&self, request: &WithdrawalRequest) -> pb::SignedWithdrawal {
         pb::SignedWithdrawal {
             request: Some(request.into()),
-            custody_signature: self.custody_key.sign(&request.digest().0).to_bytes().to_vec(),
+            custody_signature: self
+                .custody_key
+                .sign(&request.digest().0)
+                .to_bytes()
+                .to_vec(),
         }
     }
 
@@ -459,7 +495,8 @@ kdf = "fast-insecure"
             ips: vec!["127.0.0.1".parse().expect("ip")],
             ..Default::default()
         };
-        pki::issue_to_dir(&self.ca_dir, Role::Coordinator, &id, &extra, None, &dir).expect("coordinator cert");
+        pki::issue_to_dir(&self.ca_dir, Role::Coordinator, &id, &extra, None, &dir)
+            .expect("coordinator cert");
         let listener = free_listener().await;
         let addr = listener.local_addr().expect("addr");
         let mut config = self.coordinator_config.clone();
@@ -468,10 +505,15 @@ kdf = "fast-insecure"
         config.data_dir = dir.join("data");
         config.tls.cert = dir.join(format!("{id}.pem"));
         config.tls.key = dir.join(format!("{id}.key"));
-        self.extra_coordinators.push(start_coordinator(&config, listener));
+        self.extra_coordinators
+            .push(start_coordinator(&config, listener));
         let channel = |role, who| {
             self.credential(role, who)
-                .channel(&addr.to_string(), &pki::server_name(Role::Coordinator, &id), Duration::from_secs(30))
+                .channel(
+                    &addr.to_string(),
+                    &pki::server_name(Role::Coordinator, &id),
+                    Duration::from_secs(30),
+                )
                 .expect("channel")
         };
         (
@@ -522,7 +564,10 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
     let task = tokio::spawn(node.run(listener, async {
         let _ = rx.await;
     }));
-    Running { stop: Some(stop), task }
+    Running {
+        stop: Some(stop),
+        task,
+    }
 }
 
 fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListener) -> Running {
@@ -531,7 +576,10 @@ fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListen
     let task = tokio::spawn(coord.run(listener, async {
         let _ = rx.await;
     }));
-    Running { stop: Some(stop), task }
+    Running {
+        stop: Some(stop),
+        task,
+    }
 }
 
 /// Acting as a (possibly malicious) coordinator against nodes directly.
@@ -552,24 +600,40 @@ pub mod rogue {
         let mut handles = Vec::new();
         for c in clients.iter_mut() {
             let r = c
-                .commit(pb::CommitRequest { key_group: group.into() })
+                .commit(pb::CommitRequest {
+                    key_group: group.into(),
+                })
                 .await
                 .expect("commit")
                 .into_inner();
-            let id = Identifier::try_from(u16::try_from(r.identifier).expect("u16")).expect("identifier");
-            commitments.insert(id, SigningCommitments::deserialize(&r.commitments).expect("commitments"));
+            let id = Identifier::try_from(u16::try_from(r.identifier).expect("u16"))
+                .expect("identifier");
+            commitments.insert(
+                id,
+                SigningCommitments::deserialize(&r.commitments).expect("commitments"),
+            );
             handles.push(r.nonce_handle);
         }
         (commitments, handles)
     }
 
     /// A serialized signing package over `message`.
-    pub fn package(commitments: &BTreeMap<Identifier, SigningCommitments>, message: &[u8]) -> Vec<u8> {
-        SigningPackage::new(commitments.clone(), message).serialize().expect("package")
+    pub fn package(
+        commitments: &BTreeMap<Identifier, SigningCommitments>,
+        message: &[u8],
+    ) -> Vec<u8> {
+        SigningPackage::new(commitments.clone(), message)
+            .serialize()
+            .expect("package")
     }
 
     /// A round-2 request for a withdrawal.
-    pub fn sign_withdrawal(group: &str, handle: &[u8], package: &[u8], w: &pb::SignedWithdrawal) -> pb::SignRequest {
+    pub fn sign_withdrawal(
+        group: &str,
+        handle: &[u8],
+        package: &[u8],
+        w: &pb::SignedWithdrawal,
+    ) -> pb::SignRequest {
         pb::SignRequest {
             key_group: group.into(),
             nonce_handle: handle.to_vec(),
@@ -582,15 +646,54 @@ pub mod rogue {
 
 /// Reads node `i`'s key package for `group` straight from its sealed store,
 /// as an attacker who stole the disk and the passphrase would. The node must be stopped.
-pub fn steal_key_package(cluster: &TestCluster, i: usize, group: &str) -> frost_secp256k1::keys::KeyPackage {
+pub fn steal_key_package(
+    cluster: &TestCluster,
+    i: usize,
+    group: &str,
+) -> frost_secp256k1::keys::KeyPackage {
     let config = &cluster.nodes[i].config;
     let passphrase = std::env::var(PASSPHRASE_ENV).expect("test passphrase");
-    let sealer = permafrost_hsm::PassphraseSealer::open(&config.data_dir, &passphrase).expect("open sealer");
+    let sealer =
+        permafrost_hsm::PassphraseSealer::open(&config.data_dir, &passphrase).expect("open sealer");
     let store = permafrost_node::store::NodeStore::open(&config.data_dir).expect("open store");
     let name = GroupName::new(group).expect("group name");
     let record = store.group(&name).expect("read").expect("group present");
     let ctx = permafrost_hsm::SealContext::new(config.id.as_str(), format!("keygroup/{group}"));
     use permafrost_hsm::Sealer;
-    let bytes = sealer.unseal(&ctx, &record.sealed_key_package).expect("unseal");
+    let bytes = sealer
+        .unseal(&ctx, &record.sealed_key_package)
+        .expect("unseal");
     frost_secp256k1::keys::KeyPackage::deserialize(&bytes).expect("key package")
+}
+
+/// Asserts that `signature` (65 bytes) is a valid FROST signature of `message`
+/// under the 33-byte `group_key`.
+pub fn assert_signature_valid(group_key: &[u8], message: &[u8], signature: &[u8]) {
+    let key = frost_secp256k1::VerifyingKey::deserialize(group_key).expect("33-byte group key");
+    let sig = frost_secp256k1::Signature::deserialize(signature).expect("65-byte signature");
+    key.verify(message, &sig)
+        .expect("signature verifies under the group key");
+}
+
+impl TestCluster {
+    /// Polls `GetWithdrawal` (bounded, 20 s) until the request is signed; panics with the last status otherwise.
+    pub async fn wait_signed(&self, request_id: &str) -> pb::WithdrawalStatus {
+        let mut last = None;
+        for _ in 0..80 {
+            let s = self
+                .custody()
+                .get_withdrawal(pb::GetWithdrawalRequest {
+                    request_id: request_id.into(),
+                })
+                .await
+                .expect("get withdrawal")
+                .into_inner();
+            if s.state() == pb::WithdrawalState::Signed {
+                return s;
+            }
+            last = Some(s);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{request_id} not signed in time: {last:?}");
+    }
 }

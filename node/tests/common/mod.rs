@@ -1,0 +1,751 @@
+//! Fixtures for the node's lifecycle tests: a node directory with CA, certificate, manifest
+//! and policy around a data dir, for either sealer backend; SoftHSM2 tokens under a
+//! test-owned `SOFTHSM2_CONF`; snapshots of the data dir; tampering with sealed blobs.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use permafrost_core::manifest::{ClusterManifest, ManifestNode};
+use permafrost_core::Role;
+use permafrost_node::config::NodeConfig;
+use permafrost_node::store::NodeStore;
+use permafrost_node::{NodeError, NodePublicInfo, SignerNode};
+use permafrostctl::pki;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+pub const USER_PIN: &str = "user-pin-2468";
+const SO_PIN: &str = "so-pin-13579";
+const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const NODE_ID: &str = "n1";
+
+/// The `[sealer]` section of a test node.
+#[derive(Clone, Debug)]
+pub enum SealerSection {
+    /// Passphrase from the file `<root>/passphrase` (fast KDF).
+    Passphrase,
+    /// A SoftHSM2 token; the PIN from the file `<root>/pin`.
+    Pkcs11 {
+        token_label: String,
+        key_label: String,
+    },
+}
+
+/// One node's files in a tempdir: `ca/`, `node.toml`, `passphrase`/`pin`, `policy.toml`,
+/// `manifest.json`, the node certificate, and the data dir `data/`.
+pub struct NodeDir {
+    pub root: tempfile::TempDir,
+    pub sealer: SealerSection,
+    /// Set for PKCS#11 nodes: `init` and `open` are serialised with its slot listing.
+    pub hsm: Option<&'static SoftHsm>,
+}
+
+impl NodeDir {
+    /// A passphrase node.
+    pub fn passphrase() -> Self {
+        Self::new(SealerSection::Passphrase, None)
+    }
+
+    /// A PKCS#11 node on a fresh SoftHSM token, or `None` when SoftHSM is absent outside CI.
+    pub fn pkcs11(name: &str) -> Option<Self> {
+        let hsm = softhsm()?;
+        let sealer = SealerSection::Pkcs11 {
+            token_label: hsm.new_token(name),
+            key_label: "permafrost-seal".into(),
+        };
+        Some(Self::new(sealer, Some(hsm)))
+    }
+
+    fn new(sealer: SealerSection, hsm: Option<&'static SoftHsm>) -> Self {
+        permafrost_proto::tls::install_crypto_provider();
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = Self { root, sealer, hsm };
+        pki::init_ca(&dir.path("ca"), "Permafrost node-test CA").expect("CA");
+        write(&dir.path("passphrase"), &format!("{PASSPHRASE}\n"));
+        write(&dir.path("pin"), &format!("{USER_PIN}\n"));
+        write(&dir.path("wrong-secret"), "not-the-secret-0000\n");
+        write(&dir.path("policy.toml"), "[groups]\n");
+        dir.write_config(&dir.sealer.clone(), "passphrase", "pin");
+        dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("node.toml")
+    }
+
+    /// Rewrites `node.toml` for `sealer`, reading the passphrase or PIN from the given files.
+    pub fn write_config(&self, sealer: &SealerSection, passphrase_file: &str, pin_file: &str) {
+        let section = match sealer {
+            SealerSection::Passphrase => format!(
+                "kind = \"passphrase\"\npassphrase_file = \"{}\"\nkdf = \"fast-insecure\"\n",
+                self.path(passphrase_file).display()
+            ),
+            SealerSection::Pkcs11 {
+                token_label,
+                key_label,
+            } => format!(
+                "kind = \"pkcs11\"\nmodule_path = \"{}\"\ntoken_label = \"{token_label}\"\n\
+                 key_label = \"{key_label}\"\npin_file = \"{}\"\n",
+                module_path().display(),
+                self.path(pin_file).display()
+            ),
+        };
+        self.write_config_with_sealer(&section);
+    }
+
+    /// Rewrites `node.toml` with a literal `[sealer]` section body.
+    pub fn write_config_with_sealer(&self, sealer_section: &str) {
+        let custody = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let text = format!(
+            "id = \"{NODE_ID}\"\nregion = \"eu\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\
+             manifest = \"{manifest}\"\npolicy = \"{policy}\"\ncustody_keys = [\"{custody}\"]\n\
+             [tls]\nca_cert = \"{ca}\"\ncert = \"{cert}\"\n[sealer]\n{sealer_section}",
+            data = self.data_dir().display(),
+            manifest = self.path("manifest.json").display(),
+            policy = self.path("policy.toml").display(),
+            ca = self.path("ca").join(pki::CA_CERT).display(),
+            cert = self.path(&format!("{NODE_ID}.pem")).display(),
+        );
+        write(&self.config_path(), &text);
+    }
+
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig::load(&self.config_path()).expect("node config loads")
+    }
+
+    /// What an operator does after `permafrost-node init`: the CA signs the CSR and the node
+    /// is listed in the manifest.
+    pub fn enroll(&self, info: &NodePublicInfo) {
+        pki::issue_to_dir(
+            &self.path("ca"),
+            Role::Node,
+            NODE_ID,
+            &pki::Extra {
+                ips: vec!["127.0.0.1".parse().expect("ip")],
+                ..Default::default()
+            },
+            Some(&info.tls_csr),
+            self.root.path(),
+        )
+        .expect("node certificate");
+        let manifest = ClusterManifest {
+            nodes: vec![ManifestNode {
+                id: info.id.clone(),
+                region: info.region.clone(),
+                endpoint: "127.0.0.1:1".into(),
+                tls_server_name: pki::server_name(Role::Node, NODE_ID),
+                identity_key: info.identity_key.clone(),
+                encryption_key: info.encryption_key.clone(),
+            }],
+        };
+        write(
+            &self.path("manifest.json"),
+            &serde_json::to_string_pretty(&manifest).expect("manifest json"),
+        );
+    }
+
+    /// `init` in-process, then enrolment.
+    pub fn init(&self) -> NodePublicInfo {
+        let info = self.try_init().expect("init");
+        self.enroll(&info);
+        info
+    }
+
+    pub fn try_init(&self) -> Result<NodePublicInfo, NodeError> {
+        let config = self.config();
+        self.serialized(|| permafrost_node::init(&config))
+    }
+
+    /// Opens the node as `run` does (nothing is served).
+    pub fn open(&self) -> Result<Arc<SignerNode>, NodeError> {
+        let config = self.config();
+        self.serialized(|| SignerNode::open(&config))
+    }
+
+    fn serialized<T>(&self, f: impl FnOnce() -> T) -> T {
+        match self.hsm {
+            Some(hsm) => hsm.serialized(f),
+            None => f(),
+        }
+    }
+
+    /// Rewrites the config to read the passphrase or PIN from the wrong file.
+    pub fn use_wrong_secret(&self) {
+        self.write_config(&self.sealer, "wrong-secret", "wrong-secret");
+    }
+
+    /// Rewrites the config as it was created.
+    pub fn use_right_secret(&self) {
+        self.write_config(&self.sealer, "passphrase", "pin");
+    }
+
+    /// Every file under the data dir with its bytes.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(&self.data_dir())
+    }
+
+    /// Every file under the data dir outside the sled store, plus every key and value of
+    /// every tree in the store (keyed `store/<tree>/<hex key>`).
+    pub fn logical_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let store = self.data_dir().join("store");
+        let mut files: BTreeMap<PathBuf, Vec<u8>> = self
+            .snapshot()
+            .into_iter()
+            .filter(|(path, _)| !path.starts_with(&store))
+            .collect();
+        let db = sled::open(&store).expect("open sled");
+        for name in db.tree_names() {
+            let tree = db.open_tree(&name).expect("open tree");
+            for kv in tree.iter() {
+                let (k, v) = kv.expect("read tree");
+                let path = store
+                    .join(String::from_utf8_lossy(&name).into_owned())
+                    .join(hex::encode(&k));
+                files.insert(path, v.to_vec());
+            }
+        }
+        files
+    }
+
+    /// A sealed blob of the store's meta tree (`identity`, `tls-key`).
+    pub fn sealed(&self, key: &str) -> Vec<u8> {
+        NodeStore::open(&self.data_dir())
+            .expect("open store")
+            .sealed(key)
+            .expect("read store")
+            .unwrap_or_else(|| panic!("{key} missing from the store"))
+    }
+
+    /// Overwrites a sealed blob of the meta tree, as an attacker with disk access could.
+    /// `NodeStore` refuses to overwrite on purpose, so this goes to sled directly, at the
+    /// same place (`<data>/store`, tree `meta`).
+    pub fn overwrite_sealed(&self, key: &str, blob: &[u8]) {
+        let db = sled::open(self.data_dir().join("store")).expect("open sled");
+        db.open_tree("meta")
+            .expect("meta tree")
+            .insert(key, blob)
+            .expect("overwrite");
+        db.flush().expect("flush");
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("metadata");
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                pending.push(entry.expect("dir entry").path());
+            }
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).expect("read file"));
+        }
+    }
+    files
+}
+
+/// Panics naming the first file that differs, without printing contents.
+pub fn assert_unchanged(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) {
+    let names = |m: &BTreeMap<PathBuf, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(before), names(after), "files were added or removed");
+    for (path, bytes) in before {
+        assert!(
+            after.get(path) == Some(bytes),
+            "{} was modified by a failed start",
+            path.display()
+        );
+    }
+}
+
+/// Flips one bit in the middle of a blob (inside the ciphertext, past the header).
+pub fn flip_one_byte(blob: &[u8]) -> Vec<u8> {
+    let mut flipped = blob.to_vec();
+    let at = blob.len() / 2;
+    flipped[at] ^= 0x01;
+    flipped
+}
+
+pub fn module_path() -> PathBuf {
+    std::env::var_os("PERMAFROST_PKCS11_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE))
+}
+
+/// The process-wide SoftHSM2 set-up: one config and token directory per test binary, since
+/// SoftHSM reads `SOFTHSM2_CONF` once, when the module is first initialised. Tokens are
+/// created in-process through the same loaded library the node uses (SoftHSM does not see
+/// tokens that `softhsm2-util` creates after it was initialised); being file-backed, they
+/// are visible to child processes too.
+pub struct SoftHsm {
+    pub root: PathBuf,
+    pub conf: PathBuf,
+    pkcs11: Pkcs11,
+    /// SoftHSM's `C_GetSlotList` is not thread-safe: the node's sealer serialises its own
+    /// calls, and this lock serialises the fixture's with them (see [`SoftHsm::serialized`]).
+    slot_lock: Mutex<()>,
+}
+
+/// The SoftHSM fixture, or `None` (with a message) when the module is absent outside CI.
+/// Under CI (`CI` set) a missing module fails the test: the PKCS#11 backend must be tested.
+pub fn softhsm() -> Option<&'static SoftHsm> {
+    static FIXTURE: OnceLock<Option<SoftHsm>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| {
+            let module = module_path();
+            if !module.exists() {
+                if std::env::var_os("CI").is_some() {
+                    panic!(
+                        "PKCS#11 module {} is missing and CI is set: run .ci/softhsm-setup.sh \
+                         or point PERMAFROST_PKCS11_MODULE at a module",
+                        module.display()
+                    );
+                }
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPING PKCS#11 node tests: module {} not found (install softhsm2, e.g. \
+                     .ci/softhsm-setup.sh, or set PERMAFROST_PKCS11_MODULE)",
+                    module.display()
+                );
+                return None;
+            }
+            // Under target/tmp: the token store outlives the process (a static is never
+            // dropped), so stores of runs over an hour old are swept here.
+            remove_stale_stores(Path::new(env!("CARGO_TARGET_TMPDIR")));
+            let root = tempfile::Builder::new()
+                .prefix("node-softhsm-")
+                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+                .expect("softhsm tempdir")
+                .keep();
+            let tokens = root.join("tokens");
+            std::fs::create_dir_all(&tokens).expect("token dir");
+            let conf = root.join("softhsm2.conf");
+            write(
+                &conf,
+                &format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                    tokens.display()
+                ),
+            );
+            // Set once, before anything in this process loads the module.
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+            let pkcs11 = Pkcs11::new(&module).expect("load the PKCS#11 module");
+            match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                Err(e) => panic!("initialise {}: {e}", module.display()),
+            }
+            Some(SoftHsm {
+                root,
+                conf,
+                pkcs11,
+                slot_lock: Mutex::new(()),
+            })
+        })
+        .as_ref()
+}
+
+fn remove_stale_stores(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    for entry in entries.filter_map(Result::ok) {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("node-softhsm-")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+impl SoftHsm {
+    fn lock_slots(&self) -> MutexGuard<'_, ()> {
+        self.slot_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` (a node `init` or `open`, which lists slots) serialised with the fixture's
+    /// own slot listing.
+    pub fn serialized<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _slots = self.lock_slots();
+        f()
+    }
+
+    /// Initialises a fresh token with a unique label and [`USER_PIN`].
+    pub fn new_token(&self, name: &str) -> String {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let label = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        assert!(
+            label.len() <= 32,
+            "token label {label} is longer than 32 bytes"
+        );
+        let _slots = self.lock_slots();
+        // SoftHSM always offers one uninitialised token and adds another once it is used.
+        let free = self
+            .pkcs11
+            .get_slots_with_token()
+            .expect("list slots")
+            .into_iter()
+            .find(|slot| {
+                !self
+                    .pkcs11
+                    .get_token_info(*slot)
+                    .expect("token info")
+                    .token_initialized()
+            })
+            .expect("SoftHSM offers a free slot");
+        let so_pin = AuthPin::from(SO_PIN);
+        self.pkcs11
+            .init_token(free, &so_pin, &label)
+            .expect("initialise token");
+        let session = self.pkcs11.open_rw_session(free).expect("open SO session");
+        session
+            .login(UserType::So, Some(&so_pin))
+            .expect("SO login");
+        session
+            .init_pin(&AuthPin::from(USER_PIN))
+            .expect("set the user PIN");
+        drop(session);
+        label
+    }
+
+    /// Labels of the secret keys in a token, read in a user session outside the node (no
+    /// node may hold the token open at the time).
+    pub fn secret_key_labels(&self, token_label: &str) -> Vec<String> {
+        let _slots = self.lock_slots();
+        let pkcs11 = &self.pkcs11;
+        let slot = pkcs11
+            .get_slots_with_initialized_token()
+            .expect("list slots")
+            .into_iter()
+            .find(|s| pkcs11.get_token_info(*s).expect("token info").label() == token_label)
+            .expect("token exists");
+        let session = pkcs11.open_ro_session(slot).expect("open session");
+        session
+            .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
+            .expect("user login");
+        let keys = session
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+            .expect("find keys");
+        keys.into_iter()
+            .map(|k| {
+                match session
+                    .get_attributes(k, &[cryptoki::object::AttributeType::Label])
+                    .expect("label")
+                    .as_slice()
+                {
+                    [Attribute::Label(l)] => String::from_utf8_lossy(l).into_owned(),
+                    other => panic!("unexpected attributes {other:?}"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The start-up checks every backend must pass; each test file calls them for its backend.
+pub mod lifecycle {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    fn refusal(dir: &NodeDir) -> String {
+        dir.open()
+            .expect_err("the node must refuse to start")
+            .to_string()
+    }
+
+    /// `init`, then open (twice, as after a restart): the identity and TLS key unseal and
+    /// match the manifest. Right after `init` the data dir is 0700 and every file in it 0600.
+    pub fn init_then_open(dir: &NodeDir) {
+        let info = dir.init();
+        assert_eq!(info.id.as_str(), NODE_ID);
+        let data = dir.data_dir();
+        assert_eq!(mode(&data), 0o700, "data dir mode");
+        for path in snapshot(&data).keys() {
+            assert_eq!(mode(path), 0o600, "{} mode", path.display());
+        }
+        for _ in 0..2 {
+            let node = dir.open().expect("the node opens");
+            assert_eq!(node.id().as_str(), NODE_ID);
+            drop(node);
+        }
+    }
+
+    /// A second `init` over an initialised data dir is refused and changes nothing.
+    pub fn init_twice_refused(dir: &NodeDir) {
+        dir.init();
+        let before = dir.snapshot();
+        let msg = dir.try_init().expect_err("second init").to_string();
+        assert!(msg.contains("refusing to initialize"), "{msg}");
+        assert!(msg.contains(&dir.data_dir().display().to_string()), "{msg}");
+        assert_unchanged(&before, &dir.snapshot());
+        dir.open().expect("the original node still opens");
+    }
+
+    /// S2: the wrong passphrase or PIN is refused with `expected` in the message, and the
+    /// stored data is byte-identical afterwards; the right one still works.
+    pub fn wrong_secret_refused(dir: &NodeDir, expected: &str) {
+        dir.init();
+        let before = dir.snapshot();
+        dir.use_wrong_secret();
+        let msg = refusal(dir);
+        assert!(msg.contains(expected), "{msg}");
+        assert!(
+            !msg.contains(PASSPHRASE) && !msg.contains(USER_PIN),
+            "{msg}"
+        );
+        assert_unchanged(&before, &dir.snapshot());
+        dir.use_right_secret();
+        dir.open().expect("the right secret still opens the node");
+    }
+
+    /// S2: one flipped byte in the sealed identity or TLS key, and the node refuses to start
+    /// saying the blob failed authentication; restoring the blob makes it start again.
+    pub fn flipped_byte_refused(dir: &NodeDir) {
+        dir.init();
+        for key in ["identity", "tls-key"] {
+            let original = dir.sealed(key);
+            dir.overwrite_sealed(key, &flip_one_byte(&original));
+            let before = dir.logical_snapshot();
+            let msg = refusal(dir);
+            assert!(
+                msg.contains("sealed blob failed authentication"),
+                "{key}: {msg}"
+            );
+            // The store was opened to read the blob, and sled rewrites its recovery snapshot
+            // file on every open: compare what is stored, not sled's own files.
+            assert_unchanged(&before, &dir.logical_snapshot());
+            dir.overwrite_sealed(key, &original);
+            dir.open()
+                .unwrap_or_else(|e| panic!("{key} restored, but the node still refuses: {e}"));
+        }
+    }
+
+    /// H2: a data dir that group or others can enter is refused before any secret is read,
+    /// naming the path and mode.
+    pub fn open_data_dir_refused(dir: &NodeDir) {
+        use std::os::unix::fs::PermissionsExt;
+        dir.init();
+        let data = dir.data_dir();
+        for bad in [0o750, 0o701, 0o755] {
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(bad)).expect("chmod");
+            let msg = refusal(dir);
+            assert!(msg.contains(&data.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("{bad:04o}")), "{msg}");
+        }
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        dir.open().expect("0700 opens");
+    }
+}
+
+/// The real `permafrost-node` binary as a child process, its stderr collected line by line.
+pub mod process {
+    use std::io::BufRead;
+    use std::path::Path;
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::mpsc::{Receiver, RecvTimeoutError};
+    use std::time::{Duration, Instant};
+
+    pub const BIN: &str = env!("CARGO_BIN_EXE_permafrost-node");
+
+    /// A running child; killed on drop if still alive.
+    pub struct Running {
+        pub child: Child,
+        lines: Receiver<String>,
+        pub stderr: Vec<String>,
+    }
+
+    /// The node binary with `args`, in `cwd`. With `core_unlimited`, the parent shell raises
+    /// the core file size limit first (`ulimit -c unlimited`, or to the hard limit when only
+    /// that much is allowed), so that only the node itself can be what prevents a core dump.
+    pub fn spawn(args: &[&str], cwd: &Path, core_unlimited: bool) -> Running {
+        let script = if core_unlimited {
+            r#"ulimit -c unlimited 2>/dev/null || ulimit -c "$(ulimit -H -c)"; exec "$0" "$@""#
+        } else {
+            r#"exec "$0" "$@""#
+        };
+        spawn_command(
+            Command::new("sh").arg("-c").arg(script).arg(BIN).args(args),
+            cwd,
+        )
+    }
+
+    /// Any program under the same shell set-up (for control experiments).
+    pub fn spawn_program(program: &str, args: &[&str], cwd: &Path) -> Running {
+        let script =
+            r#"ulimit -c unlimited 2>/dev/null || ulimit -c "$(ulimit -H -c)"; exec "$0" "$@""#;
+        spawn_command(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg(program)
+                .args(args),
+            cwd,
+        )
+    }
+
+    fn spawn_command(command: &mut Command, cwd: &Path) -> Running {
+        let mut child = command
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .env_remove("PERMAFROST_LOG_JSON")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            stderr: Vec::new(),
+        }
+    }
+
+    impl Running {
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// Waits for a stderr line containing `needle`; panics with all stderr so far if the
+        /// child exits or `timeout` passes first.
+        pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.lines.recv_timeout(left) {
+                    Ok(line) => {
+                        self.stderr.push(line.clone());
+                        if line.contains(needle) {
+                            return line;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        panic!(
+                            "no line with {needle:?} within {timeout:?}; stderr:\n{}",
+                            self.stderr.join("\n")
+                        )
+                    }
+                    Err(RecvTimeoutError::Disconnected) => panic!(
+                        "child exited before printing {needle:?}; stderr:\n{}",
+                        self.stderr.join("\n")
+                    ),
+                }
+            }
+        }
+
+        /// Waits for the child to exit, then collects the rest of its stderr.
+        pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+            let deadline = Instant::now() + timeout;
+            let status = loop {
+                if let Some(status) = self.child.try_wait().expect("wait for child") {
+                    break status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "child still running after {timeout:?}; stderr:\n{}",
+                    self.stderr.join("\n")
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                self.stderr.push(line);
+            }
+            status
+        }
+
+        pub fn signal(&self, name: &str) {
+            let ok = std::process::Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(self.pid().to_string())
+                .status()
+                .expect("run kill")
+                .success();
+            assert!(ok, "kill -{name} {} failed", self.pid());
+        }
+
+        pub fn stderr_text(&self) -> String {
+            self.stderr.join("\n")
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs the node binary to completion (for `init` and refused starts).
+    pub fn run_to_exit(args: &[&str], cwd: &Path) -> (ExitStatus, String) {
+        let mut running = spawn(args, cwd, false);
+        let status = running.wait_exit(Duration::from_secs(60));
+        (status, running.stderr_text())
+    }
+
+    /// `permafrost-node init --config <config>`, returning the public info it prints.
+    pub fn init(config: &Path, cwd: &Path) -> permafrost_node::NodePublicInfo {
+        let output = Command::new(BIN)
+            .args(["init", "--config"])
+            .arg(config)
+            .current_dir(cwd)
+            .output()
+            .expect("run permafrost-node init");
+        assert!(
+            output.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("init prints the node's public info as JSON")
+    }
+}

@@ -1,0 +1,611 @@
+//! The lying signer node behind `permafrost-liar` (test-only; threats C1, K1, N2).
+//!
+//! It presents the real node's identity (a certificate the local CA issued
+//! for the same node id, role node), forwards every call to the real node
+//! with a coordinator certificate, and lies as configured: a wrong signature
+//! share, commitments from a fresh random nonce pair, or an altered DKG
+//! message relayed to the node it fronts. As an honest tap it reports what
+//! passes (commitments, forwarded shares) and can hold the first withdrawal
+//! round 2 so the harness can kill a process at that exact point. It reads
+//! `resume` lines on stdin and writes one JSON event per line on stdout.
+//!
+//! None of this is in `permafrost-node`: a production build cannot lie.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use frost_secp256k1::keys::SigningShare;
+use frost_secp256k1::round1::SigningCommitments;
+use frost_secp256k1::{Identifier, SigningPackage};
+use permafrost_core::Role;
+use permafrost_proto::signer_node_client::SignerNodeClient;
+use permafrost_proto::signer_node_server::{SignerNode, SignerNodeServer};
+use permafrost_proto::tls::TlsMaterial;
+use permafrost_proto::{self as pb};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Notify};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// How the node lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lie {
+    /// Forwards faithfully (a tap: reports events, can pause).
+    Honest,
+    /// Returns a well-formed but wrong signature share for withdrawals (C1).
+    BadShare,
+    /// Announces commitments of a fresh random nonce pair instead of its own and
+    /// signs with its real ones, so its share cannot verify (C1).
+    BadCommitments,
+    /// Alters `--tamper-sender`'s round-1 package in the set relayed to this node (K1).
+    DkgRound1,
+    /// Alters `--tamper-sender`'s echo in the echoes relayed to this node (K1).
+    DkgEcho,
+    /// Alters `--tamper-sender`'s encrypted round-2 share for this node (K4, K5).
+    DkgRound2,
+}
+
+impl Lie {
+    /// Whether the lie is about a DKG message (and needs `--tamper-sender`).
+    pub fn is_dkg(self) -> bool {
+        matches!(self, Lie::DkgRound1 | Lie::DkgEcho | Lie::DkgRound2)
+    }
+}
+
+/// Where the first withdrawal round 2 is held until `resume`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PausePoint {
+    /// Never.
+    None,
+    /// After the node answered round 1, before round 2 reaches it.
+    BeforeSign,
+    /// After the node released its share, before the share reaches the coordinator.
+    AfterSign,
+}
+
+/// What the liar reports, one JSON object per stdout line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LiarEvent {
+    /// Serving on `addr`.
+    Listening {
+        /// Actual listen address.
+        addr: String,
+    },
+    /// The node answered round 1 with these (real) commitments.
+    Committed {
+        /// Key group.
+        group: String,
+        /// The node's FROST identifier.
+        identifier: u32,
+        /// Hex of the serialized commitments.
+        commitments: String,
+    },
+    /// A signing lie was told for `request`.
+    Lied {
+        /// Which lie.
+        lie: Lie,
+        /// Withdrawal request id.
+        request: String,
+    },
+    /// A DKG message from `sender` was altered on its way to the node.
+    DkgTampered {
+        /// Which lie.
+        lie: Lie,
+        /// Ceremony id.
+        ceremony: String,
+        /// Whose message was altered.
+        sender: String,
+    },
+    /// Round 2 of `request` is held at `point` until `resume`.
+    Paused {
+        /// Where.
+        point: PausePoint,
+        /// Withdrawal request id.
+        request: String,
+    },
+    /// Round 2 of `request` was forwarded to the node; what it answered.
+    SignForwarded {
+        /// Withdrawal request id.
+        request: String,
+        /// Whether the node released a share.
+        ok: bool,
+        /// gRPC code name (`Ok` on success).
+        code: String,
+        /// The node's message on refusal.
+        message: String,
+    },
+}
+
+/// Command line of `permafrost-liar`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "permafrost-liar",
+    about = "Test-only lying signer node for Permafrost chaos runs (never deploy)",
+    version
+)]
+pub struct LiarArgs {
+    /// Address to listen on (port 0 picks one; the `listening` event says which).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// `host:port` of the real node.
+    #[arg(long)]
+    pub upstream: String,
+    /// Id of the node it impersonates (its certificate's id).
+    #[arg(long)]
+    pub node_id: String,
+    /// Cluster CA certificate (PEM).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Certificate for `--node-id`, role node (PEM), presented to the coordinator.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Certificate of role coordinator (PEM), presented to the real node.
+    #[arg(long)]
+    pub upstream_cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub upstream_key: PathBuf,
+    /// How to lie.
+    #[arg(long, value_enum, default_value_t = Lie::Honest)]
+    pub lie: Lie,
+    /// Whose DKG message to alter (DKG lies only).
+    #[arg(long)]
+    pub tamper_sender: Option<String>,
+    /// Hold the first withdrawal round 2 here until a `resume` line on stdin.
+    #[arg(long, value_enum, default_value_t = PausePoint::None)]
+    pub pause: PausePoint,
+    /// Seed of the fake nonces.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn emit(event: &LiarEvent) {
+    match serde_json::to_string(event) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("permafrost-liar: cannot encode event {event:?}: {e}"),
+    }
+}
+
+/// Real commitments hidden behind fake ones, by nonce handle.
+type Swapped = HashMap<Vec<u8>, (u32, Vec<u8>)>;
+
+/// Most hidden commitments kept; older ones belong to abandoned rounds.
+const MAX_SWAPPED: usize = 1024;
+
+struct Liar {
+    upstream: SignerNodeClient<Channel>,
+    lie: Lie,
+    tamper_sender: Option<String>,
+    pause: Mutex<PausePoint>,
+    resume: Arc<Notify>,
+    rng: Mutex<StdRng>,
+    swapped: Mutex<Swapped>,
+}
+
+fn poisoned() -> Status {
+    Status::internal("liar: lock poisoned")
+}
+
+fn flip_last(bytes: &mut [u8]) -> bool {
+    match bytes.last_mut() {
+        Some(last) => {
+            *last ^= 0x01;
+            true
+        }
+        None => false,
+    }
+}
+
+impl Liar {
+    fn upstream(&self) -> SignerNodeClient<Channel> {
+        self.upstream.clone()
+    }
+
+    /// Commitments of a fresh random nonce pair (for a random share): well
+    /// formed, but not the ones the node will sign with.
+    fn fake_commitments(&self) -> Result<Vec<u8>, Status> {
+        let mut rng = self.rng.lock().map_err(|_| poisoned())?;
+        let share = loop {
+            let mut bytes = [0u8; 32];
+            rng.fill_bytes(&mut bytes);
+            if let Ok(share) = SigningShare::deserialize(&bytes) {
+                break share;
+            }
+        };
+        let (_nonces, commitments) = frost_secp256k1::round1::commit(&share, &mut *rng);
+        commitments
+            .serialize()
+            .map_err(|e| Status::internal(format!("liar: serialize commitments: {e}")))
+    }
+
+    /// The coordinator's package with our real commitments put back, so the node signs.
+    fn restore_commitments(package: &[u8], identifier: u32, real: &[u8]) -> Option<Vec<u8>> {
+        let package = SigningPackage::deserialize(package).ok()?;
+        let id = Identifier::try_from(u16::try_from(identifier).ok()?).ok()?;
+        let mut commitments = package.signing_commitments().clone();
+        commitments.insert(id, SigningCommitments::deserialize(real).ok()?);
+        SigningPackage::new(commitments, package.message())
+            .serialize()
+            .ok()
+    }
+
+    fn tamper(&self, lie: Lie, ceremony: &str, senders: &mut [(&str, &mut Vec<u8>)]) {
+        if self.lie != lie {
+            return;
+        }
+        let Some(target) = self.tamper_sender.as_deref() else {
+            return;
+        };
+        for (sender, bytes) in senders.iter_mut() {
+            if *sender == target && flip_last(bytes) {
+                emit(&LiarEvent::DkgTampered {
+                    lie,
+                    ceremony: ceremony.to_string(),
+                    sender: target.to_string(),
+                });
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl SignerNode for Liar {
+    async fn get_status(
+        &self,
+        r: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
+        self.upstream().get_status(r.into_inner()).await
+    }
+
+    async fn dkg_start(
+        &self,
+        r: Request<pb::DkgStartRequest>,
+    ) -> Result<Response<pb::DkgRound1Message>, Status> {
+        self.upstream().dkg_start(r.into_inner()).await
+    }
+
+    async fn dkg_echo(
+        &self,
+        r: Request<pb::DkgEchoRequest>,
+    ) -> Result<Response<pb::DkgEchoMessage>, Status> {
+        let mut req = r.into_inner();
+        let ceremony = req.ceremony_id.clone();
+        let mut fields: Vec<_> = req
+            .round1
+            .iter_mut()
+            .map(|m| (m.sender.as_str(), &mut m.package))
+            .collect();
+        self.tamper(Lie::DkgRound1, &ceremony, &mut fields);
+        self.upstream().dkg_echo(req).await
+    }
+
+    async fn dkg_round2(
+        &self,
+        r: Request<pb::DkgRound2Request>,
+    ) -> Result<Response<pb::DkgRound2Response>, Status> {
+        let mut req = r.into_inner();
+        let ceremony = req.ceremony_id.clone();
+        let mut fields: Vec<_> = req
+            .echoes
+            .iter_mut()
+            .map(|m| (m.sender.as_str(), &mut m.set_hash))
+            .collect();
+        self.tamper(Lie::DkgEcho, &ceremony, &mut fields);
+        self.upstream().dkg_round2(req).await
+    }
+
+    async fn dkg_finish(
+        &self,
+        r: Request<pb::DkgFinishRequest>,
+    ) -> Result<Response<pb::DkgKeyReport>, Status> {
+        let mut req = r.into_inner();
+        let ceremony = req.ceremony_id.clone();
+        let mut fields: Vec<_> = req
+            .shares
+            .iter_mut()
+            .map(|m| (m.sender.as_str(), &mut m.ciphertext))
+            .collect();
+        self.tamper(Lie::DkgRound2, &ceremony, &mut fields);
+        self.upstream().dkg_finish(req).await
+    }
+
+    async fn activate_group(
+        &self,
+        r: Request<pb::ActivateGroupRequest>,
+    ) -> Result<Response<pb::ActivateGroupResponse>, Status> {
+        self.upstream().activate_group(r.into_inner()).await
+    }
+
+    async fn commit_refresh(
+        &self,
+        r: Request<pb::CommitRefreshRequest>,
+    ) -> Result<Response<pb::CommitRefreshResponse>, Status> {
+        self.upstream().commit_refresh(r.into_inner()).await
+    }
+
+    async fn repair_deltas(
+        &self,
+        r: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairMessages>, Status> {
+        self.upstream().repair_deltas(r.into_inner()).await
+    }
+
+    async fn repair_sigma(
+        &self,
+        r: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::DkgSealedShare>, Status> {
+        self.upstream().repair_sigma(r.into_inner()).await
+    }
+
+    async fn repair_receive(
+        &self,
+        r: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::DkgKeyReport>, Status> {
+        self.upstream().repair_receive(r.into_inner()).await
+    }
+
+    async fn replace_member(
+        &self,
+        r: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::ReplaceMemberResponse>, Status> {
+        self.upstream().replace_member(r.into_inner()).await
+    }
+
+    async fn announce(
+        &self,
+        r: Request<pb::SignedWithdrawal>,
+    ) -> Result<Response<pb::AnnounceResponse>, Status> {
+        self.upstream().announce(r.into_inner()).await
+    }
+
+    async fn commit(
+        &self,
+        r: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let group = r.get_ref().key_group.clone();
+        let mut resp = self.upstream().commit(r.into_inner()).await?;
+        let real = resp.get_ref().commitments.clone();
+        emit(&LiarEvent::Committed {
+            group,
+            identifier: resp.get_ref().identifier,
+            commitments: hex::encode(&real),
+        });
+        if self.lie == Lie::BadCommitments {
+            // Round 1 cannot tell a withdrawal from an activation test: the
+            // chaos scenarios put a liar in place only after activation.
+            let fake = self.fake_commitments()?;
+            let mut swapped = self.swapped.lock().map_err(|_| poisoned())?;
+            if swapped.len() >= MAX_SWAPPED {
+                swapped.clear();
+            }
+            swapped.insert(
+                resp.get_ref().nonce_handle.clone(),
+                (resp.get_ref().identifier, real),
+            );
+            resp.get_mut().commitments = fake;
+        }
+        Ok(resp)
+    }
+
+    async fn sign(
+        &self,
+        r: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        let mut req = r.into_inner();
+        let request_id = match &req.target {
+            Some(pb::sign_request::Target::Withdrawal(w)) => Some(
+                w.request
+                    .as_ref()
+                    .map(|r| r.request_id.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
+        if self.lie == Lie::BadCommitments {
+            let hidden = self
+                .swapped
+                .lock()
+                .map_err(|_| poisoned())?
+                .remove(&req.nonce_handle);
+            if let Some((identifier, real)) = hidden {
+                if let Some(package) =
+                    Liar::restore_commitments(&req.signing_package, identifier, &real)
+                {
+                    req.signing_package = package;
+                    emit(&LiarEvent::Lied {
+                        lie: Lie::BadCommitments,
+                        request: request_id.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let pause = match &request_id {
+            Some(_) => std::mem::replace(
+                &mut *self.pause.lock().map_err(|_| poisoned())?,
+                PausePoint::None,
+            ),
+            None => PausePoint::None,
+        };
+        let request = request_id.clone().unwrap_or_default();
+        // Forwarded from a task of its own: if the coordinator dies or gives up
+        // meanwhile, round 2 still reaches the node and its answer is reported.
+        let (tx, rx) = oneshot::channel();
+        let upstream = self.upstream();
+        let resume = self.resume.clone();
+        tokio::spawn(async move {
+            if pause == PausePoint::BeforeSign {
+                emit(&LiarEvent::Paused {
+                    point: pause,
+                    request: request.clone(),
+                });
+                resume.notified().await;
+            }
+            let result = upstream.clone().sign(req).await;
+            if !request.is_empty() {
+                let (ok, code, message) = match &result {
+                    Ok(_) => (true, "Ok".to_string(), String::new()),
+                    Err(s) => (false, format!("{:?}", s.code()), s.message().to_string()),
+                };
+                emit(&LiarEvent::SignForwarded {
+                    request: request.clone(),
+                    ok,
+                    code,
+                    message,
+                });
+            }
+            if pause == PausePoint::AfterSign {
+                emit(&LiarEvent::Paused {
+                    point: pause,
+                    request,
+                });
+                resume.notified().await;
+            }
+            let _ = tx.send(result);
+        });
+        let mut resp = rx
+            .await
+            .map_err(|_| Status::internal("liar: the forwarding task vanished"))??;
+        if self.lie == Lie::BadShare {
+            if let Some(request) = request_id {
+                // Add one to the scalar: still a valid encoding, never a valid share.
+                let share = &mut resp.get_mut().signature_share;
+                if let Some(last) = share.last_mut() {
+                    *last = last.wrapping_add(1);
+                    emit(&LiarEvent::Lied {
+                        lie: Lie::BadShare,
+                        request,
+                    });
+                }
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Runs the liar until stdin closes (the harness went away).
+pub async fn run(args: LiarArgs) -> Result<(), String> {
+    if args.lie.is_dkg() && args.tamper_sender.is_none() {
+        return Err(format!(
+            "--lie {:?} alters another member's message: give --tamper-sender ID",
+            args.lie
+        ));
+    }
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let ca = read(&args.ca)?;
+    let identity = TlsMaterial::from_pem(&ca, &read(&args.cert)?, &read(&args.key)?);
+    let as_coordinator =
+        TlsMaterial::from_pem(&ca, &read(&args.upstream_cert)?, &read(&args.upstream_key)?);
+    let channel = as_coordinator.channel(
+        &args.upstream,
+        &permafrostctl::pki::server_name(Role::Node, &args.node_id),
+        Duration::from_secs(10),
+    )?;
+    let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
+    let upstream = SignerNodeClient::new(channel).max_decoding_message_size(max);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let resume = Arc::new(Notify::new());
+    let (closed_tx, closed_rx) = oneshot::channel::<()>();
+    {
+        // A plain thread: blocking stdin reads must not hold a runtime worker.
+        let resume = resume.clone();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                match line.trim() {
+                    "resume" => resume.notify_one(),
+                    "" => {}
+                    other => eprintln!("permafrost-liar: unknown command {other:?}"),
+                }
+            }
+            let _ = closed_tx.send(());
+        });
+    }
+    let liar = Liar {
+        upstream,
+        lie: args.lie,
+        tamper_sender: args.tamper_sender,
+        pause: Mutex::new(args.pause),
+        resume,
+        rng: Mutex::new(StdRng::seed_from_u64(args.seed)),
+        swapped: Mutex::new(HashMap::new()),
+    };
+    let routes =
+        tonic::service::Routes::new(SignerNodeServer::new(liar).max_decoding_message_size(max));
+    emit(&LiarEvent::Listening {
+        addr: addr.to_string(),
+    });
+    permafrost_proto::server::serve(
+        listener,
+        &identity,
+        routes,
+        &["permafrost.v1.SignerNode"],
+        async {
+            let _ = closed_rx.await;
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn events_round_trip_as_json_lines() {
+        let e = LiarEvent::Paused {
+            point: PausePoint::BeforeSign,
+            request: "r1".into(),
+        };
+        let line = serde_json::to_string(&e).expect("encode");
+        assert_eq!(
+            line,
+            r#"{"event":"paused","point":"before-sign","request":"r1"}"#
+        );
+        assert_eq!(serde_json::from_str::<LiarEvent>(&line).expect("decode"), e);
+    }
+
+    #[test]
+    fn restored_package_carries_the_real_commitments() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let share = |b: u8| SigningShare::deserialize(&[b; 32]).expect("share");
+        let (_, real) = frost_secp256k1::round1::commit(&share(1), &mut rng);
+        let (_, fake) = frost_secp256k1::round1::commit(&share(2), &mut rng);
+        let (_, other) = frost_secp256k1::round1::commit(&share(3), &mut rng);
+        let one = Identifier::try_from(1u16).expect("id");
+        let two = Identifier::try_from(2u16).expect("id");
+        let shown = SigningPackage::new(BTreeMap::from([(one, fake), (two, other)]), b"msg");
+        let bytes = shown.serialize().expect("serialize");
+        let restored = Liar::restore_commitments(&bytes, 1, &real.serialize().expect("ser"))
+            .expect("restored");
+        let restored = SigningPackage::deserialize(&restored).expect("package");
+        assert_eq!(restored.signing_commitments().get(&one), Some(&real));
+        assert_eq!(restored.signing_commitments().get(&two), Some(&other));
+        assert_eq!(restored.message().as_slice(), b"msg");
+    }
+
+    #[test]
+    fn dkg_lies_need_a_sender() {
+        assert!(Lie::DkgEcho.is_dkg());
+        assert!(!Lie::BadShare.is_dkg());
+    }
+}
