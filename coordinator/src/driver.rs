@@ -23,6 +23,9 @@ use tracing::{info, warn};
 use crate::store::{Exclusion, GroupRecord, RequestState};
 use crate::Coordinator;
 
+/// Longest wait for a round-1 commitment.
+const ROUND1_DEADLINE: Duration = Duration::from_millis(2000);
+
 /// What the signers are asked to sign.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -109,6 +112,9 @@ pub async fn attempt(
 ) -> Result<Signature, AttemptError> {
     let members = &coord.members;
     let deadline = coord.config.round_timeout();
+    // Round 1 is one cheap call: a member that cannot commit within this is
+    // treated as unreachable, so "below threshold" is known within seconds.
+    let commit_deadline = deadline.min(ROUND1_DEADLINE);
     // Round 1: commitments.
     let commits = signers.iter().map(|id| async move {
         let member = members
@@ -119,7 +125,7 @@ pub async fn attempt(
         let call = client.commit(pb::CommitRequest {
             key_group: group.name.to_string(),
         });
-        match tokio::time::timeout(deadline, call).await {
+        match tokio::time::timeout(commit_deadline, call).await {
             Ok(Ok(resp)) => {
                 members.record(id, Ok(started.elapsed()), None);
                 Ok((id.clone(), resp.into_inner()))

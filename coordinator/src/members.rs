@@ -137,7 +137,7 @@ impl Members {
             let started = Instant::now();
             let mut client = m.client.clone();
             let result = tokio::time::timeout(
-                Duration::from_secs(2),
+                Duration::from_millis(1000),
                 client.get_status(permafrost_proto::NodeStatusRequest {}),
             )
             .await;
