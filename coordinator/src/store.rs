@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::CoordinatorError;
 
-const RECORD_VERSION: u32 = 1;
-
 /// A key group as the coordinator knows it (public data only).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupRecord {
@@ -127,20 +125,11 @@ fn db_err(e: sled::Error) -> CoordinatorError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, CoordinatorError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| CoordinatorError::Storage(format!("corrupt {what} record: {e}")))?;
-    let v = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
-    if v != u64::from(RECORD_VERSION) {
-        return Err(CoordinatorError::Storage(format!(
-            "{what} record has unsupported version {v}"
-        )));
-    }
-    serde_json::from_value(value)
-        .map_err(|e| CoordinatorError::Storage(format!("corrupt {what} record: {e}")))
+    permafrost_proto::records::decode(what, bytes).map_err(CoordinatorError::Storage)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoordinatorError> {
-    serde_json::to_vec(value).map_err(|e| CoordinatorError::Storage(e.to_string()))
+    permafrost_proto::records::encode(value).map_err(CoordinatorError::Storage)
 }
 
 fn exclusion_key(group: &GroupName, node: &NodeId) -> String {

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
 
-/// Version of every record this build writes; others are refused.
-const RECORD_VERSION: u32 = 1;
+use permafrost_proto::records::RECORD_VERSION;
 
 /// A key group this node holds a share of.
 #[derive(Clone, Serialize, Deserialize)]
@@ -100,20 +99,11 @@ fn db_err(e: sled::Error) -> NodeError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, NodeError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| NodeError::Storage(format!("corrupt {what} record: {e}")))?;
-    let v = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
-    if v != u64::from(RECORD_VERSION) {
-        return Err(NodeError::Storage(format!(
-            "{what} record has unsupported version {v}"
-        )));
-    }
-    serde_json::from_value(value)
-        .map_err(|e| NodeError::Storage(format!("corrupt {what} record: {e}")))
+    permafrost_proto::records::decode(what, bytes).map_err(NodeError::Storage)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NodeError> {
-    serde_json::to_vec(value).map_err(|e| NodeError::Storage(e.to_string()))
+    permafrost_proto::records::encode(value).map_err(NodeError::Storage)
 }
 
 impl NodeStore {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod convert;
 pub mod logging;
+pub mod records;
 pub mod server;
 pub mod tls;
 
