@@ -380,7 +380,12 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             return fail(why).await;
         }
         // The coordinator's own reading of the policy: fail fast, or wait for what is missing.
-        let approvals: Vec<_> = record.approvals.iter().map(|a| a.to_core()).collect();
+        // An approval whose stored signature is unreadable counts for nothing (fail closed).
+        let approvals: Vec<_> = record
+            .approvals
+            .iter()
+            .filter_map(|a| a.to_core().ok())
+            .collect();
         let ledger = LedgerView {
             spent_24h: 0,
             first_seen: Some(record.accepted_at),
@@ -455,11 +460,13 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
         let wire_approvals = record
             .approvals
             .iter()
-            .map(|a| pb::Approval {
-                request_id: id.to_string(),
-                approver_id: a.approver_id.clone(),
-                expires_at: a.expires_at,
-                signature: hex::decode(&a.signature).unwrap_or_default(),
+            .filter_map(|a| {
+                Some(pb::Approval {
+                    request_id: id.to_string(),
+                    approver_id: a.approver_id.clone(),
+                    expires_at: a.expires_at,
+                    signature: a.signature_bytes().ok()?,
+                })
             })
             .collect();
         let target = Target::Withdrawal(Box::new(wire.clone()), wire_approvals);

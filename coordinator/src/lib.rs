@@ -34,6 +34,9 @@ pub enum CoordinatorError {
     /// The store failed or holds data this build cannot read.
     #[error("storage: {0}")]
     Storage(String),
+    /// The coordinator is at capacity; retry after a short wait.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// The running coordinator's state.
@@ -49,8 +52,6 @@ pub struct Coordinator {
     pub(crate) approvals_changed: tokio::sync::Notify,
     /// Requests being signed right now; the receiver fires when the task ends.
     pub(crate) inflight: Mutex<HashMap<RequestId, watch::Receiver<bool>>>,
-    /// Serializes read-modify-write of request records (driver and approvals).
-    pub(crate) record_lock: tokio::sync::Mutex<()>,
     /// One ceremony at a time.
     pub(crate) ceremony_lock: tokio::sync::Mutex<()>,
     tls: TlsMaterial,
@@ -145,28 +146,35 @@ impl Coordinator {
             members,
             inflight: Mutex::new(HashMap::new()),
             ceremony_lock: tokio::sync::Mutex::new(()),
-            record_lock: tokio::sync::Mutex::new(()),
             tls,
         }))
     }
 
-    /// Reads, changes and durably writes a request record under the record lock.
+    /// Reads, changes and durably writes a request record in one store step.
     pub(crate) async fn update_request(
         &self,
         id: &RequestId,
-        change: impl FnOnce(&mut store::RequestRecord),
+        change: impl FnOnce(&mut store::RequestRecord) + Send + 'static,
     ) -> Result<(), String> {
-        let _guard = self.record_lock.lock().await;
-        let mut record = self
-            .store
-            .request(id)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("request {id} vanished"))?;
-        change(&mut record);
         self.store
-            .put_request(id, &record)
+            .update_request(id, change)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Whether the coordinator can do its work (its store commits, its audit log takes records). `Err` names
+    /// what is wrong; health reports NOT_SERVING then.
+    pub fn health(&self) -> Result<(), String> {
+        self.store.inner().health()?;
+        self.audit.health()
+    }
+
+    fn health_probe(self: &Arc<Self>) -> permafrost_proto::server::HealthProbe {
+        let coord = Arc::downgrade(self);
+        Arc::new(move || match coord.upgrade() {
+            Some(coord) => coord.health(),
+            None => Err("coordinator stopped".into()),
+        })
     }
 
     /// Serves `Custody` (custody role) and `Ceremony` (operator role) on `listener`
@@ -215,6 +223,8 @@ impl Coordinator {
             &self.tls,
             routes,
             &["permafrost.v1.Custody", "permafrost.v1.Ceremony"],
+            Some(self.health_probe()),
+            permafrost_proto::server::ServerLimits::default(),
             shutdown,
         )
         .await;

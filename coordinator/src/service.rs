@@ -159,7 +159,12 @@ impl Coordinator {
     }
 
     fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord) -> Verdict {
-        let approvals: Vec<Approval> = record.approvals.iter().map(|a| a.to_core()).collect();
+        // An approval whose stored signature is unreadable counts for nothing (fail closed).
+        let approvals: Vec<Approval> = record
+            .approvals
+            .iter()
+            .filter_map(|a| a.to_core().ok())
+            .collect();
         let ledger = LedgerView {
             spent_24h: 0,
             first_seen: Some(record.accepted_at),

@@ -1,8 +1,12 @@
-//! The coordinator's sled store: key groups, withdrawal requests and their
-//! outcomes, and members excluded for misbehaviour. Nothing secret is stored.
+//! The coordinator's tables on the shared store (`permafrost-store`, redb):
+//! key groups, withdrawal requests and their outcomes, members excluded for
+//! misbehaviour, revoked nodes. Nothing secret is stored. A request and its
+//! status are one record, changed in one store step.
 
 use permafrost_core::{GroupName, NodeId, RequestId, Tier};
 use serde::{Deserialize, Serialize};
+
+use permafrost_store::{Store, StoreError, Table, Versioned, U64};
 
 use crate::CoordinatorError;
 
@@ -81,13 +85,23 @@ pub struct ApprovalRecord {
 }
 
 impl ApprovalRecord {
-    /// As a core approval.
-    pub fn to_core(&self) -> permafrost_core::policy::Approval {
-        permafrost_core::policy::Approval {
+    /// As a core approval; a stored signature that is not hex is a corrupt record.
+    pub fn to_core(&self) -> Result<permafrost_core::policy::Approval, CoordinatorError> {
+        Ok(permafrost_core::policy::Approval {
             approver_id: self.approver_id.clone(),
             expires_at: self.expires_at,
-            signature: hex::decode(&self.signature).unwrap_or_default(),
-        }
+            signature: self.signature_bytes()?,
+        })
+    }
+
+    /// The stored signature's bytes.
+    pub fn signature_bytes(&self) -> Result<Vec<u8>, CoordinatorError> {
+        hex::decode(&self.signature).map_err(|e| {
+            CoordinatorError::Storage(format!(
+                "stored approval of {} has a signature that is not hex: {e}",
+                self.approver_id
+            ))
+        })
     }
 }
 
@@ -111,25 +125,29 @@ pub struct Exclusion {
 }
 
 /// Handle on the coordinator's database.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CoordinatorStore {
-    db: sled::Db,
-    groups: sled::Tree,
-    requests: sled::Tree,
-    exclusions: sled::Tree,
-    revoked: sled::Tree,
+    store: Store,
 }
 
-fn db_err(e: sled::Error) -> CoordinatorError {
-    CoordinatorError::Storage(e.to_string())
-}
+const GROUPS: Table<Versioned<GroupRecord>> = Table::new("groups", "key group");
+const REQUESTS: Table<Versioned<RequestRecord>> = Table::new("requests", "request");
+const EXCLUSIONS: Table<Versioned<Exclusion>> = Table::new("exclusions", "exclusion");
+const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
+const TABLES: &[&str] = &[
+    GROUPS.name(),
+    REQUESTS.name(),
+    EXCLUSIONS.name(),
+    REVOKED.name(),
+];
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, CoordinatorError> {
-    permafrost_proto::records::decode(what, bytes).map_err(CoordinatorError::Storage)
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoordinatorError> {
-    permafrost_proto::records::encode(value).map_err(CoordinatorError::Storage)
+impl From<StoreError> for CoordinatorError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy { .. } => CoordinatorError::Busy(e.to_string()),
+            other => CoordinatorError::Storage(other.to_string()),
+        }
+    }
 }
 
 fn exclusion_key(group: &GroupName, node: &NodeId) -> String {
@@ -137,57 +155,49 @@ fn exclusion_key(group: &GroupName, node: &NodeId) -> String {
 }
 
 impl CoordinatorStore {
-    /// Opens (or creates) the store under `data_dir/store`.
+    /// Opens (or creates) the store in `data_dir`.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, CoordinatorError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             CoordinatorError::Config(format!("data_dir = {}: {e}", data_dir.display()))
         })?;
-        let db = sled::open(data_dir.join("store")).map_err(db_err)?;
         Ok(Self {
-            groups: db.open_tree("groups").map_err(db_err)?,
-            requests: db.open_tree("requests").map_err(db_err)?,
-            exclusions: db.open_tree("exclusions").map_err(db_err)?,
-            revoked: db.open_tree("revoked").map_err(db_err)?,
-            db,
+            store: Store::open(data_dir, TABLES)?,
         })
+    }
+
+    /// The underlying store (health and counters).
+    pub fn inner(&self) -> &Store {
+        &self.store
     }
 
     /// A key group.
     pub fn group(&self, name: &GroupName) -> Result<Option<GroupRecord>, CoordinatorError> {
-        self.groups
-            .get(name.as_str())
-            .map_err(db_err)?
-            .map(|b| decode("key group", &b))
-            .transpose()
+        Ok(self.store.get(&GROUPS, name.as_str())?)
     }
 
     /// All key groups.
     pub fn groups(&self) -> Result<Vec<GroupRecord>, CoordinatorError> {
-        self.groups
-            .iter()
-            .map(|kv| {
-                kv.map_err(db_err)
-                    .and_then(|(_, v)| decode("key group", &v))
-            })
-            .collect()
+        Ok(self
+            .store
+            .all(&GROUPS)?
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect())
     }
 
     /// Writes a key group durably.
     pub async fn put_group(&self, record: &GroupRecord) -> Result<(), CoordinatorError> {
-        self.groups
-            .insert(record.name.as_str(), encode(record)?)
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let record = record.clone();
+        self.store
+            .write(move |w| {
+                Ok::<_, CoordinatorError>(w.put(&GROUPS, record.name.as_str(), &record)?)
+            })
+            .await
     }
 
     /// A request.
     pub fn request(&self, id: &RequestId) -> Result<Option<RequestRecord>, CoordinatorError> {
-        self.requests
-            .get(id.as_str())
-            .map_err(db_err)?
-            .map(|b| decode("request", &b))
-            .transpose()
+        Ok(self.store.get(&REQUESTS, id.as_str())?)
     }
 
     /// Inserts a new request durably; returns the existing record if the id is taken.
@@ -196,42 +206,48 @@ impl CoordinatorStore {
         id: &RequestId,
         record: &RequestRecord,
     ) -> Result<Option<RequestRecord>, CoordinatorError> {
-        match self
-            .requests
-            .compare_and_swap(id.as_str(), None as Option<&[u8]>, Some(encode(record)?))
-            .map_err(db_err)?
-        {
-            Ok(()) => {
-                self.db.flush_async().await.map_err(db_err)?;
+        let id = id.clone();
+        let record = record.clone();
+        self.store
+            .write(move |w| {
+                if let Some(existing) = w.get(&REQUESTS, id.as_str())? {
+                    return Ok::<_, CoordinatorError>(Some(existing));
+                }
+                w.put(&REQUESTS, id.as_str(), &record)?;
                 Ok(None)
-            }
-            Err(existing) => existing.current.map(|b| decode("request", &b)).transpose(),
-        }
+            })
+            .await
     }
 
-    /// Overwrites a request durably.
-    pub async fn put_request(
-        &self,
-        id: &RequestId,
-        record: &RequestRecord,
-    ) -> Result<(), CoordinatorError> {
-        self.requests
-            .insert(id.as_str(), encode(record)?)
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+    /// Reads, changes and durably writes a request record in one step.
+    pub async fn update_request<F>(&self, id: &RequestId, change: F) -> Result<(), CoordinatorError>
+    where
+        F: FnOnce(&mut RequestRecord) + Send + 'static,
+    {
+        let id = id.clone();
+        self.store
+            .write(move |w| {
+                let mut record = w.get(&REQUESTS, id.as_str())?.ok_or_else(|| {
+                    CoordinatorError::Storage(format!("request {id} vanished from the store"))
+                })?;
+                change(&mut record);
+                w.put(&REQUESTS, id.as_str(), &record)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Ids of requests still pending (to resume after a restart).
     pub fn pending_requests(&self) -> Result<Vec<RequestId>, CoordinatorError> {
         let mut out = Vec::new();
-        for kv in self.requests.iter() {
-            let (k, v) = kv.map_err(db_err)?;
-            let record: RequestRecord = decode("request", &v)?;
+        for (k, record) in self.store.all(&REQUESTS)? {
             if record.state == RequestState::Pending {
-                let id = String::from_utf8(k.to_vec())
-                    .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-                out.push(RequestId::new(id).map_err(|e| CoordinatorError::Storage(e.to_string()))?);
+                let id = String::from_utf8(k)
+                    .map_err(|e| CoordinatorError::Storage(format!("request id: {e}")))?;
+                out.push(
+                    RequestId::new(id)
+                        .map_err(|e| CoordinatorError::Storage(format!("request id: {e}")))?,
+                );
             }
         }
         Ok(out)
@@ -239,47 +255,52 @@ impl CoordinatorStore {
 
     /// Records an exclusion with its evidence.
     pub async fn exclude(&self, exclusion: &Exclusion) -> Result<(), CoordinatorError> {
-        self.exclusions
-            .insert(
-                exclusion_key(&exclusion.group, &exclusion.node),
-                encode(exclusion)?,
-            )
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let exclusion = exclusion.clone();
+        self.store
+            .write(move |w| {
+                Ok::<_, CoordinatorError>(w.put(
+                    &EXCLUSIONS,
+                    exclusion_key(&exclusion.group, &exclusion.node),
+                    &exclusion,
+                )?)
+            })
+            .await
     }
 
     /// Revokes a node replaced after a loss: never contacted again.
     pub async fn revoke(&self, node: &NodeId) -> Result<(), CoordinatorError> {
-        self.revoked
-            .insert(node.as_str(), &[1u8][..])
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let node = node.clone();
+        self.store
+            .write(move |w| {
+                Ok::<_, CoordinatorError>(w.put(
+                    &REVOKED,
+                    node.as_str(),
+                    &permafrost_core::unix_now(),
+                )?)
+            })
+            .await
     }
 
     /// Revoked nodes.
     pub fn revoked(&self) -> Result<Vec<NodeId>, CoordinatorError> {
-        self.revoked
-            .iter()
-            .keys()
-            .map(|k| {
-                let k = k.map_err(db_err)?;
+        self.store
+            .all(&REVOKED)?
+            .into_iter()
+            .map(|(k, _)| {
                 NodeId::new(String::from_utf8_lossy(&k).to_string())
-                    .map_err(|e| CoordinatorError::Storage(e.to_string()))
+                    .map_err(|e| CoordinatorError::Storage(format!("revoked node id: {e}")))
             })
             .collect()
     }
 
     /// All exclusions with their evidence.
     pub fn exclusions(&self) -> Result<Vec<Exclusion>, CoordinatorError> {
-        self.exclusions
-            .iter()
-            .map(|kv| {
-                kv.map_err(db_err)
-                    .and_then(|(_, v)| decode("exclusion", &v))
-            })
-            .collect()
+        Ok(self
+            .store
+            .all(&EXCLUSIONS)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 
     /// Clears an exclusion (an operator's decision); false if there was none.
@@ -288,19 +309,17 @@ impl CoordinatorStore {
         group: &GroupName,
         node: &NodeId,
     ) -> Result<bool, CoordinatorError> {
-        let removed = self
-            .exclusions
-            .remove(exclusion_key(group, node))
-            .map_err(db_err)?
-            .is_some();
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(removed)
+        let key = exclusion_key(group, node);
+        self.store
+            .write(move |w| Ok::<_, CoordinatorError>(w.remove(&EXCLUSIONS, key)?))
+            .await
     }
 
     /// Whether `node` is excluded from `group`.
     pub fn is_excluded(&self, group: &GroupName, node: &NodeId) -> Result<bool, CoordinatorError> {
-        self.exclusions
-            .contains_key(exclusion_key(group, node))
-            .map_err(db_err)
+        Ok(self
+            .store
+            .get(&EXCLUSIONS, exclusion_key(group, node))?
+            .is_some())
     }
 }

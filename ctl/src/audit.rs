@@ -1,12 +1,18 @@
 //! `permafrostctl audit verify`: checks a node's or the coordinator's audit
-//! log offline (threat L1) with `permafrost_core::audit::verify`.
+//! log offline (threat L1) with `permafrost_core::audit::verify`, telling an
+//! interrupted write at the end (a torn tail, threat S3) from tampering.
+//!
+//! Outcomes: every whole entry verifies → success (exit 0), with a
+//! `torn tail: ...` line if the file ends in an interrupted append, since the
+//! log is intact and the daemon cuts it off at its next start; anything else
+//! → [`CtlError::AuditInvalid`] naming the line (exit 1).
 
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use permafrost_core::audit::VerifyReport;
 
-use crate::{files, CtlError};
+use crate::CtlError;
 
 /// The head a writer reports (`node status`: audit entries and audit head):
 /// with it, truncating the log's tail is detected too.
@@ -41,19 +47,21 @@ pub fn parse_key(text: &str) -> Result<VerifyingKey, String> {
     permafrost_core::identity::parse_ed25519_hex("--key", text.trim()).map_err(|e| e.to_string())
 }
 
-/// Verifies the log at `path`; a failure names the file and the line.
+/// Verifies the log at `path`; a failure (tampering or corruption) names the
+/// file and the line. A torn tail is not a failure: it is in
+/// [`VerifyReport::torn_tail`].
 pub fn verify_file(
     path: &Path,
     keys: &[VerifyingKey],
     head: Option<&ExpectedHead>,
 ) -> Result<VerifyReport, CtlError> {
-    let text = files::read_text(path)?;
-    permafrost_core::audit::verify(&text, keys, head.map(|h| (h.entries, h.hash.as_str()))).map_err(
-        |reason| CtlError::AuditInvalid {
+    // Bytes, not text: an append cut inside a multi-byte character is still a torn tail.
+    let bytes = std::fs::read(path).map_err(|e| CtlError::io(path, e))?;
+    permafrost_core::audit::verify_bytes(&bytes, keys, head.map(|h| (h.entries, h.hash.as_str())))
+        .map_err(|reason| CtlError::AuditInvalid {
             path: path.to_path_buf(),
             reason,
-        },
-    )
+        })
 }
 
 /// What a successful verification means, in lines for the operator.
@@ -82,6 +90,20 @@ pub fn describe_report(r: &VerifyReport, keyed: bool, head_checked: bool) -> Str
                 if r.unsigned_tail == 1 { "y" } else { "ies" }
             ));
         }
+    }
+    if let Some(torn) = &r.torn_tail {
+        out.push_str(&torn.describe());
+        out.push('\n');
+    }
+    for repair in &r.repairs {
+        let dropped = repair.dropped_bytes.map_or_else(
+            || "a torn tail".to_string(),
+            |n| format!("a torn tail of {n} bytes"),
+        );
+        out.push_str(&format!(
+            "repaired: entry #{} (ts {}) records that the writer cut off {dropped} left by an interrupted write\n",
+            repair.seq, repair.ts
+        ));
     }
     if !head_checked {
         out.push_str(
@@ -126,28 +148,32 @@ mod tests {
             .contains("after the ':'"));
     }
 
-    #[test]
-    fn tampered_file_error_names_file_and_line() {
+    /// `n` chained entries, and each line as the writer writes it (with its newline).
+    fn chain(n: u64, event: impl Fn(u64) -> (&'static str, serde_json::Value)) -> Vec<String> {
         use permafrost_core::audit::{genesis, AuditEntry};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.log");
         let mut prev = genesis();
         let mut lines = Vec::new();
-        for seq in 1..=3 {
-            let e = AuditEntry::new(
-                seq,
-                100 + seq,
-                "n1",
-                "refused",
-                serde_json::json!({}),
-                &prev,
-            );
+        for seq in 1..=n {
+            let (name, detail) = event(seq);
+            let e = AuditEntry::new(seq, 100 + seq, "n1", name, detail, &prev);
             prev = e.hash.clone();
-            lines.push(serde_json::to_string(&e).expect("json"));
+            lines.push(serde_json::to_string(&e).expect("json") + "\n");
         }
-        std::fs::write(&path, lines.join("\n")).expect("write");
+        lines
+    }
+
+    fn refused(_: u64) -> (&'static str, serde_json::Value) {
+        ("refused", serde_json::json!({}))
+    }
+
+    #[test]
+    fn tampered_file_error_names_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let mut lines = chain(3, refused);
+        std::fs::write(&path, lines.concat()).expect("write");
         let ok = verify_file(&path, &[], None).expect("intact");
-        assert_eq!((ok.entries, ok.unsigned_tail), (3, 3));
+        assert_eq!((ok.entries, ok.unsigned_tail, ok.torn_tail), (3, 3, None));
         let head = ExpectedHead {
             entries: 3,
             hash: ok.head.clone(),
@@ -155,16 +181,66 @@ mod tests {
         verify_file(&path, &[], Some(&head)).expect("head matches");
 
         lines[1] = lines[1].replace("refused", "released");
-        std::fs::write(&path, lines.join("\n")).expect("write");
+        std::fs::write(&path, lines.concat()).expect("write");
         let err = verify_file(&path, &[], None)
             .expect_err("edited")
             .to_string();
         assert!(err.contains("audit.log") && err.contains("line 2"), "{err}");
 
-        std::fs::write(&path, lines[..1].join("\n")).expect("write");
+        std::fs::write(&path, lines[..1].concat()).expect("write");
         let err = verify_file(&path, &[], Some(&head))
             .expect_err("truncated")
             .to_string();
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn s3_torn_tail_is_reported_as_an_interrupted_write_not_tampering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let lines = chain(4, refused);
+        let fragment = &lines[3][..25];
+        std::fs::write(&path, lines[..3].concat() + fragment).expect("write");
+        let r = verify_file(&path, &[], None).expect("a torn tail is not a failure");
+        assert_eq!(r.entries, 3);
+        let text = describe_report(&r, false, false);
+        assert!(
+            text.contains(
+                "torn tail: 25 bytes after entry #3 (an interrupted write, not tampering); \
+                 the daemon repairs it at start"
+            ),
+            "{text}"
+        );
+        assert!(text.starts_with("intact: 3 entries"), "{text}");
+
+        // The same fragment ending in a newline is a damaged line: tampering, at that line.
+        std::fs::write(&path, lines[..3].concat() + fragment + "\n").expect("write");
+        let err = verify_file(&path, &[], None).expect_err("damaged line");
+        assert!(matches!(err, CtlError::AuditInvalid { .. }), "{err}");
+        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn s3_audit_repaired_entry_is_shown_in_the_summary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let lines = chain(3, |seq| {
+            if seq == 2 {
+                (
+                    permafrost_core::audit::AUDIT_REPAIRED,
+                    serde_json::json!({"dropped_bytes": 41, "resumed_after_seq": 1}),
+                )
+            } else {
+                refused(seq)
+            }
+        });
+        std::fs::write(&path, lines.concat()).expect("write");
+        let r = verify_file(&path, &[], None).expect("intact");
+        let text = describe_report(&r, false, true);
+        assert!(
+            text.contains("repaired: entry #2 (ts 102) records that the writer cut off a torn tail of 41 bytes"),
+            "{text}"
+        );
+        assert!(!text.contains("torn tail: "), "{text}");
     }
 }

@@ -464,6 +464,13 @@ pub struct PassphraseSource {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check an audit log's hash chain and signed checkpoints; says where it was tampered with.
+    ///
+    /// Exit status: 0 if every whole entry verifies, including when the file
+    /// ends in a torn tail (bytes without a newline after the last entry: an
+    /// interrupted write such as a full disk, not tampering; it is reported,
+    /// and the daemon cuts it off and logs `audit_repaired` at its next
+    /// start). 1 if an entry was edited, removed, reordered or forged, or the
+    /// log is shorter than --head: the error names the line.
     Verify {
         /// The audit log (JSON lines), e.g. <node data dir>/audit.log.
         file: PathBuf,

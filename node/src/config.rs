@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Nonce pool bounds.
     #[serde(default)]
     pub nonces: NonceConfig,
+    /// Load limits (backpressure).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Withdrawal policy file (TOML) this node enforces.
     pub policy: PathBuf,
     /// Manual (Vault-style) sealing of key shares.
@@ -213,6 +216,21 @@ impl Default for NonceConfig {
     }
 }
 
+/// How much work the node takes on at once; past it, callers are told
+/// "busy, retry in N ms" (`RESOURCE_EXHAUSTED`) rather than queued behind it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Commit and Sign calls in flight at once, over all key groups.
+    pub max_sessions: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_sessions: 512 }
+    }
+}
+
 fn default_skew() -> u64 {
     300
 }
@@ -263,6 +281,13 @@ impl NodeConfig {
                 "nonces.max_open",
                 self.nonces.max_open,
                 "must be 1..=1000000",
+            ));
+        }
+        if self.limits.max_sessions == 0 || self.limits.max_sessions > 100_000 {
+            return Err(invalid(
+                "limits.max_sessions",
+                self.limits.max_sessions,
+                "must be 1..=100000",
             ));
         }
         if self.nonces.ttl_secs == 0 || self.nonces.ttl_secs > 3600 {

@@ -54,6 +54,9 @@ pub enum NodeError {
     /// The audit log cannot be written; nothing that needs a record may happen (L2).
     #[error("audit: {0}")]
     Audit(String),
+    /// The node is at capacity; the caller should retry after a short wait.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The node is sealed; an operator must unseal it.
     #[error("node {0} is sealed: an operator must unseal it (permafrostctl node unseal)")]
     Sealed(NodeId),
@@ -78,9 +81,10 @@ pub struct SignerNode {
     pub(crate) settings: CheckSettings,
     pub(crate) policy: permafrost_core::policy::Policy,
     pub(crate) audit: permafrost_proto::audit::AuditLog,
-    /// Serializes policy evaluation and journaling of withdrawals, so a velocity
-    /// check and its ledger entry are one step.
-    pub(crate) sign_lock: tokio::sync::Mutex<()>,
+    /// Signing rounds (Commit and Sign) in flight: beyond this the node answers
+    /// busy (`RESOURCE_EXHAUSTED` with a retry hint) instead of queueing.
+    pub(crate) sessions: tokio::sync::Semaphore,
+    pub(crate) max_sessions: usize,
     pub(crate) nonces: Mutex<NoncePool>,
     pub(crate) ceremonies: Mutex<HashMap<String, service::CeremonyState>>,
     tls: TlsMaterial,
@@ -173,7 +177,7 @@ fn create_private_dir(path: &Path) -> Result<(), NodeError> {
 /// keys and the TLS key (both sealed), and returns what the operator publishes.
 pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
     config.validate()?;
-    if config.data_dir.join("store").exists() {
+    if NodeStore::exists_in(&config.data_dir) {
         return Err(NodeError::State(format!(
             "{} already holds a node store; refusing to initialize over it",
             config.data_dir.display()
@@ -199,7 +203,7 @@ pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
         .and_then(|c| c.pem())
         .map_err(|e| NodeError::State(format!("CSR: {e}")))?;
     store.put_sealed_new(TLS_KEY, &sealer.seal(&ctx(TLS_KEY), key_pem.as_bytes())?)?;
-    // sled creates its files with the process umask; the store holds only sealed secrets,
+    // The store file is created with the process umask; the store holds only sealed secrets,
     // but nothing in the data dir is anyone else's business.
     hygiene::restrict_tree(&config.data_dir)?;
     Ok(NodePublicInfo {
@@ -216,7 +220,7 @@ impl SignerNode {
     /// Nothing stored is modified on failure.
     pub fn open(config: &NodeConfig) -> Result<Arc<Self>, NodeError> {
         config.validate()?;
-        if !config.data_dir.join("store").exists() {
+        if !NodeStore::exists_in(&config.data_dir) {
             return Err(NodeError::State(format!(
                 "{} holds no initialized node; run `permafrost-node init` first",
                 config.data_dir.display()
@@ -295,7 +299,8 @@ impl SignerNode {
             store,
             policy,
             audit,
-            sign_lock: tokio::sync::Mutex::new(()),
+            sessions: tokio::sync::Semaphore::new(config.limits.max_sessions),
+            max_sessions: config.limits.max_sessions,
             settings: CheckSettings {
                 custody_keys: config.custody_keys()?,
                 max_clock_skew_secs: config.max_clock_skew_secs,
@@ -313,6 +318,26 @@ impl SignerNode {
     /// This node's id.
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// The node's store (tests inject faults through it).
+    pub fn store(&self) -> &NodeStore {
+        &self.store
+    }
+
+    /// Whether the node can do its work: its store commits and its audit log
+    /// takes records. `Err` names what is wrong; health reports NOT_SERVING then.
+    pub fn health(&self) -> Result<(), String> {
+        self.store.inner().health()?;
+        self.audit.health()
+    }
+
+    fn health_probe(self: &Arc<Self>) -> permafrost_proto::server::HealthProbe {
+        let node = Arc::downgrade(self);
+        Arc::new(move || match node.upgrade() {
+            Some(node) => node.health(),
+            None => Err("node stopped".into()),
+        })
     }
 
     /// Serves the `SignerNode` API (coordinator role only) on `listener` until `shutdown` resolves.
@@ -345,6 +370,8 @@ impl SignerNode {
             &tls,
             routes,
             &["permafrost.v1.SignerNode", "permafrost.v1.NodeAdmin"],
+            Some(self.health_probe()),
+            permafrost_proto::server::ServerLimits::default(),
             shutdown,
         )
         .await;

@@ -27,6 +27,9 @@ use crate::{NodeError, SignerNode};
 const MAX_CEREMONIES: usize = 8;
 const CEREMONY_TTL: Duration = Duration::from_secs(600);
 
+/// Retry hint sent with every "busy" answer.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
+
 /// A DKG in progress on this node (memory only: a restart aborts it).
 pub(crate) struct CeremonyState {
     step: Step,
@@ -51,6 +54,7 @@ impl From<NodeError> for Status {
             NodeError::NotFound(_) => Status::not_found(e.to_string()),
             NodeError::State(_) => Status::failed_precondition(e.to_string()),
             NodeError::Sealer(_) => Status::unavailable(e.to_string()),
+            NodeError::Busy(what) => permafrost_proto::backpressure::busy(what, BUSY_RETRY),
             _ => Status::internal(e.to_string()),
         }
     }
@@ -116,6 +120,8 @@ impl SignerNode {
             })
             .collect();
         let (audit_entries, audit_head) = self.audit.head();
+        let health = self.health();
+        let stats = self.store.inner().stats();
         Ok(pb::NodeStatus {
             node_id: self.id.to_string(),
             region: self.region.clone(),
@@ -125,6 +131,16 @@ impl SignerNode {
             policy_hash: self.policy.hash().to_vec(),
             audit_entries,
             audit_head: hex::decode(audit_head).unwrap_or_default(),
+            healthy: health.is_ok(),
+            unhealthy_reason: health.err().unwrap_or_default(),
+            store: Some(pb::StoreCounters {
+                commits: stats.commits,
+                steps: stats.steps,
+                max_batch: stats.max_batch,
+                failed_commits: stats.failed_commits,
+                refused_busy: stats.refused_busy,
+            }),
+            sessions_in_flight: (self.max_sessions - self.sessions.available_permits()) as u32,
         })
     }
 
@@ -608,8 +624,7 @@ impl SignerNodeApi for NodeService {
         // onto the same replacement, or of the revoked node, is then refused, so a
         // rogue coordinator cannot gather several members' shares on one node.
         record.members = spec.new_members();
-        node.store.put_group(&record).await?;
-        node.store.revoke(&spec.lost).await?;
+        node.store.put_group_and_revoke(&record, &spec.lost).await?;
         Ok(Response::new(pb::RepairMessages {
             messages: deltas.into_iter().map(Into::into).collect(),
         }))
@@ -731,8 +746,7 @@ impl SignerNodeApi for NodeService {
             serde_json::json!({"group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str()}),
         )?;
         record.members = spec.new_members();
-        node.store.put_group(&record).await?;
-        node.store.revoke(&spec.lost).await?;
+        node.store.put_group_and_revoke(&record, &spec.lost).await?;
         Ok(Response::new(pb::ReplaceMemberResponse {}))
     }
 
@@ -741,6 +755,7 @@ impl SignerNodeApi for NodeService {
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let node = &self.node;
+        let _session = node.session_slot()?;
         let name = group_name("key_group", &request.get_ref().key_group)?;
         let record = node.group_record(&name)?;
         let key_package = node.key_package(&record)?;
@@ -754,7 +769,9 @@ impl SignerNodeApi for NodeService {
             .lock()
             .map_err(|_| Status::internal("nonce pool lock poisoned"))?
             .insert(name, nonces, Instant::now())
-            .ok_or_else(|| Status::resource_exhausted("nonce pool full; retry later"))?;
+            .ok_or_else(|| {
+                permafrost_proto::backpressure::busy("nonce pool full", BUSY_RETRY * 4)
+            })?;
         let identifier = node.identifier_in(&record)?;
         Ok(Response::new(pb::CommitResponse {
             nonce_handle: handle.to_vec(),
@@ -767,8 +784,42 @@ impl SignerNodeApi for NodeService {
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let node = &self.node;
+        let node = self.node.clone();
+        let session = node.session_slot_owned()?;
         let req = request.into_inner();
+        // From here on the step runs to its end even if the caller goes away: a
+        // cancelled RPC must never leave a journal or audit record without the
+        // share it describes having been computed and handed to the transport.
+        tokio::spawn(async move {
+            let _session = session;
+            node.sign_step(req).await
+        })
+        .await
+        .map_err(|e| Status::internal(format!("signing task failed: {e}")))?
+        .map(Response::new)
+    }
+}
+
+impl SignerNode {
+    /// A slot among the signing rounds in flight, or "busy".
+    fn session_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.sessions.try_acquire().map_err(|_| {
+            permafrost_proto::backpressure::busy(
+                format!("{} signing rounds in flight", self.max_sessions),
+                BUSY_RETRY,
+            )
+        })
+    }
+
+    fn session_slot_owned(self: &Arc<Self>) -> Result<OwnedSessionSlot, Status> {
+        self.session_slot()?.forget();
+        Ok(OwnedSessionSlot(self.clone()))
+    }
+
+    /// Round 2 (RFC 9591 §5.2): every check on what will actually be signed,
+    /// then the journal and audit record, then the share.
+    async fn sign_step(self: &Arc<Self>, req: pb::SignRequest) -> Result<pb::SignResponse, Status> {
+        let node = self;
         // N1: the nonce leaves the pool first; whatever happens below, it is never usable again.
         let taken = node
             .nonces
@@ -790,10 +841,10 @@ impl SignerNodeApi for NodeService {
             ));
         }
         let record = node.group_record(&name)?;
-        let mut withdrawal_guard = None;
         let package = SigningPackage::deserialize(&req.signing_package)
             .map_err(|e| Status::invalid_argument(format!("signing_package: {e}")))?;
-        let target = match &req.target {
+        let key_package = node.key_package(&record)?;
+        let (target, package, nonces, key_package) = match &req.target {
             Some(pb::sign_request::Target::Withdrawal(w)) => {
                 let signed: SignedWithdrawal = w.try_into()?;
                 let approvals: Vec<Approval> = req
@@ -811,27 +862,64 @@ impl SignerNodeApi for NodeService {
                     active: record.active,
                 };
                 let now = unix_now();
-                let r = &signed.request;
-                // Held until the journal entry is durable: the velocity check and its record are one step.
-                let guard = node.sign_lock.lock().await;
-                let ledger = LedgerView {
-                    spent_24h: node.store.spent_since(
-                        &r.key_group,
-                        &r.asset,
-                        now.saturating_sub(VELOCITY_WINDOW_SECS),
-                        &r.request_id,
-                    )?,
-                    first_seen: Some(node.store.first_seen(&r.request_id, now).await?),
-                };
-                let input = PolicyInput {
-                    policy: &node.policy,
-                    approvals: &approvals,
-                    ledger,
-                };
-                let authorized = authorize_withdrawal(&signed, &view, &node.settings, input, now)
+                // Junk is refused before it reaches the store: no custody signature, no record.
+                check_custody(&signed, &view, &node.settings, now)
                     .map_err(|e| refuse(node, "sign", e))?;
-                withdrawal_guard = Some(guard);
-                SigningTarget::Withdrawal(authorized)
+                let r = &signed.request;
+                let (request_id, digest, group) =
+                    (r.request_id.clone(), r.digest(), r.key_group.clone());
+                let asset_amount = Some((r.asset.clone(), r.amount));
+                let checker = node.clone();
+                // One store step: the policy sees the ledger as it stands inside the
+                // commit, and the journal entry and velocity count are written with it.
+                let outcome = node
+                    .store
+                    .journal_share(
+                        &request_id,
+                        &digest,
+                        &group,
+                        asset_amount,
+                        now.saturating_sub(VELOCITY_WINDOW_SECS),
+                        now,
+                        move |ledger| {
+                            let input = PolicyInput {
+                                policy: &checker.policy,
+                                approvals: &approvals,
+                                ledger: LedgerView {
+                                    spent_24h: ledger.spent,
+                                    first_seen: Some(ledger.first_seen),
+                                },
+                            };
+                            let authorized = authorize_withdrawal(
+                                &signed,
+                                &view,
+                                &checker.settings,
+                                input,
+                                now,
+                            )?;
+                            let target = SigningTarget::Withdrawal(authorized);
+                            signing::check_package(&target, &package, &nonces, &key_package)?;
+                            Ok((target, package, nonces, key_package))
+                        },
+                    )
+                    .await?;
+                let (checked, journaled) = outcome.map_err(|e| refuse(node, "sign", e))?;
+                let (target, package, nonces, key_package) = checked;
+                if let SigningTarget::Withdrawal(w) = &target {
+                    let r = w.request();
+                    // Invariant 7: the audit record is durable before the share exists (L2).
+                    audit(
+                        node,
+                        "share_released",
+                        serde_json::json!({
+                            "request": r.request_id.as_str(), "digest": w.digest().to_hex(), "group": name.as_str(),
+                            "asset": r.asset, "amount": r.amount.to_string(), "destination": r.destination,
+                            "approvals": req.approvals.iter().map(|a| a.approver_id.as_str()).collect::<Vec<_>>(),
+                            "shares_released": journaled.shares_released,
+                        }),
+                    )?;
+                }
+                (target, package, nonces, key_package)
             }
             Some(pb::sign_request::Target::Activation(_)) => {
                 let pkp = frost_secp256k1::keys::PublicKeyPackage::deserialize(
@@ -840,51 +928,21 @@ impl SignerNodeApi for NodeService {
                 .map_err(|e| {
                     Status::internal(format!("stored public key package unreadable: {e}"))
                 })?;
-                SigningTarget::Activation(
+                let target = SigningTarget::Activation(
                     ActivationTarget::for_pending_group(&name, &pkp, record.active)
                         .map_err(|e| refuse(node, "sign", e))?,
-                )
+                );
+                signing::check_package(&target, &package, &nonces, &key_package)
+                    .map_err(|e| refuse(node, "sign", e))?;
+                audit(
+                    node,
+                    "activation_share_released",
+                    serde_json::json!({"group": name.as_str()}),
+                )?;
+                (target, package, nonces, key_package)
             }
             None => return Err(Status::invalid_argument("target: missing")),
         };
-        let key_package = node.key_package(&record)?;
-        signing::check_package(&target, &package, &nonces, &key_package)
-            .map_err(|e| refuse(node, "sign", e))?;
-        // Invariant 7: the audit record is durable before the share exists, let alone leaves (L2).
-        match &target {
-            SigningTarget::Withdrawal(w) => {
-                let r = w.request();
-                audit(
-                    node,
-                    "share_released",
-                    serde_json::json!({
-                        "request": r.request_id.as_str(), "digest": w.digest().to_hex(), "group": name.as_str(),
-                        "asset": r.asset, "amount": r.amount.to_string(), "destination": r.destination,
-                        "approvals": req.approvals.iter().map(|a| a.approver_id.as_str()).collect::<Vec<_>>(),
-                    }),
-                )?;
-                // Durable before the share exists (N3, invariant 3), counted once for velocity (P1).
-                node.store
-                    .journal_share(
-                        &r.request_id,
-                        &w.digest(),
-                        &name,
-                        Some((&r.asset, r.amount)),
-                        unix_now(),
-                    )
-                    .await
-                    .map_err(|e| {
-                        warn!(node = %node.id, reason = %e, "refused");
-                        Status::from(e)
-                    })?;
-            }
-            SigningTarget::Activation(_) => audit(
-                node,
-                "activation_share_released",
-                serde_json::json!({"group": name.as_str()}),
-            )?,
-        }
-        drop(withdrawal_guard);
         let share = signing::compute_share(&target, &package, nonces, &key_package)
             .map_err(|e| refuse(node, "sign", e))?;
         match &target {
@@ -895,9 +953,18 @@ impl SignerNodeApi for NodeService {
                 info!(node = %node.id, group = %name, "activation test share released")
             }
         }
-        Ok(Response::new(pb::SignResponse {
+        Ok(pb::SignResponse {
             signature_share: share.serialize(),
             identifier: node.identifier_in(&record)?,
-        }))
+        })
+    }
+}
+
+/// A session slot held by a spawned step; returned to the node when dropped.
+struct OwnedSessionSlot(Arc<SignerNode>);
+
+impl Drop for OwnedSessionSlot {
+    fn drop(&mut self) {
+        self.0.sessions.add_permits(1);
     }
 }

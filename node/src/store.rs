@@ -1,13 +1,18 @@
-//! The node's sled store: sealed identity, key groups (sealed key packages),
-//! and the request journal. Nonces are never stored here.
+//! The node's tables on the shared store (`permafrost-store`, redb): sealed
+//! identity, key groups (sealed key packages), the request journal, the
+//! velocity ledger and the first-sight clock. Nonces are never stored here.
+//!
+//! Every multi-key step is one store step, so it is whole or absent after any
+//! crash: [`NodeStore::journal_share`] checks the policy on the ledger as it
+//! stands inside the commit, records first sight, the journal entry and the
+//! velocity count together.
 
 use permafrost_core::withdrawal::RequestDigest;
-use permafrost_core::{GroupName, NodeId, RequestId, Tier};
+use permafrost_core::{CoreError, GroupName, NodeId, RequestId, Tier};
+use permafrost_store::{Bytes, Store, StoreError, Table, Versioned, WriteTxn, U128, U64};
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
-
-use permafrost_proto::records::RECORD_VERSION;
 
 /// A key group this node holds a share of.
 #[derive(Clone, Serialize, Deserialize)]
@@ -72,18 +77,42 @@ pub struct JournalEntry {
     pub first_share_at: u64,
     /// Shares released for it (retries on fresh subsets sign the same digest).
     pub shares_released: u32,
+    /// Asset counted in the velocity ledger for it (once).
+    #[serde(default)]
+    pub asset: String,
+    /// Amount counted, decimal base units.
+    #[serde(default)]
+    pub amount: String,
 }
 
-/// Handle on the node's database.
-#[derive(Clone)]
-pub struct NodeStore {
-    db: sled::Db,
-    meta: sled::Tree,
-    groups: sled::Tree,
-    journal: sled::Tree,
-    seen: sled::Tree,
-    velocity: sled::Tree,
+/// Proof that a share's journal entry and velocity count are durable: a share
+/// is computed only after one exists (invariant 7, N3).
+#[derive(Debug)]
+pub struct Journaled {
+    /// Shares released for this request id, this one included.
+    pub shares_released: u32,
 }
+
+const META: Table<Bytes> = Table::new("meta", "sealed blob");
+const GROUPS: Table<Versioned<GroupRecord>> = Table::new("groups", "key group");
+const JOURNAL: Table<Versioned<JournalEntry>> = Table::new("journal", "journal");
+const SEEN: Table<U64> = Table::new("seen", "first-seen clock");
+/// Velocity totals per (group, asset, minute): a 24 h sum reads at most 1,441 keys.
+const VELOCITY: Table<U128> = Table::new("velocity", "velocity bucket");
+const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
+
+const TABLES: &[&str] = &[
+    META.name(),
+    GROUPS.name(),
+    JOURNAL.name(),
+    SEEN.name(),
+    VELOCITY.name(),
+    REVOKED.name(),
+];
+
+/// Width of one velocity bucket. Sums include the whole bucket holding the
+/// window's start, so the window is never shorter than 24 h (never lets more out).
+const BUCKET_SECS: u64 = 60;
 
 fn velocity_prefix(group: &GroupName, asset: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(group.as_str().len() + asset.len() + 2);
@@ -94,158 +123,207 @@ fn velocity_prefix(group: &GroupName, asset: &str) -> Vec<u8> {
     p
 }
 
-fn db_err(e: sled::Error) -> NodeError {
-    NodeError::Storage(e.to_string())
+fn bucket_key(group: &GroupName, asset: &str, at: u64) -> Vec<u8> {
+    let mut k = velocity_prefix(group, asset);
+    k.extend_from_slice(&(at / BUCKET_SECS).to_be_bytes());
+    k
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, NodeError> {
-    permafrost_proto::records::decode(what, bytes).map_err(NodeError::Storage)
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy { .. } => NodeError::Busy(e.to_string()),
+            other => NodeError::Storage(other.to_string()),
+        }
+    }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NodeError> {
-    permafrost_proto::records::encode(value).map_err(NodeError::Storage)
+fn parse_amount(entry: &JournalEntry) -> Result<u128, StoreError> {
+    if entry.amount.is_empty() {
+        return Ok(0);
+    }
+    entry.amount.parse().map_err(|_| StoreError::Corrupt {
+        what: "journal",
+        reason: format!("amount {:?} is not a number", entry.amount),
+    })
+}
+
+/// Sum of `asset` released from `group` since `since`, leaving out what
+/// `exclude` itself was counted for (P1: a request counts once).
+fn spent_since(
+    w: &WriteTxn<'_>,
+    group: &GroupName,
+    asset: &str,
+    since: u64,
+    exclude: &RequestId,
+) -> Result<u128, StoreError> {
+    let start = bucket_key(group, asset, since);
+    let end = bucket_key(group, asset, u64::MAX);
+    let mut total = 0u128;
+    for (_, v) in w.scan(&VELOCITY, start..=end)? {
+        total = total.saturating_add(v);
+    }
+    if let Some(entry) = w.get(&JOURNAL, exclude.as_str())? {
+        if entry.asset == asset && entry.first_share_at / BUCKET_SECS >= since / BUCKET_SECS {
+            total = total.saturating_sub(parse_amount(&entry)?);
+        }
+    }
+    Ok(total)
+}
+
+/// What the policy check inside [`NodeStore::journal_share`] is given.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerAtCommit {
+    /// Released in the velocity window, this request excluded.
+    pub spent: u128,
+    /// When this node first saw the request id.
+    pub first_seen: u64,
+}
+
+/// Handle on the node's database.
+#[derive(Clone, Debug)]
+pub struct NodeStore {
+    store: Store,
 }
 
 impl NodeStore {
-    /// Opens (or creates) the store under `data_dir/store`.
+    /// Whether `data_dir` already holds a node store.
+    pub fn exists_in(data_dir: &std::path::Path) -> bool {
+        Store::exists_in(data_dir)
+    }
+
+    /// Opens (or creates) the store in `data_dir`.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, NodeError> {
-        let db = sled::open(data_dir.join("store")).map_err(db_err)?;
         Ok(Self {
-            meta: db.open_tree("meta").map_err(db_err)?,
-            groups: db.open_tree("groups").map_err(db_err)?,
-            journal: db.open_tree("journal").map_err(db_err)?,
-            seen: db.open_tree("seen").map_err(db_err)?,
-            velocity: db.open_tree("velocity").map_err(db_err)?,
-            db,
+            store: Store::open(data_dir, TABLES)?,
         })
     }
 
-    /// A sealed blob in the meta tree (identity, TLS key).
+    /// The underlying store (health, counters, fault injection in tests).
+    pub fn inner(&self) -> &Store {
+        &self.store
+    }
+
+    /// A sealed blob in the meta table (identity, TLS key).
     pub fn sealed(&self, name: &str) -> Result<Option<Vec<u8>>, NodeError> {
-        Ok(self.meta.get(name).map_err(db_err)?.map(|v| v.to_vec()))
+        Ok(self.store.get(&META, name)?)
     }
 
     /// Stores a sealed blob durably; refuses to overwrite.
     pub fn put_sealed_new(&self, name: &str, blob: &[u8]) -> Result<(), NodeError> {
-        self.meta
-            .compare_and_swap(name, None as Option<&[u8]>, Some(blob))
-            .map_err(db_err)?
-            .map_err(|_| {
-                NodeError::Storage(format!("{name} already exists; refusing to overwrite"))
-            })?;
-        self.db.flush().map_err(db_err)?;
-        Ok(())
+        self.store.write_blocking(|w| {
+            if w.contains(&META, name)? {
+                return Err(NodeError::Storage(format!(
+                    "{name} already exists; refusing to overwrite"
+                )));
+            }
+            w.put(&META, name, &blob.to_vec())?;
+            Ok(())
+        })
     }
 
     /// Reads a key group.
     pub fn group(&self, name: &GroupName) -> Result<Option<GroupRecord>, NodeError> {
-        self.groups
-            .get(name.as_str())
-            .map_err(db_err)?
-            .map(|b| decode("key group", &b))
-            .transpose()
+        Ok(self.store.get(&GROUPS, name.as_str())?)
     }
 
     /// All key groups.
     pub fn groups(&self) -> Result<Vec<GroupRecord>, NodeError> {
-        self.groups
-            .iter()
-            .map(|kv| {
-                kv.map_err(db_err)
-                    .and_then(|(_, v)| decode("key group", &v))
-            })
-            .collect()
+        Ok(self
+            .store
+            .all(&GROUPS)?
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect())
     }
 
     /// Inserts a new key group; refuses if the name is taken.
     pub async fn insert_group(&self, record: &GroupRecord) -> Result<(), NodeError> {
-        let mut record = record.clone();
-        record.v = RECORD_VERSION;
-        self.groups
-            .compare_and_swap(
-                record.name.as_str(),
-                None as Option<&[u8]>,
-                Some(encode(&record)?),
-            )
-            .map_err(db_err)?
-            .map_err(|_| {
-                NodeError::Refused(format!(
-                    "key group {} already exists on this node",
-                    record.name
-                ))
-            })?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let record = record.clone();
+        self.store
+            .write(move |w| {
+                if w.contains(&GROUPS, record.name.as_str())? {
+                    return Err(NodeError::Refused(format!(
+                        "key group {} already exists on this node",
+                        record.name
+                    )));
+                }
+                w.put(&GROUPS, record.name.as_str(), &record)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Overwrites a group record durably.
     pub async fn put_group(&self, record: &GroupRecord) -> Result<(), NodeError> {
-        self.groups
-            .insert(record.name.as_str(), encode(record)?)
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let record = record.clone();
+        self.store
+            .write(move |w| Ok::<_, NodeError>(w.put(&GROUPS, record.name.as_str(), &record)?))
+            .await
+    }
+
+    /// Overwrites a group record and revokes `lost` in one step (repair).
+    pub async fn put_group_and_revoke(
+        &self,
+        record: &GroupRecord,
+        lost: &NodeId,
+    ) -> Result<(), NodeError> {
+        let record = record.clone();
+        let lost = lost.clone();
+        self.store
+            .write(move |w| {
+                w.put(&GROUPS, record.name.as_str(), &record)?;
+                w.put(&REVOKED, lost.as_str(), &permafrost_core::unix_now())?;
+                Ok::<_, NodeError>(())
+            })
+            .await
     }
 
     /// Records that `node` was replaced after a loss: never accepted in a ceremony again.
     pub async fn revoke(&self, node: &NodeId) -> Result<(), NodeError> {
-        self.meta
-            .insert(format!("revoked/{node}"), &[1u8][..])
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let node = node.clone();
+        self.store
+            .write(move |w| {
+                Ok::<_, NodeError>(w.put(&REVOKED, node.as_str(), &permafrost_core::unix_now())?)
+            })
+            .await
     }
 
     /// Whether `node` was revoked.
     pub fn is_revoked(&self, node: &NodeId) -> Result<bool, NodeError> {
-        self.meta
-            .contains_key(format!("revoked/{node}"))
-            .map_err(db_err)
+        Ok(self.store.get(&REVOKED, node.as_str())?.is_some())
     }
 
     /// Marks a group active.
     pub async fn activate_group(&self, name: &GroupName) -> Result<(), NodeError> {
-        let mut record = self
-            .group(name)?
-            .ok_or_else(|| NodeError::NotFound(format!("key group {name}")))?;
-        record.active = true;
-        self.groups
-            .insert(name.as_str(), encode(&record)?)
-            .map_err(db_err)?;
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+        let name = name.clone();
+        self.store
+            .write(move |w| {
+                let mut record = w
+                    .get(&GROUPS, name.as_str())?
+                    .ok_or_else(|| NodeError::NotFound(format!("key group {name}")))?;
+                record.active = true;
+                w.put(&GROUPS, name.as_str(), &record)?;
+                Ok(())
+            })
+            .await
     }
 
     /// When this node first saw `request_id`, recording `now` if it never had (starts its time-lock clock).
     pub async fn first_seen(&self, request_id: &RequestId, now: u64) -> Result<u64, NodeError> {
-        match self
-            .seen
-            .compare_and_swap(
-                request_id.as_str(),
-                None as Option<&[u8]>,
-                Some(&now.to_be_bytes()[..]),
-            )
-            .map_err(db_err)?
-        {
-            Ok(()) => {
-                self.db.flush_async().await.map_err(db_err)?;
-                Ok(now)
-            }
-            Err(existing) => {
-                let bytes = existing
-                    .current
-                    .ok_or_else(|| NodeError::Storage("seen record vanished".into()))?;
-                let arr: [u8; 8] = bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| NodeError::Storage("corrupt seen record".into()))?;
-                Ok(u64::from_be_bytes(arr))
-            }
-        }
+        let id = request_id.clone();
+        self.store
+            .write(move |w| Ok::<_, NodeError>(first_seen_in(w, &id, now)?))
+            .await
     }
 
-    /// Total of `asset` withdrawn from `group` with shares released by this node
-    /// since `since`, not counting `exclude` (P1: counted once per request id).
+    /// When this node first saw `request_id`, without recording anything.
+    pub fn first_seen_if_any(&self, request_id: &RequestId) -> Result<Option<u64>, NodeError> {
+        Ok(self.store.get(&SEEN, request_id.as_str())?)
+    }
+
+    /// What this node released of `asset` from `group` since `since`,
+    /// `exclude` left out (a snapshot; the binding check is in `journal_share`).
     pub fn spent_since(
         &self,
         group: &GroupName,
@@ -253,86 +331,125 @@ impl NodeStore {
         since: u64,
         exclude: &RequestId,
     ) -> Result<u128, NodeError> {
-        let prefix = velocity_prefix(group, asset);
-        let id_offset = prefix.len() + 9; // u64 timestamp and '/'
-        let mut start = prefix.clone();
-        start.extend_from_slice(&since.to_be_bytes());
-        let mut end = prefix;
-        end.extend_from_slice(&u64::MAX.to_be_bytes());
-        let mut total = 0u128;
-        for kv in self.velocity.range(start..=end) {
-            let (k, v) = kv.map_err(db_err)?;
-            if k.get(id_offset..) == Some(exclude.as_str().as_bytes()) {
-                continue;
+        let start = bucket_key(group, asset, since);
+        let end = bucket_key(group, asset, u64::MAX);
+        let (buckets, entry) = self.store.read(|r| {
+            Ok((
+                r.scan(&VELOCITY, start..=end)?,
+                r.get(&JOURNAL, exclude.as_str())?,
+            ))
+        })?;
+        let mut total = buckets
+            .into_iter()
+            .fold(0u128, |t, (_, v)| t.saturating_add(v));
+        if let Some(entry) = entry {
+            if entry.asset == asset && entry.first_share_at / BUCKET_SECS >= since / BUCKET_SECS {
+                total = total.saturating_sub(parse_amount(&entry)?);
             }
-            let arr: [u8; 16] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| NodeError::Storage("corrupt velocity record".into()))?;
-            total = total.saturating_add(u128::from_be_bytes(arr));
         }
         Ok(total)
     }
 
-    /// Records, durably, that a share for `request_id` with `digest` is about to be released,
-    /// and counts its amount in the velocity ledger the first time only.
-    /// Refuses if the id was ever used with another digest (invariant 3).
-    pub async fn journal_share(
+    /// One step, durable before any share is computed (N3, invariants 3 and 7):
+    /// records first sight of the request, then runs `check` on the ledger as it
+    /// stands inside this commit (so concurrent requests can never both pass a
+    /// velocity limit that only one fits), then refuses if the id was ever used
+    /// with another digest, and journals the share, counting `asset_amount` in
+    /// the velocity ledger the first time only.
+    ///
+    /// A refusal by `check` still keeps the first-sight record (the time-lock
+    /// clock starts when the node first sees a custody-signed request) and
+    /// comes back as `Ok(Err(..))`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn journal_share<T, F>(
         &self,
         request_id: &RequestId,
         digest: &RequestDigest,
         key_group: &GroupName,
-        asset_amount: Option<(&str, u128)>,
+        asset_amount: Option<(String, u128)>,
+        window_start: u64,
         now: u64,
-    ) -> Result<(), NodeError> {
-        loop {
-            let current = self.journal.get(request_id.as_str()).map_err(db_err)?;
-            let next = match &current {
-                Some(bytes) => {
-                    let mut entry: JournalEntry = decode("journal", bytes)?;
-                    if entry.digest != digest.to_hex() {
-                        return Err(NodeError::Refused(format!(
-                            "request id {request_id} was already signed with a different digest"
-                        )));
+        check: F,
+    ) -> Result<Result<(T, Journaled), CoreError>, NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(LedgerAtCommit) -> Result<T, CoreError> + Send + 'static,
+    {
+        let id = request_id.clone();
+        let digest = digest.to_hex();
+        let group = key_group.clone();
+        self.store
+            .write(move |w| {
+                let first_seen = first_seen_in(w, &id, now)?;
+                let spent = match &asset_amount {
+                    Some((asset, _)) => spent_since(w, &group, asset, window_start, &id)?,
+                    None => 0,
+                };
+                let checked = match check(LedgerAtCommit { spent, first_seen }) {
+                    Ok(t) => t,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                let entry = match w.get(&JOURNAL, id.as_str())? {
+                    Some(mut entry) => {
+                        if entry.digest != digest {
+                            return Ok(Err(CoreError::refused(format!(
+                                "request id {id} was already signed with a different digest"
+                            ))));
+                        }
+                        entry.shares_released += 1;
+                        entry
                     }
-                    entry.shares_released += 1;
-                    entry
-                }
-                None => JournalEntry {
-                    v: RECORD_VERSION,
-                    digest: digest.to_hex(),
-                    key_group: key_group.clone(),
-                    first_share_at: now,
-                    shares_released: 1,
-                },
-            };
-            let swapped = self
-                .journal
-                .compare_and_swap(request_id.as_str(), current.clone(), Some(encode(&next)?))
-                .map_err(db_err)?;
-            if swapped.is_ok() {
-                if let (None, Some((asset, amount))) = (&current, asset_amount) {
-                    let mut key = velocity_prefix(key_group, asset);
-                    key.extend_from_slice(&now.to_be_bytes());
-                    key.push(b'/');
-                    key.extend_from_slice(request_id.as_str().as_bytes());
-                    self.velocity
-                        .insert(key, &amount.to_be_bytes()[..])
-                        .map_err(db_err)?;
-                }
-                break;
-            }
-        }
-        self.db.flush_async().await.map_err(db_err)?;
-        Ok(())
+                    None => {
+                        let (asset, amount) = asset_amount.clone().unwrap_or_default();
+                        if amount > 0 {
+                            let key = bucket_key(&group, &asset, now);
+                            let bucket = w.get(&VELOCITY, &key)?.unwrap_or(0);
+                            w.put(&VELOCITY, &key, &bucket.saturating_add(amount))?;
+                        }
+                        JournalEntry {
+                            v: permafrost_store::RECORD_VERSION,
+                            digest,
+                            key_group: group.clone(),
+                            first_share_at: now,
+                            shares_released: 1,
+                            asset,
+                            amount: amount.to_string(),
+                        }
+                    }
+                };
+                w.put(&JOURNAL, id.as_str(), &entry)?;
+                Ok::<_, NodeError>(Ok((
+                    checked,
+                    Journaled {
+                        shares_released: entry.shares_released,
+                    },
+                )))
+            })
+            .await
     }
 
     /// A journal entry, if any.
     pub fn journal_entry(&self, request_id: &RequestId) -> Result<Option<JournalEntry>, NodeError> {
-        self.journal
-            .get(request_id.as_str())
-            .map_err(db_err)?
-            .map(|b| decode("journal", &b))
-            .transpose()
+        Ok(self.store.get(&JOURNAL, request_id.as_str())?)
+    }
+
+    /// Every journal entry, by request id (for checks after a crash).
+    pub fn journal(&self) -> Result<Vec<(String, JournalEntry)>, NodeError> {
+        Ok(self
+            .store
+            .all(&JOURNAL)?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect())
+    }
+}
+
+fn first_seen_in(w: &mut WriteTxn<'_>, id: &RequestId, now: u64) -> Result<u64, StoreError> {
+    match w.get(&SEEN, id.as_str())? {
+        Some(t) => Ok(t),
+        None => {
+            w.put(&SEEN, id.as_str(), &now)?;
+            Ok(now)
+        }
     }
 }

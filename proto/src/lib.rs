@@ -9,9 +9,9 @@ mod generated {
 
 pub mod audit;
 pub mod auth;
+pub mod backpressure;
 pub mod convert;
 pub mod logging;
-pub mod records;
 pub mod server;
 pub mod tls;
 

@@ -1,49 +1,479 @@
-//! Serving a set of gRPC services over mTLS with health checking and reflection.
+//! Serving a set of gRPC services over mTLS with health checking and
+//! reflection, behind our own accept loop (threats R1, R2): TCP_NODELAY on
+//! every socket, a timed TLS handshake, caps on half-open and established
+//! connections, HTTP/2 keepalive, idle and request timeouts, and a shutdown
+//! that always returns within [`ServerLimits::drain_timeout`] plus half a second.
+
+mod admission;
+mod events;
+mod stream;
 
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::tls::TlsMaterial;
+use admission::{lock, Caps, ConnTable, NotPromoted, PeerKey, SharedTable};
+use events::{ConnEvent, ConnEvents};
+use stream::{EstablishedSlot, GuardedStream};
 
 /// Largest gRPC message any Permafrost server accepts (V4).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
-/// Health service names reported SERVING for `services`, plus reflection.
+/// A readiness check polled every [`HEALTH_POLL`]: `Err(reason)` turns every
+/// health service NOT_SERVING until it passes again. It runs on the async
+/// runtime, so it must be quick and never block (read a flag, not a disk).
+pub type HealthProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// How often a [`HealthProbe`] is polled.
+pub const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// After the grace of [`ServerLimits::drain_timeout`], connections are cut and
+/// `serve` waits at most this much more for them to go.
+const CUT_GRACE: Duration = Duration::from_millis(500);
+
+/// Longest a drain may be configured to last: shutdown must finish within 5 s.
+const MAX_DRAIN: Duration = Duration::from_secs(4);
+
+/// Connection limits of a server (threats R1, R2). The defaults fit a cluster
+/// of tens of principals and a process with 20,000 file descriptors with
+/// room to spare; every field is documented with its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// From accept to a finished TLS handshake; a real client needs a few
+    /// round trips. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Connections still in the TLS handshake, all peers together. When
+    /// full, the oldest silent one of the busiest peer is evicted: a new
+    /// connection is never refused for this. Default 256.
+    pub max_handshaking: usize,
+    /// Handshaking connections per peer (IPv4 address or IPv6 /64); when
+    /// full, that peer's oldest silent (else oldest) handshake is evicted.
+    /// Default 64.
+    pub max_handshaking_per_peer: usize,
+    /// Established (authenticated) connections, all peers together; beyond
+    /// it a new connection is accepted and closed at once. Default 1024.
+    pub max_established: usize,
+    /// Established connections per peer. Default 256 (tests run every
+    /// principal on 127.0.0.1).
+    pub max_established_per_peer: usize,
+    /// HTTP/2 streams (concurrent requests) per connection. Default 256.
+    pub max_concurrent_streams: u32,
+    /// Longest a request handler may run. Default 60 s.
+    pub request_timeout: Duration,
+    /// HTTP/2 PING after this long without hearing from the peer. Default 20 s.
+    pub keepalive_interval: Duration,
+    /// The connection is dropped if a PING is not answered within this. Default 10 s.
+    pub keepalive_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed.
+    /// Keepalive PINGs count as bytes, so this catches connections whose
+    /// HTTP/2 never started (and any with keepalive off); keepalive catches
+    /// dead peers. Default 5 min.
+    pub idle_timeout: Duration,
+    /// After shutdown, in-flight requests get this long to finish before
+    /// their connections are cut; at most 4 s. Default 3.5 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(5),
+            max_handshaking: 256,
+            max_handshaking_per_peer: 64,
+            max_established: 1024,
+            max_established_per_peer: 256,
+            max_concurrent_streams: 256,
+            request_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_millis(3500),
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Checks that every cap admits something and every timeout is positive,
+    /// naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("max_handshaking", self.max_handshaking),
+            ("max_handshaking_per_peer", self.max_handshaking_per_peer),
+            ("max_established", self.max_established),
+            ("max_established_per_peer", self.max_established_per_peer),
+            (
+                "max_concurrent_streams",
+                self.max_concurrent_streams as usize,
+            ),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(format!("server limits: {name} is 0; it must be at least 1"));
+            }
+        }
+        let durations = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("request_timeout", self.request_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(format!("server limits: {name} is 0; it must be positive"));
+            }
+        }
+        if self.drain_timeout > MAX_DRAIN {
+            return Err(format!(
+                "server limits: drain_timeout is {:?}; at most {MAX_DRAIN:?} so shutdown finishes within 5 s",
+                self.drain_timeout
+            ));
+        }
+        Ok(())
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            handshaking: self.max_handshaking,
+            handshaking_per_peer: self.max_handshaking_per_peer,
+            established: self.max_established,
+            established_per_peer: self.max_established_per_peer,
+        }
+    }
+}
+
+/// Serves `routes` plus health (`service_names` and "" SERVING while `health`
+/// passes) and reflection on `listener` over mTLS until `shutdown` resolves;
+/// then stops accepting, lets in-flight requests drain for at most
+/// `limits.drain_timeout`, cuts what is left and returns.
 pub async fn serve(
     listener: TcpListener,
     tls: &TlsMaterial,
     routes: Routes,
     service_names: &[&str],
+    health: Option<HealthProbe>,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in service_names {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    limits.validate()?;
+    let acceptor = TlsAcceptor::from(tls.rustls_server_config()?);
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let names: Vec<String> = service_names
+        .iter()
+        .map(|s| s.to_string())
+        .chain([String::new()])
+        .collect();
+    set_all(&reporter, &names, ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-    let routes = routes.add_service(health).add_service(reflection);
-    Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(|e| format!("TLS config: {e}"))?
-        .timeout(Duration::from_secs(60))
-        .concurrency_limit_per_connection(256)
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+    let routes = routes.add_service(health_service).add_service(reflection);
+
+    // `stop`: accepting ends and tonic starts its graceful drain.
+    // `cut`: every connection still open fails its next read or write.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    let events = Arc::new(ConnEvents::default());
+    let gate = Arc::new(Gate {
+        tls: acceptor,
+        limits: limits.clone(),
+        table: Arc::new(std::sync::Mutex::new(ConnTable::new(limits.caps()))),
+        conns: conn_tx,
+        cut: cut_rx,
+        events: events.clone(),
+    });
+    let accepting = tokio::spawn(accept_loop(listener, gate, stop_rx.clone()));
+    let probing =
+        health.map(|probe| tokio::spawn(watch_health(probe, reporter, names, stop_rx.clone())));
+
+    let mut stopped = stop_rx.clone();
+    let server = Server::builder()
+        .timeout(limits.request_timeout)
+        .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    let mut server = pin!(server);
+    let mut shutdown = pin!(shutdown);
+
+    let ended_by_itself = tokio::select! {
+        biased;
+        () = &mut shutdown => None,
+        r = &mut server => Some(r),
+    };
+    let result = match ended_by_itself {
+        Some(r) => r.map_err(|e| format!("server: {e}")),
+        None => {
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(limits.drain_timeout, &mut server).await {
+                Ok(r) => r.map_err(|e| format!("server: {e}")),
+                Err(_) => {
+                    tracing::warn!(
+                        grace = ?limits.drain_timeout,
+                        "requests still in flight after the shutdown grace; cutting their connections"
+                    );
+                    let _ = cut_tx.send(true);
+                    let _ = tokio::time::timeout(CUT_GRACE, &mut server).await;
+                    Ok(())
+                }
+            }
+        }
+    };
+    // Whatever ended the server, nothing it accepted outlives this call.
+    let _ = stop_tx.send(true);
+    let _ = cut_tx.send(true);
+    if let Err(e) = accepting.await {
+        tracing::error!(error = %e, "accept loop failed");
+    }
+    if let Some(probing) = probing {
+        probing.abort();
+    }
+    events.flush(true);
+    result
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[String], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Polls `probe` and mirrors it into the health service until `stop`.
+async fn watch_health(
+    probe: HealthProbe,
+    reporter: HealthReporter,
+    names: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    /// While failing, the reason is repeated at most this often (or when it changes).
+    const REPEAT: Duration = Duration::from_secs(30);
+    let mut tick = tokio::time::interval(HEALTH_POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failing: Option<(String, tokio::time::Instant)> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        // A panicking probe is a failing probe, not a health service stuck at its last answer.
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe()))
+            .unwrap_or_else(|_| Err("health probe panicked".to_string()));
+        match (verdict, failing.take()) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(_)) => {
+                tracing::info!("health probe passes again; services SERVING");
+                set_all(&reporter, &names, ServingStatus::Serving).await;
+            }
+            (Err(reason), None) => {
+                tracing::warn!(%reason, "health probe fails; services NOT_SERVING");
+                set_all(&reporter, &names, ServingStatus::NotServing).await;
+                failing = Some((reason, tokio::time::Instant::now()));
+            }
+            (Err(reason), Some((last, logged))) => {
+                if reason != last || logged.elapsed() >= REPEAT {
+                    tracing::warn!(%reason, "health probe still fails; services NOT_SERVING");
+                    failing = Some((reason, tokio::time::Instant::now()));
+                } else {
+                    failing = Some((last, logged));
+                }
+            }
+        }
+    }
+}
+
+/// Everything the accept loop and handshake tasks share.
+struct Gate {
+    tls: TlsAcceptor,
+    limits: ServerLimits,
+    table: SharedTable,
+    conns: mpsc::Sender<io::Result<TlsStream<GuardedStream>>>,
+    cut: watch::Receiver<bool>,
+    events: Arc<ConnEvents>,
+}
+
+/// Accepts until `stop`, handing each socket to [`Gate::admit`]; on the way
+/// out it closes the listener and every handshake still in progress.
+async fn accept_loop(listener: TcpListener, gate: Arc<Gate>, mut stop: watch::Receiver<bool>) {
+    let mut report = tokio::time::interval(Duration::from_secs(1));
+    report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+            _ = report.tick() => {
+                gate.events.flush(false);
+                continue;
+            }
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                gate.admit(socket, peer);
+                // Let the new handshake task read before the next accept:
+                // otherwise a burst of accepts (up to tokio's budget of 128)
+                // evicts connections whose ClientHello is already waiting
+                // but unread, and they look as silent as the flood.
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                gate.events.note(ConnEvent::AcceptFailed, None, &e);
+                // EMFILE/ENFILE (24/23 on Linux and the BSDs): the pending
+                // connection stays in the backlog and accept fails again at
+                // once, so free a descriptor held by a half-open connection,
+                // and back off instead of spinning.
+                let out_of_fds = matches!(e.raw_os_error(), Some(23 | 24));
+                let evicted = if out_of_fds {
+                    lock(&gate.table).evict_any()
+                } else {
+                    None
+                };
+                let pause = match evicted {
+                    Some(victim) => {
+                        victim.close();
+                        Duration::from_millis(10)
+                    }
+                    None => Duration::from_millis(100),
+                };
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    let pending = lock(&gate.table).drain_pending();
+    for p in pending {
+        p.close();
+    }
+}
+
+impl Gate {
+    fn admit(self: &Arc<Self>, socket: TcpStream, peer: SocketAddr) {
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let key = PeerKey::of(peer.ip());
+        let heard = Arc::new(AtomicBool::new(false));
+        let evicted = {
+            let mut table = lock(&self.table);
+            if !table.can_establish(key) {
+                drop(table);
+                // Accept-and-close keeps the kernel backlog moving.
+                drop(socket);
+                self.events
+                    .note(ConnEvent::EstablishedFull, Some(peer), &"at accept");
+                return;
+            }
+            let (id, evicted) = table.begin(key, peer, heard.clone());
+            let stream =
+                GuardedStream::new(socket, self.limits.idle_timeout, self.cut.clone(), heard);
+            let task = tokio::spawn(self.clone().handshake(stream, key, id, peer));
+            table.set_abort(key, id, task.abort_handle());
+            evicted
+        };
+        for victim in evicted {
+            self.events.note(
+                ConnEvent::Evicted,
+                Some(victim.peer),
+                &"handshaking cap full",
+            );
+            victim.close();
+        }
+    }
+
+    /// Runs handshake `id` under its timeout, then hands the connection to tonic.
+    async fn handshake(
+        self: Arc<Self>,
+        stream: GuardedStream,
+        key: PeerKey,
+        id: u64,
+        peer: SocketAddr,
+    ) {
+        // Leaves the table however this task ends, eviction's abort included.
+        let mut pending = PendingSlot {
+            table: &self.table,
+            key,
+            id: Some(id),
+        };
+        let mut tls = match tokio::time::timeout(
+            self.limits.handshake_timeout,
+            self.tls.accept(stream),
+        )
         .await
-        .map_err(|e| format!("server: {e}"))
+        {
+            Err(_) => {
+                let timeout = self.limits.handshake_timeout;
+                self.events.note(
+                    ConnEvent::HandshakeTimeout,
+                    Some(peer),
+                    &format_args!("after {timeout:?}"),
+                );
+                return;
+            }
+            Ok(Err(e)) => {
+                self.events.note(ConnEvent::HandshakeFailed, Some(peer), &e);
+                return;
+            }
+            Ok(Ok(tls)) => tls,
+        };
+        pending.id = None;
+        let promoted = lock(&self.table).promote(key, id);
+        match promoted {
+            Ok(()) => {}
+            Err(NotPromoted::Evicted) => return,
+            Err(NotPromoted::Full) => {
+                self.events
+                    .note(ConnEvent::EstablishedFull, Some(peer), &"after handshake");
+                return;
+            }
+        }
+        tls.get_mut().0.hold(EstablishedSlot {
+            table: self.table.clone(),
+            key,
+        });
+        // Fails only when tonic has stopped taking connections (shutdown): the
+        // connection is dropped and its slot freed.
+        let _ = self.conns.send(Ok(tls)).await;
+    }
+}
+
+/// A handshake's entry in the table, removed when the handshake task ends.
+struct PendingSlot<'a> {
+    table: &'a SharedTable,
+    key: PeerKey,
+    id: Option<u64>,
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            lock(self.table).finish(self.key, id);
+        }
+    }
 }

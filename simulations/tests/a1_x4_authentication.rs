@@ -35,6 +35,7 @@ async fn a1_x4_missing_foreign_and_wrong_role_certificates_are_refused() {
                 .domain_name(coord_name.clone()),
         )
         .expect("tls")
+        .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
     let err = CustodyClient::new(channel)

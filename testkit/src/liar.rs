@@ -134,9 +134,17 @@ pub(crate) fn serve(
     let (stop, rx) = oneshot::channel();
     let routes = tonic::service::Routes::new(SignerNodeServer::new(Liar { upstream, lie }));
     let task = tokio::spawn(async move {
-        permafrost_proto::server::serve(listener, &tls, routes, &[], async {
-            let _ = rx.await;
-        })
+        permafrost_proto::server::serve(
+            listener,
+            &tls,
+            routes,
+            &[],
+            None,
+            permafrost_proto::server::ServerLimits::default(),
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
     });
     Running {

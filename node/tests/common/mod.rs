@@ -204,25 +204,18 @@ impl NodeDir {
         snapshot(&self.data_dir())
     }
 
-    /// Every file under the data dir outside the sled store, plus every key and value of
-    /// every tree in the store (keyed `store/<tree>/<hex key>`).
+    /// Every file under the data dir outside the store file, plus every key and value of
+    /// every table in the store (keyed `store.redb/<table>/<hex key>`).
     pub fn logical_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        let store = self.data_dir().join("store");
+        let store = self.data_dir().join(permafrost_store::STORE_FILE);
         let mut files: BTreeMap<PathBuf, Vec<u8>> = self
             .snapshot()
             .into_iter()
             .filter(|(path, _)| !path.starts_with(&store))
             .collect();
-        let db = sled::open(&store).expect("open sled");
-        for name in db.tree_names() {
-            let tree = db.open_tree(&name).expect("open tree");
-            for kv in tree.iter() {
-                let (k, v) = kv.expect("read tree");
-                let path = store
-                    .join(String::from_utf8_lossy(&name).into_owned())
-                    .join(hex::encode(&k));
-                files.insert(path, v.to_vec());
-            }
+        let db = open_store(&self.data_dir());
+        for (table, k, v) in db.dump().expect("dump store") {
+            files.insert(store.join(table).join(hex::encode(&k)), v);
         }
         files
     }
@@ -236,17 +229,28 @@ impl NodeDir {
             .unwrap_or_else(|| panic!("{key} missing from the store"))
     }
 
-    /// Overwrites a sealed blob of the meta tree, as an attacker with disk access could.
-    /// `NodeStore` refuses to overwrite on purpose, so this goes to sled directly, at the
-    /// same place (`<data>/store`, tree `meta`).
+    /// Overwrites a sealed blob of the meta table, as an attacker with disk access could.
+    /// `NodeStore` refuses to overwrite on purpose, so this goes to the store directly, at
+    /// the same place (`<data>/store.redb`, table `meta`).
     pub fn overwrite_sealed(&self, key: &str, blob: &[u8]) {
-        let db = sled::open(self.data_dir().join("store")).expect("open sled");
-        db.open_tree("meta")
-            .expect("meta tree")
-            .insert(key, blob)
+        let db = open_store(&self.data_dir());
+        db.write_blocking(|w| w.put(&META, key, &blob.to_vec()))
             .expect("overwrite");
-        db.flush().expect("flush");
     }
+}
+
+const META: permafrost_store::Table<permafrost_store::Bytes> =
+    permafrost_store::Table::new("meta", "sealed blob");
+
+/// Opens a stopped node's store directly, waiting while a previous handle lets go of it.
+fn open_store(data_dir: &Path) -> permafrost_store::Store {
+    for _ in 0..100 {
+        if let Ok(s) = permafrost_store::Store::open(data_dir, &[META.name()]) {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    permafrost_store::Store::open(data_dir, &[META.name()]).expect("open store")
 }
 
 pub fn write(path: &Path, text: &str) {
@@ -553,8 +557,8 @@ pub mod lifecycle {
                 msg.contains("sealed blob failed authentication"),
                 "{key}: {msg}"
             );
-            // The store was opened to read the blob, and sled rewrites its recovery snapshot
-            // file on every open: compare what is stored, not sled's own files.
+            // The store was opened to read the blob, and the engine may touch its file on
+            // open: compare what is stored, not the engine's own bytes.
             assert_unchanged(&before, &dir.logical_snapshot());
             dir.overwrite_sealed(key, &original);
             dir.open()

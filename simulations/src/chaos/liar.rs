@@ -558,6 +558,8 @@ pub async fn run(args: LiarArgs) -> Result<(), String> {
         &identity,
         routes,
         &["permafrost.v1.SignerNode"],
+        None,
+        permafrost_proto::server::ServerLimits::default(),
         async {
             let _ = closed_rx.await;
         },

@@ -488,6 +488,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
                     while let Ok(n) = s.read(&mut buf).await {
@@ -499,6 +500,13 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A test client socket, with TCP_NODELAY like every socket in the cluster.
+    async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
     }
 
     async fn proxy_to_echo(faults: LinkFaults) -> LinkProxy {
@@ -526,7 +534,7 @@ mod tests {
             ..LinkFaults::healthy()
         })
         .await;
-        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut s = connect(proxy.addr()).await.expect("connect");
         let rtt = round_trip(&mut s, Duration::from_secs(5))
             .await
             .expect("echo");
@@ -538,7 +546,7 @@ mod tests {
     #[tokio::test]
     async fn blackhole_holds_bytes_until_healed_and_one_way_stalls_one_direction() {
         let proxy = proxy_to_echo(LinkFaults::healthy()).await;
-        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut s = connect(proxy.addr()).await.expect("connect");
         round_trip(&mut s, Duration::from_secs(5))
             .await
             .expect("healthy");
@@ -574,7 +582,7 @@ mod tests {
     #[tokio::test]
     async fn refuse_and_reset_cut_connections() {
         let proxy = proxy_to_echo(LinkFaults::healthy()).await;
-        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut s = connect(proxy.addr()).await.expect("connect");
         round_trip(&mut s, Duration::from_secs(5))
             .await
             .expect("healthy");
@@ -588,9 +596,7 @@ mod tests {
             partition: Partition::Refuse,
             ..LinkFaults::healthy()
         });
-        let mut s = TcpStream::connect(proxy.addr())
-            .await
-            .expect("accepted, then cut");
+        let mut s = connect(proxy.addr()).await.expect("accepted, then cut");
         assert!(round_trip(&mut s, Duration::from_secs(2)).await.is_none());
         assert!(proxy.counters().refused >= 1);
         assert!(proxy.counters().resets >= 1);
@@ -603,13 +609,13 @@ mod tests {
             ..LinkFaults::healthy()
         })
         .await;
-        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut s = connect(proxy.addr()).await.expect("connect");
         assert!(round_trip(&mut s, Duration::from_secs(2)).await.is_none());
         proxy.set_faults(LinkFaults {
             loss: 0.5,
             ..LinkFaults::healthy()
         });
-        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut s = connect(proxy.addr()).await.expect("connect");
         let mut stalled = false;
         for _ in 0..20 {
             match round_trip(&mut s, Duration::from_secs(30)).await {

@@ -1,0 +1,244 @@
+//! The store's own guarantees: group commit, all-or-nothing steps, busy and
+//! stuck detection, refusal of an earlier release's sled directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Store, StoreError, Table, Versioned, U128};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    digest: String,
+    count: u32,
+}
+
+const ENTRIES: Table<Versioned<Entry>> = Table::new("entries", "entry");
+const TOTALS: Table<U128> = Table::new("totals", "total");
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, &[ENTRIES.name(), TOTALS.name()]).expect("open")
+}
+
+#[derive(Debug, PartialEq)]
+enum TestError {
+    Store(String),
+    Refused,
+}
+
+impl From<StoreError> for TestError {
+    fn from(e: StoreError) -> Self {
+        TestError::Store(e.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s4_concurrent_writes_share_commits_and_all_land() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..512u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(move |w| {
+                    let total = w.get(&TOTALS, b"all")?.unwrap_or(0);
+                    w.put(&TOTALS, b"all", &(total + 1))?;
+                    w.put(
+                        &ENTRIES,
+                        format!("id-{i}"),
+                        &Entry {
+                            digest: format!("d{i}"),
+                            count: 1,
+                        },
+                    )?;
+                    Ok::<_, TestError>(())
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("write");
+    }
+    assert_eq!(store.get(&TOTALS, b"all").expect("read"), Some(512));
+    assert_eq!(store.all(&ENTRIES).expect("scan").len(), 512);
+    let stats = store.stats();
+    assert_eq!(stats.steps, 512);
+    assert!(
+        stats.commits < 512,
+        "concurrent writes were not batched: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_step_leaves_nothing_and_spares_the_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let refused = store
+        .write(|w| {
+            w.put(&TOTALS, b"x", &7)?;
+            Err::<(), _>(TestError::Refused)
+        })
+        .await;
+    assert_eq!(refused, Err(TestError::Refused));
+    assert_eq!(store.get(&TOTALS, b"x").expect("read"), None);
+    let kept = store
+        .write(|w| {
+            w.put(&TOTALS, b"y", &1)?;
+            assert_eq!(
+                w.get(&TOTALS, b"y")?,
+                Some(1),
+                "a step reads its own writes"
+            );
+            Ok::<_, TestError>(())
+        })
+        .await;
+    assert_eq!(kept, Ok(()));
+    assert_eq!(store.get(&TOTALS, b"y").expect("read"), Some(1));
+}
+
+#[tokio::test]
+async fn a_step_runs_even_if_its_caller_stops_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store
+        .inject_stall(Duration::from_millis(200))
+        .expect("stall");
+    let write = store.write(|w| {
+        w.put(&TOTALS, b"cancelled", &1)?;
+        Ok::<_, TestError>(())
+    });
+    // Dropped before the commit: the step still happens, whole.
+    let _ = tokio::time::timeout(Duration::from_millis(20), write).await;
+    store
+        .write(|_| Ok::<_, TestError>(()))
+        .await
+        .expect("barrier");
+    assert_eq!(store.get(&TOTALS, b"cancelled").expect("read"), Some(1));
+}
+
+#[tokio::test]
+async fn s4_a_stalled_writer_is_reported_unhealthy_then_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    assert_eq!(store.health(), Ok(()));
+    store.inject_stall(Duration::from_secs(3)).expect("stall");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sick = store.health().expect_err("stalled store is unhealthy");
+    assert!(sick.contains("in progress"), "{sick}");
+    store
+        .write(|_| Ok::<_, TestError>(()))
+        .await
+        .expect("after the stall");
+    assert_eq!(store.health(), Ok(()));
+}
+
+#[test]
+fn scan_merges_a_steps_own_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store
+        .write_blocking(|w| {
+            w.put(&TOTALS, b"a1", &1)?;
+            w.put(&TOTALS, b"a2", &2)?;
+            Ok::<_, TestError>(())
+        })
+        .expect("seed");
+    store
+        .write_blocking(|w| {
+            w.remove(&TOTALS, b"a1")?;
+            w.put(&TOTALS, b"a3", &3)?;
+            let seen: Vec<u128> = w
+                .scan(&TOTALS, b"a".to_vec()..b"b".to_vec())?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(seen, vec![2, 3]);
+            Ok::<_, TestError>(())
+        })
+        .expect("scan");
+}
+
+#[test]
+fn records_survive_reopen_and_other_versions_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        store
+            .write_blocking(|w| {
+                w.put(
+                    &ENTRIES,
+                    b"r",
+                    &Entry {
+                        digest: "d".into(),
+                        count: 2,
+                    },
+                )
+            })
+            .expect("put");
+        let raw: Table<crate::Bytes> = Table::new("entries", "entry");
+        store
+            .write_blocking(|w| {
+                w.put(
+                    &raw,
+                    b"future",
+                    &br#"{"v":9,"digest":"d","count":1}"#.to_vec(),
+                )
+            })
+            .expect("put raw");
+    }
+    // The writer thread lets go of the file once every handle is dropped.
+    let store = loop {
+        match Store::open(dir.path(), &[ENTRIES.name(), TOTALS.name()]) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert_eq!(
+        store.get(&ENTRIES, b"r").expect("read"),
+        Some(Entry {
+            digest: "d".into(),
+            count: 2
+        })
+    );
+    let err = store
+        .get(&ENTRIES, b"future")
+        .expect_err("version 9 refused");
+    assert!(err.to_string().contains("version 9"), "{err}");
+}
+
+#[test]
+fn an_earlier_releases_sled_dir_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sled = dir.path().join("store");
+    std::fs::create_dir(&sled).expect("mkdir");
+    std::fs::write(sled.join("conf"), b"segment_size: 524288").expect("write");
+    let err = Store::open(dir.path(), &[ENTRIES.name()]).expect_err("refused");
+    assert!(err.to_string().contains("sled"), "{err}");
+    assert!(!dir.path().join(crate::STORE_FILE).exists());
+    assert_eq!(
+        std::fs::read(sled.join("conf")).expect("kept"),
+        b"segment_size: 524288"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_refused_as_busy_not_waited_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    store
+        .inject_stall(Duration::from_millis(500))
+        .expect("stall");
+    let mut busy = 0;
+    let mut pending = Vec::new();
+    for _ in 0..(crate::QUEUE_CAPACITY + crate::MAX_BATCH + 100) {
+        match store.inner.submit(|_| Ok::<_, StoreError>(())) {
+            Ok(rx) => pending.push(rx),
+            Err(StoreError::Busy { .. }) => busy += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(busy >= 90, "only {busy} refused");
+    for rx in pending {
+        rx.await.expect("delivered").expect("committed");
+    }
+}

@@ -1,0 +1,342 @@
+//! The writer thread: drains the queue into one transaction per batch and
+//! commits it once (group commit). Results are handed back only after the
+//! commit, so "returned Ok" always means "durable".
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::txn::{definition, WriteTxn};
+use crate::StoreError;
+
+/// Most steps in one commit: bounds the time one commit holds the writer.
+pub const MAX_BATCH: usize = 512;
+/// Most steps waiting for the writer; beyond this writes are refused as busy.
+pub const QUEUE_CAPACITY: usize = 8192;
+/// A commit in progress longer than this makes the store unhealthy.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+pub(crate) const HEARTBEAT_TABLE: &str = "_heartbeat";
+
+type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// What running one step left: how to hand its result back, and whether its
+/// writes could not be moved into the transaction (which then must abort).
+struct Ran {
+    deliver: Deliver,
+    apply_failed: Option<StoreError>,
+}
+
+enum Job {
+    Step(Box<dyn FnOnce(&redb::WriteTransaction) -> Ran + Send>),
+    Stall(Duration),
+}
+
+/// Counters of the writer since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Durable commits of at least one step (idle heartbeats not counted).
+    pub commits: u64,
+    /// Steps committed (each caller's `write` is one).
+    pub steps: u64,
+    /// Largest batch committed at once.
+    pub max_batch: u64,
+    /// Commits that failed (every step in them was refused).
+    pub failed_commits: u64,
+    /// Steps refused because the queue was full.
+    pub refused_busy: u64,
+    /// Steps waiting now.
+    pub queued: u64,
+}
+
+impl StoreStats {
+    /// Mean steps per commit.
+    pub fn mean_batch(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.steps as f64 / self.commits as f64
+        }
+    }
+}
+
+#[derive(Default)]
+struct Status {
+    stats: StoreStats,
+    busy_since: Option<Instant>,
+    last_error: Option<String>,
+}
+
+pub(crate) struct Core {
+    pub(crate) db: redb::Database,
+    status: Mutex<Status>,
+    queued: AtomicUsize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) db: Arc<Core>,
+    tx: Option<SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    /// Closes the store for good before returning: the writer finishes what is
+    /// queued, and the file is released, so it can be reopened at once.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            // The last handle may be dropped by a step running on the writer itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Core {
+    type Target = redb::Database;
+    fn deref(&self) -> &redb::Database {
+        &self.db
+    }
+}
+
+pub(crate) fn start(db: redb::Database, heartbeat: Duration) -> Result<Arc<Shared>, StoreError> {
+    let core = Arc::new(Core {
+        db,
+        status: Mutex::new(Status::default()),
+        queued: AtomicUsize::new(0),
+    });
+    let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+    let thread_core = core.clone();
+    let thread = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || run(&thread_core, &rx, heartbeat))
+        .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
+    Ok(Arc::new(Shared {
+        db: core,
+        tx: Some(tx),
+        thread: Some(thread),
+    }))
+}
+
+fn run(core: &Core, rx: &Receiver<Job>, heartbeat: Duration) {
+    loop {
+        let first = match rx.recv_timeout(heartbeat) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut jobs = Vec::new();
+        if let Some(job) = first {
+            jobs.push(job);
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        core.queued.fetch_sub(jobs.len(), Ordering::AcqRel);
+        commit_batch(core, jobs);
+    }
+}
+
+fn commit_batch(core: &Core, jobs: Vec<Job>) {
+    let started = Instant::now();
+    if let Ok(mut s) = core.status.lock() {
+        s.busy_since = Some(started);
+    }
+    let mut delivers = Vec::with_capacity(jobs.len());
+    let mut steps = 0u64;
+    let outcome = (|| -> Result<(), StoreError> {
+        let txn = core.db.begin_write()?;
+        let mut failed = None;
+        for job in jobs {
+            match job {
+                Job::Stall(d) => std::thread::sleep(d),
+                Job::Step(step) => {
+                    let ran = step(&txn);
+                    if failed.is_none() {
+                        failed = ran.apply_failed;
+                    }
+                    steps += 1;
+                    delivers.push(ran.deliver);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // A step's writes reached the transaction only in part: keep none of the batch.
+            let _ = txn.abort();
+            return Err(e);
+        }
+        {
+            let mut t = txn.open_table(definition(HEARTBEAT_TABLE))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            t.insert(&b"last_commit"[..], &now.to_be_bytes()[..])?;
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Ok(mut s) = core.status.lock() {
+        s.busy_since = None;
+        match &outcome {
+            Ok(()) if steps == 0 => s.last_error = None,
+            Ok(()) => {
+                s.stats.commits += 1;
+                s.stats.steps += steps;
+                s.stats.max_batch = s.stats.max_batch.max(steps);
+                s.last_error = None;
+            }
+            Err(e) => {
+                s.stats.failed_commits += 1;
+                s.last_error = Some(e.to_string());
+                tracing::error!(error = %e, steps, "store commit failed; every step in it was refused");
+            }
+        }
+    }
+    for deliver in delivers {
+        deliver(outcome.clone());
+    }
+}
+
+fn run_step<R, E, F>(txn: &redb::WriteTransaction, op: F) -> (Result<R, E>, Option<StoreError>)
+where
+    F: FnOnce(&mut WriteTxn<'_>) -> Result<R, E>,
+    E: From<StoreError>,
+{
+    let mut w = WriteTxn::new(txn);
+    let result = match catch_unwind(AssertUnwindSafe(|| op(&mut w))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("a store step panicked; its writes were dropped");
+            return (
+                Err(
+                    StoreError::Engine("a store step panicked (bug); nothing was written".into())
+                        .into(),
+                ),
+                None,
+            );
+        }
+    };
+    if result.is_err() {
+        return (result, None);
+    }
+    match w.apply() {
+        Ok(_) => (result, None),
+        Err(e) => (Err(e.clone().into()), Some(e)),
+    }
+}
+
+impl Shared {
+    pub(crate) fn submit<R, E, F>(
+        &self,
+        op: F,
+    ) -> Result<oneshot::Receiver<Result<R, E>>, StoreError>
+    where
+        F: FnOnce(&mut WriteTxn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let step = move |txn: &redb::WriteTransaction| {
+            let (result, apply_failed) = run_step(txn, op);
+            let deliver: Deliver = Box::new(move |commit: Result<(), StoreError>| {
+                let out = match (result, commit) {
+                    (Ok(r), Ok(())) => Ok(r),
+                    (Ok(_), Err(e)) => Err(E::from(e)),
+                    (Err(e), _) => Err(e),
+                };
+                // The caller may have stopped waiting (a cancelled RPC): the step is done either way.
+                let _ = tx.send(out);
+            });
+            Ran {
+                deliver,
+                apply_failed,
+            }
+        };
+        self.enqueue(Job::Step(Box::new(step)))?;
+        Ok(rx)
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), StoreError> {
+        self.db.queued.fetch_add(1, Ordering::AcqRel);
+        let Some(tx) = &self.tx else {
+            return Err(StoreError::Stopped);
+        };
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let queued = self.db.queued.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => {
+                        if let Ok(mut s) = self.db.status.lock() {
+                            s.stats.refused_busy += 1;
+                        }
+                        Err(StoreError::Busy { queued })
+                    }
+                    TrySendError::Disconnected(_) => Err(StoreError::Stopped),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn inject_stall(&self, d: Duration) -> Result<(), StoreError> {
+        self.enqueue(Job::Stall(d))
+    }
+
+    pub(crate) fn write_now<R, E>(
+        &self,
+        op: impl FnOnce(&mut WriteTxn<'_>) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        let txn = self.db.db.begin_write().map_err(StoreError::from)?;
+        let (result, apply_failed) = run_step(&txn, op);
+        if let Some(e) = apply_failed {
+            let _ = txn.abort();
+            return Err(e.into());
+        }
+        let value = result?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+
+    pub(crate) fn health(&self) -> Result<(), String> {
+        let s = self
+            .db
+            .status
+            .lock()
+            .map_err(|_| "store status lock poisoned".to_string())?;
+        if let Some(since) = s.busy_since {
+            let held = since.elapsed();
+            if held > STUCK_AFTER {
+                return Err(format!(
+                    "store commit in progress for {:.1} s (disk stalled?)",
+                    held.as_secs_f64()
+                ));
+            }
+        }
+        match &s.last_error {
+            Some(e) => Err(format!("last store commit failed: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        let mut stats = self
+            .db
+            .status
+            .lock()
+            .map(|s| s.stats.clone())
+            .unwrap_or_default();
+        stats.queued = self.db.queued.load(Ordering::Acquire) as u64;
+        stats
+    }
+}
