@@ -39,8 +39,23 @@ pub struct CoordinatorConfig {
     /// Seconds between member health probes.
     #[serde(default = "default_health_interval")]
     pub health_interval_ms: u64,
+    /// Withdrawals being driven at once; past it `SubmitWithdrawal` answers
+    /// busy (`RESOURCE_EXHAUSTED` with a retry hint) instead of queueing.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight_requests: usize,
+    /// Signing rounds the coordinator runs on one node at once; further
+    /// sessions wait for a slot (and their round deadlines start only then).
+    #[serde(default = "default_node_sessions")]
+    pub max_sessions_per_node: usize,
     /// mTLS files: CA, and the coordinator's own certificate and key.
     pub tls: TlsFiles,
+}
+
+fn default_max_inflight() -> usize {
+    4096
+}
+fn default_node_sessions() -> usize {
+    128
 }
 
 fn default_round_timeout() -> u64 {
@@ -94,6 +109,20 @@ impl CoordinatorConfig {
                 "health_interval_ms",
                 &self.health_interval_ms,
                 "must be 100..=60000",
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_inflight_requests) {
+            return bad(
+                "max_inflight_requests",
+                &self.max_inflight_requests,
+                "must be 1..=1000000",
+            );
+        }
+        if !(1..=100_000).contains(&self.max_sessions_per_node) {
+            return bad(
+                "max_sessions_per_node",
+                &self.max_sessions_per_node,
+                "must be 1..=100000",
             );
         }
         self.custody_keys()?;

@@ -25,6 +25,8 @@ use crate::Coordinator;
 
 /// Longest wait for a round-1 commitment.
 const ROUND1_DEADLINE: Duration = Duration::from_millis(2000);
+/// Longest wait for a session slot on a signer before trying again.
+const SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// What the signers are asked to sign.
 #[derive(Clone, Debug)]
@@ -42,6 +44,9 @@ pub enum AttemptError {
     Unreachable(NodeId, String),
     /// The node refused the request on its own checks.
     Refused(NodeId, String),
+    /// The node is loaded and asked to be retried after the hint: not dead,
+    /// not a refusal, never a reason to exclude it.
+    Busy(NodeId, Duration),
     /// These nodes sent invalid shares; evidence attached.
     InvalidShares(Vec<Exclusion>),
     /// Anything else.
@@ -49,9 +54,13 @@ pub enum AttemptError {
 }
 
 fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
+    if let Some(hint) = permafrost_proto::backpressure::retry_after(&status) {
+        return AttemptError::Busy(node.clone(), hint);
+    }
     let msg = format!("{}: {}", node, status.message());
     match status.code() {
         Code::PermissionDenied
+        | Code::ResourceExhausted
         | Code::InvalidArgument
         | Code::NotFound
         | Code::AlreadyExists
@@ -111,6 +120,22 @@ pub async fn attempt(
     target: &Target,
 ) -> Result<Signature, AttemptError> {
     let members = &coord.members;
+    // Wait for a slot on every signer first (in id order, so two sessions never
+    // hold each other's slots): the round deadlines below count from here, so
+    // time spent queueing behind other sessions never looks like a dead node.
+    let mut ordered: Vec<&NodeId> = signers.iter().collect();
+    ordered.sort();
+    let mut _slots = Vec::with_capacity(ordered.len());
+    for id in ordered {
+        let member = members
+            .get(id)
+            .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
+        match tokio::time::timeout(SLOT_WAIT, member.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => _slots.push(permit),
+            Ok(Err(_)) => return Err(AttemptError::Other("coordinator shutting down".into())),
+            Err(_) => return Err(AttemptError::Busy(id.clone(), Duration::from_millis(50))),
+        }
+    }
     let deadline = coord.config.round_timeout();
     // Round 1 is one cheap call: a member that cannot commit within this is
     // treated as unreachable, so "below threshold" is known within seconds.
@@ -282,6 +307,10 @@ pub async fn sign_with_retries(
                 errors.push(e);
                 skip.insert(n);
             }
+            Err(AttemptError::Busy(n, hint)) => {
+                errors.push(format!("{n} busy"));
+                tokio::time::sleep(hint).await;
+            }
             Err(AttemptError::Other(e)) => errors.push(e),
         }
     }
@@ -307,9 +336,10 @@ pub fn ensure_driver(coord: &Arc<Coordinator>, id: &RequestId) -> watch::Receive
     }
     let (tx, rx) = watch::channel(false);
     inflight.insert(id.clone(), rx.clone());
-    let coord = coord.clone();
+    let driver_coord = coord.clone();
     let id = id.clone();
-    tokio::spawn(async move {
+    coord.spawn(async move {
+        let coord = driver_coord;
         if let Err(e) = drive(&coord, &id).await {
             warn!(request = %id, error = %e, "driver stopped");
         }
@@ -336,10 +366,10 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
     let digest = request.digest();
     // Best effort, in the background: a partitioned member must not delay signing.
     {
-        let coord = coord.clone();
+        let announcer = coord.clone();
         let group = request.key_group.clone();
         let wire = wire.clone();
-        tokio::spawn(async move { announce(&coord, &group, &wire).await });
+        coord.spawn(async move { announce(&announcer, &group, &wire).await });
     }
     let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
     let mut refusals: BTreeMap<NodeId, String> = BTreeMap::new();
@@ -501,6 +531,13 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 refusals.insert(n, e.clone());
                 e
             }
+            Err(AttemptError::Busy(n, hint)) => {
+                // Loaded, not dead: wait as asked and try again, without counting an attempt.
+                let jitter = Duration::from_millis(u64::from(rand_jitter()) % 20);
+                tokio::time::sleep(hint + jitter).await;
+                let _ = n;
+                continue;
+            }
             Err(AttemptError::InvalidShares(evidence)) => {
                 for mut ev in evidence {
                     ev.request_id = id.to_string();
@@ -534,6 +571,11 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             })
             .await?;
     }
+}
+
+/// A few milliseconds of spread so busy retries do not arrive in lockstep.
+fn rand_jitter() -> u8 {
+    rand::random()
 }
 
 /// What a waiting request still needs, in words.

@@ -54,6 +54,9 @@ pub struct Coordinator {
     pub(crate) inflight: Mutex<HashMap<RequestId, watch::Receiver<bool>>>,
     /// One ceremony at a time.
     pub(crate) ceremony_lock: tokio::sync::Mutex<()>,
+    /// Every background task (request drivers, announcements), aborted and
+    /// drained at shutdown: their state is in the store, so they resume at start.
+    pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
     tls: TlsMaterial,
 }
 
@@ -129,8 +132,13 @@ impl Coordinator {
         let policy = config.load_policy()?;
         let audit = open_audit(&config)?;
         let members = Arc::new(
-            Members::new(&directory, &tls, config.round_timeout())
-                .map_err(CoordinatorError::Config)?,
+            Members::new(
+                &directory,
+                &tls,
+                config.round_timeout(),
+                config.max_sessions_per_node,
+            )
+            .map_err(CoordinatorError::Config)?,
         );
         for node in store.revoked()? {
             members.revoke(&node);
@@ -146,6 +154,7 @@ impl Coordinator {
             members,
             inflight: Mutex::new(HashMap::new()),
             ceremony_lock: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
             tls,
         }))
     }
@@ -160,6 +169,31 @@ impl Coordinator {
             .update_request(id, change)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Runs `task` in the background, tracked so shutdown can stop it.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(task);
+        }
+    }
+
+    /// Stops every background task and waits (bounded) until they are gone.
+    async fn drain_tasks(&self) {
+        let mut tasks = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        let running = tasks.len();
+        tasks.abort_all();
+        let drained = tokio::time::timeout(std::time::Duration::from_millis(800), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(running, "background tasks still stopping at shutdown");
+        }
     }
 
     /// Whether the coordinator can do its work (its store commits, its audit log takes records). `Err` names
@@ -229,6 +263,7 @@ impl Coordinator {
         )
         .await;
         probe.abort();
+        self.drain_tasks().await;
         if let Err(e) = self
             .audit
             .append("coordinator_stopped", serde_json::json!({}))

@@ -36,6 +36,8 @@ pub struct Member {
     pub endpoint: String,
     /// gRPC client (lazily connected, per-call deadline applied by the channel).
     pub client: SignerNodeClient<Channel>,
+    /// Signing rounds this coordinator may run on the node at once.
+    pub slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// All members and their health.
@@ -52,6 +54,7 @@ impl Members {
         directory: &Directory,
         tls: &TlsMaterial,
         timeout: Duration,
+        sessions_per_node: usize,
     ) -> Result<Self, String> {
         let mut members = BTreeMap::new();
         for entry in directory.iter() {
@@ -66,6 +69,7 @@ impl Members {
                     region: entry.node.region.clone(),
                     endpoint: entry.node.endpoint.clone(),
                     client,
+                    slots: std::sync::Arc::new(tokio::sync::Semaphore::new(sessions_per_node)),
                 },
             );
         }
@@ -142,6 +146,13 @@ impl Members {
             )
             .await;
             match result {
+                // A node that cannot commit to its store or write its audit log says so:
+                // it is routed around until it reports healthy again.
+                Ok(Ok(status)) if !status.get_ref().healthy => self.record(
+                    &m.id,
+                    Err(format!("unhealthy: {}", status.get_ref().unhealthy_reason)),
+                    Some(status.get_ref().sealed),
+                ),
                 Ok(Ok(status)) => {
                     self.record(&m.id, Ok(started.elapsed()), Some(status.get_ref().sealed))
                 }

@@ -16,9 +16,17 @@ use crate::{driver, Coordinator, CoordinatorError};
 
 impl From<CoordinatorError> for Status {
     fn from(e: CoordinatorError) -> Status {
-        Status::internal(e.to_string())
+        match &e {
+            CoordinatorError::Busy(what) => {
+                permafrost_proto::backpressure::busy(what, ADMISSION_RETRY)
+            }
+            _ => Status::internal(e.to_string()),
+        }
     }
 }
+
+/// Retry hint for a submission refused by admission control.
+const ADMISSION_RETRY: Duration = Duration::from_millis(200);
 
 fn to_wire_status(
     id: &RequestId,
@@ -206,6 +214,15 @@ impl Custody for CustodyService {
                 driver::ensure_driver(coord, &id);
             }
             return Ok(Response::new(coord.status_of(&id)?));
+        }
+        // Admission control: past the cap a new request is refused as busy (and
+        // nothing is stored), rather than queued behind work it would only slow down.
+        let inflight = coord.inflight.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+        if inflight >= coord.config.max_inflight_requests {
+            return Err(CoordinatorError::Busy(format!(
+                "{inflight} withdrawals in flight (max_inflight_requests)"
+            ))
+            .into());
         }
         // Fail fast with the same check every node runs; the nodes still decide for themselves.
         let group = coord

@@ -433,6 +433,40 @@ impl NodeStore {
         Ok(self.store.get(&JOURNAL, request_id.as_str())?)
     }
 
+    /// Checks that the velocity ledger counted every journaled request exactly
+    /// once: per (group, asset), the ledger's buckets add up to the amounts in
+    /// the journal. `Err` names the first pair that disagrees (P1, S1).
+    pub fn check_ledger(&self) -> Result<(), String> {
+        use std::collections::BTreeMap;
+        let (buckets, journal) = self
+            .store
+            .read(|r| Ok((r.scan(&VELOCITY, ..)?, r.scan(&JOURNAL, ..)?)))
+            .map_err(|e| e.to_string())?;
+        let mut ledger: BTreeMap<(String, String), u128> = BTreeMap::new();
+        for (key, amount) in buckets {
+            let mut parts = key.splitn(3, |b| *b == 0);
+            let group = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let asset = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            *ledger.entry((group, asset)).or_default() += amount;
+        }
+        let mut journaled: BTreeMap<(String, String), u128> = BTreeMap::new();
+        for (id, entry) in journal {
+            let amount = parse_amount(&entry)
+                .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(&id)))?;
+            if amount > 0 {
+                *journaled
+                    .entry((entry.key_group.to_string(), entry.asset.clone()))
+                    .or_default() += amount;
+            }
+        }
+        if ledger != journaled {
+            return Err(format!(
+                "velocity ledger {ledger:?} does not match the journal {journaled:?}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Every journal entry, by request id (for checks after a crash).
     pub fn journal(&self) -> Result<Vec<(String, JournalEntry)>, NodeError> {
         Ok(self

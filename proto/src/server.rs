@@ -318,6 +318,9 @@ struct Gate {
 /// Accepts until `stop`, handing each socket to [`Gate::admit`]; on the way
 /// out it closes the listener and every handshake still in progress.
 async fn accept_loop(listener: TcpListener, gate: Arc<Gate>, mut stop: watch::Receiver<bool>) {
+    /// Well below the default per-peer handshaking cap; see the yield below.
+    const ACCEPTS_PER_YIELD: u32 = 16;
+    let mut since_yield = 0;
     let mut report = tokio::time::interval(Duration::from_secs(1));
     report.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -333,11 +336,16 @@ async fn accept_loop(listener: TcpListener, gate: Arc<Gate>, mut stop: watch::Re
         match accepted {
             Ok((socket, peer)) => {
                 gate.admit(socket, peer);
-                // Let the new handshake task read before the next accept:
-                // otherwise a burst of accepts (up to tokio's budget of 128)
-                // evicts connections whose ClientHello is already waiting
-                // but unread, and they look as silent as the flood.
-                tokio::task::yield_now().await;
+                // Let the new handshake tasks read before accepting more:
+                // otherwise a burst of accepts (up to tokio's budget of 128,
+                // above the per-peer cap) evicts connections whose ClientHello
+                // is waiting but unread, and they look as silent as the flood.
+                // Not after every accept: a yield costs milliseconds here.
+                since_yield += 1;
+                if since_yield >= ACCEPTS_PER_YIELD {
+                    since_yield = 0;
+                    tokio::task::yield_now().await;
+                }
             }
             Err(e) => {
                 gate.events.note(ConnEvent::AcceptFailed, None, &e);

@@ -315,6 +315,7 @@ async fn r2_half_open_flood_does_not_lock_out_a_client_on_the_same_address() {
             "R2: RLIMIT_NOFILE is {fd_limit}; flooding with {flood_size} instead of {wanted}"
         );
     }
+    let started = Instant::now();
     let flood: Vec<StdTcpStream> = tokio::task::spawn_blocking(move || {
         (0..flood_size)
             .filter_map(|_| connect_silent(addr))
@@ -323,6 +324,10 @@ async fn r2_half_open_flood_does_not_lock_out_a_client_on_the_same_address() {
     .await
     .expect("join");
     let opened = flood.len();
+    eprintln!(
+        "R2: flood of {opened} connected after {:?}",
+        started.elapsed()
+    );
     assert!(
         opened * 10 >= flood_size * 9,
         "opened only {opened} of {flood_size}"

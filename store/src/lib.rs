@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use codec::{Bytes, Codec, Versioned, RECORD_VERSION, U128, U64};
-pub use txn::{ReadTxn, Table, WriteTxn};
+pub use txn::{Entries, ReadTxn, Table, WriteTxn};
 pub use writer::{StoreStats, MAX_BATCH, QUEUE_CAPACITY};
 
 /// Errors of the store, named for what the caller can do.
@@ -104,6 +104,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// One stored entry as [`Store::dump`] lists it: `(table, key, value)`.
+pub type DumpedEntry = (String, Vec<u8>, Vec<u8>);
+
 /// Name of the store file inside a data directory.
 pub const STORE_FILE: &str = "store.redb";
 
@@ -171,7 +174,7 @@ impl Store {
     }
 
     /// Every `(key, value)` of a table, in key order, from a fresh snapshot.
-    pub fn all<C: Codec>(&self, table: &Table<C>) -> Result<Vec<(Vec<u8>, C::Value)>, StoreError> {
+    pub fn all<C: Codec>(&self, table: &Table<C>) -> Result<Entries<C::Value>, StoreError> {
         self.read(|r| r.scan(table, ..))
     }
 
@@ -206,7 +209,7 @@ impl Store {
 
     /// Every entry of every table as `(table, key, value)` (tests compare
     /// what is stored, not the engine's files; the writer's heartbeat is left out).
-    pub fn dump(&self) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn dump(&self) -> Result<Vec<DumpedEntry>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable, TableHandle};
         let txn = self.inner.db.begin_read()?;
         let mut out = Vec::new();

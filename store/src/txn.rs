@@ -11,6 +11,12 @@ use crate::StoreError;
 
 type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// `(key, value)` pairs in key order.
+pub type Entries<V> = Vec<(Vec<u8>, V)>;
+
+/// Writes of one step: `(table, key)` → new value, or `None` for a removal.
+type Overlay = BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>;
+
 pub(crate) fn definition(name: &'static str) -> Raw {
     TableDefinition::new(name)
 }
@@ -56,7 +62,7 @@ fn bounds(range: &impl RangeBounds<Vec<u8>>) -> (Bound<&[u8]>, Bound<&[u8]>) {
 fn collect<C: Codec>(
     table: &Table<C>,
     iter: redb::Range<'_, &'static [u8], &'static [u8]>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Entries<Vec<u8>>, StoreError> {
     let _ = table;
     let mut out = Vec::new();
     for kv in iter {
@@ -92,7 +98,7 @@ impl ReadTxn {
         &self,
         table: &Table<C>,
         range: impl RangeBounds<Vec<u8>>,
-    ) -> Result<Vec<(Vec<u8>, C::Value)>, StoreError> {
+    ) -> Result<Entries<C::Value>, StoreError> {
         let t = self.txn.open_table(definition(table.name))?;
         let raw = collect(table, t.range::<&[u8]>(bounds(&range))?)?;
         raw.into_iter()
@@ -106,7 +112,7 @@ impl ReadTxn {
 /// the step returns `Ok`.
 pub struct WriteTxn<'a> {
     txn: &'a redb::WriteTransaction,
-    overlay: BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    overlay: Overlay,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -176,7 +182,7 @@ impl<'a> WriteTxn<'a> {
         &self,
         table: &Table<C>,
         range: impl RangeBounds<Vec<u8>>,
-    ) -> Result<Vec<(Vec<u8>, C::Value)>, StoreError> {
+    ) -> Result<Entries<C::Value>, StoreError> {
         let t = self.txn.open_table(definition(table.name))?;
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             collect(table, t.range::<&[u8]>(bounds(&range))?)?
@@ -197,7 +203,7 @@ impl<'a> WriteTxn<'a> {
 
     /// Moves this step's writes into the transaction.
     pub(crate) fn apply(self) -> Result<usize, StoreError> {
-        let mut by_table: BTreeMap<&'static str, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut by_table: BTreeMap<&'static str, Entries<Option<Vec<u8>>>> = BTreeMap::new();
         let n = self.overlay.len();
         for ((name, k), v) in self.overlay {
             by_table.entry(name).or_default().push((k, v));

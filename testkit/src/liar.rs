@@ -150,5 +150,6 @@ pub(crate) fn serve(
     Running {
         stop: Some(stop),
         task,
+        signer: None,
     }
 }

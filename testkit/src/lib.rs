@@ -33,6 +33,8 @@ pub use liar::Lie;
 struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), String>>,
+    /// The node itself, for fault injection (weak: stopping it must release its store).
+    signer: Option<std::sync::Weak<SignerNode>>,
 }
 
 impl Running {
@@ -307,6 +309,8 @@ kdf = "fast-insecure"
             round_timeout_ms: opts.round_timeout_ms.unwrap_or(3_000),
             submit_wait_ms: 20_000,
             health_interval_ms: 500,
+            max_inflight_requests: 4096,
+            max_sessions_per_node: 128,
             tls: TlsFiles {
                 ca_cert: ca_dir.join(pki::CA_CERT),
                 cert: coord_dir.join("coord-1.pem"),
@@ -440,6 +444,17 @@ kdf = "fast-insecure"
         }
     }
 
+    /// Holds node `i`'s store writer for `d`, as a hung disk would (S4).
+    pub fn stall_node_store(&self, i: usize, d: Duration) {
+        let node = self.nodes[i]
+            .running
+            .as_ref()
+            .and_then(|r| r.signer.as_ref())
+            .and_then(|w| w.upgrade())
+            .expect("node running");
+        node.store().inner().inject_stall(d).expect("stall");
+    }
+
     /// Stops node `i` (its memory, hence its nonces, is gone).
     pub async fn stop_node(&mut self, i: usize) {
         if let Some(r) = self.nodes[i].running.take() {
@@ -548,7 +563,7 @@ pub fn sha256(bytes: &[u8]) -> Vec<u8> {
 }
 
 async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> Running {
-    // sled releases its lock only once the previous instance is fully dropped.
+    // The store is released only once the previous instance is fully dropped.
     let mut node: Option<Arc<SignerNode>> = None;
     for _ in 0..100 {
         match SignerNode::open(config) {
@@ -560,6 +575,7 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
         }
     }
     let node = node.unwrap_or_else(|| SignerNode::open(config).expect("open node"));
+    let signer = Some(Arc::downgrade(&node));
     let (stop, rx) = oneshot::channel();
     let task = tokio::spawn(node.run(listener, async {
         let _ = rx.await;
@@ -567,6 +583,7 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
     Running {
         stop: Some(stop),
         task,
+        signer,
     }
 }
 
@@ -579,6 +596,7 @@ fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListen
     Running {
         stop: Some(stop),
         task,
+        signer: None,
     }
 }
 

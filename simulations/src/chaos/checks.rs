@@ -79,6 +79,8 @@ pub const GROUP_KEY: &str = "inv6 group-key-agreement";
 pub const SIGNATURES: &str = "C5 signatures-verify";
 /// L1/S1: audit hash chains intact after every kill.
 pub const AUDIT_CHAIN: &str = "L1 audit-chain";
+/// Each node's velocity ledger counts every journaled request exactly once.
+pub const VELOCITY_ONCE: &str = "P1 velocity-counted-once";
 
 /// A checker: reads the record, returns what it found wrong.
 pub type Checker = fn(&RunRecord) -> Vec<Violation>;

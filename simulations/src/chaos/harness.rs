@@ -726,6 +726,13 @@ impl ChaosCluster {
             .map_err(setup("public key package"))
     }
 
+    /// Checks node `id`'s velocity ledger against its journal (node must be down).
+    pub fn check_node_ledger(&self, id: &str) -> Result<(), String> {
+        let store = permafrost_node::store::NodeStore::open(&self.node_data_dir(id))
+            .map_err(|e| format!("open the store: {e}"))?;
+        store.check_ledger()
+    }
+
     fn stored_group(&self, id: &str) -> Result<permafrost_node::store::GroupRecord, SimError> {
         let store = permafrost_node::store::NodeStore::open(&self.node_data_dir(id))
             .map_err(setup("open the node's store"))?;

@@ -34,7 +34,7 @@ use crate::progress::Progress;
 use crate::SimError;
 
 /// Every value `--scenario` takes.
-pub const SCENARIO_NAMES: [&str; 11] = [
+pub const SCENARIO_NAMES: [&str; 12] = [
     "all",
     "lose-n-minus-t",
     "lose-n-minus-t-plus-1",
@@ -46,6 +46,7 @@ pub const SCENARIO_NAMES: [&str; 11] = [
     "dkg-split-view",
     "repair-then-sign",
     "refresh-then-sign",
+    "burst-kill-node",
 ];
 
 /// The scenarios `names` stands for: one name, `all`, or a comma-separated list.

@@ -65,11 +65,15 @@ pub enum Scenario {
     /// Refresh; new shares sign; a share captured before cannot (K6).
     #[value(name = "refresh-then-sign")]
     RefreshThenSign,
+    /// Kill -9 a signer in the middle of a burst of concurrent withdrawals and
+    /// restart it: all sign, one digest per id, velocity counted once (S1, S4).
+    #[value(name = "burst-kill-node")]
+    BurstKillNode,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::LoseNMinusT,
         Scenario::LoseNMinusTPlus1,
         Scenario::KillNodeBetweenRounds,
@@ -80,6 +84,7 @@ impl Scenario {
         Scenario::DkgSplitView,
         Scenario::RepairThenSign,
         Scenario::RefreshThenSign,
+        Scenario::BurstKillNode,
     ];
 
     /// Its command-line name.
@@ -102,6 +107,7 @@ impl Scenario {
             Scenario::DkgSplitView => "dkg",
             Scenario::RepairThenSign => "rep",
             Scenario::RefreshThenSign => "ref",
+            Scenario::BurstKillNode => "bst",
         }
     }
 
@@ -118,6 +124,7 @@ impl Scenario {
             Scenario::DkgSplitView => dkg_split_view(run).await,
             Scenario::RepairThenSign => repair_then_sign(run).await,
             Scenario::RefreshThenSign => refresh_then_sign(run).await,
+            Scenario::BurstKillNode => burst_kill_node(run).await,
         }
     }
 }
@@ -497,6 +504,16 @@ impl Run {
         }
         self.chaos.stop().await;
         self.record.audit_logs = self.chaos.audit_logs();
+        // With every daemon stopped, each node's store can be read: its velocity
+        // ledger must count each journaled request exactly once (P1, S1).
+        for id in self.chaos.node_ids() {
+            if let Err(e) = self.chaos.check_node_ledger(&id) {
+                self.record.scenario_violations.push(Violation::new(
+                    crate::chaos::checks::VELOCITY_ONCE,
+                    format!("{id}: {e}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -521,6 +538,39 @@ async fn lose_n_minus_t(run: &mut Run) -> Result<(), SimError> {
     for v in &victims {
         run.chaos.restart(v).await?;
     }
+    Ok(())
+}
+
+async fn burst_kill_node(run: &mut Run) -> Result<(), SimError> {
+    let all = all_nodes(run);
+    run.create_group(T, &all).await?;
+    let burst = (run.settings.requests * 16).clamp(32, 256);
+    let victim = run.pick_one("victim", &all)?;
+    let mut batch = Vec::new();
+    for _ in 0..burst {
+        let w = run.new_withdrawal()?;
+        batch.push((w.id().to_string(), w.signed));
+    }
+    let custody = run.chaos.custody();
+    let deadline = run.settings.request_deadline;
+    let started = Instant::now();
+    let width = usize::try_from(burst).unwrap_or(256);
+    let load = tokio::spawn(async move { drive_all(&custody, batch, width, deadline).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.step(format!(
+        "kill -9 {victim} in the middle of a burst of {burst} withdrawals"
+    ));
+    run.chaos.kill9(&victim).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.chaos.restart(&victim).await?;
+    let results = load
+        .await
+        .map_err(|e| SimError::Setup(format!("burst task: {e}")))?;
+    for d in &results {
+        run.account(d, started, None);
+    }
+    let signed = results.iter().filter(|d| d.signed()).count();
+    run.step(format!("{signed} of {burst} withdrawals signed"));
     Ok(())
 }
 
