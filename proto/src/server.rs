@@ -51,8 +51,9 @@ const CUT_GRACE: Duration = Duration::from_millis(500);
 const MAX_DRAIN: Duration = Duration::from_secs(4);
 
 /// Connection limits of a server (threats R1, R2). The defaults fit a cluster
-/// of tens of principals and a process with 20,000 file descriptors with
-/// room to spare; every field is documented with its default.
+/// of tens of principals; at the caps a server holds about 1,300 sockets
+/// (256 handshaking + 1024 established), so its RLIMIT_NOFILE should be
+/// above that. Every field is documented with its default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
     /// From accept to a finished TLS handshake; a real client needs a few
@@ -60,17 +61,20 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     /// Connections still in the TLS handshake, all peers together. When
     /// full, the oldest silent one of the busiest peer is evicted: a new
-    /// connection is never refused for this. Default 256.
+    /// connection is never refused for this. Default 1024.
     pub max_handshaking: usize,
     /// Handshaking connections per peer (IPv4 address or IPv6 /64); when
     /// full, that peer's oldest silent (else oldest) handshake is evicted.
-    /// Default 64.
+    /// Default 512: a client opening a few hundred connections at once (one
+    /// per request in flight) must not evict its own handshakes.
     pub max_handshaking_per_peer: usize,
     /// Established (authenticated) connections, all peers together; beyond
-    /// it a new connection is accepted and closed at once. Default 1024.
+    /// it a new connection is accepted and closed at once. Default 4096
+    /// (each costs one descriptor; daemons run with a 20,000 limit or more).
     pub max_established: usize,
-    /// Established connections per peer. Default 256 (tests run every
-    /// principal on 127.0.0.1).
+    /// Established connections per peer. Default 2048: a custody service
+    /// may open a connection per request in flight, and tests and local
+    /// clusters run every principal on 127.0.0.1.
     pub max_established_per_peer: usize,
     /// HTTP/2 streams (concurrent requests) per connection. Default 256.
     pub max_concurrent_streams: u32,
@@ -94,10 +98,10 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(5),
-            max_handshaking: 256,
-            max_handshaking_per_peer: 64,
-            max_established: 1024,
-            max_established_per_peer: 256,
+            max_handshaking: 1024,
+            max_handshaking_per_peer: 512,
+            max_established: 4096,
+            max_established_per_peer: 2048,
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(20),
@@ -338,9 +342,10 @@ async fn accept_loop(listener: TcpListener, gate: Arc<Gate>, mut stop: watch::Re
                 gate.admit(socket, peer);
                 // Let the new handshake tasks read before accepting more:
                 // otherwise a burst of accepts (up to tokio's budget of 128,
-                // above the per-peer cap) evicts connections whose ClientHello
-                // is waiting but unread, and they look as silent as the flood.
-                // Not after every accept: a yield costs milliseconds here.
+                // above the per-peer cap) can evict a client whose ClientHello
+                // arrived after its accept but was not read yet, making it
+                // look as silent as the flood. Not after every accept: that
+                // slowed accepting under flood several-fold in tests here.
                 since_yield += 1;
                 if since_yield >= ACCEPTS_PER_YIELD {
                     since_yield = 0;
@@ -387,7 +392,7 @@ impl Gate {
             tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
         }
         let key = PeerKey::of(peer.ip());
-        let heard = Arc::new(AtomicBool::new(false));
+        let heard = Arc::new(AtomicBool::new(has_bytes_waiting(&socket)));
         let evicted = {
             let mut table = lock(&self.table);
             if !table.can_establish(key) {
@@ -469,6 +474,16 @@ impl Gate {
         // connection is dropped and its slot freed.
         let _ = self.conns.send(Ok(tls)).await;
     }
+}
+
+/// Whether the peer already sent something (its ClientHello), without
+/// consuming it. When the accept loop runs behind, a real client's hello is
+/// waiting by the time it is accepted, while a flood socket's never is; this
+/// marks the client before its handshake task had a chance to read. Asks the
+/// kernel directly: tokio's readiness of a just-accepted socket is not known yet.
+fn has_bytes_waiting(socket: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(socket).peek(&mut byte), Ok(n) if n > 0)
 }
 
 /// A handshake's entry in the table, removed when the handshake task ends.

@@ -508,3 +508,41 @@ async fn shutdown_returns_although_a_request_never_finishes() {
         "the listener is closed after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_idle_established_connection_is_closed() {
+    let pki = Pki::new();
+    let limits = ServerLimits {
+        idle_timeout: Duration::from_millis(500),
+        ..ServerLimits::default()
+    };
+    let server = Running::start(&pki, limits, None).await;
+    let operator = pki.leaf(Role::Operator, "ops-1");
+    let channel = operator
+        .channel(
+            &server.addr.to_string(),
+            SERVER_NAME,
+            Duration::from_secs(5),
+        )
+        .expect("channel");
+    let status = NodeAdminClient::new(channel.clone())
+        .get_status(NodeStatusRequest::default())
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(status.node_id, "ops-1");
+    assert_eq!(server_side_established(server.addr.port()), 1);
+    // The channel stays open but says nothing (keepalive PINGs are 20 s apart).
+    let deadline = Instant::now() + PATIENCE;
+    while server_side_established(server.addr.port()) > 0 {
+        assert!(Instant::now() < deadline, "idle connection never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The client just reconnects.
+    let status = NodeAdminClient::new(channel)
+        .get_status(NodeStatusRequest::default())
+        .await
+        .expect("call after the idle close");
+    assert_eq!(status.into_inner().node_id, "ops-1");
+    server.stop().await.expect("clean stop");
+}

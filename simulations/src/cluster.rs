@@ -155,6 +155,19 @@ pub struct CreateOptions {
     pub manifest_endpoints: BTreeMap<String, String>,
 }
 
+/// Nodes, policy and coordinator settings of a cluster other than the default
+/// five-node one: `bench` starts ten or a hundred nodes with its own policy.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    /// (id, region) of every signer node; empty means [`NODES`].
+    pub nodes: Vec<(String, String)>,
+    /// Policy text written instead of the default warm-1/cold-1 policy.
+    pub policy: Option<String>,
+    /// The coordinator's `round_timeout_ms` (its own default when `None`);
+    /// a 67-of-100 ceremony round takes longer than the default on 2 cores.
+    pub round_timeout_ms: Option<u64>,
+}
+
 /// A running local cluster. Dropping it stops every daemon.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -210,6 +223,8 @@ struct CoordinatorToml<'a> {
     policy: &'a Path,
     custody_keys: Vec<String>,
     health_interval_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    round_timeout_ms: Option<u64>,
     tls: CoordinatorTlsToml<'a>,
 }
 
@@ -315,6 +330,25 @@ impl LocalCluster {
         progress: &Progress,
         options: &CreateOptions,
     ) -> Result<Self, SimError> {
+        Self::create_layout(dir, bins, progress, options, &Layout::default()).await
+    }
+
+    /// [`LocalCluster::create_with`] with other nodes, policy or coordinator settings.
+    pub async fn create_layout(
+        dir: &Path,
+        bins: &Binaries,
+        progress: &Progress,
+        options: &CreateOptions,
+        layout: &Layout,
+    ) -> Result<Self, SimError> {
+        let plans: Vec<(String, String)> = if layout.nodes.is_empty() {
+            NODES
+                .iter()
+                .map(|p| (p.id.to_string(), p.region.to_string()))
+                .collect()
+        } else {
+            layout.nodes.clone()
+        };
         create_dir(dir)?;
         let mut entries = std::fs::read_dir(dir).map_err(|e| SimError::io(dir, e))?;
         if entries.next().is_some() {
@@ -348,14 +382,18 @@ impl LocalCluster {
             approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
         }
         let policy = dir.join("policy.toml");
-        files::write_public(&policy, policy_text(&approver_keys).as_bytes())?;
+        let policy_toml = match &layout.policy {
+            Some(text) => text.clone(),
+            None => policy_text(&approver_keys),
+        };
+        files::write_public(&policy, policy_toml.as_bytes())?;
         progress.step(format!(
             "CA, custody signing key {}…, {} approver keys and the withdrawal policy written",
             &custody_public[..16],
             APPROVERS.len()
         ));
 
-        let ports = free_ports(NODES.len() + 1)?;
+        let ports = free_ports(plans.len() + 1)?;
         let manifest_path = dir.join("manifest.json");
         let local = pki::Extra {
             dns: vec!["localhost".into()],
@@ -364,16 +402,17 @@ impl LocalCluster {
         };
         let mut manifest = ClusterManifest::default();
         let mut node_refs = Vec::new();
-        for (plan, port) in NODES.iter().zip(&ports) {
-            let node_dir = dir.join("nodes").join(plan.id);
+        for ((id, region), port) in plans.iter().zip(&ports) {
+            let (id, region) = (id.as_str(), region.as_str());
+            let node_dir = dir.join("nodes").join(id);
             create_dir(&node_dir)?;
             let passphrase = node_dir.join("passphrase");
             files::write_private(&passphrase, random_hex(32).as_bytes())?;
-            let cert = node_dir.join(format!("{}.pem", plan.id));
+            let cert = node_dir.join(format!("{id}.pem"));
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
             let config = NodeToml {
-                id: plan.id,
-                region: plan.region,
+                id,
+                region,
                 listen,
                 data_dir: &node_dir.join("data"),
                 manifest: &manifest_path,
@@ -392,36 +431,36 @@ impl LocalCluster {
             let config_path = node_dir.join("node.toml");
             files::write_public(&config_path, toml_text(&config, "node config")?.as_bytes())?;
             let info = init_node(&bins.node, &config_path).await?;
-            if info.id != plan.id || info.region != plan.region {
+            if info.id != id || info.region != region {
                 return Err(SimError::Setup(format!(
                     "permafrost-node init for {} reported id {} in {}",
-                    plan.id, info.id, info.region
+                    id, info.id, info.region
                 )));
             }
             // The CA takes only the key from the CSR; role and id come from us.
             pki::issue_to_dir(
                 &ca_dir,
                 Role::Node,
-                plan.id,
+                id,
                 &local,
                 Some(&info.tls_csr),
                 &node_dir,
             )?;
             manifest.nodes.push(ManifestNode {
-                id: NodeId::new(plan.id).map_err(|e| SimError::Setup(e.to_string()))?,
-                region: plan.region.to_string(),
+                id: NodeId::new(id).map_err(|e| SimError::Setup(e.to_string()))?,
+                region: region.to_string(),
                 endpoint: options
                     .manifest_endpoints
-                    .get(plan.id)
+                    .get(id)
                     .cloned()
                     .unwrap_or_else(|| listen.to_string()),
-                tls_server_name: pki::server_name(Role::Node, plan.id),
+                tls_server_name: pki::server_name(Role::Node, id),
                 identity_key: info.identity_key,
                 encryption_key: info.encryption_key,
             });
             node_refs.push(NodeRef {
-                id: plan.id.to_string(),
-                region: plan.region.to_string(),
+                id: id.to_string(),
+                region: region.to_string(),
                 endpoint: listen.to_string(),
             });
         }
@@ -430,7 +469,7 @@ impl LocalCluster {
         files::write_public(&manifest_path, manifest_json.as_bytes())?;
         progress.step(format!(
             "{} nodes initialized (identity, encryption and TLS keys sealed; certificates issued from their CSRs)",
-            NODES.len()
+            plans.len()
         ));
 
         let coord_dir = dir.join("coordinator");
@@ -443,7 +482,7 @@ impl LocalCluster {
             None,
             &coord_dir,
         )?;
-        let coord_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[NODES.len()]));
+        let coord_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[plans.len()]));
         let coord_config = CoordinatorToml {
             id: COORDINATOR_ID,
             listen: coord_listen,
@@ -452,6 +491,7 @@ impl LocalCluster {
             policy: &policy,
             custody_keys: vec![custody_public.clone()],
             health_interval_ms: 500,
+            round_timeout_ms: layout.round_timeout_ms,
             tls: CoordinatorTlsToml {
                 ca_cert: &ca_cert,
                 cert: &coord_dir.join(format!("{COORDINATOR_ID}.pem")),

@@ -1,8 +1,10 @@
 //! `permafrost-sim`: runs a real Permafrost cluster on this machine — every
 //! signer node and the coordinator as its own OS process over mTLS gRPC — for
 //! a one-shot demo (`demo`), as a long-running local cluster (`up`), or under
-//! seeded chaos with lost, slow, partitioned and lying nodes (`chaos`).
+//! seeded chaos with lost, slow, partitioned and lying nodes (`chaos`), or
+//! measured against in-process FROST under load (`bench`).
 
+pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod daemons;
@@ -109,6 +111,8 @@ pub enum SimCommand {
     },
     /// Seeded chaos runs on fresh local clusters; prints runs, signed, refused, safety violations, latency.
     Chaos(chaos::ChaosArgs),
+    /// Latency, throughput, ceremonies, memory and store commits of the real cluster, side by side with in-process FROST.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs one command.
@@ -129,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<(), SimError> {
         .map(|_| ()),
         SimCommand::Up { dir, bin_dir } => up::up(&dir, bin_dir.as_deref()).await,
         SimCommand::Chaos(args) => chaos::command(args).await,
+        SimCommand::Bench(args) => bench::command(args).await,
     }
 }
 
