@@ -165,10 +165,13 @@ pub async fn refresh_key_group(
         .put_group(&record)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    let _ = coord.audit.append(
-        "keygroup_refreshed",
-        serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id}),
-    );
+    coord
+        .audit
+        .append(
+            "keygroup_refreshed",
+            serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id}),
+        )
+        .map_err(crate::audit_failed)?;
     info!(group = %record.name, "refresh committed on every member");
     Ok(record)
 }
@@ -262,10 +265,11 @@ pub async fn create_key_group(
         .put_group(&record)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    let _ = coord.audit.append(
+    coord.audit.append(
         "keygroup_created",
         serde_json::json!({"group": spec.group.as_str(), "tier": spec.tier.as_str(), "threshold": spec.threshold, "members": spec.members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "group_public_key": hex::encode(&record.group_public_key)}),
-    );
+    )
+    .map_err(crate::audit_failed)?;
     info!(group = %spec.group, key = %hex::encode(&record.group_public_key), test_signers = ?signers, "key group active");
     Ok(record)
 }
@@ -421,10 +425,11 @@ pub async fn repair_key_group(
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
     coord.members.revoke(&lost);
-    let _ = coord.audit.append(
+    coord.audit.append(
         "keygroup_repaired",
         serde_json::json!({"group": name.as_str(), "lost": lost.as_str(), "replacement": replacement.as_str(), "helpers": helpers.iter().map(|h| h.as_str()).collect::<Vec<_>>()}),
-    );
+    )
+    .map_err(crate::audit_failed)?;
     info!(group = %name, %lost, %replacement, "repair complete; lost node revoked");
     Ok(record)
 }
@@ -519,10 +524,11 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
         .put_group(&record)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    let _ = coord.audit.append(
+    coord.audit.append(
         "keygroup_adopted",
         serde_json::json!({"group": name.as_str(), "reported_by": voters.iter().map(|v| v.as_str()).collect::<Vec<_>>()}),
-    );
+    )
+    .map_err(crate::audit_failed)?;
     info!(group = %name, reported_by = ?voters, "key group adopted from its members");
     Ok(record)
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tonic::Code;
 use tracing::{info, warn};
 
-use crate::store::{Exclusion, GroupRecord, RequestState};
+use crate::store::{Exclusion, GroupRecord, Reason, RequestState};
 use crate::Coordinator;
 
 /// Longest wait for a round-1 commitment.
@@ -384,9 +384,10 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
         if record.state != RequestState::Pending {
             return Ok(());
         }
-        let fail = |why: String| {
+        let fail = |reason: Reason, why: String| {
             coord.update_request(id, move |r| {
                 r.state = RequestState::Failed;
+                r.reason = reason;
                 r.detail = why;
             })
         };
@@ -395,7 +396,11 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             .group(&request.key_group)
             .map_err(|e| e.to_string())?
         else {
-            return fail(format!("unknown key group {}", request.key_group)).await;
+            return fail(
+                Reason::Failed,
+                format!("unknown key group {}", request.key_group),
+            )
+            .await;
         };
         let now = unix_now();
         if now > request.expires_at {
@@ -407,7 +412,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                     refusals.values().cloned().collect::<Vec<_>>().join("; ")
                 )
             };
-            return fail(why).await;
+            return fail(Reason::Expired, why).await;
         }
         // The coordinator's own reading of the policy: fail fast, or wait for what is missing.
         // An approval whose stored signature is unreadable counts for nothing (fail closed).
@@ -422,14 +427,36 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
         };
         match evaluate(&coord.policy, request, &digest, &approvals, ledger, now) {
             Verdict::Allowed => {}
-            Verdict::Denied(why) => return fail(format!("policy: {why}")).await,
+            Verdict::Denied(denial) => {
+                let rule = denial.rule;
+                return coord
+                    .update_request(id, move |r| {
+                        r.state = RequestState::Failed;
+                        r.reason = Reason::RefusedByPolicy;
+                        r.policy_rule = Some(rule);
+                        r.detail = format!("policy: {denial}");
+                    })
+                    .await;
+            }
             Verdict::Waiting {
                 approvals_missing,
                 time_locked_until,
                 ..
             } => {
                 let detail = waiting_detail(approvals_missing, time_locked_until);
-                coord.update_request(id, |r| r.detail = detail).await?;
+                let reason = if approvals_missing > 0 {
+                    Reason::WaitingForApprovals
+                } else {
+                    Reason::TimeLocked
+                };
+                if record.detail != detail || record.reason != reason {
+                    coord
+                        .update_request(id, move |r| {
+                            r.detail = detail;
+                            r.reason = reason;
+                        })
+                        .await?;
+                }
                 let wait = time_locked_until
                     .map(|t| {
                         Duration::from_secs(t.saturating_sub(now)).max(Duration::from_millis(200))
@@ -466,7 +493,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 "refused: {}",
                 refusals.values().cloned().collect::<Vec<_>>().join("; ")
             );
-            return fail(why).await;
+            return fail(Reason::RefusedBySigners, why).await;
         }
         let Some(signers) = choose_signers(&candidates, t) else {
             if !reprobed {
@@ -479,7 +506,12 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             let detail = format!("below threshold: {} of {t} reachable", candidates.len());
             if record.detail != detail {
                 info!(request = %id, "{detail}");
-                coord.update_request(id, |r| r.detail = detail).await?;
+                coord
+                    .update_request(id, |r| {
+                        r.detail = detail;
+                        r.reason = Reason::BelowThreshold;
+                    })
+                    .await?;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             coord.members.probe_all().await;
@@ -506,16 +538,18 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             Ok(signature) => {
                 let bytes = signature.serialize().map_err(|e| e.to_string())?;
                 info!(request = %id, signers = ?signers, "signed");
-                let _ = coord.audit.append(
+                coord.audit.append(
                     "withdrawal_signed",
                     serde_json::json!({"request": id.as_str(), "digest": digest.to_hex(), "signers": signers.iter().map(|s| s.as_str()).collect::<Vec<_>>()}),
-                );
+                )
+                .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
                 return coord
                     .update_request(id, move |r| {
                         r.attempts += 1;
                         r.signature = bytes;
                         r.signers = signers;
                         r.state = RequestState::Signed;
+                        r.reason = Reason::Signed;
                         r.detail = String::new();
                     })
                     .await;
@@ -542,10 +576,11 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 for mut ev in evidence {
                     ev.request_id = id.to_string();
                     warn!(request = %id, culprit = %ev.node, group = %ev.group, "invalid signature share; member excluded from the group until an operator clears it");
-                    let _ = coord.audit.append(
+                    coord.audit.append(
                         "culprit_excluded",
                         serde_json::json!({"request": id.as_str(), "group": ev.group.as_str(), "node": ev.node.as_str(), "share": ev.share}),
-                    );
+                    )
+                    .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
                     coord.store.exclude(&ev).await.map_err(|e| e.to_string())?;
                     culprits.push(ev.node);
                 }
@@ -555,7 +590,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 warn!(request = %id, error = %e, "attempt failed");
                 other_failures += 1;
                 if other_failures >= 5 {
-                    return fail(e).await;
+                    return fail(Reason::Failed, e).await;
                 }
                 e
             }
@@ -564,6 +599,7 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             .update_request(id, move |r| {
                 r.attempts += 1;
                 r.culprits.extend(culprits);
+                r.reason = Reason::Signing;
                 r.detail = format!(
                     "attempt {} failed ({detail}); retrying on a new subset",
                     r.attempts

@@ -39,6 +39,13 @@ pub enum CoordinatorError {
     Busy(String),
 }
 
+/// The audit log refused a record: the step it would record does not complete (L2).
+pub(crate) fn audit_failed(e: String) -> tonic::Status {
+    tonic::Status::unavailable(format!(
+        "audit log: {e}; the step was not completed without a durable record"
+    ))
+}
+
 /// The running coordinator's state.
 pub struct Coordinator {
     pub(crate) config: CoordinatorConfig,

@@ -11,7 +11,7 @@ use permafrost_proto::{self as pb, ceremony_server::Ceremony, custody_server::Cu
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::store::{ApprovalRecord, GroupRecord, RequestRecord, RequestState};
+use crate::store::{ApprovalRecord, GroupRecord, Reason, RequestRecord, RequestState};
 use crate::{driver, Coordinator, CoordinatorError};
 
 impl From<CoordinatorError> for Status {
@@ -24,6 +24,9 @@ impl From<CoordinatorError> for Status {
         }
     }
 }
+
+/// Metadata key naming the policy rule of a submission refused at once.
+pub const POLICY_RULE_METADATA: &str = "permafrost-policy-rule";
 
 /// Retry hint for a submission refused by admission control.
 const ADMISSION_RETRY: Duration = Duration::from_millis(200);
@@ -75,6 +78,27 @@ fn to_wire_status(
             .collect(),
         approvals_missing,
         time_locked_until,
+        reason: reason_to_wire(r.reason) as i32,
+        policy_rule: r
+            .policy_rule
+            .map(permafrost_proto::convert::policy_rule_to_wire)
+            .unwrap_or(0),
+    }
+}
+
+fn reason_to_wire(reason: Reason) -> pb::WithdrawalReason {
+    use pb::WithdrawalReason as W;
+    match reason {
+        Reason::Accepted => W::Accepted,
+        Reason::Signing => W::Signing,
+        Reason::WaitingForApprovals => W::WaitingForApprovals,
+        Reason::TimeLocked => W::TimeLocked,
+        Reason::BelowThreshold => W::BelowThreshold,
+        Reason::Signed => W::Signed,
+        Reason::RefusedByPolicy => W::RefusedByPolicy,
+        Reason::RefusedBySigners => W::RefusedBySigners,
+        Reason::Expired => W::Expired,
+        Reason::Failed => W::Failed,
     }
 }
 
@@ -134,7 +158,7 @@ impl Coordinator {
             }
             let status = self.status_of(id)?;
             if status.state() == pb::WithdrawalState::Pending
-                && status.detail.starts_with("below threshold")
+                && status.reason() == pb::WithdrawalReason::BelowThreshold
             {
                 return Ok(status);
             }
@@ -247,7 +271,7 @@ impl Custody for CustodyService {
             spent_24h: 0,
             first_seen: Some(now),
         };
-        if let Verdict::Denied(why) = evaluate(
+        if let Verdict::Denied(denial) = evaluate(
             &coord.policy,
             &signed.request,
             &signed.request.digest(),
@@ -255,7 +279,12 @@ impl Custody for CustodyService {
             ledger,
             now,
         ) {
-            return Err(Status::permission_denied(format!("refused: policy: {why}")));
+            let mut status = Status::permission_denied(format!("refused: policy: {denial}"));
+            // The rule, for clients that act on it (never parse the message).
+            if let Ok(rule) = denial.rule.name().parse() {
+                status.metadata_mut().insert(POLICY_RULE_METADATA, rule);
+            }
+            return Err(status);
         }
         let record = RequestRecord {
             v: 1,
@@ -269,7 +298,15 @@ impl Custody for CustodyService {
             culprits: Vec::new(),
             approvals: Vec::new(),
             accepted_at: now,
+            reason: Reason::Accepted,
+            policy_rule: None,
         };
+        // Recorded before it is stored: no stored request without its audit record (L2).
+        coord.audit.append(
+            "withdrawal_submitted",
+            serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": signed.request.amount.to_string(), "destination": signed.request.destination}),
+        )
+        .map_err(crate::audit_failed)?;
         if let Some(raced) = coord.store.insert_request(&id, &record).await? {
             if raced.digest != record.digest {
                 return Err(Status::already_exists(format!(
@@ -277,10 +314,6 @@ impl Custody for CustodyService {
                 )));
             }
         }
-        let _ = coord.audit.append(
-            "withdrawal_submitted",
-            serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": signed.request.amount.to_string(), "destination": signed.request.destination}),
-        );
         Ok(Response::new(coord.wait_for(&id).await?))
     }
 
@@ -330,10 +363,11 @@ impl Custody for CustodyService {
             })
             .await
             .map_err(Status::internal)?;
-        let _ = coord.audit.append(
+        coord.audit.append(
             "approval_added",
             serde_json::json!({"request": id.as_str(), "approver": approval.approver_id, "expires_at": approval.expires_at}),
-        );
+        )
+        .map_err(crate::audit_failed)?;
         coord.approvals_changed.notify_waiters();
         driver::ensure_driver(coord, &id);
         Ok(Response::new(coord.wait_for(&id).await?))
@@ -410,10 +444,11 @@ impl Ceremony for CeremonyService {
                 "{node} is not excluded from {group}"
             )));
         }
-        let _ = self.coord.audit.append(
+        self.coord.audit.append(
             "exclusion_cleared",
             serde_json::json!({"group": group.as_str(), "node": node.as_str(), "operator": operator}),
-        );
+        )
+        .map_err(crate::audit_failed)?;
         Ok(Response::new(self.coord.exclusion_list()?))
     }
 

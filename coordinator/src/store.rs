@@ -43,6 +43,34 @@ pub enum RequestState {
     Failed,
 }
 
+/// Why a request stands where it does (the wire's `WithdrawalReason`):
+/// clients act on this, never on the `detail` text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Stored; signing not started yet.
+    #[default]
+    Accepted,
+    /// A signing attempt runs or is being retried.
+    Signing,
+    /// Approvals are missing.
+    WaitingForApprovals,
+    /// The time-lock still holds.
+    TimeLocked,
+    /// Too few members reachable; signs when they return.
+    BelowThreshold,
+    /// Signed.
+    Signed,
+    /// The policy refuses it for good (`policy_rule` says which rule).
+    RefusedByPolicy,
+    /// Too many members refused it on their own checks.
+    RefusedBySigners,
+    /// Expired before it could be signed.
+    Expired,
+    /// Anything else; `detail` says what.
+    Failed,
+}
+
 /// A withdrawal request and its outcome.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RequestRecord {
@@ -71,6 +99,12 @@ pub struct RequestRecord {
     /// When the coordinator accepted the request (Unix seconds).
     #[serde(default)]
     pub accepted_at: u64,
+    /// Why it stands where it does.
+    #[serde(default)]
+    pub reason: Reason,
+    /// With [`Reason::RefusedByPolicy`]: the rule broken.
+    #[serde(default)]
+    pub policy_rule: Option<permafrost_core::policy::PolicyRule>,
 }
 
 /// An approval as stored.

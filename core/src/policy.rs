@@ -318,13 +318,76 @@ pub struct LedgerView {
     pub first_seen: Option<u64>,
 }
 
+/// The policy rule a refused request broke, for clients to act on without
+/// reading prose.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyRule {
+    /// The policy has no entry for the key group.
+    UnknownGroup,
+    /// The request's tier is not the group's.
+    Tier,
+    /// The asset is not allowed for the group.
+    Asset,
+    /// The destination is not on the group's allowlist.
+    Allowlist,
+    /// The request lives longer than the group allows.
+    Lifetime,
+    /// The amount is over the per-request limit.
+    PerRequestLimit,
+    /// The amount would take the rolling 24 h total over the daily limit.
+    Velocity,
+}
+
+impl PolicyRule {
+    /// Stable snake_case name (in status messages and the wire enum).
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyRule::UnknownGroup => "unknown_group",
+            PolicyRule::Tier => "tier",
+            PolicyRule::Asset => "asset",
+            PolicyRule::Allowlist => "allowlist",
+            PolicyRule::Lifetime => "lifetime",
+            PolicyRule::PerRequestLimit => "per_request_limit",
+            PolicyRule::Velocity => "velocity",
+        }
+    }
+}
+
+/// Why policy refuses a request for good: the rule, and the sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The rule broken.
+    pub rule: PolicyRule,
+    /// What exactly, in words (names the values).
+    pub why: String,
+}
+
+impl Denial {
+    fn new(rule: PolicyRule, why: String) -> Verdict {
+        Verdict::Denied(Denial { rule, why })
+    }
+
+    /// Whether the sentence mentions `text` (for tests and logs).
+    pub fn contains(&self, text: &str) -> bool {
+        self.why.contains(text)
+    }
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// The result of evaluating policy: either everything is met, or what is missing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Every rule holds.
     Allowed,
-    /// The request can never be signed under this policy; the reason names the rule.
-    Denied(String),
+    /// The request can never be signed under this policy; says which rule.
+    Denied(Denial),
     /// The request may become signable: approvals or time are missing.
     Waiting {
         /// Valid distinct approvals still needed.
@@ -346,47 +409,68 @@ pub fn evaluate(
     now: u64,
 ) -> Verdict {
     let Some(group) = policy.group(&request.key_group) else {
-        return Verdict::Denied(format!("no policy for key group {}", request.key_group));
+        return Denial::new(
+            PolicyRule::UnknownGroup,
+            format!("no policy for key group {}", request.key_group),
+        );
     };
     if group.tier != request.tier {
-        return Verdict::Denied(format!(
-            "key group {} is {} by policy; the request says {}",
-            request.key_group, group.tier, request.tier
-        ));
+        return Denial::new(
+            PolicyRule::Tier,
+            format!(
+                "key group {} is {} by policy; the request says {}",
+                request.key_group, group.tier, request.tier
+            ),
+        );
     }
     let Some(limits) = group.assets.get(&request.asset) else {
-        return Verdict::Denied(format!(
-            "asset {} is not allowed for key group {}",
-            request.asset, request.key_group
-        ));
+        return Denial::new(
+            PolicyRule::Asset,
+            format!(
+                "asset {} is not allowed for key group {}",
+                request.asset, request.key_group
+            ),
+        );
     };
     if let Some(allow) = &group.allowlist {
         if !allow.contains(&request.destination) {
-            return Verdict::Denied(format!(
-                "destination {} is not on the allowlist of {}",
-                request.destination, request.key_group
-            ));
+            return Denial::new(
+                PolicyRule::Allowlist,
+                format!(
+                    "destination {} is not on the allowlist of {}",
+                    request.destination, request.key_group
+                ),
+            );
         }
     }
     let lifetime = request.expires_at.saturating_sub(request.created_at);
     if lifetime > group.max_lifetime_secs {
-        return Verdict::Denied(format!(
-            "request lifetime {lifetime}s exceeds the policy maximum {}s",
-            group.max_lifetime_secs
-        ));
+        return Denial::new(
+            PolicyRule::Lifetime,
+            format!(
+                "request lifetime {lifetime}s exceeds the policy maximum {}s",
+                group.max_lifetime_secs
+            ),
+        );
     }
     if request.amount > limits.per_request_max {
-        return Verdict::Denied(format!(
-            "amount {} {} exceeds the per-request limit {}",
-            request.amount, request.asset, limits.per_request_max
-        ));
+        return Denial::new(
+            PolicyRule::PerRequestLimit,
+            format!(
+                "amount {} {} exceeds the per-request limit {}",
+                request.amount, request.asset, limits.per_request_max
+            ),
+        );
     }
     let total = ledger.spent_24h.saturating_add(request.amount);
     if total > limits.daily_max {
-        return Verdict::Denied(format!(
-            "velocity: {} {} already signed in 24h plus {} exceeds the daily limit {}",
-            ledger.spent_24h, request.asset, request.amount, limits.daily_max
-        ));
+        return Denial::new(
+            PolicyRule::Velocity,
+            format!(
+                "velocity: {} {} already signed in 24h plus {} exceeds the daily limit {}",
+                ledger.spent_24h, request.asset, request.amount, limits.daily_max
+            ),
+        );
     }
     // Approvals: counted once per distinct key, never the requester's, unexpired, bound to this digest.
     let needed = policy.approvals_needed(group, limits, request.amount);
@@ -661,7 +745,10 @@ daily_max = "10000000000"
             Verdict::Allowed
         );
         match eval(&f, &r, &[], 149_000_001, r.created_at) {
-            Verdict::Denied(why) => assert!(why.contains("velocity"), "{why}"),
+            Verdict::Denied(why) => {
+                assert!(why.contains("velocity"), "{why}");
+                assert_eq!(why.rule, PolicyRule::Velocity);
+            }
             v => panic!("{v:?}"),
         }
     }
@@ -674,7 +761,10 @@ daily_max = "10000000000"
         r.tier = Tier::Cold;
         let now = r.created_at;
         match eval(&f, &r, &[], 0, now) {
-            Verdict::Denied(why) => assert!(why.contains("allowlist"), "{why}"),
+            Verdict::Denied(why) => {
+                assert!(why.contains("allowlist"), "{why}");
+                assert_eq!(why.rule, PolicyRule::Allowlist);
+            }
             v => panic!("{v:?}"),
         }
         r.destination = "bc1qwarmwallet".into();

@@ -42,6 +42,22 @@ pub fn tier_to_wire(tier: CoreTier) -> i32 {
     }
 }
 
+/// A policy rule on the wire.
+pub fn policy_rule_to_wire(rule: permafrost_core::policy::PolicyRule) -> i32 {
+    use permafrost_core::policy::PolicyRule as R;
+    let wire = match rule {
+        R::UnknownGroup => crate::PolicyRule::UnknownGroup,
+        R::Tier => crate::PolicyRule::Tier,
+        R::Asset => crate::PolicyRule::Asset,
+        R::Allowlist => crate::PolicyRule::Allowlist,
+        R::Lifetime => crate::PolicyRule::Lifetime,
+        R::PerRequestLimit => crate::PolicyRule::PerRequestLimit,
+        R::Velocity => crate::PolicyRule::Velocity,
+        _ => crate::PolicyRule::Unspecified,
+    };
+    wire as i32
+}
+
 impl TryFrom<&WithdrawalRequest> for CoreRequest {
     type Error = Status;
     fn try_from(w: &WithdrawalRequest) -> Result<Self, Status> {

@@ -42,6 +42,10 @@ async fn p1_velocity_split_across_small_withdrawals_refused_past_the_cap_on_ever
         .into_inner();
     assert_eq!(status.state(), WithdrawalState::Failed);
     assert!(status.detail.contains("velocity"), "{}", status.detail);
+    assert_eq!(
+        status.reason(),
+        permafrost_proto::WithdrawalReason::RefusedBySigners
+    );
     // Each node refuses on its own ledger, asked directly.
     let mut clients: Vec<_> = (0..3)
         .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))

@@ -250,6 +250,10 @@ async fn below_threshold_is_reported_fast_and_signed_when_members_return() {
     let elapsed = started.elapsed();
     assert_eq!(status.state(), WithdrawalState::Pending);
     assert_eq!(status.detail, "below threshold: 1 of 2 reachable");
+    assert_eq!(
+        status.reason(),
+        permafrost_proto::WithdrawalReason::BelowThreshold
+    );
     assert!(
         elapsed < std::time::Duration::from_secs(5),
         "took {elapsed:?}"

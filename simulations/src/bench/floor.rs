@@ -63,7 +63,10 @@ fn dealer_keys(
     .map_err(crypto("key generation"))?;
     let mut packages = Vec::new();
     for (id, share) in shares {
-        packages.push((id, KeyPackage::try_from(share).map_err(crypto("key package"))?));
+        packages.push((
+            id,
+            KeyPackage::try_from(share).map_err(crypto("key package"))?,
+        ));
     }
     Ok((packages, public))
 }
@@ -158,9 +161,12 @@ pub fn dkg(threshold: u16, members: u16) -> Result<DkgFloor, SimError> {
     let mut group_key = None;
     for (id, secret2) in &round2_secrets {
         let received = inbox.remove(id).unwrap_or_default();
-        let (_, public) = frost::keys::dkg::part3(secret2, &others(id), &received)
-            .map_err(crypto("part 3"))?;
-        let key = public.verifying_key().serialize().map_err(crypto("group key"))?;
+        let (_, public) =
+            frost::keys::dkg::part3(secret2, &others(id), &received).map_err(crypto("part 3"))?;
+        let key = public
+            .verifying_key()
+            .serialize()
+            .map_err(crypto("group key"))?;
         if group_key.get_or_insert_with(|| key.clone()) != &key {
             return Err(SimError::Verification(
                 "in-process DKG: parties derived different group keys".into(),

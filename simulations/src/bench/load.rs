@@ -214,7 +214,10 @@ pub async fn drive(
                 let status = answer.into_inner();
                 submitted = true;
                 if status.state == pb::WithdrawalState::Signed as i32 {
-                    return (finish(Outcome::Signed, resubmits, busy_retries), Some(status));
+                    return (
+                        finish(Outcome::Signed, resubmits, busy_retries),
+                        Some(status),
+                    );
                 }
                 if status.state == pb::WithdrawalState::Failed as i32 {
                     let outcome = Outcome::Refused(format!(
@@ -236,8 +239,7 @@ pub async fn drive(
                 hint + hint.mul_f64(rand::thread_rng().gen_range(0.0..0.5))
             }
             Ok(Err(status))
-                if unreachable(status.code())
-                    || (submitted && status.code() == Code::NotFound) =>
+                if unreachable(status.code()) || (submitted && status.code() == Code::NotFound) =>
             {
                 // Whatever the coordinator kept, the same request returns the same outcome.
                 resubmits += 1;
@@ -326,9 +328,7 @@ pub async fn run_level(
     }
     let mut finished = Vec::with_capacity(count);
     while let Some(joined) = workers.join_next().await {
-        finished.extend(
-            joined.map_err(|e| SimError::Setup(format!("a load worker failed: {e}")))?,
-        );
+        finished.extend(joined.map_err(|e| SimError::Setup(format!("a load worker failed: {e}")))?);
     }
     let wall = started.elapsed();
     let mut report = LevelReport {

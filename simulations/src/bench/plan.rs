@@ -306,7 +306,10 @@ mod tests {
     #[test]
     fn quick_is_small_and_explicit_flags_win() {
         let q = BenchPlan::quick(None).expect("quick plan");
-        assert_eq!((q.sequential, q.levels.clone(), q.requests_at(8)), (20, vec![8], 20));
+        assert_eq!(
+            (q.sequential, q.levels.clone(), q.requests_at(8)),
+            (20, vec![8], 20)
+        );
         assert_eq!(q.dkg, vec![GroupShape::new(2, 3)]);
         let full = BenchPlan::from_args(&BenchArgs::default()).expect("defaults");
         assert_eq!(full.levels, vec![8, 64, 256]);

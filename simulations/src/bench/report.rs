@@ -185,7 +185,9 @@ impl BenchReport {
             ),
             target(
                 "throughput at 64 in flight / in-process single-thread rate",
-                at(64).map(|r| crate::bench::run::ratio(r.throughput_per_sec, self.floor.rate_per_sec)),
+                at(64).map(|r| {
+                    crate::bench::run::ratio(r.throughput_per_sec, self.floor.rate_per_sec)
+                }),
                 &format!(">= {THROUGHPUT_TARGET_SHARE}"),
                 |v| v >= THROUGHPUT_TARGET_SHARE,
             ),
@@ -201,7 +203,12 @@ impl BenchReport {
             |v| v == 0.0,
         ));
         if let Some(s) = &self.soak {
-            out.push(target("soak: hangs", Some(s.totals.hangs as f64), "= 0", |v| v == 0.0));
+            out.push(target(
+                "soak: hangs",
+                Some(s.totals.hangs as f64),
+                "= 0",
+                |v| v == 0.0,
+            ));
             out.push(target(
                 "soak: unexplained errors",
                 Some(s.totals.errors as f64),
@@ -210,7 +217,9 @@ impl BenchReport {
             ));
             out.push(target(
                 "soak: p99 / p50",
-                (s.totals.ok > 0).then(|| crate::bench::run::ratio(s.totals.latency.p99_ms, s.totals.latency.p50_ms)),
+                (s.totals.ok > 0).then(|| {
+                    crate::bench::run::ratio(s.totals.latency.p99_ms, s.totals.latency.p50_ms)
+                }),
                 &format!("<= {SOAK_TAIL_RATIO}"),
                 |v| v <= SOAK_TAIL_RATIO,
             ));
@@ -233,7 +242,11 @@ impl BenchReport {
             "\nPermafrost bench, {} (UTC), {} CPUs ({}), kernel {}, {:.0} s in all",
             date(self.started_at_unix),
             m.cpus,
-            if m.cpu_model.is_empty() { "unknown CPU" } else { &m.cpu_model },
+            if m.cpu_model.is_empty() {
+                "unknown CPU"
+            } else {
+                &m.cpu_model
+            },
             m.kernel,
             self.total_secs
         );
@@ -257,7 +270,9 @@ impl BenchReport {
             l.group_name,
             l.members.join(",")
         );
-        o.push_str(&level_table(std::iter::once(&l.sequential).chain(&l.levels)));
+        o.push_str(&level_table(
+            std::iter::once(&l.sequential).chain(&l.levels),
+        ));
         let _ = writeln!(
             o,
             "  p50 at 1 in flight = {:.2}x the in-process p50",
@@ -275,7 +290,10 @@ impl BenchReport {
                 mib(after.and_then(|a| a.rss_kib))
             );
         }
-        for (title, phase) in [("Key ceremonies", Some(&self.ceremonies)), ("Large group (--large)", self.large.as_ref())] {
+        for (title, phase) in [
+            ("Key ceremonies", Some(&self.ceremonies)),
+            ("Large group (--large)", self.large.as_ref()),
+        ] {
             if let Some(p) = phase {
                 o.push_str(&ceremony_block(title, p));
             }
@@ -283,15 +301,24 @@ impl BenchReport {
         if let Some(s) = &self.soak {
             o.push_str(&s.render());
         }
-        let _ = writeln!(o, "\nTargets (ratios to the in-process floor measured in this run)");
+        let _ = writeln!(
+            o,
+            "\nTargets (ratios to the in-process floor measured in this run)"
+        );
         for t in &self.targets {
             let verdict = match t.pass {
                 Some(true) => "PASS",
                 Some(false) => "FAIL",
                 None => " -- ",
             };
-            let value = t.value.map_or("not measured".to_string(), |v| format!("{v:.3}"));
-            let _ = writeln!(o, "  {verdict}  {:<72} {value} (target {})", t.name, t.limit);
+            let value = t
+                .value
+                .map_or("not measured".to_string(), |v| format!("{v:.3}"));
+            let _ = writeln!(
+                o,
+                "  {verdict}  {:<72} {value} (target {})",
+                t.name, t.limit
+            );
         }
         if !self.notes.is_empty() {
             let _ = writeln!(o, "\nNotes");
@@ -311,7 +338,10 @@ pub fn level_table<'a>(rows: impl Iterator<Item = &'a LevelReport>) -> String {
     );
     for r in rows {
         let (cps, batch) = match &r.store {
-            Some(s) => (format!("{:.0}", s.commits_per_sec), format!("{:.2}", s.mean_batch)),
+            Some(s) => (
+                format!("{:.0}", s.commits_per_sec),
+                format!("{:.2}", s.mean_batch),
+            ),
             None => ("n/a".into(), "n/a".into()),
         };
         let _ = writeln!(
@@ -341,13 +371,22 @@ pub fn level_table<'a>(rows: impl Iterator<Item = &'a LevelReport>) -> String {
 
 fn ceremony_block(title: &str, p: &CeremonyPhase) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "\n{title}: DKG through the coordinator's Ceremony API, {}-node cluster", p.nodes);
+    let _ = writeln!(
+        o,
+        "\n{title}: DKG through the coordinator's Ceremony API, {}-node cluster",
+        p.nodes
+    );
     for c in &p.ceremonies {
         let floor = match (c.floor_ms, c.ratio) {
             (Some(f), Some(r)) => format!("in-process {f:.1} ms, {r:.1}x"),
             _ => "in-process not timed".into(),
         };
-        let _ = writeln!(o, "  {:<9} {:>10.1} ms   ({floor})", c.shape.to_string(), c.ms);
+        let _ = writeln!(
+            o,
+            "  {:<9} {:>10.1} ms   ({floor})",
+            c.shape.to_string(),
+            c.ms
+        );
     }
     if let Some(w) = &p.wide {
         let s = &w.signatures;
@@ -380,7 +419,9 @@ fn health_line(h: &[NodeHealth]) -> String {
         .map(|n| match (&n.error, n.healthy) {
             (Some(e), _) => format!("{}: no answer ({e})", n.node),
             (None, Some(true)) => format!("{} ok", n.node),
-            (None, Some(false)) if n.unhealthy_reason.is_empty() => format!("{} NOT HEALTHY", n.node),
+            (None, Some(false)) if n.unhealthy_reason.is_empty() => {
+                format!("{} NOT HEALTHY", n.node)
+            }
             (None, Some(false)) => format!("{} NOT HEALTHY: {}", n.node, n.unhealthy_reason),
             (None, None) => format!("{} ?", n.node),
         })

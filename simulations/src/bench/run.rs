@@ -96,27 +96,71 @@ async fn phases(
     };
     let large_floor = match plan.large {
         Some(s) => {
-            progress.step(format!("floor: in-process FROST {s} ({} signatures)", plan.large_signatures));
+            progress.step(format!(
+                "floor: in-process FROST {s} ({} signatures)",
+                plan.large_signatures
+            ));
             Some(signing_floor(s, plan.large_signatures.max(1)).await?)
         }
         None => None,
     };
 
     let mut names: Vec<String> = vec![plan.group.group_name("bench")];
-    names.extend(plan.dkg.iter().chain(&plan.large).map(|s| s.group_name("dkg")));
+    names.extend(
+        plan.dkg
+            .iter()
+            .chain(&plan.large)
+            .map(|s| s.group_name("dkg")),
+    );
     let policy = bench_policy(&names);
 
     // The load cluster: five nodes, as `up` builds it.
-    let mut cluster = start(&root.join("load"), bins, progress, 5, &policy, None, READY_TIMEOUT).await?;
+    let mut cluster = start(
+        &root.join("load"),
+        bins,
+        progress,
+        5,
+        &policy,
+        None,
+        READY_TIMEOUT,
+    )
+    .await?;
     let load = load_phase(plan, &mut cluster, &main_floor, progress).await?;
     let dkg_nodes = plan.dkg.iter().map(|s| s.members).max().unwrap_or(0);
     let ceremonies = if usize::from(dkg_nodes) <= cluster.file.nodes.len() {
-        ceremony_phase(plan, &plan.dkg, &cluster, &dkg_floors, wide_floor.as_ref(), plan.wide_signatures, progress).await?
+        ceremony_phase(
+            plan,
+            &plan.dkg,
+            &cluster,
+            &dkg_floors,
+            wide_floor.as_ref(),
+            plan.wide_signatures,
+            progress,
+        )
+        .await?
     } else {
         cluster.stop();
         drop(cluster);
-        let c = start(&root.join("dkg"), bins, progress, dkg_nodes, &policy, None, READY_TIMEOUT).await?;
-        ceremony_phase(plan, &plan.dkg, &c, &dkg_floors, wide_floor.as_ref(), plan.wide_signatures, progress).await?
+        let c = start(
+            &root.join("dkg"),
+            bins,
+            progress,
+            dkg_nodes,
+            &policy,
+            None,
+            READY_TIMEOUT,
+        )
+        .await?;
+        ceremony_phase(
+            plan,
+            &plan.dkg,
+            &c,
+            &dkg_floors,
+            wide_floor.as_ref(),
+            plan.wide_signatures,
+            progress,
+        )
+        .await?
     };
     let large = match (plan.large, &large_floor) {
         (Some(shape), Some(f)) => {
@@ -130,13 +174,33 @@ async fn phases(
                 LARGE_READY_TIMEOUT,
             )
             .await?;
-            Some(ceremony_phase(plan, &[shape], &c, &[], Some(f), plan.large_signatures, progress).await?)
+            Some(
+                ceremony_phase(
+                    plan,
+                    &[shape],
+                    &c,
+                    &[],
+                    Some(f),
+                    plan.large_signatures,
+                    progress,
+                )
+                .await?,
+            )
         }
         _ => None,
     };
     let soak = match plan.soak {
         Some(duration) => {
-            let mut c = start(&root.join("soak"), bins, progress, 5, &policy, None, READY_TIMEOUT).await?;
+            let mut c = start(
+                &root.join("soak"),
+                bins,
+                progress,
+                5,
+                &policy,
+                None,
+                READY_TIMEOUT,
+            )
+            .await?;
             let group = create_group(&c, plan.group, &main_members(plan.group), progress).await?;
             let w = workload(&c, &group, plan)?;
             // The last member: the others still make a quorum while it is down.
@@ -189,7 +253,10 @@ async fn load_phase(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = probe::rss(cluster);
     let health_before = probe.health().await;
-    progress.step(format!("{} sequential withdrawals (1 in flight)", plan.sequential));
+    progress.step(format!(
+        "{} sequential withdrawals (1 in flight)",
+        plan.sequential
+    ));
     let sequential = measured(&w, &probe, "c1", 1, plan.sequential).await?;
     progress.step(level_line(&sequential));
     let mut levels = Vec::new();
@@ -247,7 +314,10 @@ async fn ceremony_phase(
             floor_ms,
             ratio: floor_ms.map(|f| ratio(ms, f)),
         });
-        if widest.as_ref().is_none_or(|(s, _)| s.members < shape.members) {
+        if widest
+            .as_ref()
+            .is_none_or(|(s, _)| s.members < shape.members)
+        {
             widest = Some((shape, group));
         }
     }
@@ -255,7 +325,8 @@ async fn ceremony_phase(
         (Some((shape, group)), Some(f)) if wide_count > 0 => {
             let w = workload(cluster, &group, plan)?;
             progress.step(format!("{wide_count} sequential {shape} withdrawals"));
-            let signatures = load::run_level(&w, &format!("w{}", shape.members), 1, wide_count).await?;
+            let signatures =
+                load::run_level(&w, &format!("w{}", shape.members), 1, wide_count).await?;
             progress.step(level_line(&signatures));
             Some(WideSignatures {
                 shape,
@@ -293,7 +364,13 @@ async fn measured(
 pub fn level_line(r: &LevelReport) -> String {
     format!(
         "  {} ok, {} refused, {} errors, {} hangs; p50 {:.2} ms, p99 {:.2} ms, {:.0}/s",
-        r.ok, r.refused, r.errors, r.hangs, r.latency.p50_ms, r.latency.p99_ms, r.throughput_per_sec
+        r.ok,
+        r.refused,
+        r.errors,
+        r.hangs,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.throughput_per_sec
     )
 }
 
@@ -330,13 +407,23 @@ async fn start(
 ) -> Result<LocalCluster, SimError> {
     let layout = Layout {
         nodes: (1..=nodes)
-            .map(|i| (format!("n{i}"), REGIONS[usize::from(i - 1) % REGIONS.len()].to_string()))
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    REGIONS[usize::from(i - 1) % REGIONS.len()].to_string(),
+                )
+            })
             .collect(),
         policy: Some(policy.to_string()),
         round_timeout_ms,
     };
-    progress.step(format!("starting a {nodes}-node cluster in {}", dir.display()));
-    let mut c = LocalCluster::create_layout(dir, bins, progress, &CreateOptions::default(), &layout).await?;
+    progress.step(format!(
+        "starting a {nodes}-node cluster in {}",
+        dir.display()
+    ));
+    let mut c =
+        LocalCluster::create_layout(dir, bins, progress, &CreateOptions::default(), &layout)
+            .await?;
     c.wait_ready(ready, progress).await?;
     Ok(c)
 }
@@ -385,15 +472,29 @@ async fn create_group_named(
     // A 67-of-100 ceremony takes minutes here; the default call deadline is two.
     let mut operator = cluster.operator.clone();
     operator.timeout = Duration::from_secs(1800);
-    let group = client::create_key_group(&operator, &name, Tier::Warm, u32::from(shape.threshold), &members).await?;
+    let group = client::create_key_group(
+        &operator,
+        &name,
+        Tier::Warm,
+        u32::from(shape.threshold),
+        &members,
+    )
+    .await?;
     if !group.active {
-        return Err(SimError::Verification(format!("key group {} is not active", group.name)));
+        return Err(SimError::Verification(format!(
+            "key group {} is not active",
+            group.name
+        )));
     }
     Ok(group)
 }
 
 /// The load's clients: `plan.connections` separate mTLS connections as the custody service.
-fn workload(cluster: &LocalCluster, group: &pb::KeyGroup, plan: &BenchPlan) -> Result<Workload, SimError> {
+fn workload(
+    cluster: &LocalCluster,
+    group: &pb::KeyGroup,
+    plan: &BenchPlan,
+) -> Result<Workload, SimError> {
     let custody = (0..plan.connections)
         .map(|_| cluster.custody.custody())
         .collect::<Result<Vec<_>, _>>()?;
@@ -436,7 +537,10 @@ mod tests {
         let name = GroupName::new("dkg-67of100").expect("name");
         let group = policy.group(&name).expect("group present");
         let asset = group.assets.get("BTC").expect("BTC limits");
-        assert_eq!(policy.approvals_needed(group, asset, crate::bench::BENCH_AMOUNT_SATS), 0);
+        assert_eq!(
+            policy.approvals_needed(group, asset, crate::bench::BENCH_AMOUNT_SATS),
+            0
+        );
     }
 
     #[test]

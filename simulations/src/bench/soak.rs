@@ -133,7 +133,8 @@ pub async fn soak(
                     Ok(p) => p,
                     Err(e) => {
                         part.errors += 1;
-                        part.problems.push(format!("error: cannot build request {i}: {e}"));
+                        part.problems
+                            .push(format!("error: cannot build request {i}: {e}"));
                         break;
                     }
                 };
@@ -176,7 +177,8 @@ pub async fn soak(
     };
     let mut latencies = Vec::new();
     while let Some(joined) = workers.join_next().await {
-        let (part, l) = joined.map_err(|e| SimError::Setup(format!("a soak worker failed: {e}")))?;
+        let (part, l) =
+            joined.map_err(|e| SimError::Setup(format!("a soak worker failed: {e}")))?;
         merge(&mut totals, part);
         latencies.extend(l);
     }
@@ -320,7 +322,11 @@ impl SoakReport {
                 k.daemon, k.pid, k.killed_at_secs, k.restarted_at_secs, k.new_pid
             );
         }
-        let _ = writeln!(o, "  RSS (MiB) at {:.0}s -> end:", self.rss_baseline_at_secs);
+        let _ = writeln!(
+            o,
+            "  RSS (MiB) at {:.0}s -> end:",
+            self.rss_baseline_at_secs
+        );
         for g in &self.rss_growth {
             let change = match (g.growth_pct, g.restarted) {
                 (_, true) => "restarted after the baseline".to_string(),

@@ -120,7 +120,7 @@ pub async fn drive(
                 submitted = true;
                 let state = status.state;
                 if out.below_threshold_after.is_none()
-                    && status.detail.starts_with("below threshold")
+                    && status.reason() == pb::WithdrawalReason::BelowThreshold
                 {
                     out.below_threshold_after = Some(started.elapsed());
                 }
