@@ -24,19 +24,63 @@ use crate::config::CoordinatorConfig;
 use crate::members::Members;
 use crate::store::CoordinatorStore;
 
-/// Errors of the coordinator, named for who is at fault.
+/// Errors of the coordinator, named for who is at fault and what the caller can do.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     /// The configuration is wrong; the message names the field and value.
     #[error("config: {0}")]
     Config(String),
+    /// The caller sent something malformed; names the field.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The caller may not do this (or policy refuses it).
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+    /// A member node misbehaved; the culprit is named.
+    #[error("{culprit} misbehaved: {reason}")]
+    PeerMisbehaved {
+        /// The node at fault.
+        culprit: permafrost_core::NodeId,
+        /// What it did.
+        reason: String,
+    },
     /// The store failed or holds data this build cannot read.
     #[error("storage: {0}")]
     Storage(String),
+    /// A dependency (the audit log, the network, too few members) is unavailable; retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The coordinator is at capacity; retry after a short wait.
     #[error("busy: {0}")]
     Busy(String),
+    /// A bug: an internal invariant did not hold.
+    #[error("internal error (a bug): {0}")]
+    Bug(String),
+}
+
+impl CoordinatorError {
+    /// The status a client gets: one mapping for every service.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic::Status;
+        match self {
+            CoordinatorError::Busy(what) => {
+                permafrost_proto::backpressure::busy(what, service::ADMISSION_RETRY)
+            }
+            CoordinatorError::InvalidInput { .. } => Status::invalid_argument(self.to_string()),
+            CoordinatorError::NotAuthorized(_) => Status::permission_denied(self.to_string()),
+            CoordinatorError::PeerMisbehaved { .. } => Status::aborted(self.to_string()),
+            CoordinatorError::Unavailable(_) => Status::unavailable(self.to_string()),
+            CoordinatorError::Config(_)
+            | CoordinatorError::Storage(_)
+            | CoordinatorError::Bug(_) => Status::internal(self.to_string()),
+        }
+    }
 }
 
 /// The audit log refused a record: the step it would record does not complete (L2).
@@ -178,6 +222,11 @@ impl Coordinator {
             .map_err(|e| e.to_string())
     }
 
+    /// The coordinator's store (health, counters; tests inject faults through it).
+    pub fn store(&self) -> &CoordinatorStore {
+        &self.store
+    }
+
     /// Runs `task` in the background, tracked so shutdown can stop it.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -224,7 +273,7 @@ impl Coordinator {
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), String> {
+    ) -> Result<(), CoordinatorError> {
         use permafrost_core::Role;
         use permafrost_proto::auth::RequireRole;
         use permafrost_proto::{ceremony_server::CeremonyServer, custody_server::CustodyServer};
@@ -278,6 +327,6 @@ impl Coordinator {
         {
             tracing::error!(error = %e, "audit log: cannot record shutdown");
         }
-        result
+        result.map_err(CoordinatorError::Unavailable)
     }
 }

@@ -1,9 +1,8 @@
 //! `permafrost-coordinator run --config FILE`: the coordinator daemon.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
-use permafrost_coordinator::{config::CoordinatorConfig, Coordinator};
+use permafrost_coordinator::{config::CoordinatorConfig, Coordinator, CoordinatorError};
+use permafrost_proto::daemon;
 
 #[derive(Parser)]
 #[command(
@@ -21,33 +20,21 @@ enum Command {
     /// Run until SIGINT/SIGTERM.
     Run {
         #[arg(long)]
-        config: PathBuf,
+        config: std::path::PathBuf,
     },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    permafrost_proto::tls::install_crypto_provider();
-    permafrost_proto::logging::init();
     let Command::Run { config } = Cli::parse().command;
-    let result = async {
-        let config = CoordinatorConfig::load(&config).map_err(|e| e.to_string())?;
-        let addr = config.listen;
-        let coord = Coordinator::open(config).map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind(addr)
+    daemon::main("permafrost-coordinator", async move {
+        let config = CoordinatorConfig::load(&config)?;
+        let listener = daemon::bind(config.listen)
             .await
-            .map_err(|e| format!("listen = {addr}: {e}"))?;
-        tracing::info!(%addr, "coordinator serving");
-        coord
-            .run(listener, permafrost_proto::logging::shutdown_signal())
+            .map_err(CoordinatorError::Config)?;
+        Coordinator::open(config)?
+            .run(listener, daemon::shutdown_signal())
             .await
-    }
-    .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("permafrost-coordinator: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
+    .await
 }

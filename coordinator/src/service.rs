@@ -16,12 +16,7 @@ use crate::{driver, Coordinator, CoordinatorError};
 
 impl From<CoordinatorError> for Status {
     fn from(e: CoordinatorError) -> Status {
-        match &e {
-            CoordinatorError::Busy(what) => {
-                permafrost_proto::backpressure::busy(what, ADMISSION_RETRY)
-            }
-            _ => Status::internal(e.to_string()),
-        }
+        e.to_status()
     }
 }
 
@@ -29,7 +24,7 @@ impl From<CoordinatorError> for Status {
 pub const POLICY_RULE_METADATA: &str = "permafrost-policy-rule";
 
 /// Retry hint for a submission refused by admission control.
-const ADMISSION_RETRY: Duration = Duration::from_millis(200);
+pub(crate) const ADMISSION_RETRY: Duration = Duration::from_millis(200);
 
 fn to_wire_status(
     id: &RequestId,

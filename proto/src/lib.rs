@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod backpressure;
 pub mod convert;
+pub mod daemon;
 pub mod logging;
 pub mod server;
 pub mod tls;
