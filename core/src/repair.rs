@@ -348,3 +348,6 @@ pub fn replacement_receive(
     }
     Ok(key_package)
 }
+
+#[cfg(test)]
+mod tests;

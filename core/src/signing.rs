@@ -4,13 +4,17 @@
 //! [`AuthorizedWithdrawal`] or the activation test of a freshly generated
 //! group. The message inside the coordinator's signing package must equal the
 //! message the node derived itself (X1, RFC 9591 §7.7: signers are not oracles).
+//!
+//! Everything here is generic over frost's [`Ciphersuite`], so one signing
+//! path serves FROST(secp256k1, SHA-256) today and a BIP340 suite next; the
+//! daemons call it with `frost-secp256k1` types.
 
 use std::collections::BTreeMap;
 
-use frost_secp256k1::keys::{KeyPackage, PublicKeyPackage};
-use frost_secp256k1::round1::SigningNonces;
-use frost_secp256k1::round2::SignatureShare;
-use frost_secp256k1::{Identifier, Signature, SigningPackage};
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use frost_core::round1::SigningNonces;
+use frost_core::round2::SignatureShare;
+use frost_core::{Ciphersuite, Identifier, Signature, SigningPackage};
 use sha2::{Digest, Sha256};
 
 use crate::authz::AuthorizedWithdrawal;
@@ -35,9 +39,9 @@ pub struct ActivationTarget {
 
 impl ActivationTarget {
     /// Builds the target for a pending group; refuses an active one, which has no business signing tests.
-    pub fn for_pending_group(
+    pub fn for_pending_group<C: Ciphersuite>(
         group: &GroupName,
-        public_key_package: &PublicKeyPackage,
+        public_key_package: &PublicKeyPackage<C>,
         active: bool,
     ) -> Result<Self, CoreError> {
         if active {
@@ -78,24 +82,24 @@ impl SigningTarget {
 ///
 /// `nonces` is taken by value: the caller has already removed it from its pool
 /// (N1), and it is dropped (zeroized) here whatever the outcome.
-pub fn compute_share(
+pub fn compute_share<C: Ciphersuite>(
     target: &SigningTarget,
-    package: &SigningPackage,
-    nonces: SigningNonces,
-    key_package: &KeyPackage,
-) -> Result<SignatureShare, CoreError> {
+    package: &SigningPackage<C>,
+    nonces: SigningNonces<C>,
+    key_package: &KeyPackage<C>,
+) -> Result<SignatureShare<C>, CoreError> {
     check_package(target, package, &nonces, key_package)?;
-    frost_secp256k1::round2::sign(package, &nonces, key_package)
+    frost_core::round2::sign(package, &nonces, key_package)
         .map_err(|e| CoreError::Frost(e.to_string()))
 }
 
 /// The checks [`compute_share`] makes on the coordinator's signing package,
 /// callable first so a node can refuse before journaling anything.
-pub fn check_package(
+pub fn check_package<C: Ciphersuite>(
     target: &SigningTarget,
-    package: &SigningPackage,
-    nonces: &SigningNonces,
-    key_package: &KeyPackage,
+    package: &SigningPackage<C>,
+    nonces: &SigningNonces<C>,
+    key_package: &KeyPackage<C>,
 ) -> Result<(), CoreError> {
     if package.message().as_slice() != target.message() {
         return Err(CoreError::refused(
@@ -122,20 +126,20 @@ pub fn check_package(
 
 /// Outcome of an aggregation attempt.
 #[derive(Debug)]
-pub enum AggregateError {
+pub enum AggregateError<C: Ciphersuite> {
     /// These signers sent invalid shares (C1).
-    InvalidShares(Vec<Identifier>),
+    InvalidShares(Vec<Identifier<C>>),
     /// Anything else (missing shares, bad package).
     Other(String),
 }
 
 /// Aggregates shares (RFC 9591 §5.3) and verifies the result against the group key (C5).
-pub fn aggregate(
-    package: &SigningPackage,
-    shares: &BTreeMap<Identifier, SignatureShare>,
-    public_key_package: &PublicKeyPackage,
-) -> Result<Signature, AggregateError> {
-    match frost_secp256k1::aggregate(package, shares, public_key_package) {
+pub fn aggregate<C: Ciphersuite>(
+    package: &SigningPackage<C>,
+    shares: &BTreeMap<Identifier<C>, SignatureShare<C>>,
+    public_key_package: &PublicKeyPackage<C>,
+) -> Result<Signature<C>, AggregateError<C>> {
+    match frost_core::aggregate(package, shares, public_key_package) {
         Ok(sig) => {
             public_key_package
                 .verifying_key()
@@ -147,3 +151,6 @@ pub fn aggregate(
         Err(e) => Err(AggregateError::Other(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests;
