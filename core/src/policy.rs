@@ -365,7 +365,7 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn new(rule: PolicyRule, why: String) -> Verdict {
+    fn verdict(rule: PolicyRule, why: String) -> Verdict {
         Verdict::Denied(Denial { rule, why })
     }
 
