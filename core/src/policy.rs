@@ -409,13 +409,13 @@ pub fn evaluate(
     now: u64,
 ) -> Verdict {
     let Some(group) = policy.group(&request.key_group) else {
-        return Denial::new(
+        return Denial::verdict(
             PolicyRule::UnknownGroup,
             format!("no policy for key group {}", request.key_group),
         );
     };
     if group.tier != request.tier {
-        return Denial::new(
+        return Denial::verdict(
             PolicyRule::Tier,
             format!(
                 "key group {} is {} by policy; the request says {}",
@@ -424,7 +424,7 @@ pub fn evaluate(
         );
     }
     let Some(limits) = group.assets.get(&request.asset) else {
-        return Denial::new(
+        return Denial::verdict(
             PolicyRule::Asset,
             format!(
                 "asset {} is not allowed for key group {}",
@@ -434,7 +434,7 @@ pub fn evaluate(
     };
     if let Some(allow) = &group.allowlist {
         if !allow.contains(&request.destination) {
-            return Denial::new(
+            return Denial::verdict(
                 PolicyRule::Allowlist,
                 format!(
                     "destination {} is not on the allowlist of {}",
@@ -445,7 +445,7 @@ pub fn evaluate(
     }
     let lifetime = request.expires_at.saturating_sub(request.created_at);
     if lifetime > group.max_lifetime_secs {
-        return Denial::new(
+        return Denial::verdict(
             PolicyRule::Lifetime,
             format!(
                 "request lifetime {lifetime}s exceeds the policy maximum {}s",
@@ -454,7 +454,7 @@ pub fn evaluate(
         );
     }
     if request.amount > limits.per_request_max {
-        return Denial::new(
+        return Denial::verdict(
             PolicyRule::PerRequestLimit,
             format!(
                 "amount {} {} exceeds the per-request limit {}",
@@ -464,7 +464,7 @@ pub fn evaluate(
     }
     let total = ledger.spent_24h.saturating_add(request.amount);
     if total > limits.daily_max {
-        return Denial::new(
+        return Denial::verdict(
             PolicyRule::Velocity,
             format!(
                 "velocity: {} {} already signed in 24h plus {} exceeds the daily limit {}",
