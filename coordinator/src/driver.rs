@@ -365,7 +365,13 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
     let request = &signed.request;
     let digest = request.digest();
     // Best effort, in the background: a partitioned member must not delay signing.
-    {
+    // Only a time-locked group needs it (it starts each node's own clock); for
+    // the others it would be one more verification and commit per member.
+    let time_locked = coord
+        .policy
+        .group(&request.key_group)
+        .is_none_or(|g| g.time_lock_secs > 0);
+    if time_locked {
         let announcer = coord.clone();
         let group = request.key_group.clone();
         let wire = wire.clone();

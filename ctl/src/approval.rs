@@ -15,7 +15,7 @@ use permafrost_core::{GroupName, RequestId, Tier};
 use permafrost_proto as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{from_now, state_name};
+use crate::display::{from_now, state_name};
 use crate::{files, CtlError};
 
 /// A withdrawal request as handed to approvers (JSON): every field of the
@@ -110,7 +110,7 @@ impl RequestFile {
     /// Writes the file (public: it holds no secret).
     pub fn write(&self, path: &Path) -> Result<(), CtlError> {
         let json = serde_json::to_string_pretty(self)
-            .map_err(|e| CtlError::Config(format!("cannot encode the request file: {e}")))?;
+            .map_err(|e| CtlError::Bug(format!("cannot encode the request file: {e}")))?;
         files::write_public(path, format!("{json}\n").as_bytes())
     }
 
@@ -118,10 +118,10 @@ impl RequestFile {
     pub fn read(path: &Path) -> Result<WithdrawalRequest, CtlError> {
         let text = files::read_text(path)?;
         let file: RequestFile = serde_json::from_str(&text).map_err(|e| {
-            CtlError::Config(format!("{} is not a request file: {e}", path.display()))
+            CtlError::InvalidFile(format!("{} is not a request file: {e}", path.display()))
         })?;
         file.to_request()
-            .map_err(|e| CtlError::Config(format!("request file {}: {e}", path.display())))
+            .map_err(|e| CtlError::InvalidFile(format!("request file {}: {e}", path.display())))
     }
 }
 
@@ -136,7 +136,7 @@ pub fn check_request_matches(
     status: &pb::WithdrawalStatus,
 ) -> Result<RequestDigest, CtlError> {
     if request.request_id.as_str() != request_id {
-        return Err(CtlError::Usage(format!(
+        return Err(CtlError::InvalidInput(format!(
             "--request {request_id} but the request file is for {}",
             request.request_id
         )));
@@ -170,7 +170,7 @@ pub fn check_request_matches(
             request_id: request_id.to_string(),
             detail: format!("{} (nothing to approve)", status.detail),
         }),
-        _ => Err(CtlError::Usage(format!(
+        _ => Err(CtlError::InvalidInput(format!(
             "withdrawal {request_id} is {}; there is nothing left to approve",
             state_name(status.state)
         ))),

@@ -147,3 +147,16 @@ pub fn describe_exclusion(e: &pb::Exclusion) -> String {
         e.signing_package.len()
     )
 }
+
+/// Human-readable line describing one member's health in the cluster status.
+pub fn describe_member_health(n: &pb::MemberHealth) -> String {
+    let health = match (n.reachable, n.sealed) {
+        (true, false) => "ok".to_string(),
+        (true, true) => "SEALED".to_string(),
+        (false, _) => format!("UNREACHABLE: {}", n.last_error),
+    };
+    format!(
+        "  {:<12} {:<12} {:<22} {health}",
+        n.node_id, n.region, n.endpoint
+    )
+}

@@ -134,16 +134,18 @@ impl CtlError {
         // on our side by the transport (connect, TLS, HTTP/2, timeout).
         let from_transport = StdError::source(&status).is_some();
         let mut message = status_text(&status);
-        let transport_code = matches!(code, Code::Unknown | Code::Cancelled | Code::Unavailable);
         // A server that rejects our certificate just closes the connection; say what that usually means.
-        if transport_code && dropped_connection(&status) {
+        let dropped_codes = matches!(code, Code::Unknown | Code::Cancelled | Code::Unavailable);
+        if dropped_codes && failed_after_connecting(&status) {
             message.push_str(
                 " (the server dropped the TLS connection: is the client certificate issued by the cluster CA, and of the role this service admits?)",
             );
         }
         let endpoint = endpoint.to_string();
         match code {
-            _ if from_transport && transport_code => CtlError::Unavailable {
+            // Whatever the code, a call the transport failed never reached a
+            // server that answered it.
+            _ if from_transport => CtlError::Unavailable {
                 call,
                 endpoint,
                 code,
@@ -170,10 +172,11 @@ impl CtlError {
                 }
             }
             // PermissionDenied means the certificate's role or the policy
-            // refused; the code cannot tell which and neither is a fault of
-            // ours, so both stay refusals.
-            // TODO(structured reason): the proto has no structured refusal
-            // reason yet; until it has, the message is shown, never parsed.
+            // refused; neither is a fault of ours, so both stay refusals and
+            // the message is shown, never parsed.
+            // TODO(structured reason): the coordinator puts a policy
+            // refusal's rule in the `permafrost-policy-rule` metadata, but the
+            // proto has no field or constant for it yet; carry it here once it has.
             _ => CtlError::Rpc {
                 call,
                 endpoint,
@@ -201,44 +204,23 @@ fn status_text(status: &tonic::Status) -> String {
     message
 }
 
-/// Whether the transport saw the server close an established connection
-/// (reset, broken pipe, early end, a TLS alert, or a closed stream after the
-/// connection was made), judged from the typed causes only.
-fn dropped_connection(status: &tonic::Status) -> bool {
+/// Whether the call failed in the transport after the connection was made
+/// (a TLS alert, a reset, a closed stream): what a server that rejects the
+/// client certificate looks like. Judged from the typed causes only: the
+/// server sent no status, and neither connecting nor the deadline failed.
+fn failed_after_connecting(status: &tonic::Status) -> bool {
     let mut source = StdError::source(status);
     if source.is_none() {
-        // The server answered with this status: nothing was dropped.
+        // The server answered with this status.
         return false;
     }
-    let (mut before_connected, mut closed) = (false, false);
     while let Some(s) = source {
         if s.is::<tonic::ConnectError>() || s.is::<tonic::TimeoutExpired>() {
-            before_connected = true;
+            return false;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind;
-            closed |= matches!(
-                io.kind(),
-                ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::BrokenPipe
-                    | ErrorKind::UnexpectedEof
-            );
-            // An io::Error's `source` skips the error it wraps; look at it too.
-            closed |= io.get_ref().is_some_and(|inner| is_alert(inner));
-        }
-        closed |= is_alert(s);
         source = s.source();
     }
-    closed || !before_connected
-}
-
-/// Whether `e` is a TLS alert the server sent.
-fn is_alert(e: &(dyn StdError + 'static)) -> bool {
-    matches!(
-        e.downcast_ref::<rustls::Error>(),
-        Some(rustls::Error::AlertReceived(_))
-    )
+    true
 }
 
 /// `err` and all its sources, joined by `": "`, skipping repeats.
@@ -262,7 +244,13 @@ mod tests {
 
     #[test]
     fn server_statuses_are_sorted_by_code() {
-        let err = |code| CtlError::from_status("Custody.GetWithdrawal", "h:1", tonic::Status::new(code, "m"));
+        let err = |code| {
+            CtlError::from_status(
+                "Custody.GetWithdrawal",
+                "h:1",
+                tonic::Status::new(code, "m"),
+            )
+        };
         assert!(matches!(
             err(Code::PermissionDenied),
             CtlError::Rpc {
@@ -270,8 +258,14 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(err(Code::Unauthenticated), CtlError::NotAuthorized { .. }));
-        assert!(matches!(err(Code::Unavailable), CtlError::Unavailable { .. }));
+        assert!(matches!(
+            err(Code::Unauthenticated),
+            CtlError::NotAuthorized { .. }
+        ));
+        assert!(matches!(
+            err(Code::Unavailable),
+            CtlError::Unavailable { .. }
+        ));
         assert!(matches!(err(Code::Internal), CtlError::ServerFailed { .. }));
         assert_eq!(
             err(Code::NotFound).to_string(),

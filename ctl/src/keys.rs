@@ -13,7 +13,7 @@ use crate::{files, CtlError};
 /// overwriting an existing file) and returns the public key.
 pub fn generate_key_file(out: &Path) -> Result<VerifyingKey, CtlError> {
     if out.exists() {
-        return Err(CtlError::Usage(format!(
+        return Err(CtlError::InvalidInput(format!(
             "{} already exists; refusing to overwrite a key",
             out.display()
         )));
@@ -29,12 +29,11 @@ pub fn generate_key_file(out: &Path) -> Result<VerifyingKey, CtlError> {
 /// Reads a key written by [`generate_key_file`].
 pub fn load_key_file(path: &Path) -> Result<SigningKey, CtlError> {
     let text = Zeroizing::new(files::read_text(path)?);
-    let bytes =
-        Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
-            CtlError::Config(format!("{} does not hold a hex key", path.display()))
-        })?);
+    let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
+        CtlError::InvalidFile(format!("{} does not hold a hex key", path.display()))
+    })?);
     let seed: Zeroizing<[u8; 32]> = Zeroizing::new(bytes.as_slice().try_into().map_err(|_| {
-        CtlError::Config(format!(
+        CtlError::InvalidFile(format!(
             "{} holds {} bytes, expected a 32-byte Ed25519 seed",
             path.display(),
             bytes.len()

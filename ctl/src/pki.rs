@@ -27,20 +27,26 @@ pub fn server_name(role: Role, id: &str) -> String {
     format!("{id}.{role}.permafrost")
 }
 
-fn pki(what: &str, e: rcgen::Error) -> CtlError {
-    CtlError::Pki(format!("{what}: {e}"))
+/// A CA or CSR file that cannot be used (the operator's to replace).
+fn bad_file(what: &str, e: rcgen::Error) -> CtlError {
+    CtlError::InvalidFile(format!("certificate authority: {what}: {e}"))
+}
+
+/// A step that only fails on a bug (ours or rcgen's): parameters built here, fresh keys.
+fn bug(what: &str, e: rcgen::Error) -> CtlError {
+    CtlError::Bug(format!("certificate authority: {what}: {e}"))
 }
 
 /// Creates a new cluster CA in `dir` (refuses to overwrite one).
 pub fn init_ca(dir: &Path, name: &str) -> Result<(), CtlError> {
     if dir.join(CA_KEY).exists() {
-        return Err(CtlError::Usage(format!(
+        return Err(CtlError::InvalidInput(format!(
             "a CA already exists in {}; refusing to overwrite it",
             dir.display()
         )));
     }
     let mut params =
-        CertificateParams::new(Vec::<String>::new()).map_err(|e| pki("CA params", e))?;
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| bug("CA params", e))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.distinguished_name.push(DnType::CommonName, name);
     params
@@ -49,9 +55,9 @@ pub fn init_ca(dir: &Path, name: &str) -> Result<(), CtlError> {
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
-    let key = KeyPair::generate().map_err(|e| pki("CA key", e))?;
+    let key = KeyPair::generate().map_err(|e| bug("CA key", e))?;
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
-    let ca = CertifiedIssuer::self_signed(params, key).map_err(|e| pki("CA certificate", e))?;
+    let ca = CertifiedIssuer::self_signed(params, key).map_err(|e| bug("CA certificate", e))?;
     std::fs::create_dir_all(dir).map_err(|e| CtlError::io(dir, e))?;
     write_private(&dir.join(CA_KEY), key_pem.as_bytes())?;
     write_public(&dir.join(CA_CERT), ca.pem().as_bytes())?;
@@ -86,14 +92,14 @@ pub fn issue(
     extra: &Extra,
     csr_pem: Option<&str>,
 ) -> Result<Issued, CtlError> {
-    permafrost_core::NodeId::new(id).map_err(|e| CtlError::Usage(format!("--id: {e}")))?;
+    permafrost_core::NodeId::new(id).map_err(|e| CtlError::InvalidInput(format!("--id: {e}")))?;
     let ca_cert = read_text(&ca_dir.join(CA_CERT))?;
     let ca_key = zeroize::Zeroizing::new(read_text(&ca_dir.join(CA_KEY))?);
-    let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| pki("CA key", e))?;
+    let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| bad_file("CA key", e))?;
     let issuer =
-        Issuer::from_ca_cert_pem(&ca_cert, ca_key).map_err(|e| pki("CA certificate", e))?;
+        Issuer::from_ca_cert_pem(&ca_cert, ca_key).map_err(|e| bad_file("CA certificate", e))?;
 
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki("params", e))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| bug("params", e))?;
     params
         .distinguished_name
         .push(DnType::CommonName, format!("{role}:{id}"));
@@ -104,17 +110,17 @@ pub fn issue(
         SanType::URI(
             format!("{PRINCIPAL_URI_PREFIX}{role}:{id}")
                 .try_into()
-                .map_err(|e| pki("URI SAN", e))?,
+                .map_err(|e| bug("URI SAN", e))?,
         ),
         SanType::DnsName(
             server_name(role, id)
                 .try_into()
-                .map_err(|e| pki("DNS SAN", e))?,
+                .map_err(|e| bug("DNS SAN", e))?,
         ),
     ];
     for dns in &extra.dns {
         sans.push(SanType::DnsName(dns.clone().try_into().map_err(|_| {
-            CtlError::Usage(format!("--dns {dns:?} is not a DNS name"))
+            CtlError::InvalidInput(format!("--dns {dns:?} is not a DNS name"))
         })?));
     }
     sans.extend(extra.ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -130,20 +136,21 @@ pub fn issue(
 
     match csr_pem {
         Some(csr) => {
-            let csr = CertificateSigningRequestParams::from_pem(csr).map_err(|e| pki("CSR", e))?;
+            let csr =
+                CertificateSigningRequestParams::from_pem(csr).map_err(|e| bad_file("CSR", e))?;
             let cert = params
                 .signed_by(&csr.public_key, &issuer)
-                .map_err(|e| pki("certificate", e))?;
+                .map_err(|e| bug("certificate", e))?;
             Ok(Issued {
                 cert_pem: cert.pem(),
                 key_pem: None,
             })
         }
         None => {
-            let key = KeyPair::generate().map_err(|e| pki("key", e))?;
+            let key = KeyPair::generate().map_err(|e| bug("key", e))?;
             let cert = params
                 .signed_by(&key, &issuer)
-                .map_err(|e| pki("certificate", e))?;
+                .map_err(|e| bug("certificate", e))?;
             Ok(Issued {
                 cert_pem: cert.pem(),
                 key_pem: Some(zeroize::Zeroizing::new(key.serialize_pem())),
@@ -175,12 +182,12 @@ pub fn issue_to_dir(
 
 /// A fresh TLS key and a CSR for it (the CA ignores the CSR's names).
 pub fn new_key_and_csr(id: &str) -> Result<(zeroize::Zeroizing<String>, String), CtlError> {
-    let key = KeyPair::generate().map_err(|e| pki("key", e))?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki("params", e))?;
+    let key = KeyPair::generate().map_err(|e| bug("key", e))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| bug("params", e))?;
     params.distinguished_name.push(DnType::CommonName, id);
-    let csr = params.serialize_request(&key).map_err(|e| pki("CSR", e))?;
+    let csr = params.serialize_request(&key).map_err(|e| bug("CSR", e))?;
     Ok((
         zeroize::Zeroizing::new(key.serialize_pem()),
-        csr.pem().map_err(|e| pki("CSR", e))?,
+        csr.pem().map_err(|e| bug("CSR", e))?,
     ))
 }

@@ -1,6 +1,8 @@
 //! The `NodeAdmin` service (operator role, straight to the node): status and
-//! Vault-style manual seal / unseal. The unseal passphrase travels only over
-//! the operator's mTLS channel and never reaches the coordinator or the disk.
+//! Vault-style manual seal / unseal of the [`crate::vault::ShareVault`]. The
+//! unseal passphrase travels only over the operator's mTLS channel and never
+//! reaches the coordinator or the disk. Errors answer through the same
+//! mapping as the `SignerNode` service (`crate::service`).
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use permafrost_proto::{self as pb, node_admin_server::NodeAdmin};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::service::audit;
 use crate::{NodeError, SignerNode};
 
 /// Shortest passphrase accepted when a manual seal is first set up.
@@ -17,14 +20,6 @@ const MIN_UNSEAL_PASSPHRASE: usize = 12;
 /// gRPC front of node administration.
 pub struct AdminService {
     pub(crate) node: Arc<SignerNode>,
-}
-
-impl SignerNode {
-    fn audit_or_status(&self, event: &str, detail: serde_json::Value) -> Result<(), Status> {
-        self.audit
-            .append(event, detail)
-            .map_err(|e| Status::unavailable(format!("audit log: {e}")))
-    }
 }
 
 #[tonic::async_trait]
@@ -40,90 +35,104 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        let node = &self.node;
         let operator = permafrost_proto::auth::principal(&request)?.id;
-        if !node.manual_seal {
-            return Err(Status::failed_precondition(format!(
-                "node {} is not configured for manual sealing ([seal] manual = true)",
-                node.id
-            )));
-        }
-        if !node.is_sealed() {
-            return Ok(Response::new(node.status()?));
-        }
         let passphrase = zeroize::Zeroizing::new(request.into_inner().passphrase);
-        let dir = node.data_dir.join("manual-seal");
-        let first_time = !dir.join("sealer.json").exists();
-        let opened = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            let passphrase = passphrase.clone();
-            move || {
-                if first_time {
-                    if passphrase.len() < MIN_UNSEAL_PASSPHRASE {
-                        return Err(SealError::Config {
-                            field: "passphrase",
-                            value: format!("{} characters", passphrase.len()),
-                            reason: format!("the first unseal sets the passphrase; use at least {MIN_UNSEAL_PASSPHRASE} characters"),
-                        });
-                    }
-                    PassphraseSealer::create(&dir, &passphrase, KdfParams::production())
-                } else {
-                    PassphraseSealer::open(&dir, &passphrase)
-                }
-            }
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        match opened {
-            Ok(sealer) => {
-                node.audit_or_status(
-                    "unsealed",
-                    serde_json::json!({"operator": operator, "first_time": first_time}),
-                )?;
-                let sealer: Arc<dyn Sealer> = Arc::new(sealer);
-                *node
-                    .share_sealer
-                    .write()
-                    .map_err(|_| Status::internal("seal lock poisoned"))? = Some(sealer);
-                info!(node = %node.id, %operator, "unsealed");
-                Ok(Response::new(node.status()?))
-            }
-            Err(e) => {
-                warn!(node = %node.id, %operator, error = %e, "unseal refused");
-                node.audit_or_status(
-                    "unseal_refused",
-                    serde_json::json!({"operator": operator, "reason": e.to_string()}),
-                )?;
-                Err(match e {
-                    SealError::WrongPassphrase => {
-                        Status::permission_denied("wrong unseal passphrase")
-                    }
-                    SealError::Config { .. } => Status::invalid_argument(e.to_string()),
-                    other => Status::from(NodeError::Sealer(other)),
-                })
-            }
-        }
+        Ok(Response::new(
+            unseal(&self.node, &operator, passphrase).await?,
+        ))
     }
 
     async fn seal(
         &self,
         request: Request<pb::SealRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        let node = &self.node;
         let operator = permafrost_proto::auth::principal(&request)?.id;
-        if !node.manual_seal {
-            return Err(Status::failed_precondition(format!(
-                "node {} is not configured for manual sealing ([seal] manual = true)",
-                node.id
-            )));
-        }
-        // Drop the key first: from here on, nothing can be signed, even if the audit write fails.
-        *node
-            .share_sealer
-            .write()
-            .map_err(|_| Status::internal("seal lock poisoned"))? = None;
-        node.audit_or_status("sealed", serde_json::json!({"operator": operator}))?;
-        info!(node = %node.id, %operator, "sealed");
-        Ok(Response::new(node.status()?))
+        Ok(Response::new(seal(&self.node, &operator)?))
     }
+}
+
+fn require_manual_seal(node: &SignerNode) -> Result<(), NodeError> {
+    if node.manual_seal {
+        return Ok(());
+    }
+    Err(NodeError::Precondition(format!(
+        "node {} is not configured for manual sealing ([seal] manual = true)",
+        node.id
+    )))
+}
+
+/// Opens (or, the first time, creates) the operator's passphrase sealer and
+/// hands it to the vault.
+async fn unseal(
+    node: &SignerNode,
+    operator: &str,
+    passphrase: zeroize::Zeroizing<String>,
+) -> Result<pb::NodeStatus, NodeError> {
+    require_manual_seal(node)?;
+    if !node.is_sealed() {
+        return node.status();
+    }
+    let dir = node.data_dir.join("manual-seal");
+    let first_time = !dir.join("sealer.json").exists();
+    let opened = tokio::task::spawn_blocking(move || {
+        if first_time {
+            if passphrase.len() < MIN_UNSEAL_PASSPHRASE {
+                return Err(SealError::Config {
+                    field: "passphrase",
+                    value: format!("{} characters", passphrase.len()),
+                    reason: format!("the first unseal sets the passphrase; use at least {MIN_UNSEAL_PASSPHRASE} characters"),
+                });
+            }
+            PassphraseSealer::create(&dir, &passphrase, KdfParams::production())
+        } else {
+            PassphraseSealer::open(&dir, &passphrase)
+        }
+    })
+    .await
+    .map_err(|e| NodeError::Bug(format!("unseal task failed: {e}")))?;
+    match opened {
+        Ok(sealer) => {
+            audit(
+                node,
+                "unsealed",
+                serde_json::json!({"operator": operator, "first_time": first_time}),
+            )?;
+            let sealer: Arc<dyn Sealer> = Arc::new(sealer);
+            node.vault.install_sealer(sealer)?;
+            info!(node = %node.id, %operator, "unsealed");
+            node.status()
+        }
+        Err(e) => {
+            warn!(node = %node.id, %operator, error = %e, "unseal refused");
+            audit(
+                node,
+                "unseal_refused",
+                serde_json::json!({"operator": operator, "reason": e.to_string()}),
+            )?;
+            Err(match e {
+                SealError::WrongPassphrase => {
+                    NodeError::NotAuthorized("wrong unseal passphrase".into())
+                }
+                SealError::Config {
+                    field,
+                    value,
+                    reason,
+                } => NodeError::InvalidInput {
+                    field: field.into(),
+                    reason: format!("{value}: {reason}"),
+                },
+                other => NodeError::Sealer(other),
+            })
+        }
+    }
+}
+
+/// Drops the share sealer: nothing can be signed until the next unseal.
+fn seal(node: &SignerNode, operator: &str) -> Result<pb::NodeStatus, NodeError> {
+    require_manual_seal(node)?;
+    // Drop the key first: from here on, nothing can be signed, even if the audit write fails.
+    node.vault.drop_sealer()?;
+    audit(node, "sealed", serde_json::json!({"operator": operator}))?;
+    info!(node = %node.id, %operator, "sealed");
+    node.status()
 }

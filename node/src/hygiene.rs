@@ -133,14 +133,14 @@ mod platform {
         super::restrict_umask();
         super::disable_core_files()?;
         set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(|e| {
-            NodeError::State(format!(
+            NodeError::Unavailable(format!(
                 "cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}"
             ))
         })?;
         // Read back: a kernel that silently ignored the call must not pass for a hardened one.
         let non_dumpable = matches!(dumpable_behavior(), Ok(DumpableBehavior::NotDumpable));
         if !non_dumpable {
-            return Err(NodeError::State(
+            return Err(NodeError::Unavailable(
                 "prctl(PR_SET_DUMPABLE, 0) did not take effect; refusing to hold key shares in a dumpable process".into(),
             ));
         }
@@ -230,7 +230,7 @@ mod platform {
     use crate::NodeError;
 
     pub(super) fn harden() -> Result<super::Hardening, NodeError> {
-        Err(NodeError::State(
+        Err(NodeError::Unavailable(
             "cannot disable core dumps on this OS; the node runs on Linux (or another Unix) only"
                 .into(),
         ))
@@ -251,12 +251,12 @@ fn disable_core_files() -> Result<(), NodeError> {
         maximum: Some(0),
     };
     setrlimit(Resource::Core, zero).map_err(|e| {
-        NodeError::State(format!(
+        NodeError::Unavailable(format!(
             "cannot disable core dumps (setrlimit RLIMIT_CORE 0): {e}"
         ))
     })?;
     if getrlimit(Resource::Core) != zero {
-        return Err(NodeError::State(
+        return Err(NodeError::Unavailable(
             "RLIMIT_CORE is still non-zero after setting it to 0; refusing to hold key shares"
                 .into(),
         ));

@@ -1,69 +1,143 @@
 //! The Permafrost signer node: holds one FROST share per key group, sealed at
 //! rest, and releases a signature share only for a request it has checked
 //! itself. The coordinator is never trusted for safety.
+//!
+//! Where to look: `service` (every `SignerNode` RPC, one module per concern),
+//! `vault` (where a share is sealed), `nonces` (where a nonce lives and dies),
+//! `store` (the journal that must be durable before a share leaves),
+//! `ceremonies` (DKG and refresh steps in flight), `open` (init and start-up),
+//! `admin` (operator status, seal and unseal).
 
 pub mod admin;
+pub mod ceremonies;
 pub mod config;
 pub mod hygiene;
 pub mod nonces;
+mod open;
 pub mod service;
 pub mod store;
+pub mod vault;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use permafrost_core::authz::CheckSettings;
 use permafrost_core::identity::NodeIdentity;
-use permafrost_core::manifest::{ClusterManifest, Directory};
-use permafrost_core::NodeId;
-use permafrost_hsm::{
-    KdfParams, PassphraseSealer, Pkcs11Config, Pkcs11Sealer, SealContext, SealError, Sealer,
-};
+use permafrost_core::manifest::Directory;
+use permafrost_core::{CoreError, NodeId};
+use permafrost_hsm::SealError;
 use permafrost_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 
-use crate::config::{KdfProfile, NodeConfig, SealerConfig};
+use crate::ceremonies::CeremonyTable;
 use crate::nonces::NoncePool;
+pub use crate::open::{init, NodePublicInfo};
 use crate::store::NodeStore;
+use crate::vault::ShareVault;
 
-/// Errors of the node, named for who is at fault.
+/// Errors of the node, named for who is at fault and what the caller can do.
+/// `service` maps them to gRPC codes in one place.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// The configuration is wrong; the message names the field and value.
+    /// The operator's configuration or data dir is wrong; the message names the
+    /// field and value. Fix it and restart.
     #[error("config: {0}")]
     Config(String),
-    /// Sealing or unsealing failed (wrong passphrase, tampered blob, HSM unavailable).
+    /// The caller sent a missing or malformed field: fix the request, do not resend it as is.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Which field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A check refused the request (custody signature, policy, ceremony rules);
+    /// the message names the check. Not to be retried as is.
+    #[error("refused: {0}")]
+    NotAuthorized(String),
+    /// Not authorized yet (approvals or a time-lock still missing): retry later.
+    #[error("not yet: {0}")]
+    NotYet(String),
+    /// A named peer sent something invalid; the caller should exclude it.
+    #[error("peer {culprit} misbehaved: {reason}")]
+    PeerMisbehaved {
+        /// The node at fault.
+        culprit: NodeId,
+        /// What it did.
+        reason: String,
+    },
+    /// The ceremony was aborted (e.g. a split view); only a new one can go on.
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// The step does not fit this node's state (no such ceremony step, a used
+    /// nonce handle, an inactive group); the message says what must come first.
+    #[error("{0}")]
+    Precondition(String),
+    /// Something named does not exist on this node.
+    #[error("{0}")]
+    NotFound(String),
+    /// What the caller would create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The node is at capacity: retry after `retry_after`, on this node or another.
+    #[error("busy: {what}")]
+    Busy {
+        /// What is full.
+        what: String,
+        /// The retry hint sent to the caller.
+        retry_after: Duration,
+    },
+    /// A bounded table is full (ceremonies in progress): nothing frees up until
+    /// one finishes or expires, so a quick retry does not help.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The sealer failed or refused (wrong passphrase or PIN, tampered blob, HSM
+    /// unavailable); the [`SealError`] says who is at fault.
     #[error("sealer: {0}")]
     Sealer(#[from] SealError),
-    /// The store failed or holds data this build cannot read.
-    #[error("storage: {0}")]
-    Storage(String),
-    /// The request is not authorized; the message names the check.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// Something named does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// Initialization was asked twice, or start-up found no initialized node.
-    #[error("{0}")]
-    State(String),
-    /// The audit log cannot be written; nothing that needs a record may happen (L2).
-    #[error("audit: {0}")]
-    Audit(String),
-    /// The node is at capacity; the caller should retry after a short wait.
-    #[error("busy: {0}")]
-    Busy(String),
     /// The node is sealed; an operator must unseal it.
     #[error("node {0} is sealed: an operator must unseal it (permafrostctl node unseal)")]
     Sealed(NodeId),
+    /// A dependency cannot do its part (the store's engine, the audit log, the
+    /// OS's process hardening, the server transport). Nothing that needed it happened.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored data this build cannot read (corrupt, or another version): an
+    /// operator must restore it.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A bug in this node: something it keeps itself does not hold.
+    #[error("bug: {0}")]
+    Bug(String),
 }
 
-const IDENTITY: &str = "identity";
-const TLS_KEY: &str = "tls-key";
+impl From<CoreError> for NodeError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::InvalidField { field, reason } => NodeError::InvalidInput {
+                field: field.into(),
+                reason,
+            },
+            CoreError::Refused(reason) => NodeError::NotAuthorized(reason),
+            CoreError::NotYet(reason) => NodeError::NotYet(reason),
+            CoreError::PeerMisbehaved { culprit, reason } => {
+                NodeError::PeerMisbehaved { culprit, reason }
+            }
+            CoreError::Aborted(reason) => NodeError::Aborted(reason),
+            CoreError::Frost(reason) => NodeError::InvalidInput {
+                field: "FROST data".into(),
+                reason,
+            },
+            CoreError::Encryption(reason) => NodeError::InvalidInput {
+                field: "ciphertext".into(),
+                reason,
+            },
+            other => NodeError::Bug(other.to_string()),
+        }
+    }
+}
 
 /// Everything a running node holds.
 pub struct SignerNode {
@@ -71,10 +145,8 @@ pub struct SignerNode {
     pub(crate) region: String,
     pub(crate) identity: NodeIdentity,
     pub(crate) directory: Directory,
-    /// Seals key shares: the configured sealer (which also seals identity and
-    /// TLS key), or (manual sealing) an operator-held
-    /// passphrase sealer. `None` while the node is sealed.
-    pub(crate) share_sealer: RwLock<Option<Arc<dyn Sealer>>>,
+    /// Where key shares are sealed and opened; sealed while it holds no sealer.
+    pub(crate) vault: ShareVault,
     pub(crate) manual_seal: bool,
     pub(crate) data_dir: std::path::PathBuf,
     pub(crate) store: NodeStore,
@@ -86,7 +158,7 @@ pub struct SignerNode {
     pub(crate) sessions: tokio::sync::Semaphore,
     pub(crate) max_sessions: usize,
     pub(crate) nonces: Mutex<NoncePool>,
-    pub(crate) ceremonies: Mutex<HashMap<String, service::CeremonyState>>,
+    pub(crate) ceremonies: CeremonyTable<service::CeremonyStep>,
     tls: TlsMaterial,
 }
 
@@ -98,226 +170,15 @@ impl std::fmt::Debug for SignerNode {
     }
 }
 
-/// Opens the configured sealer. With `create`, `init` sets up new sealer state: a fresh
-/// passphrase state file, or the token's AES key if the token has none by that label.
-/// Without it, nothing is created or changed: a PKCS#11 session is read-only.
-fn open_sealer(config: &NodeConfig, create: bool) -> Result<Box<dyn Sealer>, NodeError> {
-    match &config.sealer {
-        SealerConfig::Passphrase {
-            passphrase_file,
-            passphrase_env,
-            kdf,
-        } => {
-            let passphrase =
-                config::secret_source("passphrase", passphrase_file, passphrase_env)?.read()?;
-            let sealer = if create {
-                let params = match kdf {
-                    KdfProfile::Production => KdfParams::production(),
-                    KdfProfile::FastInsecure => KdfParams::fast_for_tests(),
-                };
-                PassphraseSealer::create(&config.data_dir, &passphrase, params)?
-            } else {
-                PassphraseSealer::open(&config.data_dir, &passphrase)?
-            };
-            Ok(Box::new(sealer))
-        }
-        SealerConfig::Pkcs11 {
-            module_path,
-            token_label,
-            key_label,
-            pin_file,
-            pin_env,
-        } => {
-            let settings = Pkcs11Config {
-                module_path: module_path.clone(),
-                token_label: token_label.clone(),
-                key_label: key_label.clone(),
-                pin: config::secret_source("pin", pin_file, pin_env)?,
-            };
-            Ok(Box::new(Pkcs11Sealer::open(&settings, create)?))
-        }
-    }
-}
-
-/// Public half of a node's identity, printed by `init` for the cluster manifest.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct NodePublicInfo {
-    /// Node id.
-    pub id: NodeId,
-    /// Region.
-    pub region: String,
-    /// Ed25519 identity key, hex.
-    pub identity_key: String,
-    /// X25519 encryption key, hex.
-    pub encryption_key: String,
-    /// CSR for the node's TLS key (PEM); the CA sets role and id itself.
-    pub tls_csr: String,
-}
-
-/// Creates the data dir owner-only (0700), and makes an existing one so: `init` is the moment
-/// the operator hands the directory to the node.
-fn create_private_dir(path: &Path) -> Result<(), NodeError> {
-    let failed =
-        |e: std::io::Error| NodeError::Config(format!("data_dir = {}: {e}", path.display()));
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        builder.mode(0o700);
-        builder.create(path).map_err(failed)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
-    }
-    #[cfg(not(unix))]
-    builder.create(path).map_err(failed)?;
-    Ok(())
-}
-
-/// `permafrost-node init`: creates the data dir, the sealer state, the identity
-/// keys and the TLS key (both sealed), and returns what the operator publishes.
-pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
-    config.validate()?;
-    if NodeStore::exists_in(&config.data_dir) {
-        return Err(NodeError::State(format!(
-            "{} already holds a node store; refusing to initialize over it",
-            config.data_dir.display()
-        )));
-    }
-    create_private_dir(&config.data_dir)?;
-    // The sealer first: if the HSM or passphrase is unusable, no store is created.
-    let sealer = open_sealer(config, true)?;
-    let store = NodeStore::open(&config.data_dir)?;
-    let identity = NodeIdentity::generate(&mut rand::thread_rng());
-    let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
-    store.put_sealed_new(
-        IDENTITY,
-        &sealer.seal(&ctx(IDENTITY), &identity.to_secret_bytes())?,
-    )?;
-    // Wiped on every return path (rcgen zeroizes the key's serialized form).
-    let key = zeroize::Zeroizing::new(
-        rcgen::KeyPair::generate().map_err(|e| NodeError::State(format!("TLS key: {e}")))?,
-    );
-    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .and_then(|p| p.serialize_request(&*key))
-        .and_then(|c| c.pem())
-        .map_err(|e| NodeError::State(format!("CSR: {e}")))?;
-    store.put_sealed_new(TLS_KEY, &sealer.seal(&ctx(TLS_KEY), key_pem.as_bytes())?)?;
-    // The store file is created with the process umask; the store holds only sealed secrets,
-    // but nothing in the data dir is anyone else's business.
-    hygiene::restrict_tree(&config.data_dir)?;
-    Ok(NodePublicInfo {
-        id: config.id.clone(),
-        region: config.region.clone(),
-        identity_key: hex::encode(identity.identity_key().as_bytes()),
-        encryption_key: hex::encode(identity.encryption_public_key()),
-        tls_csr: csr,
-    })
-}
-
 impl SignerNode {
-    /// Opens an initialized node: unseals its identity and TLS key, loads the manifest.
-    /// Nothing stored is modified on failure.
-    pub fn open(config: &NodeConfig) -> Result<Arc<Self>, NodeError> {
-        config.validate()?;
-        if !NodeStore::exists_in(&config.data_dir) {
-            return Err(NodeError::State(format!(
-                "{} holds no initialized node; run `permafrost-node init` first",
-                config.data_dir.display()
-            )));
-        }
-        hygiene::check_data_dir(&config.data_dir)?;
-        let policy = config.load_policy()?;
-        let sealer: Arc<dyn Sealer> = Arc::from(open_sealer(config, false)?);
-        let store = NodeStore::open(&config.data_dir)?;
-        let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
-        let blob = store
-            .sealed(IDENTITY)?
-            .ok_or_else(|| NodeError::State("identity missing from the store".into()))?;
-        let identity = NodeIdentity::from_secret_bytes(&sealer.unseal(&ctx(IDENTITY), &blob)?)
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
-        let blob = store
-            .sealed(TLS_KEY)?
-            .ok_or_else(|| NodeError::State("TLS key missing from the store".into()))?;
-        let tls_key = sealer.unseal(&ctx(TLS_KEY), &blob)?;
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| NodeError::Config(format!("{}: {e}", p.display())))
-        };
-        let tls = TlsMaterial::from_pem(
-            &read(&config.tls.ca_cert)?,
-            &read(&config.tls.cert)?,
-            &tls_key,
-        );
-        let manifest_text = std::fs::read_to_string(&config.manifest).map_err(|e| {
-            NodeError::Config(format!("manifest = {}: {e}", config.manifest.display()))
-        })?;
-        let directory = ClusterManifest::from_json(&manifest_text)
-            .and_then(|m| m.validate())
-            .map_err(|e| {
-                NodeError::Config(format!("manifest = {}: {e}", config.manifest.display()))
-            })?;
-        let me = directory.get(&config.id).map_err(|_| {
-            NodeError::Config(format!("id = {}: not in the cluster manifest", config.id))
-        })?;
-        if me.identity_key != identity.identity_key()
-            || me.encryption_key != identity.encryption_public_key()
-        {
-            return Err(NodeError::Config(format!(
-                "manifest = {}: the keys listed for {} are not this node's",
-                config.manifest.display(),
-                config.id
-            )));
-        }
-        let signing_identity = NodeIdentity::from_secret_bytes(&identity.to_secret_bytes())
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
-        let audit = permafrost_proto::audit::AuditLog::open(
-            &config.audit_path(),
-            config.id.as_str(),
-            hex::encode(identity.identity_key().as_bytes()),
-            Box::new(move |msg| signing_identity.sign(msg)),
-        )
-        .map_err(NodeError::Audit)?;
-        let share_sealer = if config.seal.manual {
-            None
-        } else {
-            Some(sealer.clone())
-        };
-        audit
-            .append(
-                "node_started",
-                serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash())}),
-            )
-            .map_err(NodeError::Audit)?;
-        Ok(Arc::new(Self {
-            id: config.id.clone(),
-            region: config.region.clone(),
-            identity,
-            directory,
-            share_sealer: RwLock::new(share_sealer),
-            manual_seal: config.seal.manual,
-            data_dir: config.data_dir.clone(),
-            store,
-            policy,
-            audit,
-            sessions: tokio::sync::Semaphore::new(config.limits.max_sessions),
-            max_sessions: config.limits.max_sessions,
-            settings: CheckSettings {
-                custody_keys: config.custody_keys()?,
-                max_clock_skew_secs: config.max_clock_skew_secs,
-                max_lifetime_secs: config.max_request_lifetime_secs,
-            },
-            nonces: Mutex::new(NoncePool::new(
-                config.nonces.max_open,
-                Duration::from_secs(config.nonces.ttl_secs),
-            )),
-            ceremonies: Mutex::new(HashMap::new()),
-            tls,
-        }))
-    }
-
     /// This node's id.
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// Whether key shares are currently sealed away.
+    pub fn is_sealed(&self) -> bool {
+        self.vault.is_sealed()
     }
 
     /// The node's store (tests inject faults through it).

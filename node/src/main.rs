@@ -52,7 +52,7 @@ async fn main() -> std::process::ExitCode {
                         tracing::info!(node = %node.id(), %addr, "serving");
                         node.run(listener, permafrost_proto::logging::shutdown_signal())
                             .await
-                            .map_err(permafrost_node::NodeError::State)
+                            .map_err(permafrost_node::NodeError::Unavailable)
                     }
                     Err(e) => Err(permafrost_node::NodeError::Config(format!(
                         "listen = {addr}: {e}"

@@ -2,6 +2,9 @@
 //! identity, key groups (sealed key packages), the request journal, the
 //! velocity ledger and the first-sight clock. Nonces are never stored here.
 //!
+//! This module only keeps ciphertext: a share is sealed and opened in
+//! [`crate::vault::ShareVault`], under the one context for key shares.
+//!
 //! Every multi-key step is one store step, so it is whole or absent after any
 //! crash: [`NodeStore::journal_share`] checks the policy on the ledger as it
 //! stands inside the commit, records first sight, the journal entry and the
@@ -29,7 +32,7 @@ pub struct GroupRecord {
     pub members: Vec<NodeId>,
     /// Ceremony that created it.
     pub ceremony_id: String,
-    /// The sealed frost `KeyPackage` (ciphertext; see `permafrost-hsm`).
+    /// The sealed frost `KeyPackage` (ciphertext; see [`crate::vault::ShareVault`]).
     pub sealed_key_package: Vec<u8>,
     /// Serialized public key package.
     pub public_key_package: Vec<u8>,
@@ -85,12 +88,21 @@ pub struct JournalEntry {
     pub amount: String,
 }
 
-/// Proof that a share's journal entry and velocity count are durable: a share
-/// is computed only after one exists (invariant 7, N3).
+/// Proof that a share's journal entry and velocity count are durable (invariant
+/// 7, N3). Only [`NodeStore::journal_share`] makes one (the field is private),
+/// and the function that computes a withdrawal's share takes it by value
+/// (`service::sign`), so a share that skipped the journal does not compile.
 #[derive(Debug)]
+#[must_use = "a Journaled proof exists to be spent on the share it journaled"]
 pub struct Journaled {
+    shares_released: u32,
+}
+
+impl Journaled {
     /// Shares released for this request id, this one included.
-    pub shares_released: u32,
+    pub fn shares_released(&self) -> u32 {
+        self.shares_released
+    }
 }
 
 const META: Table<Bytes> = Table::new("meta", "sealed blob");
@@ -129,11 +141,19 @@ fn bucket_key(group: &GroupName, asset: &str, at: u64) -> Vec<u8> {
     k
 }
 
+/// Retry hint for a full write queue.
+const STORE_BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl From<StoreError> for NodeError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Busy { .. } => NodeError::Busy(e.to_string()),
-            other => NodeError::Storage(other.to_string()),
+            StoreError::Busy { .. } => NodeError::Busy {
+                what: e.to_string(),
+                retry_after: STORE_BUSY_RETRY,
+            },
+            StoreError::Corrupt { .. } => NodeError::Corrupt(format!("storage: {e}")),
+            StoreError::Refused(_) => NodeError::Config(format!("data_dir: {e}")),
+            other => NodeError::Unavailable(format!("storage: {other}")),
         }
     }
 }
@@ -213,7 +233,7 @@ impl NodeStore {
     pub fn put_sealed_new(&self, name: &str, blob: &[u8]) -> Result<(), NodeError> {
         self.store.write_blocking(|w| {
             if w.contains(&META, name)? {
-                return Err(NodeError::Storage(format!(
+                return Err(NodeError::AlreadyExists(format!(
                     "{name} already exists; refusing to overwrite"
                 )));
             }
@@ -243,7 +263,7 @@ impl NodeStore {
         self.store
             .write(move |w| {
                 if w.contains(&GROUPS, record.name.as_str())? {
-                    return Err(NodeError::Refused(format!(
+                    return Err(NodeError::AlreadyExists(format!(
                         "key group {} already exists on this node",
                         record.name
                     )));
@@ -299,9 +319,9 @@ impl NodeStore {
         let name = name.clone();
         self.store
             .write(move |w| {
-                let mut record = w
-                    .get(&GROUPS, name.as_str())?
-                    .ok_or_else(|| NodeError::NotFound(format!("key group {name}")))?;
+                let mut record = w.get(&GROUPS, name.as_str())?.ok_or_else(|| {
+                    NodeError::NotFound(format!("key group {name} is not held by this node"))
+                })?;
                 record.active = true;
                 w.put(&GROUPS, name.as_str(), &record)?;
                 Ok(())
@@ -445,8 +465,16 @@ impl NodeStore {
         let mut ledger: BTreeMap<(String, String), u128> = BTreeMap::new();
         for (key, amount) in buckets {
             let mut parts = key.splitn(3, |b| *b == 0);
-            let group = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let asset = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let (Some(group), Some(asset), Some(_bucket)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!(
+                    "velocity key {} is not group, asset and bucket",
+                    hex::encode(&key)
+                ));
+            };
+            let group = String::from_utf8_lossy(group).into_owned();
+            let asset = String::from_utf8_lossy(asset).into_owned();
             *ledger.entry((group, asset)).or_default() += amount;
         }
         let mut journaled: BTreeMap<(String, String), u128> = BTreeMap::new();

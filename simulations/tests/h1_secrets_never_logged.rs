@@ -14,11 +14,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use frost_secp256k1::keys::KeyPackage;
 use permafrost_core::identity::NodeIdentity;
 use permafrost_core::{Role, Tier};
 use permafrost_hsm::{PassphraseSealer, SealContext, Sealer};
 use permafrost_node::store::NodeStore;
+use permafrost_node::vault::ShareVault;
 use permafrost_proto as pb;
 use permafrost_proto::WithdrawalState;
 use permafrost_testkit::{rogue, TestCluster};
@@ -222,11 +222,9 @@ async fn unseal_node_secrets(cluster: &TestCluster, i: usize) -> (Vec<Needle>, V
     let mut debug_outputs = Vec::new();
 
     for group in store.groups().expect("groups") {
-        let ctx = SealContext::new(id, format!("keygroup/{}", group.name));
-        let bytes = sealer
-            .unseal(&ctx, &group.sealed_key_package)
-            .expect("unseal key package");
-        let package = KeyPackage::deserialize(&bytes).expect("key package");
+        let package =
+            ShareVault::open_offline(&sealer, &config.id, &group.name, &group.sealed_key_package)
+                .expect("unseal key package");
         let share = package.signing_share().serialize();
         needles.push(Needle::new(format!("{id} share of {}", group.name), &share));
         debug_outputs.push(format!("{package:?}"));

@@ -590,9 +590,14 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
 fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListener) -> Running {
     let coord = Coordinator::open(config.clone()).expect("open coordinator");
     let (stop, rx) = oneshot::channel();
-    let task = tokio::spawn(coord.run(listener, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(async move {
+        coord
+            .run(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+    });
     Running {
         stop: Some(stop),
         task,
@@ -676,12 +681,13 @@ pub fn steal_key_package(
     let store = permafrost_node::store::NodeStore::open(&config.data_dir).expect("open store");
     let name = GroupName::new(group).expect("group name");
     let record = store.group(&name).expect("read").expect("group present");
-    let ctx = permafrost_hsm::SealContext::new(config.id.as_str(), format!("keygroup/{group}"));
-    use permafrost_hsm::Sealer;
-    let bytes = sealer
-        .unseal(&ctx, &record.sealed_key_package)
-        .expect("unseal");
-    frost_secp256k1::keys::KeyPackage::deserialize(&bytes).expect("key package")
+    permafrost_node::vault::ShareVault::open_offline(
+        &sealer,
+        &config.id,
+        &name,
+        &record.sealed_key_package,
+    )
+    .expect("unseal key package")
 }
 
 /// Asserts that `signature` (65 bytes) is a valid FROST signature of `message`

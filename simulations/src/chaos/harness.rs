@@ -13,7 +13,8 @@ use std::time::Duration;
 use frost_secp256k1::keys::{KeyPackage, PublicKeyPackage};
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
-use permafrost_hsm::{PassphraseSealer, SealContext, Sealer};
+use permafrost_hsm::PassphraseSealer;
+use permafrost_node::vault::ShareVault;
 use permafrost_proto::node_admin_client::NodeAdminClient;
 use permafrost_proto::signer_node_client::SignerNodeClient;
 use permafrost_proto::tls::TlsMaterial;
@@ -712,11 +713,9 @@ impl ChaosCluster {
         let sealer = PassphraseSealer::open(&data, passphrase.trim())
             .map_err(setup("open the node's sealer"))?;
         let record = self.stored_group(id)?;
-        let ctx = SealContext::new(id, format!("keygroup/{GROUP}"));
-        let bytes = sealer
-            .unseal(&ctx, &record.sealed_key_package)
-            .map_err(setup("unseal the key package"))?;
-        KeyPackage::deserialize(&bytes).map_err(setup("key package"))
+        let node = NodeId::new(id).map_err(setup("node id"))?;
+        ShareVault::open_offline(&sealer, &node, &record.name, &record.sealed_key_package)
+            .map_err(setup("unseal the key package"))
     }
 
     /// Node `id`'s current public key package for [`GROUP`] (node must be down).

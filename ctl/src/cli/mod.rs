@@ -1,0 +1,376 @@
+//! The command line of `permafrostctl`: the clap tree only. What each
+//! command does lives in the `cmd` module; the connection flags shared by the
+//! commands that call a server are in [`connection`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
+use permafrost_core::{GroupName, NodeId, Role, Tier};
+
+use crate::audit::{self, ExpectedHead};
+
+pub mod connection;
+
+pub use self::connection::{ApproveConnectionArgs, ConnectionArgs, NodeConnectionArgs};
+
+/// Command line of `permafrostctl`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "permafrostctl",
+    about = "Permafrost operator, custody and approver CLI",
+    version
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The cluster certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Certificates for nodes, the coordinator, custody services and operators.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The custody service's Ed25519 request-signing key.
+    #[command(subcommand, name = "custody-key")]
+    CustodyKey(KeyFileCommand),
+    /// An approver's Ed25519 key (same file format as custody-key); nodes list its public key in their policy.
+    #[command(subcommand, name = "approver-key")]
+    ApproverKey(KeyFileCommand),
+    /// Key groups (operator certificate).
+    #[command(subcommand)]
+    Keygroup(KeygroupCommand),
+    /// Health of the coordinator and every node (operator certificate).
+    Status {
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Build, sign and submit a withdrawal (custody certificate and key).
+    Withdraw(Box<WithdrawArgs>),
+    /// Look up withdrawals (custody certificate).
+    #[command(subcommand)]
+    Withdrawal(WithdrawalCommand),
+    /// Approve a pending withdrawal with an approver key, after checking it is the request you reviewed.
+    ///
+    /// Review the request file the requester gave you (written by `withdraw --save-request`):
+    /// amount, asset, destination, key group and requester. `approve` prints those fields,
+    /// recomputes the request digest from them and refuses unless the coordinator holds
+    /// exactly that digest under --request, so you never sign a digest you have not seen
+    /// the contents of. The call itself needs a custody-role certificate (with --cluster,
+    /// the custody credential); the approval's authority comes from your key alone.
+    Approve(Box<ApproveArgs>),
+    /// One signer node, directly over mTLS (operator certificate): status, seal, unseal.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Audit logs (offline).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `ca ...`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new CA (ca.pem, ca.key) in a directory; refuses to overwrite one.
+    Init {
+        /// Directory for ca.pem and ca.key (keep it offline).
+        #[arg(long)]
+        dir: PathBuf,
+        /// CA common name.
+        #[arg(long, default_value = "Permafrost cluster CA")]
+        name: String,
+    },
+}
+
+/// `cert ...`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a certificate carrying a role and id; writes OUT/ID.pem (and OUT/ID.key without --csr).
+    Issue {
+        /// CA directory (ca.pem, ca.key).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Role the certificate grants: node, coordinator, custody or operator.
+        #[arg(long)]
+        role: Role,
+        /// Principal id (node id, coordinator id, custody or operator name).
+        #[arg(long)]
+        id: String,
+        /// Output directory.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Certify the key of this CSR (e.g. from `permafrost-node init`) instead of generating one.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// Extra DNS name (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Extra IP address (repeatable).
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// Validity, days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+/// `custody-key ...` and `approver-key ...`: Ed25519 key files.
+#[derive(Debug, Subcommand)]
+pub enum KeyFileCommand {
+    /// Generate a key: the 32-byte seed as hex into FILE (mode 0600); prints the public key hex.
+    Generate {
+        /// Where to write the seed; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key hex of a key file.
+    Public {
+        /// Seed file written by `generate`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+/// `keygroup ...`
+#[derive(Debug, Subcommand)]
+pub enum KeygroupCommand {
+    /// Run a DKG ceremony across the given nodes; prints the group public key.
+    Create {
+        /// Group name, e.g. warm-1.
+        #[arg(long)]
+        name: GroupName,
+        /// hot, warm or cold.
+        #[arg(long)]
+        tier: Tier,
+        /// Signers needed.
+        #[arg(long)]
+        threshold: u32,
+        /// Member node ids, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<NodeId>,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// List key groups.
+    List {
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Proactive refresh: new shares for every member, same group key and threshold.
+    Refresh {
+        /// Group name.
+        #[arg(long)]
+        name: GroupName,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Rebuild a permanently lost member's share on a replacement node (same group key); the lost node is revoked.
+    Repair {
+        /// Group name.
+        #[arg(long)]
+        group: GroupName,
+        /// The member whose share is lost.
+        #[arg(long)]
+        lost: NodeId,
+        /// The node that takes its place (in the manifest, not yet a member).
+        #[arg(long)]
+        replacement: NodeId,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// List members excluded for sending invalid signature shares, with the evidence.
+    Exclusions {
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Let an excluded member sign for a group again (after investigating it).
+    ClearExclusion {
+        /// Group name.
+        #[arg(long)]
+        group: GroupName,
+        /// The excluded node.
+        #[arg(long)]
+        node: NodeId,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+}
+
+/// `withdraw ...`
+#[derive(Debug, clap::Args)]
+pub struct WithdrawArgs {
+    /// Key group that signs, e.g. warm-1.
+    #[arg(long)]
+    pub group: GroupName,
+    /// Tier of that group (nodes check it matches).
+    #[arg(long)]
+    pub tier: Tier,
+    /// Asset ticker, e.g. BTC.
+    #[arg(long)]
+    pub asset: String,
+    /// Amount in the asset's smallest unit (e.g. satoshis).
+    #[arg(long)]
+    pub amount: u128,
+    /// Destination address.
+    #[arg(long)]
+    pub destination: String,
+    /// The exact bytes FROST signs (e.g. a sighash), hex. Default: a demo payload,
+    /// SHA-256 of "<destination>:<amount>".
+    #[arg(long)]
+    pub payload_hex: Option<String>,
+    /// Request id (default: random). Resubmitting the same request returns the same outcome.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Lifetime of the request, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub expires_in: u64,
+    /// Custody request-signing key (hex seed file). Default: the one in --cluster.
+    #[arg(long)]
+    pub custody_key: Option<PathBuf>,
+    /// Who asked for the withdrawal (recorded in the request; that person may not approve it).
+    #[arg(long, default_value = "custody")]
+    pub requested_by: String,
+    /// Also write the request to FILE (JSON) for approvers to review and pass to `approve --request-file`.
+    #[arg(long, value_name = "FILE")]
+    pub save_request: Option<PathBuf>,
+    /// How to reach the coordinator.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+}
+
+/// `withdrawal ...`
+#[derive(Debug, Subcommand)]
+pub enum WithdrawalCommand {
+    /// Show a withdrawal's status and signature.
+    Get {
+        /// Request id.
+        #[arg(long)]
+        request_id: String,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+}
+
+/// `approve ...`
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// Request id of the pending withdrawal.
+    #[arg(long, value_name = "ID")]
+    pub request: String,
+    /// The request you reviewed, as the requester handed it to you (`withdraw --save-request`).
+    #[arg(long, value_name = "FILE")]
+    pub request_file: PathBuf,
+    /// Your approver key (hex seed file from `approver-key generate`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Your approver id, as registered in the nodes' policy.
+    #[arg(long, value_name = "NAME")]
+    pub approver_id: String,
+    /// How long the approval counts, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub expires_in: u64,
+    /// How to reach the coordinator (with --cluster, the custody credential is used).
+    #[command(flatten)]
+    pub conn: ApproveConnectionArgs,
+}
+
+/// `node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// The node's own view: seal state, key groups, policy hash, audit log head.
+    Status {
+        /// Which node and how to reach it.
+        #[command(flatten)]
+        conn: NodeConnectionArgs,
+    },
+    /// Seal the node: it drops its share key and refuses to sign until unsealed.
+    Seal {
+        /// Which node and how to reach it.
+        #[command(flatten)]
+        conn: NodeConnectionArgs,
+    },
+    /// Unseal the node with the operator passphrase (read from a file or the environment, never argv).
+    Unseal {
+        /// Which node and how to reach it.
+        #[command(flatten)]
+        conn: NodeConnectionArgs,
+        /// Where the passphrase comes from.
+        #[command(flatten)]
+        passphrase: PassphraseSource,
+    },
+}
+
+/// Exactly one place to read an unseal passphrase from.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PassphraseSource {
+    /// File holding the passphrase (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Environment variable holding the passphrase.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+}
+
+/// `audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain and signed checkpoints; says where it was tampered with.
+    ///
+    /// Exit status: 0 if every whole entry verifies, including when the file
+    /// ends in a torn tail (bytes without a newline after the last entry: an
+    /// interrupted write such as a full disk, not tampering; it is reported,
+    /// and the daemon cuts it off and logs `audit_repaired` at its next
+    /// start). 1 if an entry was edited, removed, reordered or forged, or the
+    /// log is shorter than --head: the error names the line.
+    Verify {
+        /// The audit log (JSON lines), e.g. <node data dir>/audit.log.
+        file: PathBuf,
+        /// The writer's Ed25519 identity key, hex (repeatable); checkpoints must be signed by one of them.
+        #[arg(long = "key", value_name = "HEX", value_parser = audit::parse_key)]
+        keys: Vec<VerifyingKey>,
+        /// The writer's reported head, ENTRIES:HASHHEX (from `node status`), to detect truncation.
+        #[arg(long, value_name = "ENTRIES:HASHHEX", value_parser = audit::parse_head)]
+        head: Option<ExpectedHead>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passphrase_is_never_an_argv_value() {
+        use clap::Parser as _;
+        assert!(Cli::try_parse_from([
+            "permafrostctl",
+            "node",
+            "unseal",
+            "--node",
+            "n1",
+            "--passphrase",
+            "secret",
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["permafrostctl", "node", "unseal", "--node", "n1"]).is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,57 @@
+//! `keygroup create | list | refresh | repair`: key-group ceremonies run by the
+//! coordinator (operator certificate). The exclusion commands of the same
+//! family are in [`super::exclusions`].
+
+use crate::cli::KeygroupCommand;
+use crate::client::{self, ClientRole};
+use crate::{display, CtlError};
+
+/// Runs `keygroup ...`.
+pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
+    match cmd {
+        KeygroupCommand::Create {
+            name,
+            tier,
+            threshold,
+            nodes,
+            conn,
+        } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let group = client::create_key_group(&conn, &name, tier, threshold, &nodes).await?;
+            say!("{}", display::describe_key_group(&group));
+            say!("{}", hex::encode(&group.group_public_key));
+        }
+        KeygroupCommand::List { conn } => {
+            let groups = client::list_key_groups(&conn.resolve(ClientRole::Operator)?).await?;
+            if groups.is_empty() {
+                say!("no key groups");
+            }
+            for g in &groups {
+                say!("{}", display::describe_key_group(g));
+            }
+        }
+        KeygroupCommand::Refresh { name, conn } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let group = client::refresh_key_group(&conn, &name).await?;
+            say!("refreshed: every member holds a new share; the group key is unchanged");
+            say!("{}", display::describe_key_group(&group));
+        }
+        KeygroupCommand::Repair {
+            group,
+            lost,
+            replacement,
+            conn,
+        } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let repaired = client::repair_key_group(&conn, &group, &lost, &replacement).await?;
+            say!("repaired: {replacement} holds {lost}'s share; {lost} is no longer a member (group key unchanged)");
+            say!("{}", display::describe_key_group(&repaired));
+            say!("next: permafrostctl keygroup refresh --name {group}, so a stolen copy of the lost share becomes useless");
+        }
+        KeygroupCommand::Exclusions { conn } => super::exclusions::list(conn).await?,
+        KeygroupCommand::ClearExclusion { group, node, conn } => {
+            super::exclusions::clear(group, node, conn).await?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Initializing a node and opening it: the sealer, the sealed identity and
+//! TLS key, the manifest check and the audit log. Key shares are not sealed
+//! here but in [`crate::vault`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use permafrost_core::authz::CheckSettings;
+use permafrost_core::identity::NodeIdentity;
+use permafrost_core::manifest::ClusterManifest;
+use permafrost_core::NodeId;
+use permafrost_hsm::{
+    KdfParams, PassphraseSealer, Pkcs11Config, Pkcs11Sealer, SealContext, Sealer,
+};
+use permafrost_proto::tls::TlsMaterial;
+
+use crate::ceremonies::CeremonyTable;
+use crate::config::{self, KdfProfile, NodeConfig, SealerConfig};
+use crate::hygiene;
+use crate::nonces::NoncePool;
+use crate::store::NodeStore;
+use crate::vault::ShareVault;
+use crate::{NodeError, SignerNode};
+
+const IDENTITY: &str = "identity";
+const TLS_KEY: &str = "tls-key";
+
+/// Opens the configured sealer. With `create`, `init` sets up new sealer state: a fresh
+/// passphrase state file, or the token's AES key if the token has none by that label.
+/// Without it, nothing is created or changed: a PKCS#11 session is read-only.
+fn open_sealer(config: &NodeConfig, create: bool) -> Result<Box<dyn Sealer>, NodeError> {
+    match &config.sealer {
+        SealerConfig::Passphrase {
+            passphrase_file,
+            passphrase_env,
+            kdf,
+        } => {
+            let passphrase =
+                config::secret_source("passphrase", passphrase_file, passphrase_env)?.read()?;
+            let sealer = if create {
+                let params = match kdf {
+                    KdfProfile::Production => KdfParams::production(),
+                    KdfProfile::FastInsecure => KdfParams::fast_for_tests(),
+                };
+                PassphraseSealer::create(&config.data_dir, &passphrase, params)?
+            } else {
+                PassphraseSealer::open(&config.data_dir, &passphrase)?
+            };
+            Ok(Box::new(sealer))
+        }
+        SealerConfig::Pkcs11 {
+            module_path,
+            token_label,
+            key_label,
+            pin_file,
+            pin_env,
+        } => {
+            let settings = Pkcs11Config {
+                module_path: module_path.clone(),
+                token_label: token_label.clone(),
+                key_label: key_label.clone(),
+                pin: config::secret_source("pin", pin_file, pin_env)?,
+            };
+            Ok(Box::new(Pkcs11Sealer::open(&settings, create)?))
+        }
+    }
+}
+
+/// Public half of a node's identity, printed by `init` for the cluster manifest.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodePublicInfo {
+    /// Node id.
+    pub id: NodeId,
+    /// Region.
+    pub region: String,
+    /// Ed25519 identity key, hex.
+    pub identity_key: String,
+    /// X25519 encryption key, hex.
+    pub encryption_key: String,
+    /// CSR for the node's TLS key (PEM); the CA sets role and id itself.
+    pub tls_csr: String,
+}
+
+/// Creates the data dir owner-only (0700), and makes an existing one so: `init` is the moment
+/// the operator hands the directory to the node.
+fn create_private_dir(path: &Path) -> Result<(), NodeError> {
+    let failed =
+        |e: std::io::Error| NodeError::Config(format!("data_dir = {}: {e}", path.display()));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(path).map_err(failed)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    #[cfg(not(unix))]
+    builder.create(path).map_err(failed)?;
+    Ok(())
+}
+
+/// `permafrost-node init`: creates the data dir, the sealer state, the identity
+/// keys and the TLS key (both sealed), and returns what the operator publishes.
+pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
+    config.validate()?;
+    if NodeStore::exists_in(&config.data_dir) {
+        return Err(NodeError::Config(format!(
+            "data_dir = {}: already holds a node store; refusing to initialize over it",
+            config.data_dir.display()
+        )));
+    }
+    create_private_dir(&config.data_dir)?;
+    // The sealer first: if the HSM or passphrase is unusable, no store is created.
+    let sealer = open_sealer(config, true)?;
+    let store = NodeStore::open(&config.data_dir)?;
+    let identity = NodeIdentity::generate(&mut rand::thread_rng());
+    let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
+    store.put_sealed_new(
+        IDENTITY,
+        &sealer.seal(&ctx(IDENTITY), &identity.to_secret_bytes())?,
+    )?;
+    // Wiped on every return path (rcgen zeroizes the key's serialized form).
+    let key = zeroize::Zeroizing::new(
+        rcgen::KeyPair::generate().map_err(|e| NodeError::Bug(format!("TLS key: {e}")))?,
+    );
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&*key))
+        .and_then(|c| c.pem())
+        .map_err(|e| NodeError::Bug(format!("CSR: {e}")))?;
+    store.put_sealed_new(TLS_KEY, &sealer.seal(&ctx(TLS_KEY), key_pem.as_bytes())?)?;
+    // The store file is created with the process umask; the store holds only sealed secrets,
+    // but nothing in the data dir is anyone else's business.
+    hygiene::restrict_tree(&config.data_dir)?;
+    Ok(NodePublicInfo {
+        id: config.id.clone(),
+        region: config.region.clone(),
+        identity_key: hex::encode(identity.identity_key().as_bytes()),
+        encryption_key: hex::encode(identity.encryption_public_key()),
+        tls_csr: csr,
+    })
+}
+
+impl SignerNode {
+    /// Opens an initialized node: unseals its identity and TLS key, loads the manifest.
+    /// Nothing stored is modified on failure.
+    pub fn open(config: &NodeConfig) -> Result<Arc<Self>, NodeError> {
+        config.validate()?;
+        if !NodeStore::exists_in(&config.data_dir) {
+            return Err(NodeError::Config(format!(
+                "data_dir = {}: holds no initialized node; run `permafrost-node init` first",
+                config.data_dir.display()
+            )));
+        }
+        hygiene::check_data_dir(&config.data_dir)?;
+        let policy = config.load_policy()?;
+        let sealer: Arc<dyn Sealer> = Arc::from(open_sealer(config, false)?);
+        let store = NodeStore::open(&config.data_dir)?;
+        let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
+        let blob = store
+            .sealed(IDENTITY)?
+            .ok_or_else(|| NodeError::Corrupt("identity missing from the store".into()))?;
+        let identity = NodeIdentity::from_secret_bytes(&sealer.unseal(&ctx(IDENTITY), &blob)?)
+            .map_err(|e| NodeError::Corrupt(format!("stored identity unreadable: {e}")))?;
+        let blob = store
+            .sealed(TLS_KEY)?
+            .ok_or_else(|| NodeError::Corrupt("TLS key missing from the store".into()))?;
+        let tls_key = sealer.unseal(&ctx(TLS_KEY), &blob)?;
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| NodeError::Config(format!("{}: {e}", p.display())))
+        };
+        let tls = TlsMaterial::from_pem(
+            &read(&config.tls.ca_cert)?,
+            &read(&config.tls.cert)?,
+            &tls_key,
+        );
+        let manifest_text = std::fs::read_to_string(&config.manifest).map_err(|e| {
+            NodeError::Config(format!("manifest = {}: {e}", config.manifest.display()))
+        })?;
+        let directory = ClusterManifest::from_json(&manifest_text)
+            .and_then(|m| m.validate())
+            .map_err(|e| {
+                NodeError::Config(format!("manifest = {}: {e}", config.manifest.display()))
+            })?;
+        let me = directory.get(&config.id).map_err(|_| {
+            NodeError::Config(format!("id = {}: not in the cluster manifest", config.id))
+        })?;
+        if me.identity_key != identity.identity_key()
+            || me.encryption_key != identity.encryption_public_key()
+        {
+            return Err(NodeError::Config(format!(
+                "manifest = {}: the keys listed for {} are not this node's",
+                config.manifest.display(),
+                config.id
+            )));
+        }
+        let signing_identity = NodeIdentity::from_secret_bytes(&identity.to_secret_bytes())
+            .map_err(|e| NodeError::Bug(format!("identity does not round-trip: {e}")))?;
+        let audit = permafrost_proto::audit::AuditLog::open(
+            &config.audit_path(),
+            config.id.as_str(),
+            hex::encode(identity.identity_key().as_bytes()),
+            Box::new(move |msg| signing_identity.sign(msg)),
+        )
+        .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
+        let share_sealer: Option<Arc<dyn Sealer>> = if config.seal.manual {
+            None
+        } else {
+            Some(sealer.clone())
+        };
+        audit
+            .append(
+                "node_started",
+                serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash())}),
+            )
+            .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
+        Ok(Arc::new(Self {
+            id: config.id.clone(),
+            region: config.region.clone(),
+            identity,
+            directory,
+            vault: ShareVault::new(config.id.clone(), share_sealer),
+            manual_seal: config.seal.manual,
+            data_dir: config.data_dir.clone(),
+            store,
+            policy,
+            audit,
+            sessions: tokio::sync::Semaphore::new(config.limits.max_sessions),
+            max_sessions: config.limits.max_sessions,
+            settings: CheckSettings {
+                custody_keys: config.custody_keys()?,
+                max_clock_skew_secs: config.max_clock_skew_secs,
+                max_lifetime_secs: config.max_request_lifetime_secs,
+            },
+            nonces: Mutex::new(NoncePool::new(
+                config.nonces.max_open,
+                Duration::from_secs(config.nonces.ttl_secs),
+            )),
+            ceremonies: CeremonyTable::default(),
+            tls,
+        }))
+    }
+}

@@ -1,0 +1,318 @@
+//! The `SignerNode` gRPC service: the coordinator's door into a node.
+//!
+//! Every handler checks its input itself; the coordinator's word counts for
+//! nothing. This module holds the tonic trait impl, which only delegates to
+//! one module per concern, the one mapping from [`NodeError`] to a gRPC
+//! status, and what several concerns share (refusals, audit records, status):
+//!
+//! - `dkg`: creating a group by distributed key generation, and activating it;
+//! - `refresh`: proactive refresh of a group's shares (same group key);
+//! - `repair`: rebuilding a lost member's share on a replacement node;
+//! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`.
+
+mod dkg;
+mod refresh;
+mod repair;
+mod sign;
+
+use std::sync::Arc;
+
+use permafrost_core::CoreError;
+use permafrost_proto::convert::tier_to_wire;
+use permafrost_proto::{self as pb, signer_node_server::SignerNode as SignerNodeApi};
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+pub(crate) use self::dkg::CeremonyStep;
+use crate::store::GroupRecord;
+use crate::{NodeError, SignerNode};
+
+/// gRPC front of a [`SignerNode`].
+pub struct NodeService {
+    pub(crate) node: Arc<SignerNode>,
+}
+
+/// The one mapping from a node error to the status a client acts on (STYLE §6);
+/// both the `SignerNode` and the `NodeAdmin` service answer through it.
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Status {
+        let message = e.to_string();
+        match e {
+            NodeError::InvalidInput { .. } => Status::invalid_argument(message),
+            NodeError::NotAuthorized(_) => Status::permission_denied(message),
+            NodeError::NotYet(_) | NodeError::Precondition(_) | NodeError::Sealed(_) => {
+                Status::failed_precondition(message)
+            }
+            NodeError::PeerMisbehaved { .. } | NodeError::Aborted(_) => Status::aborted(message),
+            NodeError::NotFound(_) => Status::not_found(message),
+            NodeError::AlreadyExists(_) => Status::already_exists(message),
+            NodeError::Busy { what, retry_after } => {
+                permafrost_proto::backpressure::busy(what, retry_after)
+            }
+            NodeError::Exhausted(_) => Status::resource_exhausted(message),
+            NodeError::Sealer(_) | NodeError::Unavailable(_) => Status::unavailable(message),
+            NodeError::Config(_) | NodeError::Corrupt(_) | NodeError::Bug(_) => {
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+/// Reading a wire message through `permafrost-proto`'s checked conversions:
+/// a refusal there (a status naming the field, "field: reason") is the caller's fault.
+pub(crate) trait FromWire<T> {
+    /// The converted value, or [`NodeError::InvalidInput`] naming the field.
+    fn wire(self) -> Result<T, NodeError>;
+}
+
+impl<T, E: Into<Status>> FromWire<T> for Result<T, E> {
+    fn wire(self) -> Result<T, NodeError> {
+        self.map_err(|e| {
+            let status: Status = e.into();
+            let (field, reason) = status
+                .message()
+                .split_once(": ")
+                .unwrap_or(("request", status.message()));
+            NodeError::InvalidInput {
+                field: field.into(),
+                reason: reason.into(),
+            }
+        })
+    }
+}
+
+/// A required field the caller left out.
+pub(crate) fn missing(field: &str) -> NodeError {
+    invalid(field, "missing")
+}
+
+/// A field the caller got wrong.
+pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> NodeError {
+    NodeError::InvalidInput {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Records a refusal in the audit log and returns it as the caller's error.
+/// If the refusal cannot be recorded, the node is unavailable instead.
+pub(crate) fn refuse(node: &SignerNode, step: &str, e: CoreError) -> NodeError {
+    warn!(node = %node.id, step, reason = %e, "refused");
+    if let Err(audit) = node.audit.append(
+        "refused",
+        serde_json::json!({"step": step, "reason": e.to_string()}),
+    ) {
+        return NodeError::Unavailable(format!("audit log: {audit}"));
+    }
+    NodeError::from(e)
+}
+
+/// Appends an audit record; nothing that needs one may happen without it (L2).
+pub(crate) fn audit(
+    node: &SignerNode,
+    event: &str,
+    detail: serde_json::Value,
+) -> Result<(), NodeError> {
+    node.audit.append(event, detail).map_err(|e| {
+        NodeError::Unavailable(format!(
+            "audit log: {e}; refusing to act without a durable record"
+        ))
+    })
+}
+
+impl SignerNode {
+    /// The node's status, as both services report it.
+    pub(crate) fn status(&self) -> Result<pb::NodeStatus, NodeError> {
+        let key_groups = self
+            .store
+            .groups()?
+            .into_iter()
+            .map(|g| pb::NodeKeyGroup {
+                name: g.name.to_string(),
+                tier: tier_to_wire(g.tier),
+                threshold: u32::from(g.threshold),
+                group_public_key: g.group_public_key,
+                active: g.active,
+                members: g.members.iter().map(|m| m.to_string()).collect(),
+                public_key_package: g.public_key_package,
+            })
+            .collect();
+        let (audit_entries, audit_head) = self.audit.head();
+        let audit_head = hex::decode(&audit_head)
+            .map_err(|e| NodeError::Bug(format!("audit head {audit_head:?} is not hex: {e}")))?;
+        let health = self.health();
+        let stats = self.store.inner().stats();
+        Ok(pb::NodeStatus {
+            node_id: self.id.to_string(),
+            region: self.region.clone(),
+            sealed: self.is_sealed(),
+            key_groups,
+            open_nonces: self.nonces.lock().map(|p| p.len() as u32).unwrap_or(0),
+            policy_hash: self.policy.hash().to_vec(),
+            audit_entries,
+            audit_head,
+            healthy: health.is_ok(),
+            unhealthy_reason: health.err().unwrap_or_default(),
+            store: Some(pb::StoreCounters {
+                commits: stats.commits,
+                steps: stats.steps,
+                max_batch: stats.max_batch,
+                failed_commits: stats.failed_commits,
+                refused_busy: stats.refused_busy,
+            }),
+            sessions_in_flight: (self.max_sessions - self.sessions.available_permits()) as u32,
+        })
+    }
+
+    /// This node's record of group `name`, or "not found".
+    pub(crate) fn group_record(
+        &self,
+        name: &permafrost_core::GroupName,
+    ) -> Result<GroupRecord, NodeError> {
+        self.store.group(name)?.ok_or_else(|| {
+            NodeError::NotFound(format!("key group {name} is not held by node {}", self.id))
+        })
+    }
+
+    /// This node's FROST identifier in `record` (member i has identifier i+1).
+    pub(crate) fn identifier_in(&self, record: &GroupRecord) -> Result<u32, NodeError> {
+        record
+            .members
+            .iter()
+            .position(|m| *m == self.id)
+            .map(|i| i as u32 + 1)
+            .ok_or_else(|| {
+                NodeError::Bug("this node is not a member of its own group record".into())
+            })
+    }
+}
+
+/// A public key package this node stored itself.
+pub(crate) fn stored_public_key_package(
+    record: &GroupRecord,
+) -> Result<frost_secp256k1::keys::PublicKeyPackage, NodeError> {
+    frost_secp256k1::keys::PublicKeyPackage::deserialize(&record.public_key_package)
+        .map_err(|e| NodeError::Corrupt(format!("stored public key package unreadable: {e}")))
+}
+
+#[tonic::async_trait]
+impl SignerNodeApi for NodeService {
+    async fn get_status(
+        &self,
+        _request: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
+        Ok(Response::new(self.node.status()?))
+    }
+
+    async fn dkg_start(
+        &self,
+        request: Request<pb::DkgStartRequest>,
+    ) -> Result<Response<pb::DkgRound1Message>, Status> {
+        Ok(Response::new(
+            dkg::start(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    async fn dkg_echo(
+        &self,
+        request: Request<pb::DkgEchoRequest>,
+    ) -> Result<Response<pb::DkgEchoMessage>, Status> {
+        Ok(Response::new(dkg::echo(&self.node, request.into_inner())?))
+    }
+
+    async fn dkg_round2(
+        &self,
+        request: Request<pb::DkgRound2Request>,
+    ) -> Result<Response<pb::DkgRound2Response>, Status> {
+        Ok(Response::new(dkg::round2(
+            &self.node,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn dkg_finish(
+        &self,
+        request: Request<pb::DkgFinishRequest>,
+    ) -> Result<Response<pb::DkgKeyReport>, Status> {
+        Ok(Response::new(
+            dkg::finish(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    async fn activate_group(
+        &self,
+        request: Request<pb::ActivateGroupRequest>,
+    ) -> Result<Response<pb::ActivateGroupResponse>, Status> {
+        Ok(Response::new(
+            dkg::activate(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    async fn announce(
+        &self,
+        request: Request<pb::SignedWithdrawal>,
+    ) -> Result<Response<pb::AnnounceResponse>, Status> {
+        Ok(Response::new(
+            sign::announce(&self.node, request.get_ref()).await?,
+        ))
+    }
+
+    async fn commit_refresh(
+        &self,
+        request: Request<pb::CommitRefreshRequest>,
+    ) -> Result<Response<pb::CommitRefreshResponse>, Status> {
+        Ok(Response::new(
+            refresh::commit(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    async fn repair_deltas(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairMessages>, Status> {
+        Ok(Response::new(
+            repair::deltas(&self.node, request.get_ref()).await?,
+        ))
+    }
+
+    async fn repair_sigma(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::DkgSealedShare>, Status> {
+        Ok(Response::new(repair::sigma(&self.node, request.get_ref())?))
+    }
+
+    async fn repair_receive(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::DkgKeyReport>, Status> {
+        Ok(Response::new(
+            repair::receive(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    async fn replace_member(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::ReplaceMemberResponse>, Status> {
+        Ok(Response::new(
+            repair::replace_member(&self.node, request.get_ref()).await?,
+        ))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        Ok(Response::new(sign::commit(&self.node, request.get_ref())?))
+    }
+
+    async fn sign(
+        &self,
+        request: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        Ok(Response::new(
+            sign::sign(self.node.clone(), request.into_inner()).await?,
+        ))
+    }
+}
