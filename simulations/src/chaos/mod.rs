@@ -33,34 +33,34 @@ use crate::chaos::scenarios::{Run, RunMetrics};
 use crate::progress::Progress;
 use crate::SimError;
 
-/// Every value `--scenario` takes.
-pub const SCENARIO_NAMES: [&str; 12] = [
-    "all",
-    "lose-n-minus-t",
-    "lose-n-minus-t-plus-1",
-    "kill-node-between-rounds",
-    "kill-coordinator-mid-round",
-    "slow-lossy",
-    "partition-heal",
-    "lying-node-every-position",
-    "dkg-split-view",
-    "repair-then-sign",
-    "refresh-then-sign",
-    "burst-kill-node",
-];
+/// Every value `--scenario` takes: `all`, then each scenario's name, all
+/// derived from [`Scenario`], so a new scenario cannot be left out.
+pub fn scenario_names() -> Vec<String> {
+    std::iter::once("all".to_string())
+        .chain(Scenario::all().iter().map(|s| s.name()))
+        .collect()
+}
+
+/// `--scenario`'s help, listing [`scenario_names`].
+fn scenario_help() -> String {
+    format!(
+        "A scenario, `all` (each in turn), or a comma-separated list: {}",
+        scenario_names().join(", ")
+    )
+}
 
 /// The scenarios `names` stands for: one name, `all`, or a comma-separated list.
 pub fn scenarios_named(names: &str) -> Result<Vec<Scenario>, String> {
     let mut out: Vec<Scenario> = Vec::new();
     for name in names.split(',').map(str::trim) {
         let found = if name == "all" {
-            Scenario::ALL.to_vec()
+            Scenario::all().to_vec()
         } else {
             vec![
                 <Scenario as clap::ValueEnum>::from_str(name, false).map_err(|_| {
                     format!(
                         "unknown scenario {name:?}; choose from {}",
-                        SCENARIO_NAMES.join(", ")
+                        scenario_names().join(", ")
                     )
                 })?,
             ]
@@ -100,7 +100,7 @@ pub struct ChaosOptions {
 impl Default for ChaosOptions {
     fn default() -> Self {
         Self {
-            scenarios: Scenario::ALL.to_vec(),
+            scenarios: Scenario::all().to_vec(),
             seed: 1,
             runs: 1,
             settings: Settings::default(),
@@ -124,10 +124,8 @@ fn parse_scenarios(names: &str) -> Result<ScenarioList, String> {
 /// Command line of `permafrost-sim chaos`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChaosArgs {
-    /// A scenario, `all` (each in turn), or a comma-separated list: all, lose-n-minus-t,
-    /// lose-n-minus-t-plus-1, kill-node-between-rounds, kill-coordinator-mid-round, slow-lossy,
-    /// partition-heal, lying-node-every-position, dkg-split-view, repair-then-sign, refresh-then-sign.
-    #[arg(long, default_value = "all", value_parser = parse_scenarios)]
+    /// A scenario, `all` (each in turn), or a comma-separated list of [`scenario_names`].
+    #[arg(long, default_value = "all", value_parser = parse_scenarios, help = scenario_help())]
     pub scenario: ScenarioList,
     /// Seed of the first run; run i of a scenario uses seed + i.
     #[arg(long, default_value_t = 1)]
@@ -310,15 +308,17 @@ mod tests {
 
     #[test]
     fn every_scenario_has_a_name_and_all_expands() {
-        for name in SCENARIO_NAMES.iter().skip(1) {
+        let names = scenario_names();
+        assert_eq!(names[0], "all");
+        for name in names.iter().skip(1) {
             let s = scenarios_named(name).expect("known");
             assert_eq!(s.len(), 1);
             assert_eq!(s[0].name(), *name);
         }
-        assert_eq!(SCENARIO_NAMES.len(), Scenario::ALL.len() + 1);
+        assert_eq!(names.len(), Scenario::all().len() + 1);
         assert_eq!(
             scenarios_named("all").expect("all").len(),
-            Scenario::ALL.len()
+            Scenario::all().len()
         );
         assert!(scenarios_named("nope").is_err());
         assert_eq!(

@@ -119,7 +119,7 @@ impl ChaosReport {
         for r in &runs {
             by_scenario.entry(r.scenario).or_default().push(r);
         }
-        let mut rows: Vec<Row> = Scenario::ALL
+        let mut rows: Vec<Row> = Scenario::all()
             .iter()
             .filter_map(|s| by_scenario.get(s).map(|rs| row(s.name(), rs)))
             .collect();
