@@ -83,8 +83,19 @@ impl CoordinatorError {
     }
 }
 
+impl From<permafrost_proto::ProtoError> for CoordinatorError {
+    fn from(e: permafrost_proto::ProtoError) -> Self {
+        use permafrost_proto::ProtoError as P;
+        match e {
+            P::AuditUnavailable(_) | P::Server(_) => CoordinatorError::Unavailable(e.to_string()),
+            P::AuditDamaged(_) => CoordinatorError::Storage(e.to_string()),
+            _ => CoordinatorError::Config(e.to_string()),
+        }
+    }
+}
+
 /// The audit log refused a record: the step it would record does not complete (L2).
-pub(crate) fn audit_failed(e: String) -> tonic::Status {
+pub(crate) fn audit_failed(e: permafrost_proto::ProtoError) -> tonic::Status {
     tonic::Status::unavailable(format!(
         "audit log: {e}; the step was not completed without a durable record"
     ))
@@ -160,9 +171,9 @@ fn open_audit(
         hex::encode(key.verifying_key().as_bytes()),
         Box::new(move |msg| key.sign(msg).to_bytes()),
     )
-    .map_err(CoordinatorError::Config)?;
+    .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     log.append("coordinator_started", serde_json::json!({}))
-        .map_err(CoordinatorError::Config)?;
+        .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     Ok(log)
 }
 
@@ -170,7 +181,8 @@ impl Coordinator {
     /// Opens the store, loads the manifest and credentials.
     pub fn open(config: CoordinatorConfig) -> Result<Arc<Self>, CoordinatorError> {
         config.validate()?;
-        let tls = TlsMaterial::load(&config.tls).map_err(CoordinatorError::Config)?;
+        let tls =
+            TlsMaterial::load(&config.tls).map_err(|e| CoordinatorError::Config(e.to_string()))?;
         let text = std::fs::read_to_string(&config.manifest).map_err(|e| {
             CoordinatorError::Config(format!("manifest = {}: {e}", config.manifest.display()))
         })?;
@@ -189,7 +201,7 @@ impl Coordinator {
                 config.round_timeout(),
                 config.max_sessions_per_node,
             )
-            .map_err(CoordinatorError::Config)?,
+            .map_err(|e| CoordinatorError::Config(e.to_string()))?,
         );
         for node in store.revoked()? {
             members.revoke(&node);
@@ -256,7 +268,7 @@ impl Coordinator {
     /// what is wrong; health reports NOT_SERVING then.
     pub fn health(&self) -> Result<(), String> {
         self.store.inner().health()?;
-        self.audit.health()
+        self.audit.health().map_err(|e| e.to_string())
     }
 
     fn health_probe(self: &Arc<Self>) -> permafrost_proto::server::HealthProbe {
@@ -327,6 +339,6 @@ impl Coordinator {
         {
             tracing::error!(error = %e, "audit log: cannot record shutdown");
         }
-        result.map_err(CoordinatorError::Unavailable)
+        result.map_err(|e| CoordinatorError::Unavailable(e.to_string()))
     }
 }

@@ -1,7 +1,7 @@
 //! `permafrost-coordinator run --config FILE`: the coordinator daemon.
 
 use clap::{Parser, Subcommand};
-use permafrost_coordinator::{config::CoordinatorConfig, Coordinator, CoordinatorError};
+use permafrost_coordinator::{config::CoordinatorConfig, Coordinator};
 use permafrost_proto::daemon;
 
 #[derive(Parser)]
@@ -29,9 +29,7 @@ async fn main() -> std::process::ExitCode {
     let Command::Run { config } = Cli::parse().command;
     daemon::main("permafrost-coordinator", async move {
         let config = CoordinatorConfig::load(&config)?;
-        let listener = daemon::bind(config.listen)
-            .await
-            .map_err(CoordinatorError::Config)?;
+        let listener = daemon::bind(config.listen).await?;
         Coordinator::open(config)?
             .run(listener, daemon::shutdown_signal())
             .await

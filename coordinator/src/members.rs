@@ -58,8 +58,9 @@ impl Members {
     ) -> Result<Self, String> {
         let mut members = BTreeMap::new();
         for entry in directory.iter() {
-            let channel =
-                tls.channel(&entry.node.endpoint, &entry.node.tls_server_name, timeout)?;
+            let channel = tls
+                .channel(&entry.node.endpoint, &entry.node.tls_server_name, timeout)
+                .map_err(|e| e.to_string())?;
             let client = SignerNodeClient::new(channel)
                 .max_decoding_message_size(permafrost_proto::server::MAX_MESSAGE_BYTES);
             members.insert(

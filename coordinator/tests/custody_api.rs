@@ -321,7 +321,11 @@ async fn s4_admission_control_answers_busy_with_a_retry_hint() {
     let mut busy = None;
     for i in 0..40 {
         let r = f.request(&format!("wd-adm-{i}"), "warm-1");
-        match f.custody().submit_withdrawal(f.signed(&r, &f.custody_key)).await {
+        match f
+            .custody()
+            .submit_withdrawal(f.signed(&r, &f.custody_key))
+            .await
+        {
             Ok(s) => assert_eq!(s.into_inner().state(), pb::WithdrawalState::Pending),
             Err(e) => {
                 busy = Some((i, e));

@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::ceremonies::CeremonyTable;
 use crate::nonces::NoncePool;
-pub use crate::open::{init, NodePublicInfo};
+pub use crate::open::{init, init_and_print, NodePublicInfo};
 use crate::store::NodeStore;
 use crate::vault::ShareVault;
 
@@ -139,6 +139,18 @@ impl From<CoreError> for NodeError {
     }
 }
 
+impl From<permafrost_proto::ProtoError> for NodeError {
+    fn from(e: permafrost_proto::ProtoError) -> Self {
+        use permafrost_proto::ProtoError as P;
+        match e {
+            P::AuditUnavailable(_) => NodeError::Unavailable(e.to_string()),
+            P::AuditDamaged(_) => NodeError::Corrupt(e.to_string()),
+            P::Server(_) => NodeError::Unavailable(e.to_string()),
+            _ => NodeError::Config(e.to_string()),
+        }
+    }
+}
+
 /// Everything a running node holds.
 pub struct SignerNode {
     pub(crate) id: NodeId,
@@ -190,7 +202,7 @@ impl SignerNode {
     /// takes records. `Err` names what is wrong; health reports NOT_SERVING then.
     pub fn health(&self) -> Result<(), String> {
         self.store.inner().health()?;
-        self.audit.health()
+        self.audit.health().map_err(|e| e.to_string())
     }
 
     fn health_probe(self: &Arc<Self>) -> permafrost_proto::server::HealthProbe {
@@ -206,7 +218,7 @@ impl SignerNode {
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), String> {
+    ) -> Result<(), NodeError> {
         use permafrost_core::Role;
         use permafrost_proto::auth::RequireRole;
         use permafrost_proto::{
@@ -244,6 +256,6 @@ impl SignerNode {
         {
             tracing::error!(error = %e, "audit log: cannot record shutdown");
         }
-        result
+        result.map_err(|e| NodeError::Unavailable(e.to_string()))
     }
 }

@@ -101,6 +101,15 @@ fn create_private_dir(path: &Path) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// `permafrost-node init` as the command runs it: [`init`], then the public
+/// info printed as JSON for the manifest and the CA.
+pub fn init_and_print(config: &NodeConfig) -> Result<(), NodeError> {
+    let info = init(config)?;
+    let json = serde_json::to_string_pretty(&info).map_err(|e| NodeError::Bug(e.to_string()))?;
+    println!("{json}");
+    Ok(())
+}
+
 /// `permafrost-node init`: creates the data dir, the sealer state, the identity
 /// keys and the TLS key (both sealed), and returns what the operator publishes.
 pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::ProtoError;
 use permafrost_core::audit::{
     checkpoint_message, genesis, verify_bytes, AuditEntry, TornTail, AUDIT_REPAIRED, CHECKPOINT,
 };
@@ -90,7 +91,7 @@ impl AuditLog {
         actor: &str,
         key_hex: String,
         sign: CheckpointSigner,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ProtoError> {
         Self::open_with(path, actor, key_hex, sign, DISK)
     }
 
@@ -100,18 +101,22 @@ impl AuditLog {
         key_hex: String,
         sign: CheckpointSigner,
         io: FileOps,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ProtoError> {
         let bytes = if path.is_file() {
-            std::fs::read(path).map_err(|e| format!("audit log {}: {e}", path.display()))?
+            std::fs::read(path).map_err(|e| ProtoError::File {
+                what: "audit log",
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
         } else {
             Vec::new()
         };
         let report = verify_bytes(&bytes, &[], None).map_err(|reason| {
-            format!(
+            ProtoError::AuditDamaged(format!(
                 "audit log {} does not verify, refusing to extend it: {reason} \
                  (check it with `permafrostctl audit verify`)",
                 path.display()
-            )
+            ))
         })?;
         let mut log = Self {
             path: path.to_path_buf(),
@@ -129,7 +134,8 @@ impl AuditLog {
             repaired: None,
         };
         if let Some(torn) = report.torn_tail {
-            log.cut_torn_tail(&torn, bytes.len() as u64)?;
+            log.cut_torn_tail(&torn, bytes.len() as u64)
+                .map_err(ProtoError::AuditUnavailable)?;
             log.repaired = Some(torn);
         }
         Ok(log)
@@ -182,6 +188,7 @@ impl AuditLog {
                 "resumed_after_hash": hash,
             }),
         )
+        .map_err(|e| e.to_string())
     }
 
     /// Appends `entry` as one line. On failure the file is cut back to its
@@ -238,19 +245,21 @@ impl AuditLog {
     /// Whether the log takes records. After a failed append this retries
     /// (at most every few seconds) with an `audit_writable_again` entry, so a
     /// freed disk is noticed without waiting for traffic the daemon now refuses.
-    pub fn health(&self) -> Result<(), String> {
+    pub fn health(&self) -> Result<(), ProtoError> {
         let why = {
             let head = self
                 .head
                 .lock()
-                .map_err(|_| "audit lock poisoned".to_string())?;
+                .map_err(|_| ProtoError::AuditUnavailable("audit lock poisoned".into()))?;
             if let Some(why) = &head.closed {
-                return Err(format!("audit log refuses appends until reopened: {why}"));
+                return Err(ProtoError::AuditUnavailable(format!(
+                    "audit log refuses appends until reopened: {why}"
+                )));
             }
             match &head.failing {
                 None => return Ok(()),
                 Some((why, at)) if at.elapsed() < std::time::Duration::from_secs(3) => {
-                    return Err(why.clone())
+                    return Err(ProtoError::AuditUnavailable(why.clone()))
                 }
                 Some((why, _)) => why.clone(),
             }
@@ -260,17 +269,17 @@ impl AuditLog {
 
     /// Appends an event durably; returns only after fsync. Callers that
     /// release a share must refuse if this fails.
-    pub fn append(&self, event: &str, detail: serde_json::Value) -> Result<(), String> {
+    pub fn append(&self, event: &str, detail: serde_json::Value) -> Result<(), ProtoError> {
         let mut head = self
             .head
             .lock()
-            .map_err(|_| "audit lock poisoned".to_string())?;
+            .map_err(|_| ProtoError::AuditUnavailable("audit lock poisoned".into()))?;
         let result = self.append_locked(&mut head, event, detail);
         head.failing = match &result {
             Ok(()) => None,
             Err(e) => Some((e.clone(), std::time::Instant::now())),
         };
-        result
+        result.map_err(ProtoError::AuditUnavailable)
     }
 
     fn append_locked(
@@ -298,12 +307,13 @@ impl AuditLog {
     }
 
     /// Writes a signed checkpoint now (also done every [`CHECKPOINT_EVERY`] entries).
-    pub fn checkpoint(&self) -> Result<(), String> {
+    pub fn checkpoint(&self) -> Result<(), ProtoError> {
         let mut head = self
             .head
             .lock()
-            .map_err(|_| "audit lock poisoned".to_string())?;
+            .map_err(|_| ProtoError::AuditUnavailable("audit lock poisoned".into()))?;
         self.checkpoint_locked(&mut head)
+            .map_err(ProtoError::AuditUnavailable)
     }
 
     fn checkpoint_locked(&self, head: &mut Head) -> Result<(), String> {
@@ -371,7 +381,7 @@ mod tests {
         NodeIdentity::from_secret_bytes(&[7u8; 64]).expect("identity")
     }
 
-    fn open_with(path: &Path, io: FileOps) -> Result<AuditLog, String> {
+    fn open_with(path: &Path, io: FileOps) -> Result<AuditLog, ProtoError> {
         let id = identity();
         AuditLog::open_with(
             path,
@@ -382,7 +392,7 @@ mod tests {
         )
     }
 
-    fn open(path: &Path) -> Result<AuditLog, String> {
+    fn open(path: &Path) -> Result<AuditLog, ProtoError> {
         open_with(path, DISK)
     }
 
@@ -446,7 +456,8 @@ mod tests {
             };
             let err = log
                 .append("share_released", serde_json::json!({"request": "wd-x"}))
-                .expect_err("the write fails");
+                .expect_err("the write fails")
+                .to_string();
             assert!(
                 err.contains("write failed") && err.contains("still ends at entry #21"),
                 "{what}: {err}"
@@ -478,16 +489,18 @@ mod tests {
         };
         let err = log
             .append("share_released", serde_json::json!({"request": "wd-x"}))
-            .expect_err("the write fails");
+            .expect_err("the write fails")
+            .to_string();
         assert!(err.contains("refuses appends until reopened"), "{err}");
         assert!(err.contains("read-only file system"), "{err}");
         // Even with the disk healthy again, no append until reopened (L2).
         log.io = DISK;
         let err = log
             .append("share_released", serde_json::json!({"request": "wd-y"}))
-            .expect_err("fail closed");
+            .expect_err("fail closed")
+            .to_string();
         assert!(err.contains("refuses appends until reopened"), "{err}");
-        let err = log.checkpoint().expect_err("fail closed");
+        let err = log.checkpoint().expect_err("fail closed").to_string();
         assert!(err.contains("refuses appends until reopened"), "{err}");
         assert_eq!(log.head().0, 3);
 
@@ -514,11 +527,13 @@ mod tests {
         let log = open(path).expect("open");
         let err = log
             .append("share_released", serde_json::json!({}))
-            .expect_err("disk full");
+            .expect_err("disk full")
+            .to_string();
         assert!(err.contains("refuses appends until reopened"), "{err}");
         let err = log
             .append("share_released", serde_json::json!({}))
-            .expect_err("still closed");
+            .expect_err("still closed")
+            .to_string();
         assert!(err.contains("refuses appends until reopened"), "{err}");
         assert_eq!(log.head(), (0, genesis()));
     }
@@ -583,13 +598,15 @@ mod tests {
         // Newline-terminated garbage is not an interrupted write.
         let damaged = format!("{whole}{{\"seq\":6,\"ts\":17\n");
         std::fs::write(dir.log(), &damaged).expect("write");
-        let err = open(&dir.log()).expect_err("refused");
+        let err = open(&dir.log()).expect_err("refused").to_string();
         assert!(
             err.contains("does not verify") && err.contains("line 6"),
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(dir.log()).expect("read"), damaged);
-        let err = verify_bytes(damaged.as_bytes(), &[], None).expect_err("tampering");
+        let err = verify_bytes(damaged.as_bytes(), &[], None)
+            .expect_err("tampering")
+            .to_string();
         assert!(err.starts_with("line 6: not an audit entry"), "{err}");
 
         // The old writer's damage: a fragment with the next entry appended onto it.
@@ -601,14 +618,14 @@ mod tests {
             lines[4]
         );
         std::fs::write(dir.log(), &glued).expect("write");
-        let err = open(&dir.log()).expect_err("refused");
+        let err = open(&dir.log()).expect_err("refused").to_string();
         assert!(err.contains("line 5"), "{err}");
 
         // Two whole entries swapped.
         let mut swapped: Vec<&str> = lines.clone();
         swapped.swap(1, 2);
         std::fs::write(dir.log(), swapped.join("\n") + "\n").expect("write");
-        let err = open(&dir.log()).expect_err("refused");
+        let err = open(&dir.log()).expect_err("refused").to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 }

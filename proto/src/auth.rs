@@ -18,7 +18,11 @@ pub struct Principal {
 }
 
 /// Reads the principal from a DER certificate's `urn:permafrost:` URI SAN.
-pub fn principal_from_der(der: &[u8]) -> Result<Principal, String> {
+pub fn principal_from_der(der: &[u8]) -> Result<Principal, crate::ProtoError> {
+    principal_from_der_text(der).map_err(crate::ProtoError::Certificate)
+}
+
+fn principal_from_der_text(der: &[u8]) -> Result<Principal, String> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|e| format!("unreadable client certificate: {e}"))?;
     let san = cert
@@ -56,7 +60,7 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    principal_from_der(leaf.as_ref()).map_err(Status::unauthenticated)
+    principal_from_der_text(leaf.as_ref()).map_err(Status::unauthenticated)
 }
 
 /// An interceptor admitting only callers whose certificate has `role`; it

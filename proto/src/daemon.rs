@@ -22,10 +22,13 @@ pub async fn main<E: Display>(name: &str, body: impl Future<Output = Result<(), 
 }
 
 /// Binds the listen address; the error names the setting and the address.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("listen = {addr}: {e}"))?;
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, crate::ProtoError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        crate::ProtoError::InvalidConfig {
+            field: "listen".into(),
+            reason: format!("{addr}: {e}"),
+        }
+    })?;
     tracing::info!(%addr, "serving");
     Ok(listener)
 }

@@ -12,10 +12,12 @@ pub mod auth;
 pub mod backpressure;
 pub mod convert;
 pub mod daemon;
+pub mod error;
 pub mod logging;
 pub mod server;
 pub mod tls;
 
+pub use error::ProtoError;
 pub use generated::*;
 
 /// Encoded file descriptor set of every service, for gRPC server reflection.

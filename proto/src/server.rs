@@ -8,6 +8,7 @@ mod admission;
 mod events;
 mod stream;
 
+use crate::ProtoError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -115,7 +116,11 @@ impl Default for ServerLimits {
 impl ServerLimits {
     /// Checks that every cap admits something and every timeout is positive,
     /// naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        let bad = |field: &str, reason: String| ProtoError::InvalidConfig {
+            field: format!("server limits: {field}"),
+            reason,
+        };
         let counts = [
             ("max_handshaking", self.max_handshaking),
             ("max_handshaking_per_peer", self.max_handshaking_per_peer),
@@ -128,7 +133,7 @@ impl ServerLimits {
         ];
         for (name, value) in counts {
             if value == 0 {
-                return Err(format!("server limits: {name} is 0; it must be at least 1"));
+                return Err(bad(name, "is 0; it must be at least 1".into()));
             }
         }
         let durations = [
@@ -140,13 +145,16 @@ impl ServerLimits {
         ];
         for (name, value) in durations {
             if value.is_zero() {
-                return Err(format!("server limits: {name} is 0; it must be positive"));
+                return Err(bad(name, "is 0; it must be positive".into()));
             }
         }
         if self.drain_timeout > MAX_DRAIN {
-            return Err(format!(
-                "server limits: drain_timeout is {:?}; at most {MAX_DRAIN:?} so shutdown finishes within 5 s",
-                self.drain_timeout
+            return Err(bad(
+                "drain_timeout",
+                format!(
+                    "is {:?}; at most {MAX_DRAIN:?} so shutdown finishes within 5 s",
+                    self.drain_timeout
+                ),
             ));
         }
         Ok(())
@@ -174,7 +182,7 @@ pub async fn serve(
     health: Option<HealthProbe>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), String> {
+) -> Result<(), ProtoError> {
     limits.validate()?;
     let acceptor = TlsAcceptor::from(tls.rustls_server_config()?);
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -188,7 +196,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| format!("reflection: {e}"))?;
+        .map_err(|e| ProtoError::Server(format!("reflection: {e}")))?;
     let routes = routes.add_service(health_service).add_service(reflection);
 
     // `stop`: accepting ends and tonic starts its graceful drain.
@@ -229,11 +237,11 @@ pub async fn serve(
         r = &mut server => Some(r),
     };
     let result = match ended_by_itself {
-        Some(r) => r.map_err(|e| format!("server: {e}")),
+        Some(r) => r.map_err(|e| ProtoError::Server(e.to_string())),
         None => {
             let _ = stop_tx.send(true);
             match tokio::time::timeout(limits.drain_timeout, &mut server).await {
-                Ok(r) => r.map_err(|e| format!("server: {e}")),
+                Ok(r) => r.map_err(|e| ProtoError::Server(e.to_string())),
                 Err(_) => {
                     tracing::warn!(
                         grace = ?limits.drain_timeout,

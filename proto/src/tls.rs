@@ -1,5 +1,6 @@
 //! Loading the cluster CA and a principal's certificate for mTLS servers and clients.
 
+use crate::ProtoError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +47,17 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, ProtoError> {
+    std::fs::read(path).map_err(|e| ProtoError::File {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 impl TlsMaterial {
     /// Reads the three PEM files.
-    pub fn load(files: &TlsFiles) -> Result<Self, String> {
+    pub fn load(files: &TlsFiles) -> Result<Self, ProtoError> {
         Ok(Self::from_pem(
             &read(&files.ca_cert, "CA certificate")?,
             &read(&files.cert, "certificate")?,
@@ -78,28 +83,30 @@ impl TlsMaterial {
     /// a client certificate from the cluster CA required, ALPN `h2`. Same policy
     /// as [`Self::server_config`], with the ring provider named explicitly so no
     /// process-level provider is needed.
-    pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+    pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>, ProtoError> {
+        let bad =
+            |what: &str, e: &dyn std::fmt::Display| ProtoError::Credentials(format!("{what}: {e}"));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(&self.pem.ca) {
-            let ca = ca.map_err(|e| format!("CA certificate PEM: {e}"))?;
-            roots.add(ca).map_err(|e| format!("CA certificate: {e}"))?;
+            let ca = ca.map_err(|e| bad("CA certificate PEM", &e))?;
+            roots.add(ca).map_err(|e| bad("CA certificate", &e))?;
         }
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| format!("client certificate verifier: {e}"))?;
+                .map_err(|e| bad("client certificate verifier", &e))?;
         let chain = CertificateDer::pem_slice_iter(&self.pem.cert)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate PEM: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(&self.pem.key)
-            .map_err(|e| format!("private key PEM: {e}"))?;
+            .map_err(|e| bad("certificate PEM", &e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.pem.key).map_err(|e| bad("private key PEM", &e))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS versions: {e}"))?
+            .map_err(|e| bad("TLS versions", &e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
-            .map_err(|e| format!("certificate and key: {e}"))?;
+            .map_err(|e| bad("certificate and key", &e))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -125,11 +132,14 @@ impl TlsMaterial {
         endpoint: &str,
         server_name: &str,
         timeout: Duration,
-    ) -> Result<Channel, String> {
+    ) -> Result<Channel, ProtoError> {
         let ep = Endpoint::from_shared(format!("https://{endpoint}"))
-            .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
+            .map_err(|e| ProtoError::InvalidConfig {
+                field: "endpoint".into(),
+                reason: format!("{endpoint:?}: {e}"),
+            })?
             .tls_config(self.client_config(server_name))
-            .map_err(|e| format!("TLS config for {endpoint}: {e}"))?
+            .map_err(|e| ProtoError::Credentials(format!("TLS config for {endpoint}: {e}")))?
             // Explicit although tonic defaults to it: Nagle plus delayed ACK
             // stalls small request/response pairs by ~40 ms.
             .tcp_nodelay(true)

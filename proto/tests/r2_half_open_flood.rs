@@ -121,7 +121,7 @@ impl NodeAdmin for EchoAdmin {
 struct Running {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), String>>,
+    task: JoinHandle<Result<(), permafrost_proto::ProtoError>>,
     entered: Arc<Notify>,
 }
 
@@ -156,7 +156,7 @@ impl Running {
     }
 
     /// Stops the server and returns how `serve` ended.
-    async fn stop(mut self) -> Result<(), String> {
+    async fn stop(mut self) -> Result<(), permafrost_proto::ProtoError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -146,6 +146,7 @@ pub(crate) fn serve(
             },
         )
         .await
+        .map_err(|e| e.to_string())
     });
     Running {
         stop: Some(stop),

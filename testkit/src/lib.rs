@@ -577,9 +577,13 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
     let node = node.unwrap_or_else(|| SignerNode::open(config).expect("open node"));
     let signer = Some(Arc::downgrade(&node));
     let (stop, rx) = oneshot::channel();
-    let task = tokio::spawn(node.run(listener, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(async move {
+        node.run(listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
     Running {
         stop: Some(stop),
         task,

@@ -560,7 +560,7 @@ impl ChaosCluster {
             &pki::server_name(Role::Node, id),
             Duration::from_secs(5),
         )
-        .map_err(SimError::Setup)
+        .map_err(|e| SimError::Setup(e.to_string()))
     }
 
     /// `NodeAdmin.GetStatus` straight to node `id` with the operator certificate.

@@ -509,11 +509,13 @@ pub async fn run(args: LiarArgs) -> Result<(), String> {
     let identity = TlsMaterial::from_pem(&ca, &read(&args.cert)?, &read(&args.key)?);
     let as_coordinator =
         TlsMaterial::from_pem(&ca, &read(&args.upstream_cert)?, &read(&args.upstream_key)?);
-    let channel = as_coordinator.channel(
-        &args.upstream,
-        &permafrostctl::pki::server_name(Role::Node, &args.node_id),
-        Duration::from_secs(10),
-    )?;
+    let channel = as_coordinator
+        .channel(
+            &args.upstream,
+            &permafrostctl::pki::server_name(Role::Node, &args.node_id),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| e.to_string())?;
     let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
     let upstream = SignerNodeClient::new(channel).max_decoding_message_size(max);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -565,6 +567,7 @@ pub async fn run(args: LiarArgs) -> Result<(), String> {
         },
     )
     .await
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
