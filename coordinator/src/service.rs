@@ -26,13 +26,20 @@ pub const POLICY_RULE_METADATA: &str = "permafrost-policy-rule";
 /// Retry hint for a submission refused by admission control.
 pub(crate) const ADMISSION_RETRY: Duration = Duration::from_millis(200);
 
+/// Hex from the store; a record that is not hex is corrupt, never read as empty.
+fn stored_hex(what: &str, text: &str) -> Result<Vec<u8>, Status> {
+    hex::decode(text).map_err(|e| {
+        CoordinatorError::Storage(format!("stored {what} is not hex: {e}")).to_status()
+    })
+}
+
 fn to_wire_status(
     id: &RequestId,
     r: &RequestRecord,
     group_key: Vec<u8>,
     message: Vec<u8>,
     verdict: Option<Verdict>,
-) -> pb::WithdrawalStatus {
+) -> Result<pb::WithdrawalStatus, Status> {
     let (approvals_missing, time_locked_until, rejected) = match verdict {
         Some(Verdict::Waiting {
             approvals_missing,
@@ -50,10 +57,10 @@ fn to_wire_status(
         RequestState::Signed => pb::WithdrawalState::Signed,
         RequestState::Failed => pb::WithdrawalState::Failed,
     };
-    pb::WithdrawalStatus {
+    Ok(pb::WithdrawalStatus {
         request_id: id.to_string(),
         state: state as i32,
-        digest: hex::decode(&r.digest).unwrap_or_default(),
+        digest: stored_hex("request digest", &r.digest)?,
         message,
         signature: r.signature.clone(),
         signers: r.signers.iter().map(|s| s.to_string()).collect(),
@@ -78,7 +85,7 @@ fn to_wire_status(
             .policy_rule
             .map(permafrost_proto::convert::policy_rule_to_wire)
             .unwrap_or(0),
-    }
+    })
 }
 
 fn reason_to_wire(reason: Reason) -> pb::WithdrawalReason {
@@ -115,15 +122,20 @@ impl Coordinator {
                 .store
                 .exclusions()?
                 .into_iter()
-                .map(|e| pb::Exclusion {
-                    group: e.group.to_string(),
-                    node_id: e.node.to_string(),
-                    request_id: e.request_id,
-                    signature_share: hex::decode(&e.share).unwrap_or_default(),
-                    signing_package: hex::decode(&e.signing_package).unwrap_or_default(),
-                    at: e.at,
+                .map(|e| {
+                    Ok(pb::Exclusion {
+                        signature_share: stored_hex("exclusion share", &e.share)?,
+                        signing_package: stored_hex(
+                            "exclusion signing package",
+                            &e.signing_package,
+                        )?,
+                        group: e.group.to_string(),
+                        node_id: e.node.to_string(),
+                        request_id: e.request_id,
+                        at: e.at,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, Status>>()?,
         })
     }
 
@@ -176,13 +188,7 @@ impl Coordinator {
             .unwrap_or_default();
         let verdict =
             (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record));
-        Ok(to_wire_status(
-            id,
-            &record,
-            group_key,
-            signed.request.payload,
-            verdict,
-        ))
+        to_wire_status(id, &record, group_key, signed.request.payload, verdict)
     }
 
     fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord) -> Verdict {
