@@ -144,7 +144,7 @@ impl Store {
         txn.open_table(txn::definition(writer::HEARTBEAT_TABLE))?;
         txn.commit()?;
         Ok(Self {
-            inner: writer::start(db, Duration::from_secs(1))?,
+            inner: writer::start(db, path.clone(), Duration::from_secs(1))?,
             path,
         })
     }
@@ -160,7 +160,8 @@ impl Store {
         f: impl FnOnce(&ReadTxn) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         use redb::ReadableDatabase;
-        let txn = self.inner.db.begin_read()?;
+        let db = self.inner.db.db()?;
+        let txn = db.begin_read()?;
         f(&ReadTxn::new(txn))
     }
 
@@ -211,7 +212,8 @@ impl Store {
     /// what is stored, not the engine's files; the writer's heartbeat is left out).
     pub fn dump(&self) -> Result<Vec<DumpedEntry>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable, TableHandle};
-        let txn = self.inner.db.begin_read()?;
+        let db = self.inner.db.db()?;
+        let txn = db.begin_read()?;
         let mut out = Vec::new();
         for handle in txn.list_tables()? {
             let name = handle.name().to_string();

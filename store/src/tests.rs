@@ -242,3 +242,73 @@ async fn a_full_queue_is_refused_as_busy_not_waited_on() {
         rx.await.expect("delivered").expect("committed");
     }
 }
+
+/// Mounts a small tmpfs for the disk-full test; `None` where that is not allowed.
+fn small_disk(dir: &std::path::Path) -> Option<()> {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(())
+}
+
+#[tokio::test]
+async fn s3_a_full_disk_fails_closed_keeps_what_was_committed_and_recovers_in_process() {
+    let mnt = tempfile::tempdir().expect("tempdir");
+    if small_disk(mnt.path()).is_none() {
+        eprintln!("cannot mount a tmpfs here (not root?); the disk-full test needs one");
+        return;
+    }
+    let data = mnt.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let store = Store::open(&data, &[ENTRIES.name(), TOTALS.name()]).expect("open");
+    let filler = mnt.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]).expect("filler");
+    let (mut ok, mut refused) = (0u32, 0u32);
+    for i in 0..2000u32 {
+        let step = store
+            .write(move |w| {
+                w.put(
+                    &ENTRIES,
+                    format!("id-{i}"),
+                    &Entry {
+                        digest: "d".repeat(2048),
+                        count: i,
+                    },
+                )?;
+                Ok::<_, TestError>(())
+            })
+            .await;
+        match step {
+            Ok(()) => ok += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "the disk never filled");
+    assert!(store.health().is_err(), "a failing store reports it");
+    // Every write that was acknowledged is there; nothing else is.
+    assert_eq!(store.all(&ENTRIES).expect("read").len() as u32, ok);
+    std::fs::remove_file(&filler).expect("free space");
+    let mut recovered = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let step = store
+            .write(|w| Ok::<_, TestError>(w.put(&TOTALS, b"after", &1)?))
+            .await;
+        if step.is_ok() {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(
+        recovered,
+        "the store did not recover once the disk had room"
+    );
+    assert_eq!(store.health(), Ok(()));
+    drop(store);
+    let _ = std::process::Command::new("umount")
+        .arg(mnt.path())
+        .status();
+}

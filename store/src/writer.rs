@@ -71,9 +71,57 @@ struct Status {
 }
 
 pub(crate) struct Core {
-    pub(crate) db: redb::Database,
+    /// The open database; `None` only while the writer reopens it after an I/O
+    /// error (redb refuses every commit after one until it is reopened).
+    db: std::sync::RwLock<Option<Arc<redb::Database>>>,
+    path: std::path::PathBuf,
     status: Mutex<Status>,
     queued: AtomicUsize,
+}
+
+impl Core {
+    /// The database, for one transaction.
+    pub(crate) fn db(&self) -> Result<Arc<redb::Database>, StoreError> {
+        self.db
+            .read()
+            .map_err(|_| StoreError::Engine("store lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| StoreError::Engine("store is being reopened after an I/O error".into()))
+    }
+
+    /// After a failed commit: closes and reopens the file, so a disk that has
+    /// room again (or a transient I/O error) does not need a daemon restart.
+    /// What was committed before is intact (redb commits are atomic).
+    fn reopen(&self) -> Result<(), StoreError> {
+        let old = self
+            .db
+            .write()
+            .map_err(|_| StoreError::Engine("store lock poisoned".into()))?
+            .take();
+        if let Some(mut old) = old {
+            // Readers finish their snapshot in microseconds; wait for them to let go.
+            for _ in 0..200 {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let db = redb::Database::create(&self.path)
+            .map_err(|e| StoreError::Engine(format!("reopen {}: {e}", self.path.display())))?;
+        *self
+            .db
+            .write()
+            .map_err(|_| StoreError::Engine("store lock poisoned".into()))? = Some(Arc::new(db));
+        tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
+        Ok(())
+    }
 }
 
 pub(crate) struct Shared {
@@ -96,16 +144,14 @@ impl Drop for Shared {
     }
 }
 
-impl std::ops::Deref for Core {
-    type Target = redb::Database;
-    fn deref(&self) -> &redb::Database {
-        &self.db
-    }
-}
-
-pub(crate) fn start(db: redb::Database, heartbeat: Duration) -> Result<Arc<Shared>, StoreError> {
+pub(crate) fn start(
+    db: redb::Database,
+    path: std::path::PathBuf,
+    heartbeat: Duration,
+) -> Result<Arc<Shared>, StoreError> {
     let core = Arc::new(Core {
-        db,
+        db: std::sync::RwLock::new(Some(Arc::new(db))),
+        path,
         status: Mutex::new(Status::default()),
         queued: AtomicUsize::new(0),
     });
@@ -152,7 +198,8 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
     let mut delivers = Vec::with_capacity(jobs.len());
     let mut steps = 0u64;
     let outcome = (|| -> Result<(), StoreError> {
-        let txn = core.db.begin_write()?;
+        let db = core.db()?;
+        let txn = db.begin_write()?;
         let mut failed = None;
         for job in jobs {
             match job {
@@ -198,6 +245,11 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
                 s.last_error = Some(e.to_string());
                 tracing::error!(error = %e, steps, "store commit failed; every step in it was refused");
             }
+        }
+    }
+    if outcome.is_err() {
+        if let Err(e) = core.reopen() {
+            tracing::error!(error = %e, "store could not be reopened; retrying at the next commit");
         }
     }
     for deliver in delivers {
@@ -297,7 +349,8 @@ impl Shared {
     where
         E: From<StoreError>,
     {
-        let txn = self.db.db.begin_write().map_err(StoreError::from)?;
+        let db = self.db.db()?;
+        let txn = db.begin_write().map_err(StoreError::from)?;
         let (result, apply_failed) = run_step(&txn, op);
         if let Some(e) = apply_failed {
             let _ = txn.abort();
