@@ -6,11 +6,12 @@
 
 mod common;
 
-use common::{PassphraseState, Token};
+use common::PassphraseState;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use permafrost_hsm::conformance::{self, Backend};
 use permafrost_hsm::{Pkcs11Config, Pkcs11Sealer, SealContext, SealError, Sealer, SecretSource};
+use permafrost_testkit::softhsm::{Token, USER_PIN};
 
 /// A fresh token and a sealer on it, or `None` when SoftHSM is absent outside CI.
 fn sealer(name: &str) -> Option<(Token<'static>, Box<dyn Sealer>)> {
@@ -251,7 +252,7 @@ fn s2_debug_does_not_leak_the_session() {
         debug.contains(&token.label) && debug.contains("<logged in>"),
         "{debug}"
     );
-    assert!(!debug.contains(common::USER_PIN), "{debug}");
+    assert!(!debug.contains(USER_PIN), "{debug}");
 }
 
 #[test]

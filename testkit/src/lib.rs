@@ -1,8 +1,10 @@
 //! Dev-only test helpers: a whole Permafrost cluster in one process, every
 //! daemon a real gRPC server on 127.0.0.1 port 0 with real mTLS, plus
-//! adversarial stand-ins (a lying node) that production builds never contain.
+//! adversarial stand-ins (a lying node) that production builds never contain,
+//! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]).
 
 pub mod liar;
+pub mod softhsm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +39,31 @@ struct Running {
     signer: Option<std::sync::Weak<SignerNode>>,
 }
 
+/// The shutdown future a [`Running`] server is given.
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl Running {
+    /// Spawns `serve(shutdown)`; [`Running::stop`] resolves `shutdown` and waits.
+    fn spawn<F, E>(
+        signer: Option<std::sync::Weak<SignerNode>>,
+        serve: impl FnOnce(Shutdown) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (stop, rx) = oneshot::channel();
+        let work = serve(Box::pin(async {
+            let _ = rx.await;
+        }));
+        let task = tokio::spawn(async move { work.await.map_err(|e| e.to_string()) });
+        Running {
+            stop: Some(stop),
+            task,
+            signer,
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -576,37 +602,16 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
     }
     let node = node.unwrap_or_else(|| SignerNode::open(config).expect("open node"));
     let signer = Some(Arc::downgrade(&node));
-    let (stop, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        node.run(listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .map_err(|e| e.to_string())
-    });
-    Running {
-        stop: Some(stop),
-        task,
-        signer,
-    }
+    Running::spawn(signer, |shutdown| async move {
+        node.run(listener, shutdown).await
+    })
 }
 
 fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListener) -> Running {
     let coord = Coordinator::open(config.clone()).expect("open coordinator");
-    let (stop, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        coord
-            .run(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
-    Running {
-        stop: Some(stop),
-        task,
-        signer: None,
-    }
+    Running::spawn(None, |shutdown| async move {
+        coord.run(listener, shutdown).await
+    })
 }
 
 /// Acting as a (possibly malicious) coordinator against nodes directly.

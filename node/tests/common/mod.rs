@@ -1,30 +1,21 @@
 //! Fixtures for the node's lifecycle tests: a node directory with CA, certificate, manifest
-//! and policy around a data dir, for either sealer backend; SoftHSM2 tokens under a
-//! test-owned `SOFTHSM2_CONF`; snapshots of the data dir; tampering with sealed blobs.
+//! and policy around a data dir, for either sealer backend, its SoftHSM2 tokens from
+//! `permafrost_testkit::softhsm`; snapshots of the data dir; tampering with sealed blobs.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{Attribute, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 use permafrost_core::manifest::{ClusterManifest, ManifestNode};
 use permafrost_core::Role;
 use permafrost_node::config::NodeConfig;
 use permafrost_node::store::NodeStore;
 use permafrost_node::{NodeError, NodePublicInfo, SignerNode};
+pub use permafrost_testkit::softhsm::{module_path, SoftHsm, USER_PIN};
 use permafrostctl::pki;
 
 pub const PASSPHRASE: &str = "correct horse battery staple";
-pub const USER_PIN: &str = "user-pin-2468";
-const SO_PIN: &str = "so-pin-13579";
-const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const NODE_ID: &str = "n1";
 
 /// The `[sealer]` section of a test node.
@@ -58,8 +49,8 @@ impl NodeDir {
     pub fn pkcs11(name: &str) -> Option<Self> {
         let hsm = softhsm()?;
         let sealer = SealerSection::Pkcs11 {
-            token_label: hsm.new_token(name),
-            key_label: "permafrost-seal".into(),
+            token_label: hsm.new_token(name).label,
+            key_label: permafrost_testkit::softhsm::KEY_LABEL.into(),
         };
         Some(Self::new(sealer, Some(hsm)))
     }
@@ -294,190 +285,9 @@ pub fn flip_one_byte(blob: &[u8]) -> Vec<u8> {
     flipped
 }
 
-pub fn module_path() -> PathBuf {
-    std::env::var_os("PERMAFROST_PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE))
-}
-
-/// The process-wide SoftHSM2 set-up: one config and token directory per test binary, since
-/// SoftHSM reads `SOFTHSM2_CONF` once, when the module is first initialised. Tokens are
-/// created in-process through the same loaded library the node uses (SoftHSM does not see
-/// tokens that `softhsm2-util` creates after it was initialised); being file-backed, they
-/// are visible to child processes too.
-pub struct SoftHsm {
-    pub root: PathBuf,
-    pub conf: PathBuf,
-    pkcs11: Pkcs11,
-    /// SoftHSM's `C_GetSlotList` is not thread-safe: the node's sealer serialises its own
-    /// calls, and this lock serialises the fixture's with them (see [`SoftHsm::serialized`]).
-    slot_lock: Mutex<()>,
-}
-
 /// The SoftHSM fixture, or `None` (with a message) when the module is absent outside CI.
-/// Under CI (`CI` set) a missing module fails the test: the PKCS#11 backend must be tested.
 pub fn softhsm() -> Option<&'static SoftHsm> {
-    static FIXTURE: OnceLock<Option<SoftHsm>> = OnceLock::new();
-    FIXTURE
-        .get_or_init(|| {
-            let module = module_path();
-            if !module.exists() {
-                if std::env::var_os("CI").is_some() {
-                    panic!(
-                        "PKCS#11 module {} is missing and CI is set: run .ci/softhsm-setup.sh \
-                         or point PERMAFROST_PKCS11_MODULE at a module",
-                        module.display()
-                    );
-                }
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPING PKCS#11 node tests: module {} not found (install softhsm2, e.g. \
-                     .ci/softhsm-setup.sh, or set PERMAFROST_PKCS11_MODULE)",
-                    module.display()
-                );
-                return None;
-            }
-            // Under target/tmp: the token store outlives the process (a static is never
-            // dropped), so stores of runs over an hour old are swept here.
-            remove_stale_stores(Path::new(env!("CARGO_TARGET_TMPDIR")));
-            let root = tempfile::Builder::new()
-                .prefix("node-softhsm-")
-                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-                .expect("softhsm tempdir")
-                .keep();
-            let tokens = root.join("tokens");
-            std::fs::create_dir_all(&tokens).expect("token dir");
-            let conf = root.join("softhsm2.conf");
-            write(
-                &conf,
-                &format!(
-                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                    tokens.display()
-                ),
-            );
-            // Set once, before anything in this process loads the module.
-            std::env::set_var("SOFTHSM2_CONF", &conf);
-            let pkcs11 = Pkcs11::new(&module).expect("load the PKCS#11 module");
-            match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-                Err(e) => panic!("initialise {}: {e}", module.display()),
-            }
-            Some(SoftHsm {
-                root,
-                conf,
-                pkcs11,
-                slot_lock: Mutex::new(()),
-            })
-        })
-        .as_ref()
-}
-
-fn remove_stale_stores(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    let hour = std::time::Duration::from_secs(3600);
-    for entry in entries.filter_map(Result::ok) {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
-        if stale
-            && entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("node-softhsm-")
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-impl SoftHsm {
-    fn lock_slots(&self) -> MutexGuard<'_, ()> {
-        self.slot_lock.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `f` (a node `init` or `open`, which lists slots) serialised with the fixture's
-    /// own slot listing.
-    pub fn serialized<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _slots = self.lock_slots();
-        f()
-    }
-
-    /// Initialises a fresh token with a unique label and [`USER_PIN`].
-    pub fn new_token(&self, name: &str) -> String {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let label = format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        assert!(
-            label.len() <= 32,
-            "token label {label} is longer than 32 bytes"
-        );
-        let _slots = self.lock_slots();
-        // SoftHSM always offers one uninitialised token and adds another once it is used.
-        let free = self
-            .pkcs11
-            .get_slots_with_token()
-            .expect("list slots")
-            .into_iter()
-            .find(|slot| {
-                !self
-                    .pkcs11
-                    .get_token_info(*slot)
-                    .expect("token info")
-                    .token_initialized()
-            })
-            .expect("SoftHSM offers a free slot");
-        let so_pin = AuthPin::from(SO_PIN);
-        self.pkcs11
-            .init_token(free, &so_pin, &label)
-            .expect("initialise token");
-        let session = self.pkcs11.open_rw_session(free).expect("open SO session");
-        session
-            .login(UserType::So, Some(&so_pin))
-            .expect("SO login");
-        session
-            .init_pin(&AuthPin::from(USER_PIN))
-            .expect("set the user PIN");
-        drop(session);
-        label
-    }
-
-    /// Labels of the secret keys in a token, read in a user session outside the node (no
-    /// node may hold the token open at the time).
-    pub fn secret_key_labels(&self, token_label: &str) -> Vec<String> {
-        let _slots = self.lock_slots();
-        let pkcs11 = &self.pkcs11;
-        let slot = pkcs11
-            .get_slots_with_initialized_token()
-            .expect("list slots")
-            .into_iter()
-            .find(|s| pkcs11.get_token_info(*s).expect("token info").label() == token_label)
-            .expect("token exists");
-        let session = pkcs11.open_ro_session(slot).expect("open session");
-        session
-            .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
-            .expect("user login");
-        let keys = session
-            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-            .expect("find keys");
-        keys.into_iter()
-            .map(|k| {
-                match session
-                    .get_attributes(k, &[cryptoki::object::AttributeType::Label])
-                    .expect("label")
-                    .as_slice()
-                {
-                    [Attribute::Label(l)] => String::from_utf8_lossy(l).into_owned(),
-                    other => panic!("unexpected attributes {other:?}"),
-                }
-            })
-            .collect()
-    }
+    permafrost_testkit::softhsm::softhsm(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// The start-up checks every backend must pass; each test file calls them for its backend.

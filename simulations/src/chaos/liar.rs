@@ -9,9 +9,14 @@
 //! round 2 so the harness can kill a process at that exact point. It reads
 //! `resume` lines on stdin and writes one JSON event per line on stdout.
 //!
+//! The same liar serves in-process too ([`serve`], used by `permafrost-testkit`):
+//! the caller hands it a listener, the node's TLS identity, a client of the real
+//! node and [`LiarOptions`], and chooses where its [`EventSink`] sends events.
+//!
 //! None of this is in `permafrost-node`: a production build cannot lie.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,7 +30,7 @@ use permafrost_core::Role;
 use permafrost_proto::signer_node_client::SignerNodeClient;
 use permafrost_proto::signer_node_server::{SignerNode, SignerNodeServer};
 use permafrost_proto::tls::TlsMaterial;
-use permafrost_proto::{self as pb};
+use permafrost_proto::{self as pb, ProtoError};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -171,10 +176,80 @@ pub struct LiarArgs {
     pub seed: u64,
 }
 
-fn emit(event: &LiarEvent) {
-    match serde_json::to_string(event) {
-        Ok(line) => println!("{line}"),
-        Err(e) => eprintln!("permafrost-liar: cannot encode event {event:?}: {e}"),
+/// Where a liar's [`LiarEvent`]s go: stdout as JSON lines for the process,
+/// nowhere or a collector for an in-process liar.
+#[derive(Clone)]
+pub struct EventSink(Arc<dyn Fn(&LiarEvent) + Send + Sync>);
+
+impl EventSink {
+    /// Calls `f` with every event, from whichever task reports it.
+    pub fn new(f: impl Fn(&LiarEvent) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// One JSON object per stdout line (what the chaos harness reads).
+    pub fn json_lines_to_stdout() -> Self {
+        Self::new(|event| match serde_json::to_string(event) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("permafrost-liar: cannot encode event {event:?}: {e}"),
+        })
+    }
+
+    /// Drops every event.
+    pub fn discard() -> Self {
+        Self::new(|_| {})
+    }
+
+    fn emit(&self, event: &LiarEvent) {
+        (self.0)(event)
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSink")
+    }
+}
+
+/// How an in-process or stand-alone liar behaves.
+#[derive(Clone, Debug)]
+pub struct LiarOptions {
+    /// How to lie.
+    pub lie: Lie,
+    /// Whose DKG message to alter (DKG lies only).
+    pub tamper_sender: Option<String>,
+    /// Hold the first withdrawal round 2 here until `resume` is notified.
+    pub pause: PausePoint,
+    /// Releases a held round 2 (one `notify_one` per pause).
+    pub resume: Arc<Notify>,
+    /// Seed of the fake nonces.
+    pub seed: u64,
+    /// Where events go.
+    pub events: EventSink,
+}
+
+impl LiarOptions {
+    /// `lie` with no tamper sender, no pause, seed 0, and events discarded.
+    pub fn new(lie: Lie) -> Self {
+        Self {
+            lie,
+            tamper_sender: None,
+            pause: PausePoint::None,
+            resume: Arc::new(Notify::new()),
+            seed: 0,
+            events: EventSink::discard(),
+        }
+    }
+
+    /// Refuses a DKG lie without a member whose message to alter.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lie.is_dkg() && self.tamper_sender.is_none() {
+            return Err(format!(
+                "--lie {:?} alters another member's message: give --tamper-sender ID",
+                self.lie
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -192,6 +267,7 @@ struct Liar {
     resume: Arc<Notify>,
     rng: Mutex<StdRng>,
     swapped: Mutex<Swapped>,
+    events: EventSink,
 }
 
 fn poisoned() -> Status {
@@ -250,7 +326,7 @@ impl Liar {
         };
         for (sender, bytes) in senders.iter_mut() {
             if *sender == target && flip_last(bytes) {
-                emit(&LiarEvent::DkgTampered {
+                self.events.emit(&LiarEvent::DkgTampered {
                     lie,
                     ceremony: ceremony.to_string(),
                     sender: target.to_string(),
@@ -377,7 +453,7 @@ impl SignerNode for Liar {
         let group = r.get_ref().key_group.clone();
         let mut resp = self.upstream().commit(r.into_inner()).await?;
         let real = resp.get_ref().commitments.clone();
-        emit(&LiarEvent::Committed {
+        self.events.emit(&LiarEvent::Committed {
             group,
             identifier: resp.get_ref().identifier,
             commitments: hex::encode(&real),
@@ -424,7 +500,7 @@ impl SignerNode for Liar {
                     Liar::restore_commitments(&req.signing_package, identifier, &real)
                 {
                     req.signing_package = package;
-                    emit(&LiarEvent::Lied {
+                    self.events.emit(&LiarEvent::Lied {
                         lie: Lie::BadCommitments,
                         request: request_id.clone().unwrap_or_default(),
                     });
@@ -444,9 +520,10 @@ impl SignerNode for Liar {
         let (tx, rx) = oneshot::channel();
         let upstream = self.upstream();
         let resume = self.resume.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             if pause == PausePoint::BeforeSign {
-                emit(&LiarEvent::Paused {
+                events.emit(&LiarEvent::Paused {
                     point: pause,
                     request: request.clone(),
                 });
@@ -458,7 +535,7 @@ impl SignerNode for Liar {
                     Ok(_) => (true, "Ok".to_string(), String::new()),
                     Err(s) => (false, format!("{:?}", s.code()), s.message().to_string()),
                 };
-                emit(&LiarEvent::SignForwarded {
+                events.emit(&LiarEvent::SignForwarded {
                     request: request.clone(),
                     ok,
                     code,
@@ -466,7 +543,7 @@ impl SignerNode for Liar {
                 });
             }
             if pause == PausePoint::AfterSign {
-                emit(&LiarEvent::Paused {
+                events.emit(&LiarEvent::Paused {
                     point: pause,
                     request,
                 });
@@ -483,7 +560,7 @@ impl SignerNode for Liar {
                 let share = &mut resp.get_mut().signature_share;
                 if let Some(last) = share.last_mut() {
                     *last = last.wrapping_add(1);
-                    emit(&LiarEvent::Lied {
+                    self.events.emit(&LiarEvent::Lied {
                         lie: Lie::BadShare,
                         request,
                     });
@@ -494,14 +571,60 @@ impl SignerNode for Liar {
     }
 }
 
-/// Runs the liar until stdin closes (the harness went away).
+/// Serves a liar in front of the node `upstream` reaches, on `listener`, with
+/// the node's identity `identity`, until `shutdown` resolves. The first event
+/// is [`LiarEvent::Listening`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    identity: &TlsMaterial,
+    upstream: SignerNodeClient<Channel>,
+    options: LiarOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProtoError> {
+    let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ProtoError::Server(format!("listener address: {e}")))?;
+    let events = options.events.clone();
+    let liar = Liar {
+        upstream: upstream.max_decoding_message_size(max),
+        lie: options.lie,
+        tamper_sender: options.tamper_sender,
+        pause: Mutex::new(options.pause),
+        resume: options.resume,
+        rng: Mutex::new(StdRng::seed_from_u64(options.seed)),
+        swapped: Mutex::new(HashMap::new()),
+        events: options.events,
+    };
+    let routes =
+        tonic::service::Routes::new(SignerNodeServer::new(liar).max_decoding_message_size(max));
+    events.emit(&LiarEvent::Listening {
+        addr: addr.to_string(),
+    });
+    permafrost_proto::server::serve(
+        listener,
+        identity,
+        routes,
+        &["permafrost.v1.SignerNode"],
+        None,
+        permafrost_proto::server::ServerLimits::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Runs the `permafrost-liar` process until stdin closes (the harness went
+/// away): `resume` lines on stdin, events as JSON lines on stdout.
 pub async fn run(args: LiarArgs) -> Result<(), String> {
-    if args.lie.is_dkg() && args.tamper_sender.is_none() {
-        return Err(format!(
-            "--lie {:?} alters another member's message: give --tamper-sender ID",
-            args.lie
-        ));
-    }
+    let options = LiarOptions {
+        lie: args.lie,
+        tamper_sender: args.tamper_sender,
+        pause: args.pause,
+        resume: Arc::new(Notify::new()),
+        seed: args.seed,
+        events: EventSink::json_lines_to_stdout(),
+    };
+    options.validate()?;
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -516,19 +639,14 @@ pub async fn run(args: LiarArgs) -> Result<(), String> {
             Duration::from_secs(10),
         )
         .map_err(|e| e.to_string())?;
-    let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
-    let upstream = SignerNodeClient::new(channel).max_decoding_message_size(max);
+    let upstream = SignerNodeClient::new(channel);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    let resume = Arc::new(Notify::new());
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     {
         // A plain thread: blocking stdin reads must not hold a runtime worker.
-        let resume = resume.clone();
+        let resume = options.resume.clone();
         std::thread::spawn(move || {
             for line in std::io::stdin().lines() {
                 let Ok(line) = line else { break };
@@ -541,31 +659,9 @@ pub async fn run(args: LiarArgs) -> Result<(), String> {
             let _ = closed_tx.send(());
         });
     }
-    let liar = Liar {
-        upstream,
-        lie: args.lie,
-        tamper_sender: args.tamper_sender,
-        pause: Mutex::new(args.pause),
-        resume,
-        rng: Mutex::new(StdRng::seed_from_u64(args.seed)),
-        swapped: Mutex::new(HashMap::new()),
-    };
-    let routes =
-        tonic::service::Routes::new(SignerNodeServer::new(liar).max_decoding_message_size(max));
-    emit(&LiarEvent::Listening {
-        addr: addr.to_string(),
-    });
-    permafrost_proto::server::serve(
-        listener,
-        &identity,
-        routes,
-        &["permafrost.v1.SignerNode"],
-        None,
-        permafrost_proto::server::ServerLimits::default(),
-        async {
-            let _ = closed_rx.await;
-        },
-    )
+    serve(listener, &identity, upstream, options, async {
+        let _ = closed_rx.await;
+    })
     .await
     .map_err(|e| e.to_string())
 }
@@ -612,5 +708,9 @@ mod tests {
     fn dkg_lies_need_a_sender() {
         assert!(Lie::DkgEcho.is_dkg());
         assert!(!Lie::BadShare.is_dkg());
+        assert!(LiarOptions::new(Lie::DkgEcho).validate().is_err());
+        let mut options = LiarOptions::new(Lie::DkgEcho);
+        options.tamper_sender = Some("n2".into());
+        assert!(options.validate().is_ok());
     }
 }
