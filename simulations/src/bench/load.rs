@@ -127,7 +127,7 @@ pub struct LevelReport {
 impl Workload {
     /// A fresh request `label`-`i`, signed by the custody key.
     pub fn prepare(&self, label: &str, i: usize) -> Result<Prepared, SimError> {
-        let id = format!("bench-{}-{label}-{i}", self.tag);
+        let id = request_id(self, label, i);
         let payload = Sha256::digest(format!("permafrost bench sighash/{id}")).to_vec();
         let now = unix_now();
         let request = WithdrawalRequest {
@@ -262,6 +262,33 @@ pub async fn drive(
         };
         tokio::time::sleep(pause.min(end.saturating_duration_since(Instant::now()))).await;
     }
+}
+
+/// Times `count` `GetWithdrawal` calls for request `id` on one connection:
+/// what one mTLS gRPC round trip to the coordinator (with a store read)
+/// costs, the network share of a signature's latency.
+pub async fn round_trips(w: &Workload, id: &str, count: usize) -> Summary {
+    let Some(mut custody) = w.custody.first().cloned() else {
+        return Summary::default();
+    };
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let answer = custody
+            .get_withdrawal(pb::GetWithdrawalRequest {
+                request_id: id.to_string(),
+            })
+            .await;
+        if answer.is_ok() {
+            samples.push(started.elapsed());
+        }
+    }
+    Summary::of(&samples)
+}
+
+/// Request id of `prepare(label, i)`.
+pub fn request_id(w: &Workload, label: &str, i: usize) -> String {
+    format!("bench-{}-{label}-{i}", w.tag)
 }
 
 /// Adds one finished request to `report` (latency only when signed).

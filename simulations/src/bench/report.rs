@@ -10,6 +10,7 @@ use crate::bench::load::LevelReport;
 use crate::bench::plan::{BenchPlan, GroupShape};
 use crate::bench::probe::{DaemonRss, NodeHealth};
 use crate::bench::soak::SoakReport;
+use crate::bench::stats::Summary;
 
 /// p50 at one in flight may be at most this many times the floor's p50.
 pub const LATENCY_TARGET_RATIO: f64 = 3.0;
@@ -29,6 +30,8 @@ pub struct Machine {
     pub cpu_model: String,
     /// Kernel release.
     pub kernel: String,
+    /// 1-minute load average when the run started (other work on the machine skews every figure).
+    pub load_average_at_start: Option<f64>,
 }
 
 impl Machine {
@@ -48,6 +51,9 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
+            load_average_at_start: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok())),
         }
     }
 }
@@ -67,6 +73,8 @@ pub struct LoadPhase {
     pub sequential: LevelReport,
     /// Sequential p50 / floor p50.
     pub sequential_p50_over_floor_p50: f64,
+    /// One `GetWithdrawal` call on an idle cluster (mTLS gRPC round trip and a store read).
+    pub get_withdrawal_round_trip: Summary,
     /// Each in-flight level.
     pub levels: Vec<LevelReport>,
     /// Daemon memory before any withdrawal.
@@ -152,6 +160,8 @@ pub struct BenchReport {
     pub ceremonies: CeremonyPhase,
     /// `--large`: the 67-of-100 group.
     pub large: Option<CeremonyPhase>,
+    /// `--large`: why it failed, if it did.
+    pub large_error: Option<String>,
     /// `--soak`.
     pub soak: Option<SoakReport>,
     /// Targets.
@@ -224,7 +234,7 @@ impl BenchReport {
                 |v| v <= SOAK_TAIL_RATIO,
             ));
             out.push(target(
-                "soak: largest RSS growth after the first minute, % (daemons not restarted)",
+                "soak: largest RSS growth after the baseline sample, % (not restarted)",
                 s.max_rss_growth_pct,
                 &format!("<= {SOAK_RSS_GROWTH_PCT}"),
                 |v| v <= SOAK_RSS_GROWTH_PCT,
@@ -239,7 +249,7 @@ impl BenchReport {
         let m = &self.machine;
         let _ = writeln!(
             o,
-            "\nPermafrost bench, {} (UTC), {} CPUs ({}), kernel {}, {:.0} s in all",
+            "\nPermafrost bench, {} (UTC), {} CPUs ({}), kernel {}, load average {} at start, {:.0} s in all",
             date(self.started_at_unix),
             m.cpus,
             if m.cpu_model.is_empty() {
@@ -248,6 +258,8 @@ impl BenchReport {
                 &m.cpu_model
             },
             m.kernel,
+            m.load_average_at_start
+                .map_or("unknown".to_string(), |l| format!("{l:.2}")),
             self.total_secs
         );
         let f = &self.floor;
@@ -275,8 +287,8 @@ impl BenchReport {
         ));
         let _ = writeln!(
             o,
-            "  p50 at 1 in flight = {:.2}x the in-process p50",
-            l.sequential_p50_over_floor_p50
+            "  p50 at 1 in flight = {:.2}x the in-process p50; one GetWithdrawal round trip (mTLS gRPC + store read) p50 {:.2} ms",
+            l.sequential_p50_over_floor_p50, l.get_withdrawal_round_trip.p50_ms
         );
         let _ = writeln!(o, "  node health after: {}", health_line(&l.health_after));
         let _ = writeln!(o, "\nMemory (VmRSS, MiB): idle -> after the load");
@@ -297,6 +309,9 @@ impl BenchReport {
             if let Some(p) = phase {
                 o.push_str(&ceremony_block(title, p));
             }
+        }
+        if let Some(e) = &self.large_error {
+            let _ = writeln!(o, "\nLarge group (--large) FAILED: {e}");
         }
         if let Some(s) = &self.soak {
             o.push_str(&s.render());

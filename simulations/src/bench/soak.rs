@@ -112,6 +112,7 @@ pub async fn soak(
         duration.as_secs_f64() / 60.0
     ));
     let probe = NodeProbe::new(cluster);
+    let counters_before = probe.counters().await;
     let started = Instant::now();
     let stop_at = started + duration;
     let begun = Arc::new(AtomicUsize::new(0));
@@ -149,7 +150,9 @@ pub async fn soak(
         });
     }
 
-    let baseline_at = Duration::from_secs(60).min(duration / 4);
+    // After the first minute; a shorter soak has no such moment, so it uses
+    // the sample just before the kills (taken at the same tick, before them).
+    let baseline_at = Duration::from_secs(60).min(duration / 2);
     let kill_at = duration / 2;
     let mut kills = Vec::new();
     let mut samples = Vec::new();
@@ -188,6 +191,8 @@ pub async fn soak(
         daemons: probe::rss(cluster),
     });
     totals.wall_secs = wall.as_secs_f64();
+    // The killed node's counters restart with it; it is left out of the sums.
+    totals.store = probe::store_delta(&counters_before, &probe.counters().await, totals.wall_secs);
     totals.latency = Summary::of(&latencies);
     totals.throughput_per_sec = crate::bench::run::ratio(totals.ok as f64, totals.wall_secs);
     let baseline = samples
@@ -324,7 +329,7 @@ impl SoakReport {
         }
         let _ = writeln!(
             o,
-            "  RSS (MiB) at {:.0}s -> end:",
+            "  RSS (MiB) from the baseline sample at {:.0}s (one minute in, or just before the kills if sooner) to the end:",
             self.rss_baseline_at_secs
         );
         for g in &self.rss_growth {
