@@ -137,6 +137,7 @@ pub async fn attempt(
         }
     }
     let deadline = coord.config.round_timeout();
+    let t0 = Instant::now();
     // Round 1 is one cheap call: a member that cannot commit within this is
     // treated as unreachable, so "below threshold" is known within seconds.
     let commit_deadline = deadline.min(ROUND1_DEADLINE);
@@ -164,7 +165,9 @@ pub async fn attempt(
     });
     let mut handles = BTreeMap::new();
     let mut commitments = BTreeMap::new();
-    for result in futures::future::join_all(commits).await {
+    let round1 = futures::future::join_all(commits).await;
+    let t1 = Instant::now();
+    for result in round1 {
         let (id, resp) = result?;
         let identifier = identifier_of(group, &id)?;
         let expected = group
@@ -224,7 +227,9 @@ pub async fn attempt(
     });
     let mut shares = BTreeMap::new();
     let mut raw_shares = BTreeMap::new();
-    for result in futures::future::join_all(signs).await {
+    let round2 = futures::future::join_all(signs).await;
+    let t2 = Instant::now();
+    for result in round2 {
         let (id, resp) = result?;
         let share = SignatureShare::deserialize(&resp.signature_share).map_err(|e| {
             warn!(node = %id, error = %e, "malformed signature share");
@@ -244,7 +249,15 @@ pub async fn attempt(
     }
     let pkp = PublicKeyPackage::deserialize(&group.public_key_package)
         .map_err(|e| AttemptError::Other(format!("stored public key package: {e}")))?;
-    aggregate(&package, &shares, &pkp).map_err(|e| match e {
+    let signature = aggregate(&package, &shares, &pkp);
+    // Where a signature's time goes (RUST_LOG=permafrost_coordinator=debug).
+    tracing::debug!(
+        round1_us = (t1 - t0).as_micros() as u64,
+        round2_us = (t2 - t1).as_micros() as u64,
+        aggregate_us = t2.elapsed().as_micros() as u64,
+        "signing attempt timings"
+    );
+    signature.map_err(|e| match e {
         AggregateError::InvalidShares(culprits) => AttemptError::InvalidShares(
             culprits
                 .iter()

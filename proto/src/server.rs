@@ -79,7 +79,9 @@ pub struct ServerLimits {
     pub max_established_per_peer: usize,
     /// HTTP/2 streams (concurrent requests) per connection. Default 256.
     pub max_concurrent_streams: u32,
-    /// Longest a request handler may run. Default 60 s.
+    /// Longest a request handler may run. Default 10 min: a key ceremony of
+    /// a 67-of-100 group is one `CreateKeyGroup` call and takes minutes on
+    /// small machines; withdrawals answer within `submit_wait_ms` anyway.
     pub request_timeout: Duration,
     /// HTTP/2 PING after this long without hearing from the peer. Default 20 s.
     pub keepalive_interval: Duration,
@@ -104,7 +106,7 @@ impl Default for ServerLimits {
             max_established: 4096,
             max_established_per_peer: 2048,
             max_concurrent_streams: 256,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(600),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),

@@ -135,7 +135,8 @@ impl Store {
             )));
         }
         let path = data_dir.join(STORE_FILE);
-        let db = redb::Database::create(&path)
+        let db = writer::builder()
+            .create(&path)
             .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write()?;
         for name in tables {

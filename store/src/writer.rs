@@ -20,6 +20,16 @@ pub const QUEUE_CAPACITY: usize = 8192;
 /// A commit in progress longer than this makes the store unhealthy.
 const STUCK_AFTER: Duration = Duration::from_secs(2);
 pub(crate) const HEARTBEAT_TABLE: &str = "_heartbeat";
+/// Memory redb may use to cache pages. Its default (1 GiB) lets a daemon's
+/// RSS grow with the number of requests it has stored; this keeps it flat.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How every store file is opened.
+pub(crate) fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
@@ -113,7 +123,8 @@ impl Core {
                 }
             }
         }
-        let db = redb::Database::create(&self.path)
+        let db = builder()
+            .create(&self.path)
             .map_err(|e| StoreError::Engine(format!("reopen {}: {e}", self.path.display())))?;
         *self
             .db

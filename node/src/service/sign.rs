@@ -157,6 +157,7 @@ async fn sign_step(
                 .map(Approval::try_from)
                 .collect::<Result<_, _>>()
                 .wire()?;
+            let started = Instant::now();
             let (checked, journaled) = journal_withdrawal(
                 node,
                 &record,
@@ -167,7 +168,15 @@ async fn sign_step(
                 key_package,
             )
             .await?;
-            release_withdrawal_share(node, &name, &req.approvals, checked, journaled)?
+            let journaled_at = Instant::now();
+            let share = release_withdrawal_share(node, &name, &req.approvals, checked, journaled)?;
+            // Where a share's time goes (RUST_LOG=permafrost_node=debug).
+            tracing::debug!(
+                checks_and_journal_us = (journaled_at - started).as_micros() as u64,
+                audit_and_share_us = journaled_at.elapsed().as_micros() as u64,
+                "sign step timings"
+            );
+            share
         }
         Some(pb::sign_request::Target::Activation(_)) => {
             let target = SigningTarget::Activation(

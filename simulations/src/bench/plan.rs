@@ -58,17 +58,11 @@ impl FromStr for GroupShape {
     }
 }
 
-fn parse_shapes(s: &str) -> Result<Vec<GroupShape>, String> {
-    s.split(',').map(str::parse).collect()
-}
-
-fn parse_levels(s: &str) -> Result<Vec<usize>, String> {
-    s.split(',')
-        .map(|v| match v.trim().parse::<usize>() {
-            Ok(c) if (1..=4096).contains(&c) => Ok(c),
-            _ => Err(format!("{v:?}: a level is 1..=4096 requests in flight")),
-        })
-        .collect()
+fn parse_level(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(c) if (1..=4096).contains(&c) => Ok(c),
+        _ => Err(format!("{v:?}: a level is 1..=4096 requests in flight")),
+    }
 }
 
 /// Command line of `permafrost-sim bench`.
@@ -93,13 +87,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub sequential: Option<usize>,
     /// Requests-in-flight levels [default: 8,64,256; --quick 8].
-    #[arg(long, value_name = "LIST", value_parser = parse_levels)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_level)]
     pub levels: Option<Vec<usize>>,
     /// Requests per level [default: max(4 x level, 200); --quick 20].
     #[arg(long, value_name = "N")]
     pub requests: Option<usize>,
     /// Key ceremonies to time, through the coordinator [default: 2-of-3,3-of-5,7-of-10; --quick 2-of-3].
-    #[arg(long, value_name = "LIST", value_parser = parse_shapes)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub dkg: Option<Vec<GroupShape>>,
     /// Sequential signatures with the largest ceremony's group [default: 20; --quick 0].
     #[arg(long, value_name = "N")]
@@ -299,8 +293,8 @@ mod tests {
         assert!("4-of-3".parse::<GroupShape>().is_err());
         assert!("seven".parse::<GroupShape>().is_err());
         assert_eq!(GroupShape::new(67, 100).group_name("dkg"), "dkg-67of100");
-        assert_eq!(parse_levels("8,64"), Ok(vec![8, 64]));
-        assert!(parse_levels("0").is_err());
+        assert_eq!(parse_level("64"), Ok(64));
+        assert!(parse_level("0").is_err());
     }
 
     #[test]
@@ -327,5 +321,25 @@ mod tests {
             ..BenchArgs::default()
         })
         .is_err());
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        bench: super::BenchArgs,
+    }
+
+    #[test]
+    fn explicit_lists_parse() {
+        let w = Wrap::try_parse_from(["bench", "--levels", "8,64", "--dkg", "2-of-3,3-of-5"])
+            .expect("parses");
+        assert_eq!(w.bench.levels, Some(vec![8, 64]));
+        assert_eq!(w.bench.dkg.map(|d| d.len()), Some(2));
+        assert!(Wrap::try_parse_from(["bench", "--levels", "0"]).is_err());
     }
 }
