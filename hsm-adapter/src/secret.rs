@@ -13,6 +13,9 @@ use crate::SealError;
 const MAX_SECRET_FILE_LEN: u64 = 64 * 1024;
 
 /// Where a passphrase or PIN is read from. Holds only the location, never the secret.
+// Deriving Debug is safe here, and on purpose: the value is a path or a variable
+// name, which errors and logs should show. The secret itself is only ever the
+// `Zeroizing<String>` that `read` returns, which no type here keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
     /// A file whose whole content is the secret (one trailing newline is ignored).

@@ -4,6 +4,8 @@
 //!
 //! `demo` and `up` both use [`LocalCluster`]; the directory it writes is also
 //! what a client needs (`cluster.json`, certificates, the custody signing key).
+//! What the cluster is made of is in [`plan`]; the files it is written as, in
+//! `config_files`; this module creates, starts, waits for and stops it.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use permafrost_core::manifest::{ClusterManifest, ManifestNode};
-use permafrost_core::{GroupName, NodeId, Role, Tier};
+use permafrost_core::{GroupName, NodeId, Role};
 use permafrost_proto as pb;
 use permafrostctl::client::{
     self, ClientRole, ClusterFile, Connection, CoordinatorRef, CustodyCredentials, KeyGroupSummary,
@@ -20,92 +22,16 @@ use permafrostctl::client::{
 };
 use permafrostctl::{files, pki};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+
+mod config_files;
+pub mod plan;
+
+use config_files::*;
+pub use plan::*;
 
 use crate::daemons::Daemons;
 use crate::progress::Progress;
 use crate::SimError;
-
-/// A signer node of the local cluster.
-#[derive(Clone, Copy, Debug)]
-pub struct NodePlan {
-    /// Node id.
-    pub id: &'static str,
-    /// Region (failure domain).
-    pub region: &'static str,
-}
-
-/// The five nodes, spread over three regions.
-pub const NODES: [NodePlan; 5] = [
-    NodePlan {
-        id: "n1",
-        region: "eu-west",
-    },
-    NodePlan {
-        id: "n2",
-        region: "eu-west",
-    },
-    NodePlan {
-        id: "n3",
-        region: "us-east",
-    },
-    NodePlan {
-        id: "n4",
-        region: "us-east",
-    },
-    NodePlan {
-        id: "n5",
-        region: "ap-south",
-    },
-];
-
-/// A key group the cluster creates once it is up.
-#[derive(Clone, Copy, Debug)]
-pub struct GroupPlan {
-    /// Group name.
-    pub name: &'static str,
-    /// Tier.
-    pub tier: Tier,
-    /// Signers needed.
-    pub threshold: u32,
-    /// Member node ids.
-    pub members: &'static [&'static str],
-}
-
-/// A warm group across all three regions and a cold group on every node.
-pub const GROUPS: [GroupPlan; 2] = [
-    GroupPlan {
-        name: "warm-1",
-        tier: Tier::Warm,
-        threshold: 2,
-        members: &["n1", "n3", "n5"],
-    },
-    GroupPlan {
-        name: "cold-1",
-        tier: Tier::Cold,
-        threshold: 3,
-        members: &["n1", "n2", "n3", "n4", "n5"],
-    },
-];
-
-/// The only destination cold-1's policy allows: the warm wallet (a placeholder address).
-pub const WARM_WALLET_ADDRESS: &str = "bc1qpermafrostwarmwalletdeposit0demo0addr";
-/// Coordinator id.
-pub const COORDINATOR_ID: &str = "coord-1";
-/// Custody-service principal.
-pub const CUSTODY_ID: &str = "custody-1";
-/// Operator principal.
-pub const OPERATOR_ID: &str = "operator-1";
-/// Registered approvers (cold withdrawals need two of them).
-pub const APPROVERS: [&str; 3] = ["approver-1", "approver-2", "approver-3"];
-/// Largest warm-1 withdrawal; above 1 BTC it needs one approval.
-pub const WARM_PER_REQUEST_MAX_SATS: u128 = 200_000_000;
-/// cold-1's time-lock: short so the demo (and a local `up` cluster) shows it in seconds.
-pub const COLD_TIME_LOCK_SECS: u64 = 3;
-
-const CLUSTER_FILE: &str = "cluster.json";
-const CUSTODY_SIGNING_KEY: &str = "custody-signing.key";
-const CUSTODY_SIGNING_PUB: &str = "custody-signing.pub";
 
 /// The daemon binaries, expected next to `permafrost-sim`.
 #[derive(Clone, Debug)]
@@ -146,28 +72,6 @@ impl Binaries {
     }
 }
 
-/// Choices [`LocalCluster::create_with`] offers beyond the defaults.
-#[derive(Clone, Debug, Default)]
-pub struct CreateOptions {
-    /// Node id → `host:port` written as that node's endpoint in the manifest, so the
-    /// coordinator dials it (e.g. a fault-injecting proxy) instead of the node itself.
-    /// The node still listens on its own port; the TLS server name is unchanged.
-    pub manifest_endpoints: BTreeMap<String, String>,
-}
-
-/// Nodes, policy and coordinator settings of a cluster other than the default
-/// five-node one: `bench` starts ten or a hundred nodes with its own policy.
-#[derive(Clone, Debug, Default)]
-pub struct Layout {
-    /// (id, region) of every signer node; empty means [`NODES`].
-    pub nodes: Vec<(String, String)>,
-    /// Policy text written instead of the default warm-1/cold-1 policy.
-    pub policy: Option<String>,
-    /// The coordinator's `round_timeout_ms` (its own default when `None`);
-    /// a 67-of-100 ceremony round takes longer than the default on 2 cores.
-    pub round_timeout_ms: Option<u64>,
-}
-
 /// A running local cluster. Dropping it stops every daemon.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -186,65 +90,6 @@ pub struct LocalCluster {
     pids: BTreeMap<String, u32>,
 }
 
-/// Node config as `permafrost-node` reads it (node/src/config.rs); scalars before tables.
-#[derive(Serialize)]
-struct NodeToml<'a> {
-    id: &'a str,
-    region: &'a str,
-    listen: SocketAddr,
-    data_dir: &'a Path,
-    manifest: &'a Path,
-    policy: &'a Path,
-    custody_keys: Vec<String>,
-    tls: NodeTlsToml<'a>,
-    sealer: SealerToml<'a>,
-}
-
-#[derive(Serialize)]
-struct NodeTlsToml<'a> {
-    ca_cert: &'a Path,
-    cert: &'a Path,
-}
-
-#[derive(Serialize)]
-struct SealerToml<'a> {
-    kind: &'static str,
-    passphrase_file: &'a Path,
-    kdf: &'static str,
-}
-
-/// Coordinator config as `permafrost-coordinator` reads it (coordinator/src/config.rs).
-#[derive(Serialize)]
-struct CoordinatorToml<'a> {
-    id: &'a str,
-    listen: SocketAddr,
-    data_dir: &'a Path,
-    manifest: &'a Path,
-    policy: &'a Path,
-    custody_keys: Vec<String>,
-    health_interval_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    round_timeout_ms: Option<u64>,
-    tls: CoordinatorTlsToml<'a>,
-}
-
-#[derive(Serialize)]
-struct CoordinatorTlsToml<'a> {
-    ca_cert: &'a Path,
-    cert: &'a Path,
-    key: &'a Path,
-}
-
-/// What `permafrost-node init` prints.
-#[derive(Deserialize)]
-struct NodeInitOutput {
-    id: String,
-    region: String,
-    identity_key: String,
-    encryption_key: String,
-    tls_csr: String,
-}
-
 /// Free TCP ports on 127.0.0.1: all bound at once (so they differ), then released for the daemons.
 fn free_ports(n: usize) -> Result<Vec<u16>, SimError> {
     let listeners = (0..n)
@@ -258,10 +103,6 @@ fn free_ports(n: usize) -> Result<Vec<u16>, SimError> {
         .map_err(|e| SimError::Setup(format!("cannot read a bound port: {e}")))
 }
 
-fn toml_text<T: Serialize>(value: &T, what: &str) -> Result<String, SimError> {
-    toml::to_string(value).map_err(|e| SimError::Setup(format!("cannot write {what}: {e}")))
-}
-
 fn create_dir(path: &Path) -> Result<(), SimError> {
     std::fs::create_dir_all(path).map_err(|e| SimError::io(path, e))
 }
@@ -270,47 +111,6 @@ fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
-}
-
-/// The withdrawal policy every node (and the coordinator, to fail fast) enforces.
-fn policy_text(approver_keys: &[(String, String)]) -> String {
-    let approvers: String = approver_keys
-        .iter()
-        .map(|(id, key)| format!("{id} = \"{key}\"\n"))
-        .collect();
-    format!(
-        r#"# Withdrawal policy of the local Permafrost cluster (written by permafrost-sim).
-
-[approvers]
-{approvers}
-# Warm: automated up to 1 BTC per request, one approval up to 2 BTC, nothing
-# above 2 BTC per request; 5 BTC per rolling 24 h per node.
-[groups.warm-1]
-tier = "warm"
-max_lifetime_secs = 86400
-
-[groups.warm-1.assets.BTC]
-per_request_max = "{WARM_PER_REQUEST_MAX_SATS}"
-daily_max = "500000000"
-bands = [{{ up_to = "100000000", approvals = 0 }}]
-approvals_above = 1
-
-# Cold: two distinct approvers, a time-lock, and only to the warm wallet.
-# The time-lock is {COLD_TIME_LOCK_SECS} s so a local cluster can show it in
-# seconds; a production cold tier would wait hours (docs/policy.md).
-[groups.cold-1]
-tier = "cold"
-time_lock_secs = {COLD_TIME_LOCK_SECS}
-max_lifetime_secs = 172800
-min_approvals = 2
-allowlist = ["{WARM_WALLET_ADDRESS}"]
-
-[groups.cold-1.assets.BTC]
-per_request_max = "10000000000"
-daily_max = "10000000000"
-approvals_above = 2
-"#
-    )
 }
 
 impl LocalCluster {
@@ -775,38 +575,6 @@ fn spawn_daemon(
         ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
         &log,
     )
-}
-
-fn write_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), SimError> {
-    let json = serde_json::to_string_pretty(file)
-        .map_err(|e| SimError::Setup(format!("cannot write {CLUSTER_FILE}: {e}")))?;
-    files::write_public(&dir.join(CLUSTER_FILE), json.as_bytes())?;
-    Ok(())
-}
-
-async fn init_node(program: &Path, config: &Path) -> Result<NodeInitOutput, SimError> {
-    let out = tokio::process::Command::new(program)
-        .arg("init")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .await
-        .map_err(|e| SimError::Setup(format!("cannot run {}: {e}", program.display())))?;
-    if !out.status.success() {
-        return Err(SimError::Setup(format!(
-            "permafrost-node init --config {} failed ({}): {}",
-            config.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        SimError::Setup(format!(
-            "permafrost-node init --config {} printed something that is not its public info ({e}): {}",
-            config.display(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,152 @@
+//! What the local cluster is made of: its nodes and regions, its key
+//! groups, the ids of its principals, and the withdrawal policy it enforces.
+
+use std::collections::BTreeMap;
+
+use permafrost_core::Tier;
+
+/// A signer node of the local cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct NodePlan {
+    /// Node id.
+    pub id: &'static str,
+    /// Region (failure domain).
+    pub region: &'static str,
+}
+
+/// The five nodes, spread over three regions.
+pub const NODES: [NodePlan; 5] = [
+    NodePlan {
+        id: "n1",
+        region: "eu-west",
+    },
+    NodePlan {
+        id: "n2",
+        region: "eu-west",
+    },
+    NodePlan {
+        id: "n3",
+        region: "us-east",
+    },
+    NodePlan {
+        id: "n4",
+        region: "us-east",
+    },
+    NodePlan {
+        id: "n5",
+        region: "ap-south",
+    },
+];
+
+/// A key group the cluster creates once it is up.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupPlan {
+    /// Group name.
+    pub name: &'static str,
+    /// Tier.
+    pub tier: Tier,
+    /// Signers needed.
+    pub threshold: u32,
+    /// Member node ids.
+    pub members: &'static [&'static str],
+}
+
+/// A warm group across all three regions and a cold group on every node.
+pub const GROUPS: [GroupPlan; 2] = [
+    GroupPlan {
+        name: "warm-1",
+        tier: Tier::Warm,
+        threshold: 2,
+        members: &["n1", "n3", "n5"],
+    },
+    GroupPlan {
+        name: "cold-1",
+        tier: Tier::Cold,
+        threshold: 3,
+        members: &["n1", "n2", "n3", "n4", "n5"],
+    },
+];
+
+/// The only destination cold-1's policy allows: the warm wallet (a placeholder address).
+pub const WARM_WALLET_ADDRESS: &str = "bc1qpermafrostwarmwalletdeposit0demo0addr";
+
+/// Coordinator id.
+pub const COORDINATOR_ID: &str = "coord-1";
+
+/// Custody-service principal.
+pub const CUSTODY_ID: &str = "custody-1";
+
+/// Operator principal.
+pub const OPERATOR_ID: &str = "operator-1";
+
+/// Registered approvers (cold withdrawals need two of them).
+pub const APPROVERS: [&str; 3] = ["approver-1", "approver-2", "approver-3"];
+
+/// Largest warm-1 withdrawal; above 1 BTC it needs one approval.
+pub const WARM_PER_REQUEST_MAX_SATS: u128 = 200_000_000;
+
+/// cold-1's time-lock: short so the demo (and a local `up` cluster) shows it in seconds.
+pub const COLD_TIME_LOCK_SECS: u64 = 3;
+
+/// Choices [`LocalCluster::create_with`] offers beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Node id → `host:port` written as that node's endpoint in the manifest, so the
+    /// coordinator dials it (e.g. a fault-injecting proxy) instead of the node itself.
+    /// The node still listens on its own port; the TLS server name is unchanged.
+    pub manifest_endpoints: BTreeMap<String, String>,
+}
+
+/// Nodes, policy and coordinator settings of a cluster other than the default
+/// five-node one: `bench` starts ten or a hundred nodes with its own policy.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    /// (id, region) of every signer node; empty means [`NODES`].
+    pub nodes: Vec<(String, String)>,
+    /// Policy text written instead of the default warm-1/cold-1 policy.
+    pub policy: Option<String>,
+    /// The coordinator's `round_timeout_ms` (its own default when `None`);
+    /// a 67-of-100 ceremony round takes longer than the default on 2 cores.
+    pub round_timeout_ms: Option<u64>,
+}
+
+/// The withdrawal policy every node (and the coordinator, to fail fast) enforces.
+pub(super) fn policy_text(approver_keys: &[(String, String)]) -> String {
+    let approvers: String = approver_keys
+        .iter()
+        .map(|(id, key)| format!("{id} = \"{key}\"\n"))
+        .collect();
+    format!(
+        r#"# Withdrawal policy of the local Permafrost cluster (written by permafrost-sim).
+
+[approvers]
+{approvers}
+# Warm: automated up to 1 BTC per request, one approval up to 2 BTC, nothing
+# above 2 BTC per request; 5 BTC per rolling 24 h per node.
+[groups.warm-1]
+tier = "warm"
+max_lifetime_secs = 86400
+
+[groups.warm-1.assets.BTC]
+per_request_max = "{WARM_PER_REQUEST_MAX_SATS}"
+daily_max = "500000000"
+bands = [{{ up_to = "100000000", approvals = 0 }}]
+approvals_above = 1
+
+# Cold: two distinct approvers, a time-lock, and only to the warm wallet.
+# The time-lock is {COLD_TIME_LOCK_SECS} s so a local cluster can show it in
+# seconds; a production cold tier would wait hours (docs/policy.md).
+[groups.cold-1]
+tier = "cold"
+time_lock_secs = {COLD_TIME_LOCK_SECS}
+max_lifetime_secs = 172800
+min_approvals = 2
+allowlist = ["{WARM_WALLET_ADDRESS}"]
+
+[groups.cold-1.assets.BTC]
+per_request_max = "10000000000"
+daily_max = "10000000000"
+approvals_above = 2
+"#
+    )
+}
