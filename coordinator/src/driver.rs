@@ -584,11 +584,11 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
                 refusals.insert(n, e.clone());
                 e
             }
-            Err(AttemptError::Busy(n, hint)) => {
+            Err(AttemptError::Busy(_, hint)) => {
                 // Loaded, not dead: wait as asked and try again, without counting an attempt.
-                let jitter = Duration::from_millis(u64::from(rand_jitter()) % 20);
+                // A few ms of spread so busy retries do not arrive in lockstep.
+                let jitter = Duration::from_millis(u64::from(rand::random::<u8>() % 20));
                 tokio::time::sleep(hint + jitter).await;
-                let _ = n;
                 continue;
             }
             Err(AttemptError::InvalidShares(evidence)) => {
@@ -626,11 +626,6 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             })
             .await?;
     }
-}
-
-/// A few milliseconds of spread so busy retries do not arrive in lockstep.
-fn rand_jitter() -> u8 {
-    rand::random()
 }
 
 /// What a waiting request still needs, in words.

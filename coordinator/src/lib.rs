@@ -271,14 +271,6 @@ impl Coordinator {
         self.audit.health().map_err(|e| e.to_string())
     }
 
-    fn health_probe(self: &Arc<Self>) -> permafrost_proto::server::HealthProbe {
-        let coord = Arc::downgrade(self);
-        Arc::new(move || match coord.upgrade() {
-            Some(coord) => coord.health(),
-            None => Err("coordinator stopped".into()),
-        })
-    }
-
     /// Serves `Custody` (custody role) and `Ceremony` (operator role) on `listener`
     /// until `shutdown`; probes member health and resumes pending requests meanwhile.
     pub async fn run(
@@ -325,7 +317,7 @@ impl Coordinator {
             &self.tls,
             routes,
             &["permafrost.v1.Custody", "permafrost.v1.Ceremony"],
-            Some(self.health_probe()),
+            Some(permafrost_proto::server::probe_of(&self, Self::health)),
             permafrost_proto::server::ServerLimits::default(),
             shutdown,
         )

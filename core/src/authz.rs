@@ -87,6 +87,45 @@ pub fn authorize_withdrawal(
     now: u64,
 ) -> Result<AuthorizedWithdrawal, CoreError> {
     let checked = verify_custody_request(signed, group, settings, now)?;
+    authorize_custody_checked(CustodyChecked(checked), policy, now)
+}
+
+/// A request whose custody-side checks passed (signature, group, tier,
+/// activity, expiry, lifetime) and whose policy has not been looked at yet.
+/// Only [`verify_custody`] makes one, so the signature is verified once and a
+/// node can keep that work out of the store step that reads its ledger.
+#[derive(Clone, Debug)]
+pub struct CustodyChecked(AuthorizedWithdrawal);
+
+impl CustodyChecked {
+    /// The request's digest.
+    pub fn digest(&self) -> RequestDigest {
+        self.0.digest
+    }
+
+    /// The request.
+    pub fn request(&self) -> &WithdrawalRequest {
+        &self.0.request
+    }
+}
+
+/// The custody-side checks of [`authorize_withdrawal`], on their own.
+pub fn verify_custody(
+    signed: &SignedWithdrawal,
+    group: &GroupView,
+    settings: &CheckSettings,
+    now: u64,
+) -> Result<CustodyChecked, CoreError> {
+    verify_custody_request(signed, group, settings, now).map(CustodyChecked)
+}
+
+/// The policy side of [`authorize_withdrawal`] for a request already custody-checked.
+pub fn authorize_custody_checked(
+    checked: CustodyChecked,
+    policy: PolicyInput<'_>,
+    now: u64,
+) -> Result<AuthorizedWithdrawal, CoreError> {
+    let checked = checked.0;
     evaluate(
         policy.policy,
         &checked.request,
@@ -107,7 +146,7 @@ pub fn check_custody(
     settings: &CheckSettings,
     now: u64,
 ) -> Result<RequestDigest, CoreError> {
-    verify_custody_request(signed, group, settings, now).map(|a| a.digest)
+    verify_custody(signed, group, settings, now).map(|c| c.digest())
 }
 
 /// The checks that need no policy: custody signature, group, tier, activity,
@@ -248,6 +287,29 @@ daily_max = "1000000000"
         s.request.destination = "attacker".into();
         let err = auth(&s, &group, &settings, s.request.created_at).unwrap_err();
         assert!(err.to_string().contains("custody signature"), "{err}");
+    }
+
+    #[test]
+    fn custody_checked_once_then_policy_gives_the_same_authorization() {
+        let (key, settings, group) = setup();
+        let s = signed(&key, sample());
+        let now = s.request.created_at + 10;
+        let policy = open_policy();
+        let input = PolicyInput {
+            policy: &policy,
+            approvals: &[],
+            ledger: LedgerView::default(),
+        };
+        let checked = verify_custody(&s, &group, &settings, now).expect("custody ok");
+        assert_eq!(checked.digest(), s.request.digest());
+        let split = authorize_custody_checked(checked, input, now).expect("authorized");
+        let whole = authorize_withdrawal(&s, &group, &settings, input, now).expect("authorized");
+        assert_eq!(split.digest(), whole.digest());
+        assert_eq!(split.message(), whole.message());
+        // A forged signature never yields a CustodyChecked to authorize.
+        let mut forged = s.clone();
+        forged.request.destination = "attacker".into();
+        assert!(verify_custody(&forged, &group, &settings, now).is_err());
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub struct SignerNode {
     pub(crate) audit: permafrost_proto::audit::AuditLog,
     /// Signing rounds (Commit and Sign) in flight: beyond this the node answers
     /// busy (`RESOURCE_EXHAUSTED` with a retry hint) instead of queueing.
-    pub(crate) sessions: tokio::sync::Semaphore,
+    pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     pub(crate) max_sessions: usize,
     pub(crate) nonces: Mutex<NoncePool>,
     pub(crate) ceremonies: CeremonyTable<service::CeremonyStep>,
@@ -205,14 +205,6 @@ impl SignerNode {
         self.audit.health().map_err(|e| e.to_string())
     }
 
-    fn health_probe(self: &Arc<Self>) -> permafrost_proto::server::HealthProbe {
-        let node = Arc::downgrade(self);
-        Arc::new(move || match node.upgrade() {
-            Some(node) => node.health(),
-            None => Err("node stopped".into()),
-        })
-    }
-
     /// Serves the `SignerNode` API (coordinator role only) on `listener` until `shutdown` resolves.
     pub async fn run(
         self: Arc<Self>,
@@ -243,7 +235,7 @@ impl SignerNode {
             &tls,
             routes,
             &["permafrost.v1.SignerNode", "permafrost.v1.NodeAdmin"],
-            Some(self.health_probe()),
+            Some(permafrost_proto::server::probe_of(&self, Self::health)),
             permafrost_proto::server::ServerLimits::default(),
             shutdown,
         )

@@ -236,7 +236,7 @@ impl SignerNode {
             store,
             policy,
             audit,
-            sessions: tokio::sync::Semaphore::new(config.limits.max_sessions),
+            sessions: Arc::new(tokio::sync::Semaphore::new(config.limits.max_sessions)),
             max_sessions: config.limits.max_sessions,
             settings: CheckSettings {
                 custody_keys: config.custody_keys()?,

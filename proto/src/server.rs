@@ -41,6 +41,19 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// runtime, so it must be quick and never block (read a flag, not a disk).
 pub type HealthProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// The probe of a daemon: runs `check` on it while it lives. Holds it weakly,
+/// so the server's health task never keeps a stopped daemon (and its store) open.
+pub fn probe_of<T: Send + Sync + 'static>(
+    daemon: &Arc<T>,
+    check: fn(&T) -> Result<(), String>,
+) -> HealthProbe {
+    let daemon = Arc::downgrade(daemon);
+    Arc::new(move || match daemon.upgrade() {
+        Some(d) => check(&d),
+        None => Err("stopped".into()),
+    })
+}
+
 /// How often a [`HealthProbe`] is polled.
 pub const HEALTH_POLL: Duration = Duration::from_millis(500);
 

@@ -20,7 +20,8 @@ use frost_secp256k1::round1::SigningNonces;
 use frost_secp256k1::round2::SignatureShare;
 use frost_secp256k1::{round1, SigningPackage};
 use permafrost_core::authz::{
-    authorize_withdrawal, check_custody, GroupView, PolicyInput, SignedWithdrawal,
+    authorize_custody_checked, check_custody, verify_custody, GroupView, PolicyInput,
+    SignedWithdrawal,
 };
 use permafrost_core::policy::{Approval, LedgerView, VELOCITY_WINDOW_SECS};
 use permafrost_core::signing::{self, ActivationTarget, SigningTarget};
@@ -95,7 +96,7 @@ pub(super) async fn sign(
     node: Arc<SignerNode>,
     req: pb::SignRequest,
 ) -> Result<pb::SignResponse, NodeError> {
-    let session = node.session_slot_owned()?;
+    let session = node.session_slot()?;
     // From here on the step runs to its end even if the caller goes away: a
     // cancelled RPC must never leave a journal or audit record without the
     // share it describes having been computed and handed to the transport.
@@ -221,9 +222,12 @@ async fn journal_withdrawal(
 ) -> Result<(Checked, Journaled), NodeError> {
     let view = group_view(record);
     let now = unix_now();
-    check_custody(&signed, &view, &node.settings, now).map_err(|e| refuse(node, "sign", e))?;
-    let r = &signed.request;
-    let (request_id, digest, group) = (r.request_id.clone(), r.digest(), r.key_group.clone());
+    // Every signature check happens here, once, outside the store's writer thread;
+    // the step below only does what needs the ledger.
+    let custody =
+        verify_custody(&signed, &view, &node.settings, now).map_err(|e| refuse(node, "sign", e))?;
+    let r = custody.request();
+    let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());
     let asset_amount = Some((r.asset.clone(), r.amount));
     let checker = node.clone();
     let outcome = node
@@ -244,8 +248,7 @@ async fn journal_withdrawal(
                         first_seen: Some(ledger.first_seen),
                     },
                 };
-                let authorized =
-                    authorize_withdrawal(&signed, &view, &checker.settings, input, now)?;
+                let authorized = authorize_custody_checked(custody, input, now)?;
                 let target = SigningTarget::Withdrawal(authorized);
                 signing::check_package(&target, &package, &nonces, &key_package)?;
                 Ok(Checked {
@@ -306,25 +309,15 @@ fn group_view(record: &GroupRecord) -> GroupView {
 }
 
 impl SignerNode {
-    /// A slot among the signing rounds in flight, or "busy".
-    fn session_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, NodeError> {
-        self.sessions.try_acquire().map_err(|_| NodeError::Busy {
-            what: format!("{} signing rounds in flight", self.max_sessions),
-            retry_after: BUSY_RETRY,
-        })
-    }
-
-    fn session_slot_owned(self: &Arc<Self>) -> Result<OwnedSessionSlot, NodeError> {
-        self.session_slot()?.forget();
-        Ok(OwnedSessionSlot(self.clone()))
-    }
-}
-
-/// A session slot held by a spawned step; returned to the node when dropped.
-struct OwnedSessionSlot(Arc<SignerNode>);
-
-impl Drop for OwnedSessionSlot {
-    fn drop(&mut self) {
-        self.0.sessions.add_permits(1);
+    /// A slot among the signing rounds in flight (owned, so a spawned step can
+    /// hold it), or "busy".
+    fn session_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        self.sessions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NodeError::Busy {
+                what: format!("{} signing rounds in flight", self.max_sessions),
+                retry_after: BUSY_RETRY,
+            })
     }
 }
