@@ -248,9 +248,6 @@ pub async fn create_key_group(
                     spec.group
                 ))
             })?;
-    let signature = signature
-        .serialize()
-        .map_err(|e| Status::internal(e.to_string()))?;
     call_all(coord, &spec, "activation", |_, mut c| {
         let r = pb::ActivateGroupRequest {
             group: spec.group.to_string(),

@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use frost_secp256k1::keys::PublicKeyPackage;
-use frost_secp256k1::round1::SigningCommitments;
-use frost_secp256k1::round2::SignatureShare;
-use frost_secp256k1::{Identifier, Signature, SigningPackage};
-use permafrost_core::authz::SignedWithdrawal;
+use frost_core::keys::PublicKeyPackage;
+use frost_core::round1::SigningCommitments;
+use frost_core::round2::SignatureShare;
+use frost_core::{Ciphersuite, Identifier, SigningPackage};
+use frost_secp256k1::Secp256K1Sha256;
+use permafrost_core::authz::{decode_request, SignedWithdrawal};
 use permafrost_core::policy::{evaluate, LedgerView, Verdict};
-use permafrost_core::signing::{aggregate, AggregateError};
-use permafrost_core::{dkg, unix_now, NodeId, RequestId};
+use permafrost_core::signing::{aggregate, taproot_public_key_package, AggregateError};
+use permafrost_core::taproot::Scheme;
+use permafrost_core::{unix_now, NodeId, RequestId};
 use permafrost_proto as pb;
 use prost::Message;
 use tokio::sync::watch;
@@ -102,23 +104,53 @@ pub fn choose_signers(
     Some(chosen)
 }
 
-fn identifier_of(group: &GroupRecord, node: &NodeId) -> Result<Identifier, AttemptError> {
+fn identifier_of<C: Ciphersuite>(
+    group: &GroupRecord,
+    node: &NodeId,
+) -> Result<Identifier<C>, AttemptError> {
     let index = group
         .members
         .iter()
         .position(|m| m == node)
         .ok_or_else(|| AttemptError::Other(format!("{node} is not a member of {}", group.name)))?;
-    dkg::identifier(index).map_err(|e| AttemptError::Other(e.to_string()))
+    Identifier::<C>::try_from(index as u16 + 1).map_err(|e| AttemptError::Other(e.to_string()))
 }
 
-/// One signing attempt on exactly `signers` with fresh commitments.
+/// One signing attempt on exactly `signers` with fresh commitments: one FROST
+/// session per message (a payload, or one sighash per transaction input), in
+/// the suite of the group's scheme. Returns the serialized signatures, in
+/// message order, each verified against the key the scheme signs under.
 pub async fn attempt(
     coord: &Coordinator,
     group: &GroupRecord,
     signers: &[NodeId],
-    message: &[u8],
+    messages: &[Vec<u8>],
     target: &Target,
-) -> Result<Signature, AttemptError> {
+) -> Result<Vec<Vec<u8>>, AttemptError> {
+    let pkp = PublicKeyPackage::<Secp256K1Sha256>::deserialize(&group.public_key_package)
+        .map_err(|e| AttemptError::Other(format!("stored public key package: {e}")))?;
+    match coord.scheme_of(&group.name).0 {
+        Scheme::Message => attempt_in(coord, group, signers, messages, target, &pkp).await,
+        Scheme::Taproot => {
+            let pkp =
+                taproot_public_key_package(&pkp).map_err(|e| AttemptError::Other(e.to_string()))?;
+            attempt_in(coord, group, signers, messages, target, &pkp).await
+        }
+    }
+}
+
+/// One session's shares as received, by signer identifier: who sent them and the bytes (evidence).
+type RawShares<C> = BTreeMap<Identifier<C>, (NodeId, Vec<u8>)>;
+
+async fn attempt_in<C: Ciphersuite>(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    signers: &[NodeId],
+    messages: &[Vec<u8>],
+    target: &Target,
+    pkp: &PublicKeyPackage<C>,
+) -> Result<Vec<Vec<u8>>, AttemptError> {
+    let sessions = messages.len();
     let members = &coord.members;
     // Wait for a slot on every signer first (in id order, so two sessions never
     // hold each other's slots): the round deadlines below count from here, so
@@ -150,6 +182,7 @@ pub async fn attempt(
         let started = Instant::now();
         let call = client.commit(pb::CommitRequest {
             key_group: group.name.to_string(),
+            count: sessions as u32,
         });
         match tokio::time::timeout(commit_deadline, call).await {
             Ok(Ok(resp)) => {
@@ -164,12 +197,13 @@ pub async fn attempt(
         }
     });
     let mut handles = BTreeMap::new();
-    let mut commitments = BTreeMap::new();
+    let mut commitments: Vec<BTreeMap<Identifier<C>, SigningCommitments<C>>> =
+        vec![BTreeMap::new(); sessions];
     let round1 = futures::future::join_all(commits).await;
     let t1 = Instant::now();
     for result in round1 {
         let (id, resp) = result?;
-        let identifier = identifier_of(group, &id)?;
+        let identifier = identifier_of::<C>(group, &id)?;
         let expected = group
             .members
             .iter()
@@ -181,15 +215,35 @@ pub async fn attempt(
                 "reported a wrong identifier".into(),
             ));
         }
-        let c = SigningCommitments::deserialize(&resp.commitments).map_err(|e| {
-            AttemptError::Refused(id.clone(), format!("malformed commitments: {e}"))
-        })?;
-        commitments.insert(identifier, c);
-        handles.insert(id, resp.nonce_handle);
+        if resp.nonces.len() != sessions {
+            return Err(AttemptError::Refused(
+                id,
+                format!("{} commitments for {sessions} sessions", resp.nonces.len()),
+            ));
+        }
+        for (session, nonce) in resp.nonces.iter().enumerate() {
+            let c = SigningCommitments::<C>::deserialize(&nonce.commitments).map_err(|e| {
+                AttemptError::Refused(id.clone(), format!("malformed commitments: {e}"))
+            })?;
+            commitments[session].insert(identifier, c);
+        }
+        handles.insert(
+            id,
+            resp.nonces
+                .into_iter()
+                .map(|n| n.handle)
+                .collect::<Vec<_>>(),
+        );
     }
-    let package = SigningPackage::new(commitments, message);
-    let package_bytes = package
-        .serialize()
+    let packages: Vec<SigningPackage<C>> = commitments
+        .into_iter()
+        .zip(messages)
+        .map(|(c, m)| SigningPackage::new(c, m))
+        .collect();
+    let package_bytes = packages
+        .iter()
+        .map(|p| p.serialize())
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
     let (wire_target, approvals) = match target {
         Target::Withdrawal(w, a) => (
@@ -202,11 +256,11 @@ pub async fn attempt(
         ),
     };
     // Round 2: shares.
-    let signs = handles.iter().map(|(id, handle)| {
+    let signs = handles.iter().map(|(id, handles)| {
         let req = pb::SignRequest {
             key_group: group.name.to_string(),
-            nonce_handle: handle.clone(),
-            signing_package: package_bytes.clone(),
+            nonce_handles: handles.clone(),
+            signing_packages: package_bytes.clone(),
             target: Some(wire_target.clone()),
             approvals: approvals.clone(),
         };
@@ -225,48 +279,66 @@ pub async fn attempt(
             }
         }
     });
-    let mut shares = BTreeMap::new();
-    let mut raw_shares = BTreeMap::new();
+    let mut shares: Vec<BTreeMap<Identifier<C>, SignatureShare<C>>> =
+        vec![BTreeMap::new(); sessions];
+    let mut raw_shares: Vec<RawShares<C>> = vec![BTreeMap::new(); sessions];
     let round2 = futures::future::join_all(signs).await;
     let t2 = Instant::now();
     for result in round2 {
         let (id, resp) = result?;
-        let share = SignatureShare::deserialize(&resp.signature_share).map_err(|e| {
-            warn!(node = %id, error = %e, "malformed signature share");
-            AttemptError::InvalidShares(vec![evidence(
+        let identifier = identifier_of::<C>(group, &id)?;
+        if resp.signature_shares.len() != sessions {
+            return Err(AttemptError::InvalidShares(vec![evidence(
                 group,
                 &id,
-                &resp.signature_share,
-                &package_bytes,
+                &resp.signature_shares.concat(),
+                &package_bytes.concat(),
                 "",
-            )])
-        })?;
-        raw_shares.insert(
-            identifier_of(group, &id)?,
-            (id.clone(), resp.signature_share),
-        );
-        shares.insert(identifier_of(group, &id)?, share);
+            )]));
+        }
+        for (session, raw) in resp.signature_shares.into_iter().enumerate() {
+            let share = SignatureShare::<C>::deserialize(&raw).map_err(|e| {
+                warn!(node = %id, error = %e, "malformed signature share");
+                AttemptError::InvalidShares(vec![evidence(
+                    group,
+                    &id,
+                    &raw,
+                    &package_bytes[session],
+                    "",
+                )])
+            })?;
+            raw_shares[session].insert(identifier, (id.clone(), raw));
+            shares[session].insert(identifier, share);
+        }
     }
-    let pkp = PublicKeyPackage::deserialize(&group.public_key_package)
-        .map_err(|e| AttemptError::Other(format!("stored public key package: {e}")))?;
-    let signature = aggregate(&package, &shares, &pkp);
+    let mut signatures = Vec::with_capacity(sessions);
+    for (session, package) in packages.iter().enumerate() {
+        match aggregate(package, &shares[session], pkp) {
+            Ok(sig) => signatures.push(
+                sig.serialize()
+                    .map_err(|e| AttemptError::Other(format!("serialize signature: {e}")))?,
+            ),
+            Err(AggregateError::InvalidShares(culprits)) => {
+                return Err(AttemptError::InvalidShares(
+                    culprits
+                        .iter()
+                        .filter_map(|c| raw_shares[session].get(c))
+                        .map(|(id, share)| evidence(group, id, share, &package_bytes[session], ""))
+                        .collect(),
+                ))
+            }
+            Err(AggregateError::Other(e)) => return Err(AttemptError::Other(e)),
+        }
+    }
     // Where a signature's time goes (RUST_LOG=permafrost_coordinator=debug).
     tracing::debug!(
+        sessions,
         round1_us = (t1 - t0).as_micros() as u64,
         round2_us = (t2 - t1).as_micros() as u64,
         aggregate_us = t2.elapsed().as_micros() as u64,
         "signing attempt timings"
     );
-    signature.map_err(|e| match e {
-        AggregateError::InvalidShares(culprits) => AttemptError::InvalidShares(
-            culprits
-                .iter()
-                .filter_map(|c| raw_shares.get(c))
-                .map(|(id, share)| evidence(group, id, share, &package_bytes, ""))
-                .collect(),
-        ),
-        AggregateError::Other(e) => AttemptError::Other(e),
-    })
+    Ok(signatures)
 }
 
 fn evidence(
@@ -295,7 +367,8 @@ pub async fn sign_with_retries(
     message: &[u8],
     target: &Target,
     max_attempts: usize,
-) -> Result<(Signature, Vec<NodeId>), String> {
+) -> Result<(Vec<u8>, Vec<NodeId>), String> {
+    let messages = [message.to_vec()];
     let mut skip = BTreeSet::new();
     let mut errors = Vec::new();
     for _ in 0..max_attempts {
@@ -308,8 +381,8 @@ pub async fn sign_with_retries(
         let Some(signers) = choose_signers(&candidates, usize::from(group.threshold)) else {
             break;
         };
-        match attempt(coord, group, &signers, message, target).await {
-            Ok(sig) => return Ok((sig, signers)),
+        match attempt(coord, group, &signers, &messages, target).await {
+            Ok(mut sigs) => return Ok((sigs.remove(0), signers)),
             Err(AttemptError::InvalidShares(ev)) => {
                 for e in ev {
                     errors.push(format!("{} sent an invalid share", e.node));
@@ -421,6 +494,15 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             )
             .await;
         };
+        // The coordinator reads the request the way every node will (and the
+        // nodes decide for themselves): what it spends, what each session signs.
+        let decoded = match coord
+            .group_view(&group)
+            .and_then(|view| decode_request(request, &view).map_err(|e| e.to_string()))
+        {
+            Ok(d) => d,
+            Err(e) => return fail(Reason::Failed, format!("refused: {e}")).await,
+        };
         let now = unix_now();
         if now > request.expires_at {
             let why = if refusals.is_empty() {
@@ -444,7 +526,15 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             spent_24h: 0,
             first_seen: Some(record.accepted_at),
         };
-        match evaluate(&coord.policy, request, &digest, &approvals, ledger, now) {
+        match evaluate(
+            &coord.policy,
+            request,
+            &decoded.spend,
+            &digest,
+            &approvals,
+            ledger,
+            now,
+        ) {
             Verdict::Allowed => {}
             Verdict::Denied(denial) => {
                 let rule = denial.rule;
@@ -551,21 +641,27 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             })
             .collect();
         let target = Target::Withdrawal(Box::new(wire.clone()), wire_approvals);
-        let outcome = attempt(coord, &group, &signers, &request.payload, &target).await;
+        let outcome = attempt(coord, &group, &signers, &decoded.messages, &target).await;
         let mut culprits = Vec::new();
         let detail = match outcome {
-            Ok(signature) => {
-                let bytes = signature.serialize().map_err(|e| e.to_string())?;
-                info!(request = %id, signers = ?signers, "signed");
+            Ok(signatures) => {
+                let signed = match finish_signatures(coord, &group, &decoded, signatures) {
+                    Ok(s) => s,
+                    Err(e) => return fail(Reason::Failed, e).await,
+                };
+                info!(request = %id, signers = ?signers, txid = %signed.txid, "signed");
                 coord.audit.append(
                     "withdrawal_signed",
-                    serde_json::json!({"request": id.as_str(), "digest": digest.to_hex(), "signers": signers.iter().map(|s| s.as_str()).collect::<Vec<_>>()}),
+                    serde_json::json!({"request": id.as_str(), "digest": digest.to_hex(), "signers": signers.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "txid": signed.txid}),
                 )
                 .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
                 return coord
                     .update_request(id, move |r| {
                         r.attempts += 1;
-                        r.signature = bytes;
+                        r.signature = signed.signature;
+                        r.input_signatures = signed.input_signatures;
+                        r.tx = signed.tx;
+                        r.txid = signed.txid;
                         r.signers = signers;
                         r.state = RequestState::Signed;
                         r.reason = Reason::Signed;
@@ -626,6 +722,54 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             })
             .await?;
     }
+}
+
+/// A request's signatures in the form its client gets them.
+struct SignedOutput {
+    signature: Vec<u8>,
+    input_signatures: Vec<Vec<u8>>,
+    tx: String,
+    txid: String,
+}
+
+/// For a message group, the one signature; for a taproot group, every input's
+/// BIP340 signature checked once more under the group's output key and
+/// placed in its witness, giving the fully signed transaction.
+fn finish_signatures(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    decoded: &permafrost_core::authz::Decoded,
+    mut signatures: Vec<Vec<u8>>,
+) -> Result<SignedOutput, String> {
+    let Some(tx) = &decoded.transaction else {
+        if signatures.len() != 1 {
+            return Err(format!("{} signatures for one message", signatures.len()));
+        }
+        return Ok(SignedOutput {
+            signature: signatures.remove(0),
+            input_signatures: Vec::new(),
+            tx: String::new(),
+            txid: String::new(),
+        });
+    };
+    let view = coord.group_view(group)?;
+    let output = view
+        .taproot
+        .ok_or_else(|| format!("key group {} has no taproot output", group.name))?;
+    for (i, (sighash, sig)) in tx.sighashes.iter().zip(&signatures).enumerate() {
+        output
+            .verify(sighash, sig)
+            .map_err(|e| format!("input {i}: {e}"))?;
+    }
+    let signed = tx
+        .signed_transaction(&signatures)
+        .map_err(|e| e.to_string())?;
+    Ok(SignedOutput {
+        signature: Vec::new(),
+        tx: bitcoin::consensus::encode::serialize_hex(&signed),
+        txid: signed.compute_txid().to_string(),
+        input_signatures: signatures,
+    })
 }
 
 /// What a waiting request still needs, in words.

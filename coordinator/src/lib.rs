@@ -178,6 +178,49 @@ fn open_audit(
 }
 
 impl Coordinator {
+    /// The scheme (and network) the coordinator's policy gives `name`; a group
+    /// the policy does not name signs messages. Each node reads its own.
+    pub(crate) fn scheme_of(
+        &self,
+        name: &permafrost_core::GroupName,
+    ) -> (
+        permafrost_core::taproot::Scheme,
+        Option<permafrost_core::taproot::Network>,
+    ) {
+        match self.policy.group(name) {
+            Some(g) => (g.scheme, g.bitcoin.map(|b| b.network)),
+            None => (permafrost_core::taproot::Scheme::Message, None),
+        }
+    }
+
+    /// The coordinator's view of a group, with its taproot output derived from
+    /// the group key, for the same checks the nodes run.
+    pub(crate) fn group_view(
+        &self,
+        group: &store::GroupRecord,
+    ) -> Result<permafrost_core::authz::GroupView, String> {
+        use permafrost_core::taproot::{GroupOutput, Scheme};
+        let taproot = match self.scheme_of(&group.name) {
+            (Scheme::Message, _) => None,
+            (Scheme::Taproot, Some(network)) => Some(
+                GroupOutput::derive(&group.group_public_key, network)
+                    .map_err(|e| format!("key group {}: {e}", group.name))?,
+            ),
+            (Scheme::Taproot, None) => {
+                return Err(format!(
+                    "key group {}: taproot without a network",
+                    group.name
+                ))
+            }
+        };
+        Ok(permafrost_core::authz::GroupView {
+            name: group.name.clone(),
+            tier: group.tier,
+            active: group.active,
+            taproot,
+        })
+    }
+
     /// Opens the store, loads the manifest and credentials.
     pub fn open(config: CoordinatorConfig) -> Result<Arc<Self>, CoordinatorError> {
         config.validate()?;
@@ -301,14 +344,16 @@ impl Coordinator {
             CustodyServer::new(service::CustodyService {
                 coord: self.clone(),
             })
-            .max_decoding_message_size(max),
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
             RequireRole(Role::Custody),
         );
         let ceremony = InterceptedService::new(
             CeremonyServer::new(service::CeremonyService {
                 coord: self.clone(),
             })
-            .max_decoding_message_size(max),
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
             RequireRole(Role::Operator),
         );
         let routes = tonic::service::Routes::new(custody).add_service(ceremony);

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use permafrost_core::authz::{check_custody, CheckSettings, GroupView, SignedWithdrawal};
-use permafrost_core::policy::{evaluate, Approval, LedgerView, Verdict};
+use permafrost_core::authz::{decode_request, verify_custody, CheckSettings, SignedWithdrawal};
+use permafrost_core::policy::{evaluate, Approval, LedgerView, Spend, Verdict};
 use permafrost_core::{unix_now, RequestId};
 use permafrost_proto::convert::{status_from_core, tier_to_wire};
 use permafrost_proto::{self as pb, ceremony_server::Ceremony, custody_server::Custody};
@@ -85,6 +85,10 @@ fn to_wire_status(
             .policy_rule
             .map(permafrost_proto::convert::policy_rule_to_wire)
             .unwrap_or(0),
+        tx: r.tx.clone(),
+        txid: r.txid.clone(),
+        input_signatures: r.input_signatures.clone(),
+        output_key: Vec::new(),
     })
 }
 
@@ -104,7 +108,9 @@ fn reason_to_wire(reason: Reason) -> pb::WithdrawalReason {
     }
 }
 
-fn group_to_wire(g: &GroupRecord) -> pb::KeyGroup {
+fn group_to_wire(coord: &Coordinator, g: &GroupRecord) -> pb::KeyGroup {
+    let (scheme, network) = coord.scheme_of(&g.name);
+    let output = coord.group_view(g).ok().and_then(|v| v.taproot);
     pb::KeyGroup {
         name: g.name.to_string(),
         tier: tier_to_wire(g.tier),
@@ -112,6 +118,13 @@ fn group_to_wire(g: &GroupRecord) -> pb::KeyGroup {
         members: g.members.iter().map(|m| m.to_string()).collect(),
         group_public_key: g.group_public_key.clone(),
         active: g.active,
+        scheme: scheme.to_string(),
+        network: network.map(|n| n.to_string()).unwrap_or_default(),
+        output_key: output
+            .as_ref()
+            .map(|o| o.output_key().to_vec())
+            .unwrap_or_default(),
+        address: output.map(|o| o.address().to_string()).unwrap_or_default(),
     }
 }
 
@@ -181,17 +194,31 @@ impl Coordinator {
         let wire = pb::SignedWithdrawal::decode(record.signed.as_slice())
             .map_err(|e| Status::internal(e.to_string()))?;
         let signed: SignedWithdrawal = (&wire).try_into()?;
-        let group_key = self
-            .store
-            .group(&signed.request.key_group)?
-            .map(|g| g.group_public_key)
+        let group = self.store.group(&signed.request.key_group)?;
+        let output_key = group
+            .as_ref()
+            .and_then(|g| self.group_view(g).ok())
+            .and_then(|v| v.taproot)
+            .map(|o| o.output_key().to_vec())
             .unwrap_or_default();
+        let group_key = group.map(|g| g.group_public_key).unwrap_or_default();
         let verdict =
             (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record));
-        to_wire_status(id, &record, group_key, signed.request.payload, verdict)
+        let mut status = to_wire_status(id, &record, group_key, signed.request.payload, verdict)?;
+        status.output_key = output_key;
+        Ok(status)
     }
 
     fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord) -> Verdict {
+        let spend = self
+            .store
+            .group(&signed.request.key_group)
+            .ok()
+            .flatten()
+            .and_then(|g| self.group_view(&g).ok())
+            .and_then(|view| decode_request(&signed.request, &view).ok())
+            .map(|d| d.spend)
+            .unwrap_or_else(|| Spend::of_labels(&signed.request));
         // An approval whose stored signature is unreadable counts for nothing (fail closed).
         let approvals: Vec<Approval> = record
             .approvals
@@ -205,6 +232,7 @@ impl Coordinator {
         evaluate(
             &self.policy,
             &signed.request,
+            &spend,
             &signed.request.digest(),
             &approvals,
             ledger,
@@ -256,18 +284,15 @@ impl Custody for CustodyService {
             .ok_or_else(|| {
                 Status::not_found(format!("unknown key group {}", signed.request.key_group))
             })?;
-        let view = GroupView {
-            name: group.name.clone(),
-            tier: group.tier,
-            active: group.active,
-        };
+        let view = coord.group_view(&group).map_err(Status::internal)?;
         let settings = CheckSettings {
             custody_keys: coord.custody_keys.clone(),
             max_clock_skew_secs: 300,
             max_lifetime_secs: u64::MAX,
         };
         let now = unix_now();
-        check_custody(&signed, &view, &settings, now).map_err(|e| status_from_core(&e))?;
+        let checked =
+            verify_custody(&signed, &view, &settings, now).map_err(|e| status_from_core(&e))?;
         let ledger = LedgerView {
             spent_24h: 0,
             first_seen: Some(now),
@@ -275,6 +300,7 @@ impl Custody for CustodyService {
         if let Verdict::Denied(denial) = evaluate(
             &coord.policy,
             &signed.request,
+            checked.spend(),
             &signed.request.digest(),
             &[],
             ledger,
@@ -301,11 +327,14 @@ impl Custody for CustodyService {
             accepted_at: now,
             reason: Reason::Accepted,
             policy_rule: None,
+            input_signatures: Vec::new(),
+            tx: String::new(),
+            txid: String::new(),
         };
         // Recorded before it is stored: no stored request without its audit record (L2).
         coord.audit.append(
             "withdrawal_submitted",
-            serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": signed.request.amount.to_string(), "destination": signed.request.destination}),
+            serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": checked.spend().amount.to_string(), "destinations": checked.spend().destinations, "psbt": signed.request.psbt.is_some()}),
         )
         .map_err(crate::audit_failed)?;
         if let Some(raced) = coord.store.insert_request(&id, &record).await? {
@@ -396,7 +425,7 @@ impl Ceremony for CeremonyService {
         request: Request<pb::CreateKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
         let record = crate::ceremony::create_key_group(&self.coord, request.into_inner()).await?;
-        Ok(Response::new(group_to_wire(&record)))
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
     async fn refresh_key_group(
@@ -405,7 +434,7 @@ impl Ceremony for CeremonyService {
     ) -> Result<Response<pb::KeyGroup>, Status> {
         let record =
             crate::ceremony::refresh_key_group(&self.coord, &request.into_inner().name).await?;
-        Ok(Response::new(group_to_wire(&record)))
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
     async fn repair_key_group(
@@ -413,7 +442,7 @@ impl Ceremony for CeremonyService {
         request: Request<pb::RepairKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
         let record = crate::ceremony::repair_key_group(&self.coord, request.into_inner()).await?;
-        Ok(Response::new(group_to_wire(&record)))
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
     async fn adopt_key_group(
@@ -422,7 +451,7 @@ impl Ceremony for CeremonyService {
     ) -> Result<Response<pb::KeyGroup>, Status> {
         let record =
             crate::ceremony::adopt_key_group(&self.coord, &request.into_inner().name).await?;
-        Ok(Response::new(group_to_wire(&record)))
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
     async fn list_exclusions(
@@ -463,7 +492,7 @@ impl Ceremony for CeremonyService {
                 .store
                 .groups()?
                 .iter()
-                .map(group_to_wire)
+                .map(|g| group_to_wire(&self.coord, g))
                 .collect(),
         }))
     }

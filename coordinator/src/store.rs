@@ -105,6 +105,15 @@ pub struct RequestRecord {
     /// With [`Reason::RefusedByPolicy`]: the rule broken.
     #[serde(default)]
     pub policy_rule: Option<permafrost_core::policy::PolicyRule>,
+    /// Taproot: each input's 64-byte BIP340 signature, in input order.
+    #[serde(default)]
+    pub input_signatures: Vec<Vec<u8>>,
+    /// Taproot: the fully signed transaction, hex.
+    #[serde(default)]
+    pub tx: String,
+    /// Taproot: its txid.
+    #[serde(default)]
+    pub txid: String,
 }
 
 /// An approval as stored.

@@ -151,6 +151,7 @@ impl Fixture {
             amount: 1_000,
             destination: "bc1qtestdestination0000000000000000000".into(),
             payload: vec![7; 32],
+            psbt: None,
             created_at: now,
             expires_at: now + 600,
             requested_by: "custody-1".into(),

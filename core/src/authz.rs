@@ -7,7 +7,8 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::identity::verify_ed25519;
-use crate::policy::{evaluate, Approval, LedgerView, Policy};
+use crate::policy::{evaluate, show_amount, Approval, LedgerView, Policy, Spend};
+use crate::taproot::{decode_withdrawal, DecodedWithdrawal, GroupOutput};
 use crate::withdrawal::{RequestDigest, WithdrawalRequest};
 use crate::{CoreError, GroupName, Tier};
 
@@ -29,6 +30,9 @@ pub struct GroupView {
     pub tier: Tier,
     /// Whether the group passed its activation test signature.
     pub active: bool,
+    /// For a taproot group, its own output as this node derived it from the
+    /// group key; `None` for a message group.
+    pub taproot: Option<GroupOutput>,
 }
 
 /// The node's own settings for checking requests.
@@ -48,6 +52,9 @@ pub struct CheckSettings {
 pub struct AuthorizedWithdrawal {
     request: WithdrawalRequest,
     digest: RequestDigest,
+    spend: Spend,
+    messages: Vec<Vec<u8>>,
+    decoded: Option<Box<DecodedWithdrawal>>,
 }
 
 impl AuthorizedWithdrawal {
@@ -59,9 +66,19 @@ impl AuthorizedWithdrawal {
     pub fn digest(&self) -> RequestDigest {
         self.digest
     }
-    /// The exact bytes FROST must sign: the request's payload, nothing else.
-    pub fn message(&self) -> &[u8] {
-        &self.request.payload
+    /// What it takes out of the group, as this node established it.
+    pub fn spend(&self) -> &Spend {
+        &self.spend
+    }
+    /// The exact messages FROST must sign, one per session: the payload of a
+    /// message request, or the BIP341 sighash of every input that this node
+    /// derived itself from the PSBT. Nothing else.
+    pub fn messages(&self) -> &[Vec<u8>] {
+        &self.messages
+    }
+    /// The decoded transaction of a PSBT request.
+    pub fn decoded(&self) -> Option<&DecodedWithdrawal> {
+        self.decoded.as_deref()
     }
 }
 
@@ -107,6 +124,16 @@ impl CustodyChecked {
     pub fn request(&self) -> &WithdrawalRequest {
         &self.0.request
     }
+
+    /// What the request takes out of the group (decoded for a PSBT request).
+    pub fn spend(&self) -> &Spend {
+        &self.0.spend
+    }
+
+    /// The decoded transaction of a PSBT request.
+    pub fn decoded(&self) -> Option<&DecodedWithdrawal> {
+        self.0.decoded.as_deref()
+    }
 }
 
 /// The custody-side checks of [`authorize_withdrawal`], on their own.
@@ -129,6 +156,7 @@ pub fn authorize_custody_checked(
     evaluate(
         policy.policy,
         &checked.request,
+        &checked.spend,
         &checked.digest,
         policy.approvals,
         policy.ledger,
@@ -207,10 +235,97 @@ fn verify_custody_request(
             settings.max_lifetime_secs
         )));
     }
+    let Decoded {
+        spend,
+        messages,
+        transaction,
+    } = decode_request(request, group)?;
+    let decoded = transaction.map(Box::new);
     Ok(AuthorizedWithdrawal {
         request: request.clone(),
         digest,
+        spend,
+        messages,
+        decoded,
     })
+}
+
+/// What a request asks the group to sign, as this node reads it.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// What it takes out of the group.
+    pub spend: Spend,
+    /// The messages to sign, one FROST session each.
+    pub messages: Vec<Vec<u8>>,
+    /// The decoded transaction of a PSBT request.
+    pub transaction: Option<DecodedWithdrawal>,
+}
+
+/// Reads what `request` asks `group` to sign: a message group signs the
+/// payload (and policy sees only the labels); a taproot group decodes the
+/// PSBT, checks the labels against it, and signs each input's sighash. A
+/// request of the wrong kind for the group is refused. This checks no
+/// signature: [`verify_custody`] runs it after the custody signature.
+pub fn decode_request(
+    request: &WithdrawalRequest,
+    group: &GroupView,
+) -> Result<Decoded, CoreError> {
+    match (&request.psbt, &group.taproot) {
+        (None, None) => Ok(Decoded {
+            spend: Spend::of_labels(request),
+            messages: vec![request.payload.clone()],
+            transaction: None,
+        }),
+        (None, Some(_)) => Err(CoreError::refused(format!(
+            "key group {} is a taproot group: it signs only a PSBT the nodes decode, never an opaque payload",
+            group.name
+        ))),
+        (Some(_), None) => Err(CoreError::refused(format!(
+            "key group {} is a message group: it does not sign transactions",
+            group.name
+        ))),
+        (Some(psbt), Some(output)) => {
+            let decoded = decode_withdrawal(psbt, output)?;
+            check_labels(request, &decoded)?;
+            Ok(Decoded {
+                spend: Spend::of_transaction(&decoded),
+                messages: decoded.sighashes.iter().map(|h| h.to_vec()).collect(),
+                transaction: Some(decoded),
+            })
+        }
+    }
+}
+
+/// The labels a client sends for display (amount, destination) must say what
+/// the transaction does, or the request is refused naming both.
+fn check_labels(request: &WithdrawalRequest, decoded: &DecodedWithdrawal) -> Result<(), CoreError> {
+    let paid = u128::from(decoded.payments_sat());
+    if request.amount != 0 && request.amount != paid {
+        return Err(CoreError::refused(format!(
+            "the request's amount label says {}, the transaction pays {}",
+            show_amount(request.amount, &request.asset),
+            show_amount(paid, "BTC")
+        )));
+    }
+    let to = decoded.destination_label();
+    if !request.destination.is_empty() && request.destination != to {
+        return Err(CoreError::refused(format!(
+            "the request's destination label says {}, the transaction pays {}",
+            crate::error::preview(&request.destination),
+            if to.is_empty() {
+                "no one but the group itself"
+            } else {
+                to.as_str()
+            }
+        )));
+    }
+    if request.asset != "BTC" {
+        return Err(CoreError::refused(format!(
+            "a transaction request's asset must be BTC, not {}",
+            crate::error::preview(&request.asset)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,6 +345,7 @@ mod tests {
             name: GroupName::new("warm-1").expect("valid"),
             tier: Tier::Warm,
             active: true,
+            taproot: None,
         };
         (key, settings, group)
     }
@@ -277,7 +393,7 @@ daily_max = "1000000000"
         let r = sample();
         let now = r.created_at + 10;
         let a = auth(&signed(&key, r.clone()), &group, &settings, now).expect("authorized");
-        assert_eq!(a.message(), r.payload.as_slice());
+        assert_eq!(a.messages(), std::slice::from_ref(&r.payload));
     }
 
     #[test]
@@ -305,7 +421,7 @@ daily_max = "1000000000"
         let split = authorize_custody_checked(checked, input, now).expect("authorized");
         let whole = authorize_withdrawal(&s, &group, &settings, input, now).expect("authorized");
         assert_eq!(split.digest(), whole.digest());
-        assert_eq!(split.message(), whole.message());
+        assert_eq!(split.messages(), whole.messages());
         // A forged signature never yields a CustodyChecked to authorize.
         let mut forged = s.clone();
         forged.request.destination = "attacker".into();

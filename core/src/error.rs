@@ -52,3 +52,35 @@ impl CoreError {
         }
     }
 }
+
+/// Longest prefix of a bad value an error message shows, in characters.
+pub const PREVIEW_CHARS: usize = 32;
+
+/// A bad value as an error message may show it (V4): the value itself when
+/// short, else its first [`PREVIEW_CHARS`] characters, "…" and its length.
+/// Errors travel back in gRPC trailers and into logs, so echoing a whole
+/// value lets a client make the server send (and log) whatever it sent, and
+/// pushes trailers past a client's header limit. Quote it with `{:?}`.
+pub fn preview(value: &str) -> String {
+    match value.char_indices().nth(PREVIEW_CHARS) {
+        None => value.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_preview_shows_short_values_whole_and_long_ones_cut() {
+        assert_eq!(preview(""), "");
+        let exact = "a".repeat(PREVIEW_CHARS);
+        assert_eq!(preview(&exact), exact);
+        let long = format!("{exact}b{}", "c".repeat(900_000));
+        assert_eq!(preview(&long), format!("{exact}… (900033 bytes)"));
+        // Cut at a character boundary, never inside one.
+        let wide = "é".repeat(100);
+        assert_eq!(preview(&wide), format!("{}… (200 bytes)", "é".repeat(32)));
+    }
+}

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::preview;
 use crate::CoreError;
 
 fn check_name(kind: &'static str, value: &str, max: usize) -> Result<(), CoreError> {
@@ -17,7 +18,10 @@ fn check_name(kind: &'static str, value: &str, max: usize) -> Result<(), CoreErr
     } else {
         Err(CoreError::InvalidField {
             field: kind,
-            reason: format!("{value:?} must be 1..={max} characters of a-z, 0-9, '-' or '_'"),
+            reason: format!(
+                "{:?} must be 1..={max} characters of a-z, 0-9, '-' or '_'",
+                preview(value)
+            ),
         })
     }
 }
@@ -93,7 +97,8 @@ impl RequestId {
             return Err(CoreError::InvalidField {
                 field: "request id",
                 reason: format!(
-                    "{value:?} must be 1..=128 printable ASCII characters without spaces"
+                    "{:?} must be 1..=128 printable ASCII characters without spaces",
+                    preview(&value)
                 ),
             });
         }
@@ -190,7 +195,7 @@ impl std::str::FromStr for Tier {
             "cold" => Ok(Tier::Cold),
             other => Err(CoreError::InvalidField {
                 field: "tier",
-                reason: format!("{other:?} is not one of hot, warm, cold"),
+                reason: format!("{:?} is not one of hot, warm, cold", preview(other)),
             }),
         }
     }
@@ -238,7 +243,10 @@ impl std::str::FromStr for Role {
             "operator" => Ok(Role::Operator),
             other => Err(CoreError::InvalidField {
                 field: "role",
-                reason: format!("{other:?} is not one of node, coordinator, custody, operator"),
+                reason: format!(
+                    "{:?} is not one of node, coordinator, custody, operator",
+                    preview(other)
+                ),
             }),
         }
     }
@@ -257,5 +265,23 @@ mod tests {
         assert!(GroupName::new("x".repeat(65)).is_err());
         assert!(RequestId::new("wd-2026-0001").is_ok());
         assert!(RequestId::new("has space").is_err());
+    }
+
+    #[test]
+    fn v4_errors_show_a_prefix_not_the_whole_value() {
+        let long = "x".repeat(900_000);
+        for err in [
+            RequestId::new(long.clone()).expect_err("too long"),
+            NodeId::new(long.clone()).expect_err("too long"),
+            GroupName::new(long.clone()).expect_err("too long"),
+            long.parse::<Tier>().expect_err("no such tier"),
+            long.parse::<Role>().expect_err("no such role"),
+        ] {
+            let text = err.to_string();
+            assert!(text.len() < 200, "{} bytes: {}", text.len(), preview(&text));
+            assert!(text.contains("(900000 bytes)"), "{text}");
+        }
+        let err = RequestId::new("has space").expect_err("space");
+        assert!(err.to_string().contains("\"has space\""), "{err}");
     }
 }

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod policy;
 pub mod repair;
 pub mod signing;
+pub mod taproot;
 pub mod withdrawal;
 
 pub use error::CoreError;
@@ -21,6 +22,8 @@ pub use ids::{GroupName, NodeId, RequestId, Role, Tier};
 
 /// The FROST ciphersuite every key group uses: FROST(secp256k1, SHA-256), RFC 9591 §6.5.
 pub use frost_secp256k1 as frost;
+/// The BIP340 suite taproot groups sign with: FROST(secp256k1, SHA-256-TR).
+pub use frost_secp256k1_tr as frost_tr;
 
 /// Seconds since the Unix epoch, the clock every expiry check uses.
 pub fn unix_now() -> u64 {

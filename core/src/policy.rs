@@ -12,6 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::identity::{parse_ed25519_hex, verify_ed25519};
+use crate::taproot::{parse_address, DecodedWithdrawal, Network, Scheme};
 use crate::withdrawal::{RequestDigest, WithdrawalRequest};
 use crate::{CoreError, GroupName, Tier};
 
@@ -35,6 +36,15 @@ pub struct PolicyFile {
 pub struct GroupPolicyFile {
     /// The tier the group must have.
     pub tier: Tier,
+    /// How the group signs: `taproot` for groups that hold bitcoin, `message` (default) for opaque bytes.
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// The bitcoin network of a taproot group's addresses (required for taproot).
+    pub network: Option<Network>,
+    /// Largest fee a taproot withdrawal may pay, sat (required for taproot).
+    pub max_fee_sat: Option<u64>,
+    /// Largest fee rate a taproot withdrawal may pay, sat/vB (required for taproot).
+    pub max_fee_rate_sat_vb: Option<u64>,
     /// Seconds a request must age (from the later of its creation and the node first seeing it) before signing.
     #[serde(default)]
     pub time_lock_secs: u64,
@@ -88,16 +98,31 @@ pub struct Policy {
 pub struct GroupPolicy {
     /// Tier.
     pub tier: Tier,
+    /// How the group signs.
+    pub scheme: Scheme,
+    /// Fee caps and network of a taproot group.
+    pub bitcoin: Option<BitcoinRules>,
     /// Time-lock, seconds.
     pub time_lock_secs: u64,
     /// Max lifetime, seconds.
     pub max_lifetime_secs: u64,
     /// Minimum approvals.
     pub min_approvals: u32,
-    /// Allowlist.
+    /// Allowlist (for taproot groups: addresses in their canonical form).
     pub allowlist: Option<BTreeSet<String>>,
     /// Per-asset limits.
     pub assets: BTreeMap<String, AssetLimits>,
+}
+
+/// What a taproot group's policy adds: its network and fee caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitcoinRules {
+    /// The network its addresses belong to.
+    pub network: Network,
+    /// Largest fee, sat.
+    pub max_fee_sat: u64,
+    /// Largest fee rate, sat/vB.
+    pub max_fee_rate_sat_vb: u64,
 }
 
 /// Validated per-asset limits.
@@ -172,6 +197,68 @@ impl Policy {
                     ));
                 }
             }
+            let bitcoin = match g.scheme {
+                Scheme::Message => {
+                    for (field, set) in [
+                        ("network", g.network.is_some()),
+                        ("max_fee_sat", g.max_fee_sat.is_some()),
+                        ("max_fee_rate_sat_vb", g.max_fee_rate_sat_vb.is_some()),
+                    ] {
+                        if set {
+                            return Err(CoreError::invalid(
+                                "policy",
+                                format!("{}: only taproot groups have one", at(field)),
+                            ));
+                        }
+                    }
+                    None
+                }
+                Scheme::Taproot => {
+                    let need = |field: &str, v: Option<u64>| {
+                        v.ok_or_else(|| {
+                            CoreError::invalid(
+                                "policy",
+                                format!("{}: taproot groups need one", at(field)),
+                            )
+                        })
+                    };
+                    let network = g.network.ok_or_else(|| {
+                        CoreError::invalid(
+                            "policy",
+                            format!("{}: taproot groups need one", at("network")),
+                        )
+                    })?;
+                    if let Some(other) = g.assets.keys().find(|a| a.as_str() != "BTC") {
+                        return Err(CoreError::invalid(
+                            "policy",
+                            format!("{}.{other}: a taproot group holds BTC only", at("assets")),
+                        ));
+                    }
+                    Some(BitcoinRules {
+                        network,
+                        max_fee_sat: need("max_fee_sat", g.max_fee_sat)?,
+                        max_fee_rate_sat_vb: need("max_fee_rate_sat_vb", g.max_fee_rate_sat_vb)?,
+                    })
+                }
+            };
+            let allowlist = match (g.allowlist, bitcoin) {
+                (None, _) => None,
+                (Some(list), None) => Some(list.into_iter().collect::<BTreeSet<_>>()),
+                (Some(list), Some(rules)) => Some(
+                    list.iter()
+                        .map(|a| {
+                            parse_address("policy allowlist", a, rules.network)
+                                .map(|addr| addr.to_string())
+                                .map_err(|e| {
+                                    CoreError::invalid(
+                                        "policy",
+                                        format!("{}: {e}", at("allowlist")),
+                                    )
+                                })
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?,
+                ),
+            };
             let needed = g.min_approvals as usize;
             if needed > approvers.len() {
                 return Err(CoreError::invalid(
@@ -250,10 +337,12 @@ impl Policy {
                 name,
                 GroupPolicy {
                     tier: g.tier,
+                    scheme: g.scheme,
+                    bitcoin,
                     time_lock_secs: g.time_lock_secs,
                     max_lifetime_secs: g.max_lifetime_secs,
                     min_approvals: g.min_approvals,
-                    allowlist: g.allowlist.map(|a| a.into_iter().collect()),
+                    allowlist,
                     assets,
                 },
             );
@@ -338,6 +427,12 @@ pub enum PolicyRule {
     PerRequestLimit,
     /// The amount would take the rolling 24 h total over the daily limit.
     Velocity,
+    /// The request's kind does not fit the group's scheme (a payload for a taproot group).
+    Scheme,
+    /// The transaction's fee is over the group's limit.
+    FeeLimit,
+    /// The transaction's fee rate is over the group's limit.
+    FeeRateLimit,
 }
 
 impl PolicyRule {
@@ -351,6 +446,9 @@ impl PolicyRule {
             PolicyRule::Lifetime => "lifetime",
             PolicyRule::PerRequestLimit => "per_request_limit",
             PolicyRule::Velocity => "velocity",
+            PolicyRule::Scheme => "scheme",
+            PolicyRule::FeeLimit => "fee_limit",
+            PolicyRule::FeeRateLimit => "fee_rate_limit",
         }
     }
 }
@@ -399,10 +497,75 @@ pub enum Verdict {
     },
 }
 
-/// Evaluates `request` against `policy` at `now`.
+/// A fee as a node derived it from a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeView {
+    /// Inputs minus outputs, sat.
+    pub fee_sat: u64,
+    /// Fee per virtual byte of the signed transaction, rounded up.
+    pub rate_sat_vb: u64,
+}
+
+/// What a request takes out of its group, as the node established it: for a
+/// transaction, decoded from the PSBT (payments plus fee); for an opaque
+/// message, only what the request's labels claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spend {
+    /// Amount counted against limits and velocity, smallest unit.
+    pub amount: u128,
+    /// Where it goes (addresses of the payments; change excluded).
+    pub destinations: Vec<String>,
+    /// The fee, for a transaction.
+    pub fee: Option<FeeView>,
+}
+
+impl Spend {
+    /// A message request's spend: its labels, which nothing ties to the bytes signed.
+    pub fn of_labels(request: &WithdrawalRequest) -> Self {
+        Self {
+            amount: request.amount,
+            destinations: vec![request.destination.clone()],
+            fee: None,
+        }
+    }
+
+    /// A transaction's spend: every payment plus the fee, as decoded.
+    pub fn of_transaction(decoded: &DecodedWithdrawal) -> Self {
+        Self {
+            amount: u128::from(decoded.outflow_sat()),
+            destinations: decoded.payments.iter().map(|p| p.address.clone()).collect(),
+            fee: Some(FeeView {
+                fee_sat: decoded.fee_sat,
+                rate_sat_vb: decoded.fee_rate_sat_vb(),
+            }),
+        }
+    }
+}
+
+/// Parses a canonical decimal (digits only, no sign, no leading zeros).
+pub fn parse_canonical_u64(text: &str) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
+/// An amount as people read it: satoshis with BTC beside them, other assets in their smallest unit.
+pub fn show_amount(amount: u128, asset: &str) -> String {
+    if asset == "BTC" {
+        let whole = amount / 100_000_000;
+        let frac = amount % 100_000_000;
+        format!("{amount} sat ({whole}.{frac:08} BTC)")
+    } else {
+        format!("{amount} (smallest units of {asset})")
+    }
+}
+
+/// Evaluates `request`, which takes `spend` out of its group, against `policy` at `now`.
 pub fn evaluate(
     policy: &Policy,
     request: &WithdrawalRequest,
+    spend: &Spend,
     digest: &RequestDigest,
     approvals: &[Approval],
     ledger: LedgerView,
@@ -423,6 +586,27 @@ pub fn evaluate(
             ),
         );
     }
+    match (group.scheme, spend.fee.is_some()) {
+        (Scheme::Taproot, false) => {
+            return Denial::verdict(
+                PolicyRule::Scheme,
+                format!(
+                    "key group {} is a taproot group: it signs transactions (a PSBT), never opaque payloads",
+                    request.key_group
+                ),
+            )
+        }
+        (Scheme::Message, true) => {
+            return Denial::verdict(
+                PolicyRule::Scheme,
+                format!(
+                    "key group {} is a message group: it signs opaque payloads, not transactions",
+                    request.key_group
+                ),
+            )
+        }
+        _ => {}
+    }
     let Some(limits) = group.assets.get(&request.asset) else {
         return Denial::verdict(
             PolicyRule::Asset,
@@ -433,12 +617,33 @@ pub fn evaluate(
         );
     };
     if let Some(allow) = &group.allowlist {
-        if !allow.contains(&request.destination) {
+        if let Some(d) = spend.destinations.iter().find(|d| !allow.contains(*d)) {
             return Denial::verdict(
                 PolicyRule::Allowlist,
                 format!(
-                    "destination {} is not on the allowlist of {}",
-                    request.destination, request.key_group
+                    "destination {d} is not on the allowlist of {}",
+                    request.key_group
+                ),
+            );
+        }
+    }
+    if let (Some(fee), Some(rules)) = (spend.fee, group.bitcoin) {
+        if fee.fee_sat > rules.max_fee_sat {
+            return Denial::verdict(
+                PolicyRule::FeeLimit,
+                format!(
+                    "fee {} exceeds the limit {}",
+                    show_amount(u128::from(fee.fee_sat), "BTC"),
+                    show_amount(u128::from(rules.max_fee_sat), "BTC")
+                ),
+            );
+        }
+        if fee.rate_sat_vb > rules.max_fee_rate_sat_vb {
+            return Denial::verdict(
+                PolicyRule::FeeRateLimit,
+                format!(
+                    "fee rate {} sat/vB exceeds the limit {} sat/vB",
+                    fee.rate_sat_vb, rules.max_fee_rate_sat_vb
                 ),
             );
         }
@@ -453,27 +658,31 @@ pub fn evaluate(
             ),
         );
     }
-    if request.amount > limits.per_request_max {
+    let asset = request.asset.as_str();
+    if spend.amount > limits.per_request_max {
         return Denial::verdict(
             PolicyRule::PerRequestLimit,
             format!(
-                "amount {} {} exceeds the per-request limit {}",
-                request.amount, request.asset, limits.per_request_max
+                "amount {} exceeds the per-request limit {}",
+                show_amount(spend.amount, asset),
+                show_amount(limits.per_request_max, asset)
             ),
         );
     }
-    let total = ledger.spent_24h.saturating_add(request.amount);
+    let total = ledger.spent_24h.saturating_add(spend.amount);
     if total > limits.daily_max {
         return Denial::verdict(
             PolicyRule::Velocity,
             format!(
-                "velocity: {} {} already signed in 24h plus {} exceeds the daily limit {}",
-                ledger.spent_24h, request.asset, request.amount, limits.daily_max
+                "velocity: {} already signed in 24h plus {} exceeds the daily limit {}",
+                show_amount(ledger.spent_24h, asset),
+                show_amount(spend.amount, asset),
+                show_amount(limits.daily_max, asset)
             ),
         );
     }
     // Approvals: counted once per distinct key, never the requester's, unexpired, bound to this digest.
-    let needed = policy.approvals_needed(group, limits, request.amount);
+    let needed = policy.approvals_needed(group, limits, spend.amount);
     let mut keys = BTreeSet::new();
     let mut rejected = Vec::new();
     for a in approvals {
@@ -481,7 +690,8 @@ pub fn evaluate(
             rejected.push(format!("{}: not a registered approver", a.approver_id));
             continue;
         };
-        if a.approver_id == request.requested_by {
+        let requester_key = policy.approvers.get(&request.requested_by);
+        if a.approver_id == request.requested_by || requester_key == Some(key) {
             rejected.push(format!(
                 "{}: approvers may not approve their own request",
                 a.approver_id

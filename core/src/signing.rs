@@ -6,15 +6,23 @@
 //! message the node derived itself (X1, RFC 9591 §7.7: signers are not oracles).
 //!
 //! Everything here is generic over frost's [`Ciphersuite`], so one signing
-//! path serves FROST(secp256k1, SHA-256) today and a BIP340 suite next; the
-//! daemons call it with `frost-secp256k1` types.
+//! path serves both schemes: `message` groups sign with FROST(secp256k1,
+//! SHA-256) and `taproot` groups with FROST(secp256k1, SHA-256-TR), the
+//! BIP340 suite, under the group key tweaked as BIP341 says for a key-path
+//! output with no script tree ([`taproot_key_package`]). A group's key is
+//! made, refreshed and repaired once, as secp256k1 shares; [`rekey`] moves the
+//! same shares into the suite its scheme signs with.
 
 use std::collections::BTreeMap;
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use frost_core::keys::{SigningShare, VerifyingShare};
 use frost_core::round1::SigningNonces;
 use frost_core::round2::SignatureShare;
-use frost_core::{Ciphersuite, Identifier, Signature, SigningPackage};
+use frost_core::{Ciphersuite, Identifier, Signature, SigningPackage, VerifyingKey};
+use frost_secp256k1::Secp256K1Sha256;
+use frost_secp256k1_tr::keys::Tweak;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
 use sha2::{Digest, Sha256};
 
 use crate::authz::AuthorizedWithdrawal;
@@ -63,45 +71,77 @@ impl ActivationTarget {
 #[derive(Clone, Debug)]
 pub enum SigningTarget {
     /// A withdrawal that passed every check.
-    Withdrawal(AuthorizedWithdrawal),
+    Withdrawal(Box<AuthorizedWithdrawal>),
     /// The one-off activation test of a pending group.
     Activation(ActivationTarget),
 }
 
 impl SigningTarget {
-    /// The exact bytes to sign.
-    pub fn message(&self) -> &[u8] {
+    /// The exact messages to sign, one FROST session each.
+    pub fn messages(&self) -> &[Vec<u8>] {
         match self {
-            SigningTarget::Withdrawal(w) => w.message(),
-            SigningTarget::Activation(a) => &a.message,
+            SigningTarget::Withdrawal(w) => w.messages(),
+            SigningTarget::Activation(a) => std::slice::from_ref(&a.message),
         }
     }
 }
 
-/// Computes this node's signature share (RFC 9591 §5.2) for `target`.
+/// Computes this node's signature shares (RFC 9591 §5.2) for `target`: one
+/// per message, session `i` signing message `i` with package `i` and nonce `i`.
 ///
-/// `nonces` is taken by value: the caller has already removed it from its pool
-/// (N1), and it is dropped (zeroized) here whatever the outcome.
-pub fn compute_share<C: Ciphersuite>(
+/// `nonces` are taken by value: the caller has already removed them from its
+/// pool (N1), and they are dropped (zeroized) here whatever the outcome.
+pub fn compute_shares<C: Ciphersuite>(
     target: &SigningTarget,
-    package: &SigningPackage<C>,
-    nonces: SigningNonces<C>,
+    packages: &[SigningPackage<C>],
+    nonces: Vec<SigningNonces<C>>,
     key_package: &KeyPackage<C>,
-) -> Result<SignatureShare<C>, CoreError> {
-    check_package(target, package, &nonces, key_package)?;
-    frost_core::round2::sign(package, &nonces, key_package)
-        .map_err(|e| CoreError::Frost(e.to_string()))
+) -> Result<Vec<SignatureShare<C>>, CoreError> {
+    check_packages(target, packages, &nonces, key_package)?;
+    packages
+        .iter()
+        .zip(&nonces)
+        .map(|(package, nonces)| {
+            frost_core::round2::sign(package, nonces, key_package)
+                .map_err(|e| CoreError::Frost(e.to_string()))
+        })
+        .collect()
 }
 
-/// The checks [`compute_share`] makes on the coordinator's signing package,
-/// callable first so a node can refuse before journaling anything.
-pub fn check_package<C: Ciphersuite>(
+/// The checks [`compute_shares`] makes on the coordinator's signing packages,
+/// callable first so a node can refuse before journaling anything: one
+/// package and one nonce per message the node derived itself, and each
+/// package signs exactly that message.
+pub fn check_packages<C: Ciphersuite>(
     target: &SigningTarget,
+    packages: &[SigningPackage<C>],
+    nonces: &[SigningNonces<C>],
+    key_package: &KeyPackage<C>,
+) -> Result<(), CoreError> {
+    let messages = target.messages();
+    if packages.len() != messages.len() || nonces.len() != messages.len() {
+        return Err(CoreError::refused(format!(
+            "{} signing packages and {} nonces for {} messages to sign",
+            packages.len(),
+            nonces.len(),
+            messages.len()
+        )));
+    }
+    for (i, ((package, nonces), message)) in packages.iter().zip(nonces).zip(messages).enumerate() {
+        check_package(message, package, nonces, key_package)
+            .map_err(|e| CoreError::refused(format!("session {i}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The checks on one session's signing package.
+fn check_package<C: Ciphersuite>(
+    message: &[u8],
     package: &SigningPackage<C>,
     nonces: &SigningNonces<C>,
     key_package: &KeyPackage<C>,
 ) -> Result<(), CoreError> {
-    if package.message().as_slice() != target.message() {
+    if package.message().as_slice() != message {
         return Err(CoreError::refused(
             "the message in the signing package is not the one derived from the authorized request",
         ));
@@ -122,6 +162,84 @@ pub fn check_package<C: Ciphersuite>(
         }
     }
     Ok(())
+}
+
+/// The same key shares in another FROST suite over the same curve (both
+/// encode scalars and points alike). Used to sign a group's secp256k1 shares
+/// with the suite of its scheme; fails only if the suites' encodings differ.
+pub fn rekey<A: Ciphersuite, B: Ciphersuite>(
+    key_package: &KeyPackage<A>,
+) -> Result<KeyPackage<B>, CoreError> {
+    let bad = |what: &str| CoreError::Frost(format!("re-encoding {what} between suites failed"));
+    let id = Identifier::<B>::deserialize(&key_package.identifier().serialize())
+        .map_err(|_| bad("identifier"))?;
+    let share = zeroize::Zeroizing::new(key_package.signing_share().serialize());
+    let share = SigningShare::<B>::deserialize(&share).map_err(|_| bad("signing share"))?;
+    let vshare = VerifyingShare::<B>::deserialize(
+        &key_package
+            .verifying_share()
+            .serialize()
+            .map_err(|_| bad("verifying share"))?,
+    )
+    .map_err(|_| bad("verifying share"))?;
+    let key = VerifyingKey::<B>::deserialize(
+        &key_package
+            .verifying_key()
+            .serialize()
+            .map_err(|_| bad("group key"))?,
+    )
+    .map_err(|_| bad("group key"))?;
+    Ok(KeyPackage::new(
+        id,
+        share,
+        vshare,
+        key,
+        *key_package.min_signers(),
+    ))
+}
+
+/// [`rekey`] for the public side.
+pub fn rekey_public<A: Ciphersuite, B: Ciphersuite>(
+    public_key_package: &PublicKeyPackage<A>,
+) -> Result<PublicKeyPackage<B>, CoreError> {
+    let bad = |what: &str| CoreError::Frost(format!("re-encoding {what} between suites failed"));
+    let mut shares = BTreeMap::new();
+    for (id, share) in public_key_package.verifying_shares() {
+        let id = Identifier::<B>::deserialize(&id.serialize()).map_err(|_| bad("identifier"))?;
+        let share = VerifyingShare::<B>::deserialize(
+            &share.serialize().map_err(|_| bad("verifying share"))?,
+        )
+        .map_err(|_| bad("verifying share"))?;
+        shares.insert(id, share);
+    }
+    let key = VerifyingKey::<B>::deserialize(
+        &public_key_package
+            .verifying_key()
+            .serialize()
+            .map_err(|_| bad("group key"))?,
+    )
+    .map_err(|_| bad("group key"))?;
+    Ok(PublicKeyPackage::new(
+        shares,
+        key,
+        public_key_package.min_signers(),
+    ))
+}
+
+/// A taproot group member's key package: its secp256k1 share in the BIP340
+/// suite, tweaked for the key-path output with no script tree (BIP341), so a
+/// signature verifies under the group's output key.
+pub fn taproot_key_package(
+    key_package: &KeyPackage<Secp256K1Sha256>,
+) -> Result<KeyPackage<Secp256K1Sha256TR>, CoreError> {
+    Ok(rekey::<_, Secp256K1Sha256TR>(key_package)?.tweak(None::<&[u8]>))
+}
+
+/// The public side of [`taproot_key_package`], for aggregation.
+pub fn taproot_public_key_package(
+    public_key_package: &PublicKeyPackage<Secp256K1Sha256>,
+) -> Result<PublicKeyPackage<Secp256K1Sha256TR>, CoreError> {
+    Ok(rekey_public::<_, Secp256K1Sha256TR>(public_key_package)?.tweak(None::<&[u8]>))
 }
 
 /// Outcome of an aggregation attempt.
@@ -151,6 +269,8 @@ pub fn aggregate<C: Ciphersuite>(
         Err(e) => Err(AggregateError::Other(e.to_string())),
     }
 }
+
+pub mod strict;
 
 #[cfg(test)]
 mod tests;

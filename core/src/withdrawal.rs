@@ -13,10 +13,15 @@ use crate::{CoreError, GroupName, RequestId, Tier};
 
 /// Domain-separation prefix of every encoded withdrawal request.
 pub const DOMAIN: &[u8] = b"PERMAFROST/WITHDRAWAL";
-/// The only encoding version this build understands.
+/// Encoding of a request with an opaque payload.
 pub const ENCODING_VERSION: u16 = 1;
+/// Encoding of a request with a PSBT (taproot groups).
+pub const ENCODING_VERSION_PSBT: u16 = 2;
 /// Largest payload (the bytes FROST signs) a request may carry.
 pub const MAX_PAYLOAD: usize = 1024;
+/// Longest destination label of a PSBT request (several addresses, comma-separated).
+pub const MAX_DESTINATION_LABEL: usize = 8192;
+pub use crate::taproot::MAX_PSBT;
 
 /// A withdrawal the custody service asks the cluster to sign.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,12 +34,18 @@ pub struct WithdrawalRequest {
     pub tier: Tier,
     /// Asset ticker, e.g. `BTC`.
     pub asset: String,
-    /// Amount in the asset's smallest unit.
+    /// Amount in the asset's smallest unit. For a PSBT request a label for
+    /// people (0 = none given); when given it must equal the decoded payments.
     pub amount: u128,
-    /// Destination address as the chain writes it.
+    /// Destination address as the chain writes it. For a PSBT request a label
+    /// (empty = none given); when given it must equal the decoded payment
+    /// addresses, comma-separated in output order.
     pub destination: String,
-    /// The exact bytes FROST signs (e.g. a transaction sighash).
+    /// The exact bytes FROST signs, for a message group; empty with a PSBT.
     pub payload: Vec<u8>,
+    /// An unsigned BIP174 PSBT, for a taproot group: each node decodes it and
+    /// signs the sighashes it derives itself.
+    pub psbt: Option<Vec<u8>>,
     /// Creation time, Unix seconds.
     pub created_at: u64,
     /// Expiry time, Unix seconds; nodes refuse to sign after it.
@@ -78,6 +89,7 @@ const T_PAYLOAD: u8 = 7;
 const T_CREATED_AT: u8 = 8;
 const T_EXPIRES_AT: u8 = 9;
 const T_REQUESTED_BY: u8 = 10;
+const T_PSBT: u8 = 11;
 
 fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
     out.push(tag);
@@ -90,7 +102,10 @@ fn printable(field: &'static str, value: &str, max: usize) -> Result<(), CoreErr
     if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(CoreError::invalid(
             field,
-            format!("{value:?} must be 1..={max} printable ASCII characters without spaces"),
+            format!(
+                "{:?} must be 1..={max} printable ASCII characters without spaces",
+                crate::error::preview(value)
+            ),
         ));
     }
     Ok(())
@@ -100,16 +115,37 @@ impl WithdrawalRequest {
     /// Checks every field's shape (not authorization).
     pub fn validate(&self) -> Result<(), CoreError> {
         printable("asset", &self.asset, 32)?;
-        printable("destination", &self.destination, 256)?;
         printable("requested_by", &self.requested_by, 128)?;
-        if self.amount == 0 {
-            return Err(CoreError::invalid("amount", "must be greater than zero"));
-        }
-        if self.payload.is_empty() || self.payload.len() > MAX_PAYLOAD {
-            return Err(CoreError::invalid(
-                "payload",
-                format!("{} bytes, must be 1..={MAX_PAYLOAD}", self.payload.len()),
-            ));
+        match &self.psbt {
+            None => {
+                printable("destination", &self.destination, 256)?;
+                if self.amount == 0 {
+                    return Err(CoreError::invalid("amount", "must be greater than zero"));
+                }
+                if self.payload.is_empty() || self.payload.len() > MAX_PAYLOAD {
+                    return Err(CoreError::invalid(
+                        "payload",
+                        format!("{} bytes, must be 1..={MAX_PAYLOAD}", self.payload.len()),
+                    ));
+                }
+            }
+            Some(psbt) => {
+                if !self.destination.is_empty() {
+                    printable("destination", &self.destination, MAX_DESTINATION_LABEL)?;
+                }
+                if !self.payload.is_empty() {
+                    return Err(CoreError::invalid(
+                        "payload",
+                        "must be empty in a request with a PSBT: the nodes derive what they sign",
+                    ));
+                }
+                if psbt.is_empty() || psbt.len() > MAX_PSBT {
+                    return Err(CoreError::invalid(
+                        "psbt",
+                        format!("{} bytes, must be 1..={MAX_PSBT}", psbt.len()),
+                    ));
+                }
+            }
         }
         if self.expires_at <= self.created_at {
             return Err(CoreError::invalid(
@@ -123,18 +159,27 @@ impl WithdrawalRequest {
         Ok(())
     }
 
-    /// The canonical encoding (version 1). See `docs/encoding.md`.
+    /// The canonical encoding: version 1 with a payload, version 2 with a
+    /// PSBT (which takes the payload's place). See `docs/encoding.md`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.payload.len());
+        let body = self.psbt.as_ref().map_or(self.payload.len(), Vec::len);
+        let mut out = Vec::with_capacity(128 + body);
         out.extend_from_slice(DOMAIN);
-        out.extend_from_slice(&ENCODING_VERSION.to_be_bytes());
+        let version = match self.psbt {
+            None => ENCODING_VERSION,
+            Some(_) => ENCODING_VERSION_PSBT,
+        };
+        out.extend_from_slice(&version.to_be_bytes());
         put(&mut out, T_REQUEST_ID, self.request_id.as_str().as_bytes());
         put(&mut out, T_KEY_GROUP, self.key_group.as_str().as_bytes());
         put(&mut out, T_TIER, &[self.tier.code()]);
         put(&mut out, T_ASSET, self.asset.as_bytes());
         put(&mut out, T_AMOUNT, &self.amount.to_be_bytes());
         put(&mut out, T_DESTINATION, self.destination.as_bytes());
-        put(&mut out, T_PAYLOAD, &self.payload);
+        match &self.psbt {
+            None => put(&mut out, T_PAYLOAD, &self.payload),
+            Some(psbt) => put(&mut out, T_PSBT, psbt),
+        }
         put(&mut out, T_CREATED_AT, &self.created_at.to_be_bytes());
         put(&mut out, T_EXPIRES_AT, &self.expires_at.to_be_bytes());
         put(&mut out, T_REQUESTED_BY, self.requested_by.as_bytes());
@@ -153,7 +198,7 @@ impl WithdrawalRequest {
             return Err(CoreError::invalid("encoding", "missing domain prefix"));
         }
         let version = u16::from_be_bytes(fixed(r.take(2)?)?);
-        if version != ENCODING_VERSION {
+        if version != ENCODING_VERSION && version != ENCODING_VERSION_PSBT {
             return Err(CoreError::invalid(
                 "encoding",
                 format!("unsupported version {version}"),
@@ -169,7 +214,16 @@ impl WithdrawalRequest {
             asset: text(r.field(T_ASSET)?, "asset")?,
             amount: u128::from_be_bytes(fixed(r.field(T_AMOUNT)?)?),
             destination: text(r.field(T_DESTINATION)?, "destination")?,
-            payload: r.field(T_PAYLOAD)?.to_vec(),
+            payload: if version == ENCODING_VERSION {
+                r.field(T_PAYLOAD)?.to_vec()
+            } else {
+                Vec::new()
+            },
+            psbt: if version == ENCODING_VERSION_PSBT {
+                Some(r.field(T_PSBT)?.to_vec())
+            } else {
+                None
+            },
             created_at: u64::from_be_bytes(fixed(r.field(T_CREATED_AT)?)?),
             expires_at: u64::from_be_bytes(fixed(r.field(T_EXPIRES_AT)?)?),
             requested_by: text(r.field(T_REQUESTED_BY)?, "requested_by")?,
@@ -233,6 +287,7 @@ pub(crate) mod tests {
             amount: 150_000,
             destination: "bc1qexampledestination".into(),
             payload: vec![7; 32],
+            psbt: None,
             created_at: 1_700_000_000,
             expires_at: 1_700_003_600,
             requested_by: "custody-1".into(),
@@ -252,6 +307,7 @@ pub(crate) mod tests {
             amount in any::<u128>(),
             destination in arb_text(),
             payload in proptest::collection::vec(any::<u8>(), 1..48),
+            psbt in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..48)),
             created_at in any::<u64>(),
             expires_at in any::<u64>(),
             requested_by in arb_text(),
@@ -260,7 +316,10 @@ pub(crate) mod tests {
                 request_id: RequestId::new(id).expect("strategy yields valid ids"),
                 key_group: GroupName::new(group).expect("strategy yields valid names"),
                 tier: Tier::from_code(tier).expect("1..=3"),
-                asset, amount, destination, payload, created_at, expires_at, requested_by,
+                asset, amount, destination,
+                // A PSBT takes the payload's place (validate() refuses both).
+                payload: if psbt.is_some() { Vec::new() } else { payload },
+                psbt, created_at, expires_at, requested_by,
             }
         }
     }

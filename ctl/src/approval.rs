@@ -6,10 +6,15 @@
 //! the request itself to the approvers (a [`RequestFile`], written by
 //! `permafrostctl withdraw --save-request`); `approve` shows its fields,
 //! recomputes the canonical digest (docs/encoding.md) and refuses unless the
-//! coordinator reports that same digest.
+//! coordinator reports that same digest. A taproot group's request carries
+//! its PSBT, which `approve` decodes itself, as every node does, so the
+//! approver reads the inputs, payments, change and fee rather than bytes.
 
 use std::path::Path;
 
+use permafrost_core::authz::{decode_request, GroupView};
+use permafrost_core::policy::show_amount;
+use permafrost_core::taproot::GroupOutput;
 use permafrost_core::withdrawal::{RequestDigest, WithdrawalRequest};
 use permafrost_core::{GroupName, RequestId, Tier};
 use permafrost_proto as pb;
@@ -19,11 +24,14 @@ use crate::display::{from_now, state_name};
 use crate::{files, CtlError};
 
 /// A withdrawal request as handed to approvers (JSON): every field of the
-/// canonical encoding in readable form, plus the digest for reference.
+/// canonical encoding in readable form, plus the digest for reference. A
+/// file without `psbt` (as every file before taproot groups) is a message
+/// request; one with it is a taproot request (encoding version 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestFile {
-    /// Format version; only 1 exists.
+    /// Format version; only 1 exists (a `psbt` field does not change it:
+    /// files without one read as before).
     pub version: u32,
     /// Request id.
     pub request_id: String,
@@ -33,12 +41,16 @@ pub struct RequestFile {
     pub tier: Tier,
     /// Asset ticker.
     pub asset: String,
-    /// Amount in the asset's smallest unit (decimal string: amounts are u128).
+    /// Amount in the asset's smallest unit (decimal string: amounts are u128);
+    /// with a PSBT, the payments' label ("0" = none given).
     pub amount: String,
-    /// Destination address.
+    /// Destination address; with a PSBT, the payment addresses' label ("" = none given).
     pub destination: String,
-    /// The exact bytes FROST will sign, hex.
+    /// The exact bytes FROST will sign, hex (message groups; empty with a PSBT).
     pub payload: String,
+    /// The unsigned PSBT, base64 as wallets write it (taproot groups).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub psbt: String,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds.
@@ -63,6 +75,11 @@ impl RequestFile {
             amount: request.amount.to_string(),
             destination: request.destination.clone(),
             payload: hex::encode(&request.payload),
+            psbt: request
+                .psbt
+                .as_deref()
+                .map(crate::psbt::to_base64)
+                .unwrap_or_default(),
             created_at: request.created_at,
             expires_at: request.expires_at,
             requested_by: request.requested_by.clone(),
@@ -92,6 +109,11 @@ impl RequestFile {
                 .map_err(|_| format!("amount {:?} is not a decimal integer", self.amount))?,
             destination: self.destination.clone(),
             payload: hex::decode(&self.payload).map_err(|e| format!("payload: not hex ({e})"))?,
+            psbt: if self.psbt.is_empty() {
+                None
+            } else {
+                Some(crate::psbt::from_base64(&self.psbt).map_err(|e| format!("psbt: {e}"))?)
+            },
             created_at: self.created_at,
             expires_at: self.expires_at,
             requested_by: self.requested_by.clone(),
@@ -135,9 +157,30 @@ pub fn check_request_matches(
     request: &WithdrawalRequest,
     status: &pb::WithdrawalStatus,
 ) -> Result<RequestDigest, CtlError> {
+    let local = check_request_digest(request_id, request, status)?;
+    match pb::WithdrawalState::try_from(status.state) {
+        Ok(pb::WithdrawalState::Pending) => Ok(local),
+        Ok(pb::WithdrawalState::Failed) => Err(CtlError::WithdrawalFailed {
+            request_id: request_id.to_string(),
+            detail: format!("{} (nothing to approve)", status.detail),
+        }),
+        _ => Err(CtlError::InvalidInput(format!(
+            "withdrawal {request_id} is {}; there is nothing left to approve",
+            state_name(status.state)
+        ))),
+    }
+}
+
+/// Checks that `request` is what the coordinator holds under `request_id`
+/// (same id, same digest, same payload), whatever its state; returns the digest.
+pub fn check_request_digest(
+    request_id: &str,
+    request: &WithdrawalRequest,
+    status: &pb::WithdrawalStatus,
+) -> Result<RequestDigest, CtlError> {
     if request.request_id.as_str() != request_id {
         return Err(CtlError::InvalidInput(format!(
-            "--request {request_id} but the request file is for {}",
+            "withdrawal {request_id} was asked for, but the request file is for {}",
             request.request_id
         )));
     }
@@ -164,36 +207,98 @@ pub fn check_request_matches(
             "withdrawal {request_id}: the coordinator reports a payload that is not the request's; do not approve it"
         )));
     }
-    match pb::WithdrawalState::try_from(status.state) {
-        Ok(pb::WithdrawalState::Pending) => Ok(local),
-        Ok(pb::WithdrawalState::Failed) => Err(CtlError::WithdrawalFailed {
-            request_id: request_id.to_string(),
-            detail: format!("{} (nothing to approve)", status.detail),
-        }),
-        _ => Err(CtlError::InvalidInput(format!(
-            "withdrawal {request_id} is {}; there is nothing left to approve",
-            state_name(status.state)
-        ))),
-    }
+    Ok(local)
 }
 
-/// Human-readable lines describing a request's fields, for the approver to review.
-pub fn describe_request(r: &WithdrawalRequest, now: u64) -> String {
-    format!(
-        "  request id:     {}\n  key group:      {} (tier {})\n  amount:         {} (smallest units of {})\n  destination:    {}\n  requested by:   {}\n  created at:     {}\n  expires at:     {} ({})\n  payload:        {}\n  digest:         {}\n",
-        r.request_id,
-        r.key_group,
-        r.tier,
-        r.amount,
-        r.asset,
-        r.destination,
+/// Refuses a request with a PSBT that the nodes of its group would refuse:
+/// the same decode and label checks every node runs, under `group`, the
+/// group's output as derived here. Nothing is approved that the approver was
+/// not shown as the nodes will see it. A message request passes unchanged.
+pub fn check_for_approval(
+    request: &WithdrawalRequest,
+    group: Option<&GroupOutput>,
+) -> Result<(), CtlError> {
+    let Some(_) = &request.psbt else {
+        return Ok(());
+    };
+    let Some(output) = group else {
+        return Err(CtlError::Bug(format!(
+            "request {} carries a PSBT but no group output was established to decode it",
+            request.request_id
+        )));
+    };
+    let view = GroupView {
+        name: request.key_group.clone(),
+        tier: request.tier,
+        active: true,
+        taproot: Some(output.clone()),
+    };
+    decode_request(request, &view).map_err(|e| {
+        CtlError::InvalidInput(format!(
+            "do not approve withdrawal {}: its PSBT is not one key group {} signs ({e})",
+            request.request_id, request.key_group
+        ))
+    })?;
+    Ok(())
+}
+
+/// Human-readable lines describing a request's fields, for the approver to
+/// review. A request with a PSBT is shown as its decoded transaction (which
+/// needs `group`, the group's output as derived here), never as bytes.
+pub fn describe_request(
+    r: &WithdrawalRequest,
+    group: Option<&GroupOutput>,
+    now: u64,
+) -> Result<String, CtlError> {
+    let head = format!(
+        "  request id:     {}\n  key group:      {} (tier {})\n",
+        r.request_id, r.key_group, r.tier
+    );
+    let tail = format!(
+        "  requested by:   {}\n  created at:     {}\n  expires at:     {} ({})\n",
         r.requested_by,
         r.created_at,
         r.expires_at,
         from_now(r.expires_at, now),
-        hex::encode(&r.payload),
-        r.digest().to_hex(),
-    )
+    );
+    let digest = format!("  digest:         {}\n", r.digest().to_hex());
+    let Some(psbt) = &r.psbt else {
+        return Ok(format!(
+            "{head}  amount:         {} (smallest units of {})\n  destination:    {}\n{tail}  payload:        {}\n{digest}",
+            r.amount,
+            r.asset,
+            r.destination,
+            hex::encode(&r.payload),
+        ));
+    };
+    let group = group.ok_or_else(|| {
+        CtlError::Bug(format!(
+            "request {} carries a PSBT but no group output was established to decode it",
+            r.request_id
+        ))
+    })?;
+    let amount = if r.amount == 0 {
+        "none given".to_string()
+    } else {
+        show_amount(r.amount, &r.asset)
+    };
+    let destination = if r.destination.is_empty() {
+        "none given"
+    } else {
+        r.destination.as_str()
+    };
+    let transaction = crate::psbt::describe(psbt, group).map_err(|e| {
+        CtlError::InvalidInput(format!(
+            "do not approve withdrawal {}: its PSBT does not decode for key group {} ({e})",
+            r.request_id, r.key_group
+        ))
+    })?;
+    Ok(format!(
+        "{head}  group address:  {} ({}, derived here from the group key)\n  amount label:   {amount}\n  destination:    {destination} (label)\n{tail}  psbt:           {} bytes, decoded here as every node decodes it:\n{transaction}{digest}",
+        group.address(),
+        group.network(),
+        psbt.len(),
+    ))
 }
 
 #[cfg(test)]
@@ -209,6 +314,7 @@ mod tests {
             amount: 200_000_000,
             destination: "bc1qwarmwallet".into(),
             payload: vec![7; 32],
+            psbt: None,
             created_at: 1_000,
             expires_at: 5_000,
             requested_by: "custody-1".into(),
@@ -286,5 +392,110 @@ mod tests {
         let mut future = file;
         future.version = 2;
         assert!(future.to_request().is_err());
+    }
+
+    /// A taproot request: a regtest payment of 150000 sat from warm-1, with change.
+    fn psbt_request() -> (WithdrawalRequest, GroupOutput) {
+        use bitcoin::hashes::Hash;
+        let group = crate::taproot::tests::regtest_group();
+        let payee = crate::taproot::tests::other_output();
+        let coin = permafrost_core::taproot::Coin {
+            outpoint: bitcoin::OutPoint {
+                txid: bitcoin::Txid::from_byte_array([9; 32]),
+                vout: 0,
+            },
+            amount_sat: 1_000_000,
+        };
+        let psbt = crate::psbt::build_payment(&group, payee.address(), 150_000, &[coin], 2)
+            .expect("builds");
+        let request = WithdrawalRequest {
+            request_id: RequestId::new("wd-7").expect("id"),
+            key_group: GroupName::new("warm-1").expect("group"),
+            tier: Tier::Warm,
+            asset: "BTC".into(),
+            amount: 150_000,
+            destination: payee.address().to_string(),
+            payload: Vec::new(),
+            psbt: Some(psbt),
+            created_at: 1_000,
+            expires_at: 5_000,
+            requested_by: "custody-1".into(),
+        };
+        (request, group)
+    }
+
+    #[test]
+    fn request_file_with_a_psbt_round_trips() {
+        let (r, _) = psbt_request();
+        let file = RequestFile::from_request(&r);
+        assert!(!file.psbt.is_empty() && file.payload.is_empty());
+        let json = serde_json::to_string_pretty(&file).expect("json");
+        let back: RequestFile = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.to_request().expect("round trip"), r);
+        // The digest covers the PSBT: change one byte of it and the file is refused.
+        let mut bytes = r.psbt.clone().expect("psbt");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let mut edited = file;
+        edited.psbt = crate::psbt::to_base64(&bytes);
+        assert!(edited.to_request().is_err());
+    }
+
+    #[test]
+    fn request_file_without_psbt_field_reads_as_before() {
+        // A file as written before taproot groups: no "psbt" key at all.
+        let r = request();
+        let mut value = serde_json::to_value(RequestFile::from_request(&r)).expect("json");
+        assert!(
+            value.get("psbt").is_none(),
+            "message files keep their old form"
+        );
+        value.as_object_mut().expect("object").remove("psbt");
+        let back: RequestFile = serde_json::from_value(value).expect("old form parses");
+        assert_eq!(back.to_request().expect("old file"), r);
+    }
+
+    #[test]
+    fn approver_sees_payments_change_and_fee_decoded() {
+        let (r, group) = psbt_request();
+        check_for_approval(&r, Some(&group)).expect("the nodes would accept its shape");
+        let text = describe_request(&r, Some(&group), 1_000).expect("decodes");
+        let payee = r.destination.clone();
+        assert!(
+            text.contains("PAYS output 0:  150000 sat (0.00150000 BTC) to "),
+            "{text}"
+        );
+        assert!(text.contains(&payee), "{text}");
+        assert!(text.contains("change 1:"), "{text}");
+        assert!(text.contains(&group.address().to_string()), "{text}");
+        assert!(text.contains("fee:") && text.contains("sat/vB"), "{text}");
+        assert!(
+            text.contains("input 0:") && text.contains("0.01000000 BTC"),
+            "{text}"
+        );
+        assert!(!text.contains("payload"), "{text}");
+        assert!(text.contains(&r.digest().to_hex()), "{text}");
+    }
+
+    #[test]
+    fn approve_refuses_a_psbt_the_group_would_not_sign() {
+        let (r, _) = psbt_request();
+        // Decoded for another group, every input is someone else's coin.
+        let other = crate::taproot::tests::other_output();
+        let err = check_for_approval(&r, Some(&other))
+            .expect_err("foreign inputs")
+            .to_string();
+        assert!(
+            err.contains("do not approve") && err.contains("not this group's own output"),
+            "{err}"
+        );
+        assert!(describe_request(&r, Some(&other), 1_000).is_err());
+        // A label that is not what the transaction pays is refused too.
+        let (mut lying, group) = psbt_request();
+        lying.amount = 1;
+        let err = check_for_approval(&lying, Some(&group))
+            .expect_err("label")
+            .to_string();
+        assert!(err.contains("amount label"), "{err}");
     }
 }

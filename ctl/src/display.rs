@@ -38,6 +38,21 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
     if !s.message.is_empty() {
         out.push_str(&format!("signed message:   {}\n", hex::encode(&s.message)));
     }
+    if !s.txid.is_empty() {
+        out.push_str(&format!("txid:             {}\n", s.txid));
+    }
+    if !s.input_signatures.is_empty() {
+        out.push_str(&format!(
+            "input signatures: {} (BIP340)\n",
+            s.input_signatures.len()
+        ));
+    }
+    if !s.output_key.is_empty() {
+        out.push_str(&format!(
+            "output key:       {}\n",
+            hex::encode(&s.output_key)
+        ));
+    }
     if !s.signature.is_empty() {
         out.push_str(&format!(
             "signature:        {}\n",
@@ -81,15 +96,30 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
 /// Human-readable line describing a key group.
 pub fn describe_key_group(g: &pb::KeyGroup) -> String {
     format!(
-        "{}  tier {}  {}-of-{} [{}]  {}  key {}",
+        "{}  tier {}  {}-of-{} [{}]  {}  key {}{}",
         g.name,
         tier_name(g.tier),
         g.threshold,
         g.members.len(),
         g.members.join(","),
         if g.active { "active" } else { "NOT ACTIVE" },
-        hex::encode(&g.group_public_key)
+        hex::encode(&g.group_public_key),
+        describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address)
     )
+}
+
+/// `"  message"`, or a taproot group's network, output key and address, as reported.
+fn describe_scheme(scheme: &str, network: &str, output_key: &[u8], address: &str) -> String {
+    match scheme {
+        "" | "message" => "  scheme message".to_string(),
+        "taproot" => format!(
+            "  scheme taproot  network {}  output key {}  address {}",
+            if network.is_empty() { "?" } else { network },
+            hex::encode(output_key),
+            if address.is_empty() { "?" } else { address }
+        ),
+        other => format!("  scheme {other:?}"),
+    }
 }
 
 /// `"in 42s"` or `"passed"` for a Unix time relative to `now`.
@@ -119,12 +149,13 @@ pub fn describe_node_status(s: &pb::NodeStatus) -> String {
     }
     for g in &s.key_groups {
         out.push_str(&format!(
-            "key group:        {}  tier {}  threshold {}  {}  key {}\n",
+            "key group:        {}  tier {}  threshold {}  {}  key {}{}\n",
             g.name,
             tier_name(g.tier),
             g.threshold,
             if g.active { "active" } else { "NOT ACTIVE" },
-            hex::encode(&g.group_public_key)
+            hex::encode(&g.group_public_key),
+            describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address)
         ));
     }
     out.push_str(&format!(

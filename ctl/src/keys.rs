@@ -21,7 +21,7 @@ pub fn generate_key_file(out: &Path) -> Result<VerifyingKey, CtlError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(seed.as_mut());
     let key = SigningKey::from_bytes(&seed);
-    let seed_hex = Zeroizing::new(hex::encode(seed.as_ref()));
+    let seed_hex = Zeroizing::new(hex::encode(&seed[..]));
     files::write_private(out, format!("{}\n", seed_hex.as_str()).as_bytes())?;
     Ok(key.verifying_key())
 }

@@ -7,12 +7,16 @@
 //! - [`cli`]: the clap tree (commands and flags), nothing else.
 //! - `cmd`: what each command does, one module per command family (`ca`,
 //!   `cert`, `key_file`, `keygroup`, `exclusions`, `status`, `withdraw`,
-//!   `approve`, `node`, `audit`).
+//!   `approve`, `node`, `audit`; `group_output` for how withdraw, approve
+//!   and get establish a taproot group's output).
 //! - [`client`]: the cluster file, connections and every RPC to the
 //!   coordinator or a node; shared with the simulations, so both speak to the
 //!   cluster the same way.
 //! - [`display`]: how wire values are shown to people.
 //! - [`approval`]: the request file an approver reviews, checked against the coordinator.
+//! - [`taproot`], [`psbt`]: a taproot group's own output derived here from its
+//!   key, addresses for its network, PSBTs built, read and described as the
+//!   nodes decode them.
 //! - [`audit`]: offline audit-log verification.
 //! - [`pki`], [`keys`], [`files`]: CA and certificates, Ed25519 key files,
 //!   files written with safe permissions.
@@ -28,11 +32,13 @@ pub mod error;
 pub mod files;
 pub mod keys;
 pub mod pki;
+pub mod psbt;
+pub mod taproot;
 
 pub use crate::cli::{
     ApproveArgs, ApproveConnectionArgs, AuditCommand, CaCommand, CertCommand, Cli, Command,
-    KeyFileCommand, KeygroupCommand, NodeCommand, PassphraseSource, WithdrawArgs,
-    WithdrawalCommand,
+    GroupIdentityArgs, KeyFileCommand, KeygroupCommand, NodeCommand, PassphraseSource,
+    WithdrawArgs, WithdrawalCommand,
 };
 pub use crate::cmd::withdraw::random_request_id;
 pub use crate::error::CtlError;

@@ -221,12 +221,14 @@ impl SignerNode {
         let max = permafrost_proto::server::MAX_MESSAGE_BYTES;
         let signer = InterceptedService::new(
             SignerNodeServer::new(service::NodeService { node: self.clone() })
-                .max_decoding_message_size(max),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             RequireRole(Role::Coordinator),
         );
         let admin = InterceptedService::new(
             NodeAdminServer::new(admin::AdminService { node: self.clone() })
-                .max_decoding_message_size(max),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             RequireRole(Role::Operator),
         );
         let routes = tonic::service::Routes::new(signer).add_service(admin);

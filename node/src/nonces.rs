@@ -7,16 +7,59 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use frost_secp256k1::round1::SigningNonces;
+use frost_core::round1::SigningNonces;
+use frost_core::Ciphersuite;
+use frost_secp256k1::Secp256K1Sha256;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
 use permafrost_core::GroupName;
 use rand::RngCore;
 
 /// Opaque handle naming one set of nonces.
 pub type NonceHandle = [u8; 16];
 
+/// One session's nonces, in the suite of the group's scheme.
+pub enum PoolNonces {
+    /// FROST(secp256k1, SHA-256): message groups.
+    Message(SigningNonces<Secp256K1Sha256>),
+    /// FROST(secp256k1, SHA-256-TR): taproot groups.
+    Taproot(SigningNonces<Secp256K1Sha256TR>),
+}
+
+/// A suite the node signs with, and how its nonces sit in the pool.
+pub trait Suite: Ciphersuite {
+    /// Into the pool.
+    fn wrap(nonces: SigningNonces<Self>) -> PoolNonces;
+    /// Out of the pool; `None` if they were made for the other suite.
+    fn unwrap(nonces: PoolNonces) -> Option<SigningNonces<Self>>;
+}
+
+impl Suite for Secp256K1Sha256 {
+    fn wrap(nonces: SigningNonces<Self>) -> PoolNonces {
+        PoolNonces::Message(nonces)
+    }
+    fn unwrap(nonces: PoolNonces) -> Option<SigningNonces<Self>> {
+        match nonces {
+            PoolNonces::Message(n) => Some(n),
+            PoolNonces::Taproot(_) => None,
+        }
+    }
+}
+
+impl Suite for Secp256K1Sha256TR {
+    fn wrap(nonces: SigningNonces<Self>) -> PoolNonces {
+        PoolNonces::Taproot(nonces)
+    }
+    fn unwrap(nonces: PoolNonces) -> Option<SigningNonces<Self>> {
+        match nonces {
+            PoolNonces::Taproot(n) => Some(n),
+            PoolNonces::Message(_) => None,
+        }
+    }
+}
+
 struct Entry {
     group: GroupName,
-    nonces: SigningNonces,
+    nonces: PoolNonces,
     created: Instant,
 }
 
@@ -50,29 +93,45 @@ impl NoncePool {
     pub fn insert(
         &mut self,
         group: GroupName,
-        nonces: SigningNonces,
+        nonces: PoolNonces,
         now: Instant,
     ) -> Option<NonceHandle> {
+        self.insert_all(group, vec![nonces], now)
+            .and_then(|h| h.into_iter().next())
+    }
+
+    /// Stores every one of `batch` for `group`, or none of them when the
+    /// pool has no room for all (a request's sessions commit together).
+    pub fn insert_all(
+        &mut self,
+        group: GroupName,
+        batch: Vec<PoolNonces>,
+        now: Instant,
+    ) -> Option<Vec<NonceHandle>> {
         self.expire(now);
-        if self.entries.len() >= self.max_open {
+        if self.entries.len().saturating_add(batch.len()) > self.max_open {
             return None;
         }
-        let mut handle = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut handle);
-        self.entries.insert(
-            handle,
-            Entry {
-                group,
-                nonces,
-                created: now,
-            },
-        );
-        Some(handle)
+        let mut handles = Vec::with_capacity(batch.len());
+        for nonces in batch {
+            let mut handle = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut handle);
+            self.entries.insert(
+                handle,
+                Entry {
+                    group: group.clone(),
+                    nonces,
+                    created: now,
+                },
+            );
+            handles.push(handle);
+        }
+        Some(handles)
     }
 
     /// Removes and returns the nonces for `handle` if they exist and have not expired.
     /// Whatever happens next, they are gone from the pool (N1).
-    pub fn take(&mut self, handle: &[u8], now: Instant) -> Option<(GroupName, SigningNonces)> {
+    pub fn take(&mut self, handle: &[u8], now: Instant) -> Option<(GroupName, PoolNonces)> {
         let handle: NonceHandle = handle.try_into().ok()?;
         let entry = self.entries.remove(&handle)?;
         if now.duration_since(entry.created) > self.ttl {
@@ -104,9 +163,26 @@ mod tests {
     use super::*;
     use frost_secp256k1::keys::SigningShare;
 
-    fn nonces() -> SigningNonces {
+    fn nonces() -> PoolNonces {
         let share = SigningShare::deserialize(&[1u8; 32]).expect("valid scalar");
-        SigningNonces::new(&share, &mut rand::thread_rng())
+        PoolNonces::Message(SigningNonces::new(&share, &mut rand::thread_rng()))
+    }
+
+    #[test]
+    fn n6_a_batch_goes_in_whole_or_not_at_all() {
+        let mut pool = NoncePool::new(3, Duration::from_secs(60));
+        let g = GroupName::new("g").expect("valid");
+        let now = Instant::now();
+        assert!(pool.insert(g.clone(), nonces(), now).is_some());
+        assert!(pool
+            .insert_all(g.clone(), vec![nonces(), nonces(), nonces()], now)
+            .is_none());
+        assert_eq!(pool.len(), 1, "nothing of the refused batch stayed");
+        let handles = pool
+            .insert_all(g, vec![nonces(), nonces()], now)
+            .expect("room for two");
+        assert_eq!(handles.len(), 2);
+        assert_ne!(handles[0], handles[1]);
     }
 
     #[test]

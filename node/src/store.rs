@@ -10,6 +10,7 @@
 //! stands inside the commit, records first sight, the journal entry and the
 //! velocity count together.
 
+use permafrost_core::taproot::{GroupOutput, Network, Scheme};
 use permafrost_core::withdrawal::RequestDigest;
 use permafrost_core::{CoreError, GroupName, NodeId, RequestId, Tier};
 use permafrost_store::{Bytes, Store, StoreError, Table, Versioned, WriteTxn, U128, U64};
@@ -43,6 +44,31 @@ pub struct GroupRecord {
     /// New shares from a refresh, waiting for every member's confirmation (K6).
     #[serde(default)]
     pub pending_refresh: Option<PendingRefresh>,
+    /// How the group signs, fixed from this node's policy when its share was made.
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// A taproot group's network.
+    #[serde(default)]
+    pub network: Option<Network>,
+}
+
+impl GroupRecord {
+    /// A taproot group's own output, derived here from the group key; `None`
+    /// for a message group.
+    pub fn taproot_output(&self) -> Result<Option<GroupOutput>, NodeError> {
+        match (self.scheme, self.network) {
+            (Scheme::Message, _) => Ok(None),
+            (Scheme::Taproot, Some(network)) => {
+                GroupOutput::derive(&self.group_public_key, network)
+                    .map(Some)
+                    .map_err(|e| NodeError::Corrupt(format!("key group {}: {e}", self.name)))
+            }
+            (Scheme::Taproot, None) => Err(NodeError::Corrupt(format!(
+                "key group {} is taproot but its record names no network",
+                self.name
+            ))),
+        }
+    }
 }
 
 /// A refreshed share not yet in use; the old one is kept until all confirm.

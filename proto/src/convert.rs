@@ -3,6 +3,7 @@
 
 use permafrost_core::authz::SignedWithdrawal as CoreSignedWithdrawal;
 use permafrost_core::dkg;
+use permafrost_core::error::preview;
 use permafrost_core::withdrawal::WithdrawalRequest as CoreRequest;
 use permafrost_core::{CoreError, GroupName, NodeId, RequestId, Tier as CoreTier};
 use tonic::Status;
@@ -11,6 +12,30 @@ use crate::*;
 
 fn bad(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
+}
+
+/// Parses an amount field: canonical decimal only (V4), so one amount has one
+/// spelling on the wire and "+1", "01" or " 1" cannot pass as 1. Zero parses;
+/// whether it is allowed is the caller's rule.
+pub fn amount(field: &str, value: &str) -> Result<u128, Status> {
+    let canonical = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value == "0" || !value.starts_with('0'));
+    if !canonical {
+        return Err(bad(
+            field,
+            format!(
+                "{:?} is not a canonical decimal integer (digits only: no sign, spaces or leading zeros)",
+                preview(value)
+            ),
+        ));
+    }
+    value.parse().map_err(|_| {
+        bad(
+            field,
+            format!("{} does not fit in 128 bits", preview(value)),
+        )
+    })
 }
 
 /// Parses a node id field.
@@ -53,6 +78,9 @@ pub fn policy_rule_to_wire(rule: permafrost_core::policy::PolicyRule) -> i32 {
         R::Lifetime => crate::PolicyRule::Lifetime,
         R::PerRequestLimit => crate::PolicyRule::PerRequestLimit,
         R::Velocity => crate::PolicyRule::Velocity,
+        R::Scheme => crate::PolicyRule::Scheme,
+        R::FeeLimit => crate::PolicyRule::FeeLimit,
+        R::FeeRateLimit => crate::PolicyRule::FeeRateLimit,
         _ => crate::PolicyRule::Unspecified,
     };
     wire as i32
@@ -61,10 +89,7 @@ pub fn policy_rule_to_wire(rule: permafrost_core::policy::PolicyRule) -> i32 {
 impl TryFrom<&WithdrawalRequest> for CoreRequest {
     type Error = Status;
     fn try_from(w: &WithdrawalRequest) -> Result<Self, Status> {
-        let amount: u128 = w
-            .amount
-            .parse()
-            .map_err(|_| bad("amount", format!("{:?} is not a decimal integer", w.amount)))?;
+        let amount = amount("amount", &w.amount)?;
         let request = CoreRequest {
             request_id: RequestId::new(w.request_id.clone()).map_err(|e| bad("request_id", e))?,
             key_group: group_name("key_group", &w.key_group)?,
@@ -73,6 +98,8 @@ impl TryFrom<&WithdrawalRequest> for CoreRequest {
             amount,
             destination: w.destination.clone(),
             payload: w.payload.clone(),
+            // An empty field is "no PSBT": a request carries a payload or a PSBT, never both.
+            psbt: (!w.psbt.is_empty()).then(|| w.psbt.clone()),
             created_at: w.created_at,
             expires_at: w.expires_at,
             requested_by: w.requested_by.clone(),
@@ -94,6 +121,7 @@ impl From<&CoreRequest> for WithdrawalRequest {
             amount: r.amount.to_string(),
             destination: r.destination.clone(),
             payload: r.payload.clone(),
+            psbt: r.psbt.clone().unwrap_or_default(),
             created_at: r.created_at,
             expires_at: r.expires_at,
             requested_by: r.requested_by.clone(),
@@ -312,5 +340,91 @@ impl TryFrom<&RepairSpec> for permafrost_core::repair::RepairSpec {
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn wire_request() -> WithdrawalRequest {
+        WithdrawalRequest {
+            request_id: "wd-1".into(),
+            key_group: "warm-1".into(),
+            tier: Tier::Warm as i32,
+            asset: "BTC".into(),
+            amount: "150000".into(),
+            destination: "bc1qexampledestination".into(),
+            payload: vec![7; 32],
+            created_at: 1_700_000_000,
+            expires_at: 1_700_003_600,
+            requested_by: "custody-1".into(),
+            ..WithdrawalRequest::default()
+        }
+    }
+
+    #[test]
+    fn v4_amount_must_be_canonical_decimal() {
+        for ok in ["0", "1", "150000", &u128::MAX.to_string()] {
+            assert_eq!(amount("amount", ok).expect(ok).to_string(), ok);
+        }
+        let too_big = format!("{}0", u128::MAX);
+        for bad in [
+            "+1", "01", "00", " 1", "1 ", "", "-1", "1e3", "0x1", "1_000", "１", &too_big,
+        ] {
+            let status = amount("amount", bad).expect_err(bad);
+            assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+            assert!(status.message().starts_with("amount: "), "{status}");
+        }
+        let mut w = wire_request();
+        w.amount = "+1".into();
+        let status = CoreRequest::try_from(&w).expect_err("+1 is not canonical");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("amount"), "{status}");
+        assert!(CoreRequest::try_from(&wire_request()).is_ok());
+    }
+
+    #[test]
+    fn v4_a_900_kb_request_id_gets_a_short_invalid_argument() {
+        let mut w = wire_request();
+        w.request_id = "r".repeat(900_000);
+        let status = CoreRequest::try_from(&w).expect_err("too long");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("request_id: "), "{status}");
+        assert!(status.message().contains("(900000 bytes)"), "{status}");
+        assert!(
+            status.message().len() < 200,
+            "{} bytes",
+            status.message().len()
+        );
+    }
+
+    #[test]
+    fn v4_fields_of_8_to_16_kb_get_short_errors_naming_the_field() {
+        type Set = fn(&mut WithdrawalRequest, String);
+        let fields: [(&str, Set); 6] = [
+            ("request_id", |w, v| w.request_id = v),
+            ("key_group", |w, v| w.key_group = v),
+            ("asset", |w, v| w.asset = v),
+            ("amount", |w, v| w.amount = v),
+            ("destination", |w, v| w.destination = v),
+            ("requested_by", |w, v| w.requested_by = v),
+        ];
+        for size in [8 * 1024, 12 * 1024, 16 * 1024] {
+            for (field, set) in fields {
+                let mut w = wire_request();
+                // Digits fit every field's alphabet, so only the length is wrong.
+                set(&mut w, "7".repeat(size));
+                let status = CoreRequest::try_from(&w).expect_err(field);
+                assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status}");
+                let message = status.message();
+                assert!(message.len() < 200, "{field}: {} bytes", message.len());
+                assert!(
+                    message.contains(field) || message.contains(&field.replace('_', " ")),
+                    "{field}: {message}"
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Serving a set of gRPC services over mTLS with health checking and
 //! reflection, behind our own accept loop (threats R1, R2): TCP_NODELAY on
 //! every socket, a timed TLS handshake, caps on half-open and established
-//! connections, HTTP/2 keepalive, idle and request timeouts, and a shutdown
-//! that always returns within [`ServerLimits::drain_timeout`] plus half a second.
+//! connections, HTTP/2 keepalive, idle and request timeouts, a message-size
+//! cap on every service (V4), and a shutdown that always returns within
+//! [`ServerLimits::drain_timeout`] plus half a second.
 
 mod admission;
 mod events;
+mod message_caps;
 mod stream;
 
 use crate::ProtoError;
@@ -31,9 +33,14 @@ use tonic_health::ServingStatus;
 use crate::tls::TlsMaterial;
 use admission::{lock, Caps, ConnTable, NotPromoted, PeerKey, SharedTable};
 use events::{ConnEvent, ConnEvents};
+use message_caps::MessageCapLayer;
+pub use message_caps::MAX_STATUS_MESSAGE;
 use stream::{EstablishedSlot, GuardedStream};
 
-/// Largest gRPC message any Permafrost server accepts (V4).
+/// Largest gRPC message any Permafrost server accepts or sends (V4). [`serve`]
+/// enforces it on every service, answering RESOURCE_EXHAUSTED; daemons also
+/// build their services with it as both limits, so none relies on tonic's
+/// 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// A readiness check polled every [`HEALTH_POLL`]: `Err(reason)` turns every
@@ -186,8 +193,9 @@ impl ServerLimits {
 }
 
 /// Serves `routes` plus health (`service_names` and "" SERVING while `health`
-/// passes) and reflection on `listener` over mTLS until `shutdown` resolves;
-/// then stops accepting, lets in-flight requests drain for at most
+/// passes) and reflection on `listener` over mTLS until `shutdown` resolves,
+/// every message of every service capped at [`MAX_MESSAGE_BYTES`] and every
+/// status message at [`MAX_STATUS_MESSAGE`]; then stops accepting, lets in-flight requests drain for at most
 /// `limits.drain_timeout`, cuts what is left and returns.
 pub async fn serve(
     listener: TcpListener,
@@ -201,6 +209,9 @@ pub async fn serve(
     limits.validate()?;
     let acceptor = TlsAcceptor::from(tls.rustls_server_config()?);
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let names: Vec<String> = service_names
         .iter()
         .map(|s| s.to_string())
@@ -211,7 +222,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ProtoError::Server(format!("reflection: {e}")))?;
+        .map_err(|e| ProtoError::Server(format!("reflection: {e}")))?
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let routes = routes.add_service(health_service).add_service(reflection);
 
     // `stop`: accepting ends and tonic starts its graceful drain.
@@ -239,6 +252,9 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .layer(MessageCapLayer {
+            max: MAX_MESSAGE_BYTES,
+        })
         .add_routes(routes)
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -1,11 +1,19 @@
-//! `permafrost-sim demo`: a whole cluster from nothing, two key ceremonies, a
-//! warm withdrawal, a refusal by policy, and a cold withdrawal with two
-//! approvals and a time-lock, each signature verified locally; then everything
-//! is torn down.
+//! `permafrost-sim demo`: a whole cluster from nothing, two taproot key
+//! groups on regtest made by DKG, a synthetic funding transaction (built
+//! here, never broadcast), a warm payment with change, three refusals (over
+//! the limit, "change" that pays a stranger, a fee over the cap), and a cold
+//! → warm transfer with two approvals and a time-lock. Every transaction is
+//! checked locally: each input's sighash recomputed from the demo's own
+//! PSBT and each BIP340 signature verified under the group's output key.
+//! Then everything is torn down.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
+use bitcoin::psbt::Psbt;
+use bitcoin::{Address, Amount, OutPoint, ScriptBuf, Transaction, TxIn, TxOut};
+use permafrost_core::taproot::{build_withdrawal, decode_withdrawal, Coin, GroupOutput};
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, RequestId, Tier};
 use permafrost_proto as pb;
@@ -16,14 +24,23 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{
-    Binaries, LocalCluster, APPROVERS, COLD_TIME_LOCK_SECS, CUSTODY_ID, WARM_PER_REQUEST_MAX_SATS,
-    WARM_WALLET_ADDRESS,
+    Binaries, LocalCluster, APPROVERS, COLD_TIME_LOCK_SECS, CUSTODY_ID, NETWORK, WARM_MAX_FEE_RATE,
+    WARM_PER_REQUEST_MAX_SATS,
 };
 use crate::progress::Progress;
 use crate::SimError;
 
-/// Where the demo withdrawal sends 0.5 BTC (a well-known example address).
+/// A label for where message-scheme withdrawals (bench, chaos) send funds.
 pub const DEMO_DESTINATION: &str = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
+/// What the warm payment sends: more than either warm coin, so it spends both
+/// (two inputs, two FROST sessions), and under 1 BTC with the fee, so it
+/// needs no approval.
+const WARM_PAYMENT_SATS: u64 = 90_000_000;
+/// Fee rate of the demo's transactions, sat/vB.
+const DEMO_FEE_RATE: u64 = 5;
+/// What the synthetic funding transaction gives warm-1 (two coins) and cold-1 (one).
+const WARM_COINS_SATS: [u64; 2] = [80_000_000, 250_000_000];
+const COLD_COIN_SATS: u64 = 500_000_000;
 /// 0.5 BTC in satoshis.
 pub const DEMO_AMOUNT_SATS: u128 = 50_000_000;
 /// 2 BTC in satoshis, moved from cold storage to the warm wallet.
@@ -55,10 +72,14 @@ pub struct DemoOptions {
 pub struct DemoReport {
     /// Key groups created.
     pub key_groups: Vec<KeyGroupSummary>,
-    /// Signatures produced.
+    /// Signatures produced: for a taproot group one per transaction input
+    /// (the input's BIP341 sighash and its 64-byte BIP340 signature).
     pub signatures: Vec<SignatureSummary>,
+    /// Every signed transaction, with the outputs it spends, so anyone can
+    /// run Bitcoin's consensus rules on it.
+    pub transactions: Vec<TransactionSummary>,
     /// What each withdrawal was and how the cluster answered, for the printed
-    /// summary only: the JSON keeps exactly `key_groups` and `signatures`.
+    /// summary only: the JSON keeps exactly `key_groups`, `signatures` and `transactions`.
     #[serde(skip)]
     pub narrative: Vec<String>,
 }
@@ -70,12 +91,37 @@ pub struct SignatureSummary {
     pub request_id: String,
     /// Key group that signed.
     pub key_group: String,
-    /// Hex of the exact bytes FROST signed (the request payload).
+    /// Hex of the exact bytes FROST signed (the request payload, or an input's sighash).
     pub message: String,
-    /// 65-byte FROST(secp256k1, SHA-256) signature, hex.
+    /// The signature, hex: 65-byte FROST(secp256k1, SHA-256) for a message
+    /// group, 64-byte BIP340 (under the output key) for a taproot group.
     pub signature: String,
     /// Nodes whose shares made the signature.
     pub signers: Vec<String>,
+}
+
+/// A signed transaction, as the JSON report states it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransactionSummary {
+    /// Withdrawal request id.
+    pub request_id: String,
+    /// Key group that signed.
+    pub key_group: String,
+    /// The fully signed transaction, hex.
+    pub tx: String,
+    /// Its txid.
+    pub txid: String,
+    /// The outputs its inputs spend, in input order.
+    pub prevouts: Vec<PrevoutSummary>,
+}
+
+/// A spent output.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrevoutSummary {
+    /// Its script, hex.
+    pub script_pubkey: String,
+    /// Its value, sat.
+    pub amount: u64,
 }
 
 /// Runs the demo; every daemon is stopped before this returns, whatever happens.
@@ -126,32 +172,133 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoReport, SimError> {
 async fn run(dir: &Path, bins: &Binaries, progress: &Progress) -> Result<DemoReport, SimError> {
     let mut cluster = LocalCluster::create(dir, bins, progress).await?;
     cluster.wait_ready(READY_TIMEOUT, progress).await?;
-    let groups = cluster.create_groups(progress).await?;
+    let groups = cluster.create_groups(bins, progress).await?;
     let find = |name: &str| {
         groups
             .iter()
             .find(|g| g.name == name)
             .ok_or_else(|| SimError::Verification(format!("{name} was not created")))
     };
-    let warm = sign_warm_withdrawal(&cluster, find("warm-1")?, progress).await?;
-    let refusal = show_refusal(&cluster, find("warm-1")?, progress).await?;
-    let cold = sign_cold_withdrawal(&cluster, find("cold-1")?, progress).await?;
+    let warm = Wallet::of(find("warm-1")?)?;
+    let cold = Wallet::of(find("cold-1")?)?;
+    let funding = fund(&warm, &cold, progress);
+    let paid = sign_warm_payment(&cluster, &warm, &funding, progress).await?;
+    let mut narrative = vec![paid.what.clone()];
+    narrative.extend(show_refusals(&cluster, &warm, &funding, progress).await?);
+    let moved = sign_cold_transfer(&cluster, &cold, &warm, &funding, progress).await?;
+    narrative.push(moved.what.clone());
     cluster.stop();
     progress.step("all daemons stopped");
 
     let report = DemoReport {
         key_groups: groups.iter().map(KeyGroupSummary::from_wire).collect(),
-        signatures: vec![warm.signature, cold.signature],
-        narrative: vec![warm.what, refusal, cold.what],
+        signatures: paid
+            .signatures
+            .into_iter()
+            .chain(moved.signatures)
+            .collect(),
+        transactions: vec![paid.transaction, moved.transaction],
+        narrative,
     };
     print_summary(&report);
     Ok(report)
 }
 
-/// A signature and, for people, what it was for.
+/// A signed transaction and, for people, what it was for.
 struct Signed {
-    signature: SignatureSummary,
+    signatures: Vec<SignatureSummary>,
+    transaction: TransactionSummary,
     what: String,
+}
+
+/// A taproot key group and its own output, derived here from its group key
+/// (and checked against the address the coordinator reports).
+struct Wallet {
+    group: pb::KeyGroup,
+    output: GroupOutput,
+}
+
+impl Wallet {
+    fn of(group: &pb::KeyGroup) -> Result<Self, SimError> {
+        let output = GroupOutput::derive(&group.group_public_key, NETWORK)
+            .map_err(|e| SimError::Verification(format!("{}: {e}", group.name)))?;
+        if group.scheme != "taproot" || output.address().to_string() != group.address {
+            return Err(SimError::Verification(format!(
+                "{} is reported as a {} group at {:?}; its key gives the taproot address {}",
+                group.name,
+                group.scheme,
+                group.address,
+                output.address()
+            )));
+        }
+        Ok(Self {
+            group: group.clone(),
+            output,
+        })
+    }
+}
+
+/// The coins the synthetic funding transaction gives each group.
+struct Funding {
+    warm: Vec<Coin>,
+    cold: Coin,
+}
+
+/// A synthetic transaction paying warm-1 two coins and cold-1 one. It spends
+/// nothing real and is never broadcast: it only gives the groups outpoints
+/// and amounts to spend in this demo (its txid is a real hash of it).
+fn fund(warm: &Wallet, cold: &Wallet, progress: &Progress) -> Funding {
+    let mut output: Vec<TxOut> = WARM_COINS_SATS
+        .iter()
+        .map(|sats| TxOut {
+            value: Amount::from_sat(*sats),
+            script_pubkey: warm.output.script_pubkey().clone(),
+        })
+        .collect();
+    output.push(TxOut {
+        value: Amount::from_sat(COLD_COIN_SATS),
+        script_pubkey: cold.output.script_pubkey().clone(),
+    });
+    let tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::from_bytes(
+                b"permafrost demo funding (synthetic, never broadcast)".to_vec(),
+            ),
+            sequence: bitcoin::Sequence::MAX,
+            witness: bitcoin::Witness::new(),
+        }],
+        output,
+    };
+    let txid = tx.compute_txid();
+    let coin = |vout: u32, amount_sat: u64| Coin {
+        outpoint: OutPoint { txid, vout },
+        amount_sat,
+    };
+    progress.step(format!(
+        "synthetic funding transaction {txid} (built here, NOT broadcast): {} and {} to {} ({}), {} to {} ({})",
+        btc(u128::from(WARM_COINS_SATS[0])),
+        btc(u128::from(WARM_COINS_SATS[1])),
+        warm.group.name,
+        warm.group.address,
+        btc(u128::from(COLD_COIN_SATS)),
+        cold.group.name,
+        cold.group.address
+    ));
+    Funding {
+        warm: vec![coin(0, WARM_COINS_SATS[0]), coin(1, WARM_COINS_SATS[1])],
+        cold: coin(2, COLD_COIN_SATS),
+    }
+}
+
+/// A regtest address nobody in the demo holds a key for: the customer being paid.
+fn customer_address(tag: &str) -> Result<Address, SimError> {
+    let digest = Sha256::digest(format!("permafrost demo customer/{tag}"));
+    let program = bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &digest[..20])
+        .map_err(|e| SimError::Setup(format!("demo address: {e}")))?;
+    Ok(Address::from_witness_program(program, NETWORK.to_bitcoin()))
 }
 
 /// A request id for the demo, `demo-` and 12 hex digits.
@@ -161,34 +308,40 @@ fn demo_request_id() -> Result<RequestId, SimError> {
     RequestId::new(format!("demo-{}", hex::encode(id))).map_err(|e| SimError::Setup(e.to_string()))
 }
 
-/// A request from `group` as the custody service would build it. The payload
-/// stands in for a transaction sighash: 32 bytes the chain would have us sign.
+/// A withdrawal from `wallet` carrying `psbt`, as the custody service would
+/// build it: the labels say what the custody service believes it pays.
 fn demo_request(
-    group: &pb::KeyGroup,
+    wallet: &Wallet,
     tier: Tier,
-    amount: u128,
-    destination: &str,
+    psbt: &Psbt,
+    amount_label: u128,
+    destination_label: &str,
 ) -> Result<WithdrawalRequest, SimError> {
-    let request_id = demo_request_id()?;
-    let payload = Sha256::new()
-        .chain_update(b"permafrost demo sighash/")
-        .chain_update(request_id.as_str())
-        .finalize()
-        .to_vec();
     let now = unix_now();
     Ok(WithdrawalRequest {
-        request_id,
-        key_group: GroupName::new(group.name.clone())
+        request_id: demo_request_id()?,
+        key_group: GroupName::new(wallet.group.name.clone())
             .map_err(|e| SimError::Setup(e.to_string()))?,
         tier,
         asset: "BTC".into(),
-        amount,
-        destination: destination.into(),
-        payload,
+        amount: amount_label,
+        destination: destination_label.into(),
+        payload: Vec::new(),
+        psbt: Some(psbt.serialize()),
         created_at: now,
         expires_at: now + REQUEST_LIFETIME_SECS,
         requested_by: CUSTODY_ID.into(),
     })
+}
+
+fn build(
+    wallet: &Wallet,
+    coins: &[Coin],
+    payments: &[(Address, u64)],
+    fee_rate: u64,
+) -> Result<Psbt, SimError> {
+    build_withdrawal(&wallet.output, coins, payments, fee_rate)
+        .map_err(|e| SimError::Setup(format!("building the PSBT: {e}")))
 }
 
 /// `sats` as BTC for people, e.g. `0.5 BTC`.
@@ -226,150 +379,274 @@ async fn wait_until_settled(
     Ok(status)
 }
 
-/// Checks a settled status without trusting the coordinator: signed, the
-/// expected message and group key, a valid signature, `t` members as signers.
+/// Checks a settled status without trusting the coordinator: signed by `t`
+/// members; the transaction is the demo's own PSBT's with one witness per
+/// input; each input's sighash, recomputed here from that PSBT, carries a
+/// BIP340 signature valid under the group's output key derived here.
 fn check_signed(
     status: pb::WithdrawalStatus,
-    group: &pb::KeyGroup,
-    payload: &[u8],
-) -> Result<SignatureSummary, SimError> {
+    wallet: &Wallet,
+    request: &WithdrawalRequest,
+) -> Result<(Vec<SignatureSummary>, TransactionSummary), SimError> {
     let request_id = &status.request_id;
+    let group = &wallet.group;
+    let bad = |why: String| SimError::Verification(format!("withdrawal {request_id}: {why}"));
     if status.state != pb::WithdrawalState::Signed as i32 {
-        return Err(SimError::Verification(format!(
-            "withdrawal {request_id} ended {} after {} attempt(s): {}",
+        return Err(bad(format!(
+            "ended {} after {} attempt(s): {}",
             client::state_name(status.state),
             status.attempts,
             status.detail
         )));
     }
-    if status.group_public_key != group.group_public_key {
-        return Err(SimError::Verification(format!(
-            "withdrawal {request_id} reports group key {}, but {} was created with {}",
-            hex::encode(&status.group_public_key),
-            group.name,
-            hex::encode(&group.group_public_key)
+    let psbt = request
+        .psbt
+        .as_deref()
+        .ok_or_else(|| bad("the demo's request has no PSBT".into()))?;
+    let decoded = decode_withdrawal(psbt, &wallet.output).map_err(|e| bad(e.to_string()))?;
+    let tx: Transaction = deserialize_hex(&status.tx)
+        .map_err(|e| bad(format!("the signed transaction does not decode: {e}")))?;
+    let mut unsigned = tx.clone();
+    for input in &mut unsigned.input {
+        input.witness = bitcoin::Witness::new();
+    }
+    if unsigned != decoded.unsigned_tx {
+        return Err(bad(
+            "the signed transaction is not the one the PSBT describes".into(),
+        ));
+    }
+    if tx.compute_txid().to_string() != status.txid {
+        return Err(bad(format!(
+            "txid {} does not match the transaction",
+            status.txid
         )));
     }
-    client::verify_signed(&status, payload)?;
-    client::verify_signature(&group.group_public_key, payload, &status.signature)
-        .map_err(|e| SimError::Verification(format!("withdrawal {request_id}: {e}")))?;
+    let mut signatures = Vec::new();
+    for (i, (input, sighash)) in tx.input.iter().zip(&decoded.sighashes).enumerate() {
+        let witness: Vec<&[u8]> = input.witness.iter().collect();
+        let [sig] = witness.as_slice() else {
+            return Err(bad(format!(
+                "input {i} has {} witness items, a key-path spend has 1",
+                witness.len()
+            )));
+        };
+        wallet
+            .output
+            .verify(sighash, sig)
+            .map_err(|e| bad(format!("input {i}: {e}")))?;
+        signatures.push(SignatureSummary {
+            request_id: request_id.clone(),
+            key_group: group.name.clone(),
+            message: hex::encode(sighash),
+            signature: hex::encode(sig),
+            signers: status.signers.clone(),
+        });
+    }
     let threshold = usize::try_from(group.threshold).unwrap_or(usize::MAX);
     if status.signers.len() < threshold || !status.signers.iter().all(|s| group.members.contains(s))
     {
-        return Err(SimError::Verification(format!(
-            "withdrawal {request_id} names signers [{}], not {} members of {}",
+        return Err(bad(format!(
+            "names signers [{}], not {} members of {}",
             status.signers.join(", "),
             group.threshold,
             group.name
         )));
     }
-    Ok(SignatureSummary {
+    let transaction = TransactionSummary {
         request_id: request_id.clone(),
         key_group: group.name.clone(),
-        message: hex::encode(payload),
-        signature: hex::encode(&status.signature),
-        signers: status.signers,
-    })
+        tx: serialize_hex(&tx),
+        txid: status.txid.clone(),
+        prevouts: decoded
+            .prevouts
+            .iter()
+            .map(|p| PrevoutSummary {
+                script_pubkey: hex::encode(p.script_pubkey.as_bytes()),
+                amount: p.value.to_sat(),
+            })
+            .collect(),
+    };
+    Ok((signatures, transaction))
 }
 
-/// Signs 0.5 BTC from warm-1 as the custody service (no approvals needed
-/// below 1 BTC) and checks the result without trusting the coordinator.
-async fn sign_warm_withdrawal(
+/// Pays a customer 0.9 BTC from both of warm-1's coins with change back to
+/// warm-1 (no approval needed below 1 BTC), and checks the transaction.
+async fn sign_warm_payment(
     cluster: &LocalCluster,
-    warm: &pb::KeyGroup,
+    warm: &Wallet,
+    funding: &Funding,
     progress: &Progress,
 ) -> Result<Signed, SimError> {
-    let request = demo_request(warm, Tier::Warm, DEMO_AMOUNT_SATS, DEMO_DESTINATION)?;
+    let to = customer_address("alice")?;
+    let amount = WARM_PAYMENT_SATS;
+    let psbt = build(warm, &funding.warm, &[(to.clone(), amount)], DEMO_FEE_RATE)?;
+    let request = demo_request(warm, Tier::Warm, &psbt, u128::from(amount), &to.to_string())?;
     let request_id = request.request_id.clone();
     let signed = client::sign_withdrawal(&request, &cluster.custody_key)?;
+    let decoded = decode_withdrawal(&psbt.serialize(), &warm.output)
+        .map_err(|e| SimError::Setup(e.to_string()))?;
     progress.step(format!(
-        "custody service submits withdrawal {request_id}: {} ({DEMO_AMOUNT_SATS} sat) to {DEMO_DESTINATION} from {}",
-        btc(DEMO_AMOUNT_SATS),
-        warm.name
+        "custody service submits withdrawal {request_id}: a PSBT spending {} coins of {} to pay {} to {to}, change {} back to it, fee {} sat",
+        decoded.inputs.len(),
+        warm.group.name,
+        btc(u128::from(amount)),
+        btc(u128::from(decoded.change.iter().map(|c| c.amount_sat).sum::<u64>())),
+        decoded.fee_sat
     ));
     let status = client::submit_withdrawal(&cluster.custody, signed.clone()).await?;
     let status = wait_until_settled(cluster, status, SIGN_TIMEOUT).await?;
     let attempts = status.attempts;
-    let summary = check_signed(status, warm, &request.payload)?;
+    let signers = status.signers.clone();
+    let (signatures, transaction) = check_signed(status, warm, &request)?;
     progress.step(format!(
-        "signed by {} in {attempts} attempt(s); signature verified locally with frost-secp256k1 against {}'s group key",
-        summary.signers.join(" + "),
-        warm.name
+        "signed by {} in {attempts} attempt(s): transaction {} verified locally (sighash recomputed from the PSBT, BIP340 under {}'s output key)",
+        signers.join(" + "),
+        transaction.txid,
+        warm.group.name
     ));
     let again = client::submit_withdrawal(&cluster.custody, signed).await?;
-    if hex::encode(&again.signature) != summary.signature {
+    if again.txid != transaction.txid {
         return Err(SimError::Verification(format!(
-            "resubmitting {request_id} produced a different outcome (at most one signature per request id)"
+            "resubmitting {request_id} produced a different outcome (at most one transaction per request id)"
         )));
     }
-    progress.step(
-        "resubmitting the same request returns the same signature (one signature per request id)",
-    );
+    progress
+        .step("resubmitting the same request returns the same transaction (one per request id)");
     Ok(Signed {
         what: format!(
-            "{} from {} to {DEMO_DESTINATION}: within the warm no-approval band, signed automatically",
-            btc(DEMO_AMOUNT_SATS),
-            warm.name
+            "{} from {} to {to} with change, fee {} sat: within the no-approval band, signed automatically (txid {})",
+            btc(u128::from(amount)),
+            warm.group.name,
+            decoded.fee_sat,
+            transaction.txid
         ),
-        signature: summary,
+        signatures,
+        transaction,
     })
 }
 
-/// Asks warm-1 for more than its per-request limit: the coordinator refuses
-/// with the policy's reason (and every node would refuse it on its own).
-async fn show_refusal(
+/// Three withdrawals the cluster must refuse, each decided on what the
+/// transaction does, not on what the request says.
+async fn show_refusals(
     cluster: &LocalCluster,
-    warm: &pb::KeyGroup,
+    warm: &Wallet,
+    funding: &Funding,
     progress: &Progress,
-) -> Result<String, SimError> {
-    let amount = 5 * WARM_PER_REQUEST_MAX_SATS / 2;
-    let request = demo_request(warm, Tier::Warm, amount, DEMO_DESTINATION)?;
-    let signed = client::sign_withdrawal(&request, &cluster.custody_key)?;
-    progress.step(format!(
-        "custody service asks {} for {} (over its per-request limit of {})",
-        warm.name,
-        btc(amount),
-        btc(WARM_PER_REQUEST_MAX_SATS)
-    ));
-    match client::submit_withdrawal(&cluster.custody, signed).await {
-        Err(CtlError::Rpc {
-            code: tonic::Code::PermissionDenied,
-            message,
-            ..
-        }) => {
-            let reason = message.strip_prefix("refused: ").unwrap_or(&message);
-            progress.step(format!("the coordinator refuses it: {reason}"));
-            Ok(format!(
-                "{} from {} refused: {reason}",
-                btc(amount),
-                warm.name
-            ))
-        }
-        Err(other) => Err(SimError::Verification(format!(
-            "a withdrawal over the warm limit should be refused by policy, but submitting it failed otherwise: {other}"
-        ))),
-        Ok(status) => Err(SimError::Verification(format!(
-            "a withdrawal over the warm limit was accepted ({}: {})",
-            client::state_name(status.state),
-            status.detail
-        ))),
+) -> Result<Vec<String>, SimError> {
+    let to = customer_address("alice")?;
+    let stranger = customer_address("mallory")?;
+    let both = [funding.warm[0], funding.warm[1]];
+    // 1. Over the per-request limit: 2.5 BTC (plus fee) would leave the group; 2 BTC is the most.
+    let over = build(warm, &both, &[(to.clone(), 250_000_000)], DEMO_FEE_RATE)?;
+    // 2. The "change" output pays a stranger; the labels claim only the small payment.
+    let mut hidden = build(
+        warm,
+        &funding.warm[..1],
+        &[(to.clone(), 1_000_000)],
+        DEMO_FEE_RATE,
+    )?;
+    if let Some(change) = hidden.unsigned_tx.output.last_mut() {
+        change.script_pubkey = stranger.script_pubkey();
     }
+    // 3. A fee far over the cap.
+    let greedy = build(
+        warm,
+        &funding.warm[1..],
+        &[(to.clone(), 1_000_000)],
+        10 * WARM_MAX_FEE_RATE,
+    )?;
+    let cases = [
+        (
+            over,
+            250_000_000u128,
+            format!(
+                "{} to {to}, over the {} per-request limit (payments + fee count)",
+                btc(250_000_000),
+                btc(WARM_PER_REQUEST_MAX_SATS)
+            ),
+        ),
+        (
+            hidden,
+            1_000_000,
+            format!(
+                "{} to {to} whose \"change\" output pays {stranger}",
+                btc(1_000_000)
+            ),
+        ),
+        (
+            greedy,
+            1_000_000,
+            format!(
+                "{} to {to} at {} sat/vB, a fee over the caps ({} sat, {WARM_MAX_FEE_RATE} sat/vB)",
+                btc(1_000_000),
+                10 * WARM_MAX_FEE_RATE,
+                crate::cluster::WARM_MAX_FEE_SATS
+            ),
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (psbt, label, what) in cases {
+        let request = demo_request(warm, Tier::Warm, &psbt, label, &to.to_string())?;
+        let signed = client::sign_withdrawal(&request, &cluster.custody_key)?;
+        progress.step(format!(
+            "custody service asks {} for {what}",
+            warm.group.name
+        ));
+        match client::submit_withdrawal(&cluster.custody, signed).await {
+            Err(CtlError::Rpc {
+                code: tonic::Code::PermissionDenied,
+                message,
+                ..
+            }) => {
+                let reason = message.strip_prefix("refused: ").unwrap_or(&message);
+                progress.step(format!("refused: {reason}"));
+                lines.push(format!("{what}: refused ({reason})"));
+            }
+            Err(other) => return Err(SimError::Verification(format!(
+                "{what} should be refused by policy, but submitting it failed otherwise: {other}"
+            ))),
+            Ok(status) => {
+                return Err(SimError::Verification(format!(
+                    "{what} was accepted ({}: {})",
+                    client::state_name(status.state),
+                    status.detail
+                )))
+            }
+        }
+    }
+    Ok(lines)
 }
 
-/// Moves 2 BTC from cold-1 to the warm wallet: the only allowlisted
-/// destination, two approvals by different approvers, and the time-lock.
-async fn sign_cold_withdrawal(
+/// Moves 2 BTC from cold-1 to warm-1's own address (the only allowlisted
+/// destination): two approvals by different approvers, and the time-lock.
+async fn sign_cold_transfer(
     cluster: &LocalCluster,
-    cold: &pb::KeyGroup,
+    cold: &Wallet,
+    warm: &Wallet,
+    funding: &Funding,
     progress: &Progress,
 ) -> Result<Signed, SimError> {
-    let request = demo_request(cold, Tier::Cold, COLD_AMOUNT_SATS, WARM_WALLET_ADDRESS)?;
+    let warm_address = warm.output.address().clone();
+    let amount = COLD_AMOUNT_SATS as u64;
+    let psbt = build(
+        cold,
+        &[funding.cold],
+        &[(warm_address.clone(), amount)],
+        DEMO_FEE_RATE,
+    )?;
+    let request = demo_request(
+        cold,
+        Tier::Cold,
+        &psbt,
+        u128::from(amount),
+        &warm_address.to_string(),
+    )?;
     let request_id = request.request_id.clone();
     let signed = client::sign_withdrawal(&request, &cluster.custody_key)?;
     progress.step(format!(
-        "custody service submits withdrawal {request_id}: {} from {} to the warm wallet {WARM_WALLET_ADDRESS}",
+        "custody service submits withdrawal {request_id}: {} from {} to warm-1's own address {warm_address}",
         btc(COLD_AMOUNT_SATS),
-        cold.name
+        cold.group.name
     ));
     let status = client::submit_withdrawal(&cluster.custody, signed).await?;
     if status.state != pb::WithdrawalState::Pending as i32 || status.approvals_missing == 0 {
@@ -390,16 +667,23 @@ async fn sign_cold_withdrawal(
     let mut status = status;
     for approver in approvers {
         // What `permafrostctl approve` does: check the coordinator holds
-        // exactly the request under review before signing its digest.
+        // exactly the request under review, decode its PSBT, then sign its digest.
         let current = client::get_withdrawal(&cluster.custody, request_id.as_str()).await?;
         let digest = approval::check_request_matches(request_id.as_str(), &request, &current)?;
+        let seen = permafrostctl::psbt::describe(&psbt.serialize(), &cold.output).map_err(|e| {
+            SimError::Verification(format!("{approver} cannot decode the PSBT: {e}"))
+        })?;
         let key = keys::load_key_file(&cluster.approver_key_path(approver))?;
         let expires_at = unix_now() + APPROVAL_LIFETIME_SECS;
         let approval =
             client::sign_approval(request_id.as_str(), &digest, approver, expires_at, &key);
         status = client::submit_approval(&cluster.custody, approval).await?;
         progress.step(format!(
-            "{approver} checked the request digest and approved: approvals counted [{}], {} missing",
+            "{approver} decoded the PSBT ({}) and approved: approvals counted [{}], {} missing",
+            seen.lines()
+                .find(|l| l.contains("PAYS"))
+                .map(str::trim)
+                .unwrap_or("no payment"),
             status.approvals.join(", "),
             status.approvals_missing
         ));
@@ -418,21 +702,25 @@ async fn sign_cold_withdrawal(
     .await?;
     let attempts = status.attempts;
     let approved_by = status.approvals.clone();
-    let summary = check_signed(status, cold, &request.payload)?;
+    let signers = status.signers.clone();
+    let (signatures, transaction) = check_signed(status, cold, &request)?;
     progress.step(format!(
-        "signed by {} in {attempts} attempt(s) after approvals by {}; signature verified locally against {}'s group key",
-        summary.signers.join(" + "),
+        "signed by {} in {attempts} attempt(s) after approvals by {}: transaction {} verified locally against {}'s output key",
+        signers.join(" + "),
         approved_by.join(" and "),
-        cold.name
+        transaction.txid,
+        cold.group.name
     ));
     Ok(Signed {
         what: format!(
-            "{} from {} to the allowlisted warm wallet: approved by {}, signed after a {COLD_TIME_LOCK_SECS}s time-lock",
+            "{} from {} to warm-1's own address: approved by {}, signed after a {COLD_TIME_LOCK_SECS}s time-lock (txid {})",
             btc(COLD_AMOUNT_SATS),
-            cold.name,
-            approvers.join(" and ")
+            cold.group.name,
+            approvers.join(" and "),
+            transaction.txid
         ),
-        signature: summary,
+        signatures,
+        transaction,
     })
 }
 
@@ -441,13 +729,15 @@ fn print_summary(report: &DemoReport) {
     println!("Key groups");
     for g in &report.key_groups {
         println!(
-            "  {:<8} {:<5} {}-of-{}  members {:<16} key {}",
+            "  {:<8} {:<5} {}-of-{}  members {:<16} {} {} address {}",
             g.name,
             g.tier,
             g.threshold,
             g.members.len(),
             g.members.join(","),
-            g.group_public_key
+            g.scheme,
+            g.network,
+            g.address
         );
     }
     println!("Withdrawals");
@@ -462,8 +752,13 @@ fn print_summary(report: &DemoReport) {
             s.key_group,
             s.signers.join(", ")
         );
-        println!("    message   {}", s.message);
+        println!("    sighash   {}", s.message);
         println!("    signature {}", s.signature);
+    }
+    println!("Transactions (synthetic funding: valid signatures, never broadcast)");
+    for t in &report.transactions {
+        println!("  {} from {}: txid {}", t.request_id, t.key_group, t.txid);
+        println!("    {}", t.tx);
     }
     println!();
 }
@@ -490,6 +785,16 @@ mod tests {
                 signature: "11".into(),
                 signers: vec!["n1".into()],
             }],
+            transactions: vec![TransactionSummary {
+                request_id: "r".into(),
+                key_group: "g".into(),
+                tx: "00".into(),
+                txid: "11".into(),
+                prevouts: vec![PrevoutSummary {
+                    script_pubkey: "51".into(),
+                    amount: 1,
+                }],
+            }],
             narrative: vec!["not in the JSON".into()],
         };
         // serde_json's map sorts keys; compare as sets.
@@ -500,7 +805,12 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys, ["key_groups", "signatures"].into_iter().collect());
+        assert_eq!(
+            keys,
+            ["key_groups", "signatures", "transactions"]
+                .into_iter()
+                .collect()
+        );
         let sig: std::collections::BTreeSet<&str> = json["signatures"][0]
             .as_object()
             .expect("object")

@@ -27,7 +27,7 @@ pub async fn up(dir: &Path, bin_dir: Option<&Path>) -> Result<(), SimError> {
             );
             let mut cluster = LocalCluster::create(dir, &bins, &progress).await?;
             cluster.wait_ready(READY_TIMEOUT, &progress).await?;
-            cluster.create_groups(&progress).await?;
+            cluster.create_groups(&bins, &progress).await?;
             Ok(cluster)
         }
     };

@@ -123,6 +123,7 @@ async fn a1_x4_missing_foreign_and_wrong_role_certificates_are_refused() {
         let err = client
             .commit(pb::CommitRequest {
                 key_group: "warm-1".into(),
+                count: 1,
             })
             .await
             .expect_err("wrong role on SignerNode");

@@ -85,6 +85,7 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
         .node_client(0, Role::Coordinator, "coord-1")
         .commit(pb::CommitRequest {
             key_group: "cold-1".into(),
+            count: 1,
         })
         .await
         .expect_err("sealed node commits nothing");

@@ -75,8 +75,8 @@ async fn x1_nodes_refuse_unauthorized_messages() {
         let err = c
             .sign(pb::SignRequest {
                 key_group: "warm-1".into(),
-                nonce_handle: handles[i].clone(),
-                signing_package: pkg.clone(),
+                nonce_handles: vec![handles[i].clone()],
+                signing_packages: vec![pkg.clone()],
                 target: Some(pb::sign_request::Target::Activation(pb::ActivationTest {})),
                 approvals: vec![],
             })

@@ -440,6 +440,7 @@ kdf = "fast-insecure"
             amount: 50_000_000,
             destination: "bc1qtestdestination0000000000000000000".into(),
             payload: sha256(id.as_bytes()),
+            psbt: None,
             created_at: now,
             expires_at: now + 3600,
             requested_by: "custody-1".into(),
@@ -634,17 +635,19 @@ pub mod rogue {
             let r = c
                 .commit(pb::CommitRequest {
                     key_group: group.into(),
+                    count: 1,
                 })
                 .await
                 .expect("commit")
                 .into_inner();
+            let nonce = r.nonces.first().expect("one nonce").clone();
             let id = Identifier::try_from(u16::try_from(r.identifier).expect("u16"))
                 .expect("identifier");
             commitments.insert(
                 id,
-                SigningCommitments::deserialize(&r.commitments).expect("commitments"),
+                SigningCommitments::deserialize(&nonce.commitments).expect("commitments"),
             );
-            handles.push(r.nonce_handle);
+            handles.push(nonce.handle);
         }
         (commitments, handles)
     }
@@ -668,8 +671,8 @@ pub mod rogue {
     ) -> pb::SignRequest {
         pb::SignRequest {
             key_group: group.into(),
-            nonce_handle: handle.to_vec(),
-            signing_package: package.to_vec(),
+            nonce_handles: vec![handle.to_vec()],
+            signing_packages: vec![package.to_vec()],
             target: Some(pb::sign_request::Target::Withdrawal(w.clone())),
             approvals: Vec::new(),
         }

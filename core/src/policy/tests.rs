@@ -65,6 +65,7 @@ fn eval(f: &Fx, r: &WithdrawalRequest, a: &[Approval], spent: u128, now: u64) ->
     evaluate(
         &f.policy,
         r,
+        &Spend::of_labels(r),
         &r.digest(),
         a,
         LedgerView {
@@ -233,7 +234,15 @@ fn p2_p3_allowlist_tier_and_time_lock() {
         first_seen: Some(now + 100),
     };
     assert!(matches!(
-        evaluate(&f.policy, &r, &r.digest(), &two, late, now + 120),
+        evaluate(
+            &f.policy,
+            &r,
+            &Spend::of_labels(&r),
+            &r.digest(),
+            &two,
+            late,
+            now + 120
+        ),
         Verdict::Waiting {
             time_locked_until: Some(_),
             ..

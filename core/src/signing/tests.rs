@@ -55,11 +55,35 @@ fn round1<C: Ciphersuite>(
     (nonces, SigningPackage::new(commitments, message))
 }
 
+/// One session through the batch API.
+fn compute_share<C: Ciphersuite>(
+    t: &SigningTarget,
+    package: &SigningPackage<C>,
+    nonces: SigningNonces<C>,
+    key: &KeyPackage<C>,
+) -> Result<frost_core::round2::SignatureShare<C>, CoreError> {
+    compute_shares(t, std::slice::from_ref(package), vec![nonces], key).map(|mut v| v.remove(0))
+}
+
+fn check_package<C: Ciphersuite>(
+    t: &SigningTarget,
+    package: &SigningPackage<C>,
+    nonces: &SigningNonces<C>,
+    key: &KeyPackage<C>,
+) -> Result<(), CoreError> {
+    check_packages(
+        t,
+        std::slice::from_ref(package),
+        std::slice::from_ref(nonces),
+        key,
+    )
+}
+
 fn honest_signature_verifies<C: Ciphersuite>() {
     let g = group::<C>(3, 2);
     let t = target(&g);
     let ids: Vec<_> = g.keys.keys().copied().take(2).collect();
-    let (mut nonces, package) = round1(&g, &ids, t.message());
+    let (mut nonces, package) = round1(&g, &ids, &t.messages()[0]);
     let shares: BTreeMap<_, _> = ids
         .iter()
         .map(|id| {
@@ -73,7 +97,7 @@ fn honest_signature_verifies<C: Ciphersuite>() {
     let sig = aggregate(&package, &shares, &g.public).expect("aggregate");
     g.public
         .verifying_key()
-        .verify(t.message(), &sig)
+        .verify(&t.messages()[0], &sig)
         .expect("C5: the aggregate verifies");
 }
 
@@ -92,12 +116,12 @@ fn v3_too_few_commitments_or_not_ours_are_refused<C: Ciphersuite>() {
     let t = target(&g);
     let ids: Vec<_> = g.keys.keys().copied().collect();
     // Only one commitment for a 2-of-3 group.
-    let (nonces, package) = round1(&g, &ids[..1], t.message());
+    let (nonces, package) = round1(&g, &ids[..1], &t.messages()[0]);
     let err = check_package(&t, &package, &nonces[&ids[0]], &g.keys[&ids[0]]).expect_err("too few");
     assert!(err.to_string().contains("commitments"), "{err}");
     // A package that does not carry this node's commitment (another nonce of ours).
-    let (_, package) = round1(&g, &ids[..2], t.message());
-    let (other, _) = round1(&g, &ids[..1], t.message());
+    let (_, package) = round1(&g, &ids[..2], &t.messages()[0]);
+    let (other, _) = round1(&g, &ids[..1], &t.messages()[0]);
     let err = check_package(&t, &package, &other[&ids[0]], &g.keys[&ids[0]])
         .expect_err("not our commitment");
     assert!(err.to_string().contains("this node's commitment"), "{err}");
@@ -107,7 +131,7 @@ fn c1_invalid_share_names_exactly_the_culprit<C: Ciphersuite>() {
     let g = group::<C>(3, 2);
     let t = target(&g);
     let ids: Vec<_> = g.keys.keys().copied().take(2).collect();
-    let (mut nonces, package) = round1(&g, &ids, t.message());
+    let (mut nonces, package) = round1(&g, &ids, &t.messages()[0]);
     let mut shares = BTreeMap::new();
     for id in &ids {
         let n = nonces.remove(id).expect("nonce");
@@ -117,7 +141,7 @@ fn c1_invalid_share_names_exactly_the_culprit<C: Ciphersuite>() {
         );
     }
     // The second signer's share is replaced by one for a different package.
-    let (mut other_nonces, other_package) = round1(&g, &ids, t.message());
+    let (mut other_nonces, other_package) = round1(&g, &ids, &t.messages()[0]);
     let liar = ids[1];
     let n = other_nonces.remove(&liar).expect("nonce");
     let bad = compute_share(&t, &other_package, n, &g.keys[&liar]).expect("share");
@@ -134,7 +158,7 @@ fn k4_active_group_signs_no_activation_test<C: Ciphersuite>() {
     assert!(ActivationTarget::for_pending_group(&name, &g.public, true).is_err());
     let key = g.public.verifying_key().serialize().expect("key");
     assert_eq!(
-        target(&g).message(),
+        target(&g).messages()[0].as_slice(),
         activation_message(&name, &key).as_slice()
     );
 }
@@ -168,3 +192,59 @@ macro_rules! suite {
 }
 
 suite!(secp256k1_sha256, frost_secp256k1::Secp256K1Sha256);
+suite!(secp256k1_sha256_tr, frost_secp256k1_tr::Secp256K1Sha256TR);
+
+#[test]
+fn packages_and_nonces_must_match_the_messages_one_for_one() {
+    let g = group::<frost_secp256k1::Secp256K1Sha256>(3, 2);
+    let t = target(&g);
+    let ids: Vec<_> = g.keys.keys().copied().take(2).collect();
+    let (nonces, package) = round1(&g, &ids, &t.messages()[0]);
+    let n = &nonces[&ids[0]];
+    let two = [package.clone(), package];
+    let err = check_packages(&t, &two, std::slice::from_ref(n), &g.keys[&ids[0]])
+        .expect_err("two packages for one message");
+    assert!(err.to_string().contains("2 signing packages"), "{err}");
+}
+
+#[test]
+fn rekeyed_shares_sign_for_the_tweaked_taproot_key() {
+    use frost_secp256k1_tr::keys::Tweak;
+    let g = group::<frost_secp256k1::Secp256K1Sha256>(3, 2);
+    let ids: Vec<_> = g.keys.keys().copied().take(2).collect();
+    let keys: BTreeMap<_, _> = ids
+        .iter()
+        .map(|id| {
+            let k = taproot_key_package(&g.keys[id]).expect("rekey");
+            (*k.identifier(), k)
+        })
+        .collect();
+    let public = taproot_public_key_package(&g.public).expect("rekey public");
+    let message = [9u8; 32];
+    let mut nonces = BTreeMap::new();
+    let mut commitments = BTreeMap::new();
+    for (id, k) in &keys {
+        let (n, c) = frost_core::round1::commit(k.signing_share(), &mut thread_rng());
+        nonces.insert(*id, n);
+        commitments.insert(*id, c);
+    }
+    let package = SigningPackage::new(commitments, &message);
+    let shares: BTreeMap<_, _> = keys
+        .iter()
+        .map(|(id, k)| {
+            (
+                *id,
+                frost_core::round2::sign(&package, &nonces[id], k).expect("share"),
+            )
+        })
+        .collect();
+    let sig = aggregate(&package, &shares, &public).expect("aggregate");
+    // The same as frost's own taproot helpers with the untweaked key.
+    let untweaked =
+        rekey_public::<_, frost_secp256k1_tr::Secp256K1Sha256TR>(&g.public).expect("rekey");
+    assert_eq!(
+        untweaked.tweak(None::<&[u8]>).verifying_key(),
+        public.verifying_key()
+    );
+    assert_eq!(sig.serialize().expect("serialize").len(), 64);
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
+use permafrost_core::taproot::{parse_coin, Coin, Network};
 use permafrost_core::{GroupName, NodeId, Role, Tier};
 
 use crate::audit::{self, ExpectedHead};
@@ -63,8 +64,10 @@ pub enum Command {
     /// amount, asset, destination, key group and requester. `approve` prints those fields,
     /// recomputes the request digest from them and refuses unless the coordinator holds
     /// exactly that digest under --request, so you never sign a digest you have not seen
-    /// the contents of. The call itself needs a custody-role certificate (with --cluster,
-    /// the custody credential); the approval's authority comes from your key alone.
+    /// the contents of. For a taproot group's request, `approve` decodes the PSBT itself,
+    /// as every node does, and shows its inputs, payments, change and fee; it refuses a
+    /// PSBT the nodes would refuse. The call itself needs a custody-role certificate (with
+    /// --cluster, the custody credential); the approval's authority comes from your key alone.
     Approve(Box<ApproveArgs>),
     /// One signer node, directly over mTLS (operator certificate): status, seal, unseal.
     #[command(subcommand)]
@@ -158,8 +161,19 @@ pub enum KeygroupCommand {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
-    /// List key groups.
+    /// List key groups (a taproot group's address is checked against its key here).
     List {
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Print a taproot group's address: the key-path P2TR output of its key
+    /// (BIP341 tweak, no script tree), derived here and checked against what
+    /// the coordinator reports. A message group has none.
+    Address {
+        /// Group name, e.g. warm-1.
+        #[arg(long)]
+        name: GroupName,
         /// How to reach the coordinator.
         #[command(flatten)]
         conn: ConnectionArgs,
@@ -209,6 +223,11 @@ pub enum KeygroupCommand {
 }
 
 /// `withdraw ...`
+///
+/// A taproot group signs a transaction: either built here from
+/// `--to`, `--amount`, `--utxo` and `--fee-rate`, or taken from a wallet with
+/// `--psbt`. A message group signs `--payload-hex` under the `--asset`,
+/// `--amount` and `--destination` labels.
 #[derive(Debug, clap::Args)]
 pub struct WithdrawArgs {
     /// Key group that signs, e.g. warm-1.
@@ -217,19 +236,37 @@ pub struct WithdrawArgs {
     /// Tier of that group (nodes check it matches).
     #[arg(long)]
     pub tier: Tier,
-    /// Asset ticker, e.g. BTC.
-    #[arg(long)]
-    pub asset: String,
-    /// Amount in the asset's smallest unit (e.g. satoshis).
-    #[arg(long)]
-    pub amount: u128,
-    /// Destination address.
-    #[arg(long)]
-    pub destination: String,
-    /// The exact bytes FROST signs (e.g. a sighash), hex. Default: a demo payload,
-    /// SHA-256 of "<destination>:<amount>".
-    #[arg(long)]
+    /// Asset ticker, e.g. BTC (message groups; a taproot withdrawal is BTC).
+    #[arg(long, required_unless_present_any = ["to", "psbt"])]
+    pub asset: Option<String>,
+    /// Message groups: the amount label, in the asset's smallest unit. With
+    /// --to: the payment, sat. With --psbt: optional, must equal what the PSBT pays.
+    #[arg(long, required_unless_present = "psbt")]
+    pub amount: Option<u128>,
+    /// Message groups: the destination label.
+    #[arg(long, required_unless_present_any = ["to", "psbt"], conflicts_with_all = ["to", "psbt"])]
+    pub destination: Option<String>,
+    /// Message groups: the exact bytes FROST signs, hex. Default: a demo
+    /// payload, SHA-256 of "<destination>:<amount>".
+    #[arg(long, conflicts_with_all = ["to", "psbt"])]
     pub payload_hex: Option<String>,
+    /// Taproot groups: pay this address (it must be for the group's network);
+    /// the change goes back to the group's own address.
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "psbt", requires_all = ["amount", "utxos", "fee_rate"])]
+    pub to: Option<String>,
+    /// With --to: a coin of the group's to spend (repeatable; every one is spent).
+    #[arg(long = "utxo", value_name = "TXID:VOUT:SATS", value_parser = parse_coin, requires = "to")]
+    pub utxos: Vec<Coin>,
+    /// With --to: the fee rate, sat per virtual byte of the signed transaction.
+    #[arg(long, value_name = "SAT_VB", requires = "to")]
+    pub fee_rate: Option<u64>,
+    /// Taproot groups: an unsigned PSBT from a wallet (binary or base64), with
+    /// witness_utxo on every input, e.g. from `walletcreatefundedpsbt`.
+    #[arg(long, value_name = "FILE")]
+    pub psbt: Option<PathBuf>,
+    /// How to establish a taproot group's key and network.
+    #[command(flatten)]
+    pub group_identity: GroupIdentityArgs,
     /// Request id (default: random). Resubmitting the same request returns the same outcome.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -250,14 +287,38 @@ pub struct WithdrawArgs {
     pub conn: ConnectionArgs,
 }
 
+/// A taproot group's key and network given by hand. With --cluster the CLI
+/// looks them up with the cluster file's operator credential (and these, when
+/// given, must match); without it, a custody-only client names them here. The
+/// CLI derives the group's address from them itself either way.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct GroupIdentityArgs {
+    /// The key group's 33-byte public key, hex, as `keygroup create` and
+    /// `keygroup list` print it (default for `approve` and `withdrawal get`:
+    /// the key the coordinator reports for the withdrawal).
+    #[arg(long, value_name = "HEX")]
+    pub group_key: Option<String>,
+    /// The key group's bitcoin network: bitcoin, testnet, signet or regtest.
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<Network>,
+}
+
 /// `withdrawal ...`
 #[derive(Debug, Subcommand)]
 pub enum WithdrawalCommand {
-    /// Show a withdrawal's status and signature.
+    /// Show a withdrawal's status and signature (a taproot group's signed
+    /// transaction is checked against the request's PSBT with --request-file).
     Get {
         /// Request id.
         #[arg(long)]
         request_id: String,
+        /// The request file (`withdraw --save-request`): with a PSBT, every
+        /// input's signature is checked against it before the transaction is shown as ready.
+        #[arg(long, value_name = "FILE")]
+        request_file: Option<PathBuf>,
+        /// How to establish a taproot group's key and network.
+        #[command(flatten)]
+        group_identity: GroupIdentityArgs,
         /// How to reach the coordinator.
         #[command(flatten)]
         conn: ConnectionArgs,
@@ -282,6 +343,9 @@ pub struct ApproveArgs {
     /// How long the approval counts, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub expires_in: u64,
+    /// How to establish a taproot group's key and network (to decode the PSBT here).
+    #[command(flatten)]
+    pub group_identity: GroupIdentityArgs,
     /// How to reach the coordinator (with --cluster, the custody credential is used).
     #[command(flatten)]
     pub conn: ApproveConnectionArgs,

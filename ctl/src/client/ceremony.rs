@@ -118,6 +118,26 @@ pub async fn list_key_groups(conn: &Connection) -> Result<Vec<pb::KeyGroup>, Ctl
         .key_groups)
 }
 
+/// `Ceremony.ListKeyGroups`, then the group named `name`; an unknown name is
+/// refused listing the groups there are.
+pub async fn find_key_group(conn: &Connection, name: &GroupName) -> Result<pb::KeyGroup, CtlError> {
+    let groups = list_key_groups(conn).await?;
+    let known: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    groups
+        .into_iter()
+        .find(|g| g.name == name.as_str())
+        .ok_or_else(|| {
+            CtlError::InvalidInput(format!(
+                "the coordinator has no key group {name} (it has: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+}
+
 /// `Ceremony.GetClusterStatus`.
 pub async fn cluster_status(conn: &Connection) -> Result<pb::ClusterStatus, CtlError> {
     Ok(conn

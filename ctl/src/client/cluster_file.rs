@@ -84,6 +84,18 @@ pub struct KeyGroupSummary {
     pub members: Vec<String>,
     /// 33-byte SEC1-compressed group key, hex.
     pub group_public_key: String,
+    /// `message` or `taproot`.
+    #[serde(default)]
+    pub scheme: String,
+    /// Taproot groups: bitcoin, testnet, signet or regtest.
+    #[serde(default)]
+    pub network: String,
+    /// Taproot groups: the x-only BIP341-tweaked output key, hex.
+    #[serde(default)]
+    pub output_key: String,
+    /// Taproot groups: the key-path P2TR address.
+    #[serde(default)]
+    pub address: String,
 }
 
 impl KeyGroupSummary {
@@ -95,6 +107,10 @@ impl KeyGroupSummary {
             threshold: g.threshold,
             members: g.members.clone(),
             group_public_key: hex::encode(&g.group_public_key),
+            scheme: g.scheme.clone(),
+            network: g.network.clone(),
+            output_key: hex::encode(&g.output_key),
+            address: g.address.clone(),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! - [`cluster_file`]: the cluster file and what it lists.
 //! - [`connection`]: flags → [`Connection`] → channel and service clients.
 //! - [`ceremony`], [`custody`], [`node_admin`]: one module per gRPC service.
-//! - [`signatures`]: signing requests and approvals, verifying FROST signatures.
+//! - [`signatures`]: signing requests and approvals, verifying FROST signatures
+//!   and taproot groups' signed transactions.
 
 pub mod ceremony;
 pub mod cluster_file;
@@ -22,8 +23,8 @@ pub mod node_admin;
 pub mod signatures;
 
 pub use self::ceremony::{
-    clear_exclusion, cluster_status, create_key_group, list_exclusions, list_key_groups,
-    refresh_key_group, repair_key_group,
+    clear_exclusion, cluster_status, create_key_group, find_key_group, list_exclusions,
+    list_key_groups, refresh_key_group, repair_key_group,
 };
 pub use self::cluster_file::{
     ClusterFile, CoordinatorRef, CustodyCredentials, KeyGroupSummary, NodeRef, OperatorCredentials,
@@ -31,7 +32,9 @@ pub use self::cluster_file::{
 pub use self::connection::{ClientRole, Connection, DEFAULT_CALL_TIMEOUT};
 pub use self::custody::{get_withdrawal, submit_approval, submit_withdrawal};
 pub use self::node_admin::{node_status, seal_node, unseal_node};
-pub use self::signatures::{sign_approval, sign_withdrawal, verify_signature, verify_signed};
+pub use self::signatures::{
+    sign_approval, sign_withdrawal, verify_signature, verify_signed, verify_signed_transaction,
+};
 pub use crate::cli::{ConnectionArgs, NodeConnectionArgs};
 pub use crate::display::{
     describe_exclusion, describe_key_group, describe_node_status, describe_withdrawal, from_now,

@@ -1,10 +1,11 @@
-//! `keygroup create | list | refresh | repair`: key-group ceremonies run by the
-//! coordinator (operator certificate). The exclusion commands of the same
+//! `keygroup create | list | address | refresh | repair`: key-group ceremonies
+//! run by the coordinator (operator certificate), and a taproot group's
+//! address, derived here from its key. The exclusion commands of the same
 //! family are in [`super::exclusions`].
 
 use crate::cli::KeygroupCommand;
 use crate::client::{self, ClientRole};
-use crate::{display, CtlError};
+use crate::{display, taproot, CtlError};
 
 /// Runs `keygroup ...`.
 pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
@@ -26,9 +27,25 @@ pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
             if groups.is_empty() {
                 say!("no key groups");
             }
+            // Every taproot group's reported address is checked against its
+            // key; a mismatch is shown on its line and fails the command.
+            let mut first_bad = None;
             for g in &groups {
                 say!("{}", display::describe_key_group(g));
+                if let Err(e) = taproot::group_output(g) {
+                    say!("  ! {e}");
+                    first_bad.get_or_insert(e);
+                }
             }
+            if let Some(e) = first_bad {
+                return Err(e);
+            }
+        }
+        KeygroupCommand::Address { name, conn } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let group = client::find_key_group(&conn, &name).await?;
+            let output = taproot::require_taproot(&group)?;
+            say!("{}", output.address());
         }
         KeygroupCommand::Refresh { name, conn } => {
             let conn = conn.resolve(ClientRole::Operator)?;

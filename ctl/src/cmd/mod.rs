@@ -16,6 +16,7 @@ pub mod audit;
 pub mod ca;
 pub mod cert;
 pub mod exclusions;
+pub mod group_output;
 pub mod key_file;
 pub mod keygroup;
 pub mod node;

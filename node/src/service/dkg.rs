@@ -187,6 +187,7 @@ pub(super) async fn finish(
     if spec.refresh {
         return refresh::hold_new_share(node, &spec, out).await;
     }
+    let (scheme, network) = node.scheme_of(&spec.group);
     let record = GroupRecord {
         v: 1,
         name: spec.group.clone(),
@@ -199,6 +200,8 @@ pub(super) async fn finish(
         group_public_key: out.report.group_public_key.clone(),
         active: false,
         pending_refresh: None,
+        scheme,
+        network,
     };
     audit(
         node,
@@ -221,19 +224,35 @@ pub(super) async fn activate(
     if record.active {
         return Ok(pb::ActivateGroupResponse {});
     }
-    let pkp = stored_public_key_package(&record)?;
-    let signature = frost_secp256k1::Signature::deserialize(&req.test_signature)
-        .map_err(|e| invalid("test_signature", e))?;
     let message = signing::activation_message(&name, &record.group_public_key);
-    pkp.verifying_key()
-        .verify(&message, &signature)
-        .map_err(|_| {
-            refuse(
-                node,
-                "activate",
-                CoreError::refused("test signature does not verify under the group key"),
-            )
-        })?;
+    let refused = |why: &str| {
+        refuse(
+            node,
+            "activate",
+            CoreError::refused(format!("test signature does not verify {why}")),
+        )
+    };
+    match record.taproot_output()? {
+        None => {
+            let pkp = stored_public_key_package(&record)?;
+            let signature = frost_secp256k1::Signature::deserialize(&req.test_signature)
+                .map_err(|e| invalid("test_signature", e))?;
+            pkp.verifying_key()
+                .verify(&message, &signature)
+                .map_err(|_| refused("under the group key"))?;
+        }
+        // A taproot group proves the path its withdrawals take: a BIP340
+        // signature under its tweaked output key.
+        Some(output) => {
+            let digest: [u8; 32] = message
+                .as_slice()
+                .try_into()
+                .map_err(|_| NodeError::Bug("activation message is not 32 bytes".into()))?;
+            output
+                .verify(&digest, &req.test_signature)
+                .map_err(|_| refused("under the group's taproot output key"))?;
+        }
+    }
     audit(
         node,
         "group_activated",

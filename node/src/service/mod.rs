@@ -127,14 +127,25 @@ impl SignerNode {
             .store
             .groups()?
             .into_iter()
-            .map(|g| pb::NodeKeyGroup {
-                name: g.name.to_string(),
-                tier: tier_to_wire(g.tier),
-                threshold: u32::from(g.threshold),
-                group_public_key: g.group_public_key,
-                active: g.active,
-                members: g.members.iter().map(|m| m.to_string()).collect(),
-                public_key_package: g.public_key_package,
+            .map(|g| {
+                // A record whose key does not give an output reports none (status must still answer).
+                let output = g.taproot_output().ok().flatten();
+                pb::NodeKeyGroup {
+                    name: g.name.to_string(),
+                    tier: tier_to_wire(g.tier),
+                    threshold: u32::from(g.threshold),
+                    group_public_key: g.group_public_key,
+                    active: g.active,
+                    members: g.members.iter().map(|m| m.to_string()).collect(),
+                    scheme: g.scheme.to_string(),
+                    network: g.network.map(|n| n.to_string()).unwrap_or_default(),
+                    output_key: output
+                        .as_ref()
+                        .map(|o| o.output_key().to_vec())
+                        .unwrap_or_default(),
+                    address: output.map(|o| o.address().to_string()).unwrap_or_default(),
+                    public_key_package: g.public_key_package,
+                }
             })
             .collect();
         let (audit_entries, audit_head) = self.audit.head();
@@ -172,6 +183,21 @@ impl SignerNode {
         self.store.group(name)?.ok_or_else(|| {
             NodeError::NotFound(format!("key group {name} is not held by node {}", self.id))
         })
+    }
+
+    /// The scheme (and network) this node's own policy gives `name`; a group
+    /// the policy does not name signs messages.
+    pub(crate) fn scheme_of(
+        &self,
+        name: &permafrost_core::GroupName,
+    ) -> (
+        permafrost_core::taproot::Scheme,
+        Option<permafrost_core::taproot::Network>,
+    ) {
+        match self.policy.group(name) {
+            Some(g) => (g.scheme, g.bitcoin.map(|b| b.network)),
+            None => (permafrost_core::taproot::Scheme::Message, None),
+        }
     }
 
     /// This node's FROST identifier in `record` (member i has identifier i+1).

@@ -152,6 +152,7 @@ pub(super) async fn receive(
         .verifying_key()
         .serialize()
         .map_err(|e| NodeError::Bug(format!("serialize group key: {e}")))?;
+    let (scheme, network) = node.scheme_of(&spec.group);
     let record = GroupRecord {
         v: 1,
         name: spec.group.clone(),
@@ -164,6 +165,8 @@ pub(super) async fn receive(
         group_public_key: group_public_key.clone(),
         active: true,
         pending_refresh: None,
+        scheme,
+        network,
     };
     audit(
         node,

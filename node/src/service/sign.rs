@@ -12,25 +12,30 @@
 //! [`release_withdrawal_share`], the one place a withdrawal's share is
 //! computed, takes that proof by value (invariants 3 and 7).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use frost_secp256k1::keys::KeyPackage;
-use frost_secp256k1::round1::SigningNonces;
-use frost_secp256k1::round2::SignatureShare;
-use frost_secp256k1::{round1, SigningPackage};
+use frost_core::keys::KeyPackage;
+use frost_core::round1::SigningNonces;
+use frost_core::round2::SignatureShare;
+use frost_core::{Identifier, SigningPackage};
+use frost_secp256k1::Secp256K1Sha256;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
 use permafrost_core::authz::{
     authorize_custody_checked, check_custody, verify_custody, GroupView, PolicyInput,
     SignedWithdrawal,
 };
 use permafrost_core::policy::{Approval, LedgerView, VELOCITY_WINDOW_SECS};
 use permafrost_core::signing::{self, ActivationTarget, SigningTarget};
+use permafrost_core::taproot::Scheme;
 use permafrost_core::{unix_now, CoreError, GroupName};
 use permafrost_proto as pb;
 use permafrost_proto::convert::group_name;
 use tracing::{info, warn};
 
 use super::{audit, invalid, missing, refuse, stored_public_key_package, FromWire};
+use crate::nonces::{PoolNonces, Suite};
 use crate::store::{GroupRecord, Journaled};
 use crate::{NodeError, SignerNode};
 
@@ -38,6 +43,8 @@ use crate::{NodeError, SignerNode};
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 /// Retry hint sent when the nonce pool is full: nonces free up more slowly.
 const NONCE_POOL_RETRY: Duration = Duration::from_millis(200);
+/// Most sessions one Commit may open (one per transaction input).
+const MAX_SESSIONS_PER_REQUEST: u32 = permafrost_core::taproot::MAX_INPUTS as u32;
 
 /// `Announce`: records when this node first saw a custody-signed request
 /// (a time-lock counts from there).
@@ -49,7 +56,7 @@ pub(super) async fn announce(
     let signed: SignedWithdrawal = req.try_into().wire()?;
     let record = node.group_record(&signed.request.key_group)?;
     // Only custody-signed requests start a clock: junk cannot fill the store.
-    check_custody(&signed, &group_view(&record), &node.settings, unix_now())
+    check_custody(&signed, &group_view(&record)?, &node.settings, unix_now())
         .map_err(|e| refuse(node, "announce", e))?;
     let first_seen = node
         .store
@@ -58,37 +65,75 @@ pub(super) async fn announce(
     Ok(pb::AnnounceResponse { first_seen })
 }
 
-/// `Commit`, round 1 (RFC 9591 §5.1): fresh nonces into the pool, their commitments out.
+/// `Commit`, round 1 (RFC 9591 §5.1): fresh nonces into the pool, their
+/// commitments out; `count` sessions at once (one per transaction input), in
+/// the suite of the group's scheme.
 pub(super) fn commit(
     node: &SignerNode,
     req: &pb::CommitRequest,
 ) -> Result<pb::CommitResponse, NodeError> {
     let _session = node.session_slot()?;
     let name = group_name("key_group", &req.key_group).wire()?;
+    let count = req.count.max(1);
+    if count > MAX_SESSIONS_PER_REQUEST {
+        return Err(invalid(
+            "count",
+            format!("{count} sessions, at most {MAX_SESSIONS_PER_REQUEST}"),
+        ));
+    }
     let record = node.group_record(&name)?;
     let key_package = node
         .vault
         .open_key_package(&record.name, &record.sealed_key_package)?;
-    let (nonces, commitments) =
-        round1::commit(key_package.signing_share(), &mut rand::thread_rng());
-    let commitments = commitments
-        .serialize()
-        .map_err(|e| NodeError::Bug(format!("serialize commitments: {e}")))?;
-    let handle = node
+    let (batch, commitments) = match record.scheme {
+        Scheme::Message => commit_in::<Secp256K1Sha256>(&key_package, count)?,
+        Scheme::Taproot => commit_in::<Secp256K1Sha256TR>(
+            &signing::rekey::<_, Secp256K1Sha256TR>(&key_package)
+                .map_err(|e| NodeError::Bug(e.to_string()))?,
+            count,
+        )?,
+    };
+    let handles = node
         .nonces
         .lock()
         .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
-        .insert(name, nonces, Instant::now())
+        .insert_all(name, batch, Instant::now())
         .ok_or_else(|| NodeError::Busy {
             what: "nonce pool full".into(),
             retry_after: NONCE_POOL_RETRY,
         })?;
     let identifier = node.identifier_in(&record)?;
     Ok(pb::CommitResponse {
-        nonce_handle: handle.to_vec(),
-        commitments,
+        nonces: handles
+            .into_iter()
+            .zip(commitments)
+            .map(|(handle, commitments)| pb::NonceCommitment {
+                handle: handle.to_vec(),
+                commitments,
+            })
+            .collect(),
         identifier,
     })
+}
+
+/// `count` fresh nonces in suite `C` and their serialized commitments.
+fn commit_in<C: Suite>(
+    key_package: &KeyPackage<C>,
+    count: u32,
+) -> Result<(Vec<PoolNonces>, Vec<Vec<u8>>), NodeError> {
+    let mut batch = Vec::with_capacity(count as usize);
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (nonces, commitments) =
+            frost_core::round1::commit(key_package.signing_share(), &mut rand::thread_rng());
+        out.push(
+            commitments
+                .serialize()
+                .map_err(|e| NodeError::Bug(format!("serialize commitments: {e}")))?,
+        );
+        batch.push(C::wrap(nonces));
+    }
+    Ok((batch, out))
 }
 
 /// `Sign`, round 2 (RFC 9591 §5.2).
@@ -108,27 +153,47 @@ pub(super) async fn sign(
     .map_err(|e| NodeError::Bug(format!("signing task failed: {e}")))?
 }
 
-/// What a share is computed from, once every check on it passed.
-struct Checked {
+/// What the shares are computed from, once every check on them passed.
+struct Checked<C: Suite> {
     target: SigningTarget,
-    package: SigningPackage,
-    nonces: SigningNonces,
-    key_package: KeyPackage,
+    packages: Vec<SigningPackage<C>>,
+    nonces: Vec<SigningNonces<C>>,
+    key_package: KeyPackage<C>,
 }
 
 /// Round 2: every check on what will actually be signed, then the journal and
-/// audit record, then the share.
+/// audit record, then the shares.
 async fn sign_step(
     node: &Arc<SignerNode>,
     req: pb::SignRequest,
 ) -> Result<pb::SignResponse, NodeError> {
-    // N1: the nonce leaves the pool first; whatever happens below, it is never usable again.
-    let taken = node
-        .nonces
-        .lock()
-        .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
-        .take(&req.nonce_handle, Instant::now());
-    let Some((nonce_group, nonces)) = taken else {
+    // N1: every nonce named leaves the pool first; whatever happens below,
+    // none of them is ever usable again.
+    if req.nonce_handles.is_empty() || req.nonce_handles.len() > MAX_SESSIONS_PER_REQUEST as usize {
+        return Err(invalid(
+            "nonce_handles",
+            format!(
+                "{} handles, must be 1..={MAX_SESSIONS_PER_REQUEST}",
+                req.nonce_handles.len()
+            ),
+        ));
+    }
+    let distinct: BTreeSet<&Vec<u8>> = req.nonce_handles.iter().collect();
+    let taken: Vec<_> = {
+        let mut pool = node
+            .nonces
+            .lock()
+            .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?;
+        let now = Instant::now();
+        req.nonce_handles
+            .iter()
+            .map(|h| pool.take(h, now))
+            .collect()
+    };
+    if distinct.len() != req.nonce_handles.len() {
+        return Err(invalid("nonce_handles", "the same handle twice"));
+    }
+    let Some(taken) = taken.into_iter().collect::<Option<Vec<_>>>() else {
         warn!(node = %node.id, "refused: unknown, used or expired nonce handle");
         return Err(NodeError::Precondition(
             "unknown, used or expired nonce handle (nonces never survive a restart); commit again"
@@ -136,20 +201,87 @@ async fn sign_step(
         ));
     };
     let name = group_name("key_group", &req.key_group).wire()?;
-    if nonce_group != name {
+    if taken.iter().any(|(group, _)| *group != name) {
         return Err(refuse(
             node,
             "sign",
             CoreError::refused("nonce was committed for another key group"),
         ));
     }
+    let nonces: Vec<PoolNonces> = taken.into_iter().map(|(_, n)| n).collect();
     let record = node.group_record(&name)?;
-    let package = SigningPackage::deserialize(&req.signing_package)
-        .map_err(|e| invalid("signing_package", e))?;
+    if let Some(policy) = node.policy.group(&name) {
+        if policy.scheme != record.scheme {
+            return Err(refuse(
+                node,
+                "sign",
+                CoreError::refused(format!(
+                    "key group {name} was created as a {} group; this node's policy now says {}",
+                    record.scheme, policy.scheme
+                )),
+            ));
+        }
+    }
     let key_package = node
         .vault
         .open_key_package(&record.name, &record.sealed_key_package)?;
-    let share = match &req.target {
+    let shares = match record.scheme {
+        Scheme::Message => {
+            sign_in::<Secp256K1Sha256>(node, &req, &record, nonces, key_package).await?
+        }
+        Scheme::Taproot => {
+            let key_package = signing::taproot_key_package(&key_package)
+                .map_err(|e| NodeError::Bug(e.to_string()))?;
+            sign_in::<Secp256K1Sha256TR>(node, &req, &record, nonces, key_package).await?
+        }
+    };
+    Ok(pb::SignResponse {
+        signature_shares: shares,
+        identifier: node.identifier_in(&record)?,
+    })
+}
+
+/// Round 2 in the suite of the group's scheme; returns the serialized shares.
+async fn sign_in<C: Suite>(
+    node: &Arc<SignerNode>,
+    req: &pb::SignRequest,
+    record: &GroupRecord,
+    nonces: Vec<PoolNonces>,
+    key_package: KeyPackage<C>,
+) -> Result<Vec<Vec<u8>>, NodeError> {
+    let name = &record.name;
+    let nonces = nonces
+        .into_iter()
+        .map(C::unwrap)
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            refuse(
+                node,
+                "sign",
+                CoreError::refused("nonce was committed for another signing scheme"),
+            )
+        })?;
+    let members = record
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            Identifier::<C>::try_from(i as u16 + 1)
+                .map_err(|e| NodeError::Bug(format!("identifier {}: {e}", i + 1)))
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let packages = req
+        .signing_packages
+        .iter()
+        .map(|raw| {
+            let package = SigningPackage::<C>::deserialize(raw)
+                .map_err(|e| invalid("signing_packages", e))?;
+            signing::strict::check_package_shape(raw, &package, &members, record.threshold)
+                .map_err(|e| refuse(node, "sign", e))?;
+            Ok(package)
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    let shares = match &req.target {
         Some(pb::sign_request::Target::Withdrawal(w)) => {
             let signed: SignedWithdrawal = w.try_into().wire()?;
             let approvals: Vec<Approval> = req
@@ -161,66 +293,63 @@ async fn sign_step(
             let started = Instant::now();
             let (checked, journaled) = journal_withdrawal(
                 node,
-                &record,
+                record,
                 signed,
                 approvals,
-                package,
+                packages,
                 nonces,
                 key_package,
             )
             .await?;
             let journaled_at = Instant::now();
-            let share = release_withdrawal_share(node, &name, &req.approvals, checked, journaled)?;
+            let shares = release_withdrawal_shares(node, name, &req.approvals, checked, journaled)?;
             // Where a share's time goes (RUST_LOG=permafrost_node=debug).
             tracing::debug!(
                 checks_and_journal_us = (journaled_at - started).as_micros() as u64,
                 audit_and_share_us = journaled_at.elapsed().as_micros() as u64,
                 "sign step timings"
             );
-            share
+            shares
         }
         Some(pb::sign_request::Target::Activation(_)) => {
             let target = SigningTarget::Activation(
                 ActivationTarget::for_pending_group(
-                    &name,
-                    &stored_public_key_package(&record)?,
+                    name,
+                    &stored_public_key_package(record)?,
                     record.active,
                 )
                 .map_err(|e| refuse(node, "sign", e))?,
             );
-            signing::check_package(&target, &package, &nonces, &key_package)
+            signing::check_packages(&target, &packages, &nonces, &key_package)
                 .map_err(|e| refuse(node, "sign", e))?;
             audit(
                 node,
                 "activation_share_released",
-                serde_json::json!({"group": name.as_str()}),
+                serde_json::json!({"group": name.as_str(), "scheme": record.scheme.as_str()}),
             )?;
-            let share = signing::compute_share(&target, &package, nonces, &key_package)
+            let shares = signing::compute_shares(&target, &packages, nonces, &key_package)
                 .map_err(|e| refuse(node, "sign", e))?;
             info!(node = %node.id, group = %name, "activation test share released");
-            share
+            shares
         }
         None => return Err(missing("target")),
     };
-    Ok(pb::SignResponse {
-        signature_share: share.serialize(),
-        identifier: node.identifier_in(&record)?,
-    })
+    Ok(shares.iter().map(SignatureShare::serialize).collect())
 }
 
 /// The custody signature first (junk never reaches the store), then one store
 /// step: the policy sees the ledger as it stands inside the commit, and the
 /// journal entry and velocity count are written with it (N3, P1).
-async fn journal_withdrawal(
+async fn journal_withdrawal<C: Suite>(
     node: &Arc<SignerNode>,
     record: &GroupRecord,
     signed: SignedWithdrawal,
     approvals: Vec<Approval>,
-    package: SigningPackage,
-    nonces: SigningNonces,
-    key_package: KeyPackage,
-) -> Result<(Checked, Journaled), NodeError> {
-    let view = group_view(record);
+    packages: Vec<SigningPackage<C>>,
+    nonces: Vec<SigningNonces<C>>,
+    key_package: KeyPackage<C>,
+) -> Result<(Checked<C>, Journaled), NodeError> {
+    let view = group_view(record)?;
     let now = unix_now();
     // Every signature check happens here, once, outside the store's writer thread;
     // the step below only does what needs the ledger.
@@ -228,7 +357,9 @@ async fn journal_withdrawal(
         verify_custody(&signed, &view, &node.settings, now).map_err(|e| refuse(node, "sign", e))?;
     let r = custody.request();
     let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());
-    let asset_amount = Some((r.asset.clone(), r.amount));
+    // Velocity counts what the node established leaves the group (for a
+    // transaction: its payments plus fee), never a label.
+    let asset_amount = Some((r.asset.clone(), custody.spend().amount));
     let checker = node.clone();
     let outcome = node
         .store
@@ -249,11 +380,11 @@ async fn journal_withdrawal(
                     },
                 };
                 let authorized = authorize_custody_checked(custody, input, now)?;
-                let target = SigningTarget::Withdrawal(authorized);
-                signing::check_package(&target, &package, &nonces, &key_package)?;
+                let target = SigningTarget::Withdrawal(Box::new(authorized));
+                signing::check_packages(&target, &packages, &nonces, &key_package)?;
                 Ok(Checked {
                     target,
-                    package,
+                    packages,
                     nonces,
                     key_package,
                 })
@@ -266,46 +397,58 @@ async fn journal_withdrawal(
 /// The only way to a withdrawal's share: spends the [`Journaled`] proof that
 /// its journal entry is durable, writes the audit record, then computes the
 /// share (invariant 7: the record is durable before the share exists, L2).
-fn release_withdrawal_share(
+fn release_withdrawal_shares<C: Suite>(
     node: &SignerNode,
     group: &GroupName,
     approvals: &[pb::Approval],
-    checked: Checked,
+    checked: Checked<C>,
     journaled: Journaled,
-) -> Result<SignatureShare, NodeError> {
+) -> Result<Vec<SignatureShare<C>>, NodeError> {
     let SigningTarget::Withdrawal(w) = &checked.target else {
         return Err(NodeError::Bug(
             "a journaled share must be for a withdrawal".into(),
         ));
     };
     let r = w.request();
+    let spend = w.spend();
+    let tx = w.decoded().map(|d| {
+        serde_json::json!({
+            "txid": d.unsigned_tx.compute_txid().to_string(),
+            "inputs": d.inputs.len(),
+            "payments": d.payments.iter().map(|p| serde_json::json!({"address": p.address, "amount_sat": p.amount_sat})).collect::<Vec<_>>(),
+            "change_sat": d.change.iter().map(|c| c.amount_sat).sum::<u64>(),
+            "fee_sat": d.fee_sat,
+        })
+    });
     audit(
         node,
         "share_released",
         serde_json::json!({
             "request": r.request_id.as_str(), "digest": w.digest().to_hex(), "group": group.as_str(),
-            "asset": r.asset, "amount": r.amount.to_string(), "destination": r.destination,
+            "asset": r.asset, "amount": spend.amount.to_string(), "destinations": spend.destinations,
+            "transaction": tx,
             "approvals": approvals.iter().map(|a| a.approver_id.as_str()).collect::<Vec<_>>(),
             "shares_released": journaled.shares_released(),
         }),
     )?;
-    let share = signing::compute_share(
+    let shares = signing::compute_shares(
         &checked.target,
-        &checked.package,
+        &checked.packages,
         checked.nonces,
         &checked.key_package,
     )
     .map_err(|e| refuse(node, "sign", e))?;
-    info!(node = %node.id, request = %r.request_id, digest = %w.digest().to_hex(), "signature share released");
-    Ok(share)
+    info!(node = %node.id, request = %r.request_id, digest = %w.digest().to_hex(), sessions = shares.len(), "signature shares released");
+    Ok(shares)
 }
 
-fn group_view(record: &GroupRecord) -> GroupView {
-    GroupView {
+fn group_view(record: &GroupRecord) -> Result<GroupView, NodeError> {
+    Ok(GroupView {
         name: record.name.clone(),
         tier: record.tier,
         active: record.active,
-    }
+        taproot: record.taproot_output()?,
+    })
 }
 
 impl SignerNode {

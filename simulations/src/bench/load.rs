@@ -138,6 +138,7 @@ impl Workload {
             amount: BENCH_AMOUNT_SATS,
             destination: DEMO_DESTINATION.into(),
             payload: payload.clone(),
+            psbt: None,
             created_at: now,
             expires_at: now + REQUEST_LIFETIME_SECS,
             requested_by: crate::cluster::CUSTODY_ID.into(),

@@ -143,6 +143,7 @@ impl ChaosCluster {
                 .iter()
                 .map(|(id, p)| (id.clone(), p.addr().to_string()))
                 .collect(),
+            message_groups: true,
         };
         let cluster = LocalCluster::create_with(dir, &bins.daemons, progress, &options).await?;
         let mut nodes = Vec::new();
@@ -534,6 +535,7 @@ impl ChaosCluster {
                 .chain_update(id.as_bytes())
                 .finalize()
                 .to_vec(),
+            psbt: None,
             created_at: now,
             expires_at: now + 600,
             requested_by: CUSTODY_ID.into(),

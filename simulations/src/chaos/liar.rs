@@ -452,7 +452,14 @@ impl SignerNode for Liar {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let group = r.get_ref().key_group.clone();
         let mut resp = self.upstream().commit(r.into_inner()).await?;
-        let real = resp.get_ref().commitments.clone();
+        // The chaos groups sign messages: one session per request, so the
+        // liar works on the first nonce of the batch.
+        let real = resp
+            .get_ref()
+            .nonces
+            .first()
+            .map(|n| n.commitments.clone())
+            .unwrap_or_default();
         self.events.emit(&LiarEvent::Committed {
             group,
             identifier: resp.get_ref().identifier,
@@ -466,11 +473,11 @@ impl SignerNode for Liar {
             if swapped.len() >= MAX_SWAPPED {
                 swapped.clear();
             }
-            swapped.insert(
-                resp.get_ref().nonce_handle.clone(),
-                (resp.get_ref().identifier, real),
-            );
-            resp.get_mut().commitments = fake;
+            let identifier = resp.get_ref().identifier;
+            if let Some(first) = resp.get_mut().nonces.first_mut() {
+                swapped.insert(first.handle.clone(), (identifier, real));
+                first.commitments = fake;
+            }
         }
         Ok(resp)
     }
@@ -494,12 +501,14 @@ impl SignerNode for Liar {
                 .swapped
                 .lock()
                 .map_err(|_| poisoned())?
-                .remove(&req.nonce_handle);
+                .remove(req.nonce_handles.first().map_or(&[][..], Vec::as_slice));
             if let Some((identifier, real)) = hidden {
-                if let Some(package) =
-                    Liar::restore_commitments(&req.signing_package, identifier, &real)
+                if let Some(package) = req
+                    .signing_packages
+                    .first()
+                    .and_then(|p| Liar::restore_commitments(p, identifier, &real))
                 {
-                    req.signing_package = package;
+                    req.signing_packages[0] = package;
                     self.events.emit(&LiarEvent::Lied {
                         lie: Lie::BadCommitments,
                         request: request_id.clone().unwrap_or_default(),
@@ -557,8 +566,8 @@ impl SignerNode for Liar {
         if self.lie == Lie::BadShare {
             if let Some(request) = request_id {
                 // Add one to the scalar: still a valid encoding, never a valid share.
-                let share = &mut resp.get_mut().signature_share;
-                if let Some(last) = share.last_mut() {
+                let share = resp.get_mut().signature_shares.first_mut();
+                if let Some(last) = share.and_then(|s| s.last_mut()) {
                     *last = last.wrapping_add(1);
                     self.events.emit(&LiarEvent::Lied {
                         lie: Lie::BadShare,

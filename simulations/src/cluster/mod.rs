@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use permafrost_core::manifest::{ClusterManifest, ManifestNode};
-use permafrost_core::{GroupName, NodeId, Role};
+use permafrost_core::{GroupName, NodeId, Role, Tier};
 use permafrost_proto as pb;
 use permafrostctl::client::{
     self, ClientRole, ClusterFile, Connection, CoordinatorRef, CustodyCredentials, KeyGroupSummary,
@@ -184,7 +184,11 @@ impl LocalCluster {
         let policy = dir.join("policy.toml");
         let policy_toml = match &layout.policy {
             Some(text) => text.clone(),
-            None => policy_text(&approver_keys),
+            None => policy_text(
+                &approver_keys,
+                options.message_groups,
+                &plan::cold_allowlist_placeholder(),
+            ),
         };
         files::write_public(&policy, policy_toml.as_bytes())?;
         progress.step(format!(
@@ -468,12 +472,25 @@ impl LocalCluster {
     }
 
     /// Creates [`GROUPS`] by DKG across their members, and records them in `cluster.json`.
+    ///
+    /// In a taproot cluster cold-1 may pay only warm-1's own address, which
+    /// exists only once warm-1 does: after warm-1's ceremony the policy file's
+    /// placeholder becomes warm-1's address (derived here from its group key,
+    /// and checked against what the coordinator reports), and every daemon
+    /// restarts with that policy before cold-1's ceremony, as operators
+    /// would roll out a policy change.
     pub async fn create_groups(
         &mut self,
+        bins: &Binaries,
         progress: &Progress,
     ) -> Result<Vec<pb::KeyGroup>, SimError> {
-        let mut created = Vec::new();
+        let mut created: Vec<pb::KeyGroup> = Vec::new();
         for plan in GROUPS {
+            if plan.tier == Tier::Cold {
+                if let Some(warm) = created.iter().find(|g| g.tier == pb::Tier::Warm as i32) {
+                    self.allow_cold_to(warm, bins, progress).await?;
+                }
+            }
             let name = GroupName::new(plan.name).map_err(|e| SimError::Setup(e.to_string()))?;
             let members = plan
                 .members
@@ -495,10 +512,16 @@ impl LocalCluster {
                     group.name
                 )));
             }
+            let address = if group.address.is_empty() {
+                String::new()
+            } else {
+                format!(", {} address {}", group.network, group.address)
+            };
             progress.step(format!(
-                "key group {} ({}, {}-of-{} on {}) active, group key {}",
+                "key group {} ({}, {}, {}-of-{} on {}) active, group key {}{address}",
                 group.name,
                 plan.tier,
+                group.scheme,
                 group.threshold,
                 group.members.len(),
                 group.members.join(","),
@@ -509,6 +532,48 @@ impl LocalCluster {
         self.file.key_groups = created.iter().map(KeyGroupSummary::from_wire).collect();
         write_cluster_file(&self.dir, &self.file)?;
         Ok(created)
+    }
+
+    /// Puts `warm`'s own address in place of cold-1's allowlist placeholder
+    /// and restarts every daemon with the new policy (nothing to do for a
+    /// message-scheme cluster, whose policy has no placeholder).
+    async fn allow_cold_to(
+        &mut self,
+        warm: &pb::KeyGroup,
+        bins: &Binaries,
+        progress: &Progress,
+    ) -> Result<(), SimError> {
+        let path = self.dir.join("policy.toml");
+        let text = files::read_text(&path)?;
+        let placeholder = plan::cold_allowlist_placeholder();
+        if warm.scheme != "taproot" || !text.contains(&placeholder) {
+            return Ok(());
+        }
+        let derived =
+            permafrost_core::taproot::GroupOutput::derive(&warm.group_public_key, NETWORK)
+                .map_err(|e| SimError::Verification(format!("{}: {e}", warm.name)))?;
+        if derived.address().to_string() != warm.address {
+            return Err(SimError::Verification(format!(
+                "{}: the coordinator reports address {}, its group key gives {}",
+                warm.name,
+                warm.address,
+                derived.address()
+            )));
+        }
+        files::write_public(&path, text.replace(&placeholder, &warm.address).as_bytes())?;
+        self.daemons.stop();
+        self.daemons = Daemons::default();
+        // Nodes first, then the coordinator, as at the first start.
+        let mut names: Vec<String> = self.pids.keys().cloned().collect();
+        names.sort_by_key(|n| n == COORDINATOR_ID);
+        for name in names {
+            self.respawn(&name, bins)?;
+        }
+        progress.step(format!(
+            "policy: cold-1 may pay only {}'s own address {}; every daemon restarted with it",
+            warm.name, warm.address
+        ));
+        self.wait_ready(Duration::from_secs(30), progress).await
     }
 
     /// Path of an approver's key file (written by [`LocalCluster::create`]).
@@ -591,7 +656,21 @@ mod tests {
             })
             .collect();
         // Distinct keys are not required by the parser; validity of shape is.
-        permafrost_core::policy::Policy::from_toml(&policy_text(&keys)).expect("policy parses");
+        permafrost_core::policy::Policy::from_toml(&policy_text(&keys, true, WARM_WALLET_ADDRESS))
+            .expect("message policy parses");
+        let taproot = permafrost_core::policy::Policy::from_toml(&policy_text(
+            &keys,
+            false,
+            &plan::cold_allowlist_placeholder(),
+        ))
+        .expect("taproot policy parses");
+        let cold = taproot
+            .group(&GroupName::new("cold-1").expect("name"))
+            .expect("cold-1");
+        assert!(cold
+            .allowlist
+            .as_ref()
+            .is_some_and(|a| a.contains(&plan::cold_allowlist_placeholder())));
     }
 
     #[test]

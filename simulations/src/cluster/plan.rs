@@ -67,8 +67,40 @@ pub const GROUPS: [GroupPlan; 2] = [
     },
 ];
 
-/// The only destination cold-1's policy allows: the warm wallet (a placeholder address).
+/// The only destination cold-1's policy allows in a message-scheme cluster
+/// (chaos runs): a label standing for the warm wallet.
 pub const WARM_WALLET_ADDRESS: &str = "bc1qpermafrostwarmwalletdeposit0demo0addr";
+
+/// The network of the local cluster's taproot groups.
+pub const NETWORK: permafrost_core::taproot::Network = permafrost_core::taproot::Network::Regtest;
+
+/// BIP341's NUMS point H, x-only: no one knows its discrete logarithm.
+const NUMS_H: &str = "50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0";
+
+/// cold-1's allowlist until warm-1 exists: a P2TR output whose key is the
+/// NUMS point H, which no one can spend from (so nothing sent there is
+/// anyone's). [`super::LocalCluster::create_groups`] replaces it with
+/// warm-1's own address once warm-1 is made, and restarts the daemons with
+/// that policy, as operators would.
+pub fn cold_allowlist_placeholder() -> String {
+    use bitcoin::key::{TweakedPublicKey, XOnlyPublicKey};
+    use std::str::FromStr;
+    match XOnlyPublicKey::from_str(NUMS_H) {
+        Ok(h) => bitcoin::Address::p2tr_tweaked(
+            TweakedPublicKey::dangerous_assume_tweaked(h),
+            NETWORK.to_bitcoin(),
+        )
+        .to_string(),
+        // The constant is a valid point; an empty allowlist entry would make
+        // the policy fail to load, loudly.
+        Err(_) => String::new(),
+    }
+}
+
+/// Largest fee a warm-1 transaction may pay (sat), and its fee rate cap (sat/vB).
+pub const WARM_MAX_FEE_SATS: u64 = 100_000;
+/// warm-1's fee-rate cap, sat/vB.
+pub const WARM_MAX_FEE_RATE: u64 = 200;
 
 /// Coordinator id.
 pub const COORDINATOR_ID: &str = "coord-1";
@@ -95,6 +127,9 @@ pub struct CreateOptions {
     /// coordinator dials it (e.g. a fault-injecting proxy) instead of the node itself.
     /// The node still listens on its own port; the TLS server name is unchanged.
     pub manifest_endpoints: BTreeMap<String, String>,
+    /// Make warm-1 and cold-1 `message` groups (opaque payloads) instead of
+    /// taproot ones: the chaos runs exercise faults, not transactions.
+    pub message_groups: bool,
 }
 
 /// Nodes, policy and coordinator settings of a cluster other than the default
@@ -110,8 +145,17 @@ pub struct Layout {
     pub round_timeout_ms: Option<u64>,
 }
 
-/// The withdrawal policy every node (and the coordinator, to fail fast) enforces.
-pub(super) fn policy_text(approver_keys: &[(String, String)]) -> String {
+/// The withdrawal policy every node (and the coordinator, to fail fast)
+/// enforces: taproot groups on regtest whose cold allowlist is
+/// `warm_address`, or with `message_groups` the opaque-payload groups.
+pub(super) fn policy_text(
+    approver_keys: &[(String, String)],
+    message_groups: bool,
+    warm_address: &str,
+) -> String {
+    if !message_groups {
+        return taproot_policy_text(approver_keys, warm_address);
+    }
     let approvers: String = approver_keys
         .iter()
         .map(|(id, key)| format!("{id} = \"{key}\"\n"))
@@ -142,6 +186,57 @@ time_lock_secs = {COLD_TIME_LOCK_SECS}
 max_lifetime_secs = 172800
 min_approvals = 2
 allowlist = ["{WARM_WALLET_ADDRESS}"]
+
+[groups.cold-1.assets.BTC]
+per_request_max = "10000000000"
+daily_max = "10000000000"
+approvals_above = 2
+"#
+    )
+}
+
+fn taproot_policy_text(approver_keys: &[(String, String)], warm_address: &str) -> String {
+    let approvers: String = approver_keys
+        .iter()
+        .map(|(id, key)| format!("{id} = \"{key}\"\n"))
+        .collect();
+    let network = NETWORK.as_str();
+    format!(
+        r#"# Withdrawal policy of the local Permafrost cluster (written by permafrost-sim).
+# Both groups hold bitcoin (regtest): every node decodes each withdrawal's
+# PSBT and applies these limits to what it pays (payments + fee).
+
+[approvers]
+{approvers}
+# Warm: automated up to 1 BTC per request, one approval up to 2 BTC, nothing
+# above 2 BTC per request; 5 BTC per rolling 24 h.
+[groups.warm-1]
+tier = "warm"
+scheme = "taproot"
+network = "{network}"
+max_fee_sat = {WARM_MAX_FEE_SATS}
+max_fee_rate_sat_vb = {WARM_MAX_FEE_RATE}
+max_lifetime_secs = 86400
+
+[groups.warm-1.assets.BTC]
+per_request_max = "{WARM_PER_REQUEST_MAX_SATS}"
+daily_max = "500000000"
+bands = [{{ up_to = "100000000", approvals = 0 }}]
+approvals_above = 1
+
+# Cold: two distinct approvers, a time-lock, and only to warm-1's own address.
+# The time-lock is {COLD_TIME_LOCK_SECS} s so a local cluster can show it in
+# seconds; a production cold tier would wait hours (docs/policy.md).
+[groups.cold-1]
+tier = "cold"
+scheme = "taproot"
+network = "{network}"
+max_fee_sat = 50000
+max_fee_rate_sat_vb = 100
+time_lock_secs = {COLD_TIME_LOCK_SECS}
+max_lifetime_secs = 172800
+min_approvals = 2
+allowlist = ["{warm_address}"]
 
 [groups.cold-1.assets.BTC]
 per_request_max = "10000000000"

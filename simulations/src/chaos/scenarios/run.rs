@@ -322,6 +322,7 @@ impl Run {
             let r = client
                 .commit(pb::CommitRequest {
                     key_group: GROUP.into(),
+                    count: 1,
                 })
                 .await
                 .map_err(|e| SimError::Setup(format!("harness commit on {s}: {}", e.message())))?
@@ -331,10 +332,15 @@ impl Run {
                     .map_err(|e| {
                         SimError::Setup(format!("{s} reported identifier {}: {e}", r.identifier))
                     })?;
-            let c = frost_secp256k1::round1::SigningCommitments::deserialize(&r.commitments)
+            let nonce = r
+                .nonces
+                .into_iter()
+                .next()
+                .ok_or_else(|| SimError::Setup(format!("{s} committed no nonce")))?;
+            let c = frost_secp256k1::round1::SigningCommitments::deserialize(&nonce.commitments)
                 .map_err(|e| SimError::Setup(format!("{s} commitments: {e}")))?;
             commitments.insert(identifier, c);
-            handles.push((s.clone(), r.nonce_handle));
+            handles.push((s.clone(), nonce.handle));
         }
         let package = SigningPackage::new(commitments, &w.request.payload)
             .serialize()
@@ -348,8 +354,8 @@ impl Run {
             .harness_node_client(&node)?
             .sign(pb::SignRequest {
                 key_group: GROUP.into(),
-                nonce_handle: handle,
-                signing_package: package,
+                nonce_handles: vec![handle],
+                signing_packages: vec![package],
                 target: Some(pb::sign_request::Target::Withdrawal(w.signed.clone())),
                 approvals: Vec::new(),
             })
