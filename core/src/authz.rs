@@ -216,15 +216,22 @@ fn verify_custody_request(
             group.name
         )));
     }
-    if now > request.expires_at {
+    // F4: clocks differ by up to the skew tolerance. A request is expired only
+    // once it is expired beyond that; one dated ahead of this node's clock by
+    // more is "not yet" (time resolves it, so nobody burns its id over it).
+    if now
+        > request
+            .expires_at
+            .saturating_add(settings.max_clock_skew_secs)
+    {
         return Err(CoreError::refused(format!(
-            "request expired at {} (now {now})",
-            request.expires_at
+            "request expired at {} (now {now}, beyond the clock skew tolerance of {}s)",
+            request.expires_at, settings.max_clock_skew_secs
         )));
     }
     if request.created_at > now.saturating_add(settings.max_clock_skew_secs) {
-        return Err(CoreError::refused(format!(
-            "request created in the future ({} > now {now} + skew {})",
+        return Err(CoreError::NotYet(format!(
+            "request created in the future by this node's clock ({} > now {now} + skew {}s); retry later",
             request.created_at, settings.max_clock_skew_secs
         )));
     }
@@ -440,14 +447,24 @@ daily_max = "1000000000"
         other.key_group = GroupName::new("warm-2").expect("valid");
         let e = auth(&signed(&key, other), &group, &settings, r.created_at).unwrap_err();
         assert!(e.to_string().contains("key group"), "{e}");
+        // F4: expired only beyond the skew tolerance (60 s here)...
+        auth(
+            &signed(&key, r.clone()),
+            &group,
+            &settings,
+            r.expires_at + 60,
+        )
+        .expect("within the skew tolerance of expiry");
         let e = auth(
             &signed(&key, r.clone()),
             &group,
             &settings,
-            r.expires_at + 1,
+            r.expires_at + 61,
         )
         .unwrap_err();
+        assert!(matches!(e, CoreError::Refused(_)), "{e}");
         assert!(e.to_string().contains("expired"), "{e}");
+        // ...and dated ahead beyond it is "not yet", which time resolves.
         let e = auth(
             &signed(&key, r.clone()),
             &group,
@@ -455,6 +472,7 @@ daily_max = "1000000000"
             r.created_at - 61,
         )
         .unwrap_err();
+        assert!(matches!(e, CoreError::NotYet(_)), "{e}");
         assert!(e.to_string().contains("future"), "{e}");
         let inactive = GroupView {
             active: false,

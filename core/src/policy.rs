@@ -359,6 +359,16 @@ impl Policy {
         self.hash
     }
 
+    /// Number of registered approvers: no request can carry more approvals that count.
+    pub fn approver_count(&self) -> usize {
+        self.approvers.len()
+    }
+
+    /// Every group's policy, by name.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupName, &GroupPolicy)> {
+        self.groups.iter()
+    }
+
     /// The policy of a group.
     pub fn group(&self, name: &GroupName) -> Option<&GroupPolicy> {
         self.groups.get(name)
@@ -724,12 +734,15 @@ pub fn evaluate(
         }
     }
     let approvals_missing = needed.saturating_sub(keys.len() as u32);
+    // A group without a time-lock never waits on time, even for a request
+    // dated slightly ahead of this node's clock (within the skew tolerance).
     let since = ledger.first_seen.unwrap_or(now).max(request.created_at);
     let not_before = since.saturating_add(group.time_lock_secs);
-    if approvals_missing > 0 || now < not_before {
+    let locked = group.time_lock_secs > 0 && now < not_before;
+    if approvals_missing > 0 || locked {
         return Verdict::Waiting {
             approvals_missing,
-            time_locked_until: (now < not_before).then_some(not_before),
+            time_locked_until: locked.then_some(not_before),
             rejected_approvals: rejected,
         };
     }

@@ -234,8 +234,11 @@ impl Default for LimitsConfig {
 fn default_skew() -> u64 {
     300
 }
+/// Seven days: the node's own outer bound on a request's lifetime. Each
+/// group's policy sets its own (`max_lifetime_secs`); at start the node
+/// refuses a policy whose lifetime this bound would silently cut.
 fn default_lifetime() -> u64 {
-    86_400
+    7 * 86_400
 }
 
 fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> NodeError {

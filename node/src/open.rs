@@ -165,6 +165,7 @@ impl SignerNode {
         }
         hygiene::check_data_dir(&config.data_dir)?;
         let policy = config.load_policy()?;
+        reconcile(config, &policy)?;
         let sealer: Arc<dyn Sealer> = Arc::from(open_sealer(config, false)?);
         let store = NodeStore::open(&config.data_dir)?;
         let ctx = |purpose: &str| SealContext::new(config.id.as_str(), purpose);
@@ -251,4 +252,22 @@ impl SignerNode {
             tls,
         }))
     }
+}
+
+/// Start-up reconciliation of the node's own settings with every group's
+/// policy: a limit the node would silently tighten is an error naming both
+/// fields, so a request the policy allows never fails at every node later.
+fn reconcile(
+    config: &crate::config::NodeConfig,
+    policy: &permafrost_core::policy::Policy,
+) -> Result<(), NodeError> {
+    for (name, group) in policy.groups() {
+        if group.max_lifetime_secs > config.max_request_lifetime_secs {
+            return Err(NodeError::Config(format!(
+                "policy groups.{name}.max_lifetime_secs = {} exceeds this node's max_request_lifetime_secs = {}: requests the policy allows would be refused; raise the node setting or lower the policy",
+                group.max_lifetime_secs, config.max_request_lifetime_secs
+            )));
+        }
+    }
+    Ok(())
 }

@@ -134,7 +134,10 @@ impl Journaled {
 const META: Table<Bytes> = Table::new("meta", "sealed blob");
 const GROUPS: Table<Versioned<GroupRecord>> = Table::new("groups", "key group");
 const JOURNAL: Table<Versioned<JournalEntry>> = Table::new("journal", "journal");
-const SEEN: Table<U64> = Table::new("seen", "first-seen clock");
+/// First sight of a custody-signed request, keyed by its digest (a time-lock
+/// is a request's, never an id's: another request under the same id starts
+/// its own clock).
+const SEEN: Table<U64> = Table::new("seen_digest", "first-seen clock");
 /// Velocity totals per (group, asset, minute): a 24 h sum reads at most 1,441 keys.
 const VELOCITY: Table<U128> = Table::new("velocity", "velocity bucket");
 const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
@@ -355,17 +358,28 @@ impl NodeStore {
             .await
     }
 
-    /// When this node first saw `request_id`, recording `now` if it never had (starts its time-lock clock).
-    pub async fn first_seen(&self, request_id: &RequestId, now: u64) -> Result<u64, NodeError> {
-        let id = request_id.clone();
+    /// When this node first saw the request with `digest`, recording `now` if
+    /// it never had (starts its time-lock clock). Call only for a request whose
+    /// custody signature verified.
+    pub async fn first_seen(&self, digest: &RequestDigest, now: u64) -> Result<u64, NodeError> {
+        let key = digest.to_hex();
         self.store
-            .write(move |w| Ok::<_, NodeError>(first_seen_in(w, &id, now)?))
+            .write(move |w| {
+                let seen = w.get(&SEEN, &key)?;
+                Ok::<_, NodeError>(match seen {
+                    Some(t) => t,
+                    None => {
+                        w.put(&SEEN, &key, &now)?;
+                        now
+                    }
+                })
+            })
             .await
     }
 
-    /// When this node first saw `request_id`, without recording anything.
-    pub fn first_seen_if_any(&self, request_id: &RequestId) -> Result<Option<u64>, NodeError> {
-        Ok(self.store.get(&SEEN, request_id.as_str())?)
+    /// When this node first saw the request with `digest`, without recording anything.
+    pub fn first_seen_if_any(&self, digest: &RequestDigest) -> Result<Option<u64>, NodeError> {
+        Ok(self.store.get(&SEEN, &digest.to_hex())?)
     }
 
     /// What this node released of `asset` from `group` since `since`,
@@ -403,9 +417,10 @@ impl NodeStore {
     /// with another digest, and journals the share, counting `asset_amount` in
     /// the velocity ledger the first time only.
     ///
-    /// A refusal by `check` still keeps the first-sight record (the time-lock
-    /// clock starts when the node first sees a custody-signed request) and
-    /// comes back as `Ok(Err(..))`.
+    /// First sight is keyed by digest. A request that is only "not yet"
+    /// (approvals or its time-lock missing) keeps its first-sight record, so
+    /// its clock runs; one refused for good records nothing. A refusal comes
+    /// back as `Ok(Err(..))`.
     #[allow(clippy::too_many_arguments)]
     pub async fn journal_share<T, F>(
         &self,
@@ -426,12 +441,17 @@ impl NodeStore {
         let group = key_group.clone();
         self.store
             .write(move |w| {
-                let first_seen = first_seen_in(w, &id, now)?;
+                let seen = w.get(&SEEN, &digest)?;
+                let first_seen = seen.unwrap_or(now);
                 let spent = match &asset_amount {
                     Some((asset, _)) => spent_since(w, &group, asset, window_start, &id)?,
                     None => 0,
                 };
-                let checked = match check(LedgerAtCommit { spent, first_seen }) {
+                let result = check(LedgerAtCommit { spent, first_seen });
+                if seen.is_none() && !matches!(result, Err(CoreError::Refused(_))) {
+                    w.put(&SEEN, &digest, &now)?;
+                }
+                let checked = match result {
                     Ok(t) => t,
                     Err(refusal) => return Ok(Err(refusal)),
                 };
@@ -529,15 +549,5 @@ impl NodeStore {
             .into_iter()
             .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
             .collect())
-    }
-}
-
-fn first_seen_in(w: &mut WriteTxn<'_>, id: &RequestId, now: u64) -> Result<u64, StoreError> {
-    match w.get(&SEEN, id.as_str())? {
-        Some(t) => Ok(t),
-        None => {
-            w.put(&SEEN, id.as_str(), &now)?;
-            Ok(now)
-        }
     }
 }

@@ -289,3 +289,62 @@ daily_max = "100"
         "{err}"
     );
 }
+
+#[test]
+fn i2_requester_cannot_approve_through_an_alias_of_their_key() {
+    let f = fx();
+    let mut r = sample();
+    r.amount = 50_000_000;
+    // alice asks; "alice-again" is the same key under another id.
+    r.requested_by = "alice".into();
+    let now = r.created_at;
+    let alias = [
+        approve(&f.alice, "alice-again", &r, now + 60),
+        approve(&f.bob, "bob", &r, now + 60),
+    ];
+    match eval(&f, &r, &alias, 0, now) {
+        Verdict::Waiting {
+            approvals_missing: 1,
+            rejected_approvals,
+            ..
+        } => assert!(
+            rejected_approvals[0].contains("own request"),
+            "{rejected_approvals:?}"
+        ),
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn f4_future_dated_request_is_not_time_locked_where_no_time_lock_applies() {
+    let f = fx();
+    let mut r = sample();
+    r.amount = 10_000;
+    // Created 30 s ahead of this node's clock (inside any sane skew tolerance).
+    let now = r.created_at - 30;
+    let ledger = LedgerView {
+        spent_24h: 0,
+        first_seen: Some(now),
+    };
+    assert_eq!(
+        evaluate(
+            &f.policy,
+            &r,
+            &Spend::of_labels(&r),
+            &r.digest(),
+            &[],
+            ledger,
+            now
+        ),
+        Verdict::Allowed
+    );
+}
+
+#[test]
+fn units_are_sat_with_btc_beside() {
+    assert_eq!(
+        show_amount(450_034_001, "BTC"),
+        "450034001 sat (4.50034001 BTC)"
+    );
+    assert_eq!(show_amount(7, "ETH"), "7 (smallest units of ETH)");
+}

@@ -55,13 +55,12 @@ pub(super) async fn announce(
     node.vault.ensure_unsealed()?;
     let signed: SignedWithdrawal = req.try_into().wire()?;
     let record = node.group_record(&signed.request.key_group)?;
-    // Only custody-signed requests start a clock: junk cannot fill the store.
-    check_custody(&signed, &group_view(&record)?, &node.settings, unix_now())
+    // Only custody-signed requests start a clock, keyed by their digest:
+    // junk cannot fill the store, and another request under the same id
+    // never inherits this one's clock.
+    let digest = check_custody(&signed, &group_view(&record)?, &node.settings, unix_now())
         .map_err(|e| refuse(node, "announce", e))?;
-    let first_seen = node
-        .store
-        .first_seen(&signed.request.request_id, unix_now())
-        .await?;
+    let first_seen = node.store.first_seen(&digest, unix_now()).await?;
     Ok(pb::AnnounceResponse { first_seen })
 }
 
@@ -284,6 +283,18 @@ async fn sign_in<C: Suite>(
     let shares = match &req.target {
         Some(pb::sign_request::Target::Withdrawal(w)) => {
             let signed: SignedWithdrawal = w.try_into().wire()?;
+            // Each approval costs two signature checks: no request carries
+            // more than there are registered approvers to count.
+            let registered = node.policy.approver_count();
+            if req.approvals.len() > registered {
+                return Err(invalid(
+                    "approvals",
+                    format!(
+                        "{} offered, only {registered} approvers are registered",
+                        req.approvals.len()
+                    ),
+                ));
+            }
             let approvals: Vec<Approval> = req
                 .approvals
                 .iter()
