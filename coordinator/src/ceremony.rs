@@ -1,12 +1,20 @@
 //! Driving a DKG ceremony across the member nodes: relay round 1, the echo
 //! check (K1), the encrypted round-2 shares (K5), collect and compare the group
 //! key reports (K4), then a test signature before the group becomes active.
+//!
+//! Every ceremony runs under an operator-quorum lifecycle spec (X5) that the
+//! operators hand in; the coordinator only relays it, and every node verifies
+//! it itself before its first step. The coordinator checks it too, against
+//! its own registry when it has one, only to fail fast.
 
 use std::sync::Arc;
 
+use permafrost_core::ceremony::{verify_quorum, LifecycleSpec, Operation, SignedSpec};
 use permafrost_core::dkg::{self, CeremonySpec};
 use permafrost_core::signing::activation_message;
-use permafrost_core::NodeId;
+use permafrost_core::{unix_now, NodeId};
+use permafrost_proto::convert::ceremony::required_authorization;
+use permafrost_proto::convert::status_from_core;
 use permafrost_proto::{self as pb, signer_node_client::SignerNodeClient};
 use rand::RngCore;
 use tonic::transport::Channel;
@@ -53,15 +61,77 @@ where
     futures::future::join_all(calls).await.into_iter().collect()
 }
 
+/// Clock skew the coordinator tolerates on a spec's dates when failing fast.
+const FAIL_FAST_SKEW_SECS: u64 = 300;
+
+/// The operator-quorum spec a ceremony request carries: it must be for
+/// `operation` on `group`. With a registry in its config the coordinator
+/// checks the quorum too, so an operator hears at once what every node would
+/// answer; without one it relays the spec and the nodes decide.
+pub(crate) fn authorization(
+    coord: &Coordinator,
+    wire: Option<&pb::SignedLifecycleSpec>,
+    operation: Operation,
+    group: &str,
+) -> Result<SignedSpec, Status> {
+    let signed = required_authorization(wire)?;
+    let spec = &signed.spec;
+    if spec.operation != operation {
+        return Err(Status::invalid_argument(format!(
+            "authorization: the operators approved a {} of {}, not a {operation}",
+            spec.operation, spec.group
+        )));
+    }
+    if !group.is_empty() && spec.group.as_str() != group {
+        return Err(Status::invalid_argument(format!(
+            "authorization: the spec is for key group {}, not {group}",
+            spec.group
+        )));
+    }
+    if let Some(registry) = &coord.registry {
+        verify_quorum(&signed, registry, unix_now(), FAIL_FAST_SKEW_SECS)
+            .map_err(|e| status_from_core(&e))?;
+    }
+    Ok(signed)
+}
+
+/// A random ceremony id (each attempt under one spec gets its own).
+fn ceremony_id() -> String {
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    hex::encode(id)
+}
+
+/// The DKG spec of a create or refresh, taken from what the operators approved.
+fn dkg_spec(approved: &LifecycleSpec, refresh: bool) -> pb::CeremonySpec {
+    pb::CeremonySpec {
+        ceremony_id: ceremony_id(),
+        group: approved.group.to_string(),
+        tier: permafrost_proto::convert::tier_to_wire(approved.tier),
+        threshold: u32::from(approved.threshold),
+        members: approved.members.iter().map(|m| m.to_string()).collect(),
+        refresh,
+        authorization: approved.digest().0.to_vec(),
+    }
+}
+
 /// DKG (or refresh) rounds 1–3 with the echo check; returns every member's signed report.
 async fn run_rounds(
     coord: &Coordinator,
     spec: &CeremonySpec,
     wire_spec: &pb::CeremonySpec,
+    authorization: &pb::SignedLifecycleSpec,
 ) -> Result<Vec<dkg::GroupKeyReport>, Status> {
     let round1 = call_all(coord, spec, "round 1", |_, mut c| {
         let s = wire_spec.clone();
-        async move { c.dkg_start(pb::DkgStartRequest { spec: Some(s) }).await }
+        let a = authorization.clone();
+        async move {
+            c.dkg_start(pb::DkgStartRequest {
+                spec: Some(s),
+                authorization: Some(a),
+            })
+            .await
+        }
     })
     .await?;
     let round1: Vec<pb::DkgRound1Message> = round1.into_iter().map(|(_, m)| m).collect();
@@ -110,10 +180,17 @@ async fn run_rounds(
 /// same new public key package.
 pub async fn refresh_key_group(
     coord: &Arc<Coordinator>,
-    name: &str,
+    req: pb::RefreshKeyGroupRequest,
 ) -> Result<GroupRecord, Status> {
+    let signed = authorization(
+        coord,
+        req.authorization.as_ref(),
+        Operation::Refresh,
+        &req.name,
+    )?;
+    let name = signed.spec.group.to_string();
     let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let group_name = permafrost_proto::convert::group_name("name", name)?;
+    let group_name = permafrost_proto::convert::group_name("name", &name)?;
     let mut record = coord
         .store
         .group(&group_name)
@@ -124,19 +201,11 @@ pub async fn refresh_key_group(
             "key group {name} is not active"
         )));
     }
-    let mut id = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut id);
-    let wire_spec = pb::CeremonySpec {
-        ceremony_id: hex::encode(id),
-        group: record.name.to_string(),
-        tier: permafrost_proto::convert::tier_to_wire(record.tier),
-        threshold: u32::from(record.threshold),
-        members: record.members.iter().map(|m| m.to_string()).collect(),
-        refresh: true,
-    };
+    let wire_spec = dkg_spec(&signed.spec, true);
+    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
     let spec: CeremonySpec = (&wire_spec).try_into()?;
-    info!(ceremony = %spec.ceremony_id, group = %spec.group, "refresh started");
-    let reports = run_rounds(coord, &spec, &wire_spec).await?;
+    info!(ceremony = %spec.ceremony_id, group = %spec.group, approved = %signed.spec.digest(), "refresh started");
+    let reports = run_rounds(coord, &spec, &wire_spec, &wire_auth).await?;
     let pkp = dkg::check_reports(&spec, &coord.directory, &reports)
         .map_err(|e| Status::aborted(e.to_string()))?;
     let key = pkp
@@ -153,6 +222,7 @@ pub async fn refresh_key_group(
         let r = pb::CommitRefreshRequest {
             spec: Some(wire_spec.clone()),
             reports: wire_reports.clone(),
+            authorization: Some(wire_auth.clone()),
         };
         async move { c.commit_refresh(r).await }
     })
@@ -160,6 +230,7 @@ pub async fn refresh_key_group(
     record.public_key_package = pkp
         .serialize()
         .map_err(|e| Status::internal(e.to_string()))?;
+    record.epoch = signed.spec.epoch + 1;
     coord
         .store
         .put_group(&record)
@@ -169,29 +240,55 @@ pub async fn refresh_key_group(
         .audit
         .append(
             "keygroup_refreshed",
-            serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id}),
+            serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id, "epoch": record.epoch, "spec_digest": signed.spec.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>()}),
         )
         .map_err(crate::audit_failed)?;
     info!(group = %record.name, "refresh committed on every member");
     Ok(record)
 }
 
-/// Runs a whole ceremony and returns the active group.
+/// What a create request names, when it names anything, must be what the operators approved.
+fn check_create_request(
+    req: &pb::CreateKeyGroupRequest,
+    approved: &LifecycleSpec,
+) -> Result<(), Status> {
+    let differs = |field: &str, asked: String, approved: String| {
+        Err(Status::invalid_argument(format!(
+            "{field}: {asked} asked, the operators approved {approved}"
+        )))
+    };
+    if req.tier != 0 && req.tier != permafrost_proto::convert::tier_to_wire(approved.tier) {
+        return differs("tier", req.tier.to_string(), approved.tier.to_string());
+    }
+    if req.threshold != 0 && req.threshold != u32::from(approved.threshold) {
+        return differs(
+            "threshold",
+            req.threshold.to_string(),
+            approved.threshold.to_string(),
+        );
+    }
+    let members: Vec<String> = approved.members.iter().map(|m| m.to_string()).collect();
+    if !req.members.is_empty() && req.members != members {
+        return differs("members", req.members.join(","), members.join(","));
+    }
+    Ok(())
+}
+
+/// Runs a whole ceremony under the operators' create spec and returns the active group.
 pub async fn create_key_group(
     coord: &Arc<Coordinator>,
     req: pb::CreateKeyGroupRequest,
 ) -> Result<GroupRecord, Status> {
+    let signed = authorization(
+        coord,
+        req.authorization.as_ref(),
+        Operation::Create,
+        &req.name,
+    )?;
+    check_create_request(&req, &signed.spec)?;
     let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let mut id = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut id);
-    let wire_spec = pb::CeremonySpec {
-        ceremony_id: hex::encode(id),
-        group: req.name.clone(),
-        tier: req.tier,
-        threshold: req.threshold,
-        members: req.members.clone(),
-        refresh: false,
-    };
+    let wire_spec = dkg_spec(&signed.spec, false);
+    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
     let spec: CeremonySpec = (&wire_spec).try_into()?;
     for m in &spec.members {
         coord
@@ -211,7 +308,7 @@ pub async fn create_key_group(
     }
     info!(ceremony = %spec.ceremony_id, group = %spec.group, t = spec.threshold, n = spec.members.len(), "DKG started");
 
-    let reports = run_rounds(coord, &spec, &wire_spec).await?;
+    let reports = run_rounds(coord, &spec, &wire_spec, &wire_auth).await?;
     let pkp = dkg::check_reports(&spec, &coord.directory, &reports)
         .map_err(|e| Status::aborted(e.to_string()))?;
     let group_public_key = reports
@@ -229,6 +326,7 @@ pub async fn create_key_group(
             .map_err(|e| Status::internal(e.to_string()))?,
         group_public_key,
         active: false,
+        epoch: 1,
     };
     coord
         .store
@@ -264,7 +362,7 @@ pub async fn create_key_group(
         .map_err(|e| Status::internal(e.to_string()))?;
     coord.audit.append(
         "keygroup_created",
-        serde_json::json!({"group": spec.group.as_str(), "tier": spec.tier.as_str(), "threshold": spec.threshold, "members": spec.members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "group_public_key": hex::encode(&record.group_public_key)}),
+        serde_json::json!({"group": spec.group.as_str(), "tier": spec.tier.as_str(), "threshold": spec.threshold, "members": spec.members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "group_public_key": hex::encode(&record.group_public_key), "spec_digest": signed.spec.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>()}),
     )
     .map_err(crate::audit_failed)?;
     info!(group = %spec.group, key = %hex::encode(&record.group_public_key), test_signers = ?signers, "key group active");
@@ -306,11 +404,32 @@ pub async fn repair_key_group(
     coord: &Arc<Coordinator>,
     req: pb::RepairKeyGroupRequest,
 ) -> Result<GroupRecord, Status> {
-    use permafrost_proto::convert::{group_name, node_id, tier_to_wire};
+    use permafrost_proto::convert::{node_id, tier_to_wire};
+    let signed = authorization(
+        coord,
+        req.authorization.as_ref(),
+        Operation::Repair,
+        &req.name,
+    )?;
+    let approved = &signed.spec;
+    let name = approved.group.clone();
+    let (Some(lost), Some(replacement)) = (approved.subject.clone(), approved.replacement.clone())
+    else {
+        return Err(Status::invalid_argument(
+            "authorization: a repair spec names its lost member and replacement",
+        ));
+    };
+    for (field, asked, approved) in [
+        ("lost", &req.lost, &lost),
+        ("replacement", &req.replacement, &replacement),
+    ] {
+        if !asked.is_empty() && node_id(field, asked)? != *approved {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {asked} asked, the operators approved {approved}"
+            )));
+        }
+    }
     let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let name = group_name("name", &req.name)?;
-    let lost = node_id("lost", &req.lost)?;
-    let replacement = node_id("replacement", &req.replacement)?;
     coord
         .directory
         .get(&replacement)
@@ -344,10 +463,9 @@ pub async fn repair_key_group(
                 record.threshold
             ))
         })?;
-    let mut id = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut id);
+    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
     let wire_spec = pb::RepairSpec {
-        repair_id: hex::encode(id),
+        repair_id: ceremony_id(),
         group: name.to_string(),
         threshold: u32::from(record.threshold),
         members: record.members.iter().map(|m| m.to_string()).collect(),
@@ -355,6 +473,7 @@ pub async fn repair_key_group(
         replacement: replacement.to_string(),
         helpers: helpers.iter().map(|h| h.to_string()).collect(),
         tier: tier_to_wire(record.tier),
+        authorization: approved.digest().0.to_vec(),
     };
     let spec: permafrost_core::repair::RepairSpec = (&wire_spec).try_into()?;
     info!(repair = %spec.repair_id, group = %name, %lost, %replacement, helpers = ?helpers, "repair started");
@@ -362,6 +481,7 @@ pub async fn repair_key_group(
         spec: Some(wire_spec.clone()),
         messages,
         public_key_package: pkp,
+        authorization: Some(wire_auth.clone()),
     };
     let mut deltas = Vec::new();
     for h in &helpers {
@@ -411,6 +531,7 @@ pub async fn repair_key_group(
         }
     }
     record.members = spec.new_members();
+    record.epoch = approved.epoch + 1;
     coord
         .store
         .put_group(&record)
@@ -424,7 +545,7 @@ pub async fn repair_key_group(
     coord.members.revoke(&lost);
     coord.audit.append(
         "keygroup_repaired",
-        serde_json::json!({"group": name.as_str(), "lost": lost.as_str(), "replacement": replacement.as_str(), "helpers": helpers.iter().map(|h| h.as_str()).collect::<Vec<_>>()}),
+        serde_json::json!({"group": name.as_str(), "lost": lost.as_str(), "replacement": replacement.as_str(), "helpers": helpers.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "epoch": record.epoch, "spec_digest": approved.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>()}),
     )
     .map_err(crate::audit_failed)?;
     info!(group = %name, %lost, %replacement, "repair complete; lost node revoked");
@@ -515,6 +636,7 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
         public_key_package: report.public_key_package,
         group_public_key: report.group_public_key,
         active: true,
+        epoch: report.epoch.max(1),
     };
     coord
         .store

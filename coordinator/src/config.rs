@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
+use permafrost_core::ceremony::{OperatorRegistry, RegistryConfig};
 use permafrost_core::identity::parse_ed25519_hex;
 use permafrost_proto::tls::TlsFiles;
 use serde::Deserialize;
@@ -49,6 +50,12 @@ pub struct CoordinatorConfig {
     pub max_sessions_per_node: usize,
     /// mTLS files: CA, and the coordinator's own certificate and key.
     pub tls: TlsFiles,
+    /// The operator registry the nodes hold (the same `[operators]` section).
+    /// The coordinator checks ceremony specs against it only to fail fast; the
+    /// nodes decide for themselves. Clearing an exclusion, the coordinator's
+    /// own state, needs it.
+    #[serde(default)]
+    pub operators: Option<RegistryConfig>,
 }
 
 fn default_max_inflight() -> usize {
@@ -126,7 +133,23 @@ impl CoordinatorConfig {
             );
         }
         self.custody_keys()?;
+        self.operator_registry()?;
         Ok(())
+    }
+
+    /// The validated operator registry, if the config has one.
+    pub fn operator_registry(&self) -> Result<Option<OperatorRegistry>, CoordinatorError> {
+        self.operators
+            .as_ref()
+            .map(|r| {
+                r.build().map_err(|e| match e {
+                    permafrost_core::CoreError::InvalidField { reason, .. } => {
+                        CoordinatorError::Config(reason)
+                    }
+                    other => CoordinatorError::Config(format!("operators: {other}")),
+                })
+            })
+            .transpose()
     }
 
     /// Parsed custody keys.

@@ -116,6 +116,9 @@ pub struct Coordinator {
     pub(crate) inflight: Mutex<HashMap<RequestId, watch::Receiver<bool>>>,
     /// One ceremony at a time.
     pub(crate) ceremony_lock: tokio::sync::Mutex<()>,
+    /// Operators and quorums, to fail fast on a spec the nodes will refuse
+    /// and to authorize clearing an exclusion.
+    pub(crate) registry: Option<permafrost_core::ceremony::OperatorRegistry>,
     /// Every background task (request drivers, announcements), aborted and
     /// drained at shutdown: their state is in the store, so they resume at start.
     pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -249,7 +252,9 @@ impl Coordinator {
         for node in store.revoked()? {
             members.revoke(&node);
         }
+        let registry = config.operator_registry()?;
         Ok(Arc::new(Self {
+            registry,
             custody_keys: config.custody_keys()?,
             policy,
             audit,

@@ -125,10 +125,75 @@ fn group_to_wire(coord: &Coordinator, g: &GroupRecord) -> pb::KeyGroup {
             .map(|o| o.output_key().to_vec())
             .unwrap_or_default(),
         address: output.map(|o| o.address().to_string()).unwrap_or_default(),
+        epoch: g.epoch,
     }
 }
 
 impl Coordinator {
+    /// An exclusion is the coordinator's own state, so the coordinator itself
+    /// checks the operator quorum of clearing it: a spec of this group at the
+    /// epoch and key the coordinator holds, naming this member, proposed
+    /// after the exclusion was recorded (so it cannot clear a later one).
+    fn clear_exclusion_approved(
+        &self,
+        req: &pb::ClearExclusionRequest,
+        group: &permafrost_core::GroupName,
+        node: &permafrost_core::NodeId,
+    ) -> Result<permafrost_core::ceremony::QuorumApproved, Status> {
+        use permafrost_core::ceremony::{verify_quorum, Operation};
+        let signed = permafrost_proto::convert::ceremony::required_authorization(
+            req.authorization.as_ref(),
+        )?;
+        let registry = self.registry.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this coordinator has no [operators] registry in its config; clearing an exclusion needs an operator quorum it can check",
+            )
+        })?;
+        let approved =
+            verify_quorum(&signed, registry, unix_now(), 300).map_err(|e| status_from_core(&e))?;
+        let spec = approved.spec();
+        let refused = |why: String| Err(Status::permission_denied(format!("refused: {why}")));
+        if spec.operation != Operation::ClearExclusion
+            || spec.group != *group
+            || spec.subject.as_ref() != Some(node)
+        {
+            return refused(format!(
+                "the operators approved a {} of {} for {}, not clearing {node}'s exclusion from {group}",
+                spec.operation,
+                spec.group,
+                spec.subject.as_ref().map(|s| s.as_str()).unwrap_or("nobody")
+            ));
+        }
+        let record = self
+            .store
+            .group(group)?
+            .ok_or_else(|| Status::not_found(format!("unknown key group {group}")))?;
+        if spec.epoch != record.epoch
+            || spec.group_key.as_deref() != Some(record.group_public_key.as_slice())
+            || spec.members != record.members
+        {
+            return refused(format!(
+                "the spec is for epoch {} of {group}; the coordinator holds epoch {} with other members or key",
+                spec.epoch, record.epoch
+            ));
+        }
+        let excluded_at = self
+            .store
+            .exclusions()?
+            .into_iter()
+            .find(|e| e.group == *group && e.node == *node)
+            .map(|e| e.at);
+        if let Some(at) = excluded_at {
+            if spec.created_at < at {
+                return refused(format!(
+                    "{node} was excluded at {at}, after the spec was proposed ({})",
+                    spec.created_at
+                ));
+            }
+        }
+        Ok(approved)
+    }
+
     fn exclusion_list(&self) -> Result<pb::ExclusionList, Status> {
         Ok(pb::ExclusionList {
             exclusions: self
@@ -432,8 +497,7 @@ impl Ceremony for CeremonyService {
         &self,
         request: Request<pb::RefreshKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
-        let record =
-            crate::ceremony::refresh_key_group(&self.coord, &request.into_inner().name).await?;
+        let record = crate::ceremony::refresh_key_group(&self.coord, request.into_inner()).await?;
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
@@ -469,6 +533,7 @@ impl Ceremony for CeremonyService {
         let req = request.into_inner();
         let group = permafrost_proto::convert::group_name("group", &req.group)?;
         let node = permafrost_proto::convert::node_id("node_id", &req.node_id)?;
+        let approved = self.coord.clear_exclusion_approved(&req, &group, &node)?;
         if !self.coord.store.clear_exclusion(&group, &node).await? {
             return Err(Status::not_found(format!(
                 "{node} is not excluded from {group}"
@@ -476,7 +541,7 @@ impl Ceremony for CeremonyService {
         }
         self.coord.audit.append(
             "exclusion_cleared",
-            serde_json::json!({"group": group.as_str(), "node": node.as_str(), "operator": operator}),
+            serde_json::json!({"group": group.as_str(), "node": node.as_str(), "operator": operator, "spec_digest": approved.digest().to_hex(), "operators": approved.operators()}),
         )
         .map_err(crate::audit_failed)?;
         Ok(Response::new(self.coord.exclusion_list()?))

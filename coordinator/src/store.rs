@@ -29,6 +29,14 @@ pub struct GroupRecord {
     pub group_public_key: Vec<u8>,
     /// Passed the activation test signature.
     pub active: bool,
+    /// The epoch the coordinator last moved the group to (1 once created);
+    /// the members hold their own and decide by theirs.
+    #[serde(default = "first_epoch")]
+    pub epoch: u64,
+}
+
+fn first_epoch() -> u64 {
+    1
 }
 
 /// Where a withdrawal stands.

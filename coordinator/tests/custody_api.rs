@@ -92,6 +92,7 @@ impl Fixture {
             max_inflight_requests: 16,
             max_sessions_per_node: 8,
             tls: files(root, "coord-1"),
+            operators: None,
         };
         let coord = Coordinator::open(config).expect("open");
         let (stop, rx) = oneshot::channel();
@@ -121,6 +122,7 @@ impl Fixture {
                 public_key_package: Vec::new(),
                 group_public_key: vec![2; 33],
                 active: true,
+                epoch: 1,
             })
             .await
             .expect("group");

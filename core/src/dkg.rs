@@ -24,6 +24,7 @@ use frost_secp256k1::Identifier;
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
+use crate::ceremony::{AuthorizedCeremony, Operation, Standing};
 use crate::identity::{seal_to, verify_ed25519, NodeIdentity};
 use crate::manifest::Directory;
 use crate::{CoreError, GroupName, NodeId, Tier};
@@ -43,6 +44,9 @@ pub struct CeremonySpec {
     pub members: Vec<NodeId>,
     /// A refresh of an existing group's shares rather than a new key.
     pub refresh: bool,
+    /// Digest of the operator-approved lifecycle spec this ceremony runs under
+    /// ([`crate::ceremony`]); part of the hash, so every message is bound to it.
+    pub authorization: [u8; 32],
 }
 
 impl CeremonySpec {
@@ -79,8 +83,9 @@ impl CeremonySpec {
     /// Domain-separated hash of the spec.
     pub fn hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"PERMAFROST/DKG-SPEC/v1");
+        h.update(b"PERMAFROST/DKG-SPEC/v2");
         h.update([u8::from(self.refresh)]);
+        h.update(self.authorization);
         lp(&mut h, self.ceremony_id.as_bytes());
         lp(&mut h, self.group.as_str().as_bytes());
         h.update([self.tier.code()]);
@@ -90,6 +95,42 @@ impl CeremonySpec {
             lp(&mut h, m.as_str().as_bytes());
         }
         h.finalize().into()
+    }
+
+    /// Whether `authorized` is the operator-approved spec of exactly this
+    /// ceremony (X5): the same operation, group, tier, threshold and members in
+    /// the same order, bound by its digest, and the node stands where the
+    /// operation needs it (a newcomer to a new group, a member of a refreshed one).
+    pub fn check_authorized(&self, authorized: &AuthorizedCeremony) -> Result<(), CoreError> {
+        let spec = self;
+        let approved = authorized.spec();
+        let (operation, standing) = if spec.refresh {
+            (Operation::Refresh, Standing::Current)
+        } else {
+            (Operation::Create, Standing::Newcomer)
+        };
+        if approved.operation != operation || authorized.standing() != standing {
+            return Err(CoreError::refused(format!(
+                "the operators approved a {} of {}, not this {}",
+                approved.operation, approved.group, operation
+            )));
+        }
+        if spec.authorization != authorized.digest().0 {
+            return Err(CoreError::refused(
+                "the ceremony names another approved spec than the one presented",
+            ));
+        }
+        if approved.group != spec.group
+            || approved.tier != spec.tier
+            || approved.threshold != spec.threshold
+            || approved.members != spec.members
+        {
+            return Err(CoreError::refused(format!(
+                "the ceremony's group, tier, threshold or members differ from what the operators approved for {}",
+                approved.group
+            )));
+        }
+        Ok(())
     }
 
     /// FROST identifier of `member`.
@@ -320,20 +361,29 @@ pub struct AwaitingRound2 {
     others: BTreeMap<Identifier, round1::Package>,
 }
 
-/// Starts a ceremony as member `me` (part 1).
+/// Starts a ceremony as member `me` (part 1), only under the operators' approval of exactly it.
 pub fn start<R: RngCore + CryptoRng>(
     spec: CeremonySpec,
+    authorized: &AuthorizedCeremony,
     me: &NodeId,
     identity: &NodeIdentity,
     rng: &mut R,
 ) -> Result<(AwaitingRound1Set, SignedRound1), CoreError> {
+    if spec.refresh {
+        return Err(CoreError::invalid(
+            "spec",
+            "a refresh starts with the current shares (start_refresh)",
+        ));
+    }
+    spec.check_authorized(authorized)?;
     start_with(spec, None, me, identity, rng)
 }
 
 /// Starts a refresh of `old` as member `me` (K6): the spec must keep the
-/// group's members and threshold.
+/// group's members and threshold, and be what the operators approved.
 pub fn start_refresh<R: RngCore + CryptoRng>(
     spec: CeremonySpec,
+    authorized: &AuthorizedCeremony,
     old: OldShares,
     me: &NodeId,
     identity: &NodeIdentity,
@@ -352,6 +402,7 @@ pub fn start_refresh<R: RngCore + CryptoRng>(
     if old.public_key_package.verifying_shares().len() != spec.members.len() {
         return Err(CoreError::refused("a refresh cannot change the member set"));
     }
+    spec.check_authorized(authorized)?;
     start_with(spec, Some(old), me, identity, rng)
 }
 

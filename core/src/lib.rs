@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod ceremony;
 pub mod dkg;
 pub mod error;
 pub mod identity;

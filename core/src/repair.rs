@@ -15,6 +15,7 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::ceremony::{AuthorizedCeremony, Operation, Standing};
 use crate::dkg::{identifier, transcript, SealedRound2};
 use crate::identity::{seal_to, verify_ed25519, NodeIdentity};
 use crate::manifest::Directory;
@@ -37,6 +38,9 @@ pub struct RepairSpec {
     pub replacement: NodeId,
     /// Exactly `threshold` remaining members who help.
     pub helpers: Vec<NodeId>,
+    /// Digest of the operator-approved lifecycle spec this repair runs under
+    /// ([`crate::ceremony`]); part of the hash, so every message is bound to it.
+    pub authorization: [u8; 32],
 }
 
 impl RepairSpec {
@@ -79,7 +83,8 @@ impl RepairSpec {
     /// Domain-separated hash of the spec.
     pub fn hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"PERMAFROST/REPAIR-SPEC/v1");
+        h.update(b"PERMAFROST/REPAIR-SPEC/v2");
+        h.update(self.authorization);
         let mut put = |b: &[u8]| {
             h.update((b.len() as u32).to_be_bytes());
             h.update(b);
@@ -107,6 +112,47 @@ impl RepairSpec {
             )
         })?;
         identifier(i)
+    }
+
+    /// Whether `authorized` is the operators' approval of exactly this repair
+    /// (X5, X7): the same group, threshold, lost member and replacement, the
+    /// resulting membership it approved, bound by its digest, and the node
+    /// standing where the step needs it.
+    pub fn check_authorized(
+        &self,
+        authorized: &AuthorizedCeremony,
+        standing: &[Standing],
+    ) -> Result<(), CoreError> {
+        let approved = authorized.spec();
+        if approved.operation != Operation::Repair {
+            return Err(CoreError::refused(format!(
+                "the operators approved a {} of {}, not a repair",
+                approved.operation, approved.group
+            )));
+        }
+        if !standing.contains(&authorized.standing()) {
+            return Err(CoreError::refused(format!(
+                "this step of repair {} does not fit this node's record of {}",
+                self.repair_id, self.group
+            )));
+        }
+        if self.authorization != authorized.digest().0 {
+            return Err(CoreError::refused(
+                "the repair names another approved spec than the one presented",
+            ));
+        }
+        if approved.group != self.group
+            || approved.threshold != self.threshold
+            || approved.subject.as_ref() != Some(&self.lost)
+            || approved.replacement.as_ref() != Some(&self.replacement)
+            || approved.members != self.new_members()
+        {
+            return Err(CoreError::refused(format!(
+                "the repair's group, threshold, lost member, replacement or resulting members differ from what the operators approved for {}",
+                approved.group
+            )));
+        }
+        Ok(())
     }
 
     /// Members after the repair: the replacement takes the lost member's place (and identifier).
@@ -213,6 +259,7 @@ fn open(
 /// Helper step 1: deltas for every helper (including itself), each sealed to that helper.
 pub fn helper_deltas(
     spec: &RepairSpec,
+    authorized: &AuthorizedCeremony,
     me: &NodeId,
     key_package: &KeyPackage,
     identity: &NodeIdentity,
@@ -220,6 +267,7 @@ pub fn helper_deltas(
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<SealedRound2>, CoreError> {
     spec.validate()?;
+    spec.check_authorized(authorized, &[Standing::Current, Standing::Applied])?;
     if !spec.helpers.contains(me) {
         return Err(CoreError::refused(format!(
             "{me} is not a helper of repair {}",
@@ -256,6 +304,7 @@ pub fn helper_deltas(
 /// Helper step 2: sums the deltas addressed to this helper into a sigma sealed to the replacement.
 pub fn helper_sigma(
     spec: &RepairSpec,
+    authorized: &AuthorizedCeremony,
     me: &NodeId,
     deltas: &[SealedRound2],
     identity: &NodeIdentity,
@@ -263,6 +312,7 @@ pub fn helper_sigma(
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<SealedRound2, CoreError> {
     spec.validate()?;
+    spec.check_authorized(authorized, &[Standing::Applied])?;
     let mut by_sender = BTreeMap::new();
     for d in deltas.iter().filter(|d| d.recipient == *me) {
         if !spec.helpers.contains(&d.sender) {
@@ -301,6 +351,7 @@ pub fn helper_sigma(
 /// package, checked against the group's public key package.
 pub fn replacement_receive(
     spec: &RepairSpec,
+    authorized: &AuthorizedCeremony,
     me: &NodeId,
     sigmas: &[SealedRound2],
     public_key_package: &PublicKeyPackage,
@@ -308,6 +359,18 @@ pub fn replacement_receive(
     directory: &Directory,
 ) -> Result<KeyPackage, CoreError> {
     spec.validate()?;
+    spec.check_authorized(authorized, &[Standing::Newcomer])?;
+    // The share is accepted only for the key the operators named.
+    let key = public_key_package
+        .verifying_key()
+        .serialize()
+        .map_err(|e| CoreError::Frost(e.to_string()))?;
+    if authorized.spec().group_key.as_deref() != Some(key.as_slice()) {
+        return Err(CoreError::refused(format!(
+            "the public key package is not of the key the operators approved for {}",
+            spec.group
+        )));
+    }
     if *me != spec.replacement {
         return Err(CoreError::refused(format!(
             "{me} is not the replacement of repair {}",

@@ -96,12 +96,13 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
 /// Human-readable line describing a key group.
 pub fn describe_key_group(g: &pb::KeyGroup) -> String {
     format!(
-        "{}  tier {}  {}-of-{} [{}]  {}  key {}{}",
+        "{}  tier {}  {}-of-{} [{}]  epoch {}  {}  key {}{}",
         g.name,
         tier_name(g.tier),
         g.threshold,
         g.members.len(),
         g.members.join(","),
+        g.epoch,
         if g.active { "active" } else { "NOT ACTIVE" },
         hex::encode(&g.group_public_key),
         describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address)
@@ -131,6 +132,11 @@ pub fn from_now(at: u64, now: u64) -> String {
     }
 }
 
+/// Node ids joined by commas.
+pub fn join(ids: &[permafrost_core::NodeId]) -> String {
+    ids.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+}
+
 /// Human-readable lines describing a node's status, including what
 /// `audit verify --head` needs.
 pub fn describe_node_status(s: &pb::NodeStatus) -> String {
@@ -149,10 +155,11 @@ pub fn describe_node_status(s: &pb::NodeStatus) -> String {
     }
     for g in &s.key_groups {
         out.push_str(&format!(
-            "key group:        {}  tier {}  threshold {}  {}  key {}{}\n",
+            "key group:        {}  tier {}  threshold {}  epoch {}  {}  key {}{}\n",
             g.name,
             tier_name(g.tier),
             g.threshold,
+            g.epoch,
             if g.active { "active" } else { "NOT ACTIVE" },
             hex::encode(&g.group_public_key),
             describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address)

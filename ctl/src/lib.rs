@@ -6,7 +6,7 @@
 //!
 //! - [`cli`]: the clap tree (commands and flags), nothing else.
 //! - `cmd`: what each command does, one module per command family (`ca`,
-//!   `cert`, `key_file`, `keygroup`, `exclusions`, `status`, `withdraw`,
+//!   `cert`, `key_file`, `ceremony`, `keygroup`, `exclusions`, `status`, `withdraw`,
 //!   `approve`, `node`, `audit`; `group_output` for how withdraw, approve
 //!   and get establish a taproot group's output).
 //! - [`client`]: the cluster file, connections and every RPC to the
@@ -14,6 +14,7 @@
 //!   cluster the same way.
 //! - [`display`]: how wire values are shown to people.
 //! - [`approval`]: the request file an approver reviews, checked against the coordinator.
+//! - [`ceremony`]: the lifecycle spec file operators propose, approve and submit.
 //! - [`taproot`], [`psbt`]: a taproot group's own output derived here from its
 //!   key, addresses for its network, PSBTs built, read and described as the
 //!   nodes decode them.
@@ -24,6 +25,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod ceremony;
 pub mod cli;
 pub mod client;
 mod cmd;
@@ -36,9 +38,9 @@ pub mod psbt;
 pub mod taproot;
 
 pub use crate::cli::{
-    ApproveArgs, ApproveConnectionArgs, AuditCommand, CaCommand, CertCommand, Cli, Command,
-    GroupIdentityArgs, KeyFileCommand, KeygroupCommand, NodeCommand, PassphraseSource,
-    WithdrawArgs, WithdrawalCommand,
+    ApproveArgs, ApproveConnectionArgs, AuditCommand, CaCommand, CeremonyCommand, CertCommand, Cli,
+    Command, GroupIdentityArgs, KeyFileCommand, KeygroupCommand, NodeCommand, PassphraseSource,
+    ProposeArgs, WithdrawArgs, WithdrawalCommand,
 };
 pub use crate::cmd::withdraw::random_request_id;
 pub use crate::error::CtlError;
@@ -54,6 +56,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Cert(c) => cmd::cert::run(c),
         Command::CustodyKey(c) => cmd::key_file::run(c, "custody request-signing key"),
         Command::ApproverKey(c) => cmd::key_file::run(c, "approver key"),
+        Command::OperatorKey(c) => cmd::key_file::run(c, "operator key"),
+        Command::Ceremony(c) => cmd::ceremony::run(c).await,
         Command::Keygroup(c) => cmd::keygroup::run(c).await,
         Command::Status { conn } => cmd::status::run(conn).await,
         Command::Withdraw(args) => cmd::withdraw::run(*args).await,

@@ -182,6 +182,7 @@ pub(crate) mod tests {
             network: output.network().to_string(),
             output_key: output.output_key().to_vec(),
             address: output.address().to_string(),
+            epoch: 1,
         }
     }
 

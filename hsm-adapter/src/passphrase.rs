@@ -319,6 +319,11 @@ impl PassphraseSealer {
         }
     }
 
+    /// Whether `dir` holds a sealer state file (written by [`PassphraseSealer::create`]).
+    pub fn state_exists(dir: &Path) -> bool {
+        dir.join(STATE_FILE).is_file()
+    }
+
     /// The state file this sealer was opened from.
     pub fn state_path(&self) -> &Path {
         &self.state_path

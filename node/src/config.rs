@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
+use permafrost_core::ceremony::{OperatorRegistry, RegistryConfig};
 use permafrost_core::identity::parse_ed25519_hex;
 use permafrost_core::NodeId;
 use permafrost_hsm::SecretSource;
@@ -50,11 +51,18 @@ pub struct NodeConfig {
     pub seal: SealConfig,
     /// Audit log file (JSON lines); default `<data_dir>/audit.log`.
     pub audit_log: Option<PathBuf>,
+    /// Operator registry: operator id → Ed25519 public key, and the quorum
+    /// (k of m) each lifecycle operation needs. Without it the node takes
+    /// part in no ceremony (it still signs for the groups it holds).
+    #[serde(default)]
+    pub operators: Option<RegistryConfig>,
 }
 
 /// Manual sealing: key shares are sealed under an operator passphrase that
-/// never touches the node's disk or config; the node starts sealed and signs
-/// nothing until an operator unseals it over mTLS.
+/// never touches the node's disk or config; it is set once, at
+/// `permafrost-node init --unseal-passphrase-file`, never by a first unseal.
+/// The node starts sealed and signs nothing until an operator unseals it over
+/// mTLS.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealConfig {
@@ -241,6 +249,14 @@ fn default_lifetime() -> u64 {
     7 * 86_400
 }
 
+/// The registry's own error already reads `operators.<field> = <value>: <why>`.
+fn registry_error(e: permafrost_core::CoreError) -> NodeError {
+    match e {
+        permafrost_core::CoreError::InvalidField { reason, .. } => NodeError::Config(reason),
+        other => NodeError::Config(format!("operators: {other}")),
+    }
+}
+
 fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> NodeError {
     NodeError::Config(format!("{field} = {value}: {reason}"))
 }
@@ -300,7 +316,16 @@ impl NodeConfig {
                 "must be 1..=3600",
             ));
         }
+        self.operator_registry()?;
         self.sealer.validate()
+    }
+
+    /// The validated operator registry, if the config has one.
+    pub fn operator_registry(&self) -> Result<Option<OperatorRegistry>, NodeError> {
+        self.operators
+            .as_ref()
+            .map(|r| r.build().map_err(registry_error))
+            .transpose()
     }
 
     /// Reads and validates the policy file.
@@ -422,5 +447,79 @@ pin_file = "/etc/permafrost/pin"
         let err = parse("[sealer]\nkind = \"pkcs11\"\nmodule_path = \"/m\"\ntoken_label = \"t\"\npin = \"1234\"\n")
             .expect_err("a PIN inline is not a field");
         assert!(err.contains("pin"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Wrapper {
+        operators: RegistryConfig,
+    }
+
+    fn key(seed: u8) -> String {
+        hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .as_bytes(),
+        )
+    }
+
+    fn registry(text: &str) -> Result<OperatorRegistry, NodeError> {
+        let w: Wrapper = toml::from_str(text).map_err(|e| NodeError::Config(e.to_string()))?;
+        w.operators.build().map_err(registry_error)
+    }
+
+    #[test]
+    fn operators_section_parses_with_per_operation_quorums() {
+        let text = format!(
+            "[operators]\ndefault_quorum = 2\n[operators.keys]\nalice = \"{}\"\nbob = \"{}\"\ncarol = \"{}\"\n\
+             [operators.quorum]\nrepair = 3\n",
+            key(1),
+            key(2),
+            key(3)
+        );
+        let r = registry(&text).expect("valid");
+        use permafrost_core::ceremony::Operation;
+        assert_eq!(r.quorum(Operation::Repair), 3);
+        assert_eq!(r.quorum(Operation::Create), 2);
+    }
+
+    #[test]
+    fn operators_errors_name_the_field_and_value() {
+        let base = |extra: &str, k: u16| {
+            format!(
+                "[operators]\ndefault_quorum = {k}\n[operators.keys]\nalice = \"{}\"\n{extra}",
+                key(1)
+            )
+        };
+        let msg = registry(&base(&format!("bob = \"{}\"\n", key(1)), 2))
+            .expect_err("same key twice")
+            .to_string();
+        assert!(
+            msg.contains("operators.keys.bob") && msg.contains("alice"),
+            "{msg}"
+        );
+        let msg = registry(&base("bob = \"12\"\n", 2))
+            .expect_err("short key")
+            .to_string();
+        assert!(msg.contains("operators.keys.bob = \"12\""), "{msg}");
+        let msg = registry(&base(&format!("bob = \"{}\"\n", key(2)), 3))
+            .expect_err("3 of 2")
+            .to_string();
+        assert!(msg.contains("operators.default_quorum = 3"), "{msg}");
+        let msg = registry(&base("", 1))
+            .expect_err("one operator")
+            .to_string();
+        assert!(msg.contains("operators.keys"), "{msg}");
+        let msg = registry(&format!(
+            "{}[operators.quorum]\nshred = 2\n",
+            base(&format!("bob = \"{}\"\n", key(2)), 2)
+        ))
+        .expect_err("unknown operation")
+        .to_string();
+        assert!(msg.contains("shred"), "{msg}");
     }
 }

@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::ceremonies::CeremonyTable;
 use crate::nonces::NoncePool;
-pub use crate::open::{init, init_and_print, NodePublicInfo};
+pub use crate::open::{init, init_and_print, init_with, unseal_passphrase_from, NodePublicInfo};
 use crate::store::NodeStore;
 use crate::vault::ShareVault;
 
@@ -170,7 +170,12 @@ pub struct SignerNode {
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     pub(crate) max_sessions: usize,
     pub(crate) nonces: Mutex<NoncePool>,
-    pub(crate) ceremonies: CeremonyTable<service::CeremonyStep>,
+    pub(crate) ceremonies: CeremonyTable<service::CeremonyInFlight>,
+    /// Operators and the quorum each lifecycle operation needs; without it
+    /// the node refuses every ceremony.
+    pub(crate) registry: Option<permafrost_core::ceremony::OperatorRegistry>,
+    /// Backoff of wrong unseal passphrases (manual sealing).
+    pub(crate) unseal_throttle: tokio::sync::Mutex<admin::UnsealThrottle>,
     tls: TlsMaterial,
 }
 

@@ -1,7 +1,9 @@
 //! `permafrost-node`: initialize a signer node, or run it.
 
 use clap::Parser;
-use permafrost_node::{config::NodeConfig, hygiene, init_and_print, SignerNode};
+use permafrost_node::{
+    config::NodeConfig, hygiene, init_and_print, unseal_passphrase_from, SignerNode,
+};
 use permafrost_proto::daemon;
 
 #[derive(Parser)]
@@ -11,6 +13,13 @@ enum Command {
     Init {
         #[arg(long)]
         config: std::path::PathBuf,
+        /// With `[seal] manual = true`: the file holding the unseal passphrase, set now and
+        /// only now (keep it off the node afterwards).
+        #[arg(long, value_name = "FILE")]
+        unseal_passphrase_file: Option<std::path::PathBuf>,
+        /// With `[seal] manual = true`: the environment variable holding the unseal passphrase.
+        #[arg(long, value_name = "VAR")]
+        unseal_passphrase_env: Option<String>,
     },
     /// Run the node until SIGINT/SIGTERM.
     Run {
@@ -26,7 +35,17 @@ async fn main() -> std::process::ExitCode {
         // Before any secret is read: no core dumps, not dumpable, memory locked if allowed (H2).
         hygiene::harden_process()?;
         match command {
-            Command::Init { config } => init_and_print(&NodeConfig::load(&config)?),
+            Command::Init {
+                config,
+                unseal_passphrase_file,
+                unseal_passphrase_env,
+            } => {
+                let unseal = unseal_passphrase_from(unseal_passphrase_file, unseal_passphrase_env)?;
+                init_and_print(
+                    &NodeConfig::load(&config)?,
+                    unseal.as_deref().map(|s| s.as_str()),
+                )
+            }
             Command::Run { config } => {
                 let config = NodeConfig::load(&config)?;
                 let listener = daemon::bind(config.listen).await?;

@@ -101,19 +101,96 @@ fn create_private_dir(path: &Path) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// `permafrost-node init` as the command runs it: [`init`], then the public
+/// The unseal passphrase `init` sets for a manually sealed node, from
+/// `--unseal-passphrase-file` or `--unseal-passphrase-env` (at most one).
+pub fn unseal_passphrase_from(
+    file: Option<std::path::PathBuf>,
+    env: Option<String>,
+) -> Result<Option<zeroize::Zeroizing<String>>, NodeError> {
+    let source = match (file, env) {
+        (None, None) => return Ok(None),
+        (Some(path), None) => permafrost_hsm::SecretSource::File(path),
+        (None, Some(var)) => permafrost_hsm::SecretSource::Env(var),
+        (Some(_), Some(_)) => {
+            return Err(NodeError::Config(
+                "give one of --unseal-passphrase-file or --unseal-passphrase-env".into(),
+            ))
+        }
+    };
+    Ok(Some(source.read()?))
+}
+
+/// `permafrost-node init` as the command runs it: [`init_with`], then the public
 /// info printed as JSON for the manifest and the CA.
-pub fn init_and_print(config: &NodeConfig) -> Result<(), NodeError> {
-    let info = init(config)?;
+pub fn init_and_print(
+    config: &NodeConfig,
+    unseal_passphrase: Option<&str>,
+) -> Result<(), NodeError> {
+    let info = init_with(config, unseal_passphrase)?;
     let json = serde_json::to_string_pretty(&info).map_err(|e| NodeError::Bug(e.to_string()))?;
     println!("{json}");
     Ok(())
 }
 
-/// `permafrost-node init`: creates the data dir, the sealer state, the identity
-/// keys and the TLS key (both sealed), and returns what the operator publishes.
+/// `permafrost-node init` of a node that is not manually sealed: see [`init_with`].
 pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
+    init_with(config, None)
+}
+
+/// Checks the unseal passphrase a manually sealed node is initialized with.
+fn check_unseal_passphrase(
+    config: &NodeConfig,
+    unseal_passphrase: Option<&str>,
+) -> Result<(), NodeError> {
+    match (config.seal.manual, unseal_passphrase) {
+        (false, None) => Ok(()),
+        (false, Some(_)) => Err(NodeError::Config(
+            "an unseal passphrase is only for a node with [seal] manual = true".into(),
+        )),
+        (true, None) => Err(NodeError::Config(
+            "[seal] manual = true: the unseal passphrase is set here, at init, never by a first unseal; \
+             give --unseal-passphrase-file or --unseal-passphrase-env"
+                .into(),
+        )),
+        (true, Some(p)) if p.len() < crate::admin::MIN_UNSEAL_PASSPHRASE => {
+            Err(NodeError::Config(format!(
+                "unseal passphrase: {} characters; use at least {}",
+                p.len(),
+                crate::admin::MIN_UNSEAL_PASSPHRASE
+            )))
+        }
+        (true, Some(p)) => {
+            // The sealer's own passphrase sits on this node's disk or in its
+            // environment; the unseal passphrase must be something else.
+            if let SealerConfig::Passphrase {
+                passphrase_file,
+                passphrase_env,
+                ..
+            } = &config.sealer
+            {
+                let stored =
+                    config::secret_source("passphrase", passphrase_file, passphrase_env)?.read()?;
+                if stored.as_str() == p {
+                    return Err(NodeError::Config(
+                        "the unseal passphrase is the sealer's own passphrase, which the node reads at start; choose another".into(),
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `permafrost-node init`: creates the data dir, the sealer state, the identity
+/// keys and the TLS key (both sealed), and, for a node with `[seal] manual =
+/// true`, the unseal sealer under `unseal_passphrase` (the only time it is
+/// set); returns what the operator publishes.
+pub fn init_with(
+    config: &NodeConfig,
+    unseal_passphrase: Option<&str>,
+) -> Result<NodePublicInfo, NodeError> {
     config.validate()?;
+    check_unseal_passphrase(config, unseal_passphrase)?;
     if NodeStore::exists_in(&config.data_dir) {
         return Err(NodeError::Config(format!(
             "data_dir = {}: already holds a node store; refusing to initialize over it",
@@ -140,6 +217,20 @@ pub fn init(config: &NodeConfig) -> Result<NodePublicInfo, NodeError> {
         .and_then(|c| c.pem())
         .map_err(|e| NodeError::Bug(format!("CSR: {e}")))?;
     store.put_sealed_new(TLS_KEY, &sealer.seal(&ctx(TLS_KEY), key_pem.as_bytes())?)?;
+    if let Some(passphrase) = unseal_passphrase {
+        let params = match &config.sealer {
+            SealerConfig::Passphrase {
+                kdf: KdfProfile::FastInsecure,
+                ..
+            } => KdfParams::fast_for_tests(),
+            _ => KdfParams::production(),
+        };
+        PassphraseSealer::create(
+            &crate::admin::manual_seal_dir(&config.data_dir),
+            passphrase,
+            params,
+        )?;
+    }
     // The store file is created with the process umask; the store holds only sealed secrets,
     // but nothing in the data dir is anyone else's business.
     hygiene::restrict_tree(&config.data_dir)?;
@@ -164,6 +255,14 @@ impl SignerNode {
             )));
         }
         hygiene::check_data_dir(&config.data_dir)?;
+        let manual_dir = crate::admin::manual_seal_dir(&config.data_dir);
+        if config.seal.manual && !PassphraseSealer::state_exists(&manual_dir) {
+            return Err(NodeError::Config(format!(
+                "[seal] manual = true, but {} holds no unseal state: the unseal passphrase is set at \
+                 `permafrost-node init --unseal-passphrase-file`, never by a first unseal",
+                manual_dir.display()
+            )));
+        }
         let policy = config.load_policy()?;
         reconcile(config, &policy)?;
         let sealer: Arc<dyn Sealer> = Arc::from(open_sealer(config, false)?);
@@ -215,6 +314,7 @@ impl SignerNode {
             Box::new(move |msg| signing_identity.sign(msg)),
         )
         .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
+        let registry = config.operator_registry()?;
         let share_sealer: Option<Arc<dyn Sealer>> = if config.seal.manual {
             None
         } else {
@@ -223,7 +323,7 @@ impl SignerNode {
         audit
             .append(
                 "node_started",
-                serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash())}),
+                serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash()), "operator_registry": registry.as_ref().map(|r| hex::encode(r.hash()))}),
             )
             .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
         Ok(Arc::new(Self {
@@ -249,6 +349,8 @@ impl SignerNode {
                 Duration::from_secs(config.nonces.ttl_secs),
             )),
             ceremonies: CeremonyTable::default(),
+            registry,
+            unseal_throttle: Default::default(),
             tls,
         }))
     }

@@ -149,6 +149,7 @@ const TABLES: &[&str] = &[
     SEEN.name(),
     VELOCITY.name(),
     REVOKED.name(),
+    EPOCHS.name(),
 ];
 
 /// Width of one velocity bucket. Sums include the whole bucket holding the
@@ -379,7 +380,7 @@ impl NodeStore {
 
     /// When this node first saw the request with `digest`, without recording anything.
     pub fn first_seen_if_any(&self, digest: &RequestDigest) -> Result<Option<u64>, NodeError> {
-        Ok(self.store.get(&SEEN, &digest.to_hex())?)
+        Ok(self.store.get(&SEEN, digest.to_hex())?)
     }
 
     /// What this node released of `asset` from `group` since `since`,
@@ -549,5 +550,107 @@ impl NodeStore {
             .into_iter()
             .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
             .collect())
+    }
+}
+
+// ------------------------------------------------------------ group epochs
+//
+// Where each group stands in its lifecycle on this node (THREATS X5–X7): its
+// epoch and the operator-approved spec that set it. Kept beside the group
+// record, and changed only together with it in one store step that first
+// checks the epoch it moves from, so two ceremonies racing for one epoch
+// cannot both move the group.
+
+/// A group's epoch on this node and the approved spec that set it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupEpoch {
+    /// Record version.
+    pub v: u32,
+    /// The group's epoch: 1 once created, +1 on every change of members or shares.
+    pub epoch: u64,
+    /// Digest (hex) of the lifecycle spec that moved the group to this epoch.
+    pub spec_digest: String,
+    /// That spec's operation.
+    pub operation: String,
+    /// The operators whose approvals counted.
+    pub operators: Vec<String>,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
+/// The epoch of a group whose record predates epochs: the one its creation gave it.
+pub const FIRST_EPOCH: u64 = 1;
+
+const EPOCHS: Table<Versioned<GroupEpoch>> = Table::new("group_epochs", "group epoch");
+
+fn epoch_in(w: &WriteTxn<'_>, name: &GroupName) -> Result<Option<u64>, NodeError> {
+    if let Some(e) = w.get(&EPOCHS, name.as_str())? {
+        return Ok(Some(e.epoch));
+    }
+    Ok(w.contains(&GROUPS, name.as_str())?.then_some(FIRST_EPOCH))
+}
+
+impl NodeStore {
+    /// The epoch record of `name`, if this node ever recorded one.
+    pub fn group_epoch(&self, name: &GroupName) -> Result<Option<GroupEpoch>, NodeError> {
+        Ok(self.store.get(&EPOCHS, name.as_str())?)
+    }
+
+    /// Inserts a new group at `epoch`; refuses a name this node holds or ever
+    /// held, in any epoch (a shadow group never shares a live one's name here).
+    pub async fn insert_group_at(
+        &self,
+        record: &GroupRecord,
+        epoch: &GroupEpoch,
+    ) -> Result<(), NodeError> {
+        let (record, epoch) = (record.clone(), epoch.clone());
+        self.store
+            .write(move |w| {
+                if w.contains(&GROUPS, record.name.as_str())?
+                    || w.contains(&EPOCHS, record.name.as_str())?
+                {
+                    return Err(NodeError::AlreadyExists(format!(
+                        "key group {} already exists on this node",
+                        record.name
+                    )));
+                }
+                w.put(&GROUPS, record.name.as_str(), &record)?;
+                w.put(&EPOCHS, record.name.as_str(), &epoch)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Moves group `record.name` from epoch `from` to `to`, writing its new
+    /// record (and revoking `revoke`, for a repair) in the same step; refused
+    /// if the group is no longer at `from` (another ceremony moved it first).
+    pub async fn advance_group(
+        &self,
+        record: &GroupRecord,
+        revoke: Option<&NodeId>,
+        from: u64,
+        to: &GroupEpoch,
+    ) -> Result<(), NodeError> {
+        let (record, to, revoke) = (record.clone(), to.clone(), revoke.cloned());
+        self.store
+            .write(move |w| {
+                let now_at = epoch_in(w, &record.name)?;
+                if now_at != Some(from) {
+                    return Err(NodeError::Precondition(format!(
+                        "key group {} is at epoch {} here, not {from}; another ceremony moved it",
+                        record.name,
+                        now_at
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "none".into())
+                    )));
+                }
+                w.put(&GROUPS, record.name.as_str(), &record)?;
+                w.put(&EPOCHS, record.name.as_str(), &to)?;
+                if let Some(lost) = &revoke {
+                    w.put(&REVOKED, lost.as_str(), &permafrost_core::unix_now())?;
+                }
+                Ok(())
+            })
+            .await
     }
 }

@@ -10,6 +10,8 @@ use tonic::Status;
 
 use crate::*;
 
+pub mod ceremony;
+
 fn bad(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
 }
@@ -175,6 +177,7 @@ impl TryFrom<&CeremonySpec> for dkg::CeremonySpec {
                 .map(|m| node_id("members", m))
                 .collect::<Result<_, _>>()?,
             refresh: s.refresh,
+            authorization: ceremony::authorization_digest("spec.authorization", &s.authorization)?,
         };
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -191,6 +194,7 @@ impl From<&dkg::CeremonySpec> for CeremonySpec {
             threshold: u32::from(s.threshold),
             members: s.members.iter().map(|m| m.to_string()).collect(),
             refresh: s.refresh,
+            authorization: s.authorization.to_vec(),
         }
     }
 }
@@ -336,6 +340,7 @@ impl TryFrom<&RepairSpec> for permafrost_core::repair::RepairSpec {
             lost: node_id("lost", &s.lost)?,
             replacement: node_id("replacement", &s.replacement)?,
             helpers: ids("helpers", &s.helpers)?,
+            authorization: ceremony::authorization_digest("spec.authorization", &s.authorization)?,
         };
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;

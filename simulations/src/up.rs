@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::{
-    has_cluster, Binaries, LocalCluster, COLD_TIME_LOCK_SECS, WARM_WALLET_ADDRESS,
+    has_cluster, offline_ca_dir, Binaries, CreateOptions, LocalCluster, COLD_TIME_LOCK_SECS,
+    WARM_WALLET_ADDRESS,
 };
 use crate::demo::{DEMO_AMOUNT_SATS, DEMO_DESTINATION, READY_TIMEOUT};
 use crate::progress::Progress;
@@ -25,7 +26,20 @@ pub async fn up(dir: &Path, bin_dir: Option<&Path>) -> Result<(), SimError> {
                 "note: node secrets are sealed under a random per-node passphrase with kdf = \"fast-insecure\" \
                  (local use only; production uses argon2id with 64 MiB)"
             );
-            let mut cluster = LocalCluster::create(dir, &bins, &progress).await?;
+            std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
+            let canonical = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
+            let ca = offline_ca_dir(&canonical);
+            let options = CreateOptions {
+                offline_ca: Some(ca.clone()),
+                ..Default::default()
+            };
+            let mut cluster = LocalCluster::create_with(dir, &bins, &progress, &options).await?;
+            println!(
+                "note: the cluster CA (its private key) is in {}, outside {}: keep it off the cluster and \
+                 away from client machines; it is needed only to issue certificates",
+                ca.display(),
+                canonical.display()
+            );
             cluster.wait_ready(READY_TIMEOUT, &progress).await?;
             cluster.create_groups(&bins, &progress).await?;
             Ok(cluster)
@@ -97,7 +111,7 @@ fn print_how_to_use(cluster: &LocalCluster) {
         );
     }
     println!();
-    println!("Client files: {cj}, ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub, approvers/*.key, policy.toml");
+    println!("Client files: {cj}, ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub, approvers/*.key, operators/*.key, policy.toml");
     println!(
         "Policy (policy.toml): warm-1 signs up to 1 BTC per request unapproved and up to {} sat with one approval; \
          cold-1 pays only {WARM_WALLET_ADDRESS}, with two approvers and a {COLD_TIME_LOCK_SECS}s time-lock (short for local use)",
@@ -130,7 +144,18 @@ fn print_how_to_use(cluster: &LocalCluster) {
         n1_audit.display(),
         identity_key(dir, "n1").unwrap_or_else(|| "<n1 identity_key in manifest.json>".into())
     );
-    println!("  permafrostctl keygroup create --cluster {cj} --name hot-1 --tier hot --threshold 2 --nodes n2,n4,n5");
+    let operators = dir.join("operators");
+    let operators = operators.display();
+    let spec = dir.join("hot-1-create.json");
+    let spec = spec.display();
+    println!("  # a new group: propose it, two operators approve (each checks what `ceremony show` prints), submit");
+    println!("  permafrostctl ceremony propose --operation create --group hot-1 --tier hot --threshold 2 --nodes n2,n4,n5 --out {spec}");
+    for operator in &crate::cluster::OPERATORS[..2] {
+        println!(
+            "  permafrostctl ceremony approve --spec {spec} --key {operators}/{operator}.key --operator-id {operator}"
+        );
+    }
+    println!("  permafrostctl ceremony submit --cluster {cj} --spec {spec}");
     println!();
 }
 

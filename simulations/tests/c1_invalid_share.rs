@@ -69,14 +69,9 @@ async fn c1_invalid_share_names_exactly_the_culprit_in_every_position() {
         assert_eq!(list.exclusions[0].node_id, culprit);
         assert_eq!(list.exclusions[0].signature_share.len(), 32);
         let cleared = cluster
-            .operator()
-            .clear_exclusion(permafrost_proto::ClearExclusionRequest {
-                group: "warm-1".into(),
-                node_id: culprit.clone(),
-            })
+            .clear_exclusion("warm-1", &culprit)
             .await
-            .expect("clear")
-            .into_inner();
+            .expect("clear");
         assert!(cleared.exclusions.is_empty());
         cluster.shutdown().await;
     }

@@ -3,7 +3,7 @@
 
 use permafrost_core::Role;
 use permafrost_proto::{self as pb};
-use permafrost_testkit::TestCluster;
+use permafrost_testkit::{approved, wire, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k1_split_round1_view_aborts_dkg_on_every_node() {
@@ -11,6 +11,11 @@ async fn k1_split_round1_view_aborts_dkg_on_every_node() {
     let mut clients: Vec<_> = (0..3)
         .map(|i| cluster.node_client(i, Role::Coordinator, "relay"))
         .collect();
+    // The relay holds a genuine operator-approved create spec; it splits views anyway.
+    let signed = approved(
+        &cluster.create_spec("warm-9", permafrost_core::Tier::Warm, 2, &[0, 1, 2]),
+        &[1, 2],
+    );
     let spec = pb::CeremonySpec {
         ceremony_id: "split-1".into(),
         group: "warm-9".into(),
@@ -18,12 +23,14 @@ async fn k1_split_round1_view_aborts_dkg_on_every_node() {
         threshold: 2,
         members: vec!["n1".into(), "n2".into(), "n3".into()],
         refresh: false,
+        authorization: signed.spec.digest().0.to_vec(),
     };
     let mut round1 = Vec::new();
     for c in &mut clients {
         round1.push(
             c.dkg_start(pb::DkgStartRequest {
                 spec: Some(spec.clone()),
+                authorization: Some(wire(&signed)),
             })
             .await
             .expect("part 1")

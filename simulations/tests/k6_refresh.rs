@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use frost_secp256k1::{self as frost, round1, round2, SigningPackage};
 use permafrost_core::{Role, Tier};
 use permafrost_proto::{self as pb, WithdrawalState};
-use permafrost_testkit::{assert_signature_valid, steal_key_package, TestCluster};
+use permafrost_testkit::{approved, assert_signature_valid, steal_key_package, wire, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k6_refresh_keeps_the_key_and_voids_captured_shares() {
@@ -20,14 +20,7 @@ async fn k6_refresh_keeps_the_key_and_voids_captured_shares() {
     let captured = steal_key_package(&cluster, 0, "warm-1");
     cluster.restart_node(0).await;
 
-    let refreshed = cluster
-        .operator()
-        .refresh_key_group(pb::RefreshKeyGroupRequest {
-            name: "warm-1".into(),
-        })
-        .await
-        .expect("refresh")
-        .into_inner();
+    let refreshed = cluster.refresh_group("warm-1").await.expect("refresh");
     assert_eq!(
         refreshed.group_public_key, group.group_public_key,
         "same group key"
@@ -97,6 +90,13 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
     let mut clients: Vec<_> = (0..3)
         .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
         .collect();
+    // A rogue relay holding a genuine operator-approved refresh spec.
+    let signed = approved(
+        &cluster
+            .change_spec("warm-1", permafrostctl::ceremony::Change::Refresh)
+            .await,
+        &[1, 2],
+    );
     let mut spec = pb::CeremonySpec {
         ceremony_id: "refresh-rogue".into(),
         group: "warm-1".into(),
@@ -104,11 +104,13 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
         threshold: 3,
         members: vec!["n1".into(), "n2".into(), "n3".into()],
         refresh: true,
+        authorization: signed.spec.digest().0.to_vec(),
     };
     // The threshold cannot change by refresh.
     let err = clients[0]
         .dkg_start(pb::DkgStartRequest {
             spec: Some(spec.clone()),
+            authorization: Some(wire(&signed)),
         })
         .await
         .expect_err("threshold change");
@@ -120,6 +122,7 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
         round1.push(
             c.dkg_start(pb::DkgStartRequest {
                 spec: Some(spec.clone()),
+                authorization: Some(wire(&signed)),
             })
             .await
             .expect("start")
@@ -180,6 +183,7 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
                 .commit_refresh(pb::CommitRefreshRequest {
                     spec: Some(spec.clone()),
                     reports: bad.clone(),
+                    authorization: Some(wire(&signed)),
                 })
                 .await
                 .expect_err("inconsistent confirmation");

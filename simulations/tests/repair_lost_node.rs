@@ -3,7 +3,7 @@
 
 use permafrost_core::Tier;
 use permafrost_proto::{self as pb, WithdrawalState};
-use permafrost_testkit::{assert_signature_valid, TestCluster};
+use permafrost_testkit::{approved, assert_signature_valid, wire, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
@@ -15,16 +15,8 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
     cluster.stop_node(2).await; // n3 is lost for good
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // let health probes notice
 
-    let repaired = cluster
-        .operator()
-        .repair_key_group(pb::RepairKeyGroupRequest {
-            name: "warm-1".into(),
-            lost: "n3".into(),
-            replacement: "n4".into(),
-        })
-        .await
-        .expect("repair")
-        .into_inner();
+    let first = approved(&cluster.repair_spec("warm-1", "n3", "n4").await, &[1, 2]);
+    let repaired = cluster.repair_group_with(&first).await.expect("repair");
     assert_eq!(
         repaired.group_public_key, group.group_public_key,
         "group key unchanged"
@@ -32,7 +24,8 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
     assert_eq!(repaired.members, vec!["n1", "n2", "n4"]);
 
     // A rogue coordinator cannot gather a second member's share on the same node:
-    // helpers committed to the new membership before they helped.
+    // helpers committed to the new membership and epoch before they helped, and
+    // the operators' approval of the first repair names n3, not n2.
     let mut n1 = cluster.node_client(0, permafrost_core::Role::Coordinator, "rogue");
     for members in [vec!["n1", "n2", "n3"], vec!["n1", "n2", "n4"]] {
         let err = n1
@@ -46,9 +39,11 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
                     replacement: "n4".into(),
                     helpers: vec!["n1".into(), "n3".into()],
                     tier: pb::Tier::Warm as i32,
+                    authorization: first.spec.digest().0.to_vec(),
                 }),
                 messages: vec![],
                 public_key_package: vec![],
+                authorization: Some(wire(&first)),
             })
             .await
             .expect_err("second repair onto the same node");

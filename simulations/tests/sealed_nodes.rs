@@ -26,7 +26,7 @@ fn admin(
     )
 }
 
-const PASSPHRASE: &str = "cold storage is a process";
+const PASSPHRASE: &str = permafrost_testkit::UNSEAL_PASSPHRASE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_node_refuses_and_unsealed_node_signs() {
@@ -119,6 +119,7 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
         .await
         .expect_err("wrong passphrase");
     assert_eq!(err.code(), Code::PermissionDenied);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the first wrong attempt's backoff
     admin(&cluster, 0, Role::Operator, "operator-1")
         .unseal(pb::UnsealRequest {
             passphrase: PASSPHRASE.into(),
@@ -134,5 +135,128 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
         .expect("status")
         .into_inner();
     assert!(s.sealed, "manual-seal nodes start sealed");
+    cluster.shutdown().await;
+}
+
+/// The node's audit log, as text.
+fn audit_text(cluster: &TestCluster, i: usize) -> String {
+    std::fs::read_to_string(cluster.nodes[i].config.audit_path()).expect("audit log")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_by_a_first_operator_never_sets_the_passphrase() {
+    let mut cluster = TestCluster::start_with(ClusterOptions {
+        regions: vec!["eu".into(), "us".into(), "ap".into()],
+        manual_seal: vec![0, 1, 2],
+        ..Default::default()
+    })
+    .await;
+    // The passphrase was set at init: whoever comes first with another one is refused.
+    let err = admin(&cluster, 0, Role::Operator, "operator-7")
+        .unseal(pb::UnsealRequest {
+            passphrase: "a passphrase of my own choosing".into(),
+        })
+        .await
+        .expect_err("a first unseal sets nothing");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let s = admin(&cluster, 0, Role::Operator, "operator-1")
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.into(),
+        })
+        .await
+        .expect("the passphrase set at init unseals")
+        .into_inner();
+    assert!(!s.sealed);
+    let audit = audit_text(&cluster, 0);
+    assert!(
+        audit.contains("unseal_refused") && audit.contains("operator-7"),
+        "the refused attempt is audited with its operator"
+    );
+    assert!(audit.contains("\"unsealed\"") && audit.contains("operator-1"));
+    admin(&cluster, 0, Role::Operator, "operator-2")
+        .seal(pb::SealRequest {})
+        .await
+        .expect("any one operator may seal");
+    assert!(audit_text(&cluster, 0).contains("operator-2"));
+
+    // Deleting the unseal state does not reset the passphrase: n2 refuses to
+    // unseal, and to start, rather than take a new one.
+    let state = cluster.nodes[1]
+        .config
+        .data_dir
+        .join("manual-seal")
+        .join("sealer.json");
+    std::fs::remove_file(&state).expect("delete the unseal state");
+    let err = admin(&cluster, 1, Role::Operator, "operator-7")
+        .unseal(pb::UnsealRequest {
+            passphrase: "a passphrase of my own choosing".into(),
+        })
+        .await
+        .expect_err("no state, no unseal");
+    assert!(
+        err.message().contains("set at `permafrost-node init`"),
+        "{}",
+        err.message()
+    );
+    cluster.stop_node(1).await;
+    let err =
+        permafrost_node::SignerNode::open(&cluster.nodes[1].config).expect_err("refuses to start");
+    assert!(err.to_string().contains("never by a first unseal"), "{err}");
+
+    // A manually sealed node cannot even be initialized without its unseal passphrase.
+    let mut fresh = cluster.nodes[2].config.clone();
+    fresh.data_dir = cluster.dir.path().join("fresh-node");
+    let err = permafrost_node::init(&fresh).expect_err("no unseal passphrase");
+    assert!(err.to_string().contains("set here, at init"), "{err}");
+    assert!(permafrost_node::init_with(&fresh, Some("short")).is_err());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_unseals_back_off() {
+    let cluster = TestCluster::start_with(ClusterOptions {
+        regions: vec!["eu".into(), "us".into(), "ap".into()],
+        manual_seal: vec![0],
+        ..Default::default()
+    })
+    .await;
+    let unseal = |passphrase: &str| {
+        let mut c = admin(&cluster, 0, Role::Operator, "operator-1");
+        let passphrase = passphrase.to_string();
+        async move { c.unseal(pb::UnsealRequest { passphrase }).await }
+    };
+    let err = unseal("guess number one").await.expect_err("wrong");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("next attempt in 1 s"),
+        "{}",
+        err.message()
+    );
+    // Inside the backoff even the right passphrase is not tried.
+    let err = unseal(PASSPHRASE).await.expect_err("backing off");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("next attempt"), "{}", err.message());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = unseal("guess number two").await.expect_err("wrong");
+    assert!(
+        err.message().contains("next attempt in 2 s"),
+        "{}",
+        err.message()
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = unseal(PASSPHRASE)
+        .await
+        .expect_err("still backing off (2 s)");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let s = unseal(PASSPHRASE)
+        .await
+        .expect("unseals after the wait")
+        .into_inner();
+    assert!(!s.sealed);
+    let audit = audit_text(&cluster, 0);
+    assert_eq!(audit.matches("\"unseal_refused\"").count(), 2, "{audit}");
+    assert_eq!(audit.matches("\"unseal_throttled\"").count(), 2, "{audit}");
     cluster.shutdown().await;
 }

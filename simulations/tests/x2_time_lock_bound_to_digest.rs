@@ -88,7 +88,12 @@ async fn x2_time_lock_of_one_request_never_unlocks_another_under_the_same_id() {
         .await
         .expect("submit A")
         .into_inner();
-    assert_eq!(status.state(), pb::WithdrawalState::Signed, "{}", status.detail);
+    assert_eq!(
+        status.state(),
+        pb::WithdrawalState::Signed,
+        "{}",
+        status.detail
+    );
     tokio::time::sleep(Duration::from_secs(LOCK_SECS + 1)).await;
     let mut all: Vec<_> = (0..3)
         .map(|i| cluster.node_client(i, Role::Coordinator, "coord-1"))

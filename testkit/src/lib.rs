@@ -14,6 +14,7 @@ use std::time::Duration;
 use ed25519_dalek::{Signer, SigningKey};
 use permafrost_coordinator::config::CoordinatorConfig;
 use permafrost_coordinator::Coordinator;
+use permafrost_core::ceremony::{LifecycleSpec, RegistryConfig, SignedSpec};
 use permafrost_core::manifest::{ClusterManifest, ManifestNode};
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
@@ -114,6 +115,53 @@ pub fn approver(name: &str) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
+/// Fixed operator keys of the test registry: `op-1`, `op-2`, `op-3`; every
+/// node (and the coordinator) needs two of them for any ceremony.
+pub fn operator_key(i: u8) -> SigningKey {
+    assert!((1..=3).contains(&i), "no test operator op-{i}");
+    SigningKey::from_bytes(&[60 + i; 32])
+}
+
+/// Approvals every lifecycle operation needs in the test registry.
+pub const OPERATOR_QUORUM: u16 = 2;
+
+/// The test operator registry (`[operators]` of every node and the coordinator).
+pub fn operator_registry() -> RegistryConfig {
+    RegistryConfig {
+        default_quorum: OPERATOR_QUORUM,
+        keys: (1..=3)
+            .map(|i| {
+                (
+                    format!("op-{i}"),
+                    hex::encode(operator_key(i).verifying_key().as_bytes()),
+                )
+            })
+            .collect(),
+        quorum: Default::default(),
+    }
+}
+
+/// `spec` approved by test operators `ops` (e.g. `&[1, 2]`).
+pub fn approved(spec: &LifecycleSpec, ops: &[u8]) -> SignedSpec {
+    let mut signed = SignedSpec {
+        spec: spec.clone(),
+        approvals: Vec::new(),
+    };
+    for i in ops {
+        signed.add_approval(permafrost_core::ceremony::approve(
+            spec,
+            &format!("op-{i}"),
+            &operator_key(*i),
+        ));
+    }
+    signed
+}
+
+/// The wire form of an approved spec, as a ceremony request carries it.
+pub fn wire(signed: &SignedSpec) -> pb::SignedLifecycleSpec {
+    signed.into()
+}
+
 /// The allowlisted destination of the test cold group.
 pub const WARM_WALLET: &str = "bc1qwarmwalletdestination";
 
@@ -180,6 +228,22 @@ pub struct TestCluster {
 }
 
 const PASSPHRASE_ENV: &str = "PERMAFROST_TEST_PASSPHRASE";
+
+/// The unseal passphrase every manually sealed test node is initialized with.
+pub const UNSEAL_PASSPHRASE: &str = "cold storage is a process";
+
+/// The `[operators]` section of every test node's config.
+fn operators_toml() -> String {
+    let r = operator_registry();
+    let mut text = format!(
+        "[operators]\ndefault_quorum = {}\n[operators.keys]\n",
+        r.default_quorum
+    );
+    for (id, key) in &r.keys {
+        text.push_str(&format!("{id} = \"{key}\"\n"));
+    }
+    text
+}
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -259,17 +323,19 @@ cert = "{cert}"
 kind = "passphrase"
 passphrase_env = "{PASSPHRASE_ENV}"
 kdf = "fast-insecure"
-"#,
+{operators}"#,
                 data = node_dir.join("data").display(),
                 manifest = root.join("manifest.json").display(),
                 ca = ca_dir.join(pki::CA_CERT).display(),
                 cert = node_dir.join(format!("{id}.pem")).display(),
                 policy = policy_path.display(),
+                operators = operators_toml(),
             );
             let config_path = node_dir.join("node.toml");
             write(&config_path, &config_text);
             let config = NodeConfig::load(&config_path).expect("node config");
-            let info = permafrost_node::init(&config).expect("node init");
+            let unseal = manual.then_some(UNSEAL_PASSPHRASE);
+            let info = permafrost_node::init_with(&config, unseal).expect("node init");
             pki::issue_to_dir(
                 &ca_dir,
                 Role::Node,
@@ -342,6 +408,7 @@ kdf = "fast-insecure"
                 cert: coord_dir.join("coord-1.pem"),
                 key: coord_dir.join("coord-1.key"),
             },
+            operators: Some(operator_registry()),
         };
         let mut cluster = TestCluster {
             dir,
@@ -407,7 +474,76 @@ kdf = "fast-insecure"
         )
     }
 
-    /// Runs a DKG ceremony through the coordinator.
+    /// A create spec for `name` on nodes `members` (by index), valid for an
+    /// hour, not yet approved. Not checked here, so a test can hand the
+    /// cluster a malformed one.
+    pub fn create_spec(
+        &self,
+        name: &str,
+        tier: Tier,
+        threshold: u32,
+        members: &[usize],
+    ) -> LifecycleSpec {
+        let now = unix_now();
+        LifecycleSpec {
+            version: permafrost_core::ceremony::SPEC_VERSION,
+            operation: permafrost_core::ceremony::Operation::Create,
+            proposal_id: format!("create-{name}-{now}"),
+            group: GroupName::new(name).expect("group name"),
+            tier,
+            epoch: 0,
+            group_key: None,
+            members: members.iter().map(|i| self.nodes[*i].id.clone()).collect(),
+            threshold: u16::try_from(threshold).expect("threshold fits u16"),
+            subject: None,
+            replacement: None,
+            created_at: now,
+            expires_at: now + 3600,
+        }
+    }
+
+    /// A spec of `change` to group `name` as the coordinator reports it now
+    /// (epoch, key, members), valid for an hour, not yet approved.
+    pub async fn change_spec(
+        &self,
+        name: &str,
+        change: permafrostctl::ceremony::Change,
+    ) -> LifecycleSpec {
+        let groups = self
+            .operator()
+            .list_key_groups(pb::ListKeyGroupsRequest {})
+            .await
+            .expect("list key groups")
+            .into_inner()
+            .key_groups;
+        let g = groups
+            .iter()
+            .find(|g| g.name == name)
+            .unwrap_or_else(|| panic!("the coordinator has no group {name}"));
+        let current = permafrostctl::ceremony::CurrentGroup {
+            tier: permafrost_proto::convert::tier_from_wire(g.tier).expect("tier"),
+            epoch: g.epoch,
+            group_key: g.group_public_key.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|m| NodeId::new(m.as_str()).expect("member id"))
+                .collect(),
+            threshold: u16::try_from(g.threshold).expect("threshold"),
+        };
+        permafrostctl::ceremony::propose(
+            &GroupName::new(name).expect("group name"),
+            change,
+            Some(&current),
+            None,
+            3600,
+        )
+        .expect("valid proposal")
+        .spec
+    }
+
+    /// Runs a DKG ceremony through the coordinator under a create spec
+    /// approved by two test operators.
     pub async fn create_group(
         &self,
         name: &str,
@@ -415,15 +551,102 @@ kdf = "fast-insecure"
         threshold: u32,
         members: &[usize],
     ) -> Result<pb::KeyGroup, tonic::Status> {
+        let spec = self.create_spec(name, tier, threshold, members);
+        self.create_group_with(&approved(&spec, &[1, 2])).await
+    }
+
+    /// Runs a DKG ceremony through the coordinator under `signed`.
+    pub async fn create_group_with(
+        &self,
+        signed: &SignedSpec,
+    ) -> Result<pb::KeyGroup, tonic::Status> {
+        let spec = &signed.spec;
         self.operator()
             .create_key_group(pb::CreateKeyGroupRequest {
+                name: spec.group.to_string(),
+                tier: permafrost_proto::convert::tier_to_wire(spec.tier),
+                threshold: u32::from(spec.threshold),
+                members: spec.members.iter().map(|m| m.to_string()).collect(),
+                authorization: Some(wire(signed)),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Refreshes `name` through the coordinator under a spec two test operators approved.
+    pub async fn refresh_group(&self, name: &str) -> Result<pb::KeyGroup, tonic::Status> {
+        let spec = self
+            .change_spec(name, permafrostctl::ceremony::Change::Refresh)
+            .await;
+        self.operator()
+            .refresh_key_group(pb::RefreshKeyGroupRequest {
                 name: name.into(),
-                tier: permafrost_proto::convert::tier_to_wire(tier),
-                threshold,
-                members: members
-                    .iter()
-                    .map(|i| self.nodes[*i].id.to_string())
-                    .collect(),
+                authorization: Some(wire(&approved(&spec, &[1, 2]))),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A repair spec of `name` (`lost`'s share onto `replacement`) as the group stands now.
+    pub async fn repair_spec(&self, name: &str, lost: &str, replacement: &str) -> LifecycleSpec {
+        self.change_spec(
+            name,
+            permafrostctl::ceremony::Change::Repair {
+                lost: NodeId::new(lost).expect("id"),
+                replacement: NodeId::new(replacement).expect("id"),
+            },
+        )
+        .await
+    }
+
+    /// Repairs `name` through the coordinator under `signed`.
+    pub async fn repair_group_with(
+        &self,
+        signed: &SignedSpec,
+    ) -> Result<pb::KeyGroup, tonic::Status> {
+        let spec = &signed.spec;
+        let id = |n: &Option<NodeId>| n.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        self.operator()
+            .repair_key_group(pb::RepairKeyGroupRequest {
+                name: spec.group.to_string(),
+                lost: id(&spec.subject),
+                replacement: id(&spec.replacement),
+                authorization: Some(wire(signed)),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Repairs `name` (`lost`'s share onto `replacement`) under a spec two test operators approved.
+    pub async fn repair_group(
+        &self,
+        name: &str,
+        lost: &str,
+        replacement: &str,
+    ) -> Result<pb::KeyGroup, tonic::Status> {
+        let spec = self.repair_spec(name, lost, replacement).await;
+        self.repair_group_with(&approved(&spec, &[1, 2])).await
+    }
+
+    /// Clears `node`'s exclusion from `group` under a spec two test operators approved.
+    pub async fn clear_exclusion(
+        &self,
+        group: &str,
+        node: &str,
+    ) -> Result<pb::ExclusionList, tonic::Status> {
+        let spec = self
+            .change_spec(
+                group,
+                permafrostctl::ceremony::Change::ClearExclusion {
+                    node: NodeId::new(node).expect("id"),
+                },
+            )
+            .await;
+        self.operator()
+            .clear_exclusion(pb::ClearExclusionRequest {
+                group: group.into(),
+                node_id: node.into(),
+                authorization: Some(wire(&approved(&spec, &[1, 2]))),
             })
             .await
             .map(|r| r.into_inner())

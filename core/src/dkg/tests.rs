@@ -6,6 +6,8 @@ use crate::manifest::{ClusterManifest, ManifestNode};
 
 pub(crate) struct Fixture {
     pub spec: CeremonySpec,
+    /// What the operators approved (two of three test operators).
+    pub approved: crate::ceremony::LifecycleSpec,
     pub ids: Vec<NodeIdentity>,
     pub dir: Directory,
 }
@@ -30,17 +32,28 @@ pub(crate) fn fixture(n: usize, t: u16) -> Fixture {
             })
             .collect(),
     };
+    let group = GroupName::new("warm-1").expect("valid");
+    let approved = crate::ceremony::testing::create_spec(&group, Tier::Warm, &members, t);
     Fixture {
         spec: CeremonySpec {
             ceremony_id: "c1".into(),
-            group: GroupName::new("warm-1").expect("valid"),
+            group,
             tier: Tier::Warm,
             threshold: t,
             members,
             refresh: false,
+            authorization: approved.digest().0,
         },
+        approved,
         ids,
         dir: manifest.validate().expect("valid manifest"),
+    }
+}
+
+impl Fixture {
+    /// Member `i`'s authorization: the quorum-approved create spec, as a newcomer.
+    pub fn auth(&self, i: usize) -> crate::ceremony::AuthorizedCeremony {
+        crate::ceremony::testing::newcomer(&self.approved, &self.spec.members[i])
     }
 }
 
@@ -52,7 +65,14 @@ fn run(f: &Fixture, tamper_round1: Tamper) -> Vec<Result<DkgOutput, CoreError>> 
     let mut states = Vec::new();
     let mut r1 = Vec::new();
     for i in 0..n {
-        let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+        let (s, m) = start(
+            f.spec.clone(),
+            &f.auth(i),
+            &f.spec.members[i],
+            &f.ids[i],
+            &mut rng,
+        )
+        .expect("part1");
         states.push(s);
         r1.push(m);
     }
@@ -113,8 +133,14 @@ fn k1_split_view_aborts_every_honest_member() {
     // The relay shows member 2 a different (but validly signed, replayed) package:
     // here, it swaps n1's package for a freshly generated one signed by n1's key.
     let mut rng = rand::thread_rng();
-    let (_, forged) =
-        start(f.spec.clone(), &f.spec.members[0], &f.ids[0], &mut rng).expect("part1");
+    let (_, forged) = start(
+        f.spec.clone(),
+        &f.auth(0),
+        &f.spec.members[0],
+        &f.ids[0],
+        &mut rng,
+    )
+    .expect("part1");
     let out = run(&f, &move |i, view: &mut Vec<SignedRound1>| {
         if i == 2 {
             view[0] = forged.clone();
@@ -165,7 +191,14 @@ fn k3_proof_replayed_under_another_identity_rejected() {
     let mut states = Vec::new();
     let mut r1 = Vec::new();
     for i in 0..2 {
-        let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+        let (s, m) = start(
+            f.spec.clone(),
+            &f.auth(i),
+            &f.spec.members[i],
+            &f.ids[i],
+            &mut rng,
+        )
+        .expect("part1");
         states.push(s);
         r1.push(m);
     }
@@ -220,7 +253,14 @@ fn k5_round2_shares_only_open_for_their_recipient() {
     let mut states = Vec::new();
     let mut r1 = Vec::new();
     for i in 0..3 {
-        let (s, m) = start(f.spec.clone(), &f.spec.members[i], &f.ids[i], &mut rng).expect("part1");
+        let (s, m) = start(
+            f.spec.clone(),
+            &f.auth(i),
+            &f.spec.members[i],
+            &f.ids[i],
+            &mut rng,
+        )
+        .expect("part1");
         states.push(s);
         r1.push(m);
     }

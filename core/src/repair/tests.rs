@@ -7,10 +7,14 @@ use frost_secp256k1::keys::{generate_with_dealer, IdentifierList, KeyPackage};
 use frost_secp256k1::Identifier;
 
 use super::*;
+use crate::ceremony::{testing, AuthorizedCeremony, HeldGroup, LifecycleSpec};
 use crate::manifest::{ClusterManifest, ManifestNode};
+use crate::Tier;
 
 struct Setup {
     spec: RepairSpec,
+    /// What the operators approved: n1's share rebuilt on r1, at epoch 1.
+    approved: LifecycleSpec,
     keys: BTreeMap<NodeId, KeyPackage>,
     public: PublicKeyPackage,
     ids: BTreeMap<NodeId, NodeIdentity>,
@@ -50,20 +54,68 @@ fn setup() -> Setup {
             })
             .collect(),
     };
+    let group = GroupName::new("warm-1").expect("name");
+    let now = crate::unix_now();
+    let approved = LifecycleSpec {
+        version: crate::ceremony::SPEC_VERSION,
+        operation: crate::ceremony::Operation::Repair,
+        proposal_id: "rep-1".into(),
+        group: group.clone(),
+        tier: Tier::Warm,
+        epoch: 1,
+        group_key: Some(public.verifying_key().serialize().expect("key")),
+        members: vec![node("r1"), node("n2"), node("n3")],
+        threshold: 2,
+        subject: Some(node("n1")),
+        replacement: Some(node("r1")),
+        created_at: now,
+        expires_at: now + 600,
+    };
     Setup {
         spec: RepairSpec {
             repair_id: "rep-1".into(),
-            group: GroupName::new("warm-1").expect("name"),
+            group,
             threshold: 2,
-            members,
+            members: members.clone(),
             lost: node("n1"),
             replacement: node("r1"),
             helpers: vec![node("n2"), node("n3")],
+            authorization: approved.digest().0,
         },
+        approved,
         keys,
         public,
         ids,
         dir: manifest.validate().expect("manifest"),
+    }
+}
+
+impl Setup {
+    fn held(&self, applied: bool) -> HeldGroup {
+        HeldGroup {
+            epoch: if applied { 2 } else { 1 },
+            group_key: self.approved.group_key.clone().expect("key"),
+            members: if applied {
+                self.approved.members.clone()
+            } else {
+                self.spec.members.clone()
+            },
+            threshold: 2,
+            tier: Tier::Warm,
+            last_spec: applied.then(|| self.approved.digest()),
+        }
+    }
+    /// A helper before it helped.
+    fn helper(&self, h: &NodeId) -> AuthorizedCeremony {
+        testing::member(&self.approved, h, &self.held(false))
+    }
+    /// A helper after it committed to the new membership.
+    fn helped(&self) -> AuthorizedCeremony {
+        testing::applied(&self.approved, &self.held(true))
+    }
+    /// The replacement.
+    fn newcomer(&self) -> AuthorizedCeremony {
+        testing::newcomer(&self.approved, &node("r1"))
     }
 }
 
@@ -72,7 +124,16 @@ fn deltas(s: &Setup, spec: &RepairSpec) -> Vec<SealedRound2> {
     spec.helpers
         .iter()
         .flat_map(|h| {
-            helper_deltas(spec, h, &s.keys[h], &s.ids[h], &s.dir, &mut rng).expect("deltas")
+            helper_deltas(
+                spec,
+                &s.helper(h),
+                h,
+                &s.keys[h],
+                &s.ids[h],
+                &s.dir,
+                &mut rng,
+            )
+            .expect("deltas")
         })
         .collect()
 }
@@ -81,7 +142,9 @@ fn sigmas(s: &Setup, spec: &RepairSpec, deltas: &[SealedRound2]) -> Vec<SealedRo
     let mut rng = rand::thread_rng();
     spec.helpers
         .iter()
-        .map(|h| helper_sigma(spec, h, deltas, &s.ids[h], &s.dir, &mut rng).expect("sigma"))
+        .map(|h| {
+            helper_sigma(spec, &s.helped(), h, deltas, &s.ids[h], &s.dir, &mut rng).expect("sigma")
+        })
         .collect()
 }
 
@@ -91,8 +154,16 @@ fn replacement_receives_exactly_the_lost_share() {
     let d = deltas(&s, &s.spec);
     let sig = sigmas(&s, &s.spec, &d);
     let r1 = node("r1");
-    let repaired =
-        replacement_receive(&s.spec, &r1, &sig, &s.public, &s.ids[&r1], &s.dir).expect("repaired");
+    let repaired = replacement_receive(
+        &s.spec,
+        &s.newcomer(),
+        &r1,
+        &sig,
+        &s.public,
+        &s.ids[&r1],
+        &s.dir,
+    )
+    .expect("repaired");
     let lost = &s.keys[&node("n1")];
     assert_eq!(repaired.identifier(), lost.identifier());
     assert_eq!(repaired.signing_share(), lost.signing_share());
@@ -129,13 +200,40 @@ fn only_helpers_release_deltas_and_only_the_replacement_receives() {
     let mut rng = rand::thread_rng();
     let r1 = node("r1");
     let n1 = node("n1");
-    assert!(helper_deltas(&s.spec, &n1, &s.keys[&n1], &s.ids[&n1], &s.dir, &mut rng).is_err());
+    assert!(helper_deltas(
+        &s.spec,
+        &s.helper(&node("n2")),
+        &n1,
+        &s.keys[&n1],
+        &s.ids[&n1],
+        &s.dir,
+        &mut rng
+    )
+    .is_err());
     let d = deltas(&s, &s.spec);
     let sig = sigmas(&s, &s.spec, &d);
     let n2 = node("n2");
-    assert!(replacement_receive(&s.spec, &n2, &sig, &s.public, &s.ids[&n2], &s.dir).is_err());
+    assert!(replacement_receive(
+        &s.spec,
+        &s.newcomer(),
+        &n2,
+        &sig,
+        &s.public,
+        &s.ids[&n2],
+        &s.dir
+    )
+    .is_err());
     // Too few sigmas: refused, not a wrong share.
-    assert!(replacement_receive(&s.spec, &r1, &sig[..1], &s.public, &s.ids[&r1], &s.dir).is_err());
+    assert!(replacement_receive(
+        &s.spec,
+        &s.newcomer(),
+        &r1,
+        &sig[..1],
+        &s.public,
+        &s.ids[&r1],
+        &s.dir
+    )
+    .is_err());
 }
 
 #[test]
@@ -151,11 +249,20 @@ fn tampered_or_replayed_messages_are_refused() {
     d[victim].ciphertext[0] ^= 1;
     let mut rng = rand::thread_rng();
     let n3 = node("n3");
-    assert!(helper_sigma(&s.spec, &n3, &d, &s.ids[&n3], &s.dir, &mut rng).is_err());
+    assert!(helper_sigma(&s.spec, &s.helped(), &n3, &d, &s.ids[&n3], &s.dir, &mut rng).is_err());
     // Sigmas made for one repair are refused by another (bound to the spec hash).
     let d = deltas(&s, &s.spec);
     let sig = sigmas(&s, &s.spec, &d);
     let mut other = s.spec.clone();
     other.repair_id = "rep-2".into();
-    assert!(replacement_receive(&other, &r1, &sig, &s.public, &s.ids[&r1], &s.dir).is_err());
+    assert!(replacement_receive(
+        &other,
+        &s.newcomer(),
+        &r1,
+        &sig,
+        &s.public,
+        &s.ids[&r1],
+        &s.dir
+    )
+    .is_err());
 }

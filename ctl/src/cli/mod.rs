@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
+use permafrost_core::ceremony::Operation;
 use permafrost_core::taproot::{parse_coin, Coin, Network};
 use permafrost_core::{GroupName, NodeId, Role, Tier};
 
@@ -44,6 +45,19 @@ pub enum Command {
     /// An approver's Ed25519 key (same file format as custody-key); nodes list its public key in their policy.
     #[command(subcommand, name = "approver-key")]
     ApproverKey(KeyFileCommand),
+    /// An operator's Ed25519 key (same file format as custody-key); every node lists its
+    /// public key in the `[operators.keys]` registry of its config.
+    #[command(subcommand, name = "operator-key")]
+    OperatorKey(KeyFileCommand),
+    /// Key-lifecycle specs: propose one, approve it with an operator key, show it, submit it.
+    ///
+    /// Every lifecycle operation (create, refresh, repair, remove-member, retire,
+    /// clear-exclusion) is a spec naming the group, its current epoch and key, the full
+    /// resulting membership, threshold and tier, and an expiry (docs/ceremony-spec.md).
+    /// A quorum of registered operators signs it; the coordinator only relays it and
+    /// every node checks the quorum itself before its first step.
+    #[command(subcommand)]
+    Ceremony(CeremonyCommand),
     /// Key groups (operator certificate).
     #[command(subcommand)]
     Keygroup(KeygroupCommand),
@@ -140,22 +154,116 @@ pub enum KeyFileCommand {
     },
 }
 
+/// `ceremony ...`
+#[derive(Debug, Subcommand)]
+pub enum CeremonyCommand {
+    /// Write a new, unapproved lifecycle spec to --out for the operators to approve.
+    ///
+    /// A create names --tier, --threshold and --nodes. Every other operation acts on
+    /// the group as it stands: its tier, epoch, key, members and threshold are read
+    /// from the coordinator, or given by hand with --epoch, --group-key, --tier,
+    /// --threshold and --nodes (then check them against `node status` on your own node).
+    Propose(Box<ProposeArgs>),
+    /// Print a spec file and what a person must check before approving it.
+    Show {
+        /// The spec file.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+    },
+    /// Add your approval to a spec file: your operator key's signature of its digest.
+    ///
+    /// Prints the spec first. Check each line before you approve: the operation, the
+    /// group, its current key (against `permafrostctl node status` on your own node),
+    /// the epoch, the membership, threshold and tier afterwards, and the expiry.
+    Approve {
+        /// The spec file (rewritten with your approval added).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Your operator key (hex seed file from `operator-key generate`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Your operator id, as registered in every node's `[operators.keys]`.
+        #[arg(long, value_name = "ID")]
+        operator_id: String,
+    },
+    /// Hand an approved spec to the coordinator, which runs the ceremony it names.
+    Submit {
+        /// The approved spec file.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+}
+
+/// `ceremony propose ...`
+#[derive(Debug, clap::Args)]
+pub struct ProposeArgs {
+    /// create, refresh, repair, remove-member, retire or clear-exclusion.
+    #[arg(long)]
+    pub operation: Operation,
+    /// Group name, e.g. warm-1.
+    #[arg(long)]
+    pub group: GroupName,
+    /// Where to write the spec (refuses to overwrite).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// create: hot, warm or cold (by hand: the group's tier).
+    #[arg(long)]
+    pub tier: Option<Tier>,
+    /// create and remove-member: signers needed afterwards (by hand: the group's current threshold otherwise).
+    #[arg(long)]
+    pub threshold: Option<u16>,
+    /// create: member node ids in identifier order (by hand: the current members).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<NodeId>,
+    /// repair: the member whose share is lost.
+    #[arg(long)]
+    pub lost: Option<NodeId>,
+    /// repair: the node that takes its place (in the manifest, not yet a member).
+    #[arg(long)]
+    pub replacement: Option<NodeId>,
+    /// remove-member and clear-exclusion: the member concerned.
+    #[arg(long)]
+    pub node: Option<NodeId>,
+    /// By hand: the group's current epoch (default: read from the coordinator).
+    #[arg(long, requires = "group_key")]
+    pub epoch: Option<u64>,
+    /// By hand: the group's current 33-byte key, hex.
+    #[arg(long, value_name = "HEX", requires = "epoch")]
+    pub group_key: Option<String>,
+    /// Proposal id (default: random).
+    #[arg(long)]
+    pub proposal_id: Option<String>,
+    /// How long the spec is valid, seconds (at most 7 days).
+    #[arg(long, value_name = "SECS", default_value_t = crate::ceremony::DEFAULT_LIFETIME_SECS)]
+    pub expires_in: u64,
+    /// How to reach the coordinator (to read the group as it stands).
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+}
+
 /// `keygroup ...`
 #[derive(Debug, Subcommand)]
 pub enum KeygroupCommand {
-    /// Run a DKG ceremony across the given nodes; prints the group public key.
+    /// Run a DKG ceremony under an approved create spec; prints the group public key.
+    /// The other flags are optional checks: each must equal the spec's.
     Create {
+        /// The approved create spec (`ceremony propose --operation create`, then `ceremony approve`).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
         /// Group name, e.g. warm-1.
         #[arg(long)]
-        name: GroupName,
+        name: Option<GroupName>,
         /// hot, warm or cold.
         #[arg(long)]
-        tier: Tier,
+        tier: Option<Tier>,
         /// Signers needed.
         #[arg(long)]
-        threshold: u32,
+        threshold: Option<u16>,
         /// Member node ids, comma separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',')]
         nodes: Vec<NodeId>,
         /// How to reach the coordinator.
         #[command(flatten)]
@@ -178,26 +286,33 @@ pub enum KeygroupCommand {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
-    /// Proactive refresh: new shares for every member, same group key and threshold.
+    /// Proactive refresh under an approved refresh spec: new shares for every member, same group key and threshold.
     Refresh {
-        /// Group name.
+        /// The approved refresh spec.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Group name (a check: must equal the spec's).
         #[arg(long)]
-        name: GroupName,
+        name: Option<GroupName>,
         /// How to reach the coordinator.
         #[command(flatten)]
         conn: ConnectionArgs,
     },
-    /// Rebuild a permanently lost member's share on a replacement node (same group key); the lost node is revoked.
+    /// Rebuild a permanently lost member's share on a replacement node under an approved
+    /// repair spec (same group key); the lost node is revoked.
     Repair {
-        /// Group name.
+        /// The approved repair spec.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Group name (a check: must equal the spec's).
         #[arg(long)]
-        group: GroupName,
-        /// The member whose share is lost.
+        group: Option<GroupName>,
+        /// The member whose share is lost (a check).
         #[arg(long)]
-        lost: NodeId,
-        /// The node that takes its place (in the manifest, not yet a member).
+        lost: Option<NodeId>,
+        /// The node that takes its place (a check).
         #[arg(long)]
-        replacement: NodeId,
+        replacement: Option<NodeId>,
         /// How to reach the coordinator.
         #[command(flatten)]
         conn: ConnectionArgs,
@@ -208,14 +323,18 @@ pub enum KeygroupCommand {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
-    /// Let an excluded member sign for a group again (after investigating it).
+    /// Let an excluded member sign for a group again (after investigating it), under an
+    /// approved clear-exclusion spec.
     ClearExclusion {
-        /// Group name.
+        /// The approved clear-exclusion spec.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Group name (a check: must equal the spec's).
         #[arg(long)]
-        group: GroupName,
-        /// The excluded node.
+        group: Option<GroupName>,
+        /// The excluded node (a check).
         #[arg(long)]
-        node: NodeId,
+        node: Option<NodeId>,
         /// How to reach the coordinator.
         #[command(flatten)]
         conn: ConnectionArgs,

@@ -1,26 +1,29 @@
 //! The coordinator's `Ceremony` service (operator certificate): key-group
-//! ceremonies (DKG, refresh, repair), exclusions and cluster health.
+//! ceremonies (DKG, refresh, repair), exclusions and cluster health. Every
+//! ceremony carries an operator-quorum spec ([`crate::ceremony`]), which the
+//! coordinator relays and every node verifies.
 
-use permafrost_core::{GroupName, NodeId, Tier};
+use permafrost_core::ceremony::{Operation, SignedSpec};
+use permafrost_core::{GroupName, NodeId};
 use permafrost_proto as pb;
 use permafrost_proto::convert::tier_to_wire;
 
 use super::Connection;
 use crate::CtlError;
 
-/// `Ceremony.CreateKeyGroup`: runs a DKG ceremony across `members` and returns the active group.
+/// `Ceremony.CreateKeyGroup` under an operator-quorum create spec: runs a DKG
+/// ceremony across its members and returns the active group.
 pub async fn create_key_group(
     conn: &Connection,
-    name: &GroupName,
-    tier: Tier,
-    threshold: u32,
-    members: &[NodeId],
+    signed: &SignedSpec,
 ) -> Result<pb::KeyGroup, CtlError> {
+    let spec = &signed.spec;
     let request = pb::CreateKeyGroupRequest {
-        name: name.to_string(),
-        tier: tier_to_wire(tier),
-        threshold,
-        members: members.iter().map(|m| m.to_string()).collect(),
+        name: spec.group.to_string(),
+        tier: tier_to_wire(spec.tier),
+        threshold: u32::from(spec.threshold),
+        members: spec.members.iter().map(|m| m.to_string()).collect(),
+        authorization: Some(signed.into()),
     };
     let group = conn
         .ceremony()?
@@ -42,15 +45,17 @@ fn checked_group_key(group: pb::KeyGroup) -> Result<pb::KeyGroup, CtlError> {
     Ok(group)
 }
 
-/// `Ceremony.RefreshKeyGroup`: new shares for every member, same group key and threshold.
+/// `Ceremony.RefreshKeyGroup` under an operator-quorum refresh spec: new
+/// shares for every member, same group key and threshold.
 pub async fn refresh_key_group(
     conn: &Connection,
-    name: &GroupName,
+    signed: &SignedSpec,
 ) -> Result<pb::KeyGroup, CtlError> {
     let group = conn
         .ceremony()?
         .refresh_key_group(pb::RefreshKeyGroupRequest {
-            name: name.to_string(),
+            name: signed.spec.group.to_string(),
+            authorization: Some(signed.into()),
         })
         .await
         .map_err(conn.failed("Ceremony.RefreshKeyGroup"))?
@@ -58,24 +63,50 @@ pub async fn refresh_key_group(
     checked_group_key(group)
 }
 
-/// `Ceremony.RepairKeyGroup`: rebuilds `lost`'s share on `replacement`.
+/// `Ceremony.RepairKeyGroup` under an operator-quorum repair spec: rebuilds
+/// its lost member's share on its replacement.
 pub async fn repair_key_group(
     conn: &Connection,
-    name: &GroupName,
-    lost: &NodeId,
-    replacement: &NodeId,
+    signed: &SignedSpec,
 ) -> Result<pb::KeyGroup, CtlError> {
+    let spec = &signed.spec;
+    let name = |n: &Option<NodeId>| n.as_ref().map(|n| n.to_string()).unwrap_or_default();
     let group = conn
         .ceremony()?
         .repair_key_group(pb::RepairKeyGroupRequest {
-            name: name.to_string(),
-            lost: lost.to_string(),
-            replacement: replacement.to_string(),
+            name: spec.group.to_string(),
+            lost: name(&spec.subject),
+            replacement: name(&spec.replacement),
+            authorization: Some(signed.into()),
         })
         .await
         .map_err(conn.failed("Ceremony.RepairKeyGroup"))?
         .into_inner();
     checked_group_key(group)
+}
+
+/// What the coordinator answered to a submitted spec.
+#[derive(Debug)]
+pub enum Submitted {
+    /// The group after a create, refresh or repair.
+    Group(pb::KeyGroup),
+    /// The exclusions that remain after clearing one.
+    Exclusions(Vec<pb::Exclusion>),
+}
+
+/// Hands an approved spec to the coordinator's RPC for its operation.
+pub async fn submit(conn: &Connection, signed: &SignedSpec) -> Result<Submitted, CtlError> {
+    Ok(match signed.spec.operation {
+        Operation::Create => Submitted::Group(create_key_group(conn, signed).await?),
+        Operation::Refresh => Submitted::Group(refresh_key_group(conn, signed).await?),
+        Operation::Repair => Submitted::Group(repair_key_group(conn, signed).await?),
+        Operation::ClearExclusion => Submitted::Exclusions(clear_exclusion(conn, signed).await?),
+        other => {
+            return Err(CtlError::InvalidInput(format!(
+                "the cluster runs no {other} ceremony yet; the spec was not sent"
+            )))
+        }
+    })
 }
 
 /// `Ceremony.ListExclusions`: members excluded for invalid shares, with the evidence.
@@ -89,17 +120,23 @@ pub async fn list_exclusions(conn: &Connection) -> Result<Vec<pb::Exclusion>, Ct
         .exclusions)
 }
 
-/// `Ceremony.ClearExclusion`; returns the exclusions that remain.
+/// `Ceremony.ClearExclusion` under an operator-quorum clear-exclusion spec;
+/// returns the exclusions that remain.
 pub async fn clear_exclusion(
     conn: &Connection,
-    group: &GroupName,
-    node: &NodeId,
+    signed: &SignedSpec,
 ) -> Result<Vec<pb::Exclusion>, CtlError> {
+    let spec = &signed.spec;
     Ok(conn
         .ceremony()?
         .clear_exclusion(pb::ClearExclusionRequest {
-            group: group.to_string(),
-            node_id: node.to_string(),
+            group: spec.group.to_string(),
+            node_id: spec
+                .subject
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            authorization: Some(signed.into()),
         })
         .await
         .map_err(conn.failed("Ceremony.ClearExclusion"))?

@@ -1,8 +1,12 @@
 //! `keygroup exclusions | clear-exclusion`: members excluded for sending
 //! invalid signature shares, with the evidence, and letting one sign again.
 
+use std::path::Path;
+
+use permafrost_core::ceremony::Operation;
 use permafrost_core::{GroupName, NodeId};
 
+use super::keygroup::{matches, spec_for};
 use crate::cli::ConnectionArgs;
 use crate::client::{self, ClientRole};
 use crate::{display, CtlError};
@@ -19,12 +23,27 @@ pub async fn list(conn: ConnectionArgs) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// Runs `keygroup clear-exclusion`.
-pub async fn clear(group: GroupName, node: NodeId, conn: ConnectionArgs) -> Result<(), CtlError> {
+/// Runs `keygroup clear-exclusion` under an approved clear-exclusion spec.
+pub async fn clear(
+    spec: &Path,
+    group: Option<GroupName>,
+    node: Option<NodeId>,
+    conn: ConnectionArgs,
+) -> Result<(), CtlError> {
+    let signed = spec_for(spec, Operation::ClearExclusion)?;
+    let s = &signed.spec;
+    matches("--group", group.as_ref(), &s.group)?;
+    let Some(subject) = &s.subject else {
+        return Err(CtlError::Bug(
+            "a valid clear-exclusion spec names its member".into(),
+        ));
+    };
+    matches("--node", node.as_ref(), subject)?;
     let conn = conn.resolve(ClientRole::Operator)?;
-    let left = client::clear_exclusion(&conn, &group, &node).await?;
+    let left = client::clear_exclusion(&conn, &signed).await?;
     say!(
-        "{node} may sign for {group} again; {} exclusion(s) remain",
+        "{subject} may sign for {} again; {} exclusion(s) remain",
+        s.group,
         left.len()
     );
     for e in &left {

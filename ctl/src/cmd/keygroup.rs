@@ -1,24 +1,69 @@
 //! `keygroup create | list | address | refresh | repair`: key-group ceremonies
-//! run by the coordinator (operator certificate), and a taproot group's
-//! address, derived here from its key. The exclusion commands of the same
-//! family are in [`super::exclusions`].
+//! run by the coordinator (operator certificate) under an approved lifecycle
+//! spec (`ceremony propose | approve`), and a taproot group's address, derived
+//! here from its key. The exclusion commands of the same family are in
+//! [`super::exclusions`].
+
+use std::path::Path;
+
+use permafrost_core::ceremony::{Operation, SignedSpec};
 
 use crate::cli::KeygroupCommand;
 use crate::client::{self, ClientRole};
-use crate::{display, taproot, CtlError};
+use crate::{ceremony, display, taproot, CtlError};
+
+/// The approved spec in `path`, which must be for `operation`.
+pub(super) fn spec_for(path: &Path, operation: Operation) -> Result<SignedSpec, CtlError> {
+    let signed = ceremony::load(path)?;
+    if signed.spec.operation != operation {
+        return Err(CtlError::InvalidInput(format!(
+            "{} is a {} spec, not a {operation} spec",
+            path.display(),
+            signed.spec.operation
+        )));
+    }
+    Ok(signed)
+}
+
+/// A flag given alongside a spec is a check: it must say what the spec says.
+pub(super) fn matches<T: PartialEq + std::fmt::Display>(
+    flag: &str,
+    given: Option<&T>,
+    approved: &T,
+) -> Result<(), CtlError> {
+    match given {
+        Some(g) if g != approved => Err(CtlError::InvalidInput(format!(
+            "{flag} {g} differs from the approved spec's {approved}"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Runs `keygroup ...`.
 pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
     match cmd {
         KeygroupCommand::Create {
+            spec,
             name,
             tier,
             threshold,
             nodes,
             conn,
         } => {
+            let signed = spec_for(&spec, Operation::Create)?;
+            let s = &signed.spec;
+            matches("--name", name.as_ref(), &s.group)?;
+            matches("--tier", tier.as_ref(), &s.tier)?;
+            matches("--threshold", threshold.as_ref(), &s.threshold)?;
+            if !nodes.is_empty() && nodes != s.members {
+                return Err(CtlError::InvalidInput(format!(
+                    "--nodes {} differs from the approved spec's {}",
+                    display::join(&nodes),
+                    display::join(&s.members)
+                )));
+            }
             let conn = conn.resolve(ClientRole::Operator)?;
-            let group = client::create_key_group(&conn, &name, tier, threshold, &nodes).await?;
+            let group = client::create_key_group(&conn, &signed).await?;
             say!("{}", display::describe_key_group(&group));
             say!("{}", hex::encode(&group.group_public_key));
         }
@@ -47,28 +92,43 @@ pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
             let output = taproot::require_taproot(&group)?;
             say!("{}", output.address());
         }
-        KeygroupCommand::Refresh { name, conn } => {
+        KeygroupCommand::Refresh { spec, name, conn } => {
+            let signed = spec_for(&spec, Operation::Refresh)?;
+            matches("--name", name.as_ref(), &signed.spec.group)?;
             let conn = conn.resolve(ClientRole::Operator)?;
-            let group = client::refresh_key_group(&conn, &name).await?;
+            let group = client::refresh_key_group(&conn, &signed).await?;
             say!("refreshed: every member holds a new share; the group key is unchanged");
             say!("{}", display::describe_key_group(&group));
         }
         KeygroupCommand::Repair {
+            spec,
             group,
             lost,
             replacement,
             conn,
         } => {
+            let signed = spec_for(&spec, Operation::Repair)?;
+            let s = &signed.spec;
+            matches("--group", group.as_ref(), &s.group)?;
+            let (Some(approved_lost), Some(approved_replacement)) = (&s.subject, &s.replacement)
+            else {
+                return Err(CtlError::Bug("a valid repair spec names both nodes".into()));
+            };
+            matches("--lost", lost.as_ref(), approved_lost)?;
+            matches("--replacement", replacement.as_ref(), approved_replacement)?;
             let conn = conn.resolve(ClientRole::Operator)?;
-            let repaired = client::repair_key_group(&conn, &group, &lost, &replacement).await?;
-            say!("repaired: {replacement} holds {lost}'s share; {lost} is no longer a member (group key unchanged)");
+            let repaired = client::repair_key_group(&conn, &signed).await?;
+            say!("repaired: {approved_replacement} holds {approved_lost}'s share; {approved_lost} is no longer a member (group key unchanged)");
             say!("{}", display::describe_key_group(&repaired));
-            say!("next: permafrostctl keygroup refresh --name {group}, so a stolen copy of the lost share becomes useless");
+            say!("next: propose and approve a refresh of {} (permafrostctl ceremony propose --operation refresh), so a stolen copy of the lost share becomes useless", s.group);
         }
         KeygroupCommand::Exclusions { conn } => super::exclusions::list(conn).await?,
-        KeygroupCommand::ClearExclusion { group, node, conn } => {
-            super::exclusions::clear(group, node, conn).await?
-        }
+        KeygroupCommand::ClearExclusion {
+            spec,
+            group,
+            node,
+            conn,
+        } => super::exclusions::clear(&spec, group, node, conn).await?,
     }
     Ok(())
 }

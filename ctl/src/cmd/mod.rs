@@ -14,6 +14,7 @@ macro_rules! say {
 pub mod approve;
 pub mod audit;
 pub mod ca;
+pub mod ceremony;
 pub mod cert;
 pub mod exclusions;
 pub mod group_output;

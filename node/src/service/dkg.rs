@@ -13,14 +13,17 @@
 
 use std::time::Instant;
 
+use permafrost_core::ceremony::AuthorizedCeremony;
 use permafrost_core::dkg::{self, AwaitingEchoes, AwaitingRound1Set, AwaitingRound2};
 use permafrost_core::{signing, CoreError};
 use permafrost_proto as pb;
 use permafrost_proto::convert::group_name;
 use tracing::info;
 
-use super::{audit, invalid, missing, refresh, refuse, stored_public_key_package, FromWire};
-use crate::store::GroupRecord;
+use super::{
+    audit, invalid, missing, quorum, refresh, refuse, stored_public_key_package, FromWire,
+};
+use crate::store::{GroupRecord, FIRST_EPOCH};
 use crate::{NodeError, SignerNode};
 
 /// A ceremony step waiting on this node for the coordinator's next message
@@ -34,7 +37,30 @@ pub(crate) enum CeremonyStep {
     Round2(AwaitingRound2),
 }
 
-/// `DkgStart`: checks the spec against the manifest and this node's records,
+/// A ceremony step with the operator approval it runs under, kept together
+/// so the step that ends the ceremony records the spec that authorized it.
+pub(crate) struct CeremonyInFlight {
+    step: CeremonyStep,
+    authorized: AuthorizedCeremony,
+}
+
+fn take(node: &SignerNode, id: &str) -> Result<(CeremonyStep, AuthorizedCeremony), NodeError> {
+    let f = node.ceremonies.take(id, Instant::now())?;
+    Ok((f.step, f.authorized))
+}
+
+fn put(
+    node: &SignerNode,
+    id: String,
+    step: CeremonyStep,
+    authorized: AuthorizedCeremony,
+) -> Result<(), NodeError> {
+    node.ceremonies
+        .put(id, CeremonyInFlight { step, authorized }, Instant::now())
+}
+
+/// `DkgStart`: verifies the operator quorum of the relayed lifecycle spec
+/// (X5), checks the ceremony against it, the manifest and this node's records,
 /// then part 1 (a new group, or a refresh of one this node holds).
 pub(super) async fn start(
     node: &SignerNode,
@@ -47,6 +73,7 @@ pub(super) async fn start(
         .try_into()
         .wire()?;
     node.vault.ensure_unsealed()?;
+    let approved = quorum::approved(node, "dkg-start", req.authorization.as_ref())?;
     for member in &spec.members {
         node.directory
             .get(member)
@@ -60,39 +87,65 @@ pub(super) async fn start(
         }
     }
     let existing = node.store.group(&spec.group)?;
-    let old = match (&existing, spec.refresh) {
-        (Some(_), false) => {
-            return Err(NodeError::AlreadyExists(format!(
-                "key group {} already exists on {}",
-                spec.group, node.id
-            )))
-        }
-        (None, true) => {
-            return Err(NodeError::NotFound(format!(
-                "key group {} is not held by {}",
-                spec.group, node.id
-            )))
-        }
-        (None, false) => None,
-        (Some(record), true) => Some(refresh::old_shares(node, &spec, record)?),
+    if existing.is_none() && spec.refresh {
+        return Err(NodeError::NotFound(format!(
+            "key group {} is not held by {}",
+            spec.group, node.id
+        )));
+    }
+    // A name this node ever held, in any epoch, is never created again (X5:
+    // no shadow group beside the live one).
+    if let (None, Some(epoch)) = (&existing, node.store.group_epoch(&spec.group)?) {
+        return Err(refuse(
+            node,
+            "dkg-start",
+            CoreError::refused(format!(
+                "{} held key group {} before (epoch {}); a group name is never reused",
+                node.id, spec.group, epoch.epoch
+            )),
+        ));
+    }
+    let held = existing
+        .as_ref()
+        .map(|r| quorum::held(node, r))
+        .transpose()?;
+    let authorized = match &held {
+        Some(held) if spec.refresh => approved.at_current_epoch(&node.id, held),
+        _ => approved.as_newcomer(&node.id, held.as_ref()),
+    }
+    .map_err(|e| refuse(node, "dkg-start", e))?;
+    let old = match &existing {
+        Some(record) => Some(refresh::old_shares(node, &spec, record)?),
+        None => None,
     };
     node.ceremonies.admit(&spec.ceremony_id, Instant::now())?;
     let ceremony_id = spec.ceremony_id.clone();
     let started = match old {
-        Some(old) => {
-            dkg::start_refresh(spec, old, &node.id, &node.identity, &mut rand::thread_rng())
-        }
-        None => dkg::start(spec, &node.id, &node.identity, &mut rand::thread_rng()),
+        Some(old) => dkg::start_refresh(
+            spec,
+            &authorized,
+            old,
+            &node.id,
+            &node.identity,
+            &mut rand::thread_rng(),
+        ),
+        None => dkg::start(
+            spec,
+            &authorized,
+            &node.id,
+            &node.identity,
+            &mut rand::thread_rng(),
+        ),
     };
     let (state, msg) = started.map_err(|e| refuse(node, "dkg-start", e))?;
+    quorum::audit_authorized(node, "dkg-start", &authorized)?;
     audit(
         node,
         "dkg_started",
-        serde_json::json!({"ceremony": ceremony_id, "group": state.spec().group.as_str(), "threshold": state.spec().threshold, "members": state.spec().members.iter().map(|m| m.as_str()).collect::<Vec<_>>()}),
+        serde_json::json!({"ceremony": ceremony_id, "group": state.spec().group.as_str(), "threshold": state.spec().threshold, "members": state.spec().members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "spec_digest": authorized.digest().to_hex()}),
     )?;
     info!(node = %node.id, ceremony = %ceremony_id, group = %state.spec().group, "DKG part 1 done");
-    node.ceremonies
-        .put(ceremony_id, CeremonyStep::Round1(state), Instant::now())?;
+    put(node, ceremony_id, CeremonyStep::Round1(state), authorized)?;
     Ok(msg.into())
 }
 
@@ -107,8 +160,7 @@ pub(super) fn echo(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let CeremonyStep::Round1(state) = node.ceremonies.take(&req.ceremony_id, Instant::now())?
-    else {
+    let (CeremonyStep::Round1(state), authorized) = take(node, &req.ceremony_id)? else {
         return Err(NodeError::Precondition(
             "ceremony is not waiting for the round-1 set; aborted".into(),
         ));
@@ -121,8 +173,12 @@ pub(super) fn echo(
         "dkg_round1_set_echoed",
         serde_json::json!({"ceremony": req.ceremony_id, "set_hash": hex::encode(&echo.set_hash)}),
     )?;
-    node.ceremonies
-        .put(req.ceremony_id, CeremonyStep::Echoes(next), Instant::now())?;
+    put(
+        node,
+        req.ceremony_id,
+        CeremonyStep::Echoes(next),
+        authorized,
+    )?;
     Ok(echo.into())
 }
 
@@ -137,8 +193,7 @@ pub(super) fn round2(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let CeremonyStep::Echoes(state) = node.ceremonies.take(&req.ceremony_id, Instant::now())?
-    else {
+    let (CeremonyStep::Echoes(state), authorized) = take(node, &req.ceremony_id)? else {
         return Err(NodeError::Precondition(
             "ceremony is not waiting for echoes; aborted".into(),
         ));
@@ -156,8 +211,12 @@ pub(super) fn round2(
         "dkg_echoes_agreed_shares_sent",
         serde_json::json!({"ceremony": req.ceremony_id, "encrypted_shares": shares.len()}),
     )?;
-    node.ceremonies
-        .put(req.ceremony_id, CeremonyStep::Round2(next), Instant::now())?;
+    put(
+        node,
+        req.ceremony_id,
+        CeremonyStep::Round2(next),
+        authorized,
+    )?;
     Ok(pb::DkgRound2Response {
         shares: shares.into_iter().map(Into::into).collect(),
     })
@@ -174,8 +233,7 @@ pub(super) async fn finish(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let CeremonyStep::Round2(state) = node.ceremonies.take(&req.ceremony_id, Instant::now())?
-    else {
+    let (CeremonyStep::Round2(state), authorized) = take(node, &req.ceremony_id)? else {
         return Err(NodeError::Precondition(
             "ceremony is not waiting for round-2 shares; aborted".into(),
         ));
@@ -208,7 +266,9 @@ pub(super) async fn finish(
         "dkg_completed",
         serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str(), "group_public_key": hex::encode(&record.group_public_key)}),
     )?;
-    node.store.insert_group(&record).await?;
+    node.store
+        .insert_group_at(&record, &quorum::next_epoch(&authorized, FIRST_EPOCH))
+        .await?;
     info!(node = %node.id, group = %spec.group, group_key = %hex::encode(&record.group_public_key), "DKG complete; key share sealed; group pending activation");
     Ok(out.report.into())
 }

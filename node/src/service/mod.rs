@@ -5,12 +5,14 @@
 //! one module per concern, the one mapping from [`NodeError`] to a gRPC
 //! status, and what several concerns share (refusals, audit records, status):
 //!
+//! - `quorum`: the operator-quorum spec every ceremony step verifies first (X5–X7);
 //! - `dkg`: creating a group by distributed key generation, and activating it;
 //! - `refresh`: proactive refresh of a group's shares (same group key);
 //! - `repair`: rebuilding a lost member's share on a replacement node;
 //! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`.
 
 mod dkg;
+mod quorum;
 mod refresh;
 mod repair;
 mod sign;
@@ -23,7 +25,7 @@ use permafrost_proto::{self as pb, signer_node_server::SignerNode as SignerNodeA
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-pub(crate) use self::dkg::CeremonyStep;
+pub(crate) use self::dkg::CeremonyInFlight;
 use crate::store::GroupRecord;
 use crate::{NodeError, SignerNode};
 
@@ -128,9 +130,10 @@ impl SignerNode {
             .groups()?
             .into_iter()
             .map(|g| {
+                let epoch = quorum::epoch_of(self, &g)?;
                 // A record whose key does not give an output reports none (status must still answer).
                 let output = g.taproot_output().ok().flatten();
-                pb::NodeKeyGroup {
+                Ok(pb::NodeKeyGroup {
                     name: g.name.to_string(),
                     tier: tier_to_wire(g.tier),
                     threshold: u32::from(g.threshold),
@@ -145,9 +148,10 @@ impl SignerNode {
                         .unwrap_or_default(),
                     address: output.map(|o| o.address().to_string()).unwrap_or_default(),
                     public_key_package: g.public_key_package,
-                }
+                    epoch,
+                })
             })
-            .collect();
+            .collect::<Result<_, NodeError>>()?;
         let (audit_entries, audit_head) = self.audit.head();
         let audit_head = hex::decode(&audit_head)
             .map_err(|e| NodeError::Bug(format!("audit head {audit_head:?} is not hex: {e}")))?;

@@ -12,7 +12,7 @@ use permafrost_core::CoreError;
 use permafrost_proto as pb;
 use tracing::info;
 
-use super::{audit, invalid, missing, refuse, stored_public_key_package, FromWire};
+use super::{audit, invalid, missing, quorum, refuse, stored_public_key_package, FromWire};
 use crate::store::{GroupRecord, PendingRefresh};
 use crate::{NodeError, SignerNode};
 
@@ -71,8 +71,10 @@ pub(super) async fn hold_new_share(
     Ok(out.report.into())
 }
 
-/// `CommitRefresh`: every member signed a report of exactly the public key
-/// package this node derived, so the new share replaces the old one.
+/// `CommitRefresh`: the operators approved this refresh of the epoch this
+/// node holds, and every member signed a report of exactly the public key
+/// package this node derived, so the new share replaces the old one and the
+/// group moves to the next epoch.
 pub(super) async fn commit(
     node: &SignerNode,
     req: pb::CommitRefreshRequest,
@@ -92,7 +94,13 @@ pub(super) async fn commit(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
+    let approved = quorum::approved(node, "commit-refresh", req.authorization.as_ref())?;
     let mut record = node.group_record(&spec.group)?;
+    let held = quorum::held(node, &record)?;
+    let authorized = approved
+        .at_current_epoch(&node.id, &held)
+        .and_then(|a| spec.check_authorized(&a).map(|()| a))
+        .map_err(|e| refuse(node, "commit-refresh", e))?;
     let Some(pending) = record.pending_refresh.clone() else {
         return Err(NodeError::Precondition(format!(
             "no refresh of {} is pending on {}",
@@ -123,16 +131,24 @@ pub(super) async fn commit(
             CoreError::refused("a refresh must not change the group key"),
         ));
     }
+    quorum::audit_authorized(node, "commit-refresh", &authorized)?;
     audit(
         node,
         "refresh_committed",
-        serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str()}),
+        serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str(), "epoch": held.epoch + 1}),
     )?;
     // The old sealed share is overwritten here and exists nowhere else.
     record.sealed_key_package = pending.sealed_key_package;
     record.public_key_package = pending.public_key_package;
     record.pending_refresh = None;
-    node.store.put_group(&record).await?;
+    node.store
+        .advance_group(
+            &record,
+            None,
+            held.epoch,
+            &quorum::next_epoch(&authorized, held.epoch + 1),
+        )
+        .await?;
     info!(node = %node.id, group = %spec.group, "refresh committed; old share destroyed");
     Ok(pb::CommitRefreshResponse {})
 }

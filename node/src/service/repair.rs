@@ -5,26 +5,30 @@
 //! replacement, and the replacement combines the sigmas into its share. No
 //! one learns the key or another member's share.
 //!
-//! Every step checks the operator-approved repair spec against this node's
-//! own record of the group, and a helper commits to the new membership
-//! (revoking the lost node) before any delta leaves it.
+//! Every step first verifies the operator quorum of the relayed lifecycle
+//! spec and checks it against this node's own record of the group: its epoch,
+//! key and members (X5, X7). A helper commits to the new membership and the
+//! next epoch (revoking the lost node) before any delta leaves it, so a second
+//! repair for the same epoch is refused; a node never takes part in dropping
+//! itself.
 
+use permafrost_core::ceremony::{AuthorizedCeremony, QuorumApproved, Standing};
 use permafrost_core::dkg;
 use permafrost_core::repair::{self, RepairSpec};
 use permafrost_core::CoreError;
 use permafrost_proto as pb;
-use permafrost_proto::convert::tier_from_wire;
 use tracing::info;
 
-use super::{audit, invalid, missing, refuse, FromWire};
+use super::{audit, invalid, missing, quorum, refuse, FromWire};
 use crate::store::GroupRecord;
 use crate::{NodeError, SignerNode};
 
-/// A repair spec checked against this node's own record of the group.
+/// The relayed repair spec and its verified operator quorum.
 fn repair_context(
     node: &SignerNode,
+    step: &str,
     req: &pb::RepairRequest,
-) -> Result<(RepairSpec, GroupRecord), NodeError> {
+) -> Result<(RepairSpec, QuorumApproved), NodeError> {
     node.vault.ensure_unsealed()?;
     let spec: RepairSpec = req
         .spec
@@ -32,17 +36,29 @@ fn repair_context(
         .ok_or_else(|| missing("spec"))?
         .try_into()
         .wire()?;
-    let record = node.group_record(&spec.group)?;
-    // Before the repair the record lists the lost member; after this node helped, the replacement.
-    let known = record.members == spec.members || record.members == spec.new_members();
-    if !known || record.threshold != spec.threshold {
-        return Err(refuse(
-            node,
-            "repair",
-            CoreError::refused("repair spec does not match this node's record of the group"),
-        ));
+    let approved = quorum::approved(node, step, req.authorization.as_ref())?;
+    Ok((spec, approved))
+}
+
+/// A member's authorization for `spec`: at the epoch it holds (the step may
+/// start), or already applied by this very spec (a later step, or a retry).
+fn as_member(
+    node: &SignerNode,
+    step: &str,
+    spec: &RepairSpec,
+    approved: QuorumApproved,
+    record: &GroupRecord,
+    standing: &[Standing],
+) -> Result<(AuthorizedCeremony, u64), NodeError> {
+    let held = quorum::held(node, record)?;
+    let authorized = if held.epoch == approved.spec().epoch {
+        approved.at_current_epoch(&node.id, &held)
+    } else {
+        approved.already_applied(&held)
     }
-    Ok((spec, record))
+    .and_then(|a| spec.check_authorized(&a, standing).map(|()| a))
+    .map_err(|e| refuse(node, step, e))?;
+    Ok((authorized, held.epoch))
 }
 
 /// `RepairDeltas` (helper, step 1): this node's deltas for the other helpers.
@@ -50,8 +66,17 @@ pub(super) async fn deltas(
     node: &SignerNode,
     req: &pb::RepairRequest,
 ) -> Result<pb::RepairMessages, NodeError> {
-    let (spec, mut record) = repair_context(node, req)?;
-    if node.store.is_revoked(&spec.replacement)? {
+    let (spec, approved) = repair_context(node, "repair-deltas", req)?;
+    let mut record = node.group_record(&spec.group)?;
+    let (authorized, epoch) = as_member(
+        node,
+        "repair-deltas",
+        &spec,
+        approved,
+        &record,
+        &[Standing::Current, Standing::Applied],
+    )?;
+    if authorized.standing() == Standing::Current && node.store.is_revoked(&spec.replacement)? {
         return Err(refuse(
             node,
             "repair-deltas",
@@ -63,6 +88,7 @@ pub(super) async fn deltas(
         .open_key_package(&record.name, &record.sealed_key_package)?;
     let deltas = repair::helper_deltas(
         &spec,
+        &authorized,
         &node.id,
         &key_package,
         &node.identity,
@@ -70,35 +96,46 @@ pub(super) async fn deltas(
         &mut rand::thread_rng(),
     )
     .map_err(|e| refuse(node, "repair-deltas", e))?;
+    quorum::audit_authorized(node, "repair-deltas", &authorized)?;
     audit(
         node,
         "repair_helped",
         serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str()}),
     )?;
-    // Commit to the new membership before any delta leaves: a second repair
-    // onto the same replacement, or of the revoked node, is then refused, so a
-    // rogue coordinator cannot gather several members' shares on one node.
-    record.members = spec.new_members();
-    node.store.put_group_and_revoke(&record, &spec.lost).await?;
+    // Commit to the new membership and epoch before any delta leaves: a
+    // second repair for this epoch, onto the same replacement or of the
+    // revoked node, is then refused, so a rogue coordinator cannot gather
+    // several members' shares on one node.
+    if authorized.standing() == Standing::Current {
+        record.members = spec.new_members();
+        node.store
+            .advance_group(
+                &record,
+                Some(&spec.lost),
+                epoch,
+                &quorum::next_epoch(&authorized, epoch + 1),
+            )
+            .await?;
+    }
     Ok(pb::RepairMessages {
         messages: deltas.into_iter().map(Into::into).collect(),
     })
 }
 
 /// `RepairSigma` (helper, step 2): the sum of the deltas addressed to this node,
-/// encrypted for the replacement.
+/// encrypted for the replacement. Only a helper that committed to this very
+/// repair's membership takes this step.
 pub(super) fn sigma(
     node: &SignerNode,
     req: &pb::RepairRequest,
 ) -> Result<pb::DkgSealedShare, NodeError> {
-    let (spec, record) = repair_context(node, req)?;
-    if record.members != spec.new_members() {
-        return Err(refuse(
-            node,
-            "repair-sigma",
-            CoreError::refused("this node did not help with that repair"),
-        ));
-    }
+    let (spec, approved) = repair_context(node, "repair-sigma", req)?;
+    let record = node.group_record(&spec.group)?;
+    let held = quorum::held(node, &record)?;
+    let authorized = approved
+        .already_applied(&held)
+        .and_then(|a| spec.check_authorized(&a, &[Standing::Applied]).map(|()| a))
+        .map_err(|e| refuse(node, "repair-sigma", e))?;
     let deltas: Vec<dkg::SealedRound2> = req
         .messages
         .iter()
@@ -107,6 +144,7 @@ pub(super) fn sigma(
         .wire()?;
     let sigma = repair::helper_sigma(
         &spec,
+        &authorized,
         &node.id,
         &deltas,
         &node.identity,
@@ -118,19 +156,32 @@ pub(super) fn sigma(
 }
 
 /// `RepairReceive` (replacement): combines the helpers' sigmas into this node's
-/// share, sealed and stored as an active member.
+/// share, sealed and stored as an active member at the next epoch. Only for a
+/// repair the operators approved naming this node, of the key they named.
 pub(super) async fn receive(
     node: &SignerNode,
     req: pb::RepairRequest,
 ) -> Result<pb::DkgKeyReport, NodeError> {
-    let wire_spec = req.spec.as_ref().ok_or_else(|| missing("spec"))?;
-    let spec: RepairSpec = wire_spec.try_into().wire()?;
+    let (spec, approved) = repair_context(node, "repair-receive", &req)?;
     if node.store.group(&spec.group)?.is_some() {
         return Err(NodeError::AlreadyExists(format!(
             "key group {} already exists on {}",
             spec.group, node.id
         )));
     }
+    if let Some(epoch) = node.store.group_epoch(&spec.group)? {
+        return Err(refuse(
+            node,
+            "repair-receive",
+            CoreError::refused(format!(
+                "{} held key group {} before (epoch {}); it never takes a share of it again",
+                node.id, spec.group, epoch.epoch
+            )),
+        ));
+    }
+    let authorized = approved
+        .as_newcomer(&node.id, None)
+        .map_err(|e| refuse(node, "repair-receive", e))?;
     let sigmas: Vec<dkg::SealedRound2> = req
         .messages
         .iter()
@@ -141,6 +192,7 @@ pub(super) async fn receive(
         .map_err(|e| invalid("public_key_package", e))?;
     let key_package = repair::replacement_receive(
         &spec,
+        &authorized,
         &node.id,
         &sigmas,
         &pkp,
@@ -153,10 +205,11 @@ pub(super) async fn receive(
         .serialize()
         .map_err(|e| NodeError::Bug(format!("serialize group key: {e}")))?;
     let (scheme, network) = node.scheme_of(&spec.group);
+    let approved_spec = authorized.spec();
     let record = GroupRecord {
         v: 1,
         name: spec.group.clone(),
-        tier: tier_from_wire(wire_spec.tier).wire()?,
+        tier: approved_spec.tier,
         threshold: spec.threshold,
         members: spec.new_members(),
         ceremony_id: spec.repair_id.clone(),
@@ -168,12 +221,14 @@ pub(super) async fn receive(
         scheme,
         network,
     };
+    quorum::audit_authorized(node, "repair-receive", &authorized)?;
     audit(
         node,
         "repair_share_received",
         serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "replaces": spec.lost.as_str()}),
     )?;
-    node.store.insert_group(&record).await?;
+    let epoch = quorum::next_epoch(&authorized, approved_spec.epoch + 1);
+    node.store.insert_group_at(&record, &epoch).await?;
     info!(node = %node.id, group = %spec.group, replaces = %spec.lost, "repaired share sealed");
     Ok(pb::DkgKeyReport {
         sender: node.id.to_string(),
@@ -183,19 +238,51 @@ pub(super) async fn receive(
     })
 }
 
-/// `ReplaceMember` (a member that did not help): records the new membership
-/// and revokes the lost node.
+/// `ReplaceMember` (a member that did not help): under the operators'
+/// approval of this repair of the epoch it holds, records the new membership
+/// and the next epoch and revokes the lost node. Idempotent for the same
+/// spec; the lost node itself never drops itself (X7).
 pub(super) async fn replace_member(
     node: &SignerNode,
     req: &pb::RepairRequest,
 ) -> Result<pb::ReplaceMemberResponse, NodeError> {
-    let (spec, mut record) = repair_context(node, req)?;
+    let (spec, approved) = repair_context(node, "replace-member", req)?;
+    if spec.lost == node.id {
+        return Err(refuse(
+            node,
+            "replace-member",
+            CoreError::refused(format!(
+                "{} is the lost member of this repair; a node never drops itself",
+                node.id
+            )),
+        ));
+    }
+    let mut record = node.group_record(&spec.group)?;
+    let (authorized, epoch) = as_member(
+        node,
+        "replace-member",
+        &spec,
+        approved,
+        &record,
+        &[Standing::Current, Standing::Applied],
+    )?;
+    if authorized.standing() == Standing::Applied {
+        return Ok(pb::ReplaceMemberResponse {});
+    }
+    quorum::audit_authorized(node, "replace-member", &authorized)?;
     audit(
         node,
         "member_replaced",
-        serde_json::json!({"group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str()}),
+        serde_json::json!({"group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str(), "epoch": epoch + 1}),
     )?;
     record.members = spec.new_members();
-    node.store.put_group_and_revoke(&record, &spec.lost).await?;
+    node.store
+        .advance_group(
+            &record,
+            Some(&spec.lost),
+            epoch,
+            &quorum::next_epoch(&authorized, epoch + 1),
+        )
+        .await?;
     Ok(pb::ReplaceMemberResponse {})
 }

@@ -509,14 +509,8 @@ async fn create_group_named(
     // A 67-of-100 ceremony takes minutes here; the default call deadline is two.
     let mut operator = cluster.operator.clone();
     operator.timeout = Duration::from_secs(1800);
-    let group = client::create_key_group(
-        &operator,
-        &name,
-        Tier::Warm,
-        u32::from(shape.threshold),
-        &members,
-    )
-    .await?;
+    let signed = cluster.approved_create(&name, Tier::Warm, shape.threshold, &members)?;
+    let group = client::create_key_group(&operator, &signed).await?;
     if !group.active {
         return Err(SimError::Verification(format!(
             "key group {} is not active",

@@ -144,6 +144,8 @@ impl ChaosCluster {
                 .map(|(id, p)| (id.clone(), p.addr().to_string()))
                 .collect(),
             message_groups: true,
+            // The harness issues its own certificates (replays, liars) from the CA in the run directory.
+            offline_ca: None,
         };
         let cluster = LocalCluster::create_with(dir, &bins.daemons, progress, &options).await?;
         let mut nodes = Vec::new();
@@ -426,20 +428,34 @@ impl ChaosCluster {
         threshold: u32,
         members: &[String],
     ) -> Result<pb::KeyGroup, SimError> {
+        let signed = self.approved_create(threshold, members)?;
+        Ok(client::create_key_group(&self.cluster.operator, &signed).await?)
+    }
+
+    /// A quorum-approved create spec of [`GROUP`].
+    fn approved_create(
+        &self,
+        threshold: u32,
+        members: &[String],
+    ) -> Result<permafrost_core::ceremony::SignedSpec, SimError> {
         let name = GroupName::new(GROUP).map_err(setup("group name"))?;
         let members = members
             .iter()
             .map(NodeId::new)
             .collect::<Result<Vec<_>, _>>()
             .map_err(setup("member id"))?;
-        Ok(client::create_key_group(
-            &self.cluster.operator,
-            &name,
-            Tier::Warm,
-            threshold,
-            &members,
-        )
-        .await?)
+        let threshold = u16::try_from(threshold).map_err(setup("threshold"))?;
+        self.cluster
+            .approved_create(&name, Tier::Warm, threshold, &members)
+    }
+
+    /// A quorum-approved spec of `change` to [`GROUP`] as it stands now.
+    async fn approved_change(
+        &self,
+        change: permafrostctl::ceremony::Change,
+    ) -> Result<permafrost_core::ceremony::SignedSpec, SimError> {
+        let name = GroupName::new(GROUP).map_err(setup("group name"))?;
+        self.cluster.approved_change(&name, change).await
     }
 
     /// Same, returning the coordinator's refusal as a gRPC status.
@@ -448,6 +464,7 @@ impl ChaosCluster {
         threshold: u32,
         members: &[String],
     ) -> Result<Result<pb::KeyGroup, tonic::Status>, SimError> {
+        let signed = self.approved_create(threshold, members)?;
         let mut ceremony = self.cluster.operator.ceremony()?;
         Ok(ceremony
             .create_key_group(pb::CreateKeyGroupRequest {
@@ -455,6 +472,7 @@ impl ChaosCluster {
                 tier: pb::Tier::Warm as i32,
                 threshold,
                 members: members.to_vec(),
+                authorization: Some((&signed).into()),
             })
             .await
             .map(tonic::Response::into_inner))
@@ -467,9 +485,15 @@ impl ChaosCluster {
 
     /// `Ceremony.RefreshKeyGroup`.
     pub async fn refresh(&self) -> Result<pb::KeyGroup, SimError> {
+        let signed = self
+            .approved_change(permafrostctl::ceremony::Change::Refresh)
+            .await?;
         let mut ceremony = self.cluster.operator.ceremony()?;
         ceremony
-            .refresh_key_group(pb::RefreshKeyGroupRequest { name: GROUP.into() })
+            .refresh_key_group(pb::RefreshKeyGroupRequest {
+                name: GROUP.into(),
+                authorization: Some((&signed).into()),
+            })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| {
@@ -479,12 +503,19 @@ impl ChaosCluster {
 
     /// `Ceremony.RepairKeyGroup`.
     pub async fn repair(&self, lost: &str, replacement: &str) -> Result<pb::KeyGroup, SimError> {
+        let signed = self
+            .approved_change(permafrostctl::ceremony::Change::Repair {
+                lost: NodeId::new(lost).map_err(setup("lost node id"))?,
+                replacement: NodeId::new(replacement).map_err(setup("replacement node id"))?,
+            })
+            .await?;
         let mut ceremony = self.cluster.operator.ceremony()?;
         ceremony
             .repair_key_group(pb::RepairKeyGroupRequest {
                 name: GROUP.into(),
                 lost: lost.into(),
                 replacement: replacement.into(),
+                authorization: Some((&signed).into()),
             })
             .await
             .map(tonic::Response::into_inner)
@@ -508,11 +539,17 @@ impl ChaosCluster {
 
     /// `Ceremony.ClearExclusion` of `node` from [`GROUP`].
     pub async fn clear_exclusion(&self, node: &str) -> Result<(), SimError> {
+        let signed = self
+            .approved_change(permafrostctl::ceremony::Change::ClearExclusion {
+                node: NodeId::new(node).map_err(setup("node id"))?,
+            })
+            .await?;
         let mut ceremony = self.cluster.operator.ceremony()?;
         ceremony
             .clear_exclusion(pb::ClearExclusionRequest {
                 group: GROUP.into(),
                 node_id: node.into(),
+                authorization: Some((&signed).into()),
             })
             .await
             .map(|_| ())

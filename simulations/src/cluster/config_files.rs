@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use permafrost_core::ceremony::RegistryConfig;
 use permafrostctl::files;
 
 use permafrostctl::client::ClusterFile;
@@ -30,6 +31,7 @@ pub(super) struct NodeToml<'a> {
     pub(super) custody_keys: Vec<String>,
     pub(super) tls: NodeTlsToml<'a>,
     pub(super) sealer: SealerToml<'a>,
+    pub(super) operators: &'a RegistryConfig,
 }
 
 #[derive(Serialize)]
@@ -58,6 +60,7 @@ pub(super) struct CoordinatorToml<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) round_timeout_ms: Option<u64>,
     pub(super) tls: CoordinatorTlsToml<'a>,
+    pub(super) operators: &'a RegistryConfig,
 }
 
 #[derive(Serialize)]

@@ -24,9 +24,11 @@ use permafrostctl::{files, pki};
 use rand::RngCore;
 
 mod config_files;
+mod operators;
 pub mod plan;
 
 use config_files::*;
+pub use operators::{OPERATORS, OPERATOR_QUORUM};
 pub use plan::*;
 
 use crate::daemons::Daemons;
@@ -159,8 +161,10 @@ impl LocalCluster {
         }
         let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
 
-        // The CA key stays in its own directory; in production it lives offline.
-        let ca_dir = dir.join("ca");
+        // The CA key stays in its own directory; for `up` outside the cluster
+        // directory (whoever holds the client files must not mint any role),
+        // and in production offline.
+        let ca_dir = options.offline_ca.clone().unwrap_or_else(|| dir.join("ca"));
         pki::init_ca(&ca_dir, "Permafrost local cluster CA")?;
         let ca_cert = dir.join(pki::CA_CERT);
         std::fs::copy(ca_dir.join(pki::CA_CERT), &ca_cert)
@@ -181,6 +185,8 @@ impl LocalCluster {
                 permafrostctl::keys::generate_key_file(&approver_dir.join(format!("{id}.key")))?;
             approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
         }
+        // Operators: every ceremony needs a quorum of them, checked by every node.
+        let registry = operators::create_operator_keys(&dir)?;
         let policy = dir.join("policy.toml");
         let policy_toml = match &layout.policy {
             Some(text) => text.clone(),
@@ -192,9 +198,10 @@ impl LocalCluster {
         };
         files::write_public(&policy, policy_toml.as_bytes())?;
         progress.step(format!(
-            "CA, custody signing key {}…, {} approver keys and the withdrawal policy written",
+            "CA, custody signing key {}…, {} approver keys, {} operator keys ({OPERATOR_QUORUM} needed for any ceremony) and the withdrawal policy written",
             &custody_public[..16],
-            APPROVERS.len()
+            APPROVERS.len(),
+            OPERATORS.len()
         ));
 
         let ports = free_ports(plans.len() + 1)?;
@@ -231,6 +238,7 @@ impl LocalCluster {
                     passphrase_file: &passphrase,
                     kdf: "fast-insecure",
                 },
+                operators: &registry,
             };
             let config_path = node_dir.join("node.toml");
             files::write_public(&config_path, toml_text(&config, "node config")?.as_bytes())?;
@@ -301,6 +309,7 @@ impl LocalCluster {
                 cert: &coord_dir.join(format!("{COORDINATOR_ID}.pem")),
                 key: &coord_dir.join(format!("{COORDINATOR_ID}.key")),
             },
+            operators: &registry,
         };
         files::write_public(
             &coord_dir.join("coordinator.toml"),
@@ -498,14 +507,10 @@ impl LocalCluster {
                 .map(|m| NodeId::new(*m))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| SimError::Setup(e.to_string()))?;
-            let group = client::create_key_group(
-                &self.operator,
-                &name,
-                plan.tier,
-                plan.threshold,
-                &members,
-            )
-            .await?;
+            let threshold = u16::try_from(plan.threshold)
+                .map_err(|_| SimError::Setup(format!("threshold {}", plan.threshold)))?;
+            let signed = self.approved_create(&name, plan.tier, threshold, &members)?;
+            let group = client::create_key_group(&self.operator, &signed).await?;
             if !group.active {
                 return Err(SimError::Verification(format!(
                     "key group {} was created but is not active",
@@ -518,13 +523,19 @@ impl LocalCluster {
                 format!(", {} address {}", group.network, group.address)
             };
             progress.step(format!(
-                "key group {} ({}, {}, {}-of-{} on {}) active, group key {}{address}",
+                "key group {} ({}, {}, {}-of-{} on {}) active under a create spec approved by {}, group key {}{address}",
                 group.name,
                 plan.tier,
                 group.scheme,
                 group.threshold,
                 group.members.len(),
                 group.members.join(","),
+                signed
+                    .approvals
+                    .iter()
+                    .map(|a| a.operator.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
                 hex::encode(&group.group_public_key)
             ));
             created.push(group);

@@ -2,6 +2,7 @@
 //! groups, the ids of its principals, and the withdrawal policy it enforces.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use permafrost_core::Tier;
 
@@ -130,6 +131,21 @@ pub struct CreateOptions {
     /// Make warm-1 and cold-1 `message` groups (opaque payloads) instead of
     /// taproot ones: the chaos runs exercise faults, not transactions.
     pub message_groups: bool,
+    /// Where the cluster CA (its private key) goes: outside the cluster
+    /// directory for `up`, whose directory is what clients are handed. `None`
+    /// keeps it in `<dir>/ca`, for throwaway clusters whose harness issues
+    /// more certificates (chaos) and which are deleted whole.
+    pub offline_ca: Option<PathBuf>,
+}
+
+/// Where `up` puts the CA of a cluster in `dir`: a sibling directory
+/// `<dir>-ca`, never inside the directory handed to clients.
+pub fn offline_ca_dir(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cluster".into());
+    dir.with_file_name(format!("{name}-ca"))
 }
 
 /// Nodes, policy and coordinator settings of a cluster other than the default

@@ -1,0 +1,115 @@
+//! The operator quorum every ceremony step checks first (THREATS X5–X7).
+//!
+//! The coordinator relays the signed lifecycle spec; this node verifies it
+//! against its own operator registry, its own clock and its own record of the
+//! group (epoch, key, members) before it takes any step, and records every
+//! epoch change with the spec that made it. The coordinator's word counts for
+//! nothing here.
+
+use permafrost_core::ceremony::{
+    verify_quorum, AuthorizedCeremony, HeldGroup, QuorumApproved, SpecDigest,
+};
+use permafrost_core::{unix_now, CoreError};
+use permafrost_proto as pb;
+use permafrost_proto::convert::ceremony::required_authorization;
+
+use super::{audit, refuse, FromWire};
+use crate::store::{GroupEpoch, GroupRecord, FIRST_EPOCH};
+use crate::{NodeError, SignerNode};
+
+/// The relayed spec, once its shape, lifetime and operator quorum checked out
+/// against this node's registry and clock.
+pub(super) fn approved(
+    node: &SignerNode,
+    step: &str,
+    wire: Option<&pb::SignedLifecycleSpec>,
+) -> Result<QuorumApproved, NodeError> {
+    let Some(registry) = &node.registry else {
+        return Err(refuse(
+            node,
+            step,
+            CoreError::refused(format!(
+                "{} has no [operators] registry in its config, so it takes part in no ceremony",
+                node.id
+            )),
+        ));
+    };
+    let signed = required_authorization(wire).wire()?;
+    verify_quorum(
+        &signed,
+        registry,
+        unix_now(),
+        node.settings.max_clock_skew_secs,
+    )
+    .map_err(|e| refuse(node, step, e))
+}
+
+/// What this node holds of `record`'s group, as a spec is compared with it.
+pub(super) fn held(node: &SignerNode, record: &GroupRecord) -> Result<HeldGroup, NodeError> {
+    let epoch = node.store.group_epoch(&record.name)?;
+    let last_spec = match &epoch {
+        Some(e) => Some(SpecDigest(
+            hex::decode(&e.spec_digest)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    NodeError::Corrupt(format!(
+                        "stored epoch record of {} names no spec digest",
+                        record.name
+                    ))
+                })?,
+        )),
+        None => None,
+    };
+    Ok(HeldGroup {
+        epoch: epoch.map(|e| e.epoch).unwrap_or(FIRST_EPOCH),
+        group_key: record.group_public_key.clone(),
+        members: record.members.clone(),
+        threshold: record.threshold,
+        tier: record.tier,
+        last_spec,
+    })
+}
+
+/// This node's current epoch of `record`'s group.
+pub(crate) fn epoch_of(node: &SignerNode, record: &GroupRecord) -> Result<u64, NodeError> {
+    Ok(node
+        .store
+        .group_epoch(&record.name)?
+        .map(|e| e.epoch)
+        .unwrap_or(FIRST_EPOCH))
+}
+
+/// The epoch record `authorized` moves its group to.
+pub(super) fn next_epoch(authorized: &AuthorizedCeremony, epoch: u64) -> GroupEpoch {
+    GroupEpoch {
+        v: permafrost_store::RECORD_VERSION,
+        epoch,
+        spec_digest: authorized.digest().to_hex(),
+        operation: authorized.spec().operation.to_string(),
+        operators: authorized.operators().to_vec(),
+        at: unix_now(),
+    }
+}
+
+/// Records, before the step acts, which approved spec authorized it and who approved it.
+pub(super) fn audit_authorized(
+    node: &SignerNode,
+    step: &str,
+    authorized: &AuthorizedCeremony,
+) -> Result<(), NodeError> {
+    let spec = authorized.spec();
+    audit(
+        node,
+        "ceremony_authorized",
+        serde_json::json!({
+            "step": step,
+            "operation": spec.operation.as_str(),
+            "group": spec.group.as_str(),
+            "epoch": spec.epoch,
+            "proposal": spec.proposal_id,
+            "spec_digest": authorized.digest().to_hex(),
+            "operators": authorized.operators(),
+        }),
+    )
+}
