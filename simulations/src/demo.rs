@@ -602,9 +602,11 @@ async fn show_refusals(
                 progress.step(format!("refused: {reason}"));
                 lines.push(format!("{what}: refused ({reason})"));
             }
-            Err(other) => return Err(SimError::Verification(format!(
+            Err(other) => {
+                return Err(SimError::Verification(format!(
                 "{what} should be refused by policy, but submitting it failed otherwise: {other}"
-            ))),
+            )))
+            }
             Ok(status) => {
                 return Err(SimError::Verification(format!(
                     "{what} was accepted ({}: {})",
