@@ -106,11 +106,19 @@ pub(super) fn commit(
         .nonces
         .lock()
         .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
-        .insert_all(name, batch, reserved.as_ref().map(|r| r.0), Instant::now())
-        .ok_or_else(|| NodeError::Busy {
+        .insert_all(name, batch, reserved.as_ref().map(|r| r.0), Instant::now());
+    let Some(handles) = handles else {
+        // No nonces, no reservation: it would only hold the limit for nothing.
+        if let Some((binding, _)) = &reserved {
+            if let Ok(mut r) = node.reservations.lock() {
+                r.take(&binding.commit_id, Instant::now());
+            }
+        }
+        return Err(NodeError::Busy {
             what: "nonce pool full".into(),
             retry_after: NONCE_POOL_RETRY,
-        })?;
+        });
+    };
     let identifier = node.identifier_in(&record)?;
     Ok(pb::CommitResponse {
         receipt: reserved.map(|r| r.1.to_wire()).unwrap_or_default(),
