@@ -139,6 +139,70 @@ pub async fn attempt(
     }
 }
 
+/// Group-wide velocity, the read after round 1's writes: attestations from
+/// `n - t + 1` distinct members (the signers first, then other members when
+/// `2t <= n`), each made over every signer's reservation receipt.
+async fn attest(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    signers: &[NodeId],
+    withdrawal: &pb::SignedWithdrawal,
+    receipts: Vec<Vec<u8>>,
+    deadline: Duration,
+) -> Result<Vec<Vec<u8>>, AttemptError> {
+    let needed = permafrost_core::velocity::attestations_needed(
+        group.members.len(),
+        usize::from(group.threshold),
+    );
+    let mut asked: Vec<&NodeId> = signers.iter().collect();
+    if needed > asked.len() {
+        asked.extend(group.members.iter().filter(|m| !signers.contains(m)));
+    }
+    let members = &coord.members;
+    let calls = asked.iter().map(|id| {
+        let req = pb::AttestRequest {
+            key_group: group.name.to_string(),
+            withdrawal: Some(withdrawal.clone()),
+            receipts: receipts.clone(),
+        };
+        async move {
+            let member = members
+                .get(id)
+                .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
+            let mut client = member.client.clone();
+            match tokio::time::timeout(deadline, client.attest(req)).await {
+                Ok(Ok(resp)) => Ok(resp.into_inner().attestation),
+                Ok(Err(status)) => Err(classify(id, status)),
+                Err(_) => Err(AttemptError::Unreachable(
+                    (*id).clone(),
+                    format!("{id}: velocity attestation deadline exceeded"),
+                )),
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let mut first_error = None;
+    for (id, result) in asked.iter().zip(futures::future::join_all(calls).await) {
+        match result {
+            Ok(a) => out.push(a),
+            // A signer that cannot attest cannot sign either: fail the attempt on it.
+            Err(e) if signers.contains(id) => return Err(e),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if out.len() < needed {
+        return Err(first_error.unwrap_or_else(|| {
+            AttemptError::Other(format!(
+                "{} velocity attestations, the group needs {needed}",
+                out.len()
+            ))
+        }));
+    }
+    Ok(out)
+}
+
 /// One session's shares as received, by signer identifier: who sent them and the bytes (evidence).
 type RawShares<C> = BTreeMap<Identifier<C>, (NodeId, Vec<u8>)>;
 
@@ -173,7 +237,13 @@ async fn attempt_in<C: Ciphersuite>(
     // Round 1 is one cheap call: a member that cannot commit within this is
     // treated as unreachable, so "below threshold" is known within seconds.
     let commit_deadline = deadline.min(ROUND1_DEADLINE);
-    // Round 1: commitments.
+    // Round 1: commitments (and, for a withdrawal, each signer's velocity
+    // reservation receipt).
+    let withdrawal = match target {
+        Target::Withdrawal(w, _) => Some((**w).clone()),
+        Target::Activation => None,
+    };
+    let withdrawal = &withdrawal;
     let commits = signers.iter().map(|id| async move {
         let member = members
             .get(id)
@@ -183,6 +253,7 @@ async fn attempt_in<C: Ciphersuite>(
         let call = client.commit(pb::CommitRequest {
             key_group: group.name.to_string(),
             count: sessions as u32,
+            withdrawal: withdrawal.clone(),
         });
         match tokio::time::timeout(commit_deadline, call).await {
             Ok(Ok(resp)) => {
@@ -197,6 +268,7 @@ async fn attempt_in<C: Ciphersuite>(
         }
     });
     let mut handles = BTreeMap::new();
+    let mut receipts = Vec::new();
     let mut commitments: Vec<BTreeMap<Identifier<C>, SigningCommitments<C>>> =
         vec![BTreeMap::new(); sessions];
     let round1 = futures::future::join_all(commits).await;
@@ -227,6 +299,15 @@ async fn attempt_in<C: Ciphersuite>(
             })?;
             commitments[session].insert(identifier, c);
         }
+        if withdrawal.is_some() {
+            if resp.receipt.is_empty() {
+                return Err(AttemptError::Refused(
+                    id,
+                    "sent no reservation receipt".into(),
+                ));
+            }
+            receipts.push(resp.receipt);
+        }
         handles.insert(
             id,
             resp.nonces
@@ -245,6 +326,10 @@ async fn attempt_in<C: Ciphersuite>(
         .map(|p| p.serialize())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
+    let attestations = match withdrawal {
+        Some(w) => attest(coord, group, signers, w, receipts, commit_deadline).await?,
+        None => Vec::new(),
+    };
     let (wire_target, approvals) = match target {
         Target::Withdrawal(w, a) => (
             pb::sign_request::Target::Withdrawal((**w).clone()),
@@ -263,6 +348,7 @@ async fn attempt_in<C: Ciphersuite>(
             signing_packages: package_bytes.clone(),
             target: Some(wire_target.clone()),
             approvals: approvals.clone(),
+            attestations: attestations.clone(),
         };
         async move {
             let member = members

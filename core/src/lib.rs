@@ -16,6 +16,7 @@ pub mod policy;
 pub mod repair;
 pub mod signing;
 pub mod taproot;
+pub mod velocity;
 pub mod withdrawal;
 
 pub use error::CoreError;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod hygiene;
 pub mod nonces;
 mod open;
+pub mod reservations;
 pub mod service;
 pub mod store;
 pub mod vault;
@@ -170,6 +171,8 @@ pub struct SignerNode {
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     pub(crate) max_sessions: usize,
     pub(crate) nonces: Mutex<NoncePool>,
+    /// Velocity reservations made with round-1 nonces (group-wide P1).
+    pub(crate) reservations: Mutex<crate::reservations::Reservations>,
     pub(crate) ceremonies: CeremonyTable<service::CeremonyInFlight>,
     /// Operators and the quorum each lifecycle operation needs; without it
     /// the node refuses every ceremony.

@@ -57,9 +57,29 @@ impl Suite for Secp256K1Sha256TR {
     }
 }
 
+/// The withdrawal a batch of nonces was committed for: they sign nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The request's digest.
+    pub digest: permafrost_core::withdrawal::RequestDigest,
+    /// Names the round-1 call, and so its velocity reservation.
+    pub commit_id: [u8; 16],
+}
+
+/// What [`NoncePool::take`] hands back.
+pub struct Taken {
+    /// Group the nonces were committed for.
+    pub group: GroupName,
+    /// The nonces.
+    pub nonces: PoolNonces,
+    /// The withdrawal they were committed for (`None`: an activation test).
+    pub bound: Option<Binding>,
+}
+
 struct Entry {
     group: GroupName,
     nonces: PoolNonces,
+    bound: Option<Binding>,
     created: Instant,
 }
 
@@ -96,7 +116,7 @@ impl NoncePool {
         nonces: PoolNonces,
         now: Instant,
     ) -> Option<NonceHandle> {
-        self.insert_all(group, vec![nonces], now)
+        self.insert_all(group, vec![nonces], None, now)
             .and_then(|h| h.into_iter().next())
     }
 
@@ -106,6 +126,7 @@ impl NoncePool {
         &mut self,
         group: GroupName,
         batch: Vec<PoolNonces>,
+        bound: Option<Binding>,
         now: Instant,
     ) -> Option<Vec<NonceHandle>> {
         self.expire(now);
@@ -121,6 +142,7 @@ impl NoncePool {
                 Entry {
                     group: group.clone(),
                     nonces,
+                    bound,
                     created: now,
                 },
             );
@@ -131,13 +153,22 @@ impl NoncePool {
 
     /// Removes and returns the nonces for `handle` if they exist and have not expired.
     /// Whatever happens next, they are gone from the pool (N1).
-    pub fn take(&mut self, handle: &[u8], now: Instant) -> Option<(GroupName, PoolNonces)> {
+    pub fn take(&mut self, handle: &[u8], now: Instant) -> Option<Taken> {
         let handle: NonceHandle = handle.try_into().ok()?;
         let entry = self.entries.remove(&handle)?;
         if now.duration_since(entry.created) > self.ttl {
             return None;
         }
-        Some((entry.group, entry.nonces))
+        Some(Taken {
+            group: entry.group,
+            nonces: entry.nonces,
+            bound: entry.bound,
+        })
+    }
+
+    /// How long a nonce (and the reservation made with it) lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Drops expired nonces.
@@ -175,11 +206,11 @@ mod tests {
         let now = Instant::now();
         assert!(pool.insert(g.clone(), nonces(), now).is_some());
         assert!(pool
-            .insert_all(g.clone(), vec![nonces(), nonces(), nonces()], now)
+            .insert_all(g.clone(), vec![nonces(), nonces(), nonces()], None, now)
             .is_none());
         assert_eq!(pool.len(), 1, "nothing of the refused batch stayed");
         let handles = pool
-            .insert_all(g, vec![nonces(), nonces()], now)
+            .insert_all(g, vec![nonces(), nonces()], None, now)
             .expect("room for two");
         assert_eq!(handles.len(), 2);
         assert_ne!(handles[0], handles[1]);

@@ -348,6 +348,10 @@ impl SignerNode {
                 config.nonces.max_open,
                 Duration::from_secs(config.nonces.ttl_secs),
             )),
+            reservations: Mutex::new(crate::reservations::Reservations::new(
+                config.nonces.max_open,
+                Duration::from_secs(config.nonces.ttl_secs),
+            )),
             ceremonies: CeremonyTable::default(),
             registry,
             unseal_throttle: Default::default(),

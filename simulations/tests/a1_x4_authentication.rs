@@ -124,6 +124,7 @@ async fn a1_x4_missing_foreign_and_wrong_role_certificates_are_refused() {
             .commit(pb::CommitRequest {
                 key_group: "warm-1".into(),
                 count: 1,
+                ..Default::default()
             })
             .await
             .expect_err("wrong role on SignerNode");

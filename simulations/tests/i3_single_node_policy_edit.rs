@@ -3,7 +3,7 @@
 
 use permafrost_core::{Role, Tier};
 use permafrost_proto::{self as pb};
-use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
+use permafrost_testkit::rogue::{commit_for, package, sign_attested};
 use permafrost_testkit::{default_policy, ClusterOptions, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,16 +48,20 @@ async fn i3_policy_edited_on_one_node_cannot_change_what_the_group_signs() {
     // 50 BTC, no approvals: the lax node would sign, but no second node will.
     let mut big = cluster.request("wd-i3-1", "warm-1", Tier::Warm);
     big.amount = 5_000_000_000;
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &big.payload);
+    let signed_big = cluster.sign(&big);
+    let round1 = commit_for(&mut clients, "warm-1", &signed_big)
+        .await
+        .expect("round 1 and the velocity read");
+    let pkg = package(&round1.commitments, &big.payload);
     let mut shares = 0;
     for (i, c) in clients.iter_mut().enumerate() {
         match c
-            .sign(sign_withdrawal(
+            .sign(sign_attested(
                 "warm-1",
-                &handles[i],
+                &round1.handles[i],
                 &pkg,
-                &cluster.sign(&big),
+                &signed_big,
+                &round1.attestations,
             ))
             .await
         {

@@ -298,15 +298,18 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
         .collect();
     let mut commitments = BTreeMap::new();
     let mut handles = Vec::new();
+    let mut receipts = Vec::new();
     for c in clients.iter_mut() {
         let r = c
             .commit(pb::CommitRequest {
                 key_group: "warm-1".into(),
                 count: 1,
+                withdrawal: Some(signed.clone()),
             })
             .await
             .expect("commit")
             .into_inner();
+        receipts.push(r.receipt.clone());
         let n = r.nonces.first().expect("nonce").clone();
         let id = Identifier::<Secp256K1Sha256TR>::try_from(r.identifier as u16).expect("id");
         commitments.insert(
@@ -315,6 +318,19 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
                 .expect("commitments"),
         );
         handles.push(n.handle);
+    }
+    let mut attestations = Vec::new();
+    for c in clients.iter_mut() {
+        let a = c
+            .attest(pb::AttestRequest {
+                key_group: "warm-1".into(),
+                withdrawal: Some(signed.clone()),
+                receipts: receipts.clone(),
+            })
+            .await
+            .expect("attest")
+            .into_inner();
+        attestations.push(a.attestation);
     }
     // The package signs some other sighash (say, of a transaction paying the attacker).
     let package = SigningPackage::new(commitments, &[0xAB; 32])
@@ -327,6 +343,7 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
             signing_packages: vec![package],
             target: Some(pb::sign_request::Target::Withdrawal(signed.clone())),
             approvals: Vec::new(),
+            attestations: attestations.clone(),
         })
         .await
         .expect_err("refused");
@@ -343,6 +360,7 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
             signing_packages: vec![],
             target: Some(pb::sign_request::Target::Withdrawal(signed)),
             approvals: Vec::new(),
+            attestations,
         })
         .await
         .expect_err("refused");

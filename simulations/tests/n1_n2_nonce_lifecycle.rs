@@ -1,7 +1,7 @@
 //! N1 / N2: a nonce signs at most once, and a restart voids every commitment.
 
 use permafrost_core::{Role, Tier};
-use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
+use permafrost_testkit::rogue::{commit_for, package, sign_attested};
 use permafrost_testkit::TestCluster;
 use tonic::Code;
 
@@ -17,29 +17,57 @@ async fn n1_round2_resent_is_refused() {
         .collect();
     let request = cluster.request("wd-n1-1", "warm-1", Tier::Warm);
     let signed = cluster.sign(&request);
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &request.payload);
+    let r1 = commit_for(&mut clients, "warm-1", &signed)
+        .await
+        .expect("round 1");
+    let pkg = package(&r1.commitments, &request.payload);
     let first = clients[0]
-        .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &signed))
+        .sign(sign_attested(
+            "warm-1",
+            &r1.handles[0],
+            &pkg,
+            &signed,
+            &r1.attestations,
+        ))
         .await;
     assert!(first.is_ok(), "{first:?}");
     let again = clients[0]
-        .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &signed))
+        .sign(sign_attested(
+            "warm-1",
+            &r1.handles[0],
+            &pkg,
+            &signed,
+            &r1.attestations,
+        ))
         .await
         .expect_err("resent round 2");
     assert_eq!(again.code(), Code::FailedPrecondition);
     assert!(again.message().contains("nonce"), "{}", again.message());
 
     // A refused round 2 burns the nonce too: it cannot be retried with another message.
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let bad = package(&commitments, b"not the payload");
+    let r1 = commit_for(&mut clients, "warm-1", &signed)
+        .await
+        .expect("round 1");
+    let bad = package(&r1.commitments, b"not the payload");
     assert!(clients[1]
-        .sign(sign_withdrawal("warm-1", &handles[1], &bad, &signed))
+        .sign(sign_attested(
+            "warm-1",
+            &r1.handles[1],
+            &bad,
+            &signed,
+            &r1.attestations
+        ))
         .await
         .is_err());
-    let good = package(&commitments, &request.payload);
+    let good = package(&r1.commitments, &request.payload);
     let err = clients[1]
-        .sign(sign_withdrawal("warm-1", &handles[1], &good, &signed))
+        .sign(sign_attested(
+            "warm-1",
+            &r1.handles[1],
+            &good,
+            &signed,
+            &r1.attestations,
+        ))
         .await
         .expect_err("nonce burnt by the refusal");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -58,12 +86,20 @@ async fn n2_round2_after_node_restart_is_refused() {
         .collect();
     let request = cluster.request("wd-n2-1", "warm-1", Tier::Warm);
     let signed = cluster.sign(&request);
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &request.payload);
+    let r1 = commit_for(&mut clients, "warm-1", &signed)
+        .await
+        .expect("round 1");
+    let pkg = package(&r1.commitments, &request.payload);
     cluster.restart_node(0).await;
     let mut client = cluster.node_client(0, Role::Coordinator, "coord-x");
     let err = client
-        .sign(sign_withdrawal("warm-1", &handles[0], &pkg, &signed))
+        .sign(sign_attested(
+            "warm-1",
+            &r1.handles[0],
+            &pkg,
+            &signed,
+            &r1.attestations,
+        ))
         .await
         .expect_err("nonce gone after restart");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -95,28 +131,36 @@ async fn f5_one_request_id_never_signs_two_digests() {
         .map(|i| cluster.node_client(i, Role::Coordinator, "coord-x"))
         .collect();
     let request = cluster.request("wd-f5-1", "warm-1", Tier::Warm);
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &request.payload);
+    let signed = cluster.sign(&request);
+    let r1 = commit_for(&mut clients, "warm-1", &signed)
+        .await
+        .expect("round 1");
+    let pkg = package(&r1.commitments, &request.payload);
     clients[0]
-        .sign(sign_withdrawal(
+        .sign(sign_attested(
             "warm-1",
-            &handles[0],
+            &r1.handles[0],
             &pkg,
-            &cluster.sign(&request),
+            &signed,
+            &r1.attestations,
         ))
         .await
         .expect("first digest signs");
     // A second, custody-signed request reusing the id with another amount.
     let mut other = request.clone();
     other.amount += 1;
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &other.payload);
+    let signed_other = cluster.sign(&other);
+    let r1 = commit_for(&mut clients, "warm-1", &signed_other)
+        .await
+        .expect("round 1");
+    let pkg = package(&r1.commitments, &other.payload);
     let err = clients[0]
-        .sign(sign_withdrawal(
+        .sign(sign_attested(
             "warm-1",
-            &handles[0],
+            &r1.handles[0],
             &pkg,
-            &cluster.sign(&other),
+            &signed_other,
+            &r1.attestations,
         ))
         .await
         .expect_err("second digest for the same id");

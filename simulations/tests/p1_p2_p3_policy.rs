@@ -3,7 +3,7 @@
 
 use permafrost_core::{Role, Tier};
 use permafrost_proto::WithdrawalState;
-use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
+use permafrost_testkit::rogue::sign_directly;
 use permafrost_testkit::{default_policy, ClusterOptions, TestCluster, WARM_WALLET};
 use tonic::Code;
 
@@ -51,35 +51,32 @@ async fn p1_velocity_split_across_small_withdrawals_refused_past_the_cap_on_ever
         .map(|i| cluster.node_client(i, Role::Coordinator, "rogue"))
         .collect();
     let fresh = cluster.request("wd-p1-direct", "warm-2", Tier::Warm);
-    let (commitments, handles) = commit_all(&mut clients, "warm-2").await;
-    let pkg = package(&commitments, &fresh.payload);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let err = c
-            .sign(sign_withdrawal(
-                "warm-2",
-                &handles[i],
-                &pkg,
-                &cluster.sign(&fresh),
-            ))
-            .await
-            .expect_err("over the daily cap");
+    let answers = sign_directly(
+        &mut clients,
+        "warm-2",
+        &cluster.sign(&fresh),
+        &fresh.payload,
+        &[],
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let err = answer.expect_err("over the daily cap");
         assert_eq!(err.code(), Code::PermissionDenied, "node {i}");
         assert!(err.message().contains("velocity"), "{}", err.message());
     }
     // A re-sign of an already signed request (a coordinator failover) is not counted twice:
     // even at the cap, every node signs it again.
     let again = first.expect("first request");
-    let (commitments, handles) = commit_all(&mut clients, "warm-2").await;
-    let pkg = package(&commitments, &again.payload);
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.sign(sign_withdrawal(
-            "warm-2",
-            &handles[i],
-            &pkg,
-            &cluster.sign(&again),
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("node {i} refused a re-sign: {}", e.message()));
+    let answers = sign_directly(
+        &mut clients,
+        "warm-2",
+        &cluster.sign(&again),
+        &again.payload,
+        &[],
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        answer.unwrap_or_else(|e| panic!("node {i} refused a re-sign: {}", e.message()));
     }
     cluster.shutdown().await;
 }
@@ -116,12 +113,16 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
         cluster.approve(&bad_dest, "alice", 600),
         cluster.approve(&bad_dest, "bob", 600),
     ];
-    let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
-    let pkg = package(&commitments, &bad_dest.payload);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let mut req = sign_withdrawal("cold-1", &handles[i], &pkg, &cluster.sign(&bad_dest));
-        req.approvals = approvals.clone();
-        let err = c.sign(req).await.expect_err("allowlist");
+    let answers = sign_directly(
+        &mut clients,
+        "cold-1",
+        &cluster.sign(&bad_dest),
+        &bad_dest.payload,
+        &approvals,
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let err = answer.expect_err("allowlist");
         assert!(
             err.message().contains("allowlist"),
             "node {i}: {}",
@@ -138,18 +139,17 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
         .await
         .expect_err("tier");
     assert!(err.message().contains("tier"), "{}", err.message());
-    let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
-    let pkg = package(&commitments, &as_warm.payload);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let err = c
-            .sign(sign_withdrawal(
-                "cold-1",
-                &handles[i],
-                &pkg,
-                &cluster.sign(&as_warm),
-            ))
-            .await
-            .expect_err("tier");
+    // (A node already refuses to reserve for it in round 1.)
+    let answers = sign_directly(
+        &mut clients,
+        "cold-1",
+        &cluster.sign(&as_warm),
+        &as_warm.payload,
+        &[],
+    )
+    .await;
+    for answer in answers {
+        let err = answer.expect_err("tier");
         assert_eq!(err.code(), Code::PermissionDenied);
     }
 
@@ -160,11 +160,19 @@ async fn p2_p3_allowlist_tier_and_time_lock_enforced_by_nodes() {
         cluster.approve(&cold, "alice", 600),
         cluster.approve(&cold, "bob", 600),
     ];
-    let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
-    let pkg = package(&commitments, &cold.payload);
-    let mut req = sign_withdrawal("cold-1", &handles[0], &pkg, &cluster.sign(&cold));
-    req.approvals = approvals.clone();
-    let err = clients[0].sign(req).await.expect_err("time-locked");
+    let answers = sign_directly(
+        &mut clients,
+        "cold-1",
+        &cluster.sign(&cold),
+        &cold.payload,
+        &approvals,
+    )
+    .await;
+    let err = answers
+        .into_iter()
+        .next()
+        .expect("one answer per client")
+        .expect_err("time-locked");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("time-locked"), "{}", err.message());
 

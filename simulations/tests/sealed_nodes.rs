@@ -86,6 +86,7 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
         .commit(pb::CommitRequest {
             key_group: "cold-1".into(),
             count: 1,
+            ..Default::default()
         })
         .await
         .expect_err("sealed node commits nothing");

@@ -1,7 +1,7 @@
 //! X1: a coordinator that lies about approvals or policy still gets no share.
 
 use permafrost_core::{Role, Tier};
-use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
+use permafrost_testkit::rogue::sign_directly;
 use permafrost_testkit::{TestCluster, WARM_WALLET};
 use tonic::Code;
 
@@ -46,12 +46,16 @@ async fn x1_lies_about_approvals_or_limits_get_no_share() {
         }),
     ];
     for (what, approvals) in lies {
-        let (commitments, handles) = commit_all(&mut clients, "cold-1").await;
-        let pkg = package(&commitments, &cold.payload);
-        for (i, c) in clients.iter_mut().enumerate() {
-            let mut req = sign_withdrawal("cold-1", &handles[i], &pkg, &cluster.sign(&cold));
-            req.approvals = approvals.clone();
-            let err = c.sign(req).await.expect_err(what);
+        let answers = sign_directly(
+            &mut clients,
+            "cold-1",
+            &cluster.sign(&cold),
+            &cold.payload,
+            &approvals,
+        )
+        .await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let err = answer.expect_err(what);
             assert!(
                 matches!(
                     err.code(),
@@ -70,12 +74,16 @@ async fn x1_lies_about_approvals_or_limits_get_no_share() {
     // Over the per-request limit (10 BTC) with one approval, claimed fine by the coordinator.
     let mut big = cluster.request("wd-x1p-big", "warm-1", Tier::Warm);
     big.amount = 1_000_000_001;
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &big.payload);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let mut req = sign_withdrawal("warm-1", &handles[i], &pkg, &cluster.sign(&big));
-        req.approvals = vec![cluster.approve(&big, "alice", 600)];
-        let err = c.sign(req).await.expect_err("over the limit");
+    let answers = sign_directly(
+        &mut clients,
+        "warm-1",
+        &cluster.sign(&big),
+        &big.payload,
+        &[cluster.approve(&big, "alice", 600)],
+    )
+    .await;
+    for answer in answers {
+        let err = answer.expect_err("over the limit");
         assert_eq!(err.code(), Code::PermissionDenied);
         assert!(
             err.message().contains("per-request limit"),

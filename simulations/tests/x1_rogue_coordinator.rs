@@ -3,7 +3,7 @@
 
 use permafrost_core::{Role, Tier};
 use permafrost_proto::{self as pb};
-use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
+use permafrost_testkit::rogue::{commit_all, package, sign_directly};
 use permafrost_testkit::TestCluster;
 use tonic::Code;
 
@@ -21,13 +21,9 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     let valid = cluster.sign(&request);
 
     // 1. Random bytes as the message, with a valid withdrawal attached.
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let random = package(&commitments, &[0x42; 32]);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let err = c
-            .sign(sign_withdrawal("warm-1", &handles[i], &random, &valid))
-            .await
-            .expect_err("random bytes");
+    let answers = sign_directly(&mut clients, "warm-1", &valid, &[0x42; 32], &[]).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let err = answer.expect_err("random bytes");
         assert_eq!(
             err.code(),
             Code::PermissionDenied,
@@ -38,15 +34,12 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     }
 
     // 2. The valid request's payload, but the destination changed.
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &request.payload);
+    // (Round 1 already refuses to reserve for it.)
     let mut altered = valid.clone();
     altered.request.as_mut().expect("request").destination = "bc1qattacker".into();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let err = c
-            .sign(sign_withdrawal("warm-1", &handles[i], &pkg, &altered))
-            .await
-            .expect_err("altered");
+    let answers = sign_directly(&mut clients, "warm-1", &altered, &request.payload, &[]).await;
+    for answer in answers {
+        let err = answer.expect_err("altered");
         assert_eq!(err.code(), Code::PermissionDenied);
         assert!(
             err.message().contains("custody signature"),
@@ -56,15 +49,11 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     }
 
     // 3. No custody signature at all / signed by another key.
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &request.payload);
     let mut forged = valid.clone();
     forged.custody_signature = vec![7; 64];
-    for (i, c) in clients.iter_mut().enumerate() {
-        let err = c
-            .sign(sign_withdrawal("warm-1", &handles[i], &pkg, &forged))
-            .await
-            .expect_err("forged");
+    let answers = sign_directly(&mut clients, "warm-1", &forged, &request.payload, &[]).await;
+    for answer in answers {
+        let err = answer.expect_err("forged");
         assert_eq!(err.code(), Code::PermissionDenied);
     }
 
@@ -79,6 +68,7 @@ async fn x1_nodes_refuse_unauthorized_messages() {
                 signing_packages: vec![pkg.clone()],
                 target: Some(pb::sign_request::Target::Activation(pb::ActivationTest {})),
                 approvals: vec![],
+                attestations: vec![],
             })
             .await
             .expect_err("activation of active group");

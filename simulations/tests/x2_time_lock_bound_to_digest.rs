@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use permafrost_core::{Role, Tier};
 use permafrost_proto as pb;
-use permafrost_testkit::rogue::{commit_all, package, sign_withdrawal};
+use permafrost_testkit::rogue::sign_directly;
 use permafrost_testkit::{approver, ClusterOptions, TestCluster};
 use tonic::Code;
 
@@ -68,13 +68,9 @@ async fn x2_time_lock_of_one_request_never_unlocks_another_under_the_same_id() {
     let mut b = a.clone();
     b.amount += 1;
     let signed_b = cluster.sign(&b);
-    let (commitments, handles) = commit_all(&mut clients, "warm-1").await;
-    let pkg = package(&commitments, &b.payload);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let err = c
-            .sign(sign_withdrawal("warm-1", &handles[i], &pkg, &signed_b))
-            .await
-            .expect_err("B's own time-lock has not run");
+    let answers = sign_directly(&mut clients, "warm-1", &signed_b, &b.payload, &[]).await;
+    for answer in answers {
+        let err = answer.expect_err("B's own time-lock has not run");
         assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
         assert!(err.message().contains("time-locked"), "{}", err.message());
     }
@@ -98,14 +94,9 @@ async fn x2_time_lock_of_one_request_never_unlocks_another_under_the_same_id() {
     let mut all: Vec<_> = (0..3)
         .map(|i| cluster.node_client(i, Role::Coordinator, "coord-1"))
         .collect();
-    let (commitments, handles) = commit_all(&mut all, "warm-1").await;
-    let pkg = package(&commitments, &b.payload);
     let mut released = 0;
-    for (i, c) in all.iter_mut().enumerate() {
-        match c
-            .sign(sign_withdrawal("warm-1", &handles[i], &pkg, &signed_b))
-            .await
-        {
+    for answer in sign_directly(&mut all, "warm-1", &signed_b, &b.payload, &[]).await {
+        match answer {
             Ok(_) => released += 1,
             Err(e) => assert!(
                 e.message().contains("different digest") || e.message().contains("time-locked"),

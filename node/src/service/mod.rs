@@ -337,6 +337,13 @@ impl SignerNodeApi for NodeService {
         Ok(Response::new(sign::commit(&self.node, request.get_ref())?))
     }
 
+    async fn attest(
+        &self,
+        request: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        Ok(Response::new(sign::attest(&self.node, request.get_ref())?))
+    }
+
     async fn sign(
         &self,
         request: Request<pb::SignRequest>,

@@ -29,13 +29,16 @@ use permafrost_core::authz::{
 use permafrost_core::policy::{Approval, LedgerView, VELOCITY_WINDOW_SECS};
 use permafrost_core::signing::{self, ActivationTarget, SigningTarget};
 use permafrost_core::taproot::Scheme;
+use permafrost_core::velocity::{
+    self, AttestationRules, MemberKeys, Receipt, SignedAttestation, SignedReceipt, Subject,
+};
 use permafrost_core::{unix_now, CoreError, GroupName};
 use permafrost_proto as pb;
 use permafrost_proto::convert::group_name;
 use tracing::{info, warn};
 
 use super::{audit, invalid, missing, refuse, stored_public_key_package, FromWire};
-use crate::nonces::{PoolNonces, Suite};
+use crate::nonces::{Binding, PoolNonces, Suite, Taken};
 use crate::store::{GroupRecord, Journaled};
 use crate::{NodeError, SignerNode};
 
@@ -81,6 +84,13 @@ pub(super) fn commit(
         ));
     }
     let record = node.group_record(&name)?;
+    // A withdrawal's nonces are bound to it, with a velocity reservation made
+    // now (the write the group-wide check reads); only custody-signed
+    // requests get one, so junk reserves nothing.
+    let reserved = match &req.withdrawal {
+        Some(w) => Some(reserve(node, &record, w)?),
+        None => None,
+    };
     let key_package = node
         .vault
         .open_key_package(&record.name, &record.sealed_key_package)?;
@@ -96,13 +106,22 @@ pub(super) fn commit(
         .nonces
         .lock()
         .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
-        .insert_all(name, batch, Instant::now())
-        .ok_or_else(|| NodeError::Busy {
+        .insert_all(name, batch, reserved.as_ref().map(|r| r.0), Instant::now());
+    let Some(handles) = handles else {
+        // No nonces, no reservation: it would only hold the limit for nothing.
+        if let Some((binding, _)) = &reserved {
+            if let Ok(mut r) = node.reservations.lock() {
+                r.take(&binding.commit_id, Instant::now());
+            }
+        }
+        return Err(NodeError::Busy {
             what: "nonce pool full".into(),
             retry_after: NONCE_POOL_RETRY,
-        })?;
+        });
+    };
     let identifier = node.identifier_in(&record)?;
     Ok(pb::CommitResponse {
+        receipt: reserved.map(|r| r.1.to_wire()).unwrap_or_default(),
         nonces: handles
             .into_iter()
             .zip(commitments)
@@ -112,6 +131,153 @@ pub(super) fn commit(
             })
             .collect(),
         identifier,
+    })
+}
+
+/// Verifies a custody-signed withdrawal and reserves what it would take out
+/// of the group; returns the nonces' binding and the signed receipt.
+fn reserve(
+    node: &SignerNode,
+    record: &GroupRecord,
+    w: &pb::SignedWithdrawal,
+) -> Result<(Binding, SignedReceipt), NodeError> {
+    let signed: SignedWithdrawal = w.try_into().wire()?;
+    let now = unix_now();
+    let custody = verify_custody(&signed, &group_view(record)?, &node.settings, now)
+        .map_err(|e| refuse(node, "commit", e))?;
+    let mut commit_id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut commit_id);
+    let receipt = Receipt {
+        node: node.id.clone(),
+        group: record.name.clone(),
+        asset: custody.request().asset.clone(),
+        digest: custody.digest(),
+        amount: custody.spend().amount,
+        reserved_at: now,
+        commit_id,
+    };
+    let signature = node.identity.sign(&receipt.encode()).to_vec();
+    let stored = node
+        .reservations
+        .lock()
+        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
+        .insert(
+            commit_id,
+            receipt.group.clone(),
+            receipt.asset.clone(),
+            receipt.digest,
+            receipt.amount,
+            receipt.hash(),
+            Instant::now(),
+        );
+    if !stored {
+        return Err(NodeError::Busy {
+            what: "velocity reservations full".into(),
+            retry_after: NONCE_POOL_RETRY,
+        });
+    }
+    Ok((
+        Binding {
+            digest: receipt.digest,
+            commit_id,
+        },
+        SignedReceipt { receipt, signature },
+    ))
+}
+
+/// The identity keys of `record`'s members, from this node's own manifest.
+fn member_keys(node: &SignerNode, record: &GroupRecord) -> Result<MemberKeys, NodeError> {
+    record
+        .members
+        .iter()
+        .map(|m| {
+            let entry = node
+                .directory
+                .get(m)
+                .map_err(|e| NodeError::Config(format!("manifest: {e}")))?;
+            Ok((m.clone(), entry.identity_key))
+        })
+        .collect()
+}
+
+/// `Attest`: the read after this attempt's reservations. Verifies the
+/// custody signature and the signers' receipts (at least `t`, distinct
+/// members, for this request), then signs what this member counted or holds
+/// reserved in the velocity window, this request excluded.
+pub(super) fn attest(
+    node: &SignerNode,
+    req: &pb::AttestRequest,
+) -> Result<pb::AttestResponse, NodeError> {
+    node.vault.ensure_unsealed()?;
+    let name = group_name("key_group", &req.key_group).wire()?;
+    let record = node.group_record(&name)?;
+    let w = req
+        .withdrawal
+        .as_ref()
+        .ok_or_else(|| missing("withdrawal"))?;
+    let signed: SignedWithdrawal = w.try_into().wire()?;
+    let now = unix_now();
+    let custody = verify_custody(&signed, &group_view(&record)?, &node.settings, now)
+        .map_err(|e| refuse(node, "attest", e))?;
+    let receipts = req
+        .receipts
+        .iter()
+        .map(|r| SignedReceipt::from_wire(r).map_err(|e| invalid("receipts", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let digest = custody.digest();
+    let asset = custody.request().asset.clone();
+    let subject = Subject {
+        group: &name,
+        asset: &asset,
+        digest: &digest,
+    };
+    let hashes = velocity::verify_receipts(
+        &receipts,
+        &member_keys(node, &record)?,
+        subject,
+        usize::from(record.threshold),
+    )
+    .map_err(|e| refuse(node, "attest", e))?;
+    let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
+    let mut entries: std::collections::BTreeMap<_, u128> = node
+        .store
+        .ledger_since(&name, &asset, window_start)?
+        .into_iter()
+        .collect();
+    let live = node
+        .reservations
+        .lock()
+        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
+        .live(&name, &asset, Instant::now());
+    for (d, amount) in live {
+        let e = entries.entry(d).or_default();
+        *e = (*e).max(amount);
+    }
+    entries.remove(&digest);
+    if entries.len() > velocity::MAX_ENTRIES {
+        return Err(NodeError::Unavailable(format!(
+            "{} velocity entries in the window, more than one attestation lists ({})",
+            entries.len(),
+            velocity::MAX_ENTRIES
+        )));
+    }
+    let attestation = velocity::Attestation {
+        node: node.id.clone(),
+        group: name,
+        asset,
+        digest,
+        at: now,
+        window_start,
+        receipts: hashes,
+        entries: entries.into_iter().collect(),
+    };
+    let signature = node.identity.sign(&attestation.encode()).to_vec();
+    Ok(pb::AttestResponse {
+        attestation: SignedAttestation {
+            attestation,
+            signature,
+        }
+        .to_wire(),
     })
 }
 
@@ -200,14 +366,22 @@ async fn sign_step(
         ));
     };
     let name = group_name("key_group", &req.key_group).wire()?;
-    if taken.iter().any(|(group, _)| *group != name) {
+    if taken.iter().any(|t: &Taken| t.group != name) {
         return Err(refuse(
             node,
             "sign",
             CoreError::refused("nonce was committed for another key group"),
         ));
     }
-    let nonces: Vec<PoolNonces> = taken.into_iter().map(|(_, n)| n).collect();
+    let bound = taken[0].bound;
+    if taken.iter().any(|t| t.bound != bound) {
+        return Err(refuse(
+            node,
+            "sign",
+            CoreError::refused("nonces of different round-1 calls in one request"),
+        ));
+    }
+    let nonces: Vec<PoolNonces> = taken.into_iter().map(|t| t.nonces).collect();
     let record = node.group_record(&name)?;
     if let Some(policy) = node.policy.group(&name) {
         if policy.scheme != record.scheme {
@@ -226,12 +400,12 @@ async fn sign_step(
         .open_key_package(&record.name, &record.sealed_key_package)?;
     let shares = match record.scheme {
         Scheme::Message => {
-            sign_in::<Secp256K1Sha256>(node, &req, &record, nonces, key_package).await?
+            sign_in::<Secp256K1Sha256>(node, &req, &record, nonces, bound, key_package).await?
         }
         Scheme::Taproot => {
             let key_package = signing::taproot_key_package(&key_package)
                 .map_err(|e| NodeError::Bug(e.to_string()))?;
-            sign_in::<Secp256K1Sha256TR>(node, &req, &record, nonces, key_package).await?
+            sign_in::<Secp256K1Sha256TR>(node, &req, &record, nonces, bound, key_package).await?
         }
     };
     Ok(pb::SignResponse {
@@ -246,6 +420,7 @@ async fn sign_in<C: Suite>(
     req: &pb::SignRequest,
     record: &GroupRecord,
     nonces: Vec<PoolNonces>,
+    bound: Option<Binding>,
     key_package: KeyPackage<C>,
 ) -> Result<Vec<Vec<u8>>, NodeError> {
     let name = &record.name;
@@ -301,15 +476,33 @@ async fn sign_in<C: Suite>(
                 .map(Approval::try_from)
                 .collect::<Result<_, _>>()
                 .wire()?;
+            let bound = bound.ok_or_else(|| {
+                refuse(
+                    node,
+                    "sign",
+                    CoreError::refused(
+                        "these nonces were committed for no withdrawal (round 1 must name the request)",
+                    ),
+                )
+            })?;
+            let attestations = req
+                .attestations
+                .iter()
+                .map(|a| SignedAttestation::from_wire(a).map_err(|e| invalid("attestations", e)))
+                .collect::<Result<Vec<_>, _>>()?;
             let started = Instant::now();
             let (checked, journaled) = journal_withdrawal(
                 node,
                 record,
                 signed,
                 approvals,
-                packages,
-                nonces,
-                key_package,
+                Round2 {
+                    packages,
+                    nonces,
+                    key_package,
+                    bound,
+                    attestations,
+                },
             )
             .await?;
             let journaled_at = Instant::now();
@@ -323,6 +516,13 @@ async fn sign_in<C: Suite>(
             shares
         }
         Some(pb::sign_request::Target::Activation(_)) => {
+            if bound.is_some() {
+                return Err(refuse(
+                    node,
+                    "sign",
+                    CoreError::refused("these nonces were committed for a withdrawal"),
+                ));
+            }
             let target = SigningTarget::Activation(
                 ActivationTarget::for_pending_group(
                     name,
@@ -351,21 +551,82 @@ async fn sign_in<C: Suite>(
 /// The custody signature first (junk never reaches the store), then one store
 /// step: the policy sees the ledger as it stands inside the commit, and the
 /// journal entry and velocity count are written with it (N3, P1).
+/// What round 2 brought for a withdrawal.
+struct Round2<C: Suite> {
+    packages: Vec<SigningPackage<C>>,
+    nonces: Vec<SigningNonces<C>>,
+    key_package: KeyPackage<C>,
+    bound: Binding,
+    attestations: Vec<SignedAttestation>,
+}
+
 async fn journal_withdrawal<C: Suite>(
     node: &Arc<SignerNode>,
     record: &GroupRecord,
     signed: SignedWithdrawal,
     approvals: Vec<Approval>,
-    packages: Vec<SigningPackage<C>>,
-    nonces: Vec<SigningNonces<C>>,
-    key_package: KeyPackage<C>,
+    round2: Round2<C>,
 ) -> Result<(Checked<C>, Journaled), NodeError> {
+    let Round2 {
+        packages,
+        nonces,
+        key_package,
+        bound,
+        attestations,
+    } = round2;
     let view = group_view(record)?;
     let now = unix_now();
     // Every signature check happens here, once, outside the store's writer thread;
     // the step below only does what needs the ledger.
     let custody =
         verify_custody(&signed, &view, &node.settings, now).map_err(|e| refuse(node, "sign", e))?;
+    if custody.digest() != bound.digest {
+        return Err(refuse(
+            node,
+            "sign",
+            CoreError::refused("these nonces were committed for another request"),
+        ));
+    }
+    // Group-wide velocity: this node's reservation must still be live (it
+    // lives as long as the nonces), and n - t + 1 members must have attested,
+    // over that reservation, what the group signed or holds reserved.
+    let reservation = node
+        .reservations
+        .lock()
+        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
+        .take(&bound.commit_id, Instant::now())
+        .ok_or_else(|| {
+            NodeError::Precondition(
+                "the velocity reservation made with these nonces expired; commit again".into(),
+            )
+        })?;
+    let asset = custody.request().asset.clone();
+    let digest = custody.digest();
+    let ttl = node
+        .nonces
+        .lock()
+        .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
+        .ttl();
+    let attested = velocity::attested_total(
+        &attestations,
+        &member_keys(node, record)?,
+        AttestationRules {
+            subject: Subject {
+                group: &record.name,
+                asset: &asset,
+                digest: &digest,
+            },
+            own_receipt: &reservation.receipt_hash,
+            needed: velocity::attestations_needed(
+                record.members.len(),
+                usize::from(record.threshold),
+            ),
+            now,
+            max_age_secs: ttl.as_secs(),
+            skew_secs: node.settings.max_clock_skew_secs,
+        },
+    )
+    .map_err(|e| refuse(node, "sign", e))?;
     let r = custody.request();
     let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());
     // Velocity counts what the node established leaves the group (for a
@@ -382,11 +643,13 @@ async fn journal_withdrawal<C: Suite>(
             now.saturating_sub(VELOCITY_WINDOW_SECS),
             now,
             move |ledger| {
+                // Both bounds hold: this node's own ledger, and the union the
+                // attestations show for the group.
                 let input = PolicyInput {
                     policy: &checker.policy,
                     approvals: &approvals,
                     ledger: LedgerView {
-                        spent_24h: ledger.spent,
+                        spent_24h: ledger.spent.max(attested),
                         first_seen: Some(ledger.first_seen),
                     },
                 };

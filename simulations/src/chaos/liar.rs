@@ -446,6 +446,13 @@ impl SignerNode for Liar {
         self.upstream().announce(r.into_inner()).await
     }
 
+    async fn attest(
+        &self,
+        r: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        self.upstream().attest(r.into_inner()).await
+    }
+
     async fn commit(
         &self,
         r: Request<pb::CommitRequest>,

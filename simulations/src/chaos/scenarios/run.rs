@@ -319,14 +319,28 @@ impl Run {
         let mut handles = Vec::new();
         for s in &signers {
             let mut client = self.chaos.harness_node_client(s)?;
-            let r = client
+            // Round 1 names the request: a node already refuses to reserve
+            // (and commit) for an expired one.
+            let r = match client
                 .commit(pb::CommitRequest {
                     key_group: GROUP.into(),
                     count: 1,
+                    withdrawal: Some(w.signed.clone()),
                 })
                 .await
-                .map_err(|e| SimError::Setup(format!("harness commit on {s}: {}", e.message())))?
-                .into_inner();
+            {
+                Ok(r) => r.into_inner(),
+                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    self.metrics.refused += 1;
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(SimError::Setup(format!(
+                        "harness commit on {s}: {}",
+                        e.message()
+                    )))
+                }
+            };
             let identifier =
                 frost_secp256k1::Identifier::try_from(u16::try_from(r.identifier).unwrap_or(0))
                     .map_err(|e| {
@@ -358,6 +372,7 @@ impl Run {
                 signing_packages: vec![package],
                 target: Some(pb::sign_request::Target::Withdrawal(w.signed.clone())),
                 approvals: Vec::new(),
+                attestations: Vec::new(),
             })
             .await;
         match answer {
