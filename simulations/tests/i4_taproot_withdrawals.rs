@@ -406,3 +406,101 @@ async fn c1_taproot_invalid_share_names_the_culprit_and_the_transaction_still_si
         .collect();
     consensus_accepts(&status.tx, &prevouts);
 }
+
+/// Pays `amount` from `coin` and checks the signed transaction under consensus.
+async fn pay_and_check(
+    cluster: &TestCluster,
+    output: &GroupOutput,
+    id: &str,
+    c: Coin,
+    amount: u64,
+) {
+    let to = customer();
+    let psbt = build_withdrawal(output, &[c], &[(to.clone(), amount)], 2).expect("psbt");
+    let request = tx_request(cluster, id, &psbt, u128::from(amount), &to.to_string());
+    let status = cluster
+        .custody()
+        .submit_withdrawal(cluster.sign(&request))
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
+    let prevouts: Vec<TxOut> = psbt
+        .inputs
+        .iter()
+        .map(|i| i.witness_utxo.clone().expect("utxo"))
+        .collect();
+    consensus_accepts(&status.tx, &prevouts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k6_taproot_group_signs_after_refresh_and_after_repair_at_the_same_address() {
+    let mut cluster = TestCluster::start_with(ClusterOptions {
+        regions: vec!["eu".into(), "us".into(), "ap".into(), "ap".into()],
+        policy: Some(policy()),
+        ..Default::default()
+    })
+    .await;
+    let group = cluster
+        .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let output = GroupOutput::derive(&group.group_public_key, Network::Regtest).expect("output");
+    pay_and_check(
+        &cluster,
+        &output,
+        "wd-tr-before",
+        coin(7, 10_000_000),
+        1_000_000,
+    )
+    .await;
+
+    let refreshed = cluster.refresh_group("warm-1").await.expect("refresh");
+    assert_eq!(
+        refreshed.address,
+        output.address().to_string(),
+        "refresh keeps the address"
+    );
+    pay_and_check(
+        &cluster,
+        &output,
+        "wd-tr-refreshed",
+        coin(8, 10_000_000),
+        1_000_000,
+    )
+    .await;
+
+    cluster.stop_node(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let repaired = cluster
+        .repair_group("warm-1", "n3", "n4")
+        .await
+        .expect("repair");
+    assert_eq!(
+        repaired.address,
+        output.address().to_string(),
+        "repair keeps the address"
+    );
+    // n4 (the replacement) took the scheme from its own policy and signs with it.
+    let status = cluster
+        .node_client(3, Role::Coordinator, "probe")
+        .get_status(pb::NodeStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let g = status
+        .key_groups
+        .iter()
+        .find(|g| g.name == "warm-1")
+        .expect("n4 holds warm-1");
+    assert_eq!(g.scheme, "taproot");
+    assert_eq!(g.address, output.address().to_string());
+    pay_and_check(
+        &cluster,
+        &output,
+        "wd-tr-repaired",
+        coin(9, 10_000_000),
+        1_000_000,
+    )
+    .await;
+}
