@@ -89,6 +89,7 @@ fn to_wire_status(
         txid: r.txid.clone(),
         input_signatures: r.input_signatures.clone(),
         output_key: Vec::new(),
+        limits: String::new(),
     })
 }
 
@@ -267,23 +268,30 @@ impl Coordinator {
             .map(|o| o.output_key().to_vec())
             .unwrap_or_default();
         let group_key = group.map(|g| g.group_public_key).unwrap_or_default();
+        let spend = self.spend_of(&signed);
         let verdict =
-            (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record));
+            (record.state == RequestState::Pending).then(|| self.verdict(&signed, &record, &spend));
+        let limits = permafrost_core::policy::binding_limits(&self.policy, &signed.request, &spend)
+            .unwrap_or_default();
         let mut status = to_wire_status(id, &record, group_key, signed.request.payload, verdict)?;
         status.output_key = output_key;
+        status.limits = limits;
         Ok(status)
     }
 
-    fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord) -> Verdict {
-        let spend = self
-            .store
+    /// What the request takes out of its group, read as the nodes read it.
+    fn spend_of(&self, signed: &SignedWithdrawal) -> Spend {
+        self.store
             .group(&signed.request.key_group)
             .ok()
             .flatten()
             .and_then(|g| self.group_view(&g).ok())
             .and_then(|view| decode_request(&signed.request, &view).ok())
             .map(|d| d.spend)
-            .unwrap_or_else(|| Spend::of_labels(&signed.request));
+            .unwrap_or_else(|| Spend::of_labels(&signed.request))
+    }
+
+    fn verdict(&self, signed: &SignedWithdrawal, record: &RequestRecord, spend: &Spend) -> Verdict {
         // An approval whose stored signature is unreadable counts for nothing (fail closed).
         let approvals: Vec<Approval> = record
             .approvals
@@ -297,7 +305,7 @@ impl Coordinator {
         evaluate(
             &self.policy,
             &signed.request,
-            &spend,
+            spend,
             &signed.request.digest(),
             &approvals,
             ledger,
@@ -442,7 +450,7 @@ impl Custody for CustodyService {
         }];
         if let Verdict::Waiting {
             rejected_approvals, ..
-        } = coord.verdict(&signed, &probe)
+        } = coord.verdict(&signed, &probe, &coord.spend_of(&signed))
         {
             if let Some(why) = rejected_approvals.first() {
                 return Err(Status::permission_denied(format!(

@@ -386,6 +386,45 @@ impl Policy {
     }
 }
 
+/// The limits that bind a request of `spend` in its group, in words, for the
+/// client to see when the request is accepted (`None` if the policy has no
+/// entry for the group or asset).
+pub fn binding_limits(
+    policy: &Policy,
+    request: &WithdrawalRequest,
+    spend: &Spend,
+) -> Option<String> {
+    let group = policy.group(&request.key_group)?;
+    let limits = group.assets.get(&request.asset)?;
+    let asset = request.asset.as_str();
+    let mut parts = vec![
+        format!(
+            "counted {} of at most {} per request",
+            show_amount(spend.amount, asset),
+            show_amount(limits.per_request_max, asset)
+        ),
+        format!(
+            "{} per rolling 24 h for the group",
+            show_amount(limits.daily_max, asset)
+        ),
+        format!(
+            "{} approval(s) needed",
+            policy.approvals_needed(group, limits, spend.amount)
+        ),
+        format!("lifetime at most {}s", group.max_lifetime_secs),
+    ];
+    if group.time_lock_secs > 0 {
+        parts.push(format!("time-lock {}s", group.time_lock_secs));
+    }
+    if let (Some(fee), Some(rules)) = (spend.fee, group.bitcoin) {
+        parts.push(format!(
+            "fee {} sat of at most {} sat, {} of at most {} sat/vB",
+            fee.fee_sat, rules.max_fee_sat, fee.rate_sat_vb, rules.max_fee_rate_sat_vb
+        ));
+    }
+    Some(parts.join("; "))
+}
+
 /// An approver's signature over a request digest and an expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {

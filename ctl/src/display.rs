@@ -71,6 +71,9 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
     if !s.approvals.is_empty() {
         out.push_str(&format!("approvals:        {}\n", s.approvals.join(", ")));
     }
+    if !s.limits.is_empty() {
+        out.push_str(&format!("limits:           {}\n", s.limits));
+    }
     if s.state == pb::WithdrawalState::Pending as i32 {
         if s.approvals_missing > 0 {
             out.push_str(&format!("approvals needed: {} more\n", s.approvals_missing));

@@ -153,6 +153,9 @@ async fn i4_taproot_group_signs_a_three_input_payment_that_consensus_accepts() {
         .into_inner();
     assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
     assert_eq!(status.input_signatures.len(), 3);
+    // The client is told what binds it: payments + fee against the limits, and the fee caps.
+    assert!(status.limits.contains("per request"), "{}", status.limits);
+    assert!(status.limits.contains("sat/vB"), "{}", status.limits);
     assert_eq!(status.output_key, output.output_key().to_vec());
     let tx: Transaction = deserialize_hex(&status.tx).expect("tx");
     assert_eq!(tx.compute_txid().to_string(), status.txid);
