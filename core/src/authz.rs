@@ -7,7 +7,7 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::identity::verify_ed25519;
-use crate::policy::{evaluate, show_amount, Approval, LedgerView, Policy, Spend};
+use crate::policy::{evaluate_checked, show_amount, CheckedApprovals, LedgerView, Policy, Spend};
 use crate::taproot::{decode_withdrawal, DecodedWithdrawal, GroupOutput};
 use crate::withdrawal::{RequestDigest, WithdrawalRequest};
 use crate::{CoreError, GroupName, Tier};
@@ -88,8 +88,9 @@ impl AuthorizedWithdrawal {
 pub struct PolicyInput<'a> {
     /// The policy this node enforces.
     pub policy: &'a Policy,
-    /// Approvals offered with the request.
-    pub approvals: &'a [Approval],
+    /// Approvals offered with the request, their signatures already checked
+    /// ([`crate::policy::check_approvals`]).
+    pub approvals: &'a CheckedApprovals,
     /// The node's ledger view of this request.
     pub ledger: LedgerView,
 }
@@ -153,11 +154,10 @@ pub fn authorize_custody_checked(
     now: u64,
 ) -> Result<AuthorizedWithdrawal, CoreError> {
     let checked = checked.0;
-    evaluate(
+    evaluate_checked(
         policy.policy,
         &checked.request,
         &checked.spend,
-        &checked.digest,
         policy.approvals,
         policy.ledger,
         now,
@@ -380,7 +380,7 @@ daily_max = "1000000000"
         let policy = open_policy();
         let input = PolicyInput {
             policy: &policy,
-            approvals: &[],
+            approvals: &CheckedApprovals::none(),
             ledger: LedgerView::default(),
         };
         authorize_withdrawal(s, g, c, input, now)
@@ -420,7 +420,7 @@ daily_max = "1000000000"
         let policy = open_policy();
         let input = PolicyInput {
             policy: &policy,
-            approvals: &[],
+            approvals: &CheckedApprovals::none(),
             ledger: LedgerView::default(),
         };
         let checked = verify_custody(&s, &group, &settings, now).expect("custody ok");

@@ -620,107 +620,123 @@ pub fn evaluate(
     ledger: LedgerView,
     now: u64,
 ) -> Verdict {
+    let (group, limits) = match rules_verdict(policy, request, spend, ledger) {
+        Ok(found) => found,
+        Err(denied) => return denied,
+    };
+    let checked = check_approvals(policy, request, digest, approvals, now);
+    evaluate_checked_tail(policy, group, limits, request, spend, &checked, ledger, now)
+}
+
+/// Every rule but approvals and time: the group's tier, scheme, asset,
+/// allowlist, fees, lifetime, per-request limit and velocity.
+fn rules_verdict<'p>(
+    policy: &'p Policy,
+    request: &WithdrawalRequest,
+    spend: &Spend,
+    ledger: LedgerView,
+) -> Result<(&'p GroupPolicy, &'p AssetLimits), Verdict> {
     let Some(group) = policy.group(&request.key_group) else {
-        return Denial::verdict(
+        return Err(Denial::verdict(
             PolicyRule::UnknownGroup,
             format!("no policy for key group {}", request.key_group),
-        );
+        ));
     };
     if group.tier != request.tier {
-        return Denial::verdict(
+        return Err(Denial::verdict(
             PolicyRule::Tier,
             format!(
                 "key group {} is {} by policy; the request says {}",
                 request.key_group, group.tier, request.tier
             ),
-        );
+        ));
     }
     match (group.scheme, spend.fee.is_some()) {
         (Scheme::Taproot, false) => {
-            return Denial::verdict(
+            return Err(Denial::verdict(
                 PolicyRule::Scheme,
                 format!(
                     "key group {} is a taproot group: it signs transactions (a PSBT), never opaque payloads",
                     request.key_group
                 ),
-            )
+            ))
         }
         (Scheme::Message, true) => {
-            return Denial::verdict(
+            return Err(Denial::verdict(
                 PolicyRule::Scheme,
                 format!(
                     "key group {} is a message group: it signs opaque payloads, not transactions",
                     request.key_group
                 ),
-            )
+            ))
         }
         _ => {}
     }
     let Some(limits) = group.assets.get(&request.asset) else {
-        return Denial::verdict(
+        return Err(Denial::verdict(
             PolicyRule::Asset,
             format!(
                 "asset {} is not allowed for key group {}",
                 request.asset, request.key_group
             ),
-        );
+        ));
     };
     if let Some(allow) = &group.allowlist {
         if let Some(d) = spend.destinations.iter().find(|d| !allow.contains(*d)) {
-            return Denial::verdict(
+            return Err(Denial::verdict(
                 PolicyRule::Allowlist,
                 format!(
                     "destination {d} is not on the allowlist of {}",
                     request.key_group
                 ),
-            );
+            ));
         }
     }
     if let (Some(fee), Some(rules)) = (spend.fee, group.bitcoin) {
         if fee.fee_sat > rules.max_fee_sat {
-            return Denial::verdict(
+            return Err(Denial::verdict(
                 PolicyRule::FeeLimit,
                 format!(
                     "fee {} exceeds the limit {}",
                     show_amount(u128::from(fee.fee_sat), "BTC"),
                     show_amount(u128::from(rules.max_fee_sat), "BTC")
                 ),
-            );
+            ));
         }
         if fee.rate_sat_vb > rules.max_fee_rate_sat_vb {
-            return Denial::verdict(
+            return Err(Denial::verdict(
                 PolicyRule::FeeRateLimit,
                 format!(
                     "fee rate {} sat/vB exceeds the limit {} sat/vB",
                     fee.rate_sat_vb, rules.max_fee_rate_sat_vb
                 ),
-            );
+            ));
         }
     }
     let lifetime = request.expires_at.saturating_sub(request.created_at);
     if lifetime > group.max_lifetime_secs {
-        return Denial::verdict(
+        return Err(Denial::verdict(
             PolicyRule::Lifetime,
             format!(
                 "request lifetime {lifetime}s exceeds the policy maximum {}s",
                 group.max_lifetime_secs
             ),
-        );
+        ));
     }
     let asset = request.asset.as_str();
     if spend.amount > limits.per_request_max {
-        return Denial::verdict(
+        return Err(Denial::verdict(
             PolicyRule::PerRequestLimit,
             format!(
                 "amount {} exceeds the per-request limit {}",
                 show_amount(spend.amount, asset),
                 show_amount(limits.per_request_max, asset)
             ),
-        );
+        ));
     }
     let total = ledger.spent_24h.saturating_add(spend.amount);
     if total > limits.daily_max {
-        return Denial::verdict(
+        return Err(Denial::verdict(
             PolicyRule::Velocity,
             format!(
                 "velocity: {} already signed in 24h plus {} exceeds the daily limit {}",
@@ -728,27 +744,55 @@ pub fn evaluate(
                 show_amount(spend.amount, asset),
                 show_amount(limits.daily_max, asset)
             ),
-        );
+        ));
     }
-    // Approvals: counted once per distinct key, never the requester's, unexpired, bound to this digest.
-    let needed = policy.approvals_needed(group, limits, spend.amount);
-    let mut keys = BTreeSet::new();
-    let mut rejected = Vec::new();
+    Ok((group, limits))
+}
+
+/// Approvals whose signatures were already checked, outside any lock (the
+/// expensive part: one Ed25519 verification each). Only [`check_approvals`]
+/// makes one.
+#[derive(Clone, Debug, Default)]
+pub struct CheckedApprovals {
+    /// Distinct approver key → when its approval stops counting.
+    counted: BTreeMap<[u8; 32], u64>,
+    rejected: Vec<String>,
+}
+
+impl CheckedApprovals {
+    /// No approvals.
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// Checks offered approvals for `request`: counted once per distinct key,
+/// never the requester's (by key, whatever id it is listed under),
+/// unexpired at `now`, signed over this digest.
+pub fn check_approvals(
+    policy: &Policy,
+    request: &WithdrawalRequest,
+    digest: &RequestDigest,
+    approvals: &[Approval],
+    now: u64,
+) -> CheckedApprovals {
+    let mut out = CheckedApprovals::default();
+    let requester_key = policy.approvers.get(&request.requested_by);
     for a in approvals {
         let Some(key) = policy.approvers.get(&a.approver_id) else {
-            rejected.push(format!("{}: not a registered approver", a.approver_id));
+            out.rejected
+                .push(format!("{}: not a registered approver", a.approver_id));
             continue;
         };
-        let requester_key = policy.approvers.get(&request.requested_by);
         if a.approver_id == request.requested_by || requester_key == Some(key) {
-            rejected.push(format!(
+            out.rejected.push(format!(
                 "{}: approvers may not approve their own request",
                 a.approver_id
             ));
             continue;
         }
         if now > a.expires_at {
-            rejected.push(format!(
+            out.rejected.push(format!(
                 "{}: approval expired at {}",
                 a.approver_id, a.expires_at
             ));
@@ -759,20 +803,62 @@ pub fn evaluate(
             &approval_message(digest, &a.approver_id, a.expires_at),
             &a.signature,
         ) {
-            rejected.push(format!(
+            out.rejected.push(format!(
                 "{}: signature does not cover this request",
                 a.approver_id
             ));
             continue;
         }
-        if !keys.insert(key.to_bytes()) {
-            rejected.push(format!(
+        if out.counted.insert(key.to_bytes(), a.expires_at).is_some() {
+            out.rejected.push(format!(
                 "{}: this approver key was already counted",
                 a.approver_id
             ));
         }
     }
-    let approvals_missing = needed.saturating_sub(keys.len() as u32);
+    out
+}
+
+/// [`evaluate`] with approvals already checked by [`check_approvals`], so a
+/// node can verify their signatures before it enters its store step.
+pub fn evaluate_checked(
+    policy: &Policy,
+    request: &WithdrawalRequest,
+    spend: &Spend,
+    approvals: &CheckedApprovals,
+    ledger: LedgerView,
+    now: u64,
+) -> Verdict {
+    match rules_verdict(policy, request, spend, ledger) {
+        Err(v) => v,
+        Ok((group, limits)) => evaluate_checked_tail(
+            policy, group, limits, request, spend, approvals, ledger, now,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_checked_tail(
+    policy: &Policy,
+    group: &GroupPolicy,
+    limits: &AssetLimits,
+    request: &WithdrawalRequest,
+    spend: &Spend,
+    checked: &CheckedApprovals,
+    ledger: LedgerView,
+    now: u64,
+) -> Verdict {
+    let needed = policy.approvals_needed(group, limits, spend.amount);
+    let counted = checked
+        .counted
+        .values()
+        .filter(|until| now <= **until)
+        .count();
+    let mut rejected = checked.rejected.clone();
+    if counted < checked.counted.len() {
+        rejected.push("an approval expired since it was checked".into());
+    }
+    let approvals_missing = needed.saturating_sub(counted as u32);
     // A group without a time-lock never waits on time, even for a request
     // dated slightly ahead of this node's clock (within the skew tolerance).
     let since = ledger.first_seen.unwrap_or(now).max(request.created_at);

@@ -19,7 +19,7 @@ use rand::thread_rng;
 
 use super::*;
 use crate::authz::{authorize_withdrawal, CheckSettings, GroupView, PolicyInput, SignedWithdrawal};
-use crate::policy::{Approval, LedgerView, Policy};
+use crate::policy::{LedgerView, Policy};
 use crate::signing::{self, taproot_key_package, taproot_public_key_package, SigningTarget};
 use crate::withdrawal::WithdrawalRequest;
 use crate::{GroupName, RequestId, Tier};
@@ -223,7 +223,7 @@ impl Fixture {
         signed: &SignedWithdrawal,
         policy: &Policy,
     ) -> Result<crate::authz::AuthorizedWithdrawal, CoreError> {
-        let approvals: [Approval; 0] = [];
+        let approvals = crate::policy::CheckedApprovals::none();
         authorize_withdrawal(
             signed,
             &self.view,

@@ -632,6 +632,10 @@ async fn journal_withdrawal<C: Suite>(
     // Velocity counts what the node established leaves the group (for a
     // transaction: its payments plus fee), never a label.
     let asset_amount = Some((r.asset.clone(), custody.spend().amount));
+    // Approval signatures are checked here too, before the store step: its
+    // writer thread only sees their outcome.
+    let approvals =
+        permafrost_core::policy::check_approvals(&node.policy, r, &digest, &approvals, now);
     let checker = node.clone();
     let outcome = node
         .store
