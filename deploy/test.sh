@@ -4,11 +4,14 @@
 # built locally), driven from this machine through the coordinator's port on
 # 127.0.0.1 with permafrostctl:
 #
-#   1. images, init (offline CA, node init, CSRs, manifest), up, all healthy
+#   1. images, init (offline CA, node init, CSRs, manifest, 3 operator keys
+#      with a 2-of-3 quorum in every daemon's config), up, all healthy
 #   2. isolation: a node resolves no other region; the port is on 127.0.0.1 only
-#   3. DKG of warm-1 (3-of-5) and hot-1 (2-of-3), taproot on regtest, through
-#      the coordinator; every member reports its group's key (the operators'
-#      fingerprint check)
+#   3. a create spec approved by one operator only is refused; DKG of warm-1
+#      (3-of-5) and hot-1 (2-of-3), taproot on regtest, each under a spec
+#      proposed, approved by two operators and submitted (ceremony propose |
+#      approve | submit); every member reports its group's key (the
+#      operators' fingerprint check)
 #   4. a withdrawal from the host: a PSBT from warm-1 to hot-1's address,
 #      decoded and signed by the nodes, the signed input checked locally
 #   5. docker kill n - t = 2 nodes (the whole us-east region): signing continues
@@ -18,7 +21,9 @@
 #   7. rolling docker restart of every node under a light load: no request lost
 #   8. docker pause of a node (accepts TCP, answers nothing): routed around
 #   9. every node's audit log verifies (permafrostctl audit verify, identity
-#      key from the manifest, head from node status); one digest per request id
+#      key from the manifest, head from node status); one digest per request id;
+#      every member recorded the approved spec it checked (ceremony_authorized:
+#      the spec's digest, the two operators), none the refused one
 #
 # Prints a results table; exits non-zero on any violation. All traffic stays
 # on this machine: the host talks to 127.0.0.1, containers to their own
@@ -43,7 +48,7 @@ while [ $# -gt 0 ]; do
         --tag) tag="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -62,9 +67,12 @@ CTL="$bin_dir/permafrostctl"
 project="permafrost-deploy-test"
 work="$(mktemp -d /tmp/permafrost-deploy-test.XXXXXX)"
 CLUSTER="$work/cluster/client/cluster.json"
+OPERATORS="$work/operators"   # the operators' keys: beside the cluster, never in a daemon's mount
+mkdir -p -m 0700 "$OPERATORS"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cat > "$work/env" <<EOF
 PERMAFROST_CLUSTER_DIR=$work/cluster
+PERMAFROST_OPERATORS_DIR=$OPERATORS
 PERMAFROST_COORDINATOR_PORT=$port
 PERMAFROST_TAG=$tag
 PERMAFROST_UID=$(id -u)
@@ -191,8 +199,27 @@ if [ "$build" -eq 1 ]; then
 fi
 t="$(now_ms)"
 mkdir -p "$work/cluster"
-compose run --rm init > "$work/init.log" 2>&1 || { cat "$work/init.log"; record "init (CA, node init, CSRs, manifest)" FAIL "see above"; exit 1; }
-record "init (CA, node init, CSRs, manifest)" PASS "$(( $(now_ms) - t )) ms, offline (network_mode none)"
+compose run --rm init > "$work/init.log" 2>&1 || { cat "$work/init.log"; record "init (CA, nodes, CSRs, manifest, operators)" FAIL "see above"; exit 1; }
+# Every daemon holds the same registry: the 3 keys init left in the operators'
+# directory, quorum 2 (the section fingerprints.txt hashes ends each config).
+reg_bad=""
+reg_hash="$(sed -n 's/^operators sha256: \([0-9a-f]*\).*/\1/p' "$work/cluster/fingerprints.txt")"
+for f in "$work"/cluster/n?/node.toml "$work/cluster/coordinator/coordinator.toml"; do
+    [ "$(sed -n '/^\[operators\]$/,$p' "$f" | sha256sum | cut -d' ' -f1)" = "$reg_hash" ] \
+        || reg_bad="$reg_bad $(basename "$(dirname "$f")")"
+    grep -q '^default_quorum = 2$' "$f" || reg_bad="$reg_bad $(basename "$(dirname "$f")"):quorum"
+done
+for o in operator-1 operator-2 operator-3; do
+    pub="$("$CTL" operator-key public --key "$OPERATORS/$o.key" 2>/dev/null | tr -d '[:space:]')"
+    [ -n "$pub" ] && grep -q "^$o = \"$pub\"$" "$work/cluster/n1/node.toml" || reg_bad="$reg_bad $o"
+    # No operator's secret is anywhere the daemons or the ctl service mount.
+    ! grep -rqF "$(tr -d '[:space:]' < "$OPERATORS/$o.key")" "$work/cluster" || reg_bad="$reg_bad $o-key-in-cluster-dir"
+done
+if [ -z "$reg_bad" ] && [ -n "$reg_hash" ]; then
+    record "init (CA, nodes, CSRs, manifest, operators)" PASS "$(( $(now_ms) - t )) ms, offline (network_mode none); 3 operator keys outside the cluster dir, the same 2-of-3 registry in all 6 configs"
+else
+    record "init (CA, nodes, CSRs, manifest, operators)" FAIL "operator registry:${reg_bad:- no hash in fingerprints.txt}"
+fi
 t="$(now_ms)"
 compose up -d n1 n2 n3 n4 n5 coordinator > "$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
 if wait_healthy 60 $(for n in $NODES coordinator; do container "$n"; done) && coordinator_sees 30 $NODES; then
@@ -223,9 +250,26 @@ fi
 
 # --- 3. DKG --------------------------------------------------------------------
 
+propose_create() { # spec_file name tier threshold members
+    "$CTL" ceremony propose --operation create --group "$2" --tier "$3" --threshold "$4" \
+        --nodes "$5" --expires-in 3600 --out "$1"
+}
+approve_as() { # spec_file operator...
+    local spec="$1" o; shift
+    for o in "$@"; do
+        "$CTL" ceremony approve --spec "$spec" --key "$OPERATORS/$o.key" --operator-id "$o" || return 1
+    done
+}
 create_group() { # name tier threshold members -> group key on stdout
-    "$CTL" keygroup create --cluster "$CLUSTER" --name "$1" --tier "$2" --threshold "$3" \
-        --nodes "$4" --timeout 120 2>&1 | tail -n1 | tr -d '[:space:]'
+    # Proposed, approved by two of the three operators, submitted: every member
+    # checks the quorum against its own [operators] before its DKG starts.
+    local spec="$work/create-$1.json" log="$work/create-$1.log"
+    if ! { propose_create "$spec" "$1" "$2" "$3" "$4" && approve_as "$spec" operator-1 operator-2 \
+            && "$CTL" ceremony submit --cluster "$CLUSTER" --spec "$spec" --timeout 120; } > "$log" 2>&1; then
+        echo "create $1:" >&2; tail -n 5 "$log" >&2
+        return 0
+    fi
+    sed -n 's/.*  active  key \([0-9a-f]*\).*/\1/p' "$log" | head -n1
 }
 confirm_key() { # group key members... -> members whose own status differs
     local group="$1" key="$2" n status; shift 2
@@ -234,6 +278,28 @@ confirm_key() { # group key members... -> members whose own status differs
         grep -q "key group: *$group .* active  key $key" <<<"$status" || echo -n " $n"
     done
 }
+# One operator's say-so is not a ceremony: a spec with a single approval is
+# refused, and no member holds the group afterwards.
+solo="$work/create-warm-1-solo.json"
+if { propose_create "$solo" warm-1 warm 3 n1,n2,n3,n4,n5 && approve_as "$solo" operator-3; } > "$work/solo.log" 2>&1; then
+    t="$(now_ms)"
+    out="$("$CTL" ceremony submit --cluster "$CLUSTER" --spec "$solo" --timeout 60 2>&1)" && solo_rc=0 || solo_rc=$?
+    held=""
+    for n in $NODES; do
+        status="$(ops node status --cluster /client/cluster.internal.json --node "$n" 2>&1 || true)"
+        grep -q '^node: ' <<<"$status" || held="$held $n(no-status)"
+        grep -q 'key group: *warm-1 ' <<<"$status" && held="$held $n"
+    done
+    why="$(grep -o 'operator quorum not met[^"]*' <<<"$out" | head -n1)"
+    if [ "$solo_rc" -ne 0 ] && [ -n "$why" ] && [ -z "$held" ]; then
+        record "ceremony with 1 of 3 approvals refused" PASS "$(( $(now_ms) - t )) ms: \"$why\"; no member holds warm-1"
+    else
+        record "ceremony with 1 of 3 approvals refused" FAIL "rc $solo_rc, held by:${held:- none}: $(tail -n1 <<<"$out")"
+    fi
+else
+    record "ceremony with 1 of 3 approvals refused" FAIL "propose/approve failed: $(tail -n1 "$work/solo.log")"
+fi
+
 t="$(now_ms)"
 group_key="$(create_group warm-1 warm 3 n1,n2,n3,n4,n5)"
 dkg_ms=$(( $(now_ms) - t ))
@@ -242,7 +308,7 @@ PAY_TO="$("$CTL" keygroup address --cluster "$CLUSTER" --name hot-1 2>/dev/null 
 if [[ "$group_key" =~ ^0[23][0-9a-f]{64}$ ]] && [[ "$hot_key" =~ ^0[23][0-9a-f]{64}$ ]] && [[ "$PAY_TO" == bcrt1p* ]]; then
     mismatch="$(confirm_key warm-1 "$group_key" $NODES)$(confirm_key hot-1 "$hot_key" n1 n3 n5)"
     if [ -z "$mismatch" ]; then
-        record "DKG warm-1 3-of-5, hot-1 2-of-3 (taproot)" PASS "warm-1 in $dkg_ms ms; every member reports its group's key (NodeAdmin)"
+        record "DKG warm-1 3-of-5, hot-1 2-of-3 (taproot)" PASS "warm-1 in $dkg_ms ms (propose, 2 of 3 approvals, submit, DKG); every member reports its group's key (NodeAdmin)"
     else
         record "DKG warm-1 3-of-5, hot-1 2-of-3 (taproot)" FAIL "a member reports another key or none:$mismatch"
     fi
@@ -317,8 +383,11 @@ docker start "$(container n3)" "$(container n4)" >/dev/null
 if wait_healthy 60 "$(container n3)" "$(container n4)" && coordinator_sees 30 $NODES; then
     kept=""
     for n in n3 n4; do
-        ops node status --cluster /client/cluster.internal.json --node "$n" 2>&1 \
-            | grep -q "key group: *warm-1 .* active  key $group_key" || kept="$kept $n"
+        # Into a variable first: with pipefail, `ops ... | grep -q` fails
+        # whenever grep exits before the writer is done (SIGPIPE).
+        status="$(ops node status --cluster /client/cluster.internal.json --node "$n" 2>&1 || true)"
+        grep -q "key group: *warm-1 .* active  key $group_key" <<<"$status" \
+            || kept="$kept $n($(grep -m1 -e '^key group' -e 'rror' <<<"$status" | cut -c1-80))"
     done
     if [ -z "$kept" ]; then
         record "killed nodes restarted on their volumes" PASS "n3, n4 healthy, reachable, still hold warm-1 (same key)"
@@ -481,6 +550,41 @@ else:
 PY
 )"
 record "one digest per request id (audit logs)" "${digests%% *}" "${digests#* }"
+# Each member checked the quorum itself: its own log names the spec it ran
+# under (the digest the operators signed) and who approved it.
+authorized="$(python3 - "$work/audit" "$work/create-warm-1.json" "$work/create-hot-1.json" "$solo" <<'PY'
+import json, os, sys
+d, specs, refused = sys.argv[1], sys.argv[2:4], json.load(open(sys.argv[4]))["digest"]
+seen = {}
+for name in sorted(os.listdir(d)):
+    node = name[:-4]
+    for line in open(os.path.join(d, name), encoding="utf-8"):
+        if line.strip():
+            e = json.loads(line)
+            if e["event"] == "ceremony_authorized":
+                seen.setdefault(node, []).append(e["detail"])
+bad = []
+for path in specs:
+    f = json.load(open(path))
+    spec, digest = f["spec"], f["digest"]
+    approvers = sorted(a["operator"] for a in f["approvals"])
+    for m in spec["members"]:
+        ok = [x for x in seen.get(m, []) if x.get("spec_digest") == digest and x.get("group") == spec["group"]
+              and sorted(x.get("operators") or []) == approvers]
+        if not ok:
+            bad.append(f"{m}:{spec['group']}")
+for node, entries in seen.items():
+    if any(x.get("spec_digest") == refused for x in entries):
+        bad.append(f"{node}:ran-the-refused-spec")
+if bad:
+    print("FAIL", "missing or wrong ceremony_authorized:", " ".join(bad))
+else:
+    n = sum(len(json.load(open(p))["spec"]["members"]) for p in specs)
+    print("PASS", f"{n} members of warm-1 and hot-1 each audited its group's spec digest, approved by "
+          f"{' + '.join(approvers)}; none the 1-approval spec")
+PY
+)"
+record "every member verified the quorum (audit logs)" "${authorized%% *}" "${authorized#* }"
 
 print_table
 [ "$failures" -eq 0 ]

@@ -2,18 +2,23 @@
 # Initializes the compose cluster once: runs the one-shot `init` service
 # (init/cluster-init.sh, no network) that creates the CA offline, initializes
 # every node's data volume, signs their CSRs, writes the manifest, the configs,
-# the secrets and the client credentials into ./cluster (PERMAFROST_CLUSTER_DIR).
+# the secrets and the client credentials into ./cluster (PERMAFROST_CLUSTER_DIR),
+# and the three ceremony operators' keys into ./operators
+# (PERMAFROST_OPERATORS_DIR), which no daemon mounts: in a real cluster each
+# operator keeps their own key on their own device.
 #
 #   ./init.sh            initialize (does nothing if already initialized)
-#   ./init.sh --reset    stop the cluster, delete its volumes (keys, CA, stores!)
-#                        and ./cluster, so the next ./init.sh starts from nothing
+#   ./init.sh --reset    stop the cluster, delete its volumes (keys, CA, stores!),
+#                        ./cluster, ./operators and the ceremony specs here
+#                        (*.spec.json), so the next ./init.sh starts from nothing
 #
-# Also writes .env (cluster dir, port, your uid/gid) so plain docker-compose
-# commands in this directory find the same cluster.
+# Also writes .env (cluster and operators dirs, port, your uid/gid) so plain
+# docker-compose commands in this directory find the same cluster.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 export PERMAFROST_CLUSTER_DIR="${PERMAFROST_CLUSTER_DIR:-./cluster}"
+export PERMAFROST_OPERATORS_DIR="${PERMAFROST_OPERATORS_DIR:-./operators}"
 export PERMAFROST_COORDINATOR_PORT="${PERMAFROST_COORDINATOR_PORT:-17443}"
 export PERMAFROST_TAG="${PERMAFROST_TAG:-local}"
 export PERMAFROST_UID="${PERMAFROST_UID:-$(id -u)}"
@@ -32,8 +37,12 @@ if [ "${1:-}" = "--reset" ]; then
             /cluster/manifest.json /cluster/policy.toml /cluster/fingerprints.txt
         rmdir "$PERMAFROST_CLUSTER_DIR" 2>/dev/null || true
     fi
-    rm -f .env
-    echo "reset: volumes, $PERMAFROST_CLUSTER_DIR and .env removed"
+    if [ -d "$PERMAFROST_OPERATORS_DIR" ]; then
+        rm -f "$PERMAFROST_OPERATORS_DIR"/operator-*.key "$PERMAFROST_OPERATORS_DIR"/operator-*.pub
+        rmdir "$PERMAFROST_OPERATORS_DIR" 2>/dev/null || true
+    fi
+    rm -f .env ./*.spec.json
+    echo "reset: volumes, $PERMAFROST_CLUSTER_DIR, $PERMAFROST_OPERATORS_DIR, specs and .env removed"
     exit 0
 fi
 
@@ -43,8 +52,10 @@ for image in permafrost-node permafrost-coordinator permafrostctl; do
 done
 
 mkdir -p "$PERMAFROST_CLUSTER_DIR"
+mkdir -p -m 0700 "$PERMAFROST_OPERATORS_DIR"
 cat > .env <<EOF
 PERMAFROST_CLUSTER_DIR=$PERMAFROST_CLUSTER_DIR
+PERMAFROST_OPERATORS_DIR=$PERMAFROST_OPERATORS_DIR
 PERMAFROST_COORDINATOR_PORT=$PERMAFROST_COORDINATOR_PORT
 PERMAFROST_TAG=$PERMAFROST_TAG
 PERMAFROST_UID=$PERMAFROST_UID

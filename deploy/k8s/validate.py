@@ -5,8 +5,10 @@ The schema itself is checked by `kubernetes-validate --strict` (PyPI) in CI;
 this script checks what a schema cannot: strict YAML (no duplicate keys), the
 security settings every pod must have, that every ConfigMap, Secret, volume
 and Service a pod needs exists, that each signer pod has a node config whose
-id and region match the pod, that the PodDisruptionBudget keeps the threshold
-up, and that the NetworkPolicies admit nothing but what the design allows.
+id and region match the pod, that every daemon config carries the same
+operator registry ([operators]: at least 2 operators, a quorum of 2..=m), that
+the PodDisruptionBudget keeps the threshold up, and that the NetworkPolicies
+admit nothing but what the design allows.
 
 With --node-bin, every node config is also parsed and validated by the real
 `permafrost-node` (an `init` into a scratch directory).
@@ -17,6 +19,7 @@ Exit status 0 when every check passes; the failures are listed otherwise.
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +38,15 @@ HEALTHCHECK = "/usr/local/bin/permafrost-healthcheck"
 TEMPLATES = {"node-init-job.yaml": {"NODE_ID": "eu-west-0", "REGION": "eu-west"}}
 # Any valid Ed25519 public key (RFC 8032 test vector 1), for the binary check.
 TEST_KEY = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+# Stand-ins for the operators' placeholders in the binary check: distinct valid
+# Ed25519 public keys (RFC 8032 test vectors 2, 3 and "1024"), never for use.
+OPERATOR_PLACEHOLDER = re.compile(r"^REPLACE_OPERATOR_[A-Z0-9_]+_PUBLIC_KEY$")
+OPERATOR_TEST_KEYS = [
+    "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+    "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+    "278117fc144c72340f67d0f2316e8386ceffbf2b2428c9c51fef7c597f1d426e",
+]
+OPERATOR_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 errors = []
 
@@ -254,6 +266,55 @@ def check_workloads(docs, objects):
     return signer_pods
 
 
+def check_operators(objects):
+    """Every daemon config holds one and the same operator registry."""
+    cm = get(objects.get(("ConfigMap", "permafrost-config")), "data") or {}
+    registries = {}
+    for key, text in sorted(cm.items()):
+        if not key.endswith(".toml"):
+            continue
+        where = f"ConfigMap permafrost-config {key}"
+        try:
+            reg = tomllib.loads(text).get("operators")
+        except tomllib.TOMLDecodeError:
+            continue  # reported by node_configs
+        if reg is None:
+            fail(where, "no [operators] section: the daemon would take part in no ceremony")
+            continue
+        keys = reg.get("keys") or {}
+        extra = set(reg) - {"default_quorum", "keys", "quorum"}
+        if extra:
+            fail(where, f"[operators] has unknown fields {sorted(extra)}")
+        if len(keys) < 2:
+            fail(where, f"[operators.keys] lists {len(keys)} operator(s); at least 2")
+        for op_id, value in keys.items():
+            if not OPERATOR_ID.match(op_id):
+                fail(where, f"operator id {op_id!r} is not 1..=64 of A-Z a-z 0-9 . _ -")
+            if not (OPERATOR_PLACEHOLDER.match(value) or re.fullmatch(r"[0-9a-fA-F]{64}", value)):
+                fail(where, f"operators.keys.{op_id} = {value!r} is neither a key nor a REPLACE_OPERATOR_*_PUBLIC_KEY placeholder")
+        if len(set(keys.values())) != len(keys):
+            fail(where, "two operators share a key (or a placeholder): one person, one seat")
+        quorums = {"default_quorum": reg.get("default_quorum")}
+        quorums.update({f"quorum.{op}": k for op, k in (reg.get("quorum") or {}).items()})
+        for field, k in quorums.items():
+            if not isinstance(k, int) or not 2 <= k <= len(keys):
+                fail(where, f"operators.{field} = {k!r}: a quorum is 2..={len(keys)}")
+        registries[key] = reg
+    if len({repr(sorted((k, repr(v)) for k, v in r.items())) for r in registries.values()}) > 1:
+        fail("ConfigMap permafrost-config", "the daemons' [operators] sections differ: every node must hold the same registry")
+    return registries
+
+
+def operator_stand_ins(text):
+    """text with each operator placeholder replaced by a distinct valid key."""
+    names = sorted(set(re.findall(r"REPLACE_OPERATOR_[A-Z0-9_]+_PUBLIC_KEY", text)))
+    if len(names) > len(OPERATOR_TEST_KEYS):
+        raise SystemExit(f"validate.py: more operator placeholders ({len(names)}) than stand-in keys")
+    for name, key in zip(names, OPERATOR_TEST_KEYS):
+        text = text.replace(name, key)
+    return text
+
+
 def check_pdb(docs, signer_pods):
     pdbs = [(n, d) for n, d in docs if d.get("kind") == "PodDisruptionBudget"]
     signer = [d for _, d in pdbs
@@ -321,7 +382,7 @@ def check_node_binary(node_bin, objects):
             pf = os.path.join(tmp, "passphrase")
             with open(pf, "w") as f:
                 f.write("throwaway-passphrase-for-config-check\n")
-            text2 = (text.replace("REPLACE_CUSTODY_PUBLIC_KEY", TEST_KEY)
+            text2 = (operator_stand_ins(text).replace("REPLACE_CUSTODY_PUBLIC_KEY", TEST_KEY)
                      .replace(f'"{cfg["data_dir"]}"', f'"{tmp}/data"')
                      .replace(f'"{cfg["sealer"]["passphrase_file"]}"', f'"{pf}"'))
             path = os.path.join(tmp, "node.toml")
@@ -341,6 +402,7 @@ def main():
     objects = {(d.get("kind"), get(d, "metadata", "name")): d for _, d in docs}
     check_common(docs)
     signer_pods = check_workloads(docs, objects)
+    registries = check_operators(objects)
     check_pdb(docs, signer_pods)
     check_network_policies(docs)
     if args.node_bin:
@@ -352,7 +414,8 @@ def main():
         print(f"k8s: {len(errors)} problem(s) in {len(docs)} objects")
         return 1
     print(f"k8s: {len(docs)} objects ({', '.join(kinds)}); {len(signer_pods)} signer pods "
-          f"({', '.join(signer_pods)}) each with its config, Secret key and certificate; all checks pass"
+          f"({', '.join(signer_pods)}) each with its config, Secret key and certificate; "
+          f"the same operator registry in all {len(registries)} daemon configs; all checks pass"
           + ("; node configs accepted by permafrost-node" if args.node_bin else ""))
     return 0
 

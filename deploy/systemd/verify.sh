@@ -6,7 +6,11 @@
 #     verify exits 0 on unknown or unparsable settings
 #   - `systemd-analyze security --offline`: exposure level at most 2.0
 #   - node.toml parsed and validated by the real permafrost-node (`init` into
-#     a scratch data dir with a throwaway passphrase)
+#     a scratch data dir with a throwaway passphrase, its placeholders replaced
+#     by valid keys), also as a manually sealed node (`init
+#     --unseal-passphrase-file`), and refused with the operator placeholders
+#     left in
+#   - coordinator.toml holds the same [operators] registry as node.toml
 #
 # Usage: deploy/systemd/verify.sh --bin-dir DIR   (permafrost-node, permafrost-coordinator)
 set -euo pipefail
@@ -51,16 +55,61 @@ done
 scratch="$root/node-check"
 mkdir -p "$scratch"
 printf 'throwaway-passphrase-for-config-check\n' > "$scratch/passphrase"
-# Any valid Ed25519 public key will do for parsing (RFC 8032 test vector 1).
+# Any valid Ed25519 public keys will do for parsing (RFC 8032 test vectors 1,
+# 2, 3 and "1024"; distinct, as the operator registry insists), never for use.
 key="d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-sed -e "s|^data_dir = .*|data_dir = \"$scratch/data\"|" \
-    -e "s|^passphrase_file = .*|passphrase_file = \"$scratch/passphrase\"|" \
-    -e "s|REPLACE_CUSTODY_PUBLIC_KEY|$key|" \
-    "$here/node.toml" > "$scratch/node.toml"
+alice="3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
+bob="fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025"
+carol="278117fc144c72340f67d0f2316e8386ceffbf2b2428c9c51fef7c597f1d426e"
+scratch_config() { # data_dir_name -> node.toml with this scratch's paths, placeholders kept
+    sed -e "s|^data_dir = .*|data_dir = \"$scratch/$1\"|" \
+        -e "s|^passphrase_file = .*|passphrase_file = \"$scratch/passphrase\"|" \
+        -e "s|REPLACE_CUSTODY_PUBLIC_KEY|$key|" \
+        "$here/node.toml"
+}
+with_operators() {
+    sed -e "s|REPLACE_OPERATOR_ALICE_PUBLIC_KEY|$alice|" -e "s|REPLACE_OPERATOR_BOB_PUBLIC_KEY|$bob|" \
+        -e "s|REPLACE_OPERATOR_CAROL_PUBLIC_KEY|$carol|"
+}
+scratch_config data | with_operators > "$scratch/node.toml"
 if out="$("$bin_dir/permafrost-node" init --config "$scratch/node.toml" 2>&1)" \
         && grep -q '"tls_csr"' <<<"$out"; then
-    echo "ok   node.toml accepted by permafrost-node init"
+    echo "ok   node.toml accepted by permafrost-node init (with its [operators] registry)"
 else
     echo "FAIL node.toml: $out"; status=1
+fi
+
+# A cold node: [seal] manual = true, the unseal passphrase set at init.
+printf 'throwaway-unseal-passphrase\n' > "$scratch/unseal"
+scratch_config data-manual | with_operators | sed -e 's|^manual = false|manual = true|' > "$scratch/node-manual.toml"
+if out="$("$bin_dir/permafrost-node" init --config "$scratch/node-manual.toml" \
+        --unseal-passphrase-file "$scratch/unseal" 2>&1)" && grep -q '"tls_csr"' <<<"$out"; then
+    echo "ok   node.toml with [seal] manual = true accepted by init --unseal-passphrase-file"
+else
+    echo "FAIL node.toml, manual sealing: $out"; status=1
+fi
+
+# Placeholders left in: refused, naming the field.
+scratch_config data-placeholder > "$scratch/node-placeholder.toml"
+if out="$("$bin_dir/permafrost-node" init --config "$scratch/node-placeholder.toml" 2>&1)"; then
+    echo "FAIL node.toml: accepted with REPLACE_OPERATOR_* placeholders"; status=1
+elif grep -q 'operators.keys' <<<"$out"; then
+    echo "ok   node.toml refused with the operator placeholders left in: $(tail -n1 <<<"$out" | cut -c1-100)"
+else
+    echo "FAIL node.toml with placeholders refused, but not for them: $(tail -n1 <<<"$out")"; status=1
+fi
+
+# The coordinator holds the nodes' registry.
+if out="$(python3 - "$here/node.toml" "$here/coordinator.toml" 2>&1 <<'PY'
+import sys, tomllib
+node, coord = (tomllib.load(open(p, "rb")).get("operators") for p in sys.argv[1:3])
+if node is None or node != coord:
+    sys.exit(f"node.toml [operators] {node!r} != coordinator.toml [operators] {coord!r}")
+print(f"{len(node['keys'])} operators, quorum {node['default_quorum']}")
+PY
+)"; then
+    echo "ok   coordinator.toml holds the same [operators] as node.toml: $out"
+else
+    echo "FAIL coordinator.toml [operators]: $out"; status=1
 fi
 exit "$status"

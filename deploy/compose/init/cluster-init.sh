@@ -4,7 +4,8 @@
 # docs/runbook-key-ceremony.md, on one machine instead of several:
 #
 #   1. CA, offline, in its own volume that no daemon mounts (ca init)
-#   2. custody request-signing key and approver keys; the withdrawal policy
+#   2. custody request-signing key and approver keys; the withdrawal policy;
+#      the ceremony operators' keys and the quorum every daemon holds
 #   3. per node: passphrase, config, `permafrost-node init` on its data volume
 #      (identity, encryption and TLS keys sealed), CSR signed by the CA
 #   4. the manifest (ids, regions, endpoints, public keys) copied to every daemon
@@ -17,10 +18,15 @@
 #   client/                    cluster.json (host), cluster.internal.json (ctl service),
 #                              CA cert, custody and operator credentials, approver keys
 #   manifest.json, policy.toml, fingerprints.txt
+#
+# And to /operators (PERMAFROST_OPERATORS_DIR, beside the cluster dir, never
+# mounted by a daemon or the ctl service): operator-1..3.key (0600) and .pub,
+# the keys that approve ceremonies; any 2 of the 3 approve one.
 set -eu
 
 C=/cluster
 CA=/ca
+OPS=/operators
 PF_UID=10001
 HOST_UID="${HOST_UID:-0}"
 HOST_GID="${HOST_GID:-0}"
@@ -30,6 +36,8 @@ COORD=coord-1
 CUSTODY=custody-1
 OPERATOR=operator-1
 APPROVERS="approver-1 approver-2 approver-3"
+OPERATORS="operator-1 operator-2 operator-3"
+OPERATOR_QUORUM=2
 
 say() { echo "init: $*"; }
 die() { echo "init: $*" >&2; exit 1; }
@@ -39,6 +47,9 @@ if [ -e "$C/client/cluster.json" ]; then
     exit 0
 fi
 [ -e "$CA/ca.key" ] && die "the CA volume already holds a CA but $C has no cluster.json: a half-finished init; reset (./init.sh --reset) and run again"
+[ -d "$OPS" ] || die "$OPS is not mounted (the operators' directory, PERMAFROST_OPERATORS_DIR)"
+[ -z "$(ls -A "$OPS" 2>/dev/null)" ] \
+    || die "the operators' directory already holds files but $C has no cluster.json: a half-finished init, or another cluster's keys; reset (./init.sh --reset) or point PERMAFROST_OPERATORS_DIR elsewhere"
 for spec in $NODES; do
     id="${spec%%:*}"
     [ -z "$(ls -A "/nodes/$id" 2>/dev/null)" ] \
@@ -115,6 +126,27 @@ EOF
 chmod 0644 "$C/policy.toml"
 say "custody key ${custody_pub%"${custody_pub#????????????????}"}..., 3 approver keys, policy written"
 
+# Ceremony operators: each keeps their own key (here all three land in the
+# operators' directory, which no daemon mounts). The registry goes last into
+# every node's and the coordinator's config, byte for byte the same, so its
+# hash in fingerprints.txt can be compared on every host.
+chmod 0700 "$OPS"
+{
+    echo "[operators]"
+    echo "default_quorum = $OPERATOR_QUORUM"
+    echo
+    echo "[operators.keys]"
+} > "$tmp/operators.toml"
+for o in $OPERATORS; do
+    permafrostctl operator-key generate --out "$OPS/$o.key" >/dev/null
+    pub="$(permafrostctl operator-key public --key "$OPS/$o.key" | tr -d '[:space:]')"
+    printf '%s\n' "$pub" > "$OPS/$o.pub"
+    chmod 0644 "$OPS/$o.pub"
+    echo "$o = \"$pub\"" >> "$tmp/operators.toml"
+done
+chown -R "$HOST_UID:$HOST_GID" "$OPS"
+say "3 operator keys in the operators' directory; a quorum of $OPERATOR_QUORUM of them in every daemon's config"
+
 # 3. nodes
 : > "$tmp/entries"
 for spec in $NODES; do
@@ -142,7 +174,12 @@ cert = "/etc/permafrost/$id.pem"
 [sealer]
 kind = "passphrase"
 passphrase_file = "/run/secrets/passphrase"
+
+# Ceremony operators (docs/ceremony-spec.md): every key-lifecycle ceremony needs
+# a spec approved by $OPERATOR_QUORUM of these keys, and this node checks it itself.
+# From here to the end, the same bytes in every daemon's config (fingerprints.txt).
 EOF
+    cat "$tmp/operators.toml" >> "$d/node.toml"
     chmod 0644 "$d/node.toml"
     # The same config with this container's paths, for `init` only.
     sed -e "s|^data_dir = .*|data_dir = \"/nodes/$id\"|" \
@@ -185,7 +222,11 @@ health_interval_ms = 500
 ca_cert = "/etc/permafrost/ca.pem"
 cert = "/etc/permafrost/$COORD.pem"
 key = "/run/secrets/tls.key"
+
+# The nodes' operator registry (docs/ceremony-spec.md): the coordinator refuses
+# at once a spec they would refuse. The same bytes to the end as theirs.
 EOF
+cat "$tmp/operators.toml" >> "$C/coordinator/coordinator.toml"
 chmod 0644 "$C/coordinator/coordinator.toml"
 mkdir -p "$C/coordinator/probe"
 chmod 0755 "$C/coordinator/probe"
@@ -235,9 +276,15 @@ chown -R "$HOST_UID:$HOST_GID" "$C/client"
     echo "manifest sha256: $(sha256sum "$C/manifest.json" | cut -d' ' -f1)"
     echo "policy sha256:   $(sha256sum "$C/policy.toml" | cut -d' ' -f1)"
     echo "CA sha256:       $(sha256sum "$CA/ca.pem" | cut -d' ' -f1)"
+    # The operator registry ends every daemon's config; on any host:
+    #   sed -n '/^\[operators\]$/,$p' node.toml | sha256sum
+    echo "operators sha256: $(sha256sum "$tmp/operators.toml" | cut -d' ' -f1) (quorum $OPERATOR_QUORUM of 3)"
+    for o in $OPERATORS; do
+        echo "operator $o key $(cat "$OPS/$o.pub")"
+    done
     jq -r '.nodes[] | "node \(.id) (\(.region)) identity key \(.identity_key)"' "$C/manifest.json"
 } > "$C/fingerprints.txt"
 chmod 0644 "$C/fingerprints.txt"
 chown "$HOST_UID:$HOST_GID" "$C" "$C/fingerprints.txt" "$C/manifest.json" "$C/policy.toml"
 cat "$C/fingerprints.txt"
-say "done: start it with docker-compose up -d; clients use cluster/client/cluster.json (coordinator on 127.0.0.1:$PORT)"
+say "done: start it with docker-compose up -d; clients use cluster/client/cluster.json (coordinator on 127.0.0.1:$PORT); the operators keep their keys (operators/)"
