@@ -49,6 +49,9 @@ pub struct CoordinatorConfig {
     pub max_sessions_per_node: usize,
     /// mTLS files: CA, and the coordinator's own certificate and key.
     pub tls: TlsFiles,
+    /// The admin listener (Prometheus metrics); none by default.
+    #[serde(default)]
+    pub admin: permafrost_proto::metrics::AdminConfig,
 }
 
 fn default_max_inflight() -> usize {
@@ -126,6 +129,7 @@ impl CoordinatorConfig {
             );
         }
         self.custody_keys()?;
+        self.admin.validate()?;
         Ok(())
     }
 

@@ -92,6 +92,7 @@ impl Fixture {
             max_inflight_requests: 16,
             max_sessions_per_node: 8,
             tls: files(root, "coord-1"),
+            admin: Default::default(),
         };
         let coord = Coordinator::open(config).expect("open");
         let (stop, rx) = oneshot::channel();

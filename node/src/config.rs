@@ -50,6 +50,9 @@ pub struct NodeConfig {
     pub seal: SealConfig,
     /// Audit log file (JSON lines); default `<data_dir>/audit.log`.
     pub audit_log: Option<PathBuf>,
+    /// The admin listener (Prometheus metrics); none by default.
+    #[serde(default)]
+    pub admin: permafrost_proto::metrics::AdminConfig,
 }
 
 /// Manual sealing: key shares are sealed under an operator passphrase that
@@ -300,6 +303,9 @@ impl NodeConfig {
                 "must be 1..=3600",
             ));
         }
+        self.admin
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
         self.sealer.validate()
     }
 

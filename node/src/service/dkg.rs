@@ -20,6 +20,7 @@ use permafrost_proto::convert::group_name;
 use tracing::info;
 
 use super::{audit, invalid, missing, refresh, refuse, stored_public_key_package, FromWire};
+use crate::metrics::Check;
 use crate::store::GroupRecord;
 use crate::{NodeError, SignerNode};
 
@@ -50,11 +51,12 @@ pub(super) async fn start(
     for member in &spec.members {
         node.directory
             .get(member)
-            .map_err(|e| refuse(node, "dkg-start", e))?;
+            .map_err(|e| refuse(node, "dkg-start", Check::Ceremony, e))?;
         if node.store.is_revoked(member)? {
             return Err(refuse(
                 node,
                 "dkg-start",
+                Check::Ceremony,
                 CoreError::refused(format!("{member} was replaced after a loss and is revoked")),
             ));
         }
@@ -84,7 +86,7 @@ pub(super) async fn start(
         }
         None => dkg::start(spec, &node.id, &node.identity, &mut rand::thread_rng()),
     };
-    let (state, msg) = started.map_err(|e| refuse(node, "dkg-start", e))?;
+    let (state, msg) = started.map_err(|e| refuse(node, "dkg-start", Check::Ceremony, e))?;
     audit(
         node,
         "dkg_started",
@@ -115,7 +117,7 @@ pub(super) fn echo(
     };
     let (next, echo) = state
         .receive_round1(&set, &node.directory, &node.identity)
-        .map_err(|e| refuse(node, "dkg-echo", e))?;
+        .map_err(|e| refuse(node, "dkg-echo", Check::Ceremony, e))?;
     audit(
         node,
         "dkg_round1_set_echoed",
@@ -150,7 +152,7 @@ pub(super) fn round2(
             &node.identity,
             &mut rand::thread_rng(),
         )
-        .map_err(|e| refuse(node, "dkg-round2", e))?;
+        .map_err(|e| refuse(node, "dkg-round2", Check::Ceremony, e))?;
     audit(
         node,
         "dkg_echoes_agreed_shares_sent",
@@ -183,7 +185,7 @@ pub(super) async fn finish(
     let spec = state.spec().clone();
     let out = state
         .receive_round2(&shares, &node.directory, &node.identity)
-        .map_err(|e| refuse(node, "dkg-finish", e))?;
+        .map_err(|e| refuse(node, "dkg-finish", Check::Ceremony, e))?;
     if spec.refresh {
         return refresh::hold_new_share(node, &spec, out).await;
     }
@@ -229,6 +231,7 @@ pub(super) async fn activate(
         refuse(
             node,
             "activate",
+            Check::Ceremony,
             CoreError::refused(format!("test signature does not verify {why}")),
         )
     };

@@ -17,6 +17,7 @@ use permafrost_proto::convert::tier_from_wire;
 use tracing::info;
 
 use super::{audit, invalid, missing, refuse, FromWire};
+use crate::metrics::Check;
 use crate::store::GroupRecord;
 use crate::{NodeError, SignerNode};
 
@@ -39,6 +40,7 @@ fn repair_context(
         return Err(refuse(
             node,
             "repair",
+            Check::Ceremony,
             CoreError::refused("repair spec does not match this node's record of the group"),
         ));
     }
@@ -55,6 +57,7 @@ pub(super) async fn deltas(
         return Err(refuse(
             node,
             "repair-deltas",
+            Check::Ceremony,
             CoreError::refused(format!("{} is revoked", spec.replacement)),
         ));
     }
@@ -69,7 +72,7 @@ pub(super) async fn deltas(
         &node.directory,
         &mut rand::thread_rng(),
     )
-    .map_err(|e| refuse(node, "repair-deltas", e))?;
+    .map_err(|e| refuse(node, "repair-deltas", Check::Ceremony, e))?;
     audit(
         node,
         "repair_helped",
@@ -96,6 +99,7 @@ pub(super) fn sigma(
         return Err(refuse(
             node,
             "repair-sigma",
+            Check::Ceremony,
             CoreError::refused("this node did not help with that repair"),
         ));
     }
@@ -113,7 +117,7 @@ pub(super) fn sigma(
         &node.directory,
         &mut rand::thread_rng(),
     )
-    .map_err(|e| refuse(node, "repair-sigma", e))?;
+    .map_err(|e| refuse(node, "repair-sigma", Check::Ceremony, e))?;
     Ok(sigma.into())
 }
 
@@ -147,7 +151,7 @@ pub(super) async fn receive(
         &node.identity,
         &node.directory,
     )
-    .map_err(|e| refuse(node, "repair-receive", e))?;
+    .map_err(|e| refuse(node, "repair-receive", Check::Ceremony, e))?;
     let group_public_key = pkp
         .verifying_key()
         .serialize()

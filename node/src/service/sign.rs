@@ -38,6 +38,7 @@ use permafrost_proto::convert::group_name;
 use tracing::{info, warn};
 
 use super::{audit, invalid, missing, refuse, stored_public_key_package, FromWire};
+use crate::metrics::{Check, ShareKind};
 use crate::nonces::{Binding, PoolNonces, Suite, Taken};
 use crate::store::{GroupRecord, Journaled};
 use crate::{NodeError, SignerNode};
@@ -62,7 +63,7 @@ pub(super) async fn announce(
     // junk cannot fill the store, and another request under the same id
     // never inherits this one's clock.
     let digest = check_custody(&signed, &group_view(&record)?, &node.settings, unix_now())
-        .map_err(|e| refuse(node, "announce", e))?;
+        .map_err(|e| refuse(node, "announce", Check::Custody, e))?;
     let first_seen = node.store.first_seen(&digest, unix_now()).await?;
     Ok(pb::AnnounceResponse { first_seen })
 }
@@ -136,7 +137,7 @@ fn reserve(
     let signed: SignedWithdrawal = w.try_into().wire()?;
     let now = unix_now();
     let custody = verify_custody(&signed, &group_view(record)?, &node.settings, now)
-        .map_err(|e| refuse(node, "commit", e))?;
+        .map_err(|e| refuse(node, "commit", Check::Custody, e))?;
     let mut commit_id = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut commit_id);
     let receipt = Receipt {
@@ -210,7 +211,7 @@ pub(super) fn attest(
     let signed: SignedWithdrawal = w.try_into().wire()?;
     let now = unix_now();
     let custody = verify_custody(&signed, &group_view(&record)?, &node.settings, now)
-        .map_err(|e| refuse(node, "attest", e))?;
+        .map_err(|e| refuse(node, "attest", Check::Custody, e))?;
     let receipts = req
         .receipts
         .iter()
@@ -229,7 +230,7 @@ pub(super) fn attest(
         subject,
         usize::from(record.threshold),
     )
-    .map_err(|e| refuse(node, "attest", e))?;
+    .map_err(|e| refuse(node, "attest", Check::Velocity, e))?;
     let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
     let mut entries: std::collections::BTreeMap<_, u128> = node
         .store
@@ -304,7 +305,10 @@ pub(super) async fn sign(
     // share it describes having been computed and handed to the transport.
     tokio::spawn(async move {
         let _session = session;
-        sign_step(&node, req).await
+        let started = Instant::now();
+        let result = sign_step(&node, req).await;
+        node.metrics.sign_step(started.elapsed(), &result);
+        result
     })
     .await
     .map_err(|e| NodeError::Bug(format!("signing task failed: {e}")))?
@@ -362,6 +366,7 @@ async fn sign_step(
         return Err(refuse(
             node,
             "sign",
+            Check::NonceBinding,
             CoreError::refused("nonce was committed for another key group"),
         ));
     }
@@ -370,6 +375,7 @@ async fn sign_step(
         return Err(refuse(
             node,
             "sign",
+            Check::NonceBinding,
             CoreError::refused("nonces of different round-1 calls in one request"),
         ));
     }
@@ -380,6 +386,7 @@ async fn sign_step(
             return Err(refuse(
                 node,
                 "sign",
+                Check::Scheme,
                 CoreError::refused(format!(
                     "key group {name} was created as a {} group; this node's policy now says {}",
                     record.scheme, policy.scheme
@@ -424,6 +431,7 @@ async fn sign_in<C: Suite>(
             refuse(
                 node,
                 "sign",
+                Check::NonceBinding,
                 CoreError::refused("nonce was committed for another signing scheme"),
             )
         })?;
@@ -443,7 +451,7 @@ async fn sign_in<C: Suite>(
             let package = SigningPackage::<C>::deserialize(raw)
                 .map_err(|e| invalid("signing_packages", e))?;
             signing::strict::check_package_shape(raw, &package, &members, record.threshold)
-                .map_err(|e| refuse(node, "sign", e))?;
+                .map_err(|e| refuse(node, "sign", Check::SigningPackage, e))?;
             Ok(package)
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
@@ -469,9 +477,7 @@ async fn sign_in<C: Suite>(
                 .collect::<Result<_, _>>()
                 .wire()?;
             let bound = bound.ok_or_else(|| {
-                refuse(
-                    node,
-                    "sign",
+                refuse(node, "sign", Check::NonceBinding,
                     CoreError::refused(
                         "these nonces were committed for no withdrawal (round 1 must name the request)",
                     ),
@@ -512,6 +518,7 @@ async fn sign_in<C: Suite>(
                 return Err(refuse(
                     node,
                     "sign",
+                    Check::NonceBinding,
                     CoreError::refused("these nonces were committed for a withdrawal"),
                 ));
             }
@@ -521,17 +528,19 @@ async fn sign_in<C: Suite>(
                     &stored_public_key_package(record)?,
                     record.active,
                 )
-                .map_err(|e| refuse(node, "sign", e))?,
+                .map_err(|e| refuse(node, "sign", Check::Activation, e))?,
             );
             signing::check_packages(&target, &packages, &nonces, &key_package)
-                .map_err(|e| refuse(node, "sign", e))?;
+                .map_err(|e| refuse(node, "sign", Check::Activation, e))?;
             audit(
                 node,
                 "activation_share_released",
                 serde_json::json!({"group": name.as_str(), "scheme": record.scheme.as_str()}),
             )?;
             let shares = signing::compute_shares(&target, &packages, nonces, &key_package)
-                .map_err(|e| refuse(node, "sign", e))?;
+                .map_err(|e| refuse(node, "sign", Check::Activation, e))?;
+            node.metrics
+                .shares_released(name, ShareKind::Activation, shares.len());
             info!(node = %node.id, group = %name, "activation test share released");
             shares
         }
@@ -570,12 +579,13 @@ async fn journal_withdrawal<C: Suite>(
     let now = unix_now();
     // Every signature check happens here, once, outside the store's writer thread;
     // the step below only does what needs the ledger.
-    let custody =
-        verify_custody(&signed, &view, &node.settings, now).map_err(|e| refuse(node, "sign", e))?;
+    let custody = verify_custody(&signed, &view, &node.settings, now)
+        .map_err(|e| refuse(node, "sign", Check::Custody, e))?;
     if custody.digest() != bound.digest {
         return Err(refuse(
             node,
             "sign",
+            Check::NonceBinding,
             CoreError::refused("these nonces were committed for another request"),
         ));
     }
@@ -618,7 +628,7 @@ async fn journal_withdrawal<C: Suite>(
             skew_secs: node.settings.max_clock_skew_secs,
         },
     )
-    .map_err(|e| refuse(node, "sign", e))?;
+    .map_err(|e| refuse(node, "sign", Check::Velocity, e))?;
     let r = custody.request();
     let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());
     // Velocity counts what the node established leaves the group (for a
@@ -657,7 +667,7 @@ async fn journal_withdrawal<C: Suite>(
             },
         )
         .await?;
-    outcome.map_err(|e| refuse(node, "sign", e))
+    outcome.map_err(|e| refuse(node, "sign", Check::Journal, e))
 }
 
 /// The only way to a withdrawal's share: spends the [`Journaled`] proof that
@@ -703,7 +713,10 @@ fn release_withdrawal_shares<C: Suite>(
         checked.nonces,
         &checked.key_package,
     )
-    .map_err(|e| refuse(node, "sign", e))?;
+    .map_err(|e| refuse(node, "sign", Check::SigningPackage, e))?;
+    node.metrics
+        .shares_released(group, ShareKind::Withdrawal, shares.len());
+    node.metrics.approvals(group, approvals.len());
     info!(node = %node.id, request = %r.request_id, digest = %w.digest().to_hex(), sessions = shares.len(), "signature shares released");
     Ok(shares)
 }
