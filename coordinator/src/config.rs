@@ -56,6 +56,9 @@ pub struct CoordinatorConfig {
     /// own state, needs it.
     #[serde(default)]
     pub operators: Option<RegistryConfig>,
+    /// The admin listener (Prometheus metrics); none by default.
+    #[serde(default)]
+    pub admin: permafrost_proto::metrics::AdminConfig,
 }
 
 fn default_max_inflight() -> usize {
@@ -134,6 +137,7 @@ impl CoordinatorConfig {
         }
         self.custody_keys()?;
         self.operator_registry()?;
+        self.admin.validate()?;
         Ok(())
     }
 

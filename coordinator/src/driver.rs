@@ -512,8 +512,15 @@ pub fn ensure_driver(coord: &Arc<Coordinator>, id: &RequestId) -> watch::Receive
     let id = id.clone();
     coord.spawn(async move {
         let coord = driver_coord;
-        if let Err(e) = drive(&coord, &id).await {
+        // Only a driver that saw the request pending reports how it ended.
+        let was_pending =
+            matches!(coord.store.request(&id), Ok(Some(r)) if r.state == RequestState::Pending);
+        let mut signing_since = None;
+        if let Err(e) = drive(&coord, &id, &mut signing_since).await {
             warn!(request = %id, error = %e, "driver stopped");
+        }
+        if let (true, Ok(Some(record))) = (was_pending, coord.store.request(&id)) {
+            coord.metrics.driver_stopped(&record, signing_since);
         }
         if let Ok(mut inflight) = coord.inflight.lock() {
             inflight.remove(&id);
@@ -523,8 +530,13 @@ pub fn ensure_driver(coord: &Arc<Coordinator>, id: &RequestId) -> watch::Receive
     rx
 }
 
-/// Drives one request to SIGNED or FAILED.
-async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
+/// Drives one request to SIGNED or FAILED; `signing_since` is set when the
+/// first signing attempt starts.
+async fn drive(
+    coord: &Arc<Coordinator>,
+    id: &RequestId,
+    signing_since: &mut Option<Instant>,
+) -> Result<(), String> {
     let record = coord
         .store
         .request(id)
@@ -727,7 +739,9 @@ async fn drive(coord: &Arc<Coordinator>, id: &RequestId) -> Result<(), String> {
             })
             .collect();
         let target = Target::Withdrawal(Box::new(wire.clone()), wire_approvals);
+        signing_since.get_or_insert_with(Instant::now);
         let outcome = attempt(coord, &group, &signers, &decoded.messages, &target).await;
+        coord.metrics.attempt(&outcome);
         let mut culprits = Vec::new();
         let detail = match outcome {
             Ok(signatures) => {

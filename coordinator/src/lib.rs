@@ -7,6 +7,7 @@ pub mod ceremony;
 pub mod config;
 pub mod driver;
 pub mod members;
+pub mod metrics;
 pub mod service;
 pub mod store;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use permafrost_core::manifest::{ClusterManifest, Directory};
 use permafrost_core::RequestId;
+use permafrost_proto::daemon::Listeners;
 use permafrost_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -122,6 +124,7 @@ pub struct Coordinator {
     /// Every background task (request drivers, announcements), aborted and
     /// drained at shutdown: their state is in the store, so they resume at start.
     pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
+    pub(crate) metrics: metrics::CoordinatorMetrics,
     tls: TlsMaterial,
 }
 
@@ -253,8 +256,10 @@ impl Coordinator {
             members.revoke(&node);
         }
         let registry = config.operator_registry()?;
+        let metrics = metrics::CoordinatorMetrics::new(&config.id, store.inner())?;
         Ok(Arc::new(Self {
             registry,
+            metrics,
             custody_keys: config.custody_keys()?,
             policy,
             audit,
@@ -326,6 +331,26 @@ impl Coordinator {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), CoordinatorError> {
+        self.serve(Listeners::grpc(listener), shutdown).await
+    }
+
+    /// [`Coordinator::run`] on `listeners.grpc`, with Prometheus metrics on
+    /// `listeners.metrics` if given, both until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), CoordinatorError> {
+        let Listeners {
+            grpc: listener,
+            metrics,
+        } = listeners;
+        let metrics = metrics.map(|l| {
+            permafrost_proto::metrics::MetricsServer::spawn(
+                l,
+                metrics::CoordinatorMetrics::renderer(&self),
+            )
+        });
         use permafrost_core::Role;
         use permafrost_proto::auth::RequireRole;
         use permafrost_proto::{ceremony_server::CeremonyServer, custody_server::CustodyServer};
@@ -374,6 +399,9 @@ impl Coordinator {
         .await;
         probe.abort();
         self.drain_tasks().await;
+        if let Some(metrics) = metrics {
+            metrics.stop().await;
+        }
         if let Err(e) = self
             .audit
             .append("coordinator_stopped", serde_json::json!({}))

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use permafrost_coordinator::{config::CoordinatorConfig, Coordinator};
-use permafrost_proto::daemon;
+use permafrost_proto::daemon::{self, DaemonArgs, Listeners};
 
 #[derive(Parser)]
 #[command(
@@ -13,6 +13,8 @@ use permafrost_proto::daemon;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    args: DaemonArgs,
 }
 
 #[derive(Subcommand)]
@@ -26,12 +28,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let Command::Run { config } = Cli::parse().command;
-    daemon::main("permafrost-coordinator", async move {
+    let Cli { command, args } = Cli::parse();
+    let Command::Run { config } = command;
+    daemon::main("permafrost-coordinator", &args, async move {
         let config = CoordinatorConfig::load(&config)?;
-        let listener = daemon::bind(config.listen).await?;
+        let listeners = Listeners::bind(config.listen, &config.admin).await?;
         Coordinator::open(config)?
-            .run(listener, daemon::shutdown_signal())
+            .serve(listeners, daemon::shutdown_signal())
             .await
     })
     .await

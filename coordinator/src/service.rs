@@ -1,7 +1,7 @@
 //! The `Custody` (custody role) and `Ceremony` (operator role) gRPC services.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use permafrost_core::authz::{decode_request, verify_custody, CheckSettings, SignedWithdrawal};
 use permafrost_core::policy::{evaluate, Approval, LedgerView, Spend, Verdict};
@@ -11,6 +11,7 @@ use permafrost_proto::{self as pb, ceremony_server::Ceremony, custody_server::Cu
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::{CeremonyKind, Refusal};
 use crate::store::{ApprovalRecord, GroupRecord, Reason, RequestRecord, RequestState};
 use crate::{driver, Coordinator, CoordinatorError};
 
@@ -332,6 +333,7 @@ impl Custody for CustodyService {
         let digest = signed.request.digest().to_hex();
         if let Some(existing) = coord.store.request(&id)? {
             if existing.digest != digest {
+                coord.metrics.refused(Refusal::RequestIdReused);
                 return Err(Status::already_exists(format!(
                     "request id {id} is already used by a different request; a request id names one withdrawal forever"
                 )));
@@ -364,8 +366,10 @@ impl Custody for CustodyService {
             max_lifetime_secs: u64::MAX,
         };
         let now = unix_now();
-        let checked =
-            verify_custody(&signed, &view, &settings, now).map_err(|e| status_from_core(&e))?;
+        let checked = verify_custody(&signed, &view, &settings, now).map_err(|e| {
+            coord.metrics.refused(Refusal::Custody);
+            status_from_core(&e)
+        })?;
         let ledger = LedgerView {
             spent_24h: 0,
             first_seen: Some(now),
@@ -379,6 +383,7 @@ impl Custody for CustodyService {
             ledger,
             now,
         ) {
+            coord.metrics.refused(Refusal::Policy(denial.rule));
             let mut status = Status::permission_denied(format!("refused: policy: {denial}"));
             // The rule, for clients that act on it (never parse the message).
             if let Ok(rule) = denial.rule.name().parse() {
@@ -410,12 +415,15 @@ impl Custody for CustodyService {
             serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": checked.spend().amount.to_string(), "destinations": checked.spend().destinations, "psbt": signed.request.psbt.is_some()}),
         )
         .map_err(crate::audit_failed)?;
-        if let Some(raced) = coord.store.insert_request(&id, &record).await? {
-            if raced.digest != record.digest {
+        match coord.store.insert_request(&id, &record).await? {
+            None => coord.metrics.accepted(),
+            Some(raced) if raced.digest != record.digest => {
+                coord.metrics.refused(Refusal::RequestIdReused);
                 return Err(Status::already_exists(format!(
                     "request id {id} is already used by a different request"
                 )));
             }
+            Some(_) => {}
         }
         Ok(Response::new(coord.wait_for(&id).await?))
     }
@@ -453,6 +461,7 @@ impl Custody for CustodyService {
         } = coord.verdict(&signed, &probe, &coord.spend_of(&signed))
         {
             if let Some(why) = rejected_approvals.first() {
+                coord.metrics.approval(false);
                 return Err(Status::permission_denied(format!(
                     "approval not counted: {why}"
                 )));
@@ -471,6 +480,7 @@ impl Custody for CustodyService {
             serde_json::json!({"request": id.as_str(), "approver": approval.approver_id, "expires_at": approval.expires_at}),
         )
         .map_err(crate::audit_failed)?;
+        coord.metrics.approval(true);
         coord.approvals_changed.notify_waiters();
         driver::ensure_driver(coord, &id);
         Ok(Response::new(coord.wait_for(&id).await?))
@@ -497,7 +507,12 @@ impl Ceremony for CeremonyService {
         &self,
         request: Request<pb::CreateKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
-        let record = crate::ceremony::create_key_group(&self.coord, request.into_inner()).await?;
+        let started = Instant::now();
+        let result = crate::ceremony::create_key_group(&self.coord, request.into_inner()).await;
+        self.coord
+            .metrics
+            .ceremony(CeremonyKind::Dkg, started.elapsed(), result.is_ok());
+        let record = result?;
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
@@ -505,7 +520,12 @@ impl Ceremony for CeremonyService {
         &self,
         request: Request<pb::RefreshKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
-        let record = crate::ceremony::refresh_key_group(&self.coord, request.into_inner()).await?;
+        let started = Instant::now();
+        let result = crate::ceremony::refresh_key_group(&self.coord, request.into_inner()).await;
+        self.coord
+            .metrics
+            .ceremony(CeremonyKind::Refresh, started.elapsed(), result.is_ok());
+        let record = result?;
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
@@ -513,7 +533,12 @@ impl Ceremony for CeremonyService {
         &self,
         request: Request<pb::RepairKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
-        let record = crate::ceremony::repair_key_group(&self.coord, request.into_inner()).await?;
+        let started = Instant::now();
+        let result = crate::ceremony::repair_key_group(&self.coord, request.into_inner()).await;
+        self.coord
+            .metrics
+            .ceremony(CeremonyKind::Repair, started.elapsed(), result.is_ok());
+        let record = result?;
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
@@ -521,8 +546,13 @@ impl Ceremony for CeremonyService {
         &self,
         request: Request<pb::AdoptKeyGroupRequest>,
     ) -> Result<Response<pb::KeyGroup>, Status> {
-        let record =
-            crate::ceremony::adopt_key_group(&self.coord, &request.into_inner().name).await?;
+        let started = Instant::now();
+        let result =
+            crate::ceremony::adopt_key_group(&self.coord, &request.into_inner().name).await;
+        self.coord
+            .metrics
+            .ceremony(CeremonyKind::Adopt, started.elapsed(), result.is_ok());
+        let record = result?;
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 

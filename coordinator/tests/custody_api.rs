@@ -93,6 +93,7 @@ impl Fixture {
             max_sessions_per_node: 8,
             tls: files(root, "coord-1"),
             operators: None,
+            admin: Default::default(),
         };
         let coord = Coordinator::open(config).expect("open");
         let (stop, rx) = oneshot::channel();

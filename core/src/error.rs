@@ -17,6 +17,12 @@ pub enum CoreError {
     /// The request is well-formed but not authorized; the reason names the check.
     #[error("refused: {0}")]
     Refused(String),
+    /// Policy refuses the request for good; the [`Denial`] names the rule
+    /// (metrics and clients act on the rule, never on the sentence).
+    ///
+    /// [`Denial`]: crate::policy::Denial
+    #[error("refused: policy: {0}")]
+    PolicyDenied(crate::policy::Denial),
     /// Not authorized yet: approvals or a time-lock are still missing; retry later.
     #[error("not yet: {0}")]
     NotYet(String),

@@ -485,6 +485,20 @@ pub enum PolicyRule {
 }
 
 impl PolicyRule {
+    /// Every rule, for callers that list them (metrics show each from 0).
+    pub const ALL: [PolicyRule; 10] = [
+        PolicyRule::UnknownGroup,
+        PolicyRule::Tier,
+        PolicyRule::Asset,
+        PolicyRule::Allowlist,
+        PolicyRule::Lifetime,
+        PolicyRule::PerRequestLimit,
+        PolicyRule::Velocity,
+        PolicyRule::Scheme,
+        PolicyRule::FeeLimit,
+        PolicyRule::FeeRateLimit,
+    ];
+
     /// Stable snake_case name (in status messages and the wire enum).
     pub fn name(self) -> &'static str {
         match self {
@@ -879,7 +893,7 @@ impl Verdict {
     pub fn into_result(self) -> Result<(), CoreError> {
         match self {
             Verdict::Allowed => Ok(()),
-            Verdict::Denied(why) => Err(CoreError::refused(format!("policy: {why}"))),
+            Verdict::Denied(why) => Err(CoreError::PolicyDenied(why)),
             Verdict::Waiting {
                 approvals_missing,
                 time_locked_until,

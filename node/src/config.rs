@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// part in no ceremony (it still signs for the groups it holds).
     #[serde(default)]
     pub operators: Option<RegistryConfig>,
+    /// The admin listener (Prometheus metrics); none by default.
+    #[serde(default)]
+    pub admin: permafrost_proto::metrics::AdminConfig,
 }
 
 /// Manual sealing: key shares are sealed under an operator passphrase that
@@ -317,6 +320,9 @@ impl NodeConfig {
             ));
         }
         self.operator_registry()?;
+        self.admin
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
         self.sealer.validate()
     }
 

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod ceremonies;
 pub mod config;
 pub mod hygiene;
+pub mod metrics;
 pub mod nonces;
 mod open;
 pub mod reservations;
@@ -28,6 +29,7 @@ use permafrost_core::identity::NodeIdentity;
 use permafrost_core::manifest::Directory;
 use permafrost_core::{CoreError, NodeId};
 use permafrost_hsm::SealError;
+use permafrost_proto::daemon::Listeners;
 use permafrost_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 
@@ -122,6 +124,9 @@ impl From<CoreError> for NodeError {
                 reason,
             },
             CoreError::Refused(reason) => NodeError::NotAuthorized(reason),
+            CoreError::PolicyDenied(denial) => {
+                NodeError::NotAuthorized(format!("policy: {denial}"))
+            }
             CoreError::NotYet(reason) => NodeError::NotYet(reason),
             CoreError::PeerMisbehaved { culprit, reason } => {
                 NodeError::PeerMisbehaved { culprit, reason }
@@ -179,6 +184,7 @@ pub struct SignerNode {
     pub(crate) registry: Option<permafrost_core::ceremony::OperatorRegistry>,
     /// Backoff of wrong unseal passphrases (manual sealing).
     pub(crate) unseal_throttle: tokio::sync::Mutex<admin::UnsealThrottle>,
+    pub(crate) metrics: metrics::NodeMetrics,
     tls: TlsMaterial,
 }
 
@@ -219,6 +225,26 @@ impl SignerNode {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), NodeError> {
+        self.serve(Listeners::grpc(listener), shutdown).await
+    }
+
+    /// [`SignerNode::run`] on `listeners.grpc`, with Prometheus metrics on
+    /// `listeners.metrics` if given, both until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), NodeError> {
+        let Listeners {
+            grpc: listener,
+            metrics,
+        } = listeners;
+        let metrics = metrics.map(|l| {
+            permafrost_proto::metrics::MetricsServer::spawn(
+                l,
+                metrics::NodeMetrics::renderer(&self),
+            )
+        });
         use permafrost_core::Role;
         use permafrost_proto::auth::RequireRole;
         use permafrost_proto::{
@@ -250,6 +276,9 @@ impl SignerNode {
             shutdown,
         )
         .await;
+        if let Some(metrics) = metrics {
+            metrics.stop().await;
+        }
         // Seal the chain's tail with a signed checkpoint on the way out.
         if let Err(e) = self
             .audit

@@ -1,13 +1,21 @@
 //! `permafrost-node`: initialize a signer node, or run it.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use permafrost_node::{
     config::NodeConfig, hygiene, init_and_print, unseal_passphrase_from, SignerNode,
 };
-use permafrost_proto::daemon;
+use permafrost_proto::daemon::{self, DaemonArgs, Listeners};
 
 #[derive(Parser)]
 #[command(name = "permafrost-node", about = "Permafrost signer node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    args: DaemonArgs,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Create the data dir, sealer state, identity and TLS keys; print the public info (JSON) for the manifest and CA.
     Init {
@@ -30,8 +38,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let command = Command::parse();
-    daemon::main("permafrost-node", async move {
+    let Cli { command, args } = Cli::parse();
+    daemon::main("permafrost-node", &args, async move {
         // Before any secret is read: no core dumps, not dumpable, memory locked if allowed (H2).
         hygiene::harden_process()?;
         match command {
@@ -48,10 +56,9 @@ async fn main() -> std::process::ExitCode {
             }
             Command::Run { config } => {
                 let config = NodeConfig::load(&config)?;
-                let listener = daemon::bind(config.listen).await?;
-                SignerNode::open(&config)?
-                    .run(listener, daemon::shutdown_signal())
-                    .await
+                let listeners = Listeners::bind(config.listen, &config.admin).await?;
+                let node = SignerNode::open(&config)?;
+                node.serve(listeners, daemon::shutdown_signal()).await
             }
         }
     })

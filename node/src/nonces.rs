@@ -183,6 +183,11 @@ impl NoncePool {
         self.entries.len()
     }
 
+    /// Most nonces the pool holds at once.
+    pub fn capacity(&self) -> usize {
+        self.max_open
+    }
+
     /// Whether the pool is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -326,7 +326,9 @@ impl SignerNode {
                 serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash()), "operator_registry": registry.as_ref().map(|r| hex::encode(r.hash()))}),
             )
             .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
+        let metrics = crate::metrics::NodeMetrics::new(config.id.as_str(), store.inner())?;
         Ok(Arc::new(Self {
+            metrics,
             id: config.id.clone(),
             region: config.region.clone(),
             identity,

@@ -460,7 +460,12 @@ impl NodeStore {
                     None => 0,
                 };
                 let result = check(LedgerAtCommit { spent, first_seen });
-                if seen.is_none() && !matches!(result, Err(CoreError::Refused(_))) {
+                if seen.is_none()
+                    && !matches!(
+                        result,
+                        Err(CoreError::Refused(_) | CoreError::PolicyDenied(_))
+                    )
+                {
                     w.put(&SEEN, &digest, &now)?;
                 }
                 let checked = match result {

@@ -91,3 +91,71 @@ fn pkcs11_node_binary_refuses_a_missing_module_naming_it() {
     );
     common::assert_unchanged(&before, &dir.snapshot());
 }
+
+/// `--log-format` picks the log format on either side of the subcommand and
+/// wins over `PERMAFROST_LOG_JSON`, which still works on its own.
+#[test]
+fn log_format_flag_wins_over_the_environment() {
+    let dir = NodeDir::passphrase();
+    let config = dir.config_path();
+    let config_arg = config.to_str().expect("UTF-8 path");
+    let info = process::init(&config, dir.root.path());
+    dir.enroll(&info);
+    /// Arguments, environment, and whether the lines must be JSON.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+    let cases: [Case; 4] = [
+        (
+            &["run", "--config", config_arg, "--log-format", "json"],
+            &[],
+            true,
+        ),
+        (
+            &["--log-format", "json", "run", "--config", config_arg],
+            &[],
+            true,
+        ),
+        (
+            &["run", "--config", config_arg, "--log-format", "text"],
+            &[("PERMAFROST_LOG_JSON", "1")],
+            false,
+        ),
+        (
+            &["run", "--config", config_arg],
+            &[("PERMAFROST_LOG_JSON", "1")],
+            true,
+        ),
+    ];
+    for (args, env, json) in cases {
+        let mut node = process::spawn_with_env(args, dir.root.path(), env);
+        let line = node.wait_for_line("serving", Duration::from_secs(60));
+        let parsed = serde_json::from_str::<serde_json::Value>(&line);
+        if json {
+            let record = parsed.unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
+            assert_eq!(record["fields"]["message"], "serving", "{line}");
+            assert_eq!(record["level"], "INFO", "{line}");
+        } else {
+            assert!(
+                parsed.is_err(),
+                "{args:?} {env:?}: JSON where text was asked: {line}"
+            );
+            assert!(line.contains("INFO") && line.contains("serving"), "{line}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        node.signal("TERM");
+        let status = node.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "{args:?}: {status:?}\n{}",
+            node.stderr_text()
+        );
+    }
+    let (status, stderr) = process::run_to_exit(
+        &["run", "--config", config_arg, "--log-format", "yaml"],
+        dir.root.path(),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("yaml") && stderr.contains("json"),
+        "{stderr}"
+    );
+}

@@ -31,6 +31,20 @@ struct Head {
     /// The last append failed (and when): the daemon reports itself unhealthy
     /// until an append succeeds again.
     failing: Option<(String, std::time::Instant)>,
+    /// Appends and checkpoints that failed since the log was opened, and
+    /// the Unix time of the last one (for metrics).
+    failures: AuditFailures,
+}
+
+/// Failed writes of an [`AuditLog`] since it was opened, as metrics show them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditFailures {
+    /// Appends and checkpoints that failed.
+    pub total: u64,
+    /// Unix time of the last failure; 0 if none.
+    pub last_at: u64,
+    /// Whether the log refuses records now (the last write failed, or it is closed).
+    pub failing: bool,
 }
 
 /// The two file operations an append depends on, as plain functions so the
@@ -129,6 +143,7 @@ impl AuditLog {
                 since_checkpoint: report.unsigned_tail,
                 closed: None,
                 failing: None,
+                failures: AuditFailures::default(),
             }),
             io,
             repaired: None,
@@ -277,7 +292,11 @@ impl AuditLog {
         let result = self.append_locked(&mut head, event, detail);
         head.failing = match &result {
             Ok(()) => None,
-            Err(e) => Some((e.clone(), std::time::Instant::now())),
+            Err(e) => {
+                head.failures.total += 1;
+                head.failures.last_at = crate::unix_now();
+                Some((e.clone(), std::time::Instant::now()))
+            }
         };
         result.map_err(ProtoError::AuditUnavailable)
     }
@@ -312,8 +331,12 @@ impl AuditLog {
             .head
             .lock()
             .map_err(|_| ProtoError::AuditUnavailable("audit lock poisoned".into()))?;
-        self.checkpoint_locked(&mut head)
-            .map_err(ProtoError::AuditUnavailable)
+        let result = self.checkpoint_locked(&mut head);
+        if result.is_err() {
+            head.failures.total += 1;
+            head.failures.last_at = crate::unix_now();
+        }
+        result.map_err(ProtoError::AuditUnavailable)
     }
 
     fn checkpoint_locked(&self, head: &mut Head) -> Result<(), String> {
@@ -333,6 +356,20 @@ impl AuditLog {
         head.hash = entry.hash;
         head.since_checkpoint = 0;
         Ok(())
+    }
+
+    /// Failed writes so far; unlike [`AuditLog::health`], never writes.
+    pub fn failures(&self) -> AuditFailures {
+        self.head
+            .lock()
+            .map(|h| AuditFailures {
+                failing: h.closed.is_some() || h.failing.is_some(),
+                ..h.failures
+            })
+            .unwrap_or(AuditFailures {
+                failing: true,
+                ..AuditFailures::default()
+            })
     }
 
     /// `(entries, head hash)`.
@@ -464,11 +501,20 @@ mod tests {
             );
             assert_eq!(std::fs::read(dir.log()).expect("read"), before, "{what}");
             assert_eq!(log.head(), head, "{what}");
+            // Metrics see the failure, without a write of their own.
+            let failed = log.failures();
+            assert!(
+                failed.failing && failed.total == 1 && failed.last_at > 0,
+                "{failed:?}"
+            );
+            assert_eq!(log.head(), head, "{what}");
 
             // The disk has room again: the next entry starts a fresh line and chains.
             log.io = DISK;
             log.append("share_released", serde_json::json!({"request": "wd-y"}))
                 .expect("append after the failure");
+            let recovered = log.failures();
+            assert!(!recovered.failing && recovered.total == 1, "{recovered:?}");
             let r = verify_file(&dir.log(), &log);
             assert_eq!((r.entries, r.torn_tail), (22, None), "{what}");
             let last = entries(&dir.log()).pop().expect("entry");

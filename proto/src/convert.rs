@@ -293,7 +293,9 @@ impl From<dkg::GroupKeyReport> for DkgKeyReport {
 pub fn status_from_core(e: &CoreError) -> Status {
     match e {
         CoreError::InvalidField { .. } => Status::invalid_argument(e.to_string()),
-        CoreError::Refused(_) => Status::permission_denied(e.to_string()),
+        CoreError::Refused(_) | CoreError::PolicyDenied(_) => {
+            Status::permission_denied(e.to_string())
+        }
         CoreError::NotYet(_) => Status::failed_precondition(e.to_string()),
         CoreError::PeerMisbehaved { .. } | CoreError::Aborted(_) => Status::aborted(e.to_string()),
         CoreError::Frost(_) | CoreError::Encryption(_) => Status::invalid_argument(e.to_string()),

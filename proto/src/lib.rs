@@ -14,6 +14,7 @@ pub mod convert;
 pub mod daemon;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod tls;
 

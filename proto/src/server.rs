@@ -193,7 +193,7 @@ impl ServerLimits {
 }
 
 /// Serves `routes` plus health (`service_names` and "" SERVING while `health`
-/// passes) and reflection on `listener` over mTLS until `shutdown` resolves,
+/// passes) and reflection (`grpc.reflection.v1` and `v1alpha`) on `listener` over mTLS until `shutdown` resolves,
 /// every message of every service capped at [`MAX_MESSAGE_BYTES`] and every
 /// status message at [`MAX_STATUS_MESSAGE`]; then stops accepting, lets in-flight requests drain for at most
 /// `limits.drain_timeout`, cuts what is left and returns.
@@ -218,14 +218,44 @@ pub async fn serve(
         .chain([String::new()])
         .collect();
     set_all(&reporter, &names, ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: grpcurl and current clients speak v1;
+    // Python's grpcio-reflection, Postman, Evans and older grpcurl v1alpha.
+    // Each version describes both, and advertises only what this server
+    // serves (the descriptor file holds every Permafrost service).
+    let reflection = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false);
+        service_names
+            .iter()
+            .copied()
+            .chain([
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ])
+            .fold(builder, |b, name| b.with_service_name(name))
+    };
+    let reflection_error = |e| ProtoError::Server(format!("reflection: {e}"));
+    let reflection_v1 = reflection()
         .build_v1()
-        .map_err(|e| ProtoError::Server(format!("reflection: {e}")))?
+        .map_err(reflection_error)?
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let routes = routes.add_service(health_service).add_service(reflection);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
 
     // `stop`: accepting ends and tonic starts its graceful drain.
     // `cut`: every connection still open fails its next read or write.

@@ -102,7 +102,7 @@ pub enum SimCommand {
     },
     /// Build the same cluster in DIR (or restart the one there) and run it until Ctrl-C.
     Up {
-        /// Cluster directory; clients use DIR/cluster.json.
+        /// Cluster directory; clients use DIR/cluster.json, written once the cluster is ready.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Directory holding permafrost-node and permafrost-coordinator (default: next to permafrost-sim).

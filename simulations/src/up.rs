@@ -47,6 +47,10 @@ pub async fn up(dir: &Path, bin_dir: Option<&Path>) -> Result<(), SimError> {
     };
     let mut cluster = crate::interruptible(setup).await?;
     print_how_to_use(&cluster);
+    // Only now, with every daemon ready and the key groups made, does
+    // cluster.json appear: a client that waits for the file may start.
+    let published = cluster.publish()?;
+    println!("cluster ready: wrote {}", published.display());
 
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
@@ -83,20 +87,26 @@ fn print_how_to_use(cluster: &LocalCluster) {
         "Permafrost cluster is up in {} (Ctrl-C to stop)",
         dir.display()
     );
+    let metrics = |m: &Option<String>| match m {
+        Some(addr) => format!("  metrics http://{addr}/metrics"),
+        None => String::new(),
+    };
     println!(
-        "  coordinator {:<10} {:<22} {}  log {}",
+        "  coordinator {:<10} {:<22} {}  log {}{}",
         crate::cluster::COORDINATOR_ID,
         f.coordinator.endpoint,
         f.coordinator.tls_server_name,
-        dir.join("coordinator/coordinator.log").display()
+        dir.join("coordinator/coordinator.log").display(),
+        metrics(&f.coordinator.metrics)
     );
     for n in &f.nodes {
         println!(
-            "  node {:<6} {:<10} {:<22} log {}",
+            "  node {:<6} {:<10} {:<22} log {}{}",
             n.id,
             n.region,
             n.endpoint,
-            dir.join("nodes").join(&n.id).join("node.log").display()
+            dir.join("nodes").join(&n.id).join("node.log").display(),
+            metrics(&n.metrics)
         );
     }
     for g in &f.key_groups {
@@ -111,10 +121,18 @@ fn print_how_to_use(cluster: &LocalCluster) {
         );
     }
     println!();
-    println!("Client files: {cj}, ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub, approvers/*.key, operators/*.key, policy.toml");
+    println!("Client files: {cj} (written once the cluster is ready), ca.pem, custody-1.pem/.key, operator-1.pem/.key, custody-signing.key/.pub, approvers/*.key, operators/*.key, policy.toml");
+    // Taproot groups pay addresses derived from their keys.
+    let address = |name: &str| {
+        f.key_groups
+            .iter()
+            .find(|g| g.name == name && !g.address.is_empty())
+            .map(|g| g.address.clone())
+    };
+    let cold_pays = address("warm-1").unwrap_or_else(|| WARM_WALLET_ADDRESS.to_string());
     println!(
         "Policy (policy.toml): warm-1 signs up to 1 BTC per request unapproved and up to {} sat with one approval; \
-         cold-1 pays only {WARM_WALLET_ADDRESS}, with two approvers and a {COLD_TIME_LOCK_SECS}s time-lock (short for local use)",
+         cold-1 pays only {cold_pays}, with two approvers and a {COLD_TIME_LOCK_SECS}s time-lock (short for local use)",
         crate::cluster::WARM_PER_REQUEST_MAX_SATS
     );
     let req = dir.join("cold-request.json");
@@ -125,14 +143,27 @@ fn print_how_to_use(cluster: &LocalCluster) {
     println!("Try:");
     println!("  permafrostctl status --cluster {cj}");
     println!("  permafrostctl keygroup list --cluster {cj}");
-    println!(
-        "  permafrostctl withdraw --cluster {cj} --group warm-1 --tier warm --asset BTC --amount {DEMO_AMOUNT_SATS} --destination {DEMO_DESTINATION}"
-    );
+    // A taproot group signs transactions: spend a coin of the group (locally
+    // any txid:vout:sats will do; nodes check the transaction, not a chain).
+    let coin = format!("{}:0:300000000", "07".repeat(32));
+    match address("cold-1") {
+        Some(cold) => println!(
+            "  permafrostctl withdraw --cluster {cj} --group warm-1 --tier warm --to {cold} --amount {DEMO_AMOUNT_SATS} --utxo {coin} --fee-rate 2"
+        ),
+        None => println!(
+            "  permafrostctl withdraw --cluster {cj} --group warm-1 --tier warm --asset BTC --amount {DEMO_AMOUNT_SATS} --destination {DEMO_DESTINATION}"
+        ),
+    }
     println!("  permafrostctl withdrawal get --cluster {cj} --request-id <ID printed by withdraw>");
     println!("  # cold: submit, then two different approvers review the request file and approve");
-    println!(
-        "  permafrostctl withdraw --cluster {cj} --group cold-1 --tier cold --asset BTC --amount 200000000 --destination {WARM_WALLET_ADDRESS} --save-request {req}"
-    );
+    match address("warm-1") {
+        Some(warm) => println!(
+            "  permafrostctl withdraw --cluster {cj} --group cold-1 --tier cold --to {warm} --amount 200000000 --utxo {coin} --fee-rate 2 --save-request {req}"
+        ),
+        None => println!(
+            "  permafrostctl withdraw --cluster {cj} --group cold-1 --tier cold --asset BTC --amount 200000000 --destination {WARM_WALLET_ADDRESS} --save-request {req}"
+        ),
+    }
     for approver in &crate::cluster::APPROVERS[..2] {
         println!(
             "  permafrostctl approve --cluster {cj} --request <ID> --request-file {req} --key {approvers}/{approver}.key --approver-id {approver}"

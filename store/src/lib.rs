@@ -35,7 +35,7 @@ use std::time::Duration;
 
 pub use codec::{Bytes, Codec, Versioned, RECORD_VERSION, U128, U64};
 pub use txn::{Entries, ReadTxn, Table, WriteTxn};
-pub use writer::{StoreStats, MAX_BATCH, QUEUE_CAPACITY};
+pub use writer::{CommitObserver, StoreStats, MAX_BATCH, QUEUE_CAPACITY};
 
 /// Errors of the store, named for what the caller can do.
 #[non_exhaustive]
@@ -240,6 +240,12 @@ impl Store {
     /// Counters for status and the benchmark.
     pub fn stats(&self) -> StoreStats {
         self.inner.stats()
+    }
+
+    /// Calls `observer` after every durable commit (commit latency and batch
+    /// size for metrics); replaces any observer set before.
+    pub fn observe_commits(&self, observer: CommitObserver) {
+        self.inner.observe_commits(observer)
     }
 
     /// Fault injection for tests: holds the writer for `d`, as a hung disk would.

@@ -312,3 +312,34 @@ async fn s3_a_full_disk_fails_closed_keeps_what_was_committed_and_recovers_in_pr
         .arg(mnt.path())
         .status();
 }
+
+#[tokio::test]
+async fn the_commit_observer_sees_every_commit_with_its_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    store.observe_commits(Arc::new(move |latency, steps| {
+        sink.lock().expect("lock").push((latency, steps));
+    }));
+    for i in 0..3u128 {
+        store
+            .write(move |w| {
+                w.put(&TOTALS, b"all", &i)?;
+                Ok::<_, TestError>(())
+            })
+            .await
+            .expect("write");
+    }
+    // A refused step alone commits nothing new, and idle heartbeats are not commits.
+    let refused = store
+        .write(|_| Err::<(), _>(TestError::Refused))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused, TestError::Refused);
+    let seen = seen.lock().expect("lock").clone();
+    let stats = store.stats();
+    assert_eq!(seen.len() as u64, stats.commits, "{seen:?} vs {stats:?}");
+    assert_eq!(seen.iter().map(|(_, s)| s).sum::<u64>(), stats.steps);
+    assert!(seen.iter().all(|(l, _)| *l < Duration::from_secs(5)));
+}

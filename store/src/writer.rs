@@ -33,6 +33,11 @@ pub(crate) fn builder() -> redb::Builder {
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// Told of every durable commit of at least one step: how long the batch
+/// took (first step to durable commit) and how many steps it held. Runs on
+/// the writer thread, so it must be quick (a metrics observation).
+pub type CommitObserver = Arc<dyn Fn(Duration, u64) + Send + Sync>;
+
 /// What running one step left: how to hand its result back, and whether its
 /// writes could not be moved into the transaction (which then must abort).
 struct Ran {
@@ -87,6 +92,7 @@ pub(crate) struct Core {
     path: std::path::PathBuf,
     status: Mutex<Status>,
     queued: AtomicUsize,
+    observer: std::sync::RwLock<Option<CommitObserver>>,
 }
 
 impl Core {
@@ -165,6 +171,7 @@ pub(crate) fn start(
         path,
         status: Mutex::new(Status::default()),
         queued: AtomicUsize::new(0),
+        observer: std::sync::RwLock::new(None),
     });
     let (tx, rx) = sync_channel(QUEUE_CAPACITY);
     let thread_core = core.clone();
@@ -256,6 +263,11 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
                 s.last_error = Some(e.to_string());
                 tracing::error!(error = %e, steps, "store commit failed; every step in it was refused");
             }
+        }
+    }
+    if outcome.is_ok() && steps > 0 {
+        if let Ok(Some(observe)) = core.observer.read().as_deref() {
+            observe(started.elapsed(), steps);
         }
     }
     if outcome.is_err() {
@@ -390,6 +402,12 @@ impl Shared {
         match &s.last_error {
             Some(e) => Err(format!("last store commit failed: {e}")),
             None => Ok(()),
+        }
+    }
+
+    pub(crate) fn observe_commits(&self, observer: CommitObserver) {
+        if let Ok(mut slot) = self.db.observer.write() {
+            *slot = Some(observer);
         }
     }
 

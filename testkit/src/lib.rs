@@ -4,6 +4,7 @@
 //! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]).
 
 pub mod liar;
+pub mod prom_text;
 pub mod softhsm;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
 use permafrost_node::config::NodeConfig;
 use permafrost_node::SignerNode;
+use permafrost_proto::daemon::Listeners;
 use permafrost_proto::tls::{TlsFiles, TlsMaterial};
 use permafrost_proto::{
     self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient,
@@ -81,6 +83,8 @@ pub struct TestNode {
     pub region: String,
     /// Address the real node listens on.
     pub addr: SocketAddr,
+    /// Where it serves Prometheus metrics (plain HTTP, `GET /metrics`).
+    pub metrics_addr: SocketAddr,
     /// Its config.
     pub config: NodeConfig,
     running: Option<Running>,
@@ -219,6 +223,8 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     /// Coordinator address.
     pub coordinator_addr: SocketAddr,
+    /// Where the coordinator serves Prometheus metrics.
+    pub coordinator_metrics_addr: SocketAddr,
     /// Coordinator config.
     pub coordinator_config: CoordinatorConfig,
     /// The custody service's Ed25519 signing key.
@@ -359,11 +365,17 @@ kdf = "fast-insecure"
                 identity_key: info.identity_key,
                 encryption_key: info.encryption_key,
             });
-            listeners.push(listener);
+            let metrics = free_listener().await;
+            let metrics_addr = metrics.local_addr().expect("addr");
+            listeners.push(Listeners {
+                grpc: listener,
+                metrics: Some(metrics),
+            });
             nodes.push(TestNode {
                 id,
                 region: region.clone(),
                 addr,
+                metrics_addr,
                 config,
                 running: None,
                 liar: None,
@@ -373,8 +385,8 @@ kdf = "fast-insecure"
             &root.join("manifest.json"),
             &serde_json::to_string_pretty(&manifest).expect("manifest json"),
         );
-        for (node, listener) in nodes.iter_mut().zip(listeners) {
-            node.running = Some(start_node(&node.config, listener).await);
+        for (node, listeners) in nodes.iter_mut().zip(listeners) {
+            node.running = Some(start_node(&node.config, listeners).await);
         }
 
         // Coordinator.
@@ -390,6 +402,8 @@ kdf = "fast-insecure"
         .expect("coordinator cert");
         let listener = free_listener().await;
         let coordinator_addr = listener.local_addr().expect("addr");
+        let coordinator_metrics = free_listener().await;
+        let coordinator_metrics_addr = coordinator_metrics.local_addr().expect("addr");
         let coordinator_config = CoordinatorConfig {
             id: "coord-1".into(),
             listen: coordinator_addr,
@@ -409,12 +423,14 @@ kdf = "fast-insecure"
                 key: coord_dir.join("coord-1.key"),
             },
             operators: Some(operator_registry()),
+            admin: Default::default(),
         };
         let mut cluster = TestCluster {
             dir,
             ca_dir,
             nodes,
             coordinator_addr,
+            coordinator_metrics_addr,
             coordinator_config,
             custody_key,
             coordinator: None,
@@ -426,7 +442,13 @@ kdf = "fast-insecure"
             let tls = cluster.credential(Role::Node, id.as_str());
             cluster.nodes[i].liar = Some(liar::serve(listener, tls, upstream, lie));
         }
-        cluster.coordinator = Some(start_coordinator(&cluster.coordinator_config, listener));
+        cluster.coordinator = Some(start_coordinator(
+            &cluster.coordinator_config,
+            Listeners {
+                grpc: listener,
+                metrics: Some(coordinator_metrics),
+            },
+        ));
         cluster
     }
 
@@ -727,7 +749,13 @@ kdf = "fast-insecure"
             }
         }
         let listener = listener.expect("rebind node address");
-        self.nodes[i].running = Some(start_node(&self.nodes[i].config, listener).await);
+        let metrics = free_listener().await;
+        self.nodes[i].metrics_addr = metrics.local_addr().expect("addr");
+        let listeners = Listeners {
+            grpc: listener,
+            metrics: Some(metrics),
+        };
+        self.nodes[i].running = Some(start_node(&self.nodes[i].config, listeners).await);
     }
 
     /// Stops and restarts the coordinator from its data dir.
@@ -746,7 +774,13 @@ kdf = "fast-insecure"
             }
         }
         let listener = listener.expect("rebind coordinator address");
-        self.coordinator = Some(start_coordinator(&self.coordinator_config, listener));
+        let metrics = free_listener().await;
+        self.coordinator_metrics_addr = metrics.local_addr().expect("addr");
+        let listeners = Listeners {
+            grpc: listener,
+            metrics: Some(metrics),
+        };
+        self.coordinator = Some(start_coordinator(&self.coordinator_config, listeners));
     }
 
     /// Starts another coordinator (own id, certificate and store, same nodes)
@@ -771,7 +805,7 @@ kdf = "fast-insecure"
         config.tls.cert = dir.join(format!("{id}.pem"));
         config.tls.key = dir.join(format!("{id}.key"));
         self.extra_coordinators
-            .push(start_coordinator(&config, listener));
+            .push(start_coordinator(&config, Listeners::grpc(listener)));
         let channel = |role, who| {
             self.credential(role, who)
                 .channel(
@@ -812,7 +846,7 @@ pub fn sha256(bytes: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(bytes).to_vec()
 }
 
-async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> Running {
+async fn start_node(config: &NodeConfig, listeners: Listeners) -> Running {
     // The store is released only once the previous instance is fully dropped.
     let mut node: Option<Arc<SignerNode>> = None;
     for _ in 0..100 {
@@ -827,14 +861,14 @@ async fn start_node(config: &NodeConfig, listener: tokio::net::TcpListener) -> R
     let node = node.unwrap_or_else(|| SignerNode::open(config).expect("open node"));
     let signer = Some(Arc::downgrade(&node));
     Running::spawn(signer, |shutdown| async move {
-        node.run(listener, shutdown).await
+        node.serve(listeners, shutdown).await
     })
 }
 
-fn start_coordinator(config: &CoordinatorConfig, listener: tokio::net::TcpListener) -> Running {
+fn start_coordinator(config: &CoordinatorConfig, listeners: Listeners) -> Running {
     let coord = Coordinator::open(config.clone()).expect("open coordinator");
     Running::spawn(None, |shutdown| async move {
-        coord.run(listener, shutdown).await
+        coord.serve(listeners, shutdown).await
     })
 }
 

@@ -36,6 +36,9 @@ pub struct CoordinatorRef {
     pub endpoint: String,
     /// DNS name in the coordinator's certificate.
     pub tls_server_name: String,
+    /// `host:port` of its Prometheus metrics (plain HTTP, `GET /metrics`), if served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// Custody-service certificate, key and request-signing key.
@@ -69,6 +72,9 @@ pub struct NodeRef {
     pub region: String,
     /// `host:port`.
     pub endpoint: String,
+    /// `host:port` of its Prometheus metrics (plain HTTP, `GET /metrics`), if served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// A key group as reported to people and scripts.

@@ -23,6 +23,7 @@ use tracing::info;
 use super::{
     audit, invalid, missing, quorum, refresh, refuse, stored_public_key_package, FromWire,
 };
+use crate::metrics::Check;
 use crate::store::{GroupRecord, FIRST_EPOCH};
 use crate::{NodeError, SignerNode};
 
@@ -77,11 +78,12 @@ pub(super) async fn start(
     for member in &spec.members {
         node.directory
             .get(member)
-            .map_err(|e| refuse(node, "dkg-start", e))?;
+            .map_err(|e| refuse(node, "dkg-start", Check::Ceremony, e))?;
         if node.store.is_revoked(member)? {
             return Err(refuse(
                 node,
                 "dkg-start",
+                Check::Ceremony,
                 CoreError::refused(format!("{member} was replaced after a loss and is revoked")),
             ));
         }
@@ -99,6 +101,7 @@ pub(super) async fn start(
         return Err(refuse(
             node,
             "dkg-start",
+            Check::Ceremony,
             CoreError::refused(format!(
                 "{} held key group {} before (epoch {}); a group name is never reused",
                 node.id, spec.group, epoch.epoch
@@ -113,7 +116,7 @@ pub(super) async fn start(
         Some(held) if spec.refresh => approved.at_current_epoch(&node.id, held),
         _ => approved.as_newcomer(&node.id, held.as_ref()),
     }
-    .map_err(|e| refuse(node, "dkg-start", e))?;
+    .map_err(|e| refuse(node, "dkg-start", Check::Ceremony, e))?;
     let old = match &existing {
         Some(record) => Some(refresh::old_shares(node, &spec, record)?),
         None => None,
@@ -137,7 +140,7 @@ pub(super) async fn start(
             &mut rand::thread_rng(),
         ),
     };
-    let (state, msg) = started.map_err(|e| refuse(node, "dkg-start", e))?;
+    let (state, msg) = started.map_err(|e| refuse(node, "dkg-start", Check::Ceremony, e))?;
     quorum::audit_authorized(node, "dkg-start", &authorized)?;
     audit(
         node,
@@ -167,7 +170,7 @@ pub(super) fn echo(
     };
     let (next, echo) = state
         .receive_round1(&set, &node.directory, &node.identity)
-        .map_err(|e| refuse(node, "dkg-echo", e))?;
+        .map_err(|e| refuse(node, "dkg-echo", Check::Ceremony, e))?;
     audit(
         node,
         "dkg_round1_set_echoed",
@@ -205,7 +208,7 @@ pub(super) fn round2(
             &node.identity,
             &mut rand::thread_rng(),
         )
-        .map_err(|e| refuse(node, "dkg-round2", e))?;
+        .map_err(|e| refuse(node, "dkg-round2", Check::Ceremony, e))?;
     audit(
         node,
         "dkg_echoes_agreed_shares_sent",
@@ -241,7 +244,7 @@ pub(super) async fn finish(
     let spec = state.spec().clone();
     let out = state
         .receive_round2(&shares, &node.directory, &node.identity)
-        .map_err(|e| refuse(node, "dkg-finish", e))?;
+        .map_err(|e| refuse(node, "dkg-finish", Check::Ceremony, e))?;
     if spec.refresh {
         return refresh::hold_new_share(node, &spec, out).await;
     }
@@ -289,6 +292,7 @@ pub(super) async fn activate(
         refuse(
             node,
             "activate",
+            Check::Ceremony,
             CoreError::refused(format!("test signature does not verify {why}")),
         )
     };

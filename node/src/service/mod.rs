@@ -96,10 +96,17 @@ pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> NodeError 
     }
 }
 
-/// Records a refusal in the audit log and returns it as the caller's error.
-/// If the refusal cannot be recorded, the node is unavailable instead.
-pub(crate) fn refuse(node: &SignerNode, step: &str, e: CoreError) -> NodeError {
+/// Records a refusal by `check` in the audit log and the metrics and returns
+/// it as the caller's error. If the refusal cannot be recorded, the node is
+/// unavailable instead.
+pub(crate) fn refuse(
+    node: &SignerNode,
+    step: &'static str,
+    check: crate::metrics::Check,
+    e: CoreError,
+) -> NodeError {
     warn!(node = %node.id, step, reason = %e, "refused");
+    node.metrics.refused(step, check, &e);
     if let Err(audit) = node.audit.append(
         "refused",
         serde_json::json!({"step": step, "reason": e.to_string()}),

@@ -14,6 +14,7 @@ use permafrost_proto as pb;
 use permafrost_proto::convert::ceremony::required_authorization;
 
 use super::{audit, refuse, FromWire};
+use crate::metrics::Check;
 use crate::store::{GroupEpoch, GroupRecord, FIRST_EPOCH};
 use crate::{NodeError, SignerNode};
 
@@ -21,13 +22,14 @@ use crate::{NodeError, SignerNode};
 /// against this node's registry and clock.
 pub(super) fn approved(
     node: &SignerNode,
-    step: &str,
+    step: &'static str,
     wire: Option<&pb::SignedLifecycleSpec>,
 ) -> Result<QuorumApproved, NodeError> {
     let Some(registry) = &node.registry else {
         return Err(refuse(
             node,
             step,
+            Check::Ceremony,
             CoreError::refused(format!(
                 "{} has no [operators] registry in its config, so it takes part in no ceremony",
                 node.id
@@ -41,7 +43,7 @@ pub(super) fn approved(
         unix_now(),
         node.settings.max_clock_skew_secs,
     )
-    .map_err(|e| refuse(node, step, e))
+    .map_err(|e| refuse(node, step, Check::Ceremony, e))
 }
 
 /// What this node holds of `record`'s group, as a spec is compared with it.
@@ -95,7 +97,7 @@ pub(super) fn next_epoch(authorized: &AuthorizedCeremony, epoch: u64) -> GroupEp
 /// Records, before the step acts, which approved spec authorized it and who approved it.
 pub(super) fn audit_authorized(
     node: &SignerNode,
-    step: &str,
+    step: &'static str,
     authorized: &AuthorizedCeremony,
 ) -> Result<(), NodeError> {
     let spec = authorized.spec();

@@ -13,6 +13,7 @@ use permafrost_proto as pb;
 use tracing::info;
 
 use super::{audit, invalid, missing, quorum, refuse, stored_public_key_package, FromWire};
+use crate::metrics::Check;
 use crate::store::{GroupRecord, PendingRefresh};
 use crate::{NodeError, SignerNode};
 
@@ -30,6 +31,7 @@ pub(super) fn old_shares(
         return Err(refuse(
             node,
             "refresh",
+            Check::Ceremony,
             CoreError::refused(
                 "a refresh cannot change the members, their order, the tier or the threshold",
             ),
@@ -100,7 +102,7 @@ pub(super) async fn commit(
     let authorized = approved
         .at_current_epoch(&node.id, &held)
         .and_then(|a| spec.check_authorized(&a).map(|()| a))
-        .map_err(|e| refuse(node, "commit-refresh", e))?;
+        .map_err(|e| refuse(node, "commit-refresh", Check::Ceremony, e))?;
     let Some(pending) = record.pending_refresh.clone() else {
         return Err(NodeError::Precondition(format!(
             "no refresh of {} is pending on {}",
@@ -109,7 +111,7 @@ pub(super) async fn commit(
     };
     // K6: every member must have signed a report of exactly our new public package; otherwise keep the old share.
     let agreed = dkg::check_reports(&spec, &node.directory, &reports)
-        .map_err(|e| refuse(node, "commit-refresh", e))?;
+        .map_err(|e| refuse(node, "commit-refresh", Check::Ceremony, e))?;
     let agreed_bytes = agreed
         .serialize()
         .map_err(|e| NodeError::Bug(format!("serialize public key package: {e}")))?;
@@ -117,6 +119,7 @@ pub(super) async fn commit(
         return Err(refuse(
             node,
             "commit-refresh",
+            Check::Ceremony,
             CoreError::refused("the confirmed public key package is not the one this node derived"),
         ));
     }
@@ -128,6 +131,7 @@ pub(super) async fn commit(
         return Err(refuse(
             node,
             "commit-refresh",
+            Check::Ceremony,
             CoreError::refused("a refresh must not change the group key"),
         ));
     }

@@ -20,13 +20,14 @@ use permafrost_proto as pb;
 use tracing::info;
 
 use super::{audit, invalid, missing, quorum, refuse, FromWire};
+use crate::metrics::Check;
 use crate::store::GroupRecord;
 use crate::{NodeError, SignerNode};
 
 /// The relayed repair spec and its verified operator quorum.
 fn repair_context(
     node: &SignerNode,
-    step: &str,
+    step: &'static str,
     req: &pb::RepairRequest,
 ) -> Result<(RepairSpec, QuorumApproved), NodeError> {
     node.vault.ensure_unsealed()?;
@@ -44,7 +45,7 @@ fn repair_context(
 /// start), or already applied by this very spec (a later step, or a retry).
 fn as_member(
     node: &SignerNode,
-    step: &str,
+    step: &'static str,
     spec: &RepairSpec,
     approved: QuorumApproved,
     record: &GroupRecord,
@@ -57,7 +58,7 @@ fn as_member(
         approved.already_applied(&held)
     }
     .and_then(|a| spec.check_authorized(&a, standing).map(|()| a))
-    .map_err(|e| refuse(node, step, e))?;
+    .map_err(|e| refuse(node, step, Check::Ceremony, e))?;
     Ok((authorized, held.epoch))
 }
 
@@ -80,6 +81,7 @@ pub(super) async fn deltas(
         return Err(refuse(
             node,
             "repair-deltas",
+            Check::Ceremony,
             CoreError::refused(format!("{} is revoked", spec.replacement)),
         ));
     }
@@ -95,7 +97,7 @@ pub(super) async fn deltas(
         &node.directory,
         &mut rand::thread_rng(),
     )
-    .map_err(|e| refuse(node, "repair-deltas", e))?;
+    .map_err(|e| refuse(node, "repair-deltas", Check::Ceremony, e))?;
     quorum::audit_authorized(node, "repair-deltas", &authorized)?;
     audit(
         node,
@@ -135,7 +137,7 @@ pub(super) fn sigma(
     let authorized = approved
         .already_applied(&held)
         .and_then(|a| spec.check_authorized(&a, &[Standing::Applied]).map(|()| a))
-        .map_err(|e| refuse(node, "repair-sigma", e))?;
+        .map_err(|e| refuse(node, "repair-sigma", Check::Ceremony, e))?;
     let deltas: Vec<dkg::SealedRound2> = req
         .messages
         .iter()
@@ -151,7 +153,7 @@ pub(super) fn sigma(
         &node.directory,
         &mut rand::thread_rng(),
     )
-    .map_err(|e| refuse(node, "repair-sigma", e))?;
+    .map_err(|e| refuse(node, "repair-sigma", Check::Ceremony, e))?;
     Ok(sigma.into())
 }
 
@@ -173,6 +175,7 @@ pub(super) async fn receive(
         return Err(refuse(
             node,
             "repair-receive",
+            Check::Ceremony,
             CoreError::refused(format!(
                 "{} held key group {} before (epoch {}); it never takes a share of it again",
                 node.id, spec.group, epoch.epoch
@@ -181,7 +184,7 @@ pub(super) async fn receive(
     }
     let authorized = approved
         .as_newcomer(&node.id, None)
-        .map_err(|e| refuse(node, "repair-receive", e))?;
+        .map_err(|e| refuse(node, "repair-receive", Check::Ceremony, e))?;
     let sigmas: Vec<dkg::SealedRound2> = req
         .messages
         .iter()
@@ -199,7 +202,7 @@ pub(super) async fn receive(
         &node.identity,
         &node.directory,
     )
-    .map_err(|e| refuse(node, "repair-receive", e))?;
+    .map_err(|e| refuse(node, "repair-receive", Check::Ceremony, e))?;
     let group_public_key = pkp
         .verifying_key()
         .serialize()
@@ -251,6 +254,7 @@ pub(super) async fn replace_member(
         return Err(refuse(
             node,
             "replace-member",
+            Check::Ceremony,
             CoreError::refused(format!(
                 "{} is the lost member of this repair; a node never drops itself",
                 node.id

@@ -38,6 +38,7 @@ use permafrost_proto::convert::group_name;
 use tracing::{info, warn};
 
 use super::{audit, invalid, missing, refuse, stored_public_key_package, FromWire};
+use crate::metrics::{Check, ShareKind};
 use crate::nonces::{Binding, PoolNonces, Suite, Taken};
 use crate::store::{GroupRecord, Journaled};
 use crate::{NodeError, SignerNode};
@@ -62,7 +63,7 @@ pub(super) async fn announce(
     // junk cannot fill the store, and another request under the same id
     // never inherits this one's clock.
     let digest = check_custody(&signed, &group_view(&record)?, &node.settings, unix_now())
-        .map_err(|e| refuse(node, "announce", e))?;
+        .map_err(|e| refuse(node, "announce", Check::Custody, e))?;
     let first_seen = node.store.first_seen(&digest, unix_now()).await?;
     Ok(pb::AnnounceResponse { first_seen })
 }
@@ -144,7 +145,7 @@ fn reserve(
     let signed: SignedWithdrawal = w.try_into().wire()?;
     let now = unix_now();
     let custody = verify_custody(&signed, &group_view(record)?, &node.settings, now)
-        .map_err(|e| refuse(node, "commit", e))?;
+        .map_err(|e| refuse(node, "commit", Check::Custody, e))?;
     let mut commit_id = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut commit_id);
     let receipt = Receipt {
@@ -218,7 +219,7 @@ pub(super) fn attest(
     let signed: SignedWithdrawal = w.try_into().wire()?;
     let now = unix_now();
     let custody = verify_custody(&signed, &group_view(&record)?, &node.settings, now)
-        .map_err(|e| refuse(node, "attest", e))?;
+        .map_err(|e| refuse(node, "attest", Check::Custody, e))?;
     let receipts = req
         .receipts
         .iter()
@@ -237,7 +238,7 @@ pub(super) fn attest(
         subject,
         usize::from(record.threshold),
     )
-    .map_err(|e| refuse(node, "attest", e))?;
+    .map_err(|e| refuse(node, "attest", Check::Velocity, e))?;
     let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
     let mut entries: std::collections::BTreeMap<_, u128> = node
         .store
@@ -312,7 +313,10 @@ pub(super) async fn sign(
     // share it describes having been computed and handed to the transport.
     tokio::spawn(async move {
         let _session = session;
-        sign_step(&node, req).await
+        let started = Instant::now();
+        let result = sign_step(&node, req).await;
+        node.metrics.sign_step(started.elapsed(), &result);
+        result
     })
     .await
     .map_err(|e| NodeError::Bug(format!("signing task failed: {e}")))?
@@ -370,6 +374,7 @@ async fn sign_step(
         return Err(refuse(
             node,
             "sign",
+            Check::NonceBinding,
             CoreError::refused("nonce was committed for another key group"),
         ));
     }
@@ -378,6 +383,7 @@ async fn sign_step(
         return Err(refuse(
             node,
             "sign",
+            Check::NonceBinding,
             CoreError::refused("nonces of different round-1 calls in one request"),
         ));
     }
@@ -388,6 +394,7 @@ async fn sign_step(
             return Err(refuse(
                 node,
                 "sign",
+                Check::Scheme,
                 CoreError::refused(format!(
                     "key group {name} was created as a {} group; this node's policy now says {}",
                     record.scheme, policy.scheme
@@ -432,6 +439,7 @@ async fn sign_in<C: Suite>(
             refuse(
                 node,
                 "sign",
+                Check::NonceBinding,
                 CoreError::refused("nonce was committed for another signing scheme"),
             )
         })?;
@@ -451,7 +459,7 @@ async fn sign_in<C: Suite>(
             let package = SigningPackage::<C>::deserialize(raw)
                 .map_err(|e| invalid("signing_packages", e))?;
             signing::strict::check_package_shape(raw, &package, &members, record.threshold)
-                .map_err(|e| refuse(node, "sign", e))?;
+                .map_err(|e| refuse(node, "sign", Check::SigningPackage, e))?;
             Ok(package)
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
@@ -477,9 +485,7 @@ async fn sign_in<C: Suite>(
                 .collect::<Result<_, _>>()
                 .wire()?;
             let bound = bound.ok_or_else(|| {
-                refuse(
-                    node,
-                    "sign",
+                refuse(node, "sign", Check::NonceBinding,
                     CoreError::refused(
                         "these nonces were committed for no withdrawal (round 1 must name the request)",
                     ),
@@ -520,6 +526,7 @@ async fn sign_in<C: Suite>(
                 return Err(refuse(
                     node,
                     "sign",
+                    Check::NonceBinding,
                     CoreError::refused("these nonces were committed for a withdrawal"),
                 ));
             }
@@ -529,17 +536,19 @@ async fn sign_in<C: Suite>(
                     &stored_public_key_package(record)?,
                     record.active,
                 )
-                .map_err(|e| refuse(node, "sign", e))?,
+                .map_err(|e| refuse(node, "sign", Check::Activation, e))?,
             );
             signing::check_packages(&target, &packages, &nonces, &key_package)
-                .map_err(|e| refuse(node, "sign", e))?;
+                .map_err(|e| refuse(node, "sign", Check::Activation, e))?;
             audit(
                 node,
                 "activation_share_released",
                 serde_json::json!({"group": name.as_str(), "scheme": record.scheme.as_str()}),
             )?;
             let shares = signing::compute_shares(&target, &packages, nonces, &key_package)
-                .map_err(|e| refuse(node, "sign", e))?;
+                .map_err(|e| refuse(node, "sign", Check::Activation, e))?;
+            node.metrics
+                .shares_released(name, ShareKind::Activation, shares.len());
             info!(node = %node.id, group = %name, "activation test share released");
             shares
         }
@@ -578,12 +587,13 @@ async fn journal_withdrawal<C: Suite>(
     let now = unix_now();
     // Every signature check happens here, once, outside the store's writer thread;
     // the step below only does what needs the ledger.
-    let custody =
-        verify_custody(&signed, &view, &node.settings, now).map_err(|e| refuse(node, "sign", e))?;
+    let custody = verify_custody(&signed, &view, &node.settings, now)
+        .map_err(|e| refuse(node, "sign", Check::Custody, e))?;
     if custody.digest() != bound.digest {
         return Err(refuse(
             node,
             "sign",
+            Check::NonceBinding,
             CoreError::refused("these nonces were committed for another request"),
         ));
     }
@@ -626,7 +636,7 @@ async fn journal_withdrawal<C: Suite>(
             skew_secs: node.settings.max_clock_skew_secs,
         },
     )
-    .map_err(|e| refuse(node, "sign", e))?;
+    .map_err(|e| refuse(node, "sign", Check::Velocity, e))?;
     let r = custody.request();
     let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());
     // Velocity counts what the node established leaves the group (for a
@@ -669,7 +679,7 @@ async fn journal_withdrawal<C: Suite>(
             },
         )
         .await?;
-    outcome.map_err(|e| refuse(node, "sign", e))
+    outcome.map_err(|e| refuse(node, "sign", Check::Journal, e))
 }
 
 /// The only way to a withdrawal's share: spends the [`Journaled`] proof that
@@ -715,7 +725,10 @@ fn release_withdrawal_shares<C: Suite>(
         checked.nonces,
         &checked.key_package,
     )
-    .map_err(|e| refuse(node, "sign", e))?;
+    .map_err(|e| refuse(node, "sign", Check::SigningPackage, e))?;
+    node.metrics
+        .shares_released(group, ShareKind::Withdrawal, shares.len());
+    node.metrics.approvals(group, approvals.len());
     info!(node = %node.id, request = %r.request_id, digest = %w.digest().to_hex(), sessions = shares.len(), "signature shares released");
     Ok(shares)
 }

@@ -425,6 +425,13 @@ pub mod process {
         )
     }
 
+    /// The node binary with `args` and the environment variables `env` set.
+    pub fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(BIN);
+        command.args(args);
+        spawn_command_env(&mut command, cwd, env)
+    }
+
     /// Any program under the same shell set-up (for control experiments).
     pub fn spawn_program(program: &str, args: &[&str], cwd: &Path) -> Running {
         let script =
@@ -440,10 +447,18 @@ pub mod process {
     }
 
     fn spawn_command(command: &mut Command, cwd: &Path) -> Running {
-        let mut child = command
+        spawn_command_env(command, cwd, &[])
+    }
+
+    fn spawn_command_env(command: &mut Command, cwd: &Path, env: &[(&str, &str)]) -> Running {
+        command
             .current_dir(cwd)
             .env("RUST_LOG", "info")
-            .env_remove("PERMAFROST_LOG_JSON")
+            .env_remove("PERMAFROST_LOG_JSON");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -3,7 +3,7 @@
 //! `permafrost-node init` prints, and `cluster.json` for clients.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use permafrost_core::ceremony::RegistryConfig;
 use permafrostctl::files;
@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::SimError;
 
 pub(super) const CLUSTER_FILE: &str = "cluster.json";
+
+/// What `cluster.json` is called until the cluster is ready (the daemons and
+/// the set-up read it; clients wait for [`CLUSTER_FILE`]).
+pub(super) const CLUSTER_FILE_PARTIAL: &str = "cluster.json.partial";
 
 pub(super) const CUSTODY_SIGNING_KEY: &str = "custody-signing.key";
 
@@ -32,6 +36,13 @@ pub(super) struct NodeToml<'a> {
     pub(super) tls: NodeTlsToml<'a>,
     pub(super) sealer: SealerToml<'a>,
     pub(super) operators: &'a RegistryConfig,
+    pub(super) admin: AdminToml,
+}
+
+/// The `[admin]` section of both daemons: where they serve Prometheus metrics.
+#[derive(Serialize)]
+pub(super) struct AdminToml {
+    pub(super) metrics_listen: SocketAddr,
 }
 
 #[derive(Serialize)]
@@ -61,6 +72,7 @@ pub(super) struct CoordinatorToml<'a> {
     pub(super) round_timeout_ms: Option<u64>,
     pub(super) tls: CoordinatorTlsToml<'a>,
     pub(super) operators: &'a RegistryConfig,
+    pub(super) admin: AdminToml,
 }
 
 #[derive(Serialize)]
@@ -84,11 +96,35 @@ pub(super) fn toml_text<T: Serialize>(value: &T, what: &str) -> Result<String, S
     toml::to_string(value).map_err(|e| SimError::Setup(format!("cannot write {what}: {e}")))
 }
 
-pub(super) fn write_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), SimError> {
-    let json = serde_json::to_string_pretty(file)
-        .map_err(|e| SimError::Setup(format!("cannot write {CLUSTER_FILE}: {e}")))?;
-    files::write_public(&dir.join(CLUSTER_FILE), json.as_bytes())?;
+/// Writes the cluster file of a cluster still being set up ([`CLUSTER_FILE_PARTIAL`]).
+pub(super) fn write_partial_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), SimError> {
+    files::write_public(&dir.join(CLUSTER_FILE_PARTIAL), &cluster_json(file)?)?;
     Ok(())
+}
+
+/// Writes `cluster.json` at once and whole: to a temporary name, synced,
+/// then renamed, so a client that sees the file reads all of it. The partial
+/// file goes.
+pub(super) fn publish_cluster_file(dir: &Path, file: &ClusterFile) -> Result<PathBuf, SimError> {
+    let path = dir.join(CLUSTER_FILE);
+    let tmp = dir.join(format!(".{CLUSTER_FILE}.tmp"));
+    files::write_public(&tmp, &cluster_json(file)?)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| SimError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| SimError::io(&path, e))?;
+    match std::fs::remove_file(dir.join(CLUSTER_FILE_PARTIAL)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(SimError::io(&dir.join(CLUSTER_FILE_PARTIAL), e))
+        }
+        _ => {}
+    }
+    Ok(path)
+}
+
+fn cluster_json(file: &ClusterFile) -> Result<Vec<u8>, SimError> {
+    serde_json::to_vec_pretty(file)
+        .map_err(|e| SimError::Setup(format!("cannot write {CLUSTER_FILE}: {e}")))
 }
 
 pub(super) async fn init_node(program: &Path, config: &Path) -> Result<NodeInitOutput, SimError> {

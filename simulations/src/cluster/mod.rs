@@ -204,7 +204,10 @@ impl LocalCluster {
             OPERATORS.len()
         ));
 
-        let ports = free_ports(plans.len() + 1)?;
+        // A gRPC and a metrics port for every node and the coordinator.
+        let ports = free_ports(2 * (plans.len() + 1))?;
+        let (ports, metrics_ports) = ports.split_at(plans.len() + 1);
+        let metrics_addr = |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_ports[i]));
         let manifest_path = dir.join("manifest.json");
         let local = pki::Extra {
             dns: vec!["localhost".into()],
@@ -213,7 +216,7 @@ impl LocalCluster {
         };
         let mut manifest = ClusterManifest::default();
         let mut node_refs = Vec::new();
-        for ((id, region), port) in plans.iter().zip(&ports) {
+        for (i, ((id, region), port)) in plans.iter().zip(ports).enumerate() {
             let (id, region) = (id.as_str(), region.as_str());
             let node_dir = dir.join("nodes").join(id);
             create_dir(&node_dir)?;
@@ -239,6 +242,9 @@ impl LocalCluster {
                     kdf: "fast-insecure",
                 },
                 operators: &registry,
+                admin: AdminToml {
+                    metrics_listen: metrics_addr(i),
+                },
             };
             let config_path = node_dir.join("node.toml");
             files::write_public(&config_path, toml_text(&config, "node config")?.as_bytes())?;
@@ -274,6 +280,7 @@ impl LocalCluster {
                 id: id.to_string(),
                 region: region.to_string(),
                 endpoint: listen.to_string(),
+                metrics: Some(metrics_addr(i).to_string()),
             });
         }
         let manifest_json = serde_json::to_string_pretty(&manifest)
@@ -310,6 +317,9 @@ impl LocalCluster {
                 key: &coord_dir.join(format!("{COORDINATOR_ID}.key")),
             },
             operators: &registry,
+            admin: AdminToml {
+                metrics_listen: metrics_addr(plans.len()),
+            },
         };
         files::write_public(
             &coord_dir.join("coordinator.toml"),
@@ -336,6 +346,7 @@ impl LocalCluster {
             coordinator: CoordinatorRef {
                 endpoint: coord_listen.to_string(),
                 tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
+                metrics: Some(metrics_addr(plans.len()).to_string()),
             },
             ca_cert: pki::CA_CERT.into(),
             custody: CustodyCredentials {
@@ -351,22 +362,25 @@ impl LocalCluster {
             nodes: node_refs,
             key_groups: Vec::new(),
         };
-        write_cluster_file(&dir, &file)?;
+        write_partial_cluster_file(&dir, &file)?;
         progress.step(format!(
-            "certificates issued for {COORDINATOR_ID}, {CUSTODY_ID} and {OPERATOR_ID}; {CLUSTER_FILE} written"
+            "certificates issued for {COORDINATOR_ID}, {CUSTODY_ID} and {OPERATOR_ID}"
         ));
         Self::start(&dir, file, bins, progress)
     }
 
-    /// Restarts the daemons of a cluster created earlier in `dir` (its key groups survive).
+    /// Restarts the daemons of a cluster created earlier in `dir` (its key
+    /// groups survive). Its `cluster.json` is taken back to the partial name
+    /// until [`LocalCluster::publish`] says the cluster is ready again.
     pub fn restart(dir: &Path, bins: &Binaries, progress: &Progress) -> Result<Self, SimError> {
         let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
-        let text = files::read_text(&dir.join(CLUSTER_FILE))?;
+        let (published, partial) = (dir.join(CLUSTER_FILE), dir.join(CLUSTER_FILE_PARTIAL));
+        if published.is_file() {
+            std::fs::rename(&published, &partial).map_err(|e| SimError::io(&published, e))?;
+        }
+        let text = files::read_text(&partial)?;
         let file: ClusterFile = serde_json::from_str(&text).map_err(|e| {
-            SimError::Setup(format!(
-                "{}: not a cluster file: {e}",
-                dir.join(CLUSTER_FILE).display()
-            ))
+            SimError::Setup(format!("{}: not a cluster file: {e}", partial.display()))
         })?;
         progress.step(format!("restarting the cluster in {}", dir.display()));
         Self::start(&dir, file, bins, progress)
@@ -395,7 +409,8 @@ impl LocalCluster {
             "started {} node processes and the coordinator",
             file.nodes.len()
         ));
-        let cluster_path = dir.join(CLUSTER_FILE);
+        // Until the cluster is published, set-up connects through the partial file.
+        let cluster_path = dir.join(CLUSTER_FILE_PARTIAL);
         let operator = Connection::from_cluster(&cluster_path, ClientRole::Operator)?;
         let custody = Connection::from_cluster(&cluster_path, ClientRole::Custody)?;
         let custody_key = permafrostctl::load_custody_key(&dir.join(&file.custody.signing_key))?;
@@ -541,7 +556,7 @@ impl LocalCluster {
             created.push(group);
         }
         self.file.key_groups = created.iter().map(KeyGroupSummary::from_wire).collect();
-        write_cluster_file(&self.dir, &self.file)?;
+        write_partial_cluster_file(&self.dir, &self.file)?;
         Ok(created)
     }
 
@@ -594,9 +609,15 @@ impl LocalCluster {
             .join(format!("{approver_id}.key"))
     }
 
-    /// Path of `cluster.json`.
+    /// Path of `cluster.json` (there once [`LocalCluster::publish`] wrote it).
     pub fn cluster_file_path(&self) -> PathBuf {
         self.dir.join(CLUSTER_FILE)
+    }
+
+    /// Writes `cluster.json` for clients, key groups included, in one
+    /// rename: call it once the cluster is ready. Returns its path.
+    pub fn publish(&self) -> Result<PathBuf, SimError> {
+        publish_cluster_file(&self.dir, &self.file)
     }
 
     /// The child processes.
@@ -610,9 +631,10 @@ impl LocalCluster {
     }
 }
 
-/// Whether `dir` holds a cluster created earlier.
+/// Whether `dir` holds a cluster created earlier (ready, or interrupted
+/// before it was).
 pub fn has_cluster(dir: &Path) -> bool {
-    dir.join(CLUSTER_FILE).is_file()
+    dir.join(CLUSTER_FILE).is_file() || dir.join(CLUSTER_FILE_PARTIAL).is_file()
 }
 
 /// Starts node `name` (or the coordinator) of the cluster in `dir`, logging to its directory.
@@ -682,6 +704,48 @@ mod tests {
             .allowlist
             .as_ref()
             .is_some_and(|a| a.contains(&plan::cold_allowlist_placeholder())));
+    }
+
+    #[test]
+    fn cluster_json_appears_only_when_published_and_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut file: ClusterFile = serde_json::from_value(serde_json::json!({
+            "coordinator": {"endpoint": "127.0.0.1:1", "tls_server_name": "c", "metrics": "127.0.0.1:2"},
+            "ca_cert": "ca.pem",
+            "custody": {"cert": "c.pem", "key": "c.key", "signing_key": "s.key", "signing_public_key": "00"},
+            "operator": {"cert": "o.pem", "key": "o.key"},
+        }))
+        .expect("cluster file");
+        write_partial_cluster_file(dir.path(), &file).expect("partial");
+        assert!(
+            has_cluster(dir.path()),
+            "an interrupted set-up can be restarted"
+        );
+        assert!(!dir.path().join(CLUSTER_FILE).exists());
+        file.key_groups.push(KeyGroupSummary {
+            name: "warm-1".into(),
+            tier: "warm".into(),
+            threshold: 2,
+            members: vec!["n1".into(), "n2".into()],
+            group_public_key: "02".into(),
+            scheme: String::new(),
+            network: String::new(),
+            output_key: String::new(),
+            address: String::new(),
+        });
+        let path = publish_cluster_file(dir.path(), &file).expect("publish");
+        let published: ClusterFile =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("parse");
+        assert_eq!(published.key_groups, file.key_groups);
+        assert_eq!(
+            published.coordinator.metrics.as_deref(),
+            Some("127.0.0.1:2")
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(CLUSTER_FILE)]);
     }
 
     #[test]
