@@ -11,7 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::identity::{parse_ed25519_hex, verify_ed25519};
+use crate::identity::parse_ed25519_hex;
 use crate::taproot::{parse_address, DecodedWithdrawal, Network, Scheme};
 use crate::withdrawal::{RequestDigest, WithdrawalRequest};
 use crate::{CoreError, GroupName, Tier};
@@ -425,28 +425,6 @@ pub fn binding_limits(
     Some(parts.join("; "))
 }
 
-/// An approver's signature over a request digest and an expiry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Approval {
-    /// Approver id (key in the registry).
-    pub approver_id: String,
-    /// Unix seconds after which the approval no longer counts.
-    pub expires_at: u64,
-    /// Ed25519 signature over [`approval_message`].
-    pub signature: Vec<u8>,
-}
-
-/// What an approver signs: domain, request digest, approver id, expiry (A2).
-pub fn approval_message(digest: &RequestDigest, approver_id: &str, expires_at: u64) -> Vec<u8> {
-    let mut m = Vec::with_capacity(96);
-    m.extend_from_slice(b"PERMAFROST/APPROVAL/v1");
-    m.extend_from_slice(&digest.0);
-    m.extend_from_slice(&(approver_id.len() as u32).to_be_bytes());
-    m.extend_from_slice(approver_id.as_bytes());
-    m.extend_from_slice(&expires_at.to_be_bytes());
-    m
-}
-
 /// What the node's own ledger knows about a request.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LedgerView {
@@ -763,76 +741,6 @@ fn rules_verdict<'p>(
     Ok((group, limits))
 }
 
-/// Approvals whose signatures were already checked, outside any lock (the
-/// expensive part: one Ed25519 verification each). Only [`check_approvals`]
-/// makes one.
-#[derive(Clone, Debug, Default)]
-pub struct CheckedApprovals {
-    /// Distinct approver key → when its approval stops counting.
-    counted: BTreeMap<[u8; 32], u64>,
-    rejected: Vec<String>,
-}
-
-impl CheckedApprovals {
-    /// No approvals.
-    pub fn none() -> Self {
-        Self::default()
-    }
-}
-
-/// Checks offered approvals for `request`: counted once per distinct key,
-/// never the requester's (by key, whatever id it is listed under),
-/// unexpired at `now`, signed over this digest.
-pub fn check_approvals(
-    policy: &Policy,
-    request: &WithdrawalRequest,
-    digest: &RequestDigest,
-    approvals: &[Approval],
-    now: u64,
-) -> CheckedApprovals {
-    let mut out = CheckedApprovals::default();
-    let requester_key = policy.approvers.get(&request.requested_by);
-    for a in approvals {
-        let Some(key) = policy.approvers.get(&a.approver_id) else {
-            out.rejected
-                .push(format!("{}: not a registered approver", a.approver_id));
-            continue;
-        };
-        if a.approver_id == request.requested_by || requester_key == Some(key) {
-            out.rejected.push(format!(
-                "{}: approvers may not approve their own request",
-                a.approver_id
-            ));
-            continue;
-        }
-        if now > a.expires_at {
-            out.rejected.push(format!(
-                "{}: approval expired at {}",
-                a.approver_id, a.expires_at
-            ));
-            continue;
-        }
-        if !verify_ed25519(
-            key,
-            &approval_message(digest, &a.approver_id, a.expires_at),
-            &a.signature,
-        ) {
-            out.rejected.push(format!(
-                "{}: signature does not cover this request",
-                a.approver_id
-            ));
-            continue;
-        }
-        if out.counted.insert(key.to_bytes(), a.expires_at).is_some() {
-            out.rejected.push(format!(
-                "{}: this approver key was already counted",
-                a.approver_id
-            ));
-        }
-    }
-    out
-}
-
 /// [`evaluate`] with approvals already checked by [`check_approvals`], so a
 /// node can verify their signatures before it enters its store step.
 pub fn evaluate_checked(
@@ -863,15 +771,7 @@ fn evaluate_checked_tail(
     now: u64,
 ) -> Verdict {
     let needed = policy.approvals_needed(group, limits, spend.amount);
-    let counted = checked
-        .counted
-        .values()
-        .filter(|until| now <= **until)
-        .count();
-    let mut rejected = checked.rejected.clone();
-    if counted < checked.counted.len() {
-        rejected.push("an approval expired since it was checked".into());
-    }
+    let (counted, rejected) = checked.count_at(now);
     let approvals_missing = needed.saturating_sub(counted as u32);
     // A group without a time-lock never waits on time, even for a request
     // dated slightly ahead of this node's clock (within the skew tolerance).
@@ -914,6 +814,9 @@ impl Verdict {
         }
     }
 }
+
+mod approvals;
+pub use approvals::{approval_message, check_approvals, Approval, CheckedApprovals};
 
 #[cfg(test)]
 mod tests;

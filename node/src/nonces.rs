@@ -58,6 +58,9 @@ impl Suite for Secp256K1Sha256TR {
 }
 
 /// The withdrawal a batch of nonces was committed for: they sign nothing else.
+// Deriving Debug is safe: both fields are public values (the request digest
+// and the id the node's signed reservation receipt already carries), never
+// nonce or share material.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Binding {
     /// The request's digest.
