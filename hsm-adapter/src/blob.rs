@@ -23,6 +23,7 @@ impl SealerKind {
         match self {
             SealerKind::Passphrase => 1,
             SealerKind::Pkcs11 => 2,
+            SealerKind::DataKey => 3,
         }
     }
 
@@ -30,6 +31,7 @@ impl SealerKind {
         match byte {
             1 => Some(SealerKind::Passphrase),
             2 => Some(SealerKind::Pkcs11),
+            3 => Some(SealerKind::DataKey),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@
 
 mod blob;
 pub mod conformance;
+mod data_key;
 mod error;
 mod passphrase;
 mod pkcs11;
@@ -33,6 +34,7 @@ mod secret;
 
 use std::fmt;
 
+pub use data_key::DataKey;
 pub use error::SealError;
 pub use passphrase::{KdfParams, PassphraseSealer};
 pub use pkcs11::{Pkcs11Config, Pkcs11Sealer};
@@ -85,6 +87,9 @@ pub enum SealerKind {
     Passphrase,
     /// [`Pkcs11Sealer`]: AES-256-GCM inside a PKCS#11 token.
     Pkcs11,
+    /// [`DataKey`]: XChaCha20-Poly1305 under a random key that is itself sealed
+    /// by one of the others, so destroying that key shreds every blob it made.
+    DataKey,
 }
 
 impl fmt::Display for SealerKind {
@@ -92,6 +97,7 @@ impl fmt::Display for SealerKind {
         f.write_str(match self {
             SealerKind::Passphrase => "passphrase",
             SealerKind::Pkcs11 => "pkcs11",
+            SealerKind::DataKey => "data-key",
         })
     }
 }

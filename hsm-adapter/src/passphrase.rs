@@ -128,7 +128,7 @@ struct VersionProbe {
 }
 
 /// The derived key. Zeroized on drop, never printed.
-struct SealingKey(Zeroizing<[u8; KEY_LEN]>);
+pub(crate) struct SealingKey(Zeroizing<[u8; KEY_LEN]>);
 
 impl fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,6 +137,11 @@ impl fmt::Debug for SealingKey {
 }
 
 impl SealingKey {
+    /// A key from raw bytes (a random data key, see [`crate::DataKey`]).
+    pub(crate) fn from_bytes(key: Zeroizing<[u8; KEY_LEN]>) -> Self {
+        Self(key)
+    }
+
     fn derive(passphrase: &str, salt: &[u8], params: KdfParams) -> Result<Self, SealError> {
         if passphrase.is_empty() {
             return Err(SealError::Secret {
@@ -167,7 +172,12 @@ impl SealingKey {
         Ok(Self(key))
     }
 
-    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn seal(
+        &self,
+        kind: SealerKind,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
         blob::check_plaintext_len(plaintext.len())?;
         // 192-bit random nonces: collisions are negligible however many blobs one key seals.
         let mut nonce = [0u8; 24];
@@ -186,11 +196,16 @@ impl SealingKey {
                 len: plaintext.len(),
                 max: crate::MAX_PLAINTEXT_LEN,
             })?;
-        Ok(blob::assemble(SealerKind::Passphrase, &nonce, &ciphertext))
+        Ok(blob::assemble(kind, &nonce, &ciphertext))
     }
 
-    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let (nonce, ciphertext) = blob::parse(LAYOUT, sealed)?;
+    pub(crate) fn unseal(
+        &self,
+        layout: Layout,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let (nonce, ciphertext) = blob::parse(layout, sealed)?;
         self.cipher()
             .decrypt(
                 XNonce::from_slice(nonce),
@@ -245,7 +260,7 @@ impl PassphraseSealer {
         let mut salt = [0u8; SALT_LEN];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let key = SealingKey::derive(passphrase, &salt, params)?;
-        let check = key.seal(&check_aad(), CHECK_PLAINTEXT)?;
+        let check = key.seal(SealerKind::Passphrase, &check_aad(), CHECK_PLAINTEXT)?;
         let state = StateFile {
             version: STATE_VERSION,
             kdf: KdfRecord {
@@ -309,7 +324,7 @@ impl PassphraseSealer {
         };
 
         let key = SealingKey::derive(passphrase, &salt, params)?;
-        match key.unseal(&check_aad(), &check) {
+        match key.unseal(LAYOUT, &check_aad(), &check) {
             Ok(plain) if plain.as_slice() == CHECK_PLAINTEXT => Ok(Self { key, state_path }),
             Ok(_) => Err(malformed("check value has unexpected content".into())),
             // The check value was written by `create` and authenticates only under the key
@@ -336,13 +351,16 @@ impl Sealer for PassphraseSealer {
     }
 
     fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.key
-            .seal(&blob::aad(SealerKind::Passphrase, ctx)?, plaintext)
+        self.key.seal(
+            SealerKind::Passphrase,
+            &blob::aad(SealerKind::Passphrase, ctx)?,
+            plaintext,
+        )
     }
 
     fn unseal(&self, ctx: &SealContext, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         self.key
-            .unseal(&blob::aad(SealerKind::Passphrase, ctx)?, sealed)
+            .unseal(LAYOUT, &blob::aad(SealerKind::Passphrase, ctx)?, sealed)
     }
 }
 

@@ -326,6 +326,8 @@ impl SignerNode {
                 serde_json::json!({"sealed": share_sealer.is_none(), "policy_hash": hex::encode(policy.hash()), "operator_registry": registry.as_ref().map(|r| hex::encode(r.hash()))}),
             )
             .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
+        let vault = ShareVault::new(config.id.clone(), &config.data_dir, share_sealer);
+        shred_unused_keys(&vault, &store, &audit)?;
         let metrics = crate::metrics::NodeMetrics::new(config.id.as_str(), store.inner())?;
         Ok(Arc::new(Self {
             metrics,
@@ -333,7 +335,7 @@ impl SignerNode {
             region: config.region.clone(),
             identity,
             directory,
-            vault: ShareVault::new(config.id.clone(), share_sealer),
+            vault,
             manual_seal: config.seal.manual,
             data_dir: config.data_dir.clone(),
             store,
@@ -360,6 +362,34 @@ impl SignerNode {
             tls,
         }))
     }
+}
+
+/// K8: destroys every data key no stored share uses — the old share of a
+/// refresh or repair committed just before a crash, or a new share from a
+/// ceremony that never finished — and audits each.
+fn shred_unused_keys(
+    vault: &ShareVault,
+    store: &NodeStore,
+    audit: &permafrost_proto::audit::AuditLog,
+) -> Result<(), NodeError> {
+    let records = store.groups()?;
+    let in_use = records.iter().flat_map(|r| {
+        std::iter::once((&r.name, r.sealed_key_package.as_slice())).chain(
+            r.pending_refresh
+                .as_ref()
+                .map(|p| (&r.name, p.sealed_key_package.as_slice())),
+        )
+    });
+    for key in vault.shred_unused(in_use)? {
+        audit
+            .append(
+                "data_key_shredded",
+                serde_json::json!({"key": key, "why": "no stored share uses it"}),
+            )
+            .map_err(|e| NodeError::Unavailable(format!("audit: {e}")))?;
+        tracing::info!(key = %key, "destroyed a data key no stored share uses");
+    }
+    Ok(())
 }
 
 /// Start-up reconciliation of the node's own settings with every group's

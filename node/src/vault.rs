@@ -12,21 +12,45 @@
 //! node's identity and TLS key are sealed with the configured sealer at
 //! `init` (`crate::open`), under their own contexts.
 //!
+//! Crypto-shredding (THREATS K8): each share is sealed under a random data
+//! key of its own, and only that data key is sealed by the share sealer, in
+//! its own small file (`<data_dir>/datakeys/<group>/<id>.key`). When a share
+//! is replaced (refresh, repair) the old data key is overwritten and removed
+//! ([`ShareVault::shred`]); copies of the old share's blob that linger in the
+//! store's free pages, a backup or a disk snapshot then open under no
+//! passphrase or token. A node destroys at start any data key no record uses
+//! ([`ShareVault::shred_unused`]).
+//!
 //! Offline tools and tests that hold a stopped node's disk and sealer read a
 //! share with [`ShareVault::open_offline`], so the context is spelled once.
 
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use frost_secp256k1::keys::KeyPackage;
 use permafrost_core::{GroupName, NodeId};
-use permafrost_hsm::{SealContext, Sealer};
+use permafrost_hsm::{DataKey, SealContext, Sealer};
+use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::NodeError;
 
+/// First bytes of a share sealed under its own data key (K8); anything else
+/// is a share sealed directly by the share sealer (data dirs made before
+/// data keys), which still opens but cannot be shredded.
+const ENVELOPE_MAGIC: &[u8; 8] = b"PFSHARE1";
+/// Data keys live under `<data_dir>/datakeys/<group>/<id>.key`.
+const KEYS_DIR: &str = "datakeys";
+/// Hex length of a data key id (16 random bytes).
+const KEY_ID_HEX: usize = 32;
+
 /// The node's key shares at rest: the share sealer and the one context they are sealed under.
 pub struct ShareVault {
     node: NodeId,
+    /// `<data_dir>/datakeys`: one sealed data key per share this node holds.
+    keys_dir: PathBuf,
     /// `None` while the node is sealed.
     sealer: RwLock<Option<Arc<dyn Sealer>>>,
 }
@@ -41,10 +65,11 @@ impl std::fmt::Debug for ShareVault {
 }
 
 impl ShareVault {
-    /// A vault for `node`'s shares; sealed when `sealer` is `None`.
-    pub fn new(node: NodeId, sealer: Option<Arc<dyn Sealer>>) -> Self {
+    /// A vault for `node`'s shares kept under `data_dir`; sealed when `sealer` is `None`.
+    pub fn new(node: NodeId, data_dir: &Path, sealer: Option<Arc<dyn Sealer>>) -> Self {
         Self {
             node,
+            keys_dir: data_dir.join(KEYS_DIR),
             sealer: RwLock::new(sealer),
         }
     }
@@ -52,6 +77,11 @@ impl ShareVault {
     /// The seal context of `node`'s share of `group`: the one place it is spelled.
     pub fn context(node: &NodeId, group: &GroupName) -> SealContext {
         SealContext::new(node.as_str(), format!("keygroup/{group}"))
+    }
+
+    /// The seal context of the data key `id` of `node`'s share of `group`.
+    fn key_context(node: &NodeId, group: &GroupName, id: &str) -> SealContext {
+        SealContext::new(node.as_str(), format!("datakey/{group}/{id}"))
     }
 
     /// Whether shares are sealed away (no share sealer installed).
@@ -76,20 +106,35 @@ impl ShareVault {
         self.sealer().map(|_| ())
     }
 
-    /// Seals `key_package` as this node's share of `group`.
+    /// Seals `key_package` as this node's share of `group`, under a data key
+    /// of its own (written, sealed by the share sealer, before this returns),
+    /// so that [`ShareVault::shred`] can make this blob unreadable for good.
     pub fn seal_key_package(
         &self,
         group: &GroupName,
         key_package: &KeyPackage,
     ) -> Result<Vec<u8>, NodeError> {
+        let sealer = self.sealer()?;
         let bytes = Zeroizing::new(
             key_package
                 .serialize()
                 .map_err(|e| NodeError::Bug(format!("serialize key package: {e}")))?,
         );
-        Ok(self
-            .sealer()?
-            .seal(&Self::context(&self.node, group), &bytes)?)
+        let mut raw_id = [0u8; KEY_ID_HEX / 2];
+        rand::rngs::OsRng.fill_bytes(&mut raw_id);
+        let id = hex::encode(raw_id);
+        let data_key = DataKey::generate();
+        let sealed_key = sealer.seal(
+            &Self::key_context(&self.node, group, &id),
+            &data_key.to_bytes(),
+        )?;
+        write_key_file(&self.key_path(group, &id), &sealed_key)?;
+        let blob = data_key.seal(&Self::context(&self.node, group), &bytes)?;
+        let mut envelope = Vec::with_capacity(ENVELOPE_MAGIC.len() + KEY_ID_HEX + blob.len());
+        envelope.extend_from_slice(ENVELOPE_MAGIC);
+        envelope.extend_from_slice(id.as_bytes());
+        envelope.extend_from_slice(&blob);
+        Ok(envelope)
     }
 
     /// Opens this node's sealed share of `group`.
@@ -98,20 +143,72 @@ impl ShareVault {
         group: &GroupName,
         sealed: &[u8],
     ) -> Result<KeyPackage, NodeError> {
-        Self::open_offline(&*self.sealer()?, &self.node, group, sealed)
+        open_with(&*self.sealer()?, &self.keys_dir, &self.node, group, sealed)
     }
 
     /// Opens `node`'s sealed share of `group` with `sealer`, outside a running node
-    /// (a stopped node's disk and sealer: tests, the chaos harness, forensics).
+    /// (a stopped node's data dir and sealer: tests, the chaos harness, forensics).
     pub fn open_offline(
         sealer: &dyn Sealer,
+        data_dir: &Path,
         node: &NodeId,
         group: &GroupName,
         sealed: &[u8],
     ) -> Result<KeyPackage, NodeError> {
-        let bytes = sealer.unseal(&Self::context(node, group), sealed)?;
-        KeyPackage::deserialize(&bytes)
-            .map_err(|e| NodeError::Corrupt(format!("stored key package unreadable: {e}")))
+        open_with(sealer, &data_dir.join(KEYS_DIR), node, group, sealed)
+    }
+
+    /// Destroys the data key of a sealed share (K8, crypto-shredding): its
+    /// file is overwritten, flushed and removed, so the share cannot be
+    /// opened again by anyone, from any copy of its blob. Returns whether
+    /// there was a key to destroy (a share sealed before data keys has none).
+    pub fn shred(&self, group: &GroupName, sealed: &[u8]) -> Result<bool, NodeError> {
+        match envelope_id(sealed) {
+            Some(id) => {
+                shred_file(&self.key_path(group, id))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Destroys every data key that no share in `keep` uses (keys of shares
+    /// replaced while the node was down, or of ceremonies that never
+    /// finished). Returns the destroyed keys as `group/id`.
+    pub fn shred_unused<'a>(
+        &self,
+        keep: impl IntoIterator<Item = (&'a GroupName, &'a [u8])>,
+    ) -> Result<Vec<String>, NodeError> {
+        let kept: std::collections::BTreeSet<PathBuf> = keep
+            .into_iter()
+            .filter_map(|(group, sealed)| envelope_id(sealed).map(|id| self.key_path(group, id)))
+            .collect();
+        let mut shredded = Vec::new();
+        let groups = match fs::read_dir(&self.keys_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(shredded),
+            Err(e) => return Err(io_error(&self.keys_dir, e)),
+        };
+        for group_dir in groups {
+            let group_dir = group_dir.map_err(|e| io_error(&self.keys_dir, e))?.path();
+            if !group_dir.is_dir() {
+                continue;
+            }
+            for key in fs::read_dir(&group_dir).map_err(|e| io_error(&group_dir, e))? {
+                let path = key.map_err(|e| io_error(&group_dir, e))?.path();
+                if path.extension().is_some_and(|x| x == "key") && !kept.contains(&path) {
+                    shred_file(&path)?;
+                    let group = group_dir.file_name().unwrap_or_default().to_string_lossy();
+                    let id = path.file_stem().unwrap_or_default().to_string_lossy();
+                    shredded.push(format!("{group}/{id}"));
+                }
+            }
+        }
+        Ok(shredded)
+    }
+
+    fn key_path(&self, group: &GroupName, id: &str) -> PathBuf {
+        key_path(&self.keys_dir, group, id)
     }
 
     fn sealer(&self) -> Result<Arc<dyn Sealer>, NodeError> {
@@ -121,6 +218,102 @@ impl ShareVault {
             .clone()
             .ok_or_else(|| NodeError::Sealed(self.node.clone()))
     }
+}
+
+fn key_path(keys_dir: &Path, group: &GroupName, id: &str) -> PathBuf {
+    keys_dir.join(group.as_str()).join(format!("{id}.key"))
+}
+
+/// The data key id an enveloped share names; `None` for a share sealed directly.
+fn envelope_id(sealed: &[u8]) -> Option<&str> {
+    let rest = sealed.strip_prefix(ENVELOPE_MAGIC.as_slice())?;
+    let id = std::str::from_utf8(rest.get(..KEY_ID_HEX)?).ok()?;
+    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
+}
+
+fn open_with(
+    sealer: &dyn Sealer,
+    keys_dir: &Path,
+    node: &NodeId,
+    group: &GroupName,
+    sealed: &[u8],
+) -> Result<KeyPackage, NodeError> {
+    let context = ShareVault::context(node, group);
+    let bytes = match envelope_id(sealed) {
+        Some(id) => {
+            let path = key_path(keys_dir, group, id);
+            let sealed_key = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(NodeError::Corrupt(format!(
+                        "the data key of {node}'s share of {group} ({}) is gone: the share was \
+                         destroyed (refreshed or replaced) or the data dir is incomplete",
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(io_error(&path, e)),
+            };
+            let key = sealer.unseal(&ShareVault::key_context(node, group, id), &sealed_key)?;
+            let data_key = DataKey::from_bytes(&key)?;
+            data_key.unseal(&context, &sealed[ENVELOPE_MAGIC.len() + KEY_ID_HEX..])?
+        }
+        None => sealer.unseal(&context, sealed)?,
+    };
+    KeyPackage::deserialize(&bytes)
+        .map_err(|e| NodeError::Corrupt(format!("stored key package unreadable: {e}")))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> NodeError {
+    NodeError::Unavailable(format!("data keys: {}: {e}", path.display()))
+}
+
+/// Writes a sealed data key durably (owner-only, temp file + rename, both fsynced).
+fn write_key_file(path: &Path, contents: &[u8]) -> Result<(), NodeError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| NodeError::Bug(format!("{} has no directory", path.display())))?;
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| io_error(dir, e))?;
+    let tmp = path.with_extension("key.tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(|e| io_error(&tmp, e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    sync_dir(dir)
+}
+
+/// Overwrites a key file with zeros, flushes it, removes it and flushes the directory.
+fn shred_file(path: &Path) -> Result<(), NodeError> {
+    match fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut file) => {
+            let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+            let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            file.write_all(&zeros)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error(path, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(path, e)),
+    }
+    fs::remove_file(path).map_err(|e| io_error(path, e))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), NodeError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
 }
 
 fn poisoned() -> NodeError {
@@ -164,7 +357,7 @@ mod tests {
             .expect("sealer"),
         );
         let (node, group) = ids();
-        let vault = ShareVault::new(node.clone(), None);
+        let vault = ShareVault::new(node.clone(), dir.path(), None);
         let kp = key_package();
         assert!(vault.is_sealed());
         assert!(matches!(
@@ -176,15 +369,67 @@ mod tests {
         let blob = vault.seal_key_package(&group, &kp).expect("seal");
         let opened = vault.open_key_package(&group, &blob).expect("open");
         assert_eq!(opened.signing_share(), kp.signing_share());
-        let offline = ShareVault::open_offline(&*sealer, &node, &group, &blob).expect("offline");
+        let offline =
+            ShareVault::open_offline(&*sealer, dir.path(), &node, &group, &blob).expect("offline");
         assert_eq!(offline.signing_share(), kp.signing_share());
         // Bound to the node and the group: another context does not open it.
         let other = GroupName::new("warm-2").expect("group");
-        assert!(ShareVault::open_offline(&*sealer, &node, &other, &blob).is_err());
+        assert!(ShareVault::open_offline(&*sealer, dir.path(), &node, &other, &blob).is_err());
         vault.drop_sealer().expect("drop");
         assert!(matches!(
             vault.open_key_package(&group, &blob),
             Err(NodeError::Sealed(_))
         ));
+    }
+
+    #[test]
+    fn k8_shredding_a_data_key_kills_every_copy_of_the_share() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sealer: Arc<dyn Sealer> = Arc::new(
+            PassphraseSealer::create(
+                dir.path(),
+                "vault shred passphrase",
+                KdfParams::fast_for_tests(),
+            )
+            .expect("sealer"),
+        );
+        let (node, group) = ids();
+        let vault = ShareVault::new(node.clone(), dir.path(), Some(sealer.clone()));
+        let old = vault
+            .seal_key_package(&group, &key_package())
+            .expect("seal");
+        let copy = old.clone();
+        let new = vault
+            .seal_key_package(&group, &key_package())
+            .expect("seal");
+        assert!(vault.shred(&group, &old).expect("shred"));
+        for blob in [&old, &copy] {
+            let err = vault.open_key_package(&group, blob).expect_err("shredded");
+            assert!(err.to_string().contains("gone"), "{err}");
+        }
+        vault
+            .open_key_package(&group, &new)
+            .expect("the other share still opens");
+        // A key no record names is destroyed at start; the kept one stays.
+        let orphan = vault
+            .seal_key_package(&group, &key_package())
+            .expect("seal");
+        let shredded = vault
+            .shred_unused([(&group, new.as_slice())])
+            .expect("sweep");
+        assert_eq!(shredded.len(), 1, "{shredded:?}");
+        assert!(vault.open_key_package(&group, &orphan).is_err());
+        vault.open_key_package(&group, &new).expect("kept");
+        // Shares sealed before data keys still open (and have nothing to shred).
+        let legacy = sealer
+            .seal(
+                &ShareVault::context(&node, &group),
+                &key_package().serialize().expect("ser"),
+            )
+            .expect("seal");
+        vault
+            .open_key_package(&group, &legacy)
+            .expect("legacy opens");
+        assert!(!vault.shred(&group, &legacy).expect("nothing to shred"));
     }
 }

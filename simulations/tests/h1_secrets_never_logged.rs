@@ -222,9 +222,14 @@ async fn unseal_node_secrets(cluster: &TestCluster, i: usize) -> (Vec<Needle>, V
     let mut debug_outputs = Vec::new();
 
     for group in store.groups().expect("groups") {
-        let package =
-            ShareVault::open_offline(&sealer, &config.id, &group.name, &group.sealed_key_package)
-                .expect("unseal key package");
+        let package = ShareVault::open_offline(
+            &sealer,
+            &config.data_dir,
+            &config.id,
+            &group.name,
+            &group.sealed_key_package,
+        )
+        .expect("unseal key package");
         let share = package.signing_share().serialize();
         needles.push(Needle::new(format!("{id} share of {}", group.name), &share));
         debug_outputs.push(format!("{package:?}"));

@@ -889,6 +889,7 @@ pub fn steal_key_package(
     let record = store.group(&name).expect("read").expect("group present");
     permafrost_node::vault::ShareVault::open_offline(
         &sealer,
+        &config.data_dir,
         &config.id,
         &name,
         &record.sealed_key_package,

@@ -58,6 +58,7 @@ pub(super) async fn hold_new_share(
     out: DkgOutput,
 ) -> Result<pb::DkgKeyReport, NodeError> {
     let mut record = node.group_record(&spec.group)?;
+    let superseded = record.pending_refresh.take();
     record.pending_refresh = Some(PendingRefresh {
         ceremony_id: spec.ceremony_id.clone(),
         sealed_key_package: node.vault.seal_key_package(&spec.group, &out.key_package)?,
@@ -69,6 +70,15 @@ pub(super) async fn hold_new_share(
         serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str()}),
     )?;
     node.store.put_group(&record).await?;
+    if let Some(superseded) = superseded {
+        // An earlier refresh of this epoch that never committed: its share is never used.
+        shred(
+            node,
+            &spec.group,
+            &superseded.sealed_key_package,
+            "superseded by a new refresh",
+        )?;
+    }
     info!(node = %node.id, group = %spec.group, "refreshed share sealed; old share kept until every member confirms");
     Ok(out.report.into())
 }
@@ -141,8 +151,9 @@ pub(super) async fn commit(
         "refresh_committed",
         serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str(), "epoch": held.epoch + 1}),
     )?;
-    // The old sealed share is overwritten here and exists nowhere else.
-    record.sealed_key_package = pending.sealed_key_package;
+    // The record now names the new share; the old one's data key is shredded
+    // once that is durable (K8), so no copy of the old blob opens again.
+    let old_share = std::mem::replace(&mut record.sealed_key_package, pending.sealed_key_package);
     record.public_key_package = pending.public_key_package;
     record.pending_refresh = None;
     node.store
@@ -153,6 +164,24 @@ pub(super) async fn commit(
             &quorum::next_epoch(&authorized, held.epoch + 1),
         )
         .await?;
+    shred(node, &spec.group, &old_share, "refresh committed")?;
     info!(node = %node.id, group = %spec.group, "refresh committed; old share destroyed");
     Ok(pb::CommitRefreshResponse {})
+}
+
+/// Destroys the data key of a share this node no longer uses (K8) and audits it.
+pub(super) fn shred(
+    node: &SignerNode,
+    group: &permafrost_core::GroupName,
+    sealed: &[u8],
+    why: &str,
+) -> Result<(), NodeError> {
+    if node.vault.shred(group, sealed)? {
+        audit(
+            node,
+            "data_key_shredded",
+            serde_json::json!({"group": group.as_str(), "why": why}),
+        )?;
+    }
+    Ok(())
 }

@@ -753,8 +753,14 @@ impl ChaosCluster {
             .map_err(setup("open the node's sealer"))?;
         let record = self.stored_group(id)?;
         let node = NodeId::new(id).map_err(setup("node id"))?;
-        ShareVault::open_offline(&sealer, &node, &record.name, &record.sealed_key_package)
-            .map_err(setup("unseal the key package"))
+        ShareVault::open_offline(
+            &sealer,
+            &data,
+            &node,
+            &record.name,
+            &record.sealed_key_package,
+        )
+        .map_err(setup("unseal the key package"))
     }
 
     /// Node `id`'s current public key package for [`GROUP`] (node must be down).
