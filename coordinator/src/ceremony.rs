@@ -218,15 +218,41 @@ pub async fn refresh_key_group(
         ));
     }
     let wire_reports: Vec<pb::DkgKeyReport> = reports.into_iter().map(Into::into).collect();
-    call_all(coord, &spec, "commit", |_, mut c| {
-        let r = pb::CommitRefreshRequest {
-            spec: Some(wire_spec.clone()),
-            reports: wire_reports.clone(),
-            authorization: Some(wire_auth.clone()),
-        };
-        async move { c.commit_refresh(r).await }
-    })
-    .await?;
+    let commit = pb::CommitRefreshRequest {
+        spec: Some(wire_spec.clone()),
+        reports: wire_reports,
+        authorization: Some(wire_auth.clone()),
+    };
+    // Phase 2 (K7): each member commits on its own; one that commits makes
+    // the refresh irrevocable, so the others are brought along from there.
+    let deadline = coord.config.round_timeout();
+    let calls = spec.members.iter().map(|id| {
+        let client = coord.members.get(id).map(|m| m.client.clone());
+        let commit = commit.clone();
+        async move {
+            let result = match client {
+                Some(mut c) => match tokio::time::timeout(deadline, c.commit_refresh(commit)).await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(status.message().to_string()),
+                    Err(_) => Err("did not answer in time".to_string()),
+                },
+                None => Err("not in the cluster manifest".to_string()),
+            };
+            (id.clone(), result)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
+        .collect();
+    if failed.len() == results.len() {
+        return Err(Status::aborted(format!(
+            "refresh of {name} committed on no member ({}); the old shares stay in use",
+            failed.join("; ")
+        )));
+    }
     record.public_key_package = pkp
         .serialize()
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -240,9 +266,30 @@ pub async fn refresh_key_group(
         .audit
         .append(
             "keygroup_refreshed",
-            serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id, "epoch": record.epoch, "spec_digest": signed.spec.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>()}),
+            serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id, "epoch": record.epoch, "spec_digest": signed.spec.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>(), "not_committed": failed}),
         )
         .map_err(crate::audit_failed)?;
+    if !failed.is_empty() {
+        // One immediate re-drive from a member's stored certificate; the
+        // background recovery keeps at it after that.
+        let recovered = crate::recovery::recover_key_group(coord, &record.name).await?;
+        if !recovered.behind.is_empty() {
+            warn!(group = %record.name, behind = ?recovered.behind, "refresh committed on some members only; recovery continues in the background");
+            return Err(Status::unavailable(format!(
+                "refresh of {name} is committed (epoch {}) but not yet on {}: {}; the coordinator \
+                 finishes it when they answer (or: permafrostctl keygroup recover --name {name})",
+                record.epoch,
+                recovered
+                    .behind
+                    .iter()
+                    .map(|b| b.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                failed.join("; ")
+            )));
+        }
+        record = recovered.record;
+    }
     info!(group = %record.name, "refresh committed on every member");
     Ok(record)
 }
@@ -589,6 +636,9 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
         {
             // Only a member's own report counts.
             if g.members.iter().any(|m| m == node.as_str()) {
+                // What is pending here is not part of the group's standing.
+                let mut g = g;
+                g.pending_refresh.clear();
                 let key = prost::Message::encode_to_vec(&g);
                 votes
                     .entry(key)

@@ -37,7 +37,9 @@ pub struct CoordinatorConfig {
     /// How long `SubmitWithdrawal` waits for a result before answering PENDING, milliseconds.
     #[serde(default = "default_submit_wait")]
     pub submit_wait_ms: u64,
-    /// Seconds between member health probes.
+    /// Milliseconds between member health probes; every fourth probe
+    /// interval (at least 1 s) the coordinator also looks for refresh
+    /// commits some members missed and finishes them (K7).
     #[serde(default = "default_health_interval")]
     pub health_interval_ms: u64,
     /// Withdrawals being driven at once; past it `SubmitWithdrawal` answers
@@ -175,6 +177,11 @@ impl CoordinatorConfig {
         permafrost_core::policy::Policy::from_toml(&text).map_err(|e| {
             CoordinatorError::Config(format!("policy = {}: {e}", self.policy.display()))
         })
+    }
+
+    /// How often unfinished refresh commits are looked for (K7).
+    pub fn recovery_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms.saturating_mul(4).max(1_000))
     }
 
     /// Round deadline.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod driver;
 pub mod members;
 pub mod metrics;
+pub mod recovery;
 pub mod service;
 pub mod store;
 
@@ -360,6 +361,11 @@ impl Coordinator {
             self.members.clone(),
             std::time::Duration::from_millis(self.config.health_interval_ms),
         ));
+        // K7: unfinished refresh commits are re-driven in the background.
+        let recovery = tokio::spawn(recovery::recovery_loop(
+            self.clone(),
+            self.config.recovery_interval(),
+        ));
         match self.store.pending_requests() {
             Ok(ids) => {
                 for id in ids {
@@ -398,6 +404,7 @@ impl Coordinator {
         )
         .await;
         probe.abort();
+        recovery.abort();
         self.drain_tasks().await;
         if let Some(metrics) = metrics {
             metrics.stop().await;

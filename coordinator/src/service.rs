@@ -556,6 +556,20 @@ impl Ceremony for CeremonyService {
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
+    async fn recover_key_group(
+        &self,
+        request: Request<pb::RecoverKeyGroupRequest>,
+    ) -> Result<Response<pb::RecoverKeyGroupResponse>, Status> {
+        let name = permafrost_proto::convert::group_name("name", &request.into_inner().name)?;
+        let recovered = crate::recovery::recover_key_group(&self.coord, &name).await?;
+        let list = |ids: &[permafrost_core::NodeId]| ids.iter().map(|i| i.to_string()).collect();
+        Ok(Response::new(pb::RecoverKeyGroupResponse {
+            group: Some(group_to_wire(&self.coord, &recovered.record)),
+            committed: list(&recovered.committed),
+            behind: list(&recovered.behind),
+        }))
+    }
+
     async fn list_exclusions(
         &self,
         _request: Request<pb::ListExclusionsRequest>,

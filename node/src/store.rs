@@ -50,6 +50,12 @@ pub struct GroupRecord {
     /// A taproot group's network.
     #[serde(default)]
     pub network: Option<Network>,
+    /// The commit certificate (an encoded `CommitRefreshRequest`: spec, every
+    /// member's report, the operators' authorization) of the refresh that
+    /// moved this group to its current epoch here, kept so that any
+    /// coordinator can finish that refresh on members that missed it (K7).
+    #[serde(default)]
+    pub refresh_certificate: Option<Vec<u8>>,
 }
 
 impl GroupRecord {

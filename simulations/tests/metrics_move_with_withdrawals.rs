@@ -89,6 +89,7 @@ async fn metrics_parse_strictly_and_move_with_signing_and_refusals() {
             key_group: "warm-1".into(),
             count: 1,
             withdrawal: Some(forged),
+            ..Default::default()
         })
         .await
         .expect_err("forged custody signature");

@@ -103,6 +103,7 @@ async fn commit(
                 key_group: group.into(),
                 count: 1,
                 withdrawal: w.cloned(),
+                ..Default::default()
             })
             .await?
             .into_inner();

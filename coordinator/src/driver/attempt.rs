@@ -249,6 +249,7 @@ async fn attempt_in<C: Ciphersuite>(
             key_group: group.name.to_string(),
             count: sessions as u32,
             withdrawal: withdrawal.clone(),
+            epoch: group.epoch,
         });
         match tokio::time::timeout(commit_deadline, call).await {
             Ok(Ok(resp)) => {

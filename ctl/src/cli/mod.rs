@@ -286,6 +286,18 @@ pub enum KeygroupCommand {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
+    /// Finish a refresh that some members committed and others missed (K7):
+    /// the coordinator sends a committed member's stored certificate to the
+    /// rest. Needs no spec (the certificate carries the operators' approval);
+    /// harmless when nothing is pending.
+    Recover {
+        /// Group name, e.g. warm-1.
+        #[arg(long)]
+        name: GroupName,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
     /// Proactive refresh under an approved refresh spec: new shares for every member, same group key and threshold.
     Refresh {
         /// The approved refresh spec.

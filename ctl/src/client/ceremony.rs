@@ -63,6 +63,26 @@ pub async fn refresh_key_group(
     checked_group_key(group)
 }
 
+/// `Ceremony.RecoverKeyGroup` (K7): finishes a refresh some members missed,
+/// from a committed member's stored certificate.
+pub async fn recover_key_group(
+    conn: &Connection,
+    name: &permafrost_core::GroupName,
+) -> Result<pb::RecoverKeyGroupResponse, CtlError> {
+    let mut answer = conn
+        .ceremony()?
+        .recover_key_group(pb::RecoverKeyGroupRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(conn.failed("Ceremony.RecoverKeyGroup"))?
+        .into_inner();
+    if let Some(group) = answer.group.take() {
+        answer.group = Some(checked_group_key(group)?);
+    }
+    Ok(answer)
+}
+
 /// `Ceremony.RepairKeyGroup` under an operator-quorum repair spec: rebuilds
 /// its lost member's share on its replacement.
 pub async fn repair_key_group(

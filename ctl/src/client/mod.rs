@@ -24,7 +24,7 @@ pub mod signatures;
 
 pub use self::ceremony::{
     clear_exclusion, cluster_status, create_key_group, find_key_group, list_exclusions,
-    list_key_groups, refresh_key_group, repair_key_group, submit, Submitted,
+    list_key_groups, recover_key_group, refresh_key_group, repair_key_group, submit, Submitted,
 };
 pub use self::cluster_file::{
     ClusterFile, CoordinatorRef, CustodyCredentials, KeyGroupSummary, NodeRef, OperatorCredentials,

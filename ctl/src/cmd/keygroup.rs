@@ -100,6 +100,32 @@ pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
             say!("refreshed: every member holds a new share; the group key is unchanged");
             say!("{}", display::describe_key_group(&group));
         }
+        KeygroupCommand::Recover { name, conn } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let answer = client::recover_key_group(&conn, &name).await?;
+            if answer.committed.is_empty() {
+                say!("nothing to finish: no member had missed a refresh commit");
+            } else {
+                say!(
+                    "refresh commit finished on: {}",
+                    answer.committed.join(", ")
+                );
+            }
+            if let Some(group) = &answer.group {
+                say!("{}", display::describe_key_group(group));
+            }
+            if !answer.behind.is_empty() {
+                return Err(CtlError::Unavailable {
+                    call: "Ceremony.RecoverKeyGroup",
+                    endpoint: conn.endpoint.clone(),
+                    code: tonic::Code::Unavailable,
+                    message: format!(
+                        "still behind the group's epoch: {} (unreachable, or in need of a repair)",
+                        answer.behind.join(", ")
+                    ),
+                });
+            }
+        }
         KeygroupCommand::Repair {
             spec,
             group,

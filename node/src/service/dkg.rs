@@ -263,6 +263,7 @@ pub(super) async fn finish(
         pending_refresh: None,
         scheme,
         network,
+        refresh_certificate: None,
     };
     audit(
         node,

@@ -138,6 +138,11 @@ impl SignerNode {
             .into_iter()
             .map(|g| {
                 let epoch = quorum::epoch_of(self, &g)?;
+                let pending_refresh = g
+                    .pending_refresh
+                    .as_ref()
+                    .map(|p| p.ceremony_id.clone())
+                    .unwrap_or_default();
                 // A record whose key does not give an output reports none (status must still answer).
                 let output = g.taproot_output().ok().flatten();
                 Ok(pb::NodeKeyGroup {
@@ -156,6 +161,7 @@ impl SignerNode {
                     address: output.map(|o| o.address().to_string()).unwrap_or_default(),
                     public_key_package: g.public_key_package,
                     epoch,
+                    pending_refresh,
                 })
             })
             .collect::<Result<_, NodeError>>()?;
@@ -301,6 +307,16 @@ impl SignerNodeApi for NodeService {
         Ok(Response::new(
             refresh::commit(&self.node, request.into_inner()).await?,
         ))
+    }
+
+    async fn get_commit_certificate(
+        &self,
+        request: Request<pb::CommitCertificateRequest>,
+    ) -> Result<Response<pb::CommitCertificate>, Status> {
+        Ok(Response::new(refresh::certificate(
+            &self.node,
+            request.get_ref(),
+        )?))
     }
 
     async fn repair_deltas(

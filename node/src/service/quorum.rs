@@ -46,6 +46,31 @@ pub(super) fn approved(
     .map_err(|e| refuse(node, step, Check::Ceremony, e))
 }
 
+/// [`approved`] for the commit of a refresh this node already took part in
+/// (it holds that refresh's new share, `pending`): the spec's expiry is judged
+/// as of when the node accepted it, so a commit certificate re-driven later by
+/// another coordinator (K7) still completes. Signatures and quorum are
+/// checked as always.
+pub(super) fn approved_for_commit(
+    node: &SignerNode,
+    wire: Option<&pb::SignedLifecycleSpec>,
+    spec_digest: &[u8],
+    pending_accepted: bool,
+) -> Result<QuorumApproved, NodeError> {
+    let Some(registry) = &node.registry else {
+        return approved(node, "commit-refresh", wire);
+    };
+    let signed = required_authorization(wire).wire()?;
+    let accepted_before = pending_accepted && signed.spec.digest().0.as_slice() == spec_digest;
+    let now = if accepted_before {
+        unix_now().min(signed.spec.expires_at)
+    } else {
+        unix_now()
+    };
+    verify_quorum(&signed, registry, now, node.settings.max_clock_skew_secs)
+        .map_err(|e| refuse(node, "commit-refresh", Check::Ceremony, e))
+}
+
 /// What this node holds of `record`'s group, as a spec is compared with it.
 pub(super) fn held(node: &SignerNode, record: &GroupRecord) -> Result<HeldGroup, NodeError> {
     let epoch = node.store.group_epoch(&record.name)?;

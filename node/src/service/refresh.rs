@@ -106,8 +106,22 @@ pub(super) async fn commit(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let approved = quorum::approved(node, "commit-refresh", req.authorization.as_ref())?;
     let mut record = node.group_record(&spec.group)?;
+    // F3/K7: the same commit again (a retry, or another coordinator re-driving
+    // a certificate) is answered as done, not refused.
+    if already_committed(&record, &spec.ceremony_id) {
+        return Ok(pb::CommitRefreshResponse {});
+    }
+    let pending_accepted = record
+        .pending_refresh
+        .as_ref()
+        .is_some_and(|p| p.ceremony_id == spec.ceremony_id);
+    let approved = quorum::approved_for_commit(
+        node,
+        req.authorization.as_ref(),
+        &spec.authorization,
+        pending_accepted,
+    )?;
     let held = quorum::held(node, &record)?;
     let authorized = approved
         .at_current_epoch(&node.id, &held)
@@ -156,6 +170,9 @@ pub(super) async fn commit(
     let old_share = std::mem::replace(&mut record.sealed_key_package, pending.sealed_key_package);
     record.public_key_package = pending.public_key_package;
     record.pending_refresh = None;
+    // K7: what committed this, kept for any coordinator that must finish the
+    // refresh on members that missed the commit.
+    record.refresh_certificate = Some(prost::Message::encode_to_vec(&req));
     node.store
         .advance_group(
             &record,
@@ -184,4 +201,43 @@ pub(super) fn shred(
         )?;
     }
     Ok(())
+}
+
+/// Whether this node already committed the refresh `ceremony_id` (its stored
+/// certificate names it).
+fn already_committed(record: &GroupRecord, ceremony_id: &str) -> bool {
+    record
+        .refresh_certificate
+        .as_deref()
+        .and_then(|bytes| <pb::CommitRefreshRequest as prost::Message>::decode(bytes).ok())
+        .and_then(|c| c.spec)
+        .is_some_and(|s| s.ceremony_id == ceremony_id)
+}
+
+/// `GetCommitCertificate` (K7): this node's epoch of a group, the refresh it
+/// holds uncommitted, and the certificate of the refresh that moved it to its
+/// epoch. All of it public: specs, signed reports and operator signatures.
+pub(super) fn certificate(
+    node: &SignerNode,
+    req: &pb::CommitCertificateRequest,
+) -> Result<pb::CommitCertificate, NodeError> {
+    let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
+    let record = node.group_record(&name)?;
+    let commit = match (&record.refresh_certificate, req.include_commit) {
+        (Some(bytes), true) => Some(
+            <pb::CommitRefreshRequest as prost::Message>::decode(bytes.as_slice()).map_err(
+                |e| NodeError::Corrupt(format!("stored commit certificate of {name}: {e}")),
+            )?,
+        ),
+        _ => None,
+    };
+    Ok(pb::CommitCertificate {
+        epoch: quorum::epoch_of(node, &record)?,
+        pending_ceremony_id: record
+            .pending_refresh
+            .as_ref()
+            .map(|p| p.ceremony_id.clone())
+            .unwrap_or_default(),
+        commit,
+    })
 }

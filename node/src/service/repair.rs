@@ -223,6 +223,7 @@ pub(super) async fn receive(
         pending_refresh: None,
         scheme,
         network,
+        refresh_certificate: None,
     };
     quorum::audit_authorized(node, "repair-receive", &authorized)?;
     audit(

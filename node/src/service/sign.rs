@@ -85,6 +85,18 @@ pub(super) fn commit(
         ));
     }
     let record = node.group_record(&name)?;
+    // K7: a coordinator signing for another epoch of the group would combine
+    // shares of two key packages; refusing here is not misbehaviour.
+    if req.withdrawal.is_some() && req.epoch != 0 {
+        let held = super::quorum::epoch_of(node, &record)?;
+        if held != req.epoch {
+            return Err(NodeError::Precondition(format!(
+                "{} holds epoch {held} of {name}, the request is for epoch {}: \
+                 the group is mid-refresh (RecoverKeyGroup finishes it)",
+                node.id, req.epoch
+            )));
+        }
+    }
     // A withdrawal's nonces are bound to it, with a velocity reservation made
     // now (the write the group-wide check reads); only custody-signed
     // requests get one, so junk reserves nothing.

@@ -411,6 +411,13 @@ impl SignerNode for Liar {
         self.upstream().commit_refresh(r.into_inner()).await
     }
 
+    async fn get_commit_certificate(
+        &self,
+        r: Request<pb::CommitCertificateRequest>,
+    ) -> Result<Response<pb::CommitCertificate>, Status> {
+        self.upstream().get_commit_certificate(r.into_inner()).await
+    }
+
     async fn repair_deltas(
         &self,
         r: Request<pb::RepairRequest>,

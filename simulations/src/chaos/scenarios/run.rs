@@ -326,6 +326,7 @@ impl Run {
                     key_group: GROUP.into(),
                     count: 1,
                     withdrawal: Some(w.signed.clone()),
+                    ..Default::default()
                 })
                 .await
             {

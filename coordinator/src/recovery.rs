@@ -1,0 +1,278 @@
+//! Finishing a refresh that only some members committed (THREATS K7).
+//!
+//! A refresh is two-phase. Prepare: every member ends the DKG rounds holding
+//! its new share beside the old one and signs a report of the new public key
+//! package. Commit: each member is sent the certificate — the operators'
+//! authorization, the spec and every member's signed report — checks it
+//! itself and swaps shares. A member that committed stores that certificate
+//! with its new share, so a commit that reached only some members (a crash,
+//! an outage, a coordinator that stopped on purpose) is never stuck: any
+//! coordinator reads the certificate from a committed member and sends it to
+//! the rest, who check it exactly as they would have the first time.
+//!
+//! Nothing here is trusted by the nodes. What the coordinator checks itself
+//! (the reports against the manifest, the group key unchanged) is only so that
+//! its own record of the group — the public key package it verifies shares
+//! against — moves with the members.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use permafrost_core::dkg::{self, CeremonySpec};
+use permafrost_core::{GroupName, NodeId};
+use permafrost_proto as pb;
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::store::GroupRecord;
+use crate::Coordinator;
+
+/// What a recovery did.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The coordinator's record of the group afterwards.
+    pub record: GroupRecord,
+    /// Members this call committed the refresh on.
+    pub committed: Vec<NodeId>,
+    /// Members still behind the group's epoch (unreachable, or holding no
+    /// share of the certificate's refresh: those need a repair).
+    pub behind: Vec<NodeId>,
+}
+
+/// Brings every member of `name` that missed a refresh commit to the epoch
+/// of the members that made it, and this coordinator's record with them.
+pub async fn recover_key_group(
+    coord: &Arc<Coordinator>,
+    name: &GroupName,
+) -> Result<Recovered, Status> {
+    let record = coord
+        .store
+        .group(name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let states = certificates(coord, &record, false).await;
+    let Some(top) = states
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .map(|s| s.epoch)
+        .max()
+    else {
+        return Err(Status::unavailable(format!(
+            "no member of {name} answered; nothing to recover from"
+        )));
+    };
+    let lagging = |epoch: u64| epoch < top;
+    if top <= record.epoch
+        && !states
+            .iter()
+            .any(|(_, s)| s.as_ref().is_some_and(|s| lagging(s.epoch)))
+    {
+        let behind = behind(&states, record.epoch);
+        return Ok(Recovered {
+            record,
+            committed: Vec::new(),
+            behind,
+        });
+    }
+    // A member at the top epoch holds the certificate that moved it there.
+    let ahead: Vec<NodeId> = states
+        .iter()
+        .filter(|(_, s)| s.as_ref().is_some_and(|s| s.epoch == top))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut found = None;
+    for id in &ahead {
+        if let Some(Some(cert)) = certificate_of(coord, id, &record.name, true).await {
+            if let Some(commit) = cert.commit {
+                match check_certificate(coord, &record, &commit, top) {
+                    Ok(checked) => {
+                        found = Some((commit, checked));
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(group = %name, member = %id, error = %e, "unusable commit certificate")
+                    }
+                }
+            }
+        }
+    }
+    let Some((commit, (spec, pkp))) = found else {
+        return Err(Status::failed_precondition(format!(
+            "members of {name} are at epoch {top} ({}), but none holds a usable refresh \
+             certificate for it; the group needs a repair of the members behind",
+            names(&ahead)
+        )));
+    };
+    let mut committed = Vec::new();
+    let mut still_behind = Vec::new();
+    for (id, state) in &states {
+        let Some(state) = state else {
+            still_behind.push(id.clone());
+            continue;
+        };
+        if state.epoch == top {
+            continue;
+        }
+        if state.epoch + 1 != top || state.pending_ceremony_id != spec.ceremony_id {
+            still_behind.push(id.clone());
+            continue;
+        }
+        let Some(mut client) = coord.members.get(id).map(|m| m.client.clone()) else {
+            still_behind.push(id.clone());
+            continue;
+        };
+        match tokio::time::timeout(
+            coord.config.round_timeout(),
+            client.commit_refresh(commit.clone()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => committed.push(id.clone()),
+            Ok(Err(status)) => {
+                warn!(group = %name, member = %id, error = %status.message(), "re-driven refresh commit refused");
+                still_behind.push(id.clone());
+            }
+            Err(_) => still_behind.push(id.clone()),
+        }
+    }
+    let mut record = record;
+    let moved = record.epoch != top;
+    record.public_key_package = pkp;
+    record.epoch = top;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    if moved || !committed.is_empty() {
+        coord
+            .audit
+            .append(
+                "keygroup_recovered",
+                serde_json::json!({"group": name.as_str(), "ceremony": spec.ceremony_id, "epoch": top, "committed": names(&committed), "behind": names(&still_behind)}),
+            )
+            .map_err(crate::audit_failed)?;
+        info!(group = %name, epoch = top, committed = %names(&committed), behind = %names(&still_behind), "refresh finished from a member's commit certificate");
+    }
+    Ok(Recovered {
+        record,
+        committed,
+        behind: still_behind,
+    })
+}
+
+/// Re-drives unfinished refreshes of every active group, every `interval`,
+/// until the coordinator stops: no operator needs to notice a partial commit.
+pub async fn recovery_loop(coord: Arc<Coordinator>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let groups = match coord.store.groups() {
+            Ok(groups) => groups,
+            Err(e) => {
+                warn!(error = %e, "recovery: cannot list key groups");
+                continue;
+            }
+        };
+        for group in groups.into_iter().filter(|g| g.active) {
+            if let Err(e) = recover_key_group(&coord, &group.name).await {
+                tracing::debug!(group = %group.name, error = %e.message(), "recovery pass");
+            }
+        }
+    }
+}
+
+/// Checks a certificate for the move of `record`'s group to epoch `top`:
+/// a refresh of that group, from `top − 1`, every member's report agreeing on
+/// one public key package under the unchanged group key. Returns the spec
+/// and the serialized package.
+fn check_certificate(
+    coord: &Coordinator,
+    record: &GroupRecord,
+    commit: &pb::CommitRefreshRequest,
+    top: u64,
+) -> Result<(CeremonySpec, Vec<u8>), String> {
+    let spec: CeremonySpec = commit
+        .spec
+        .as_ref()
+        .ok_or("no spec")?
+        .try_into()
+        .map_err(|e: Status| e.message().to_string())?;
+    if !spec.refresh || spec.group != record.name {
+        return Err(format!("not a refresh of {}", record.name));
+    }
+    let authorized = commit.authorization.as_ref().ok_or("no authorization")?;
+    let signed = permafrost_proto::convert::ceremony::required_authorization(Some(authorized))
+        .map_err(|e| e.message().to_string())?;
+    if signed.spec.epoch + 1 != top || signed.spec.digest().0 != spec.authorization {
+        return Err(format!(
+            "the authorization is for epoch {} (spec {}), not the move to {top}",
+            signed.spec.epoch,
+            signed.spec.digest()
+        ));
+    }
+    let reports: Vec<dkg::GroupKeyReport> = commit
+        .reports
+        .iter()
+        .map(TryInto::try_into)
+        .collect::<Result<_, Status>>()
+        .map_err(|e| e.message().to_string())?;
+    let pkp = dkg::check_reports(&spec, &coord.directory, &reports).map_err(|e| e.to_string())?;
+    let key = pkp.verifying_key().serialize().map_err(|e| e.to_string())?;
+    if key != record.group_public_key {
+        return Err("the certificate's package has another group key".into());
+    }
+    Ok((spec, pkp.serialize().map_err(|e| e.to_string())?))
+}
+
+/// Every member's answer to `GetCommitCertificate` (`None`: did not answer).
+async fn certificates(
+    coord: &Coordinator,
+    record: &GroupRecord,
+    include_commit: bool,
+) -> Vec<(NodeId, Option<pb::CommitCertificate>)> {
+    let calls = record.members.iter().map(|id| async move {
+        let answer = certificate_of(coord, id, &record.name, include_commit)
+            .await
+            .flatten();
+        (id.clone(), answer)
+    });
+    futures::future::join_all(calls).await
+}
+
+/// One member's answer; `None` when it is not a reachable member.
+async fn certificate_of(
+    coord: &Coordinator,
+    id: &NodeId,
+    group: &GroupName,
+    include_commit: bool,
+) -> Option<Option<pb::CommitCertificate>> {
+    let mut client = coord.members.get(id)?.client.clone();
+    let call = client.get_commit_certificate(pb::CommitCertificateRequest {
+        key_group: group.to_string(),
+        include_commit,
+    });
+    Some(
+        tokio::time::timeout(coord.config.round_timeout(), call)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|r| r.into_inner()),
+    )
+}
+
+fn behind(states: &[(NodeId, Option<pb::CommitCertificate>)], epoch: u64) -> Vec<NodeId> {
+    states
+        .iter()
+        .filter(|(_, s)| s.as_ref().is_none_or(|s| s.epoch < epoch))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+fn names(ids: &[NodeId]) -> String {
+    ids.iter()
+        .map(|i| i.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
