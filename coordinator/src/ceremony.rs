@@ -524,11 +524,31 @@ pub async fn repair_key_group(
     };
     let spec: permafrost_core::repair::RepairSpec = (&wire_spec).try_into()?;
     info!(repair = %spec.repair_id, group = %name, %lost, %replacement, helpers = ?helpers, "repair started");
+    // Phase 1 (X6): every remaining member acknowledges the move to the next
+    // epoch, with the group key and the public key package it holds; nothing
+    // moves and no delta leaves any helper before all of them did.
+    let mut acks = Vec::new();
+    for m in spec.remaining() {
+        let r = pb::RepairRequest {
+            spec: Some(wire_spec.clone()),
+            messages: Vec::new(),
+            public_key_package: record.public_key_package.clone(),
+            authorization: Some(wire_auth.clone()),
+            acks: Vec::new(),
+        };
+        acks.push(
+            call_one(coord, &m, "prepare", |mut c| async move {
+                c.prepare_repair(r).await
+            })
+            .await?,
+        );
+    }
     let request = |messages: Vec<pb::DkgSealedShare>, pkp: Vec<u8>| pb::RepairRequest {
         spec: Some(wire_spec.clone()),
         messages,
         public_key_package: pkp,
         authorization: Some(wire_auth.clone()),
+        acks: acks.clone(),
     };
     let mut deltas = Vec::new();
     for h in &helpers {

@@ -1,4 +1,5 @@
-//! Finishing a refresh that only some members committed (THREATS K7).
+//! Finishing a refresh or a repair that only some members committed
+//! (THREATS K7, X6).
 //!
 //! A refresh is two-phase. Prepare: every member ends the DKG rounds holding
 //! its new share beside the old one and signs a report of the new public key
@@ -9,6 +10,10 @@
 //! an outage, a coordinator that stopped on purpose) is never stuck: any
 //! coordinator reads the certificate from a committed member and sends it to
 //! the rest, who check it exactly as they would have the first time.
+//!
+//! A repair is the same: its certificate is every remaining member's signed
+//! acknowledgement of the move (`PrepareRepair`), which each member that
+//! moved keeps; a member that missed `ReplaceMember` is sent it again.
 //!
 //! Nothing here is trusted by the nodes. What the coordinator checks itself
 //! (the reports against the manifest, the group key unchanged) is only so that
@@ -83,6 +88,16 @@ pub async fn recover_key_group(
     let mut found = None;
     for id in &ahead {
         if let Some(Some(cert)) = certificate_of(coord, id, &record.name, true).await {
+            if let Some(repair) = cert.repair {
+                match check_repair_certificate(coord, &record, &repair, top) {
+                    Ok(spec) => {
+                        return finish_repair(coord, record, &states, top, repair, spec).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(group = %name, member = %id, error = %e, "repair certificate is not for this epoch")
+                    }
+                }
+            }
             if let Some(commit) = cert.commit {
                 match check_certificate(coord, &record, &commit, top) {
                     Ok(checked) => {
@@ -275,4 +290,126 @@ fn names(ids: &[NodeId]) -> String {
         .map(|i| i.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Checks a repair certificate for the move of `record`'s group to epoch
+/// `top`: the operators' repair of that group from `top − 1`, acknowledged
+/// by every remaining member with the group key and package on record.
+fn check_repair_certificate(
+    coord: &Coordinator,
+    record: &GroupRecord,
+    certificate: &pb::RepairRequest,
+    top: u64,
+) -> Result<permafrost_core::repair::RepairSpec, String> {
+    let spec: permafrost_core::repair::RepairSpec = certificate
+        .spec
+        .as_ref()
+        .ok_or("no spec")?
+        .try_into()
+        .map_err(|e: Status| e.message().to_string())?;
+    if spec.group != record.name {
+        return Err(format!("not a repair of {}", record.name));
+    }
+    let signed = permafrost_proto::convert::ceremony::required_authorization(
+        certificate.authorization.as_ref(),
+    )
+    .map_err(|e| e.message().to_string())?;
+    if signed.spec.epoch + 1 != top || signed.spec.digest().0 != spec.authorization {
+        return Err(format!(
+            "the authorization is for epoch {}, not the move to {top}",
+            signed.spec.epoch
+        ));
+    }
+    let acks = certificate
+        .acks
+        .iter()
+        .map(|a| {
+            Ok(permafrost_core::repair::PrepareAck {
+                member: permafrost_proto::convert::node_id("acks.member", &a.member)
+                    .map_err(|e| e.message().to_string())?,
+                signature: a.signature.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    permafrost_core::repair::check_acks(
+        &spec,
+        &coord.directory,
+        &acks,
+        top,
+        &record.group_public_key,
+        &record.public_key_package,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// Sends a checked repair certificate to the remaining members still at the
+/// epoch before it, and moves this coordinator's record (members, epoch,
+/// the lost node revoked).
+async fn finish_repair(
+    coord: &Arc<Coordinator>,
+    mut record: GroupRecord,
+    states: &[(NodeId, Option<pb::CommitCertificate>)],
+    top: u64,
+    certificate: pb::RepairRequest,
+    spec: permafrost_core::repair::RepairSpec,
+) -> Result<Recovered, Status> {
+    let remaining = spec.remaining();
+    let mut committed = Vec::new();
+    let mut still_behind = Vec::new();
+    for (id, state) in states {
+        if !remaining.contains(id) || state.as_ref().is_some_and(|s| s.epoch == top) {
+            continue;
+        }
+        let at_previous = state.as_ref().is_some_and(|s| s.epoch + 1 == top);
+        let client = coord.members.get(id).map(|m| m.client.clone());
+        let (true, Some(mut client)) = (at_previous, client) else {
+            still_behind.push(id.clone());
+            continue;
+        };
+        match tokio::time::timeout(
+            coord.config.round_timeout(),
+            client.replace_member(certificate.clone()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => committed.push(id.clone()),
+            Ok(Err(status)) => {
+                warn!(group = %record.name, member = %id, error = %status.message(), "re-driven repair refused");
+                still_behind.push(id.clone());
+            }
+            Err(_) => still_behind.push(id.clone()),
+        }
+    }
+    let moved = record.epoch != top;
+    record.members = spec.new_members();
+    record.epoch = top;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    if moved {
+        coord
+            .store
+            .revoke(&spec.lost)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        coord.members.revoke(&spec.lost);
+    }
+    if moved || !committed.is_empty() {
+        coord
+            .audit
+            .append(
+                "keygroup_recovered",
+                serde_json::json!({"group": record.name.as_str(), "repair": spec.repair_id, "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str(), "epoch": top, "committed": names(&committed), "behind": names(&still_behind)}),
+            )
+            .map_err(crate::audit_failed)?;
+        info!(group = %record.name, epoch = top, committed = %names(&committed), "repair finished from a member's certificate");
+    }
+    Ok(Recovered {
+        record,
+        committed,
+        behind: still_behind,
+    })
 }

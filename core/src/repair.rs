@@ -21,6 +21,9 @@ use crate::identity::{seal_to, verify_ed25519, NodeIdentity};
 use crate::manifest::Directory;
 use crate::{CoreError, GroupName, NodeId};
 
+mod prepare;
+pub use prepare::{check_acks, sign_ack, PrepareAck};
+
 /// What a repair is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepairSpec {

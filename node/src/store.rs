@@ -56,6 +56,30 @@ pub struct GroupRecord {
     /// coordinator can finish that refresh on members that missed it (K7).
     #[serde(default)]
     pub refresh_certificate: Option<Vec<u8>>,
+    /// A repair this node acknowledged (prepare) and has not moved for yet:
+    /// it acknowledges no other repair of the same epoch under another
+    /// approval until that approval expires (X6).
+    #[serde(default)]
+    pub prepared_repair: Option<PreparedRepair>,
+    /// The certificate (an encoded `RepairRequest`: spec, authorization and
+    /// every remaining member's acknowledgement) of the repair that last
+    /// moved this group's epoch here, for any coordinator to finish it on
+    /// members that missed it.
+    #[serde(default)]
+    pub repair_certificate: Option<Vec<u8>>,
+}
+
+/// A repair acknowledged in its prepare phase.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreparedRepair {
+    /// The repair's id.
+    pub repair_id: String,
+    /// Hex digest of the operators' lifecycle spec it runs under.
+    pub spec_digest: String,
+    /// The epoch it moves the group from.
+    pub epoch: u64,
+    /// When that approval expires (unix seconds).
+    pub expires_at: u64,
 }
 
 impl GroupRecord {

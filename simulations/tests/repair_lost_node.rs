@@ -44,6 +44,7 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
                 messages: vec![],
                 public_key_package: vec![],
                 authorization: Some(wire(&first)),
+                acks: vec![],
             })
             .await
             .expect_err("second repair onto the same node");

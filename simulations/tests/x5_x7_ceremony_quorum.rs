@@ -224,7 +224,23 @@ fn repair_request(
         messages: vec![],
         public_key_package: vec![],
         authorization: signed.map(wire),
+        acks: vec![],
     }
+}
+
+/// Node `i`'s public key package of `group`, as it reports it.
+async fn public_key_package(cluster: &TestCluster, i: usize, group: &str) -> Vec<u8> {
+    cluster
+        .node_client(i, Role::Coordinator, "probe")
+        .get_status(pb::NodeStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .key_groups
+        .into_iter()
+        .find(|g| g.name == group)
+        .expect("group")
+        .public_key_package
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,30 +438,99 @@ async fn x5_clearing_an_exclusion_needs_the_quorum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x6_split_view_repair_cannot_reuse_the_first_repairs_quorum() {
+async fn x6_split_view_repair_needs_every_remaining_member_and_cannot_reuse_a_quorum() {
     // 2-of-4 on n1..n4; n5 is the replacement.
     let mut cluster = TestCluster::start(&["eu", "us", "ap", "ap", "eu"]).await;
     let group = cluster
         .create_group("warm-1", Tier::Warm, 2, &[0, 1, 2, 3])
         .await
         .expect("DKG");
-    // Repair 1 (n1 lost → n5) runs while n1 and n2 are away: they are never told.
+    // Repair 1 (n1 lost → n5) while n1 and n2 are away: the split view needs
+    // n2 never to hear of it, and without n2's acknowledgement it cannot run.
     let first = approved(&cluster.repair_spec("warm-1", "n1", "n5").await, &[1, 2]);
     cluster.stop_node(0).await;
     cluster.stop_node(1).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let err = cluster
+        .repair_group_with(&first)
+        .await
+        .expect_err("n2, a remaining member, never acknowledged");
+    assert!(
+        err.message().contains("prepare") && err.message().contains("n2"),
+        "{}",
+        err.message()
+    );
+    // A rogue relay that asks only n3 and n4: they acknowledge, but no helper
+    // releases a delta on two of the three acknowledgements it needs.
+    let mut prepare = repair_request(
+        Some(&first),
+        &first.spec,
+        &["n1", "n2", "n3", "n4"],
+        &["n3", "n4"],
+    );
+    prepare.public_key_package = public_key_package(&cluster, 2, "warm-1").await;
+    let mut acks = Vec::new();
+    for i in [2, 3] {
+        acks.push(
+            cluster
+                .node_client(i, Role::Coordinator, "rogue")
+                .prepare_repair(prepare.clone())
+                .await
+                .expect("acknowledged")
+                .into_inner(),
+        );
+    }
+    let mut hidden = prepare.clone();
+    hidden.public_key_package.clear();
+    hidden.acks = acks.clone();
+    for i in [2, 3] {
+        let err = cluster
+            .node_client(i, Role::Coordinator, "rogue")
+            .repair_deltas(hidden.clone())
+            .await
+            .expect_err("not acknowledged by n2");
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("none from n2"), "{}", err.message());
+    }
+    // n4's acknowledgement relabelled as n2's does not pass either.
+    let mut forged_ack = acks[1].clone();
+    forged_ack.member = "n2".into();
+    hidden.acks.push(forged_ack);
+    let err = cluster
+        .node_client(2, Role::Coordinator, "rogue")
+        .repair_deltas(hidden)
+        .await
+        .expect_err("forged acknowledgement");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    for i in [2, 3] {
+        assert_eq!(
+            held(&cluster, i, "warm-1").await.map(|h| h.1),
+            Some(1),
+            "n{} did not move",
+            i + 1
+        );
+    }
+    assert!(
+        held(&cluster, 4, "warm-1").await.is_none(),
+        "n5 holds nothing"
+    );
+    // With n2 back, the repair runs (n1 is still lost): every remaining member moves.
+    cluster.restart_node(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     cluster
         .repair_group_with(&first)
         .await
-        .expect("repair with helpers n3, n4");
+        .expect("repair acknowledged by n2, n3, n4");
+    for i in [1, 2, 3, 4] {
+        assert_eq!(
+            held(&cluster, i, "warm-1").await.map(|h| h.1),
+            Some(2),
+            "n{} at the repaired epoch",
+            i + 1
+        );
+    }
     cluster.restart_node(0).await;
-    cluster.restart_node(1).await;
-    assert_eq!(
-        held(&cluster, 1, "warm-1").await.map(|h| h.1),
-        Some(1),
-        "n2 never heard"
-    );
-    // Repair 2 (n3 lost → n5, helpers n1 and n2, who still hold epoch 1): the
+    // Repair 2 (n3 lost → n5, helpers n1 and n2; n1 still holds epoch 1): the
     // first repair's quorum names n1, not n3, so neither helper releases a delta.
     let mut second = first.spec.clone();
     second.subject = Some(permafrost_core::NodeId::new("n3").expect("id"));

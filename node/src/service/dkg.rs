@@ -264,6 +264,8 @@ pub(super) async fn finish(
         scheme,
         network,
         refresh_certificate: None,
+        prepared_repair: None,
+        repair_certificate: None,
     };
     audit(
         node,

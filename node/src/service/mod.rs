@@ -319,6 +319,15 @@ impl SignerNodeApi for NodeService {
         )?))
     }
 
+    async fn prepare_repair(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairAck>, Status> {
+        Ok(Response::new(
+            repair::prepare(&self.node, request.get_ref()).await?,
+        ))
+    }
+
     async fn repair_deltas(
         &self,
         request: Request<pb::RepairRequest>,

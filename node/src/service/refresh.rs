@@ -223,6 +223,19 @@ pub(super) fn certificate(
 ) -> Result<pb::CommitCertificate, NodeError> {
     let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
     let record = node.group_record(&name)?;
+    let decode = |what: &str, bytes: &[u8]| {
+        NodeError::Corrupt(format!(
+            "stored {what} certificate of {name}: {} bytes unreadable",
+            bytes.len()
+        ))
+    };
+    let repair = match (&record.repair_certificate, req.include_commit) {
+        (Some(bytes), true) => Some(
+            <pb::RepairRequest as prost::Message>::decode(bytes.as_slice())
+                .map_err(|_| decode("repair", bytes))?,
+        ),
+        _ => None,
+    };
     let commit = match (&record.refresh_certificate, req.include_commit) {
         (Some(bytes), true) => Some(
             <pb::CommitRefreshRequest as prost::Message>::decode(bytes.as_slice()).map_err(
@@ -239,5 +252,11 @@ pub(super) fn certificate(
             .map(|p| p.ceremony_id.clone())
             .unwrap_or_default(),
         commit,
+        repair,
+        prepared_repair_id: record
+            .prepared_repair
+            .as_ref()
+            .map(|p| p.repair_id.clone())
+            .unwrap_or_default(),
     })
 }

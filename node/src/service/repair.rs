@@ -11,6 +11,15 @@
 //! next epoch (revoking the lost node) before any delta leaves it, so a second
 //! repair for the same epoch is refused; a node never takes part in dropping
 //! itself.
+//!
+//! Two phases (X6): first every remaining member acknowledges the repair
+//! ([`prepare`]), checking it against its own record and signing the next
+//! epoch, the group key and the public key package it holds; every later
+//! step — a helper's deltas, a member's move to the next epoch, the
+//! replacement's share — needs the acknowledgements of every remaining
+//! member, checked by each node itself. A member moving to the next epoch
+//! keeps that certificate, so any coordinator can finish the repair on
+//! members that missed it.
 
 use permafrost_core::ceremony::{AuthorizedCeremony, QuorumApproved, Standing};
 use permafrost_core::dkg;
@@ -21,8 +30,150 @@ use tracing::info;
 
 use super::{audit, invalid, missing, quorum, refuse, FromWire};
 use crate::metrics::Check;
-use crate::store::GroupRecord;
+use crate::store::{GroupRecord, PreparedRepair};
 use crate::{NodeError, SignerNode};
+
+/// The acknowledgements a step carries, read from the wire.
+fn acks(req: &pb::RepairRequest) -> Result<Vec<repair::PrepareAck>, NodeError> {
+    req.acks
+        .iter()
+        .map(|a| {
+            Ok(repair::PrepareAck {
+                member: permafrost_proto::convert::node_id("acks.member", &a.member).wire()?,
+                signature: a.signature.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Refuses a step of `spec` unless every remaining member acknowledged its
+/// move to `next_epoch` with `group_public_key` and `public_key_package`.
+fn check_certificate(
+    node: &SignerNode,
+    step: &'static str,
+    spec: &RepairSpec,
+    req: &pb::RepairRequest,
+    next_epoch: u64,
+    group_public_key: &[u8],
+    public_key_package: &[u8],
+) -> Result<(), NodeError> {
+    repair::check_acks(
+        spec,
+        &node.directory,
+        &acks(req)?,
+        next_epoch,
+        group_public_key,
+        public_key_package,
+    )
+    .map_err(|e| refuse(node, step, Check::Ceremony, e))
+}
+
+/// What a member keeps of the repair that moves it: the request without its
+/// messages (spec, authorization, every acknowledgement).
+fn certificate_of(req: &pb::RepairRequest) -> Vec<u8> {
+    let certificate = pb::RepairRequest {
+        messages: Vec::new(),
+        public_key_package: Vec::new(),
+        ..req.clone()
+    };
+    prost::Message::encode_to_vec(&certificate)
+}
+
+/// `PrepareRepair` (every remaining member, phase 1): checks the repair
+/// against this node's own record at the epoch it holds and acknowledges the
+/// next epoch, the group key and the public key package this node holds.
+/// Nothing moves yet. One approval per epoch: while an acknowledged repair's
+/// approval lasts, a repair under another approval of the same epoch is
+/// refused (a retry under the same approval, with another repair id or other
+/// helpers, is acknowledged again).
+pub(super) async fn prepare(
+    node: &SignerNode,
+    req: &pb::RepairRequest,
+) -> Result<pb::RepairAck, NodeError> {
+    let (spec, approved) = repair_context(node, "repair-prepare", req)?;
+    if spec.lost == node.id {
+        return Err(refuse(
+            node,
+            "repair-prepare",
+            Check::Ceremony,
+            CoreError::refused(format!(
+                "{} is the lost member of this repair; a node never drops itself",
+                node.id
+            )),
+        ));
+    }
+    let mut record = node.group_record(&spec.group)?;
+    let (authorized, epoch) = as_member(
+        node,
+        "repair-prepare",
+        &spec,
+        approved,
+        &record,
+        &[Standing::Current],
+    )?;
+    if node.store.is_revoked(&spec.replacement)? {
+        return Err(refuse(
+            node,
+            "repair-prepare",
+            Check::Ceremony,
+            CoreError::refused(format!("{} is revoked", spec.replacement)),
+        ));
+    }
+    if req.public_key_package != record.public_key_package {
+        return Err(refuse(
+            node,
+            "repair-prepare",
+            Check::Ceremony,
+            CoreError::refused(format!(
+                "the public key package to acknowledge is not the one {} holds for {}",
+                node.id, spec.group
+            )),
+        ));
+    }
+    let digest = authorized.digest().to_hex();
+    if let Some(p) = &record.prepared_repair {
+        if p.epoch == epoch
+            && p.spec_digest != digest
+            && permafrost_core::unix_now() <= p.expires_at
+        {
+            return Err(refuse(
+                node,
+                "repair-prepare",
+                Check::Ceremony,
+                CoreError::refused(format!(
+                    "{} acknowledged repair {} of {} at epoch {epoch} under another approval \
+                     (spec {}), valid until {}; it acknowledges no second one before then",
+                    node.id, p.repair_id, spec.group, p.spec_digest, p.expires_at
+                )),
+            ));
+        }
+    }
+    quorum::audit_authorized(node, "repair-prepare", &authorized)?;
+    audit(
+        node,
+        "repair_prepared",
+        serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str(), "epoch": epoch + 1}),
+    )?;
+    record.prepared_repair = Some(PreparedRepair {
+        repair_id: spec.repair_id.clone(),
+        spec_digest: digest,
+        epoch,
+        expires_at: authorized.spec().expires_at,
+    });
+    node.store.put_group(&record).await?;
+    let ack = repair::sign_ack(
+        &spec,
+        &node.id,
+        &node.identity,
+        epoch + 1,
+        &record.group_public_key,
+        &record.public_key_package,
+    );
+    Ok(pb::RepairAck {
+        member: ack.member.to_string(),
+        signature: ack.signature,
+    })
+}
 
 /// The relayed repair spec and its verified operator quorum.
 fn repair_context(
@@ -85,6 +236,16 @@ pub(super) async fn deltas(
             CoreError::refused(format!("{} is revoked", spec.replacement)),
         ));
     }
+    // X6: no delta leaves before every remaining member acknowledged the move.
+    check_certificate(
+        node,
+        "repair-deltas",
+        &spec,
+        req,
+        authorized.spec().epoch + 1,
+        &record.group_public_key,
+        &record.public_key_package,
+    )?;
     let key_package = node
         .vault
         .open_key_package(&record.name, &record.sealed_key_package)?;
@@ -110,6 +271,8 @@ pub(super) async fn deltas(
     // several members' shares on one node.
     if authorized.standing() == Standing::Current {
         record.members = spec.new_members();
+        record.prepared_repair = None;
+        record.repair_certificate = Some(certificate_of(req));
         node.store
             .advance_group(
                 &record,
@@ -193,6 +356,20 @@ pub(super) async fn receive(
         .wire()?;
     let pkp = frost_secp256k1::keys::PublicKeyPackage::deserialize(&req.public_key_package)
         .map_err(|e| invalid("public_key_package", e))?;
+    // Only the package every remaining member acknowledged holding, of the key the operators named.
+    let pkp_key = pkp
+        .verifying_key()
+        .serialize()
+        .map_err(|e| invalid("public_key_package", e))?;
+    check_certificate(
+        node,
+        "repair-receive",
+        &spec,
+        &req,
+        authorized.spec().epoch + 1,
+        &pkp_key,
+        &req.public_key_package,
+    )?;
     let key_package = repair::replacement_receive(
         &spec,
         &authorized,
@@ -224,6 +401,8 @@ pub(super) async fn receive(
         scheme,
         network,
         refresh_certificate: None,
+        prepared_repair: None,
+        repair_certificate: Some(certificate_of(&req)),
     };
     quorum::audit_authorized(node, "repair-receive", &authorized)?;
     audit(
@@ -274,6 +453,15 @@ pub(super) async fn replace_member(
     if authorized.standing() == Standing::Applied {
         return Ok(pb::ReplaceMemberResponse {});
     }
+    check_certificate(
+        node,
+        "replace-member",
+        &spec,
+        req,
+        epoch + 1,
+        &record.group_public_key,
+        &record.public_key_package,
+    )?;
     quorum::audit_authorized(node, "replace-member", &authorized)?;
     audit(
         node,
@@ -281,6 +469,8 @@ pub(super) async fn replace_member(
         serde_json::json!({"group": spec.group.as_str(), "lost": spec.lost.as_str(), "replacement": spec.replacement.as_str(), "epoch": epoch + 1}),
     )?;
     record.members = spec.new_members();
+    record.prepared_repair = None;
+    record.repair_certificate = Some(certificate_of(req));
     node.store
         .advance_group(
             &record,

@@ -418,6 +418,13 @@ impl SignerNode for Liar {
         self.upstream().get_commit_certificate(r.into_inner()).await
     }
 
+    async fn prepare_repair(
+        &self,
+        r: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairAck>, Status> {
+        self.upstream().prepare_repair(r.into_inner()).await
+    }
+
     async fn repair_deltas(
         &self,
         r: Request<pb::RepairRequest>,
