@@ -45,6 +45,8 @@ const ENVELOPE_MAGIC: &[u8; 8] = b"PFSHARE1";
 const KEYS_DIR: &str = "datakeys";
 /// Hex length of a data key id (16 random bytes).
 const KEY_ID_HEX: usize = 32;
+/// Envelope header: magic, data key id, the share's epoch (u64, big endian).
+const HEADER_LEN: usize = ENVELOPE_MAGIC.len() + KEY_ID_HEX + 8;
 
 /// The node's key shares at rest: the share sealer and the one context they are sealed under.
 pub struct ShareVault {
@@ -79,9 +81,15 @@ impl ShareVault {
         SealContext::new(node.as_str(), format!("keygroup/{group}"))
     }
 
-    /// The seal context of the data key `id` of `node`'s share of `group`.
-    fn key_context(node: &NodeId, group: &GroupName, id: &str) -> SealContext {
-        SealContext::new(node.as_str(), format!("datakey/{group}/{id}"))
+    /// The seal context of the data key `id` of `node`'s share of `group` at `epoch`.
+    fn key_context(node: &NodeId, group: &GroupName, id: &str, epoch: u64) -> SealContext {
+        SealContext::new(node.as_str(), format!("datakey/{group}/{id}/epoch/{epoch}"))
+    }
+
+    /// The context of a share sealed under its data key: the group and the
+    /// epoch it was made for are in the associated data.
+    fn share_context(node: &NodeId, group: &GroupName, epoch: u64) -> SealContext {
+        SealContext::new(node.as_str(), format!("keygroup/{group}/epoch/{epoch}"))
     }
 
     /// Whether shares are sealed away (no share sealer installed).
@@ -106,12 +114,15 @@ impl ShareVault {
         self.sealer().map(|_| ())
     }
 
-    /// Seals `key_package` as this node's share of `group`, under a data key
-    /// of its own (written, sealed by the share sealer, before this returns),
-    /// so that [`ShareVault::shred`] can make this blob unreadable for good.
+    /// Seals `key_package` as this node's share of `group` for `epoch`, under
+    /// a data key of its own (written, sealed by the share sealer, before this
+    /// returns), so that [`ShareVault::shred`] can make this blob unreadable
+    /// for good. The epoch is authenticated with the share
+    /// ([`ShareVault::sealed_epoch`] reads it back).
     pub fn seal_key_package(
         &self,
         group: &GroupName,
+        epoch: u64,
         key_package: &KeyPackage,
     ) -> Result<Vec<u8>, NodeError> {
         let sealer = self.sealer()?;
@@ -125,14 +136,15 @@ impl ShareVault {
         let id = hex::encode(raw_id);
         let data_key = DataKey::generate();
         let sealed_key = sealer.seal(
-            &Self::key_context(&self.node, group, &id),
+            &Self::key_context(&self.node, group, &id, epoch),
             &data_key.to_bytes(),
         )?;
         write_key_file(&self.key_path(group, &id), &sealed_key)?;
-        let blob = data_key.seal(&Self::context(&self.node, group), &bytes)?;
-        let mut envelope = Vec::with_capacity(ENVELOPE_MAGIC.len() + KEY_ID_HEX + blob.len());
+        let blob = data_key.seal(&Self::share_context(&self.node, group, epoch), &bytes)?;
+        let mut envelope = Vec::with_capacity(HEADER_LEN + blob.len());
         envelope.extend_from_slice(ENVELOPE_MAGIC);
         envelope.extend_from_slice(id.as_bytes());
+        envelope.extend_from_slice(&epoch.to_be_bytes());
         envelope.extend_from_slice(&blob);
         Ok(envelope)
     }
@@ -158,13 +170,19 @@ impl ShareVault {
         open_with(sealer, &data_dir.join(KEYS_DIR), node, group, sealed)
     }
 
+    /// The epoch a share was sealed for; `None` for a share sealed before
+    /// data keys. Authenticated: a changed epoch makes the share unopenable.
+    pub fn sealed_epoch(sealed: &[u8]) -> Option<u64> {
+        envelope(sealed).map(|(_, epoch, _)| epoch)
+    }
+
     /// Destroys the data key of a sealed share (K8, crypto-shredding): its
     /// file is overwritten, flushed and removed, so the share cannot be
     /// opened again by anyone, from any copy of its blob. Returns whether
     /// there was a key to destroy (a share sealed before data keys has none).
     pub fn shred(&self, group: &GroupName, sealed: &[u8]) -> Result<bool, NodeError> {
-        match envelope_id(sealed) {
-            Some(id) => {
+        match envelope(sealed) {
+            Some((id, _, _)) => {
                 shred_file(&self.key_path(group, id))?;
                 Ok(true)
             }
@@ -181,7 +199,9 @@ impl ShareVault {
     ) -> Result<Vec<String>, NodeError> {
         let kept: std::collections::BTreeSet<PathBuf> = keep
             .into_iter()
-            .filter_map(|(group, sealed)| envelope_id(sealed).map(|id| self.key_path(group, id)))
+            .filter_map(|(group, sealed)| {
+                envelope(sealed).map(|(id, _, _)| self.key_path(group, id))
+            })
             .collect();
         let mut shredded = Vec::new();
         let groups = match fs::read_dir(&self.keys_dir) {
@@ -224,11 +244,16 @@ fn key_path(keys_dir: &Path, group: &GroupName, id: &str) -> PathBuf {
     keys_dir.join(group.as_str()).join(format!("{id}.key"))
 }
 
-/// The data key id an enveloped share names; `None` for a share sealed directly.
-fn envelope_id(sealed: &[u8]) -> Option<&str> {
+/// An enveloped share's data key id, epoch and blob; `None` for a share
+/// sealed directly.
+fn envelope(sealed: &[u8]) -> Option<(&str, u64, &[u8])> {
     let rest = sealed.strip_prefix(ENVELOPE_MAGIC.as_slice())?;
     let id = std::str::from_utf8(rest.get(..KEY_ID_HEX)?).ok()?;
-    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
+    let epoch = u64::from_be_bytes(rest.get(KEY_ID_HEX..KEY_ID_HEX + 8)?.try_into().ok()?);
+    let blob = rest.get(KEY_ID_HEX + 8..)?;
+    id.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then_some((id, epoch, blob))
 }
 
 fn open_with(
@@ -238,9 +263,8 @@ fn open_with(
     group: &GroupName,
     sealed: &[u8],
 ) -> Result<KeyPackage, NodeError> {
-    let context = ShareVault::context(node, group);
-    let bytes = match envelope_id(sealed) {
-        Some(id) => {
+    let bytes = match envelope(sealed) {
+        Some((id, epoch, blob)) => {
             let path = key_path(keys_dir, group, id);
             let sealed_key = match fs::read(&path) {
                 Ok(bytes) => bytes,
@@ -253,11 +277,14 @@ fn open_with(
                 }
                 Err(e) => return Err(io_error(&path, e)),
             };
-            let key = sealer.unseal(&ShareVault::key_context(node, group, id), &sealed_key)?;
+            let key = sealer.unseal(
+                &ShareVault::key_context(node, group, id, epoch),
+                &sealed_key,
+            )?;
             let data_key = DataKey::from_bytes(&key)?;
-            data_key.unseal(&context, &sealed[ENVELOPE_MAGIC.len() + KEY_ID_HEX..])?
+            data_key.unseal(&ShareVault::share_context(node, group, epoch), blob)?
         }
-        None => sealer.unseal(&context, sealed)?,
+        None => sealer.unseal(&ShareVault::context(node, group), sealed)?,
     };
     KeyPackage::deserialize(&bytes)
         .map_err(|e| NodeError::Corrupt(format!("stored key package unreadable: {e}")))
@@ -361,12 +388,12 @@ mod tests {
         let kp = key_package();
         assert!(vault.is_sealed());
         assert!(matches!(
-            vault.seal_key_package(&group, &kp),
+            vault.seal_key_package(&group, 1, &kp),
             Err(NodeError::Sealed(_))
         ));
         vault.install_sealer(sealer.clone()).expect("install");
         assert!(!vault.is_sealed());
-        let blob = vault.seal_key_package(&group, &kp).expect("seal");
+        let blob = vault.seal_key_package(&group, 1, &kp).expect("seal");
         let opened = vault.open_key_package(&group, &blob).expect("open");
         assert_eq!(opened.signing_share(), kp.signing_share());
         let offline =
@@ -396,11 +423,11 @@ mod tests {
         let (node, group) = ids();
         let vault = ShareVault::new(node.clone(), dir.path(), Some(sealer.clone()));
         let old = vault
-            .seal_key_package(&group, &key_package())
+            .seal_key_package(&group, 1, &key_package())
             .expect("seal");
         let copy = old.clone();
         let new = vault
-            .seal_key_package(&group, &key_package())
+            .seal_key_package(&group, 1, &key_package())
             .expect("seal");
         assert!(vault.shred(&group, &old).expect("shred"));
         for blob in [&old, &copy] {
@@ -410,9 +437,14 @@ mod tests {
         vault
             .open_key_package(&group, &new)
             .expect("the other share still opens");
+        // The epoch is authenticated: relabelled, the share does not open.
+        assert_eq!(ShareVault::sealed_epoch(&new), Some(1));
+        let mut relabelled = new.clone();
+        relabelled[ENVELOPE_MAGIC.len() + KEY_ID_HEX + 7] = 2;
+        assert!(vault.open_key_package(&group, &relabelled).is_err());
         // A key no record names is destroyed at start; the kept one stays.
         let orphan = vault
-            .seal_key_package(&group, &key_package())
+            .seal_key_package(&group, 1, &key_package())
             .expect("seal");
         let shredded = vault
             .shred_unused([(&group, new.as_slice())])

@@ -256,7 +256,11 @@ pub(super) async fn finish(
         threshold: spec.threshold,
         members: spec.members.clone(),
         ceremony_id: spec.ceremony_id.clone(),
-        sealed_key_package: node.vault.seal_key_package(&spec.group, &out.key_package)?,
+        sealed_key_package: node.vault.seal_key_package(
+            &spec.group,
+            FIRST_EPOCH,
+            &out.key_package,
+        )?,
         public_key_package: out.report.public_key_package.clone(),
         group_public_key: out.report.group_public_key.clone(),
         active: false,

@@ -58,10 +58,15 @@ pub(super) async fn hold_new_share(
     out: DkgOutput,
 ) -> Result<pb::DkgKeyReport, NodeError> {
     let mut record = node.group_record(&spec.group)?;
+    let next_epoch = quorum::epoch_of(node, &record)? + 1;
     let superseded = record.pending_refresh.take();
     record.pending_refresh = Some(PendingRefresh {
         ceremony_id: spec.ceremony_id.clone(),
-        sealed_key_package: node.vault.seal_key_package(&spec.group, &out.key_package)?,
+        sealed_key_package: node.vault.seal_key_package(
+            &spec.group,
+            next_epoch,
+            &out.key_package,
+        )?,
         public_key_package: out.report.public_key_package.clone(),
     });
     audit(
@@ -139,6 +144,15 @@ pub(super) async fn commit(
     let agreed_bytes = agreed
         .serialize()
         .map_err(|e| NodeError::Bug(format!("serialize public key package: {e}")))?;
+    let sealed_for = crate::vault::ShareVault::sealed_epoch(&pending.sealed_key_package);
+    if sealed_for.is_some_and(|e| e != held.epoch + 1) {
+        return Err(NodeError::Precondition(format!(
+            "the pending share of {} was made for epoch {}, not {}; run a new refresh",
+            spec.group,
+            sealed_for.unwrap_or_default(),
+            held.epoch + 1
+        )));
+    }
     if pending.ceremony_id != spec.ceremony_id || pending.public_key_package != agreed_bytes {
         return Err(refuse(
             node,

@@ -393,7 +393,11 @@ pub(super) async fn receive(
         threshold: spec.threshold,
         members: spec.new_members(),
         ceremony_id: spec.repair_id.clone(),
-        sealed_key_package: node.vault.seal_key_package(&spec.group, &key_package)?,
+        sealed_key_package: node.vault.seal_key_package(
+            &spec.group,
+            approved_spec.epoch + 1,
+            &key_package,
+        )?,
         public_key_package: req.public_key_package.clone(),
         group_public_key: group_public_key.clone(),
         active: true,
