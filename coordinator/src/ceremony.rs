@@ -619,6 +619,82 @@ pub async fn repair_key_group(
     Ok(record)
 }
 
+/// Retires a group for good on every member under the operators' retire
+/// spec: each member checks the quorum itself and destroys its share. The
+/// coordinator's record stops signing once any member retired; a member
+/// that did not answer is listed, and the same spec sent again finishes it.
+pub async fn retire_key_group(
+    coord: &Arc<Coordinator>,
+    req: pb::RetireKeyGroupRequest,
+) -> Result<GroupRecord, Status> {
+    let signed = authorization(
+        coord,
+        req.authorization.as_ref(),
+        Operation::Retire,
+        &req.name,
+    )?;
+    let name = signed.spec.group.clone();
+    let _one_at_a_time = coord.ceremony_lock.lock().await;
+    let mut record = coord
+        .store
+        .group(&name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
+    let deadline = coord.config.round_timeout();
+    let calls = record.members.iter().map(|id| {
+        let client = coord.members.get(id).map(|m| m.client.clone());
+        let r = pb::RetireGroupRequest {
+            key_group: name.to_string(),
+            authorization: Some(wire_auth.clone()),
+        };
+        async move {
+            let result = match client {
+                Some(mut c) => match tokio::time::timeout(deadline, c.retire_group(r)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(status.message().to_string()),
+                    Err(_) => Err("did not answer in time".to_string()),
+                },
+                None => Err("not in the cluster manifest".to_string()),
+            };
+            (id.clone(), result)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
+        .collect();
+    if failed.len() == results.len() {
+        return Err(Status::aborted(format!(
+            "no member of {name} retired it: {}",
+            failed.join("; ")
+        )));
+    }
+    record.active = false;
+    record.epoch = signed.spec.epoch + 1;
+    coord
+        .store
+        .put_group(&record)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    coord
+        .audit
+        .append(
+            "keygroup_retired",
+            serde_json::json!({"group": name.as_str(), "epoch": record.epoch, "spec_digest": signed.spec.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>(), "not_retired": failed}),
+        )
+        .map_err(crate::audit_failed)?;
+    if !failed.is_empty() {
+        return Err(Status::unavailable(format!(
+            "{name} is retired on some members only; not yet on {} (submit the same spec again)",
+            failed.join("; ")
+        )));
+    }
+    info!(group = %name, "key group retired on every member");
+    Ok(record)
+}
+
 /// A standby coordinator adopts an existing group from its members' reports:
 /// public data only, accepted when at least `threshold` members report the
 /// same members, tier, threshold and public key package.

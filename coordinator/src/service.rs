@@ -556,6 +556,14 @@ impl Ceremony for CeremonyService {
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 
+    async fn retire_key_group(
+        &self,
+        request: Request<pb::RetireKeyGroupRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
+        let record = crate::ceremony::retire_key_group(&self.coord, request.into_inner()).await?;
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
+    }
+
     async fn recover_key_group(
         &self,
         request: Request<pb::RecoverKeyGroupRequest>,

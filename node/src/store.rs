@@ -67,6 +67,10 @@ pub struct GroupRecord {
     /// members that missed it.
     #[serde(default)]
     pub repair_certificate: Option<Vec<u8>>,
+    /// Retired by an operator quorum: the share is destroyed and the group
+    /// takes no step again.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// A repair acknowledged in its prepare phase.

@@ -63,6 +63,24 @@ pub async fn refresh_key_group(
     checked_group_key(group)
 }
 
+/// `Ceremony.RetireKeyGroup` under an operator-quorum retire spec: every
+/// member destroys its share; the group never signs again.
+pub async fn retire_key_group(
+    conn: &Connection,
+    signed: &SignedSpec,
+) -> Result<pb::KeyGroup, CtlError> {
+    let group = conn
+        .ceremony()?
+        .retire_key_group(pb::RetireKeyGroupRequest {
+            name: signed.spec.group.to_string(),
+            authorization: Some(signed.into()),
+        })
+        .await
+        .map_err(conn.failed("Ceremony.RetireKeyGroup"))?
+        .into_inner();
+    checked_group_key(group)
+}
+
 /// `Ceremony.RecoverKeyGroup` (K7): finishes a refresh some members missed,
 /// from a committed member's stored certificate.
 pub async fn recover_key_group(
@@ -121,6 +139,7 @@ pub async fn submit(conn: &Connection, signed: &SignedSpec) -> Result<Submitted,
         Operation::Refresh => Submitted::Group(refresh_key_group(conn, signed).await?),
         Operation::Repair => Submitted::Group(repair_key_group(conn, signed).await?),
         Operation::ClearExclusion => Submitted::Exclusions(clear_exclusion(conn, signed).await?),
+        Operation::Retire => Submitted::Group(retire_key_group(conn, signed).await?),
         other => {
             return Err(CtlError::InvalidInput(format!(
                 "the cluster runs no {other} ceremony yet; the spec was not sent"

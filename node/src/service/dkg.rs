@@ -270,6 +270,7 @@ pub(super) async fn finish(
         refresh_certificate: None,
         prepared_repair: None,
         repair_certificate: None,
+        retired: false,
     };
     audit(
         node,

@@ -9,12 +9,14 @@
 //! - `dkg`: creating a group by distributed key generation, and activating it;
 //! - `refresh`: proactive refresh of a group's shares (same group key);
 //! - `repair`: rebuilding a lost member's share on a replacement node;
+//! - `retire`: retiring a group for good (its share destroyed);
 //! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`.
 
 mod dkg;
 mod quorum;
 mod refresh;
 mod repair;
+mod retire;
 mod sign;
 
 use std::sync::Arc;
@@ -197,9 +199,16 @@ impl SignerNode {
         &self,
         name: &permafrost_core::GroupName,
     ) -> Result<GroupRecord, NodeError> {
-        self.store.group(name)?.ok_or_else(|| {
+        let record = self.store.group(name)?.ok_or_else(|| {
             NodeError::NotFound(format!("key group {name} is not held by node {}", self.id))
-        })
+        })?;
+        if record.retired {
+            return Err(NodeError::Precondition(format!(
+                "key group {name} is retired on node {}: it signs nothing and takes no ceremony step again",
+                self.id
+            )));
+        }
+        Ok(record)
     }
 
     /// The scheme (and network) this node's own policy gives `name`; a group
@@ -317,6 +326,15 @@ impl SignerNodeApi for NodeService {
             &self.node,
             request.get_ref(),
         )?))
+    }
+
+    async fn retire_group(
+        &self,
+        request: Request<pb::RetireGroupRequest>,
+    ) -> Result<Response<pb::RetireGroupResponse>, Status> {
+        Ok(Response::new(
+            retire::retire(&self.node, request.get_ref()).await?,
+        ))
     }
 
     async fn prepare_repair(

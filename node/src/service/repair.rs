@@ -407,6 +407,7 @@ pub(super) async fn receive(
         refresh_certificate: None,
         prepared_repair: None,
         repair_certificate: Some(certificate_of(&req)),
+        retired: false,
     };
     quorum::audit_authorized(node, "repair-receive", &authorized)?;
     audit(

@@ -418,6 +418,13 @@ impl SignerNode for Liar {
         self.upstream().get_commit_certificate(r.into_inner()).await
     }
 
+    async fn retire_group(
+        &self,
+        r: Request<pb::RetireGroupRequest>,
+    ) -> Result<Response<pb::RetireGroupResponse>, Status> {
+        self.upstream().retire_group(r.into_inner()).await
+    }
+
     async fn prepare_repair(
         &self,
         r: Request<pb::RepairRequest>,
