@@ -642,9 +642,20 @@ impl Ceremony for CeremonyService {
                 }
             })
             .collect();
+        let health = coord.health();
+        let stats = coord.store.inner().stats();
         Ok(Response::new(pb::ClusterStatus {
             coordinator_id: coord.config.id.clone(),
             nodes,
+            healthy: health.is_ok(),
+            unhealthy_reason: health.err().unwrap_or_default(),
+            store: Some(pb::StoreCounters {
+                commits: stats.commits,
+                steps: stats.steps,
+                max_batch: stats.max_batch,
+                failed_commits: stats.failed_commits,
+                refused_busy: stats.refused_busy,
+            }),
         }))
     }
 }

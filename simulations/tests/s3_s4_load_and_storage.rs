@@ -98,6 +98,18 @@ async fn s4_256_concurrent_withdrawals_all_complete_with_one_digest_each() {
         stores_committed += store.steps;
     }
     assert!(stores_committed >= 256, "{stores_committed}");
+    // The coordinator reports its own store too: healthy, every request stored.
+    let cluster_status = cluster
+        .operator()
+        .get_cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .expect("cluster status")
+        .into_inner();
+    assert!(cluster_status.healthy, "{}", cluster_status.unhealthy_reason);
+    let store = cluster_status.store.expect("coordinator store counters");
+    assert_eq!(store.failed_commits, 0);
+    assert!(store.steps >= 256, "{store:?}");
+    assert!(store.commits > 0 && store.max_batch >= 1, "{store:?}");
     assert!(total > 0);
     cluster.shutdown().await;
 }
