@@ -61,6 +61,35 @@ where
     futures::future::join_all(calls).await.into_iter().collect()
 }
 
+/// Calls every one of `members` in parallel with the round deadline and
+/// returns the failures, each as "member: why" (an empty list: all succeeded).
+async fn each_member<T, F, Fut>(coord: &Coordinator, members: &[NodeId], f: F) -> Vec<String>
+where
+    F: Fn(SignerNodeClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let deadline = coord.config.round_timeout();
+    let calls = members.iter().map(|id| {
+        let call = coord.members.get(id).map(|m| f(m.client.clone()));
+        async move {
+            let result = match call {
+                Some(call) => match tokio::time::timeout(deadline, call).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(status.message().to_string()),
+                    Err(_) => Err("did not answer in time".to_string()),
+                },
+                None => Err("not in the cluster manifest".to_string()),
+            };
+            result.err().map(|e| format!("{id}: {e}"))
+        }
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// Clock skew the coordinator tolerates on a spec's dates when failing fast.
 const FAIL_FAST_SKEW_SECS: u64 = 300;
 
@@ -225,29 +254,12 @@ pub async fn refresh_key_group(
     };
     // Phase 2 (K7): each member commits on its own; one that commits makes
     // the refresh irrevocable, so the others are brought along from there.
-    let deadline = coord.config.round_timeout();
-    let calls = spec.members.iter().map(|id| {
-        let client = coord.members.get(id).map(|m| m.client.clone());
+    let failed = each_member(coord, &spec.members, |mut c| {
         let commit = commit.clone();
-        async move {
-            let result = match client {
-                Some(mut c) => match tokio::time::timeout(deadline, c.commit_refresh(commit)).await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(status.message().to_string()),
-                    Err(_) => Err("did not answer in time".to_string()),
-                },
-                None => Err("not in the cluster manifest".to_string()),
-            };
-            (id.clone(), result)
-        }
-    });
-    let results = futures::future::join_all(calls).await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
-        .collect();
-    if failed.len() == results.len() {
+        async move { c.commit_refresh(commit).await }
+    })
+    .await;
+    if failed.len() == spec.members.len() {
         return Err(Status::aborted(format!(
             "refresh of {name} committed on no member ({}); the old shares stay in use",
             failed.join("; ")
@@ -641,31 +653,15 @@ pub async fn retire_key_group(
         .map_err(|e| Status::internal(e.to_string()))?
         .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
     let wire_auth = pb::SignedLifecycleSpec::from(&signed);
-    let deadline = coord.config.round_timeout();
-    let calls = record.members.iter().map(|id| {
-        let client = coord.members.get(id).map(|m| m.client.clone());
+    let failed = each_member(coord, &record.members, |mut c| {
         let r = pb::RetireGroupRequest {
             key_group: name.to_string(),
             authorization: Some(wire_auth.clone()),
         };
-        async move {
-            let result = match client {
-                Some(mut c) => match tokio::time::timeout(deadline, c.retire_group(r)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(status.message().to_string()),
-                    Err(_) => Err("did not answer in time".to_string()),
-                },
-                None => Err("not in the cluster manifest".to_string()),
-            };
-            (id.clone(), result)
-        }
-    });
-    let results = futures::future::join_all(calls).await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
-        .collect();
-    if failed.len() == results.len() {
+        async move { c.retire_group(r).await }
+    })
+    .await;
+    if failed.len() == record.members.len() {
         return Err(Status::aborted(format!(
             "no member of {name} retired it: {}",
             failed.join("; ")

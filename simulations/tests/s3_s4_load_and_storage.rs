@@ -105,7 +105,11 @@ async fn s4_256_concurrent_withdrawals_all_complete_with_one_digest_each() {
         .await
         .expect("cluster status")
         .into_inner();
-    assert!(cluster_status.healthy, "{}", cluster_status.unhealthy_reason);
+    assert!(
+        cluster_status.healthy,
+        "{}",
+        cluster_status.unhealthy_reason
+    );
     let store = cluster_status.store.expect("coordinator store counters");
     assert_eq!(store.failed_commits, 0);
     assert!(store.steps >= 256, "{store:?}");
