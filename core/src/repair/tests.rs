@@ -266,3 +266,41 @@ fn tampered_or_replayed_messages_are_refused() {
     )
     .is_err());
 }
+
+#[test]
+fn x6_prepare_acks_must_come_from_every_remaining_member_for_this_very_move() {
+    let s = setup();
+    let key = s.public.verifying_key().serialize().expect("key");
+    let pkp = s.public.serialize().expect("pkp");
+    let ack = |m: &str| sign_ack(&s.spec, &node(m), &s.ids[&node(m)], 2, &key, &pkp);
+    let all = [ack("n2"), ack("n3")];
+    check_acks(&s.spec, &s.dir, &all, 2, &key, &pkp).expect("every remaining member");
+    assert_eq!(s.spec.remaining(), vec![node("n2"), node("n3")]);
+
+    // One missing: named.
+    let err = check_acks(&s.spec, &s.dir, &all[..1], 2, &key, &pkp).expect_err("n3 missing");
+    assert!(err.to_string().contains("none from n3"), "{err}");
+    // The lost member, or a stranger, cannot stand in.
+    let lost = sign_ack(&s.spec, &node("n1"), &s.ids[&node("n1")], 2, &key, &pkp);
+    assert!(check_acks(&s.spec, &s.dir, &[all[0].clone(), lost], 2, &key, &pkp).is_err());
+    // Relabelled, or for another epoch, package or repair: refused.
+    let mut relabelled = all[0].clone();
+    relabelled.member = node("n3");
+    assert!(check_acks(
+        &s.spec,
+        &s.dir,
+        &[all[0].clone(), relabelled],
+        2,
+        &key,
+        &pkp
+    )
+    .is_err());
+    assert!(check_acks(&s.spec, &s.dir, &all, 3, &key, &pkp).is_err());
+    let mut other_pkp = pkp.clone();
+    let last = other_pkp.len() - 1;
+    other_pkp[last] ^= 1;
+    assert!(check_acks(&s.spec, &s.dir, &all, 2, &key, &other_pkp).is_err());
+    let mut other = s.spec.clone();
+    other.repair_id = "rep-2".into();
+    assert!(check_acks(&other, &s.dir, &all, 2, &key, &pkp).is_err());
+}
