@@ -1,7 +1,8 @@
 //! Dev-only test helpers: a whole Permafrost cluster in one process, every
 //! daemon a real gRPC server on 127.0.0.1 port 0 with real mTLS, plus
 //! adversarial stand-ins (a lying node) that production builds never contain,
-//! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]).
+//! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]). Its files are
+//! laid out by [`layout`], as `permafrost-sim`'s are.
 
 pub mod liar;
 pub mod prom_text;
@@ -9,7 +10,7 @@ pub mod rogue;
 pub mod softhsm;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +18,12 @@ use ed25519_dalek::{Signer, SigningKey};
 use permafrost_coordinator::config::CoordinatorConfig;
 use permafrost_coordinator::Coordinator;
 use permafrost_core::ceremony::{LifecycleSpec, RegistryConfig, SignedSpec};
-use permafrost_core::manifest::{ClusterManifest, ManifestNode};
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
 use permafrost_node::config::NodeConfig;
 use permafrost_node::SignerNode;
 use permafrost_proto::daemon::Listeners;
-use permafrost_proto::tls::{TlsFiles, TlsMaterial};
+use permafrost_proto::tls::TlsMaterial;
 use permafrost_proto::{
     self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient,
     signer_node_client::SignerNodeClient,
@@ -33,7 +33,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use layout::{ClusterLayout, ClusterPlan, CoordinatorSpec, NodeSpec, SealerSpec};
 pub use liar::Lie;
+/// The one cluster-layout builder (plan → CA, certificates, manifest, configs,
+/// policy), shared with `permafrost-sim` and the node's own tests.
+pub use permafrost_simulations::layout;
 
 /// A running server task and the means to stop it.
 struct Running {
@@ -220,6 +224,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// CA directory.
     pub ca_dir: PathBuf,
+    /// Where every file of the cluster is, and the CA that issues more.
+    pub layout: ClusterLayout,
     /// The nodes.
     pub nodes: Vec<TestNode>,
     /// Coordinator address.
@@ -238,23 +244,6 @@ const PASSPHRASE_ENV: &str = "PERMAFROST_TEST_PASSPHRASE";
 
 /// The unseal passphrase every manually sealed test node is initialized with.
 pub const UNSEAL_PASSPHRASE: &str = "cold storage is a process";
-
-/// The `[operators]` section of every test node's config.
-fn operators_toml() -> String {
-    let r = operator_registry();
-    let mut text = format!(
-        "[operators]\ndefault_quorum = {}\n[operators.keys]\n",
-        r.default_quorum
-    );
-    for (id, key) in &r.keys {
-        text.push_str(&format!("{id} = \"{key}\"\n"));
-    }
-    text
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
 
 async fn free_listener() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -281,154 +270,102 @@ impl TestCluster {
         // SAFETY of the test env: one fixed test passphrase, read by every in-process node.
         std::env::set_var(PASSPHRASE_ENV, "correct horse battery staple");
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().to_path_buf();
-        let ca_dir = root.join("ca");
-        pki::init_ca(&ca_dir, "Permafrost test CA").expect("CA");
         let custody_key = SigningKey::generate(&mut rand::thread_rng());
-        let custody_hex = hex::encode(custody_key.verifying_key().as_bytes());
-        let extra = pki::Extra {
-            ips: vec!["127.0.0.1".parse().expect("ip")],
-            ..Default::default()
-        };
-        let policy = opts.policy.clone().unwrap_or_else(default_policy);
-        write(&root.join("policy.toml"), &policy);
 
-        // Bind every node's listener first so the manifest knows the ports.
+        // Bind every listener first so the configs and the manifest know the ports.
         let mut listeners = Vec::new();
-        let mut nodes = Vec::new();
-        let mut manifest = ClusterManifest::default();
         let mut liar_listeners = Vec::new();
+        let mut specs = Vec::new();
         for (i, region) in opts.regions.iter().enumerate() {
-            let id = NodeId::new(format!("n{}", i + 1)).expect("valid id");
+            let id = format!("n{}", i + 1);
             let listener = free_listener().await;
-            let addr = listener.local_addr().expect("addr");
-            let node_dir = root.join(id.as_str());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let policy_path = match opts.node_policies.iter().find(|(idx, _)| *idx == i) {
-                Some((_, text)) => {
-                    let p = node_dir.join("policy.toml");
-                    write(&p, text);
-                    p
-                }
-                None => root.join("policy.toml"),
-            };
-            let manual = opts.manual_seal.contains(&i);
-            let config_text = format!(
-                r#"id = "{id}"
-region = "{region}"
-listen = "{addr}"
-data_dir = "{data}"
-manifest = "{manifest}"
-custody_keys = ["{custody_hex}"]
-policy = "{policy}"
-[seal]
-manual = {manual}
-[tls]
-ca_cert = "{ca}"
-cert = "{cert}"
-[sealer]
-kind = "passphrase"
-passphrase_env = "{PASSPHRASE_ENV}"
-kdf = "fast-insecure"
-{operators}"#,
-                data = node_dir.join("data").display(),
-                manifest = root.join("manifest.json").display(),
-                ca = ca_dir.join(pki::CA_CERT).display(),
-                cert = node_dir.join(format!("{id}.pem")).display(),
-                policy = policy_path.display(),
-                operators = operators_toml(),
-            );
-            let config_path = node_dir.join("node.toml");
-            write(&config_path, &config_text);
-            let config = NodeConfig::load(&config_path).expect("node config");
-            let unseal = manual.then_some(UNSEAL_PASSPHRASE);
-            let info = permafrost_node::init_with(&config, unseal).expect("node init");
-            pki::issue_to_dir(
-                &ca_dir,
-                Role::Node,
+            let mut spec = NodeSpec::new(
                 id.as_str(),
-                &extra,
-                Some(&info.tls_csr),
-                &node_dir,
-            )
-            .expect("node cert");
-            let mut endpoint = addr.to_string();
+                region.as_str(),
+                id.as_str(),
+                listener.local_addr().expect("addr"),
+                SealerSpec::fast_passphrase_env(PASSPHRASE_ENV),
+            );
+            spec.manual_seal = opts.manual_seal.contains(&i);
+            spec.policy = opts
+                .node_policies
+                .iter()
+                .find(|(idx, _)| *idx == i)
+                .map(|(_, text)| text.clone());
             if let Some((_, lie)) = opts.liars.iter().find(|(idx, _)| *idx == i) {
                 let liar_listener = free_listener().await;
-                endpoint = liar_listener.local_addr().expect("addr").to_string();
+                spec.endpoint = Some(liar_listener.local_addr().expect("addr").to_string());
                 liar_listeners.push((i, *lie, liar_listener));
             }
-            manifest.nodes.push(ManifestNode {
-                id: id.clone(),
-                region: region.clone(),
-                endpoint,
-                tls_server_name: pki::server_name(Role::Node, id.as_str()),
-                identity_key: info.identity_key,
-                encryption_key: info.encryption_key,
-            });
-            let metrics = free_listener().await;
-            let metrics_addr = metrics.local_addr().expect("addr");
             listeners.push(Listeners {
                 grpc: listener,
-                metrics: Some(metrics),
+                metrics: Some(free_listener().await),
             });
+            specs.push(spec);
+        }
+        let listener = free_listener().await;
+        let coordinator_addr = listener.local_addr().expect("addr");
+        let coordinator_metrics = free_listener().await;
+        let coordinator_metrics_addr = coordinator_metrics.local_addr().expect("addr");
+        let layout = ClusterLayout::write(
+            dir.path(),
+            ClusterPlan {
+                ca_name: "Permafrost test CA".into(),
+                ca_dir: None,
+                daemon_cert: pki::Extra {
+                    ips: vec!["127.0.0.1".parse().expect("ip")],
+                    ..Default::default()
+                },
+                nodes: specs,
+                coordinator: Some(CoordinatorSpec {
+                    id: "coord-1".into(),
+                    dir: "coordinator".into(),
+                    listen: coordinator_addr,
+                    metrics_listen: None,
+                    round_timeout_ms: Some(opts.round_timeout_ms.unwrap_or(3_000)),
+                    health_interval_ms: 500,
+                }),
+                groups: Vec::new(),
+                policy: opts.policy.clone().unwrap_or_else(default_policy),
+                custody_keys: vec![hex::encode(custody_key.verifying_key().as_bytes())],
+                operators: Some(operator_registry()),
+            },
+        )
+        .expect("cluster layout");
+
+        let mut nodes = Vec::new();
+        let mut manifest = Vec::new();
+        for (spec, listeners) in layout.plan().nodes.iter().zip(&listeners) {
+            let config = NodeConfig::load(&layout.node_config_path(spec)).expect("node config");
+            let unseal = spec.manual_seal.then_some(UNSEAL_PASSPHRASE);
+            let info = permafrost_node::init_with(&config, unseal).expect("node init");
+            manifest.push(layout.enroll(&info).expect("node cert"));
             nodes.push(TestNode {
-                id,
-                region: region.clone(),
-                addr,
-                metrics_addr,
+                id: config.id.clone(),
+                region: spec.region.clone(),
+                addr: spec.listen,
+                metrics_addr: listeners
+                    .metrics
+                    .as_ref()
+                    .and_then(|m| m.local_addr().ok())
+                    .expect("addr"),
                 config,
                 running: None,
                 liar: None,
             });
         }
-        write(
-            &root.join("manifest.json"),
-            &serde_json::to_string_pretty(&manifest).expect("manifest json"),
-        );
+        layout.write_manifest(manifest).expect("manifest");
         for (node, listeners) in nodes.iter_mut().zip(listeners) {
             node.running = Some(start_node(&node.config, listeners).await);
         }
 
-        // Coordinator.
-        let coord_dir = root.join("coordinator");
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Coordinator,
-            "coord-1",
-            &extra,
-            None,
-            &coord_dir,
-        )
-        .expect("coordinator cert");
-        let listener = free_listener().await;
-        let coordinator_addr = listener.local_addr().expect("addr");
-        let coordinator_metrics = free_listener().await;
-        let coordinator_metrics_addr = coordinator_metrics.local_addr().expect("addr");
-        let coordinator_config = CoordinatorConfig {
-            id: "coord-1".into(),
-            listen: coordinator_addr,
-            data_dir: coord_dir.join("data"),
-            manifest: root.join("manifest.json"),
-            custody_keys: vec![custody_hex],
-            policy: root.join("policy.toml"),
-            audit_log: None,
-            round_timeout_ms: opts.round_timeout_ms.unwrap_or(3_000),
-            submit_wait_ms: 20_000,
-            health_interval_ms: 500,
-            max_inflight_requests: 4096,
-            max_sessions_per_node: 128,
-            tls: TlsFiles {
-                ca_cert: ca_dir.join(pki::CA_CERT),
-                cert: coord_dir.join("coord-1.pem"),
-                key: coord_dir.join("coord-1.key"),
-            },
-            operators: Some(operator_registry()),
-            admin: Default::default(),
-        };
+        let coordinator_config =
+            CoordinatorConfig::load(&layout.write_coordinator().expect("coordinator files"))
+                .expect("coordinator config");
         let mut cluster = TestCluster {
+            ca_dir: layout.ca_dir().to_path_buf(),
             dir,
-            ca_dir,
+            layout,
             nodes,
             coordinator_addr,
             coordinator_metrics_addr,
@@ -455,11 +392,7 @@ kdf = "fast-insecure"
 
     /// A fresh certificate for `role`/`id`, issued by the cluster CA.
     pub fn credential(&self, role: Role, id: &str) -> TlsMaterial {
-        let extra = pki::Extra::default();
-        let issued = pki::issue(&self.ca_dir, role, id, &extra, None).expect("issue credential");
-        let ca = std::fs::read(self.ca_dir.join(pki::CA_CERT)).expect("CA cert");
-        let key = issued.key_pem.expect("generated key");
-        TlsMaterial::from_pem(&ca, issued.cert_pem.as_bytes(), key.as_bytes())
+        self.layout.credential(role, id).expect("issue credential")
     }
 
     fn coordinator_channel(&self, tls: &TlsMaterial) -> Channel {
@@ -791,11 +724,8 @@ kdf = "fast-insecure"
         let n = self.extra_coordinators.len() + 2;
         let id = format!("coord-{n}");
         let dir = self.dir.path().join(&id);
-        let extra = pki::Extra {
-            ips: vec!["127.0.0.1".parse().expect("ip")],
-            ..Default::default()
-        };
-        pki::issue_to_dir(&self.ca_dir, Role::Coordinator, &id, &extra, None, &dir)
+        self.layout
+            .issue_daemon_cert(Role::Coordinator, &id, &dir)
             .expect("coordinator cert");
         let listener = free_listener().await;
         let addr = listener.local_addr().expect("addr");

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use permafrost_core::manifest::{ClusterManifest, ManifestNode};
 use permafrost_core::{GroupName, NodeId, Role, Tier};
 use permafrost_proto as pb;
 use permafrostctl::client::{
@@ -32,6 +31,7 @@ pub use operators::{OPERATORS, OPERATOR_QUORUM};
 pub use plan::*;
 
 use crate::daemons::Daemons;
+use crate::layout::{ClusterLayout, ClusterPlan, CoordinatorSpec, GroupSpec, NodeSpec, SealerSpec};
 use crate::progress::Progress;
 use crate::SimError;
 
@@ -90,6 +90,8 @@ pub struct LocalCluster {
     daemons: Daemons,
     /// Latest process id of each daemon, by name (node id or coordinator id).
     pids: BTreeMap<String, u32>,
+    /// The key groups [`LocalCluster::create_groups`] makes.
+    groups: Vec<GroupSpec>,
 }
 
 /// Free TCP ports on 127.0.0.1: all bound at once (so they differ), then released for the daemons.
@@ -161,15 +163,6 @@ impl LocalCluster {
         }
         let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
 
-        // The CA key stays in its own directory; for `up` outside the cluster
-        // directory (whoever holds the client files must not mint any role),
-        // and in production offline.
-        let ca_dir = options.offline_ca.clone().unwrap_or_else(|| dir.join("ca"));
-        pki::init_ca(&ca_dir, "Permafrost local cluster CA")?;
-        let ca_cert = dir.join(pki::CA_CERT);
-        std::fs::copy(ca_dir.join(pki::CA_CERT), &ca_cert)
-            .map_err(|e| SimError::io(&ca_cert, e))?;
-
         let custody_public = permafrostctl::generate_custody_key(&dir.join(CUSTODY_SIGNING_KEY))?;
         let custody_public = hex::encode(custody_public.as_bytes());
         files::write_public(
@@ -187,8 +180,7 @@ impl LocalCluster {
         }
         // Operators: every ceremony needs a quorum of them, checked by every node.
         let registry = operators::create_operator_keys(&dir)?;
-        let policy = dir.join("policy.toml");
-        let policy_toml = match &layout.policy {
+        let policy = match &layout.policy {
             Some(text) => text.clone(),
             None => policy_text(
                 &approver_keys,
@@ -196,7 +188,52 @@ impl LocalCluster {
                 &plan::cold_allowlist_placeholder(),
             ),
         };
-        files::write_public(&policy, policy_toml.as_bytes())?;
+
+        // A gRPC and a metrics port for every node and the coordinator.
+        let ports = free_ports(2 * (plans.len() + 1))?;
+        let (ports, metrics_ports) = ports.split_at(plans.len() + 1);
+        let local_addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let nodes = plans
+            .iter()
+            .enumerate()
+            .map(|(i, (id, region))| NodeSpec {
+                endpoint: options.manifest_endpoints.get(id).cloned(),
+                metrics_listen: Some(local_addr(metrics_ports[i])),
+                ..NodeSpec::new(
+                    id.as_str(),
+                    region.as_str(),
+                    Path::new("nodes").join(id),
+                    local_addr(ports[i]),
+                    SealerSpec::fast_passphrase_file("passphrase"),
+                )
+            })
+            .collect();
+        let plan = ClusterPlan {
+            ca_name: "Permafrost local cluster CA".into(),
+            // The CA key stays in its own directory; for `up` outside the cluster
+            // directory (whoever holds the client files must not mint any role),
+            // and in production offline.
+            ca_dir: options.offline_ca.clone(),
+            daemon_cert: pki::Extra {
+                dns: vec!["localhost".into()],
+                ips: vec![Ipv4Addr::LOCALHOST.into()],
+                days: Some(30),
+            },
+            nodes,
+            coordinator: Some(CoordinatorSpec {
+                id: COORDINATOR_ID.into(),
+                dir: "coordinator".into(),
+                listen: local_addr(ports[plans.len()]),
+                metrics_listen: Some(local_addr(metrics_ports[plans.len()])),
+                round_timeout_ms: layout.round_timeout_ms,
+                health_interval_ms: 500,
+            }),
+            groups: plan::default_groups(),
+            policy,
+            custody_keys: vec![custody_public.clone()],
+            operators: Some(registry),
+        };
+        let cluster = ClusterLayout::write(&dir, plan)?;
         progress.step(format!(
             "CA, custody signing key {}…, {} approver keys, {} operator keys ({OPERATOR_QUORUM} needed for any ceremony) and the withdrawal policy written",
             &custody_public[..16],
@@ -204,149 +241,38 @@ impl LocalCluster {
             OPERATORS.len()
         ));
 
-        // A gRPC and a metrics port for every node and the coordinator.
-        let ports = free_ports(2 * (plans.len() + 1))?;
-        let (ports, metrics_ports) = ports.split_at(plans.len() + 1);
-        let metrics_addr = |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_ports[i]));
-        let manifest_path = dir.join("manifest.json");
-        let local = pki::Extra {
-            dns: vec!["localhost".into()],
-            ips: vec![Ipv4Addr::LOCALHOST.into()],
-            days: Some(30),
-        };
-        let mut manifest = ClusterManifest::default();
-        let mut node_refs = Vec::new();
-        for (i, ((id, region), port)) in plans.iter().zip(ports).enumerate() {
-            let (id, region) = (id.as_str(), region.as_str());
-            let node_dir = dir.join("nodes").join(id);
-            create_dir(&node_dir)?;
-            let passphrase = node_dir.join("passphrase");
-            files::write_private(&passphrase, random_hex(32).as_bytes())?;
-            let cert = node_dir.join(format!("{id}.pem"));
-            let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
-            let config = NodeToml {
-                id,
-                region,
-                listen,
-                data_dir: &node_dir.join("data"),
-                manifest: &manifest_path,
-                policy: &policy,
-                custody_keys: vec![custody_public.clone()],
-                tls: NodeTlsToml {
-                    ca_cert: &ca_cert,
-                    cert: &cert,
-                },
-                sealer: SealerToml {
-                    kind: "passphrase",
-                    passphrase_file: &passphrase,
-                    kdf: "fast-insecure",
-                },
-                operators: &registry,
-                admin: AdminToml {
-                    metrics_listen: metrics_addr(i),
-                },
-            };
-            let config_path = node_dir.join("node.toml");
-            files::write_public(&config_path, toml_text(&config, "node config")?.as_bytes())?;
-            let info = init_node(&bins.node, &config_path).await?;
-            if info.id != id || info.region != region {
+        let mut manifest = Vec::new();
+        for node in &cluster.plan().nodes {
+            let node_dir = cluster.node_dir(node);
+            files::write_private(&node_dir.join("passphrase"), random_hex(32).as_bytes())?;
+            let info = init_node(&bins.node, &cluster.node_config_path(node)).await?;
+            if info.id.as_str() != node.id || info.region != node.region {
                 return Err(SimError::Setup(format!(
                     "permafrost-node init for {} reported id {} in {}",
-                    id, info.id, info.region
+                    node.id, info.id, info.region
                 )));
             }
-            // The CA takes only the key from the CSR; role and id come from us.
-            pki::issue_to_dir(
-                &ca_dir,
-                Role::Node,
-                id,
-                &local,
-                Some(&info.tls_csr),
-                &node_dir,
-            )?;
-            manifest.nodes.push(ManifestNode {
-                id: NodeId::new(id).map_err(|e| SimError::Setup(e.to_string()))?,
-                region: region.to_string(),
-                endpoint: options
-                    .manifest_endpoints
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| listen.to_string()),
-                tls_server_name: pki::server_name(Role::Node, id),
-                identity_key: info.identity_key,
-                encryption_key: info.encryption_key,
-            });
-            node_refs.push(NodeRef {
-                id: id.to_string(),
-                region: region.to_string(),
-                endpoint: listen.to_string(),
-                metrics: Some(metrics_addr(i).to_string()),
-            });
+            manifest.push(cluster.enroll(&info)?);
         }
-        let manifest_json = serde_json::to_string_pretty(&manifest)
-            .map_err(|e| SimError::Setup(format!("cannot write the manifest: {e}")))?;
-        files::write_public(&manifest_path, manifest_json.as_bytes())?;
+        cluster.write_manifest(manifest)?;
         progress.step(format!(
             "{} nodes initialized (identity, encryption and TLS keys sealed; certificates issued from their CSRs)",
             plans.len()
         ));
 
-        let coord_dir = dir.join("coordinator");
-        create_dir(&coord_dir)?;
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Coordinator,
-            COORDINATOR_ID,
-            &local,
-            None,
-            &coord_dir,
-        )?;
-        let coord_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[plans.len()]));
-        let coord_config = CoordinatorToml {
-            id: COORDINATOR_ID,
-            listen: coord_listen,
-            data_dir: &coord_dir.join("data"),
-            manifest: &manifest_path,
-            policy: &policy,
-            custody_keys: vec![custody_public.clone()],
-            health_interval_ms: 500,
-            round_timeout_ms: layout.round_timeout_ms,
-            tls: CoordinatorTlsToml {
-                ca_cert: &ca_cert,
-                cert: &coord_dir.join(format!("{COORDINATOR_ID}.pem")),
-                key: &coord_dir.join(format!("{COORDINATOR_ID}.key")),
-            },
-            operators: &registry,
-            admin: AdminToml {
-                metrics_listen: metrics_addr(plans.len()),
-            },
-        };
-        files::write_public(
-            &coord_dir.join("coordinator.toml"),
-            toml_text(&coord_config, "coordinator config")?.as_bytes(),
-        )?;
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Custody,
-            CUSTODY_ID,
-            &pki::Extra::default(),
-            None,
-            &dir,
-        )?;
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Operator,
-            OPERATOR_ID,
-            &pki::Extra::default(),
-            None,
-            &dir,
-        )?;
+        cluster.write_coordinator()?;
+        cluster.issue_client_cert(Role::Custody, CUSTODY_ID, &dir)?;
+        cluster.issue_client_cert(Role::Operator, OPERATOR_ID, &dir)?;
 
+        let coordinator = cluster.plan().coordinator.as_ref();
+        let metrics = |listen: Option<SocketAddr>| listen.map(|a| a.to_string());
         let file = ClusterFile {
             coordinator: CoordinatorRef {
-                endpoint: coord_listen.to_string(),
+                endpoint: coordinator
+                    .map(|c| c.listen.to_string())
+                    .unwrap_or_default(),
                 tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
-                metrics: Some(metrics_addr(plans.len()).to_string()),
+                metrics: metrics(coordinator.and_then(|c| c.metrics_listen)),
             },
             ca_cert: pki::CA_CERT.into(),
             custody: CustodyCredentials {
@@ -359,14 +285,24 @@ impl LocalCluster {
                 cert: format!("{OPERATOR_ID}.pem").into(),
                 key: format!("{OPERATOR_ID}.key").into(),
             },
-            nodes: node_refs,
+            nodes: cluster
+                .plan()
+                .nodes
+                .iter()
+                .map(|n| NodeRef {
+                    id: n.id.clone(),
+                    region: n.region.clone(),
+                    endpoint: n.listen.to_string(),
+                    metrics: metrics(n.metrics_listen),
+                })
+                .collect(),
             key_groups: Vec::new(),
         };
         write_partial_cluster_file(&dir, &file)?;
         progress.step(format!(
             "certificates issued for {COORDINATOR_ID}, {CUSTODY_ID} and {OPERATOR_ID}"
         ));
-        Self::start(&dir, file, bins, progress)
+        Self::start(&dir, file, cluster.plan().groups.clone(), bins, progress)
     }
 
     /// Restarts the daemons of a cluster created earlier in `dir` (its key
@@ -383,12 +319,13 @@ impl LocalCluster {
             SimError::Setup(format!("{}: not a cluster file: {e}", partial.display()))
         })?;
         progress.step(format!("restarting the cluster in {}", dir.display()));
-        Self::start(&dir, file, bins, progress)
+        Self::start(&dir, file, plan::default_groups(), bins, progress)
     }
 
     fn start(
         dir: &Path,
         file: ClusterFile,
+        groups: Vec<GroupSpec>,
         bins: &Binaries,
         progress: &Progress,
     ) -> Result<Self, SimError> {
@@ -422,6 +359,7 @@ impl LocalCluster {
             custody_key,
             daemons,
             pids,
+            groups,
         })
     }
 
@@ -495,7 +433,7 @@ impl LocalCluster {
         }
     }
 
-    /// Creates [`GROUPS`] by DKG across their members, and records them in `cluster.json`.
+    /// Creates the plan's key groups ([`GROUPS`] by default) by DKG across their members, and records them in `cluster.json`.
     ///
     /// In a taproot cluster cold-1 may pay only warm-1's own address, which
     /// exists only once warm-1 does: after warm-1's ceremony the policy file's
@@ -509,17 +447,18 @@ impl LocalCluster {
         progress: &Progress,
     ) -> Result<Vec<pb::KeyGroup>, SimError> {
         let mut created: Vec<pb::KeyGroup> = Vec::new();
-        for plan in GROUPS {
+        for plan in self.groups.clone() {
             if plan.tier == Tier::Cold {
                 if let Some(warm) = created.iter().find(|g| g.tier == pb::Tier::Warm as i32) {
                     self.allow_cold_to(warm, bins, progress).await?;
                 }
             }
-            let name = GroupName::new(plan.name).map_err(|e| SimError::Setup(e.to_string()))?;
+            let name =
+                GroupName::new(plan.name.as_str()).map_err(|e| SimError::Setup(e.to_string()))?;
             let members = plan
                 .members
                 .iter()
-                .map(|m| NodeId::new(*m))
+                .map(|m| NodeId::new(m.as_str()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| SimError::Setup(e.to_string()))?;
             let threshold = u16::try_from(plan.threshold)

@@ -68,6 +68,19 @@ pub const GROUPS: [GroupPlan; 2] = [
     },
 ];
 
+/// [`GROUPS`] as a layout plan's groups.
+pub fn default_groups() -> Vec<crate::layout::GroupSpec> {
+    GROUPS
+        .iter()
+        .map(|g| crate::layout::GroupSpec {
+            name: g.name.into(),
+            tier: g.tier,
+            threshold: g.threshold,
+            members: g.members.iter().map(|m| m.to_string()).collect(),
+        })
+        .collect()
+}
+
 /// The only destination cold-1's policy allows in a message-scheme cluster
 /// (chaos runs): a label standing for the warm wallet.
 pub const WARM_WALLET_ADDRESS: &str = "bc1qpermafrostwarmwalletdeposit0demo0addr";
