@@ -2,9 +2,13 @@
 //! daemon a real gRPC server on 127.0.0.1 port 0 with real mTLS, plus
 //! adversarial stand-ins (a lying node) that production builds never contain,
 //! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]). Its files are
-//! laid out by [`layout`], as `permafrost-sim`'s are.
+//! laid out by [`layout`], as `permafrost-sim`'s are; its fixed approvers,
+//! operators and policy are in `principals`, the ceremonies it runs through
+//! the coordinator in `ceremonies`.
 
+mod ceremonies;
 pub mod liar;
+mod principals;
 pub mod prom_text;
 pub mod rogue;
 pub mod softhsm;
@@ -17,7 +21,6 @@ use std::time::Duration;
 use ed25519_dalek::{Signer, SigningKey};
 use permafrost_coordinator::config::CoordinatorConfig;
 use permafrost_coordinator::Coordinator;
-use permafrost_core::ceremony::{LifecycleSpec, RegistryConfig, SignedSpec};
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
 use permafrost_node::config::NodeConfig;
@@ -38,6 +41,10 @@ pub use liar::Lie;
 /// The one cluster-layout builder (plan → CA, certificates, manifest, configs,
 /// policy), shared with `permafrost-sim` and the node's own tests.
 pub use permafrost_simulations::layout;
+pub use principals::{
+    approved, approver, default_policy, operator_key, operator_registry, wire, OPERATOR_QUORUM,
+    WARM_WALLET,
+};
 
 /// A running server task and the means to stop it.
 struct Running {
@@ -111,111 +118,6 @@ pub struct ClusterOptions {
     pub node_policies: Vec<(usize, String)>,
     /// Nodes (by index) configured for manual sealing (they start sealed).
     pub manual_seal: Vec<usize>,
-}
-
-/// Fixed approver keys of the test registry: alice, bob, carol.
-pub fn approver(name: &str) -> SigningKey {
-    let seed = match name {
-        "alice" => 11u8,
-        "bob" => 12,
-        "carol" => 13,
-        other => panic!("no test approver {other}"),
-    };
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-/// Fixed operator keys of the test registry: `op-1`, `op-2`, `op-3`; every
-/// node (and the coordinator) needs two of them for any ceremony.
-pub fn operator_key(i: u8) -> SigningKey {
-    assert!((1..=3).contains(&i), "no test operator op-{i}");
-    SigningKey::from_bytes(&[60 + i; 32])
-}
-
-/// Approvals every lifecycle operation needs in the test registry.
-pub const OPERATOR_QUORUM: u16 = 2;
-
-/// The test operator registry (`[operators]` of every node and the coordinator).
-pub fn operator_registry() -> RegistryConfig {
-    RegistryConfig {
-        default_quorum: OPERATOR_QUORUM,
-        keys: (1..=3)
-            .map(|i| {
-                (
-                    format!("op-{i}"),
-                    hex::encode(operator_key(i).verifying_key().as_bytes()),
-                )
-            })
-            .collect(),
-        quorum: Default::default(),
-    }
-}
-
-/// `spec` approved by test operators `ops` (e.g. `&[1, 2]`).
-pub fn approved(spec: &LifecycleSpec, ops: &[u8]) -> SignedSpec {
-    let mut signed = SignedSpec {
-        spec: spec.clone(),
-        approvals: Vec::new(),
-    };
-    for i in ops {
-        signed.add_approval(permafrost_core::ceremony::approve(
-            spec,
-            &format!("op-{i}"),
-            &operator_key(*i),
-        ));
-    }
-    signed
-}
-
-/// The wire form of an approved spec, as a ceremony request carries it.
-pub fn wire(signed: &SignedSpec) -> pb::SignedLifecycleSpec {
-    signed.into()
-}
-
-/// The allowlisted destination of the test cold group.
-pub const WARM_WALLET: &str = "bc1qwarmwalletdestination";
-
-/// A policy for the groups tests use: `warm-1`/`warm-2` (0.5 BTC needs no approval,
-/// above 1 BTC one, per-request 10 BTC, daily 20 BTC), `hot-1`, and `cold-1`
-/// (two approvals, allowlist = [`WARM_WALLET`], no time-lock).
-pub fn default_policy() -> String {
-    let key = |n: &str| hex::encode(approver(n).verifying_key().as_bytes());
-    let warm = |name: &str, tier: &str| {
-        format!(
-            r#"
-[groups.{name}]
-tier = "{tier}"
-max_lifetime_secs = 86400
-[groups.{name}.assets.BTC]
-per_request_max = "1000000000"
-daily_max = "2000000000"
-bands = [{{ up_to = "100000000", approvals = 0 }}]
-approvals_above = 1
-"#
-        )
-    };
-    format!(
-        r#"
-[approvers]
-alice = "{}"
-bob = "{}"
-carol = "{}"
-{}{}{}
-[groups.cold-1]
-tier = "cold"
-max_lifetime_secs = 604800
-min_approvals = 2
-allowlist = ["{WARM_WALLET}"]
-[groups.cold-1.assets.BTC]
-per_request_max = "100000000000"
-daily_max = "100000000000"
-"#,
-        key("alice"),
-        key("bob"),
-        key("carol"),
-        warm("warm-1", "warm"),
-        warm("warm-2", "warm"),
-        warm("hot-1", "hot"),
-    )
 }
 
 /// An in-process cluster: CA, n nodes, one coordinator, custody and operator credentials.
@@ -428,184 +330,6 @@ impl TestCluster {
             )
             .expect("channel"),
         )
-    }
-
-    /// A create spec for `name` on nodes `members` (by index), valid for an
-    /// hour, not yet approved. Not checked here, so a test can hand the
-    /// cluster a malformed one.
-    pub fn create_spec(
-        &self,
-        name: &str,
-        tier: Tier,
-        threshold: u32,
-        members: &[usize],
-    ) -> LifecycleSpec {
-        let now = unix_now();
-        LifecycleSpec {
-            version: permafrost_core::ceremony::SPEC_VERSION,
-            operation: permafrost_core::ceremony::Operation::Create,
-            proposal_id: format!("create-{name}-{now}"),
-            group: GroupName::new(name).expect("group name"),
-            tier,
-            epoch: 0,
-            group_key: None,
-            members: members.iter().map(|i| self.nodes[*i].id.clone()).collect(),
-            threshold: u16::try_from(threshold).expect("threshold fits u16"),
-            subject: None,
-            replacement: None,
-            created_at: now,
-            expires_at: now + 3600,
-        }
-    }
-
-    /// A spec of `change` to group `name` as the coordinator reports it now
-    /// (epoch, key, members), valid for an hour, not yet approved.
-    pub async fn change_spec(
-        &self,
-        name: &str,
-        change: permafrostctl::ceremony::Change,
-    ) -> LifecycleSpec {
-        let groups = self
-            .operator()
-            .list_key_groups(pb::ListKeyGroupsRequest {})
-            .await
-            .expect("list key groups")
-            .into_inner()
-            .key_groups;
-        let g = groups
-            .iter()
-            .find(|g| g.name == name)
-            .unwrap_or_else(|| panic!("the coordinator has no group {name}"));
-        let current = permafrostctl::ceremony::CurrentGroup {
-            tier: permafrost_proto::convert::tier_from_wire(g.tier).expect("tier"),
-            epoch: g.epoch,
-            group_key: g.group_public_key.clone(),
-            members: g
-                .members
-                .iter()
-                .map(|m| NodeId::new(m.as_str()).expect("member id"))
-                .collect(),
-            threshold: u16::try_from(g.threshold).expect("threshold"),
-        };
-        permafrostctl::ceremony::propose(
-            &GroupName::new(name).expect("group name"),
-            change,
-            Some(&current),
-            None,
-            3600,
-        )
-        .expect("valid proposal")
-        .spec
-    }
-
-    /// Runs a DKG ceremony through the coordinator under a create spec
-    /// approved by two test operators.
-    pub async fn create_group(
-        &self,
-        name: &str,
-        tier: Tier,
-        threshold: u32,
-        members: &[usize],
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = self.create_spec(name, tier, threshold, members);
-        self.create_group_with(&approved(&spec, &[1, 2])).await
-    }
-
-    /// Runs a DKG ceremony through the coordinator under `signed`.
-    pub async fn create_group_with(
-        &self,
-        signed: &SignedSpec,
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = &signed.spec;
-        self.operator()
-            .create_key_group(pb::CreateKeyGroupRequest {
-                name: spec.group.to_string(),
-                tier: permafrost_proto::convert::tier_to_wire(spec.tier),
-                threshold: u32::from(spec.threshold),
-                members: spec.members.iter().map(|m| m.to_string()).collect(),
-                authorization: Some(wire(signed)),
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Refreshes `name` through the coordinator under a spec two test operators approved.
-    pub async fn refresh_group(&self, name: &str) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = self
-            .change_spec(name, permafrostctl::ceremony::Change::Refresh)
-            .await;
-        self.operator()
-            .refresh_key_group(pb::RefreshKeyGroupRequest {
-                name: name.into(),
-                authorization: Some(wire(&approved(&spec, &[1, 2]))),
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// A repair spec of `name` (`lost`'s share onto `replacement`) as the group stands now.
-    pub async fn repair_spec(&self, name: &str, lost: &str, replacement: &str) -> LifecycleSpec {
-        self.change_spec(
-            name,
-            permafrostctl::ceremony::Change::Repair {
-                lost: NodeId::new(lost).expect("id"),
-                replacement: NodeId::new(replacement).expect("id"),
-            },
-        )
-        .await
-    }
-
-    /// Repairs `name` through the coordinator under `signed`.
-    pub async fn repair_group_with(
-        &self,
-        signed: &SignedSpec,
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = &signed.spec;
-        let id = |n: &Option<NodeId>| n.as_ref().map(|n| n.to_string()).unwrap_or_default();
-        self.operator()
-            .repair_key_group(pb::RepairKeyGroupRequest {
-                name: spec.group.to_string(),
-                lost: id(&spec.subject),
-                replacement: id(&spec.replacement),
-                authorization: Some(wire(signed)),
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Repairs `name` (`lost`'s share onto `replacement`) under a spec two test operators approved.
-    pub async fn repair_group(
-        &self,
-        name: &str,
-        lost: &str,
-        replacement: &str,
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = self.repair_spec(name, lost, replacement).await;
-        self.repair_group_with(&approved(&spec, &[1, 2])).await
-    }
-
-    /// Clears `node`'s exclusion from `group` under a spec two test operators approved.
-    pub async fn clear_exclusion(
-        &self,
-        group: &str,
-        node: &str,
-    ) -> Result<pb::ExclusionList, tonic::Status> {
-        let spec = self
-            .change_spec(
-                group,
-                permafrostctl::ceremony::Change::ClearExclusion {
-                    node: NodeId::new(node).expect("id"),
-                },
-            )
-            .await;
-        self.operator()
-            .clear_exclusion(pb::ClearExclusionRequest {
-                group: group.into(),
-                node_id: node.into(),
-                authorization: Some(wire(&approved(&spec, &[1, 2]))),
-            })
-            .await
-            .map(|r| r.into_inner())
     }
 
     /// A withdrawal request for `group`, valid for an hour.
