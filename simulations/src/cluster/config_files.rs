@@ -1,12 +1,18 @@
 //! The local cluster's files beyond its layout (crate::layout): `cluster.json`
 //! for clients, and running `permafrost-node init` on a node's config.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use permafrost_core::Role;
 use permafrost_node::NodePublicInfo;
-use permafrostctl::client::ClusterFile;
-use permafrostctl::files;
+use permafrostctl::client::{
+    ClusterFile, CoordinatorRef, CustodyCredentials, NodeRef, OperatorCredentials,
+};
+use permafrostctl::{files, pki};
 
+use super::{COORDINATOR_ID, CUSTODY_ID, OPERATOR_ID};
+use crate::layout::ClusterLayout;
 use crate::SimError;
 
 pub(super) const CLUSTER_FILE: &str = "cluster.json";
@@ -18,6 +24,46 @@ pub(super) const CLUSTER_FILE_PARTIAL: &str = "cluster.json.partial";
 pub(super) const CUSTODY_SIGNING_KEY: &str = "custody-signing.key";
 
 pub(super) const CUSTODY_SIGNING_PUB: &str = "custody-signing.pub";
+
+/// What clients of the cluster laid out as `cluster` need: where the
+/// coordinator and the nodes are, and the custody and operator credentials
+/// (paths relative to the cluster directory).
+pub(super) fn client_file(cluster: &ClusterLayout, custody_public: String) -> ClusterFile {
+    let plan = cluster.plan();
+    let coordinator = plan.coordinator.as_ref();
+    let metrics = |listen: Option<SocketAddr>| listen.map(|a| a.to_string());
+    ClusterFile {
+        coordinator: CoordinatorRef {
+            endpoint: coordinator
+                .map(|c| c.listen.to_string())
+                .unwrap_or_default(),
+            tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
+            metrics: metrics(coordinator.and_then(|c| c.metrics_listen)),
+        },
+        ca_cert: pki::CA_CERT.into(),
+        custody: CustodyCredentials {
+            cert: format!("{CUSTODY_ID}.pem").into(),
+            key: format!("{CUSTODY_ID}.key").into(),
+            signing_key: CUSTODY_SIGNING_KEY.into(),
+            signing_public_key: custody_public,
+        },
+        operator: OperatorCredentials {
+            cert: format!("{OPERATOR_ID}.pem").into(),
+            key: format!("{OPERATOR_ID}.key").into(),
+        },
+        nodes: plan
+            .nodes
+            .iter()
+            .map(|n| NodeRef {
+                id: n.id.clone(),
+                region: n.region.clone(),
+                endpoint: n.listen.to_string(),
+                metrics: metrics(n.metrics_listen),
+            })
+            .collect(),
+        key_groups: Vec::new(),
+    }
+}
 
 /// Writes the cluster file of a cluster still being set up ([`CLUSTER_FILE_PARTIAL`]).
 pub(super) fn write_partial_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), SimError> {

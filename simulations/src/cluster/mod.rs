@@ -4,22 +4,21 @@
 //!
 //! `demo` and `up` both use [`LocalCluster`]; the directory it writes is also
 //! what a client needs (`cluster.json`, certificates, the custody signing key).
-//! What the cluster is made of is in [`plan`]; the files it is written as, in
-//! `config_files`; this module creates, starts, waits for and stops it.
+//! What the cluster is made of is in [`plan`]; its CA, certificates, manifest,
+//! configs and policy are laid out by [`crate::layout`] from
+//! `plan::local_plan`; `cluster.json` is in `config_files`; this module
+//! creates, starts, waits for and stops it.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use permafrost_core::{GroupName, NodeId, Role, Tier};
 use permafrost_proto as pb;
-use permafrostctl::client::{
-    self, ClientRole, ClusterFile, Connection, CoordinatorRef, CustodyCredentials, KeyGroupSummary,
-    NodeRef, OperatorCredentials,
-};
-use permafrostctl::{files, pki};
+use permafrostctl::client::{self, ClientRole, ClusterFile, Connection, KeyGroupSummary};
+use permafrostctl::files;
 use rand::RngCore;
 
 mod config_files;
@@ -31,7 +30,7 @@ pub use operators::{OPERATORS, OPERATOR_QUORUM};
 pub use plan::*;
 
 use crate::daemons::Daemons;
-use crate::layout::{ClusterLayout, ClusterPlan, CoordinatorSpec, GroupSpec, NodeSpec, SealerSpec};
+use crate::layout::{ClusterLayout, GroupSpec};
 use crate::progress::Progress;
 use crate::SimError;
 
@@ -117,6 +116,32 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// Writes the custody signing key, the approvers' and the operators' keys
+/// under `dir` (a local cluster holds them all, so it can run unattended).
+fn write_principal_keys(dir: &Path) -> Result<PrincipalKeys, SimError> {
+    let custody_public = permafrostctl::generate_custody_key(&dir.join(CUSTODY_SIGNING_KEY))?;
+    let custody_public = hex::encode(custody_public.as_bytes());
+    files::write_public(
+        &dir.join(CUSTODY_SIGNING_PUB),
+        format!("{custody_public}\n").as_bytes(),
+    )?;
+    // Approver keys are Ed25519 seeds in the same format as the custody key.
+    let approver_dir = dir.join("approvers");
+    create_dir(&approver_dir)?;
+    let mut approver_keys = Vec::new();
+    for id in APPROVERS {
+        let public =
+            permafrostctl::keys::generate_key_file(&approver_dir.join(format!("{id}.key")))?;
+        approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
+    }
+    Ok(PrincipalKeys {
+        custody_public,
+        approver_keys,
+        // Operators: every ceremony needs a quorum of them, checked by every node.
+        operators: operators::create_operator_keys(dir)?,
+    })
+}
+
 impl LocalCluster {
     /// Builds a new cluster in `dir` (which must be empty or absent) and starts its daemons.
     pub async fn create(
@@ -163,80 +188,20 @@ impl LocalCluster {
         }
         let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
 
-        let custody_public = permafrostctl::generate_custody_key(&dir.join(CUSTODY_SIGNING_KEY))?;
-        let custody_public = hex::encode(custody_public.as_bytes());
-        files::write_public(
-            &dir.join(CUSTODY_SIGNING_PUB),
-            format!("{custody_public}\n").as_bytes(),
-        )?;
-        // Approver keys are Ed25519 seeds in the same format as the custody key.
-        let approver_dir = dir.join("approvers");
-        create_dir(&approver_dir)?;
-        let mut approver_keys = Vec::new();
-        for id in APPROVERS {
-            let public =
-                permafrostctl::keys::generate_key_file(&approver_dir.join(format!("{id}.key")))?;
-            approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
-        }
-        // Operators: every ceremony needs a quorum of them, checked by every node.
-        let registry = operators::create_operator_keys(&dir)?;
-        let policy = match &layout.policy {
-            Some(text) => text.clone(),
-            None => policy_text(
-                &approver_keys,
-                options.message_groups,
-                &plan::cold_allowlist_placeholder(),
-            ),
-        };
-
+        let keys = write_principal_keys(&dir)?;
         // A gRPC and a metrics port for every node and the coordinator.
         let ports = free_ports(2 * (plans.len() + 1))?;
-        let (ports, metrics_ports) = ports.split_at(plans.len() + 1);
-        let local_addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let nodes = plans
-            .iter()
-            .enumerate()
-            .map(|(i, (id, region))| NodeSpec {
-                endpoint: options.manifest_endpoints.get(id).cloned(),
-                metrics_listen: Some(local_addr(metrics_ports[i])),
-                ..NodeSpec::new(
-                    id.as_str(),
-                    region.as_str(),
-                    Path::new("nodes").join(id),
-                    local_addr(ports[i]),
-                    SealerSpec::fast_passphrase_file("passphrase"),
-                )
-            })
-            .collect();
-        let plan = ClusterPlan {
-            ca_name: "Permafrost local cluster CA".into(),
-            // The CA key stays in its own directory; for `up` outside the cluster
-            // directory (whoever holds the client files must not mint any role),
-            // and in production offline.
-            ca_dir: options.offline_ca.clone(),
-            daemon_cert: pki::Extra {
-                dns: vec!["localhost".into()],
-                ips: vec![Ipv4Addr::LOCALHOST.into()],
-                days: Some(30),
-            },
-            nodes,
-            coordinator: Some(CoordinatorSpec {
-                id: COORDINATOR_ID.into(),
-                dir: "coordinator".into(),
-                listen: local_addr(ports[plans.len()]),
-                metrics_listen: Some(local_addr(metrics_ports[plans.len()])),
-                round_timeout_ms: layout.round_timeout_ms,
-                health_interval_ms: 500,
-            }),
-            groups: plan::default_groups(),
-            policy,
-            custody_keys: vec![custody_public.clone()],
-            operators: Some(registry),
+        let ports = LocalPorts {
+            grpc: ports[..=plans.len()].to_vec(),
+            metrics: ports[plans.len() + 1..].to_vec(),
         };
-        let cluster = ClusterLayout::write(&dir, plan)?;
+        let cluster = ClusterLayout::write(
+            &dir,
+            plan::local_plan(&plans, &ports, options, layout, &keys),
+        )?;
         progress.step(format!(
             "CA, custody signing key {}…, {} approver keys, {} operator keys ({OPERATOR_QUORUM} needed for any ceremony) and the withdrawal policy written",
-            &custody_public[..16],
+            &keys.custody_public[..16],
             APPROVERS.len(),
             OPERATORS.len()
         ));
@@ -263,41 +228,7 @@ impl LocalCluster {
         cluster.write_coordinator()?;
         cluster.issue_client_cert(Role::Custody, CUSTODY_ID, &dir)?;
         cluster.issue_client_cert(Role::Operator, OPERATOR_ID, &dir)?;
-
-        let coordinator = cluster.plan().coordinator.as_ref();
-        let metrics = |listen: Option<SocketAddr>| listen.map(|a| a.to_string());
-        let file = ClusterFile {
-            coordinator: CoordinatorRef {
-                endpoint: coordinator
-                    .map(|c| c.listen.to_string())
-                    .unwrap_or_default(),
-                tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
-                metrics: metrics(coordinator.and_then(|c| c.metrics_listen)),
-            },
-            ca_cert: pki::CA_CERT.into(),
-            custody: CustodyCredentials {
-                cert: format!("{CUSTODY_ID}.pem").into(),
-                key: format!("{CUSTODY_ID}.key").into(),
-                signing_key: CUSTODY_SIGNING_KEY.into(),
-                signing_public_key: custody_public,
-            },
-            operator: OperatorCredentials {
-                cert: format!("{OPERATOR_ID}.pem").into(),
-                key: format!("{OPERATOR_ID}.key").into(),
-            },
-            nodes: cluster
-                .plan()
-                .nodes
-                .iter()
-                .map(|n| NodeRef {
-                    id: n.id.clone(),
-                    region: n.region.clone(),
-                    endpoint: n.listen.to_string(),
-                    metrics: metrics(n.metrics_listen),
-                })
-                .collect(),
-            key_groups: Vec::new(),
-        };
+        let file = client_file(&cluster, keys.custody_public);
         write_partial_cluster_file(&dir, &file)?;
         progress.step(format!(
             "certificates issued for {COORDINATOR_ID}, {CUSTODY_ID} and {OPERATOR_ID}"
