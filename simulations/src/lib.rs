@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod daemons;
 pub mod demo;
+pub mod layout;
 pub mod progress;
 pub mod up;
 

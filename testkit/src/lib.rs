@@ -1,29 +1,32 @@
 //! Dev-only test helpers: a whole Permafrost cluster in one process, every
 //! daemon a real gRPC server on 127.0.0.1 port 0 with real mTLS, plus
 //! adversarial stand-ins (a lying node) that production builds never contain,
-//! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]).
+//! and the SoftHSM2 fixture of the PKCS#11 tests ([`softhsm`]). Its files are
+//! laid out by [`layout`], as `permafrost-sim`'s are; its fixed approvers,
+//! operators and policy are in `principals`, the ceremonies it runs through
+//! the coordinator in `ceremonies`.
 
+mod ceremonies;
 pub mod liar;
+mod principals;
 pub mod prom_text;
 pub mod rogue;
 pub mod softhsm;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
 use permafrost_coordinator::config::CoordinatorConfig;
 use permafrost_coordinator::Coordinator;
-use permafrost_core::ceremony::{LifecycleSpec, RegistryConfig, SignedSpec};
-use permafrost_core::manifest::{ClusterManifest, ManifestNode};
 use permafrost_core::withdrawal::WithdrawalRequest;
 use permafrost_core::{unix_now, GroupName, NodeId, RequestId, Role, Tier};
 use permafrost_node::config::NodeConfig;
 use permafrost_node::SignerNode;
 use permafrost_proto::daemon::Listeners;
-use permafrost_proto::tls::{TlsFiles, TlsMaterial};
+use permafrost_proto::tls::TlsMaterial;
 use permafrost_proto::{
     self as pb, ceremony_client::CeremonyClient, custody_client::CustodyClient,
     signer_node_client::SignerNodeClient,
@@ -33,7 +36,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use layout::{ClusterLayout, ClusterPlan, CoordinatorSpec, NodeSpec, SealerSpec};
 pub use liar::Lie;
+/// The one cluster-layout builder (plan → CA, certificates, manifest, configs,
+/// policy), shared with `permafrost-sim` and the node's own tests.
+pub use permafrost_simulations::layout;
+pub use principals::{
+    approved, approver, default_policy, operator_key, operator_registry, wire, OPERATOR_QUORUM,
+    WARM_WALLET,
+};
 
 /// A running server task and the means to stop it.
 struct Running {
@@ -109,117 +120,14 @@ pub struct ClusterOptions {
     pub manual_seal: Vec<usize>,
 }
 
-/// Fixed approver keys of the test registry: alice, bob, carol.
-pub fn approver(name: &str) -> SigningKey {
-    let seed = match name {
-        "alice" => 11u8,
-        "bob" => 12,
-        "carol" => 13,
-        other => panic!("no test approver {other}"),
-    };
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-/// Fixed operator keys of the test registry: `op-1`, `op-2`, `op-3`; every
-/// node (and the coordinator) needs two of them for any ceremony.
-pub fn operator_key(i: u8) -> SigningKey {
-    assert!((1..=3).contains(&i), "no test operator op-{i}");
-    SigningKey::from_bytes(&[60 + i; 32])
-}
-
-/// Approvals every lifecycle operation needs in the test registry.
-pub const OPERATOR_QUORUM: u16 = 2;
-
-/// The test operator registry (`[operators]` of every node and the coordinator).
-pub fn operator_registry() -> RegistryConfig {
-    RegistryConfig {
-        default_quorum: OPERATOR_QUORUM,
-        keys: (1..=3)
-            .map(|i| {
-                (
-                    format!("op-{i}"),
-                    hex::encode(operator_key(i).verifying_key().as_bytes()),
-                )
-            })
-            .collect(),
-        quorum: Default::default(),
-    }
-}
-
-/// `spec` approved by test operators `ops` (e.g. `&[1, 2]`).
-pub fn approved(spec: &LifecycleSpec, ops: &[u8]) -> SignedSpec {
-    let mut signed = SignedSpec {
-        spec: spec.clone(),
-        approvals: Vec::new(),
-    };
-    for i in ops {
-        signed.add_approval(permafrost_core::ceremony::approve(
-            spec,
-            &format!("op-{i}"),
-            &operator_key(*i),
-        ));
-    }
-    signed
-}
-
-/// The wire form of an approved spec, as a ceremony request carries it.
-pub fn wire(signed: &SignedSpec) -> pb::SignedLifecycleSpec {
-    signed.into()
-}
-
-/// The allowlisted destination of the test cold group.
-pub const WARM_WALLET: &str = "bc1qwarmwalletdestination";
-
-/// A policy for the groups tests use: `warm-1`/`warm-2` (0.5 BTC needs no approval,
-/// above 1 BTC one, per-request 10 BTC, daily 20 BTC), `hot-1`, and `cold-1`
-/// (two approvals, allowlist = [`WARM_WALLET`], no time-lock).
-pub fn default_policy() -> String {
-    let key = |n: &str| hex::encode(approver(n).verifying_key().as_bytes());
-    let warm = |name: &str, tier: &str| {
-        format!(
-            r#"
-[groups.{name}]
-tier = "{tier}"
-max_lifetime_secs = 86400
-[groups.{name}.assets.BTC]
-per_request_max = "1000000000"
-daily_max = "2000000000"
-bands = [{{ up_to = "100000000", approvals = 0 }}]
-approvals_above = 1
-"#
-        )
-    };
-    format!(
-        r#"
-[approvers]
-alice = "{}"
-bob = "{}"
-carol = "{}"
-{}{}{}
-[groups.cold-1]
-tier = "cold"
-max_lifetime_secs = 604800
-min_approvals = 2
-allowlist = ["{WARM_WALLET}"]
-[groups.cold-1.assets.BTC]
-per_request_max = "100000000000"
-daily_max = "100000000000"
-"#,
-        key("alice"),
-        key("bob"),
-        key("carol"),
-        warm("warm-1", "warm"),
-        warm("warm-2", "warm"),
-        warm("hot-1", "hot"),
-    )
-}
-
 /// An in-process cluster: CA, n nodes, one coordinator, custody and operator credentials.
 pub struct TestCluster {
     /// Holds every file; removed on drop.
     pub dir: tempfile::TempDir,
     /// CA directory.
     pub ca_dir: PathBuf,
+    /// Where every file of the cluster is, and the CA that issues more.
+    pub layout: ClusterLayout,
     /// The nodes.
     pub nodes: Vec<TestNode>,
     /// Coordinator address.
@@ -238,23 +146,6 @@ const PASSPHRASE_ENV: &str = "PERMAFROST_TEST_PASSPHRASE";
 
 /// The unseal passphrase every manually sealed test node is initialized with.
 pub const UNSEAL_PASSPHRASE: &str = "cold storage is a process";
-
-/// The `[operators]` section of every test node's config.
-fn operators_toml() -> String {
-    let r = operator_registry();
-    let mut text = format!(
-        "[operators]\ndefault_quorum = {}\n[operators.keys]\n",
-        r.default_quorum
-    );
-    for (id, key) in &r.keys {
-        text.push_str(&format!("{id} = \"{key}\"\n"));
-    }
-    text
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
 
 async fn free_listener() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -281,154 +172,102 @@ impl TestCluster {
         // SAFETY of the test env: one fixed test passphrase, read by every in-process node.
         std::env::set_var(PASSPHRASE_ENV, "correct horse battery staple");
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().to_path_buf();
-        let ca_dir = root.join("ca");
-        pki::init_ca(&ca_dir, "Permafrost test CA").expect("CA");
         let custody_key = SigningKey::generate(&mut rand::thread_rng());
-        let custody_hex = hex::encode(custody_key.verifying_key().as_bytes());
-        let extra = pki::Extra {
-            ips: vec!["127.0.0.1".parse().expect("ip")],
-            ..Default::default()
-        };
-        let policy = opts.policy.clone().unwrap_or_else(default_policy);
-        write(&root.join("policy.toml"), &policy);
 
-        // Bind every node's listener first so the manifest knows the ports.
+        // Bind every listener first so the configs and the manifest know the ports.
         let mut listeners = Vec::new();
-        let mut nodes = Vec::new();
-        let mut manifest = ClusterManifest::default();
         let mut liar_listeners = Vec::new();
+        let mut specs = Vec::new();
         for (i, region) in opts.regions.iter().enumerate() {
-            let id = NodeId::new(format!("n{}", i + 1)).expect("valid id");
+            let id = format!("n{}", i + 1);
             let listener = free_listener().await;
-            let addr = listener.local_addr().expect("addr");
-            let node_dir = root.join(id.as_str());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let policy_path = match opts.node_policies.iter().find(|(idx, _)| *idx == i) {
-                Some((_, text)) => {
-                    let p = node_dir.join("policy.toml");
-                    write(&p, text);
-                    p
-                }
-                None => root.join("policy.toml"),
-            };
-            let manual = opts.manual_seal.contains(&i);
-            let config_text = format!(
-                r#"id = "{id}"
-region = "{region}"
-listen = "{addr}"
-data_dir = "{data}"
-manifest = "{manifest}"
-custody_keys = ["{custody_hex}"]
-policy = "{policy}"
-[seal]
-manual = {manual}
-[tls]
-ca_cert = "{ca}"
-cert = "{cert}"
-[sealer]
-kind = "passphrase"
-passphrase_env = "{PASSPHRASE_ENV}"
-kdf = "fast-insecure"
-{operators}"#,
-                data = node_dir.join("data").display(),
-                manifest = root.join("manifest.json").display(),
-                ca = ca_dir.join(pki::CA_CERT).display(),
-                cert = node_dir.join(format!("{id}.pem")).display(),
-                policy = policy_path.display(),
-                operators = operators_toml(),
-            );
-            let config_path = node_dir.join("node.toml");
-            write(&config_path, &config_text);
-            let config = NodeConfig::load(&config_path).expect("node config");
-            let unseal = manual.then_some(UNSEAL_PASSPHRASE);
-            let info = permafrost_node::init_with(&config, unseal).expect("node init");
-            pki::issue_to_dir(
-                &ca_dir,
-                Role::Node,
+            let mut spec = NodeSpec::new(
                 id.as_str(),
-                &extra,
-                Some(&info.tls_csr),
-                &node_dir,
-            )
-            .expect("node cert");
-            let mut endpoint = addr.to_string();
+                region.as_str(),
+                id.as_str(),
+                listener.local_addr().expect("addr"),
+                SealerSpec::fast_passphrase_env(PASSPHRASE_ENV),
+            );
+            spec.manual_seal = opts.manual_seal.contains(&i);
+            spec.policy = opts
+                .node_policies
+                .iter()
+                .find(|(idx, _)| *idx == i)
+                .map(|(_, text)| text.clone());
             if let Some((_, lie)) = opts.liars.iter().find(|(idx, _)| *idx == i) {
                 let liar_listener = free_listener().await;
-                endpoint = liar_listener.local_addr().expect("addr").to_string();
+                spec.endpoint = Some(liar_listener.local_addr().expect("addr").to_string());
                 liar_listeners.push((i, *lie, liar_listener));
             }
-            manifest.nodes.push(ManifestNode {
-                id: id.clone(),
-                region: region.clone(),
-                endpoint,
-                tls_server_name: pki::server_name(Role::Node, id.as_str()),
-                identity_key: info.identity_key,
-                encryption_key: info.encryption_key,
-            });
-            let metrics = free_listener().await;
-            let metrics_addr = metrics.local_addr().expect("addr");
             listeners.push(Listeners {
                 grpc: listener,
-                metrics: Some(metrics),
+                metrics: Some(free_listener().await),
             });
+            specs.push(spec);
+        }
+        let listener = free_listener().await;
+        let coordinator_addr = listener.local_addr().expect("addr");
+        let coordinator_metrics = free_listener().await;
+        let coordinator_metrics_addr = coordinator_metrics.local_addr().expect("addr");
+        let layout = ClusterLayout::write(
+            dir.path(),
+            ClusterPlan {
+                ca_name: "Permafrost test CA".into(),
+                ca_dir: None,
+                daemon_cert: pki::Extra {
+                    ips: vec!["127.0.0.1".parse().expect("ip")],
+                    ..Default::default()
+                },
+                nodes: specs,
+                coordinator: Some(CoordinatorSpec {
+                    id: "coord-1".into(),
+                    dir: "coordinator".into(),
+                    listen: coordinator_addr,
+                    metrics_listen: None,
+                    round_timeout_ms: Some(opts.round_timeout_ms.unwrap_or(3_000)),
+                    health_interval_ms: 500,
+                }),
+                groups: Vec::new(),
+                policy: opts.policy.clone().unwrap_or_else(default_policy),
+                custody_keys: vec![hex::encode(custody_key.verifying_key().as_bytes())],
+                operators: Some(operator_registry()),
+            },
+        )
+        .expect("cluster layout");
+
+        let mut nodes = Vec::new();
+        let mut manifest = Vec::new();
+        for (spec, listeners) in layout.plan().nodes.iter().zip(&listeners) {
+            let config = NodeConfig::load(&layout.node_config_path(spec)).expect("node config");
+            let unseal = spec.manual_seal.then_some(UNSEAL_PASSPHRASE);
+            let info = permafrost_node::init_with(&config, unseal).expect("node init");
+            manifest.push(layout.enroll(&info).expect("node cert"));
             nodes.push(TestNode {
-                id,
-                region: region.clone(),
-                addr,
-                metrics_addr,
+                id: config.id.clone(),
+                region: spec.region.clone(),
+                addr: spec.listen,
+                metrics_addr: listeners
+                    .metrics
+                    .as_ref()
+                    .and_then(|m| m.local_addr().ok())
+                    .expect("addr"),
                 config,
                 running: None,
                 liar: None,
             });
         }
-        write(
-            &root.join("manifest.json"),
-            &serde_json::to_string_pretty(&manifest).expect("manifest json"),
-        );
+        layout.write_manifest(manifest).expect("manifest");
         for (node, listeners) in nodes.iter_mut().zip(listeners) {
             node.running = Some(start_node(&node.config, listeners).await);
         }
 
-        // Coordinator.
-        let coord_dir = root.join("coordinator");
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Coordinator,
-            "coord-1",
-            &extra,
-            None,
-            &coord_dir,
-        )
-        .expect("coordinator cert");
-        let listener = free_listener().await;
-        let coordinator_addr = listener.local_addr().expect("addr");
-        let coordinator_metrics = free_listener().await;
-        let coordinator_metrics_addr = coordinator_metrics.local_addr().expect("addr");
-        let coordinator_config = CoordinatorConfig {
-            id: "coord-1".into(),
-            listen: coordinator_addr,
-            data_dir: coord_dir.join("data"),
-            manifest: root.join("manifest.json"),
-            custody_keys: vec![custody_hex],
-            policy: root.join("policy.toml"),
-            audit_log: None,
-            round_timeout_ms: opts.round_timeout_ms.unwrap_or(3_000),
-            submit_wait_ms: 20_000,
-            health_interval_ms: 500,
-            max_inflight_requests: 4096,
-            max_sessions_per_node: 128,
-            tls: TlsFiles {
-                ca_cert: ca_dir.join(pki::CA_CERT),
-                cert: coord_dir.join("coord-1.pem"),
-                key: coord_dir.join("coord-1.key"),
-            },
-            operators: Some(operator_registry()),
-            admin: Default::default(),
-        };
+        let coordinator_config =
+            CoordinatorConfig::load(&layout.write_coordinator().expect("coordinator files"))
+                .expect("coordinator config");
         let mut cluster = TestCluster {
+            ca_dir: layout.ca_dir().to_path_buf(),
             dir,
-            ca_dir,
+            layout,
             nodes,
             coordinator_addr,
             coordinator_metrics_addr,
@@ -455,11 +294,7 @@ kdf = "fast-insecure"
 
     /// A fresh certificate for `role`/`id`, issued by the cluster CA.
     pub fn credential(&self, role: Role, id: &str) -> TlsMaterial {
-        let extra = pki::Extra::default();
-        let issued = pki::issue(&self.ca_dir, role, id, &extra, None).expect("issue credential");
-        let ca = std::fs::read(self.ca_dir.join(pki::CA_CERT)).expect("CA cert");
-        let key = issued.key_pem.expect("generated key");
-        TlsMaterial::from_pem(&ca, issued.cert_pem.as_bytes(), key.as_bytes())
+        self.layout.credential(role, id).expect("issue credential")
     }
 
     fn coordinator_channel(&self, tls: &TlsMaterial) -> Channel {
@@ -495,184 +330,6 @@ kdf = "fast-insecure"
             )
             .expect("channel"),
         )
-    }
-
-    /// A create spec for `name` on nodes `members` (by index), valid for an
-    /// hour, not yet approved. Not checked here, so a test can hand the
-    /// cluster a malformed one.
-    pub fn create_spec(
-        &self,
-        name: &str,
-        tier: Tier,
-        threshold: u32,
-        members: &[usize],
-    ) -> LifecycleSpec {
-        let now = unix_now();
-        LifecycleSpec {
-            version: permafrost_core::ceremony::SPEC_VERSION,
-            operation: permafrost_core::ceremony::Operation::Create,
-            proposal_id: format!("create-{name}-{now}"),
-            group: GroupName::new(name).expect("group name"),
-            tier,
-            epoch: 0,
-            group_key: None,
-            members: members.iter().map(|i| self.nodes[*i].id.clone()).collect(),
-            threshold: u16::try_from(threshold).expect("threshold fits u16"),
-            subject: None,
-            replacement: None,
-            created_at: now,
-            expires_at: now + 3600,
-        }
-    }
-
-    /// A spec of `change` to group `name` as the coordinator reports it now
-    /// (epoch, key, members), valid for an hour, not yet approved.
-    pub async fn change_spec(
-        &self,
-        name: &str,
-        change: permafrostctl::ceremony::Change,
-    ) -> LifecycleSpec {
-        let groups = self
-            .operator()
-            .list_key_groups(pb::ListKeyGroupsRequest {})
-            .await
-            .expect("list key groups")
-            .into_inner()
-            .key_groups;
-        let g = groups
-            .iter()
-            .find(|g| g.name == name)
-            .unwrap_or_else(|| panic!("the coordinator has no group {name}"));
-        let current = permafrostctl::ceremony::CurrentGroup {
-            tier: permafrost_proto::convert::tier_from_wire(g.tier).expect("tier"),
-            epoch: g.epoch,
-            group_key: g.group_public_key.clone(),
-            members: g
-                .members
-                .iter()
-                .map(|m| NodeId::new(m.as_str()).expect("member id"))
-                .collect(),
-            threshold: u16::try_from(g.threshold).expect("threshold"),
-        };
-        permafrostctl::ceremony::propose(
-            &GroupName::new(name).expect("group name"),
-            change,
-            Some(&current),
-            None,
-            3600,
-        )
-        .expect("valid proposal")
-        .spec
-    }
-
-    /// Runs a DKG ceremony through the coordinator under a create spec
-    /// approved by two test operators.
-    pub async fn create_group(
-        &self,
-        name: &str,
-        tier: Tier,
-        threshold: u32,
-        members: &[usize],
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = self.create_spec(name, tier, threshold, members);
-        self.create_group_with(&approved(&spec, &[1, 2])).await
-    }
-
-    /// Runs a DKG ceremony through the coordinator under `signed`.
-    pub async fn create_group_with(
-        &self,
-        signed: &SignedSpec,
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = &signed.spec;
-        self.operator()
-            .create_key_group(pb::CreateKeyGroupRequest {
-                name: spec.group.to_string(),
-                tier: permafrost_proto::convert::tier_to_wire(spec.tier),
-                threshold: u32::from(spec.threshold),
-                members: spec.members.iter().map(|m| m.to_string()).collect(),
-                authorization: Some(wire(signed)),
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Refreshes `name` through the coordinator under a spec two test operators approved.
-    pub async fn refresh_group(&self, name: &str) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = self
-            .change_spec(name, permafrostctl::ceremony::Change::Refresh)
-            .await;
-        self.operator()
-            .refresh_key_group(pb::RefreshKeyGroupRequest {
-                name: name.into(),
-                authorization: Some(wire(&approved(&spec, &[1, 2]))),
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// A repair spec of `name` (`lost`'s share onto `replacement`) as the group stands now.
-    pub async fn repair_spec(&self, name: &str, lost: &str, replacement: &str) -> LifecycleSpec {
-        self.change_spec(
-            name,
-            permafrostctl::ceremony::Change::Repair {
-                lost: NodeId::new(lost).expect("id"),
-                replacement: NodeId::new(replacement).expect("id"),
-            },
-        )
-        .await
-    }
-
-    /// Repairs `name` through the coordinator under `signed`.
-    pub async fn repair_group_with(
-        &self,
-        signed: &SignedSpec,
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = &signed.spec;
-        let id = |n: &Option<NodeId>| n.as_ref().map(|n| n.to_string()).unwrap_or_default();
-        self.operator()
-            .repair_key_group(pb::RepairKeyGroupRequest {
-                name: spec.group.to_string(),
-                lost: id(&spec.subject),
-                replacement: id(&spec.replacement),
-                authorization: Some(wire(signed)),
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Repairs `name` (`lost`'s share onto `replacement`) under a spec two test operators approved.
-    pub async fn repair_group(
-        &self,
-        name: &str,
-        lost: &str,
-        replacement: &str,
-    ) -> Result<pb::KeyGroup, tonic::Status> {
-        let spec = self.repair_spec(name, lost, replacement).await;
-        self.repair_group_with(&approved(&spec, &[1, 2])).await
-    }
-
-    /// Clears `node`'s exclusion from `group` under a spec two test operators approved.
-    pub async fn clear_exclusion(
-        &self,
-        group: &str,
-        node: &str,
-    ) -> Result<pb::ExclusionList, tonic::Status> {
-        let spec = self
-            .change_spec(
-                group,
-                permafrostctl::ceremony::Change::ClearExclusion {
-                    node: NodeId::new(node).expect("id"),
-                },
-            )
-            .await;
-        self.operator()
-            .clear_exclusion(pb::ClearExclusionRequest {
-                group: group.into(),
-                node_id: node.into(),
-                authorization: Some(wire(&approved(&spec, &[1, 2]))),
-            })
-            .await
-            .map(|r| r.into_inner())
     }
 
     /// A withdrawal request for `group`, valid for an hour.
@@ -791,11 +448,8 @@ kdf = "fast-insecure"
         let n = self.extra_coordinators.len() + 2;
         let id = format!("coord-{n}");
         let dir = self.dir.path().join(&id);
-        let extra = pki::Extra {
-            ips: vec!["127.0.0.1".parse().expect("ip")],
-            ..Default::default()
-        };
-        pki::issue_to_dir(&self.ca_dir, Role::Coordinator, &id, &extra, None, &dir)
+        self.layout
+            .issue_daemon_cert(Role::Coordinator, &id, &dir)
             .expect("coordinator cert");
         let listener = free_listener().await;
         let addr = listener.local_addr().expect("addr");

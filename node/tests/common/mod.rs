@@ -1,5 +1,6 @@
 //! Fixtures for the node's lifecycle tests: a node directory with CA, certificate, manifest
-//! and policy around a data dir, for either sealer backend, its SoftHSM2 tokens from
+//! and policy around a data dir (laid out by `permafrost_testkit::layout`, as every
+//! cluster is), for either sealer backend, its SoftHSM2 tokens from
 //! `permafrost_testkit::softhsm`; snapshots of the data dir; tampering with sealed blobs.
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -7,11 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use permafrost_core::manifest::{ClusterManifest, ManifestNode};
-use permafrost_core::Role;
 use permafrost_node::config::NodeConfig;
 use permafrost_node::store::NodeStore;
 use permafrost_node::{NodeError, NodePublicInfo, SignerNode};
+use permafrost_testkit::layout::{ClusterLayout, ClusterPlan, NodeSpec, SealerSpec};
 pub use permafrost_testkit::softhsm::{module_path, SoftHsm, USER_PIN};
 use permafrostctl::pki;
 
@@ -30,11 +30,13 @@ pub enum SealerSection {
     },
 }
 
-/// One node's files in a tempdir: `ca/`, `node.toml`, `passphrase`/`pin`, `policy.toml`,
-/// `manifest.json`, the node certificate, and the data dir `data/`.
+/// One node's files in a tempdir: `ca/`, `ca.pem`, `node.toml`, `passphrase`/`pin`,
+/// `policy.toml`, `manifest.json`, the node certificate, and the data dir `data/`.
 pub struct NodeDir {
     pub root: tempfile::TempDir,
     pub sealer: SealerSection,
+    /// The one-node cluster the directory holds.
+    layout: ClusterLayout,
     /// Set for PKCS#11 nodes: `init` and `open` are serialised with its slot listing.
     pub hsm: Option<&'static SoftHsm>,
 }
@@ -58,13 +60,44 @@ impl NodeDir {
     fn new(sealer: SealerSection, hsm: Option<&'static SoftHsm>) -> Self {
         permafrost_proto::tls::install_crypto_provider();
         let root = tempfile::tempdir().expect("tempdir");
-        let dir = Self { root, sealer, hsm };
-        pki::init_ca(&dir.path("ca"), "Permafrost node-test CA").expect("CA");
+        let custody = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let mut node = NodeSpec::new(
+            NODE_ID,
+            "eu",
+            "",
+            "127.0.0.1:0".parse().expect("addr"),
+            sealer_spec(&sealer, "passphrase", "pin"),
+        );
+        // Nothing listens there: these tests never dial the node.
+        node.endpoint = Some("127.0.0.1:1".into());
+        let plan = ClusterPlan {
+            ca_name: "Permafrost node-test CA".into(),
+            ca_dir: None,
+            daemon_cert: pki::Extra {
+                ips: vec!["127.0.0.1".parse().expect("ip")],
+                ..Default::default()
+            },
+            nodes: vec![node],
+            coordinator: None,
+            groups: Vec::new(),
+            policy: "[groups]\n".into(),
+            custody_keys: vec![custody],
+            operators: None,
+        };
+        let layout = ClusterLayout::write(root.path(), plan).expect("node layout");
+        let dir = Self {
+            root,
+            sealer,
+            hsm,
+            layout,
+        };
         write(&dir.path("passphrase"), &format!("{PASSPHRASE}\n"));
         write(&dir.path("pin"), &format!("{USER_PIN}\n"));
         write(&dir.path("wrong-secret"), "not-the-secret-0000\n");
-        write(&dir.path("policy.toml"), "[groups]\n");
-        dir.write_config(&dir.sealer.clone(), "passphrase", "pin");
         dir
     }
 
@@ -82,42 +115,20 @@ impl NodeDir {
 
     /// Rewrites `node.toml` for `sealer`, reading the passphrase or PIN from the given files.
     pub fn write_config(&self, sealer: &SealerSection, passphrase_file: &str, pin_file: &str) {
-        let section = match sealer {
-            SealerSection::Passphrase => format!(
-                "kind = \"passphrase\"\npassphrase_file = \"{}\"\nkdf = \"fast-insecure\"\n",
-                self.path(passphrase_file).display()
-            ),
-            SealerSection::Pkcs11 {
-                token_label,
-                key_label,
-            } => format!(
-                "kind = \"pkcs11\"\nmodule_path = \"{}\"\ntoken_label = \"{token_label}\"\n\
-                 key_label = \"{key_label}\"\npin_file = \"{}\"\n",
-                module_path().display(),
-                self.path(pin_file).display()
-            ),
-        };
-        self.write_config_with_sealer(&section);
+        self.write_config_for(sealer_spec(sealer, passphrase_file, pin_file));
     }
 
     /// Rewrites `node.toml` with a literal `[sealer]` section body.
     pub fn write_config_with_sealer(&self, sealer_section: &str) {
-        let custody = hex::encode(
-            ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
-                .verifying_key()
-                .as_bytes(),
-        );
-        let text = format!(
-            "id = \"{NODE_ID}\"\nregion = \"eu\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\
-             manifest = \"{manifest}\"\npolicy = \"{policy}\"\ncustody_keys = [\"{custody}\"]\n\
-             [tls]\nca_cert = \"{ca}\"\ncert = \"{cert}\"\n[sealer]\n{sealer_section}",
-            data = self.data_dir().display(),
-            manifest = self.path("manifest.json").display(),
-            policy = self.path("policy.toml").display(),
-            ca = self.path("ca").join(pki::CA_CERT).display(),
-            cert = self.path(&format!("{NODE_ID}.pem")).display(),
-        );
-        write(&self.config_path(), &text);
+        self.write_config_for(toml::from_str(sealer_section).expect("a [sealer] section"));
+    }
+
+    fn write_config_for(&self, sealer: SealerSpec) {
+        let node = NodeSpec {
+            sealer,
+            ..self.layout.plan().nodes[0].clone()
+        };
+        self.layout.write_node_config(&node).expect("node config");
     }
 
     pub fn config(&self) -> NodeConfig {
@@ -127,32 +138,8 @@ impl NodeDir {
     /// What an operator does after `permafrost-node init`: the CA signs the CSR and the node
     /// is listed in the manifest.
     pub fn enroll(&self, info: &NodePublicInfo) {
-        pki::issue_to_dir(
-            &self.path("ca"),
-            Role::Node,
-            NODE_ID,
-            &pki::Extra {
-                ips: vec!["127.0.0.1".parse().expect("ip")],
-                ..Default::default()
-            },
-            Some(&info.tls_csr),
-            self.root.path(),
-        )
-        .expect("node certificate");
-        let manifest = ClusterManifest {
-            nodes: vec![ManifestNode {
-                id: info.id.clone(),
-                region: info.region.clone(),
-                endpoint: "127.0.0.1:1".into(),
-                tls_server_name: pki::server_name(Role::Node, NODE_ID),
-                identity_key: info.identity_key.clone(),
-                encryption_key: info.encryption_key.clone(),
-            }],
-        };
-        write(
-            &self.path("manifest.json"),
-            &serde_json::to_string_pretty(&manifest).expect("manifest json"),
-        );
+        let entry = self.layout.enroll(info).expect("node certificate");
+        self.layout.write_manifest(vec![entry]).expect("manifest");
     }
 
     /// `init` in-process, then enrolment.
@@ -283,6 +270,24 @@ pub fn flip_one_byte(blob: &[u8]) -> Vec<u8> {
     let at = blob.len() / 2;
     flipped[at] ^= 0x01;
     flipped
+}
+
+/// The `[sealer]` section of `sealer`, reading the passphrase or PIN from the given files
+/// (relative to the node's directory, the root).
+fn sealer_spec(sealer: &SealerSection, passphrase_file: &str, pin_file: &str) -> SealerSpec {
+    match sealer {
+        SealerSection::Passphrase => SealerSpec::fast_passphrase_file(passphrase_file),
+        SealerSection::Pkcs11 {
+            token_label,
+            key_label,
+        } => SealerSpec::Pkcs11 {
+            module_path: module_path(),
+            token_label: token_label.clone(),
+            key_label: Some(key_label.clone()),
+            pin_file: Some(pin_file.into()),
+            pin_env: None,
+        },
+    }
 }
 
 /// The SoftHSM fixture, or `None` (with a message) when the module is absent outside CI.

@@ -1,16 +1,18 @@
-//! The files the local cluster is written as: each daemon's TOML config (the
-//! shape `permafrost-node` and `permafrost-coordinator` read), what
-//! `permafrost-node init` prints, and `cluster.json` for clients.
+//! The local cluster's files beyond its layout (crate::layout): `cluster.json`
+//! for clients, and running `permafrost-node init` on a node's config.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use permafrost_core::ceremony::RegistryConfig;
-use permafrostctl::files;
+use permafrost_core::Role;
+use permafrost_node::NodePublicInfo;
+use permafrostctl::client::{
+    ClusterFile, CoordinatorRef, CustodyCredentials, NodeRef, OperatorCredentials,
+};
+use permafrostctl::{files, pki};
 
-use permafrostctl::client::ClusterFile;
-use serde::{Deserialize, Serialize};
-
+use super::{COORDINATOR_ID, CUSTODY_ID, OPERATOR_ID};
+use crate::layout::ClusterLayout;
 use crate::SimError;
 
 pub(super) const CLUSTER_FILE: &str = "cluster.json";
@@ -23,77 +25,44 @@ pub(super) const CUSTODY_SIGNING_KEY: &str = "custody-signing.key";
 
 pub(super) const CUSTODY_SIGNING_PUB: &str = "custody-signing.pub";
 
-/// Node config as `permafrost-node` reads it (node/src/config.rs); scalars before tables.
-#[derive(Serialize)]
-pub(super) struct NodeToml<'a> {
-    pub(super) id: &'a str,
-    pub(super) region: &'a str,
-    pub(super) listen: SocketAddr,
-    pub(super) data_dir: &'a Path,
-    pub(super) manifest: &'a Path,
-    pub(super) policy: &'a Path,
-    pub(super) custody_keys: Vec<String>,
-    pub(super) tls: NodeTlsToml<'a>,
-    pub(super) sealer: SealerToml<'a>,
-    pub(super) operators: &'a RegistryConfig,
-    pub(super) admin: AdminToml,
-}
-
-/// The `[admin]` section of both daemons: where they serve Prometheus metrics.
-#[derive(Serialize)]
-pub(super) struct AdminToml {
-    pub(super) metrics_listen: SocketAddr,
-}
-
-#[derive(Serialize)]
-pub(super) struct NodeTlsToml<'a> {
-    pub(super) ca_cert: &'a Path,
-    pub(super) cert: &'a Path,
-}
-
-#[derive(Serialize)]
-pub(super) struct SealerToml<'a> {
-    pub(super) kind: &'static str,
-    pub(super) passphrase_file: &'a Path,
-    pub(super) kdf: &'static str,
-}
-
-/// Coordinator config as `permafrost-coordinator` reads it (coordinator/src/config.rs).
-#[derive(Serialize)]
-pub(super) struct CoordinatorToml<'a> {
-    pub(super) id: &'a str,
-    pub(super) listen: SocketAddr,
-    pub(super) data_dir: &'a Path,
-    pub(super) manifest: &'a Path,
-    pub(super) policy: &'a Path,
-    pub(super) custody_keys: Vec<String>,
-    pub(super) health_interval_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) round_timeout_ms: Option<u64>,
-    pub(super) tls: CoordinatorTlsToml<'a>,
-    pub(super) operators: &'a RegistryConfig,
-    pub(super) admin: AdminToml,
-}
-
-#[derive(Serialize)]
-pub(super) struct CoordinatorTlsToml<'a> {
-    pub(super) ca_cert: &'a Path,
-    pub(super) cert: &'a Path,
-    pub(super) key: &'a Path,
-}
-
-/// What `permafrost-node init` prints.
-#[derive(Deserialize)]
-pub(super) struct NodeInitOutput {
-    pub(super) id: String,
-    pub(super) region: String,
-    pub(super) identity_key: String,
-    pub(super) encryption_key: String,
-    pub(super) tls_csr: String,
-}
-
-pub(super) fn toml_text<T: Serialize>(value: &T, what: &str) -> Result<String, SimError> {
-    toml::to_string(value).map_err(|e| SimError::Setup(format!("cannot write {what}: {e}")))
+/// What clients of the cluster laid out as `cluster` need: where the
+/// coordinator and the nodes are, and the custody and operator credentials
+/// (paths relative to the cluster directory).
+pub(super) fn client_file(cluster: &ClusterLayout, custody_public: String) -> ClusterFile {
+    let plan = cluster.plan();
+    let coordinator = plan.coordinator.as_ref();
+    let metrics = |listen: Option<SocketAddr>| listen.map(|a| a.to_string());
+    ClusterFile {
+        coordinator: CoordinatorRef {
+            endpoint: coordinator
+                .map(|c| c.listen.to_string())
+                .unwrap_or_default(),
+            tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
+            metrics: metrics(coordinator.and_then(|c| c.metrics_listen)),
+        },
+        ca_cert: pki::CA_CERT.into(),
+        custody: CustodyCredentials {
+            cert: format!("{CUSTODY_ID}.pem").into(),
+            key: format!("{CUSTODY_ID}.key").into(),
+            signing_key: CUSTODY_SIGNING_KEY.into(),
+            signing_public_key: custody_public,
+        },
+        operator: OperatorCredentials {
+            cert: format!("{OPERATOR_ID}.pem").into(),
+            key: format!("{OPERATOR_ID}.key").into(),
+        },
+        nodes: plan
+            .nodes
+            .iter()
+            .map(|n| NodeRef {
+                id: n.id.clone(),
+                region: n.region.clone(),
+                endpoint: n.listen.to_string(),
+                metrics: metrics(n.metrics_listen),
+            })
+            .collect(),
+        key_groups: Vec::new(),
+    }
 }
 
 /// Writes the cluster file of a cluster still being set up ([`CLUSTER_FILE_PARTIAL`]).
@@ -127,7 +96,8 @@ fn cluster_json(file: &ClusterFile) -> Result<Vec<u8>, SimError> {
         .map_err(|e| SimError::Setup(format!("cannot write {CLUSTER_FILE}: {e}")))
 }
 
-pub(super) async fn init_node(program: &Path, config: &Path) -> Result<NodeInitOutput, SimError> {
+/// Runs `permafrost-node init` on `config` and returns the public info it prints.
+pub(super) async fn init_node(program: &Path, config: &Path) -> Result<NodePublicInfo, SimError> {
     let out = tokio::process::Command::new(program)
         .arg("init")
         .arg("--config")

@@ -4,23 +4,21 @@
 //!
 //! `demo` and `up` both use [`LocalCluster`]; the directory it writes is also
 //! what a client needs (`cluster.json`, certificates, the custody signing key).
-//! What the cluster is made of is in [`plan`]; the files it is written as, in
-//! `config_files`; this module creates, starts, waits for and stops it.
+//! What the cluster is made of is in [`plan`]; its CA, certificates, manifest,
+//! configs and policy are laid out by [`crate::layout`] from
+//! `plan::local_plan`; `cluster.json` is in `config_files`; this module
+//! creates, starts, waits for and stops it.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use permafrost_core::manifest::{ClusterManifest, ManifestNode};
 use permafrost_core::{GroupName, NodeId, Role, Tier};
 use permafrost_proto as pb;
-use permafrostctl::client::{
-    self, ClientRole, ClusterFile, Connection, CoordinatorRef, CustodyCredentials, KeyGroupSummary,
-    NodeRef, OperatorCredentials,
-};
-use permafrostctl::{files, pki};
+use permafrostctl::client::{self, ClientRole, ClusterFile, Connection, KeyGroupSummary};
+use permafrostctl::files;
 use rand::RngCore;
 
 mod config_files;
@@ -32,6 +30,7 @@ pub use operators::{OPERATORS, OPERATOR_QUORUM};
 pub use plan::*;
 
 use crate::daemons::Daemons;
+use crate::layout::{ClusterLayout, GroupSpec};
 use crate::progress::Progress;
 use crate::SimError;
 
@@ -90,6 +89,8 @@ pub struct LocalCluster {
     daemons: Daemons,
     /// Latest process id of each daemon, by name (node id or coordinator id).
     pids: BTreeMap<String, u32>,
+    /// The key groups [`LocalCluster::create_groups`] makes.
+    groups: Vec<GroupSpec>,
 }
 
 /// Free TCP ports on 127.0.0.1: all bound at once (so they differ), then released for the daemons.
@@ -113,6 +114,32 @@ fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// Writes the custody signing key, the approvers' and the operators' keys
+/// under `dir` (a local cluster holds them all, so it can run unattended).
+fn write_principal_keys(dir: &Path) -> Result<PrincipalKeys, SimError> {
+    let custody_public = permafrostctl::generate_custody_key(&dir.join(CUSTODY_SIGNING_KEY))?;
+    let custody_public = hex::encode(custody_public.as_bytes());
+    files::write_public(
+        &dir.join(CUSTODY_SIGNING_PUB),
+        format!("{custody_public}\n").as_bytes(),
+    )?;
+    // Approver keys are Ed25519 seeds in the same format as the custody key.
+    let approver_dir = dir.join("approvers");
+    create_dir(&approver_dir)?;
+    let mut approver_keys = Vec::new();
+    for id in APPROVERS {
+        let public =
+            permafrostctl::keys::generate_key_file(&approver_dir.join(format!("{id}.key")))?;
+        approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
+    }
+    Ok(PrincipalKeys {
+        custody_public,
+        approver_keys,
+        // Operators: every ceremony needs a quorum of them, checked by every node.
+        operators: operators::create_operator_keys(dir)?,
+    })
 }
 
 impl LocalCluster {
@@ -161,212 +188,52 @@ impl LocalCluster {
         }
         let dir = dir.canonicalize().map_err(|e| SimError::io(dir, e))?;
 
-        // The CA key stays in its own directory; for `up` outside the cluster
-        // directory (whoever holds the client files must not mint any role),
-        // and in production offline.
-        let ca_dir = options.offline_ca.clone().unwrap_or_else(|| dir.join("ca"));
-        pki::init_ca(&ca_dir, "Permafrost local cluster CA")?;
-        let ca_cert = dir.join(pki::CA_CERT);
-        std::fs::copy(ca_dir.join(pki::CA_CERT), &ca_cert)
-            .map_err(|e| SimError::io(&ca_cert, e))?;
-
-        let custody_public = permafrostctl::generate_custody_key(&dir.join(CUSTODY_SIGNING_KEY))?;
-        let custody_public = hex::encode(custody_public.as_bytes());
-        files::write_public(
-            &dir.join(CUSTODY_SIGNING_PUB),
-            format!("{custody_public}\n").as_bytes(),
-        )?;
-        // Approver keys are Ed25519 seeds in the same format as the custody key.
-        let approver_dir = dir.join("approvers");
-        create_dir(&approver_dir)?;
-        let mut approver_keys = Vec::new();
-        for id in APPROVERS {
-            let public =
-                permafrostctl::keys::generate_key_file(&approver_dir.join(format!("{id}.key")))?;
-            approver_keys.push((id.to_string(), hex::encode(public.as_bytes())));
-        }
-        // Operators: every ceremony needs a quorum of them, checked by every node.
-        let registry = operators::create_operator_keys(&dir)?;
-        let policy = dir.join("policy.toml");
-        let policy_toml = match &layout.policy {
-            Some(text) => text.clone(),
-            None => policy_text(
-                &approver_keys,
-                options.message_groups,
-                &plan::cold_allowlist_placeholder(),
-            ),
+        let keys = write_principal_keys(&dir)?;
+        // A gRPC and a metrics port for every node and the coordinator.
+        let ports = free_ports(2 * (plans.len() + 1))?;
+        let ports = LocalPorts {
+            grpc: ports[..=plans.len()].to_vec(),
+            metrics: ports[plans.len() + 1..].to_vec(),
         };
-        files::write_public(&policy, policy_toml.as_bytes())?;
+        let cluster = ClusterLayout::write(
+            &dir,
+            plan::local_plan(&plans, &ports, options, layout, &keys),
+        )?;
         progress.step(format!(
             "CA, custody signing key {}…, {} approver keys, {} operator keys ({OPERATOR_QUORUM} needed for any ceremony) and the withdrawal policy written",
-            &custody_public[..16],
+            &keys.custody_public[..16],
             APPROVERS.len(),
             OPERATORS.len()
         ));
 
-        // A gRPC and a metrics port for every node and the coordinator.
-        let ports = free_ports(2 * (plans.len() + 1))?;
-        let (ports, metrics_ports) = ports.split_at(plans.len() + 1);
-        let metrics_addr = |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_ports[i]));
-        let manifest_path = dir.join("manifest.json");
-        let local = pki::Extra {
-            dns: vec!["localhost".into()],
-            ips: vec![Ipv4Addr::LOCALHOST.into()],
-            days: Some(30),
-        };
-        let mut manifest = ClusterManifest::default();
-        let mut node_refs = Vec::new();
-        for (i, ((id, region), port)) in plans.iter().zip(ports).enumerate() {
-            let (id, region) = (id.as_str(), region.as_str());
-            let node_dir = dir.join("nodes").join(id);
-            create_dir(&node_dir)?;
-            let passphrase = node_dir.join("passphrase");
-            files::write_private(&passphrase, random_hex(32).as_bytes())?;
-            let cert = node_dir.join(format!("{id}.pem"));
-            let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
-            let config = NodeToml {
-                id,
-                region,
-                listen,
-                data_dir: &node_dir.join("data"),
-                manifest: &manifest_path,
-                policy: &policy,
-                custody_keys: vec![custody_public.clone()],
-                tls: NodeTlsToml {
-                    ca_cert: &ca_cert,
-                    cert: &cert,
-                },
-                sealer: SealerToml {
-                    kind: "passphrase",
-                    passphrase_file: &passphrase,
-                    kdf: "fast-insecure",
-                },
-                operators: &registry,
-                admin: AdminToml {
-                    metrics_listen: metrics_addr(i),
-                },
-            };
-            let config_path = node_dir.join("node.toml");
-            files::write_public(&config_path, toml_text(&config, "node config")?.as_bytes())?;
-            let info = init_node(&bins.node, &config_path).await?;
-            if info.id != id || info.region != region {
+        let mut manifest = Vec::new();
+        for node in &cluster.plan().nodes {
+            let node_dir = cluster.node_dir(node);
+            files::write_private(&node_dir.join("passphrase"), random_hex(32).as_bytes())?;
+            let info = init_node(&bins.node, &cluster.node_config_path(node)).await?;
+            if info.id.as_str() != node.id || info.region != node.region {
                 return Err(SimError::Setup(format!(
                     "permafrost-node init for {} reported id {} in {}",
-                    id, info.id, info.region
+                    node.id, info.id, info.region
                 )));
             }
-            // The CA takes only the key from the CSR; role and id come from us.
-            pki::issue_to_dir(
-                &ca_dir,
-                Role::Node,
-                id,
-                &local,
-                Some(&info.tls_csr),
-                &node_dir,
-            )?;
-            manifest.nodes.push(ManifestNode {
-                id: NodeId::new(id).map_err(|e| SimError::Setup(e.to_string()))?,
-                region: region.to_string(),
-                endpoint: options
-                    .manifest_endpoints
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| listen.to_string()),
-                tls_server_name: pki::server_name(Role::Node, id),
-                identity_key: info.identity_key,
-                encryption_key: info.encryption_key,
-            });
-            node_refs.push(NodeRef {
-                id: id.to_string(),
-                region: region.to_string(),
-                endpoint: listen.to_string(),
-                metrics: Some(metrics_addr(i).to_string()),
-            });
+            manifest.push(cluster.enroll(&info)?);
         }
-        let manifest_json = serde_json::to_string_pretty(&manifest)
-            .map_err(|e| SimError::Setup(format!("cannot write the manifest: {e}")))?;
-        files::write_public(&manifest_path, manifest_json.as_bytes())?;
+        cluster.write_manifest(manifest)?;
         progress.step(format!(
             "{} nodes initialized (identity, encryption and TLS keys sealed; certificates issued from their CSRs)",
             plans.len()
         ));
 
-        let coord_dir = dir.join("coordinator");
-        create_dir(&coord_dir)?;
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Coordinator,
-            COORDINATOR_ID,
-            &local,
-            None,
-            &coord_dir,
-        )?;
-        let coord_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[plans.len()]));
-        let coord_config = CoordinatorToml {
-            id: COORDINATOR_ID,
-            listen: coord_listen,
-            data_dir: &coord_dir.join("data"),
-            manifest: &manifest_path,
-            policy: &policy,
-            custody_keys: vec![custody_public.clone()],
-            health_interval_ms: 500,
-            round_timeout_ms: layout.round_timeout_ms,
-            tls: CoordinatorTlsToml {
-                ca_cert: &ca_cert,
-                cert: &coord_dir.join(format!("{COORDINATOR_ID}.pem")),
-                key: &coord_dir.join(format!("{COORDINATOR_ID}.key")),
-            },
-            operators: &registry,
-            admin: AdminToml {
-                metrics_listen: metrics_addr(plans.len()),
-            },
-        };
-        files::write_public(
-            &coord_dir.join("coordinator.toml"),
-            toml_text(&coord_config, "coordinator config")?.as_bytes(),
-        )?;
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Custody,
-            CUSTODY_ID,
-            &pki::Extra::default(),
-            None,
-            &dir,
-        )?;
-        pki::issue_to_dir(
-            &ca_dir,
-            Role::Operator,
-            OPERATOR_ID,
-            &pki::Extra::default(),
-            None,
-            &dir,
-        )?;
-
-        let file = ClusterFile {
-            coordinator: CoordinatorRef {
-                endpoint: coord_listen.to_string(),
-                tls_server_name: pki::server_name(Role::Coordinator, COORDINATOR_ID),
-                metrics: Some(metrics_addr(plans.len()).to_string()),
-            },
-            ca_cert: pki::CA_CERT.into(),
-            custody: CustodyCredentials {
-                cert: format!("{CUSTODY_ID}.pem").into(),
-                key: format!("{CUSTODY_ID}.key").into(),
-                signing_key: CUSTODY_SIGNING_KEY.into(),
-                signing_public_key: custody_public,
-            },
-            operator: OperatorCredentials {
-                cert: format!("{OPERATOR_ID}.pem").into(),
-                key: format!("{OPERATOR_ID}.key").into(),
-            },
-            nodes: node_refs,
-            key_groups: Vec::new(),
-        };
+        cluster.write_coordinator()?;
+        cluster.issue_client_cert(Role::Custody, CUSTODY_ID, &dir)?;
+        cluster.issue_client_cert(Role::Operator, OPERATOR_ID, &dir)?;
+        let file = client_file(&cluster, keys.custody_public);
         write_partial_cluster_file(&dir, &file)?;
         progress.step(format!(
             "certificates issued for {COORDINATOR_ID}, {CUSTODY_ID} and {OPERATOR_ID}"
         ));
-        Self::start(&dir, file, bins, progress)
+        Self::start(&dir, file, cluster.plan().groups.clone(), bins, progress)
     }
 
     /// Restarts the daemons of a cluster created earlier in `dir` (its key
@@ -383,12 +250,13 @@ impl LocalCluster {
             SimError::Setup(format!("{}: not a cluster file: {e}", partial.display()))
         })?;
         progress.step(format!("restarting the cluster in {}", dir.display()));
-        Self::start(&dir, file, bins, progress)
+        Self::start(&dir, file, plan::default_groups(), bins, progress)
     }
 
     fn start(
         dir: &Path,
         file: ClusterFile,
+        groups: Vec<GroupSpec>,
         bins: &Binaries,
         progress: &Progress,
     ) -> Result<Self, SimError> {
@@ -422,6 +290,7 @@ impl LocalCluster {
             custody_key,
             daemons,
             pids,
+            groups,
         })
     }
 
@@ -495,7 +364,7 @@ impl LocalCluster {
         }
     }
 
-    /// Creates [`GROUPS`] by DKG across their members, and records them in `cluster.json`.
+    /// Creates the plan's key groups ([`GROUPS`] by default) by DKG across their members, and records them in `cluster.json`.
     ///
     /// In a taproot cluster cold-1 may pay only warm-1's own address, which
     /// exists only once warm-1 does: after warm-1's ceremony the policy file's
@@ -509,17 +378,18 @@ impl LocalCluster {
         progress: &Progress,
     ) -> Result<Vec<pb::KeyGroup>, SimError> {
         let mut created: Vec<pb::KeyGroup> = Vec::new();
-        for plan in GROUPS {
+        for plan in self.groups.clone() {
             if plan.tier == Tier::Cold {
                 if let Some(warm) = created.iter().find(|g| g.tier == pb::Tier::Warm as i32) {
                     self.allow_cold_to(warm, bins, progress).await?;
                 }
             }
-            let name = GroupName::new(plan.name).map_err(|e| SimError::Setup(e.to_string()))?;
+            let name =
+                GroupName::new(plan.name.as_str()).map_err(|e| SimError::Setup(e.to_string()))?;
             let members = plan
                 .members
                 .iter()
-                .map(|m| NodeId::new(*m))
+                .map(|m| NodeId::new(m.as_str()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| SimError::Setup(e.to_string()))?;
             let threshold = u16::try_from(plan.threshold)

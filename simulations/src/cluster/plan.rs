@@ -1,10 +1,16 @@
 //! What the local cluster is made of: its nodes and regions, its key
-//! groups, the ids of its principals, and the withdrawal policy it enforces.
+//! groups, the ids of its principals, and the withdrawal policy it enforces;
+//! `local_plan` turns them into the plan its files are laid out from.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use permafrost_core::ceremony::RegistryConfig;
 use permafrost_core::Tier;
+use permafrostctl::pki;
+
+use crate::layout::{ClusterPlan, CoordinatorSpec, GroupSpec, NodeSpec, SealerSpec};
 
 /// A signer node of the local cluster.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +73,19 @@ pub const GROUPS: [GroupPlan; 2] = [
         members: &["n1", "n2", "n3", "n4", "n5"],
     },
 ];
+
+/// [`GROUPS`] as a layout plan's groups.
+pub fn default_groups() -> Vec<GroupSpec> {
+    GROUPS
+        .iter()
+        .map(|g| GroupSpec {
+            name: g.name.into(),
+            tier: g.tier,
+            threshold: g.threshold,
+            members: g.members.iter().map(|m| m.to_string()).collect(),
+        })
+        .collect()
+}
 
 /// The only destination cold-1's policy allows in a message-scheme cluster
 /// (chaos runs): a label standing for the warm wallet.
@@ -159,6 +178,86 @@ pub struct Layout {
     /// The coordinator's `round_timeout_ms` (its own default when `None`);
     /// a 67-of-100 ceremony round takes longer than the default on 2 cores.
     pub round_timeout_ms: Option<u64>,
+}
+
+/// The public keys of a local cluster's principals, whose private keys it
+/// holds in its directory.
+pub(super) struct PrincipalKeys {
+    /// The custody service's request-signing key, hex.
+    pub(super) custody_public: String,
+    /// (approver id, public key hex) of every approver.
+    pub(super) approver_keys: Vec<(String, String)>,
+    /// The operator registry every daemon holds.
+    pub(super) operators: RegistryConfig,
+}
+
+/// The local cluster's ports on 127.0.0.1: every node's, then the coordinator's.
+pub(super) struct LocalPorts {
+    /// gRPC.
+    pub(super) grpc: Vec<u16>,
+    /// Prometheus metrics.
+    pub(super) metrics: Vec<u16>,
+}
+
+/// The local cluster as a layout: `nodes` (id, region) each in `nodes/<id>`
+/// with a passphrase file of its own, the coordinator in `coordinator/`,
+/// every daemon on 127.0.0.1 at `ports`, [`GROUPS`] to create, and the
+/// default policy unless `layout` gives one.
+pub(super) fn local_plan(
+    nodes: &[(String, String)],
+    ports: &LocalPorts,
+    options: &CreateOptions,
+    layout: &Layout,
+    keys: &PrincipalKeys,
+) -> ClusterPlan {
+    let local = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let policy = match &layout.policy {
+        Some(text) => text.clone(),
+        None => policy_text(
+            &keys.approver_keys,
+            options.message_groups,
+            &cold_allowlist_placeholder(),
+        ),
+    };
+    ClusterPlan {
+        ca_name: "Permafrost local cluster CA".into(),
+        // The CA key stays in its own directory; for `up` outside the cluster
+        // directory (whoever holds the client files must not mint any role),
+        // and in production offline.
+        ca_dir: options.offline_ca.clone(),
+        daemon_cert: pki::Extra {
+            dns: vec!["localhost".into()],
+            ips: vec![Ipv4Addr::LOCALHOST.into()],
+            days: Some(30),
+        },
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (id, region))| NodeSpec {
+                endpoint: options.manifest_endpoints.get(id).cloned(),
+                metrics_listen: Some(local(ports.metrics[i])),
+                ..NodeSpec::new(
+                    id.as_str(),
+                    region.as_str(),
+                    Path::new("nodes").join(id),
+                    local(ports.grpc[i]),
+                    SealerSpec::fast_passphrase_file("passphrase"),
+                )
+            })
+            .collect(),
+        coordinator: Some(CoordinatorSpec {
+            id: COORDINATOR_ID.into(),
+            dir: "coordinator".into(),
+            listen: local(ports.grpc[nodes.len()]),
+            metrics_listen: Some(local(ports.metrics[nodes.len()])),
+            round_timeout_ms: layout.round_timeout_ms,
+            health_interval_ms: 500,
+        }),
+        groups: default_groups(),
+        policy,
+        custody_keys: vec![keys.custody_public.clone()],
+        operators: Some(keys.operators.clone()),
+    }
 }
 
 /// The withdrawal policy every node (and the coordinator, to fail fast)
