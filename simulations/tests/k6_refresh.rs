@@ -117,60 +117,9 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
     assert!(err.message().contains("threshold"), "{}", err.message());
 
     spec.threshold = 2;
-    let mut round1 = Vec::new();
-    for c in &mut clients {
-        round1.push(
-            c.dkg_start(pb::DkgStartRequest {
-                spec: Some(spec.clone()),
-                authorization: Some(wire(&signed)),
-            })
-            .await
-            .expect("start")
-            .into_inner(),
-        );
-    }
-    let mut echoes = Vec::new();
-    for c in &mut clients {
-        echoes.push(
-            c.dkg_echo(pb::DkgEchoRequest {
-                ceremony_id: spec.ceremony_id.clone(),
-                round1: round1.clone(),
-            })
-            .await
-            .expect("echo")
-            .into_inner(),
-        );
-    }
-    let mut shares = Vec::new();
-    for c in &mut clients {
-        shares.extend(
-            c.dkg_round2(pb::DkgRound2Request {
-                ceremony_id: spec.ceremony_id.clone(),
-                echoes: echoes.clone(),
-            })
-            .await
-            .expect("round 2")
-            .into_inner()
-            .shares,
-        );
-    }
-    let mut reports = Vec::new();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let me = format!("n{}", i + 1);
-        reports.push(
-            c.dkg_finish(pb::DkgFinishRequest {
-                ceremony_id: spec.ceremony_id.clone(),
-                shares: shares
-                    .iter()
-                    .filter(|s| s.recipient == me)
-                    .cloned()
-                    .collect(),
-            })
-            .await
-            .expect("finish")
-            .into_inner(),
-        );
-    }
+    let reports = permafrost_testkit::rogue::dkg_rounds(&mut clients, &spec, &wire(&signed))
+        .await
+        .expect("refresh rounds");
     // Inconsistent confirmation: n3's report missing (n2's shown twice), or one report altered.
     let mut missing = reports.clone();
     missing[2] = missing[1].clone();

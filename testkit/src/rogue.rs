@@ -154,3 +154,65 @@ pub fn sign_attested(
         attestations: attestations.to_vec(),
     }
 }
+
+/// A DKG (or refresh) ceremony's rounds 1–3 on `clients` (member `i` is
+/// `n{i+1}`), relayed faithfully as a coordinator would, under the operators'
+/// `authorization`; returns every member's signed report, in member order.
+/// What a rogue relay then does with the reports is the test's.
+pub async fn dkg_rounds(
+    clients: &mut [SignerNodeClient<Channel>],
+    spec: &pb::CeremonySpec,
+    authorization: &pb::SignedLifecycleSpec,
+) -> Result<Vec<pb::DkgKeyReport>, tonic::Status> {
+    let mut round1 = Vec::new();
+    for c in clients.iter_mut() {
+        round1.push(
+            c.dkg_start(pb::DkgStartRequest {
+                spec: Some(spec.clone()),
+                authorization: Some(authorization.clone()),
+            })
+            .await?
+            .into_inner(),
+        );
+    }
+    let mut echoes = Vec::new();
+    for c in clients.iter_mut() {
+        echoes.push(
+            c.dkg_echo(pb::DkgEchoRequest {
+                ceremony_id: spec.ceremony_id.clone(),
+                round1: round1.clone(),
+            })
+            .await?
+            .into_inner(),
+        );
+    }
+    let mut shares = Vec::new();
+    for c in clients.iter_mut() {
+        shares.extend(
+            c.dkg_round2(pb::DkgRound2Request {
+                ceremony_id: spec.ceremony_id.clone(),
+                echoes: echoes.clone(),
+            })
+            .await?
+            .into_inner()
+            .shares,
+        );
+    }
+    let mut reports = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let me = format!("n{}", i + 1);
+        reports.push(
+            c.dkg_finish(pb::DkgFinishRequest {
+                ceremony_id: spec.ceremony_id.clone(),
+                shares: shares
+                    .iter()
+                    .filter(|s| s.recipient == me)
+                    .cloned()
+                    .collect(),
+            })
+            .await?
+            .into_inner(),
+        );
+    }
+    Ok(reports)
+}
