@@ -26,11 +26,11 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
     run.liar_now = Some(liar.clone());
     let liar_seed = seed::derive(run.seed, &format!("liar/{liar}"));
     let mut shown = BTreeSet::new();
-    // Requests one at a time, so each session's choice is known; a few more
-    // than asked for if the liar has not yet switched behaviour.
+    // Requests one at a time, so each session's choice is known; up to twice
+    // as many as asked for until it has shown all three behaviours.
     let (wanted, most) = (run.settings.requests.max(2), run.settings.requests.max(2) * 2);
     let mut sent = 0;
-    while sent < most && (sent < wanted || shown.len() < 2) {
+    while sent < most && (sent < wanted || shown.len() < 3) {
         sent += 1;
         let Some(d) = run.sign_valid(1).await?.pop() else {
             break;
