@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::bench::wan::{NonceMode, WanFault, WanPlan};
+use crate::bench::wan::{Delay, NonceMode, WanFault, WanPlan};
 
 /// A `T-of-N` group shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -144,6 +144,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',',
           default_value = "silent-after-commit,bad-share,slow-under-deadline")]
     pub wan_faults: Vec<WanFault>,
+    /// With --wan: where the delay is applied [default: netem, or relay when the kernel has no netem].
+    #[arg(long, value_name = "HOW", value_enum)]
+    pub wan_delay: Option<Delay>,
     /// With --wan: also measure with banked nonces (one-round signing); reported as
     /// not measured until the coordinator has them.
     #[arg(long)]
@@ -182,6 +185,7 @@ impl Default for BenchArgs {
                 WanFault::BadShare,
                 WanFault::SlowUnderDeadline,
             ],
+            wan_delay: None,
             banked_nonces: false,
         }
     }
@@ -221,6 +225,7 @@ fn wan_plan(a: &BenchArgs, rtt_ms: f64) -> Result<WanPlan, String> {
         fault_requests: a.wan_fault_requests,
         faults: a.wan_faults.clone(),
         nonce_modes,
+        delay: a.wan_delay,
     })
 }
 

@@ -31,7 +31,7 @@ use crate::cluster::Binaries;
 use crate::progress::Progress;
 use crate::SimError;
 
-pub use netns::{WanNet, WanProfile};
+pub use netns::{Delay, WanNet, WanProfile};
 pub use placement::WanCluster;
 pub use report::{WanCase, WanReport};
 
@@ -40,7 +40,10 @@ pub const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 /// The coordinator's round deadline: its default, written out so the slow
 /// signer can be set just under it.
 pub const ROUND_TIMEOUT: Duration = Duration::from_millis(5_000);
-/// Requests sent before each case and not counted (connections, caches).
+/// Honest requests sent before the counted ones (connections, caches). Fault
+/// cases count from their first request: the liars' connections are up by
+/// then (the coordinator's probes go through them), and what the coordinator
+/// does on first meeting a faulty member is part of the worst case.
 const WARMUP: usize = 2;
 /// How far under the deadline a slow signer's share arrives (its answer
 /// still has half a round trip to travel).
@@ -125,6 +128,8 @@ pub struct WanPlan {
     pub faults: Vec<WanFault>,
     /// Nonce modes measured.
     pub nonce_modes: Vec<NonceMode>,
+    /// Where to apply the delay (`None`: netem when the kernel has it).
+    pub delay: Option<Delay>,
 }
 
 impl WanPlan {
@@ -203,8 +208,8 @@ pub async fn run(plan: &BenchPlan, wan: &WanPlan) -> Result<WanReport, SimError>
             println!("kept {} (configs, data and logs)", t.keep().display());
         }
     }
-    let cases = outcome?;
-    Ok(WanReport::new(wan, machine, cases, progress.elapsed()))
+    let (cases, delay) = outcome?;
+    Ok(WanReport::new(wan, delay, machine, cases, progress.elapsed()))
 }
 
 async fn cases(
@@ -213,12 +218,13 @@ async fn cases(
     liar: &Path,
     root: &Path,
     progress: &Progress,
-) -> Result<Vec<WanCase>, SimError> {
+) -> Result<(Vec<WanCase>, Delay), SimError> {
     let profile = wan.profile();
-    let net = WanNet::create(&REGIONS, &profile)?;
+    let net = WanNet::create(&REGIONS, &profile, wan.delay)?;
     progress.step(format!(
-        "{} namespaces, netem {} ms round trip (jitter {} ms, loss {}%) between {} and the others",
+        "{} namespaces, {:?} delay: {} ms round trip (jitter {} ms, loss {}%) between {} and the others",
         net.regions().len(),
+        net.delay(),
         wan.rtt_ms,
         wan.jitter_ms,
         wan.loss_pct,
@@ -231,6 +237,7 @@ async fn cases(
         bins,
         liar,
         net,
+        &profile,
         nodes,
         &bench_policy(&names),
         progress,
@@ -252,7 +259,7 @@ async fn cases(
                 continue;
             }
             let label = format!("{}of{}-{mode:?}", shape.threshold, shape.members);
-            let case = measure(&cluster, &w, &group, &label, wan.requests).await?;
+            let case = measure(&cluster, &w, &group, &label, WARMUP, wan.requests).await?;
             let case = WanCase::measured(shape, mode, None, Vec::new(), case, wan.rtt_ms);
             progress.step(case.line());
             out.push(case);
@@ -265,7 +272,7 @@ async fn cases(
                     .put_behind_liars(&faulty, &fault.liar(profile.rtt))
                     .await?;
                 let label = format!("{label}-{fault:?}");
-                let case = measure(&cluster, &w, &group, &label, wan.fault_requests).await?;
+                let case = measure(&cluster, &w, &group, &label, 0, wan.fault_requests).await?;
                 let case =
                     WanCase::measured(shape, mode, Some(fault), faulty.clone(), case, wan.rtt_ms);
                 progress.step(case.line());
@@ -275,7 +282,7 @@ async fn cases(
         }
     }
     cluster.check_alive()?;
-    Ok(out)
+    Ok((out, cluster.delay()))
 }
 
 /// What one case's requests did.
@@ -291,7 +298,7 @@ pub struct Measured {
     pub attempts: Vec<u32>,
 }
 
-/// `count` requests, one at a time after [`WARMUP`] uncounted ones; between
+/// `count` requests, one at a time after `warmup` uncounted ones; between
 /// requests the group's exclusions are cleared, so every request meets the
 /// faulty members afresh (the worst case, not the first request only).
 async fn measure(
@@ -299,6 +306,7 @@ async fn measure(
     w: &Workload,
     group: &pb::KeyGroup,
     label: &str,
+    warmup: usize,
     count: usize,
 ) -> Result<Measured, SimError> {
     let custody = w
@@ -308,7 +316,7 @@ async fn measure(
         .ok_or_else(|| SimError::Setup("no client connection".into()))?;
     let mut m = Measured::default();
     let mut samples = Vec::new();
-    for i in 0..WARMUP + count {
+    for i in 0..warmup + count {
         let p = w.prepare(label, i)?;
         let started = Instant::now();
         let (driven, status) = load::drive(custody.clone(), &p, w.hang).await;
@@ -318,7 +326,7 @@ async fn measure(
             None => driven.outcome.clone(),
         };
         cluster.clear_exclusions(&group.name).await?;
-        if i < WARMUP {
+        if i < warmup {
             continue;
         }
         match outcome {

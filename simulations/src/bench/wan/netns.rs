@@ -4,6 +4,12 @@
 //! both ends, and one undelayed link from the host (where the bench client
 //! runs, beside the coordinator) into the coordinator's region.
 //!
+//! A kernel built without netem (`CONFIG_NET_SCH_NETEM`) cannot delay
+//! packets; there [`Delay::Relay`] links every region to the host instead,
+//! undelayed, and the caller delays the coordinator's connections to other
+//! regions in user space (the chaos link proxy on the host's end of the
+//! coordinator's link). Region addresses are the same either way.
+//!
 //! Addresses are private (10.203.K.0/24, K the region's index) and exist only
 //! inside the namespaces and on the one host-side veth; no route leaves this
 //! machine. Dropping [`WanNet`] deletes every namespace, and with each its
@@ -20,6 +26,16 @@ use crate::SimError;
 const PREFIX: &str = "pfwan";
 /// First two octets of every address on the links.
 const NET: [u8; 2] = [10, 203];
+
+/// Where the inter-region delay is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delay {
+    /// `tc netem` on the veth links between regions (per packet, in the kernel).
+    Netem,
+    /// A user-space relay on the host, per chunk of each connection (kernels without netem).
+    Relay,
+}
 
 /// Delay, jitter and loss between the coordinator's region and every other.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +64,7 @@ pub struct RegionNet {
 pub struct WanNet {
     regions: Vec<RegionNet>,
     created: Vec<String>,
+    delay: Delay,
 }
 
 /// Refuses to go on without root (namespaces and qdiscs need CAP_NET_ADMIN)
@@ -144,7 +161,11 @@ fn delete_stale() {
 
 impl WanNet {
     /// Builds the namespaces for `regions` (the first holds the coordinator).
-    pub fn create(regions: &[&str], profile: &WanProfile) -> Result<Self, SimError> {
+    pub fn create(
+        regions: &[&str],
+        profile: &WanProfile,
+        delay: Option<Delay>,
+    ) -> Result<Self, SimError> {
         preflight()?;
         delete_stale();
         check_addresses_free()?;
@@ -152,6 +173,7 @@ impl WanNet {
         let mut net = Self {
             regions: Vec::new(),
             created: Vec::new(),
+            delay: Delay::Netem,
         };
         for (k, name) in regions.iter().enumerate() {
             let netns = format!("{PREFIX}{pid}-{k}");
@@ -170,6 +192,27 @@ impl WanNet {
             .first()
             .cloned()
             .ok_or_else(|| SimError::Setup("--wan needs at least one region".into()))?;
+        let netem_works = {
+            let probe = ["-n", home.netns.as_str(), "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"];
+            let ok = run("tc", &probe).is_ok();
+            if ok {
+                run("tc", &["-n", &home.netns, "qdisc", "del", "dev", "lo", "root"])?;
+            }
+            ok
+        };
+        net.delay = match (delay, netem_works) {
+            (Some(Delay::Netem), false) => {
+                return Err(SimError::Setup(
+                    "--wan-delay netem: this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM); use --wan-delay relay".into(),
+                ))
+            }
+            (Some(d), _) => d,
+            (None, true) => Delay::Netem,
+            (None, false) => {
+                eprintln!("permafrost-sim: this kernel has no netem qdisc; delaying in a user-space relay instead (--wan-delay relay)");
+                Delay::Relay
+            }
+        };
         // The host side: the bench client reaches the coordinator over this, undelayed.
         let host = format!("{PREFIX}{pid}h");
         let subnet = |k: u8, host: u8| format!("{}.{}.{k}.{host}/24", NET[0], NET[1]);
@@ -187,6 +230,18 @@ impl WanNet {
         let netem = netem_args(profile);
         for (k, region) in net.regions.iter().enumerate().skip(1) {
             let k = u8::try_from(k).map_err(|_| SimError::Setup("too many regions".into()))?;
+            if net.delay == Delay::Relay {
+                let host = format!("{PREFIX}{pid}h{k}");
+                run(
+                    "ip",
+                    &["link", "add", &host, "type", "veth", "peer", "name", "wan0", "netns", &region.netns],
+                )?;
+                run("ip", &["addr", "add", &subnet(k, 1), "dev", &host])?;
+                run("ip", &["link", "set", &host, "up"])?;
+                run("ip", &["-n", &region.netns, "addr", "add", &subnet(k, 2), "dev", "wan0"])?;
+                run("ip", &["-n", &region.netns, "link", "set", "wan0", "up"])?;
+                continue;
+            }
             let near = format!("to{k}");
             run(
                 "ip",
@@ -204,6 +259,16 @@ impl WanNet {
             }
         }
         Ok(net)
+    }
+
+    /// Where the delay is applied.
+    pub fn delay(&self) -> Delay {
+        self.delay
+    }
+
+    /// The host's end of the link into the coordinator's region (where a relay listens).
+    pub fn host_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(NET[0], NET[1], 0, 1)
     }
 
     /// The regions, the coordinator's first.

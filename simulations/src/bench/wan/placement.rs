@@ -20,8 +20,9 @@ use permafrostctl::client::{self, ClientRole, Connection};
 use permafrostctl::files;
 use tokio::time::Instant;
 
-use super::netns::WanNet;
+use super::netns::{Delay, WanNet, WanProfile};
 use super::{NonceMode, REGIONS, ROUND_TIMEOUT};
+use crate::chaos::proxy::{LinkFaults, LinkProxy};
 use crate::chaos::harness::{liar_args, LiarSpec};
 use crate::chaos::process::{kill9, LiarProcess};
 use crate::cluster::{Binaries, CreateOptions, Layout, LocalCluster, COORDINATOR_ID};
@@ -57,6 +58,9 @@ pub struct WanCluster {
     region_bins: Vec<Binaries>,
     liar_bin: PathBuf,
     nonce_mode: NonceMode,
+    /// With [`Delay::Relay`]: the delaying relay in front of each node outside the
+    /// coordinator's region, held only to keep it running (dropping one closes it).
+    _relays: BTreeMap<String, LinkProxy>,
     net: WanNet,
 }
 
@@ -94,6 +98,7 @@ impl WanCluster {
         bins: &Binaries,
         liar_bin: &Path,
         net: WanNet,
+        profile: &WanProfile,
         nodes: u16,
         policy: &str,
         progress: &Progress,
@@ -106,10 +111,28 @@ impl WanCluster {
             })
             .collect();
         let wan_addr = |p: &Placed| SocketAddr::from((net.regions()[p.region].addr, p.port));
+        let mut relays = BTreeMap::new();
+        if net.delay() == Delay::Relay {
+            for p in placed.iter().filter(|p| p.region != 0) {
+                let relay = LinkProxy::bind_on(&p.id, u64::from(p.port), net.host_addr().into())
+                    .await
+                    .map_err(setup("cannot bind a relay on the host link"))?;
+                relay.set_faults(LinkFaults {
+                    latency: profile.rtt / 2,
+                    jitter: profile.jitter,
+                    loss: profile.loss_pct / 100.0,
+                    ..LinkFaults::healthy()
+                });
+                relays.insert(p.id.clone(), relay);
+            }
+        }
         let options = CreateOptions {
             manifest_endpoints: placed
                 .iter()
-                .map(|p| (p.id.clone(), wan_addr(p).to_string()))
+                .map(|p| {
+                    let endpoint = relays.get(&p.id).map_or_else(|| wan_addr(p), LinkProxy::addr);
+                    (p.id.clone(), endpoint.to_string())
+                })
                 .collect(),
             ..CreateOptions::default()
         };
@@ -140,6 +163,11 @@ impl WanCluster {
             write_wrapper(&b.coordinator, &region.netns, &bins.coordinator)?;
             region_bins.push(b);
         }
+        for (id, relay) in &mut relays {
+            if let Some(p) = placed.iter().find(|p| p.id == *id) {
+                relay.start(wan_addr(p));
+            }
+        }
         for p in &placed {
             set_listen(&node_config(&cluster.dir, &p.id), wan_addr(p))?;
             cluster.respawn(&p.id, &region_bins[p.region])?;
@@ -166,6 +194,7 @@ impl WanCluster {
             region_bins,
             liar_bin: liar_bin.to_path_buf(),
             nonce_mode: NonceMode::TwoRounds,
+            _relays: relays,
             net,
         })
     }
@@ -173,6 +202,11 @@ impl WanCluster {
     /// The underlying cluster (its operator and custody connections reach the coordinator).
     pub fn local(&self) -> &LocalCluster {
         &self.cluster
+    }
+
+    /// Where the inter-region delay is applied.
+    pub fn delay(&self) -> Delay {
+        self.net.delay()
     }
 
     /// Every node as (id, region index), in id order; region 0 is the coordinator's.

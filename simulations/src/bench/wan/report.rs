@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Measured, NonceMode, WanFault, WanPlan, REGIONS, ROUND_TIMEOUT};
+use super::{Delay, Measured, NonceMode, WanFault, WanPlan, REGIONS, ROUND_TIMEOUT};
 use crate::bench::plan::GroupShape;
 use crate::bench::report::Machine;
 use crate::bench::stats::Summary;
@@ -172,6 +172,8 @@ pub struct WanReport {
     pub plan: WanPlan,
     /// Regions, the coordinator's first.
     pub regions: Vec<String>,
+    /// Where the delay was applied.
+    pub delay: Delay,
     /// The coordinator's round deadline.
     pub round_timeout_ms: u64,
     /// The machine.
@@ -186,13 +188,22 @@ pub struct WanReport {
 
 impl WanReport {
     /// The report of a finished run.
-    pub fn new(plan: &WanPlan, machine: Machine, cases: Vec<WanCase>, took: Duration) -> Self {
+    pub fn new(
+        plan: &WanPlan,
+        delay: Delay,
+        machine: Machine,
+        cases: Vec<WanCase>,
+        took: Duration,
+    ) -> Self {
         let mut notes = vec![
             "RTT = the configured netem round trip between the coordinator's region and the others; latency is from submission to a verified signature at the client, which sits beside the coordinator".to_string(),
             "worst-case rows: n - t members faulty in every request (exclusions cleared between requests); judged by p99 (with few requests p99 is the maximum)".to_string(),
             "ROAST's figures are its paper's 3-of-5 benchmark at 153 ms RTT (honest 0.32-0.36 s, worst case 0.64 s), in RTTs; it publishes none for 7-of-10 here".to_string(),
             format!("the coordinator's round deadline is {} ms (its default); a silent or slow member costs up to that per session", ROUND_TIMEOUT.as_millis()),
         ];
+        if delay == Delay::Relay {
+            notes.push("delay applied by a user-space relay on the host (this kernel has no netem): per chunk of each connection, TCP handshakes and ACKs undelayed; rerun on a kernel with netem for per-packet delay".into());
+        }
         if machine.load_average_at_start.is_some_and(|l| l > 0.5) {
             notes.push("other work was running on this machine at the start: figures are pessimistic".into());
         }
@@ -200,6 +211,7 @@ impl WanReport {
             version: 1,
             plan: plan.clone(),
             regions: REGIONS.iter().map(|r| r.to_string()).collect(),
+            delay,
             round_timeout_ms: u64::try_from(ROUND_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
             machine,
             cases,
@@ -212,8 +224,9 @@ impl WanReport {
     pub fn render(&self) -> String {
         let p = &self.plan;
         let mut out = format!(
-            "\nWAN bench: {} ms RTT between {} (coordinator) and {} (jitter {} ms, loss {}%), one request in flight\n\n",
+            "\nWAN bench: {} ms RTT ({:?}) between {} (coordinator) and {} (jitter {} ms, loss {}%), one request in flight\n\n",
             p.rtt_ms,
+            self.delay,
             self.regions.first().map_or("", String::as_str),
             self.regions.get(1..).map(|r| r.join(", ")).unwrap_or_default(),
             p.jitter_ms,
