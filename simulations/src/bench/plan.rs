@@ -132,7 +132,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PCT", default_value_t = 0.0)]
     pub wan_loss: f64,
     /// With --wan: the groups measured (one cluster with as many nodes as the largest).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "3-of-5,7-of-10")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "3-of-5,7-of-10"
+    )]
     pub wan_groups: Vec<GroupShape>,
     /// With --wan: sequential honest withdrawals per group.
     #[arg(long, value_name = "N", default_value_t = 40)]
@@ -141,8 +146,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub wan_fault_requests: usize,
     /// With --wan: the faults measured.
-    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',',
-          default_value = "silent-after-commit,bad-share,slow-under-deadline")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "silent-after-commit,bad-share,slow-under-deadline"
+    )]
     pub wan_faults: Vec<WanFault>,
     /// With --wan: where the delay is applied [default: netem, or relay when the kernel has no netem].
     #[arg(long, value_name = "HOW", value_enum)]
@@ -194,7 +204,9 @@ impl Default for BenchArgs {
 /// Checks and resolves the `--wan*` flags.
 fn wan_plan(a: &BenchArgs, rtt_ms: f64) -> Result<WanPlan, String> {
     if !(rtt_ms.is_finite() && rtt_ms > 0.0 && rtt_ms <= 5_000.0) {
-        return Err(format!("--wan {rtt_ms}: give a round trip of 0 < MS <= 5000"));
+        return Err(format!(
+            "--wan {rtt_ms}: give a round trip of 0 < MS <= 5000"
+        ));
     }
     if !(a.wan_jitter.is_finite() && a.wan_jitter >= 0.0 && a.wan_jitter <= rtt_ms / 2.0) {
         return Err(format!(

@@ -270,7 +270,9 @@ impl LiarOptions {
             ));
         }
         if self.lie == Lie::SlowSign && self.sign_delay.is_zero() {
-            return Err("--lie slow-sign holds round 2 for a while: give --sign-delay-ms MS".into());
+            return Err(
+                "--lie slow-sign holds round 2 for a while: give --sign-delay-ms MS".into(),
+            );
         }
         Ok(())
     }

@@ -190,7 +190,9 @@ pub async fn run(plan: &BenchPlan, wan: &WanPlan) -> Result<WanReport, SimError>
             let t = tempfile::Builder::new()
                 .prefix("permafrost-bench-wan-")
                 .tempdir()
-                .map_err(|e| SimError::Setup(format!("cannot create a temporary directory: {e}")))?;
+                .map_err(|e| {
+                    SimError::Setup(format!("cannot create a temporary directory: {e}"))
+                })?;
             (t.path().to_path_buf(), Some(t))
         }
     };
@@ -209,7 +211,13 @@ pub async fn run(plan: &BenchPlan, wan: &WanPlan) -> Result<WanReport, SimError>
         }
     }
     let (cases, delay) = outcome?;
-    Ok(WanReport::new(wan, delay, machine, cases, progress.elapsed()))
+    Ok(WanReport::new(
+        wan,
+        delay,
+        machine,
+        cases,
+        progress.elapsed(),
+    ))
 }
 
 async fn cases(
@@ -333,8 +341,7 @@ async fn measure(
             Outcome::Signed => {
                 m.ok += 1;
                 samples.push(elapsed);
-                m.attempts
-                    .push(status.as_ref().map_or(0, |s| s.attempts));
+                m.attempts.push(status.as_ref().map_or(0, |s| s.attempts));
             }
             other => m.problems.push(format!("{other:?}")),
         }
@@ -389,7 +396,10 @@ mod tests {
     fn faulty_members_are_remote_and_spread() {
         let members: Vec<(String, usize)> =
             (1..=10).map(|i| (format!("n{i}"), (i - 1) % 3)).collect();
-        assert_eq!(faulty_members(GroupShape::new(3, 5), &members), ["n2", "n3"]);
+        assert_eq!(
+            faulty_members(GroupShape::new(3, 5), &members),
+            ["n2", "n3"]
+        );
         assert_eq!(
             faulty_members(GroupShape::new(7, 10), &members),
             ["n2", "n3", "n5"]

@@ -193,10 +193,24 @@ impl WanNet {
             .cloned()
             .ok_or_else(|| SimError::Setup("--wan needs at least one region".into()))?;
         let netem_works = {
-            let probe = ["-n", home.netns.as_str(), "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"];
+            let probe = [
+                "-n",
+                home.netns.as_str(),
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                "1ms",
+            ];
             let ok = run("tc", &probe).is_ok();
             if ok {
-                run("tc", &["-n", &home.netns, "qdisc", "del", "dev", "lo", "root"])?;
+                run(
+                    "tc",
+                    &["-n", &home.netns, "qdisc", "del", "dev", "lo", "root"],
+                )?;
             }
             ok
         };
@@ -219,13 +233,32 @@ impl WanNet {
         run(
             "ip",
             &[
-                "link", "add", &host, "type", "veth", "peer", "name", "host0", "netns",
+                "link",
+                "add",
+                &host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "host0",
+                "netns",
                 &home.netns,
             ],
         )?;
         run("ip", &["addr", "add", &subnet(0, 1), "dev", &host])?;
         run("ip", &["link", "set", &host, "up"])?;
-        run("ip", &["-n", &home.netns, "addr", "add", &subnet(0, 2), "dev", "host0"])?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &home.netns,
+                "addr",
+                "add",
+                &subnet(0, 2),
+                "dev",
+                "host0",
+            ],
+        )?;
         run("ip", &["-n", &home.netns, "link", "set", "host0", "up"])?;
         let netem = netem_args(profile);
         for (k, region) in net.regions.iter().enumerate().skip(1) {
@@ -234,11 +267,33 @@ impl WanNet {
                 let host = format!("{PREFIX}{pid}h{k}");
                 run(
                     "ip",
-                    &["link", "add", &host, "type", "veth", "peer", "name", "wan0", "netns", &region.netns],
+                    &[
+                        "link",
+                        "add",
+                        &host,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        "wan0",
+                        "netns",
+                        &region.netns,
+                    ],
                 )?;
                 run("ip", &["addr", "add", &subnet(k, 1), "dev", &host])?;
                 run("ip", &["link", "set", &host, "up"])?;
-                run("ip", &["-n", &region.netns, "addr", "add", &subnet(k, 2), "dev", "wan0"])?;
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        &region.netns,
+                        "addr",
+                        "add",
+                        &subnet(k, 2),
+                        "dev",
+                        "wan0",
+                    ],
+                )?;
                 run("ip", &["-n", &region.netns, "link", "set", "wan0", "up"])?;
                 continue;
             }
@@ -246,14 +301,36 @@ impl WanNet {
             run(
                 "ip",
                 &[
-                    "-n", &home.netns, "link", "add", &near, "type", "veth", "peer", "name",
-                    "wan0", "netns", &region.netns,
+                    "-n",
+                    &home.netns,
+                    "link",
+                    "add",
+                    &near,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "wan0",
+                    "netns",
+                    &region.netns,
                 ],
             )?;
             for (ns, dev, host) in [(&home.netns, near.as_str(), 1), (&region.netns, "wan0", 2)] {
-                run("ip", &["-n", ns, "addr", "add", &subnet(k, host), "dev", dev])?;
+                run(
+                    "ip",
+                    &["-n", ns, "addr", "add", &subnet(k, host), "dev", dev],
+                )?;
                 run("ip", &["-n", ns, "link", "set", dev, "up"])?;
-                let mut args = vec!["-n", ns.as_str(), "qdisc", "add", "dev", dev, "root", "netem"];
+                let mut args = vec![
+                    "-n",
+                    ns.as_str(),
+                    "qdisc",
+                    "add",
+                    "dev",
+                    dev,
+                    "root",
+                    "netem",
+                ];
                 args.extend(netem.iter().map(String::as_str));
                 run("tc", &args)?;
             }
@@ -317,6 +394,9 @@ mod tests {
             loss_pct: 0.5,
             ..p
         };
-        assert_eq!(netem_args(&p), ["delay", "76.500ms", "5.000ms", "loss", "0.5%"]);
+        assert_eq!(
+            netem_args(&p),
+            ["delay", "76.500ms", "5.000ms", "loss", "0.5%"]
+        );
     }
 }

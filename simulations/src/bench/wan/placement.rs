@@ -22,9 +22,9 @@ use tokio::time::Instant;
 
 use super::netns::{Delay, WanNet, WanProfile};
 use super::{NonceMode, REGIONS, ROUND_TIMEOUT};
-use crate::chaos::proxy::{LinkFaults, LinkProxy};
 use crate::chaos::harness::{liar_args, LiarSpec};
 use crate::chaos::process::{kill9, LiarProcess};
+use crate::chaos::proxy::{LinkFaults, LinkProxy};
 use crate::cluster::{Binaries, CreateOptions, Layout, LocalCluster, COORDINATOR_ID};
 use crate::daemons::Daemons;
 use crate::progress::Progress;
@@ -130,7 +130,9 @@ impl WanCluster {
             manifest_endpoints: placed
                 .iter()
                 .map(|p| {
-                    let endpoint = relays.get(&p.id).map_or_else(|| wan_addr(p), LinkProxy::addr);
+                    let endpoint = relays
+                        .get(&p.id)
+                        .map_or_else(|| wan_addr(p), LinkProxy::addr);
                     (p.id.clone(), endpoint.to_string())
                 })
                 .collect(),
@@ -144,7 +146,10 @@ impl WanCluster {
             policy: Some(policy.to_string()),
             round_timeout_ms: u64::try_from(ROUND_TIMEOUT.as_millis()).ok(),
         };
-        progress.step(format!("building a {nodes}-node cluster in {}", dir.display()));
+        progress.step(format!(
+            "building a {nodes}-node cluster in {}",
+            dir.display()
+        ));
         let mut cluster =
             LocalCluster::create_layout(dir, bins, progress, &options, &layout).await?;
         // Built and started on loopback as `up` does; now move it.
@@ -242,7 +247,9 @@ impl WanCluster {
             .any(|(n, _, _)| n == name)
         {
             if Instant::now() >= deadline {
-                return Err(SimError::Timeout(format!("{name} still running after SIGKILL")));
+                return Err(SimError::Timeout(format!(
+                    "{name} still running after SIGKILL"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -261,7 +268,11 @@ impl WanCluster {
     /// Makes each of `ids` faulty as `spec` says: the liar on the member's
     /// address, the node behind it on its namespace's loopback. Called again
     /// with another spec, only the liars change.
-    pub async fn put_behind_liars(&mut self, ids: &[String], spec: &LiarSpec) -> Result<(), SimError> {
+    pub async fn put_behind_liars(
+        &mut self,
+        ids: &[String],
+        spec: &LiarSpec,
+    ) -> Result<(), SimError> {
         for id in ids {
             let p = self.placed(id)?;
             let inner = SocketAddr::from((Ipv4Addr::LOCALHOST, p.port));

@@ -55,10 +55,17 @@ pub struct WanCase {
     pub notes: Vec<String>,
 }
 
-fn roast_and_target(shape: GroupShape, nonces: NonceMode, fault: Option<WanFault>) -> (Option<f64>, Option<f64>) {
+fn roast_and_target(
+    shape: GroupShape,
+    nonces: NonceMode,
+    fault: Option<WanFault>,
+) -> (Option<f64>, Option<f64>) {
     let three_of_five = shape == GroupShape::new(3, 5);
     match (fault, nonces) {
-        (None, NonceMode::TwoRounds) => (three_of_five.then_some(ROAST_HONEST_RTT), Some(TARGET_TWO_ROUNDS_RTT)),
+        (None, NonceMode::TwoRounds) => (
+            three_of_five.then_some(ROAST_HONEST_RTT),
+            Some(TARGET_TWO_ROUNDS_RTT),
+        ),
         (None, NonceMode::Banked) => (None, Some(TARGET_BANKED_RTT)),
         (Some(_), _) => (
             three_of_five.then_some(ROAST_WORST_RTT),
@@ -69,7 +76,12 @@ fn roast_and_target(shape: GroupShape, nonces: NonceMode, fault: Option<WanFault
 
 impl WanCase {
     /// A row that could not be measured, saying why.
-    pub fn not_measured(shape: GroupShape, nonces: NonceMode, fault: Option<WanFault>, why: &str) -> Self {
+    pub fn not_measured(
+        shape: GroupShape,
+        nonces: NonceMode,
+        fault: Option<WanFault>,
+        why: &str,
+    ) -> Self {
         let (roast_rtt, target_rtt) = roast_and_target(shape, nonces, fault);
         Self {
             group: shape,
@@ -138,7 +150,13 @@ impl WanCase {
         };
         match self.fault {
             None => format!("honest, {nonces}"),
-            Some(f) => format!("{} n-t {}, {nonces}", self.faulty.len().max(usize::from(self.group.members - self.group.threshold)), f.describe()),
+            Some(f) => format!(
+                "{} n-t {}, {nonces}",
+                self.faulty
+                    .len()
+                    .max(usize::from(self.group.members - self.group.threshold)),
+                f.describe()
+            ),
         }
     }
 
@@ -205,7 +223,10 @@ impl WanReport {
             notes.push("delay applied by a user-space relay on the host (this kernel has no netem): per chunk of each connection, TCP handshakes and ACKs undelayed; rerun on a kernel with netem for per-packet delay".into());
         }
         if machine.load_average_at_start.is_some_and(|l| l > 0.5) {
-            notes.push("other work was running on this machine at the start: figures are pessimistic".into());
+            notes.push(
+                "other work was running on this machine at the start: figures are pessimistic"
+                    .into(),
+            );
         }
         Self {
             version: 1,
@@ -234,7 +255,17 @@ impl WanReport {
         );
         out.push_str(&format!(
             "{:<9} {:<46} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5}\n",
-            "group", "case", "signed", "p50 ms", "p99 ms", "p50 RTT", "p99 RTT", "sessions", "ROAST", "target", "met"
+            "group",
+            "case",
+            "signed",
+            "p50 ms",
+            "p99 ms",
+            "p50 RTT",
+            "p99 RTT",
+            "sessions",
+            "ROAST",
+            "target",
+            "met"
         ));
         let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
         for c in &self.cases {

@@ -28,7 +28,10 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
     let mut shown = BTreeSet::new();
     // Requests one at a time, so each session's choice is known; up to twice
     // as many as asked for until it has shown all three behaviours.
-    let (wanted, most) = (run.settings.requests.max(2), run.settings.requests.max(2) * 2);
+    let (wanted, most) = (
+        run.settings.requests.max(2),
+        run.settings.requests.max(2) * 2,
+    );
     let mut sent = 0;
     while sent < most && (sent < wanted || shown.len() < 3) {
         sent += 1;
@@ -60,7 +63,9 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
         shown.iter().cloned().collect::<Vec<_>>().join(", ")
     ));
     if shown.is_empty() {
-        run.fail(format!("the coordinator never chose {liar}, so it never adapted"));
+        run.fail(format!(
+            "the coordinator never chose {liar}, so it never adapted"
+        ));
     }
     // inv4 checks every bad share was named; here: named only for those.
     let events = run.chaos.liar_events();

@@ -67,7 +67,9 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
     run.account(&driven, submitted, None);
     // The restarted node must take part again, with fresh nonces.
     let before = run.chaos.liar(&target)?.events().len();
-    let later = run.sign_valid(run.settings.requests.saturating_sub(1).max(1)).await?;
+    let later = run
+        .sign_valid(run.settings.requests.saturating_sub(1).max(1))
+        .await?;
     let signed_again = run.chaos.liar(&target)?.events()[before..].iter().any(|e| {
         matches!(e, LiarEvent::SignForwarded { ok: true, request, .. }
             if later.iter().any(|d| d.id == *request))

@@ -27,7 +27,15 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
         .chaos
         .liar_events()
         .iter()
-        .filter(|(_, e)| matches!(e, LiarEvent::Lied { lie: Lie::SilentAfterCommit, .. }))
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                LiarEvent::Lied {
+                    lie: Lie::SilentAfterCommit,
+                    ..
+                }
+            )
+        })
         .count();
     run.step(format!("round 2 left unanswered {held} time(s)"));
     if held == 0 {

@@ -44,9 +44,7 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
             }
         }
     }
-    run.step(format!(
-        "{counted} slow share(s) went into a signature"
-    ));
+    run.step(format!("{counted} slow share(s) went into a signature"));
     if counted == 0 {
         run.fail("no slow share went into any signature: the slow signers were never used, or their shares were dropped");
     }
