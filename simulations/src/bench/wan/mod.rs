@@ -25,9 +25,8 @@ use crate::bench::plan::{BenchPlan, GroupShape};
 use crate::bench::report::Machine;
 use crate::bench::run::bench_policy;
 use crate::bench::stats::Summary;
-use crate::chaos::harness::LiarSpec;
+use crate::chaos::harness::{ChaosBinaries, LiarSpec};
 use crate::chaos::liar::Lie;
-use crate::cluster::Binaries;
 use crate::progress::Progress;
 use crate::SimError;
 
@@ -174,14 +173,8 @@ pub fn faulty_members(shape: GroupShape, members: &[(String, usize)]) -> Vec<Str
 /// Runs the WAN bench of `plan`; every daemon and namespace is gone when this returns.
 pub async fn run(plan: &BenchPlan, wan: &WanPlan) -> Result<WanReport, SimError> {
     netns::preflight()?;
-    let bins = Binaries::locate(plan.bin_dir.as_deref())?;
-    let liar = bins.node.with_file_name("permafrost-liar");
-    if !liar.is_file() {
-        return Err(SimError::Setup(format!(
-            "{} not found: --wan's faulty signers are permafrost-liar; build it with cargo build --release -p permafrost-simulations --bins",
-            liar.display()
-        )));
-    }
+    // The faulty signers are the chaos runs' permafrost-liar.
+    let bins = ChaosBinaries::locate(plan.bin_dir.as_deref())?;
     let progress = Progress::new();
     let machine = Machine::this();
     let (root, temp) = match &plan.dir {
@@ -203,7 +196,7 @@ pub async fn run(plan: &BenchPlan, wan: &WanPlan) -> Result<WanReport, SimError>
         REGIONS[0],
         root.display()
     );
-    let outcome = cases(wan, &bins, &liar, &root, &progress).await;
+    let outcome = cases(wan, &bins, &root, &progress).await;
     let keep = plan.keep || matches!(&outcome, Err(e) if !matches!(e, SimError::Interrupted));
     if let Some(t) = temp {
         if keep {
@@ -222,8 +215,7 @@ pub async fn run(plan: &BenchPlan, wan: &WanPlan) -> Result<WanReport, SimError>
 
 async fn cases(
     wan: &WanPlan,
-    bins: &Binaries,
-    liar: &Path,
+    bins: &ChaosBinaries,
     root: &Path,
     progress: &Progress,
 ) -> Result<(Vec<WanCase>, Delay), SimError> {
@@ -243,7 +235,6 @@ async fn cases(
     let mut cluster = WanCluster::start(
         &root.join("wan"),
         bins,
-        liar,
         net,
         &profile,
         nodes,

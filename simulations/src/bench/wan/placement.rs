@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::netns::{Delay, WanNet, WanProfile};
 use super::{NonceMode, REGIONS, ROUND_TIMEOUT};
-use crate::chaos::harness::{liar_args, LiarSpec};
+use crate::chaos::harness::{liar_args, ChaosBinaries, LiarSpec};
 use crate::chaos::process::{kill9, LiarProcess};
 use crate::chaos::proxy::{LinkFaults, LinkProxy};
 use crate::cluster::{Binaries, CreateOptions, Layout, LocalCluster, COORDINATOR_ID};
@@ -95,14 +95,14 @@ impl WanCluster {
     /// Builds a `nodes`-node cluster in `dir` and starts it in `net`'s namespaces.
     pub async fn start(
         dir: &Path,
-        bins: &Binaries,
-        liar_bin: &Path,
+        all_bins: &ChaosBinaries,
         net: WanNet,
         profile: &WanProfile,
         nodes: u16,
         policy: &str,
         progress: &Progress,
     ) -> Result<Self, SimError> {
+        let bins = &all_bins.daemons;
         let placed: Vec<Placed> = (1..=nodes)
             .map(|i| Placed {
                 id: format!("n{i}"),
@@ -197,7 +197,7 @@ impl WanCluster {
             nodes: placed,
             members,
             region_bins,
-            liar_bin: liar_bin.to_path_buf(),
+            liar_bin: all_bins.liar.clone(),
             nonce_mode: NonceMode::TwoRounds,
             _relays: relays,
             net,
