@@ -214,7 +214,7 @@ impl WanReport {
         took: Duration,
     ) -> Self {
         let mut notes = vec![
-            "RTT = the configured netem round trip between the coordinator's region and the others; latency is from submission to a verified signature at the client, which sits beside the coordinator".to_string(),
+            "RTT = the configured round trip between the coordinator's region and the others; latency is from submission to a verified signature at the client, which sits beside the coordinator".to_string(),
             "worst-case rows: n - t members faulty in every request (exclusions cleared between requests); judged by p99 (with few requests p99 is the maximum)".to_string(),
             "ROAST's figures are its paper's 3-of-5 benchmark at 153 ms RTT (honest 0.32-0.36 s, worst case 0.64 s), in RTTs; it publishes none for 7-of-10 here".to_string(),
             format!("the coordinator's round deadline is {} ms (its default); a silent or slow member costs up to that per session", ROUND_TIMEOUT.as_millis()),
