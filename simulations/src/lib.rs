@@ -113,7 +113,7 @@ pub enum SimCommand {
     /// Seeded chaos runs on fresh local clusters; prints runs, signed, refused, safety violations, latency.
     Chaos(chaos::ChaosArgs),
     /// Latency, throughput, ceremonies, memory and store commits of the real cluster, side by side with in-process FROST.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Runs one command.
@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> Result<(), SimError> {
         .map(|_| ()),
         SimCommand::Up { dir, bin_dir } => up::up(&dir, bin_dir.as_deref()).await,
         SimCommand::Chaos(args) => chaos::command(args).await,
-        SimCommand::Bench(args) => bench::command(args).await,
+        SimCommand::Bench(args) => bench::command(*args).await,
     }
 }
 

@@ -8,7 +8,8 @@
 //!
 //! Figures are measurements of this machine, printed and written as JSON;
 //! nothing here asserts a time (the smoke test checks only that every request
-//! completed).
+//! completed). `--wan MS` runs [`wan`] instead: the cluster spread over
+//! network namespaces with real WAN latency between them.
 
 pub mod floor;
 pub mod load;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod soak;
 pub mod stats;
+pub mod wan;
 
 use std::path::Path;
 
@@ -32,6 +34,15 @@ pub const BENCH_AMOUNT_SATS: u128 = 1_000;
 /// Runs `permafrost-sim bench` from its command line.
 pub async fn command(args: BenchArgs) -> Result<(), SimError> {
     let plan = BenchPlan::from_args(&args).map_err(SimError::Setup)?;
+    if let Some(w) = &plan.wan {
+        let report = crate::interruptible(wan::run(&plan, w)).await?;
+        print!("{}", report.render());
+        if let Some(path) = &plan.json {
+            write_json(&report, path)?;
+            println!("report written to {}", path.display());
+        }
+        return Ok(());
+    }
     let report = crate::interruptible(bench(&plan)).await?;
     print!("{}", report.render());
     if let Some(path) = &plan.json {
@@ -47,7 +58,7 @@ pub async fn bench(plan: &BenchPlan) -> Result<BenchReport, SimError> {
 }
 
 /// Writes `report` as pretty JSON to `path`.
-pub fn write_json(report: &BenchReport, path: &Path) -> Result<(), SimError> {
+pub fn write_json(report: &impl serde::Serialize, path: &Path) -> Result<(), SimError> {
     let json = serde_json::to_string_pretty(report)
         .map_err(|e| SimError::Setup(format!("cannot encode the report: {e}")))?;
     permafrostctl::files::write_public(path, format!("{json}\n").as_bytes())?;

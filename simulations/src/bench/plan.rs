@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::bench::wan::{Delay, NonceMode, WanFault, WanPlan};
+
 /// A `T-of-N` group shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupShape {
@@ -119,6 +121,46 @@ pub struct BenchArgs {
     /// Directory holding permafrost-node and permafrost-coordinator (default: next to permafrost-sim).
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Instead of the loopback bench: each region in its own network namespace, MS round trip
+    /// (tc netem) between the coordinator's region and the others; latency in RTTs (root).
+    #[arg(long, value_name = "MS")]
+    pub wan: Option<f64>,
+    /// With --wan: netem jitter per direction, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 0.0)]
+    pub wan_jitter: f64,
+    /// With --wan: netem packet loss per direction, in percent.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub wan_loss: f64,
+    /// With --wan: the groups measured (one cluster with as many nodes as the largest).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "3-of-5,7-of-10"
+    )]
+    pub wan_groups: Vec<GroupShape>,
+    /// With --wan: sequential honest withdrawals per group.
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub wan_requests: usize,
+    /// With --wan: sequential withdrawals per group and fault, n − t members faulty.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub wan_fault_requests: usize,
+    /// With --wan: the faults measured.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "silent-after-commit,bad-share,slow-under-deadline"
+    )]
+    pub wan_faults: Vec<WanFault>,
+    /// With --wan: where the delay is applied [default: netem, or relay when the kernel has no netem].
+    #[arg(long, value_name = "HOW", value_enum)]
+    pub wan_delay: Option<Delay>,
+    /// With --wan: also measure with banked nonces (one-round signing); reported as
+    /// not measured until the coordinator has them.
+    #[arg(long)]
+    pub banked_nonces: bool,
 }
 
 impl Default for BenchArgs {
@@ -142,8 +184,61 @@ impl Default for BenchArgs {
             dir: None,
             keep: false,
             bin_dir: None,
+            wan: None,
+            wan_jitter: 0.0,
+            wan_loss: 0.0,
+            wan_groups: vec![GroupShape::new(3, 5), GroupShape::new(7, 10)],
+            wan_requests: 40,
+            wan_fault_requests: 10,
+            wan_faults: vec![
+                WanFault::SilentAfterCommit,
+                WanFault::BadShare,
+                WanFault::SlowUnderDeadline,
+            ],
+            wan_delay: None,
+            banked_nonces: false,
         }
     }
+}
+
+/// Checks and resolves the `--wan*` flags.
+fn wan_plan(a: &BenchArgs, rtt_ms: f64) -> Result<WanPlan, String> {
+    if !(rtt_ms.is_finite() && rtt_ms > 0.0 && rtt_ms <= 5_000.0) {
+        return Err(format!(
+            "--wan {rtt_ms}: give a round trip of 0 < MS <= 5000"
+        ));
+    }
+    if !(a.wan_jitter.is_finite() && a.wan_jitter >= 0.0 && a.wan_jitter <= rtt_ms / 2.0) {
+        return Err(format!(
+            "--wan-jitter {}: give 0 <= MS <= half the round trip ({})",
+            a.wan_jitter,
+            rtt_ms / 2.0
+        ));
+    }
+    if !(a.wan_loss.is_finite() && (0.0..=50.0).contains(&a.wan_loss)) {
+        return Err(format!("--wan-loss {}: give 0 <= PCT <= 50", a.wan_loss));
+    }
+    if a.wan_groups.is_empty() || a.wan_groups.iter().any(|g| g.members > 30) {
+        return Err("--wan-groups: give one to a few groups of at most 30 members".into());
+    }
+    if a.wan_requests == 0 {
+        return Err("--wan-requests must be at least 1".into());
+    }
+    let mut nonce_modes = vec![NonceMode::TwoRounds];
+    if a.banked_nonces {
+        nonce_modes.push(NonceMode::Banked);
+    }
+    Ok(WanPlan {
+        rtt_ms,
+        jitter_ms: a.wan_jitter,
+        loss_pct: a.wan_loss,
+        groups: a.wan_groups.clone(),
+        requests: a.wan_requests,
+        fault_requests: a.wan_fault_requests,
+        faults: a.wan_faults.clone(),
+        nonce_modes,
+        delay: a.wan_delay,
+    })
 }
 
 /// A resolved bench run.
@@ -193,6 +288,8 @@ pub struct BenchPlan {
     /// Binary directory.
     #[serde(skip)]
     pub bin_dir: Option<PathBuf>,
+    /// The WAN bench instead of the loopback one.
+    pub wan: Option<WanPlan>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -262,6 +359,7 @@ impl BenchPlan {
             dir: a.dir.clone(),
             keep: a.keep,
             bin_dir: a.bin_dir.clone(),
+            wan: a.wan.map(|rtt| wan_plan(a, rtt)).transpose()?,
         })
     }
 
@@ -341,5 +439,24 @@ mod cli_tests {
         assert_eq!(w.bench.levels, Some(vec![8, 64]));
         assert_eq!(w.bench.dkg.map(|d| d.len()), Some(2));
         assert!(Wrap::try_parse_from(["bench", "--levels", "0"]).is_err());
+    }
+
+    #[test]
+    fn wan_flags_resolve_and_are_checked() {
+        let w = Wrap::try_parse_from(["bench", "--wan", "153", "--banked-nonces"]).expect("parses");
+        let plan = super::BenchPlan::from_args(&w.bench).expect("plan");
+        let wan = plan.wan.expect("wan plan");
+        assert_eq!(wan.rtt_ms, 153.0);
+        assert_eq!(wan.groups.len(), 2);
+        assert_eq!(wan.faults.len(), 3);
+        assert_eq!(wan.nonce_modes.len(), 2);
+        for bad in [
+            vec!["bench", "--wan", "0"],
+            vec!["bench", "--wan", "100", "--wan-jitter", "80"],
+            vec!["bench", "--wan", "100", "--wan-loss", "60"],
+        ] {
+            let w = Wrap::try_parse_from(bad.clone()).expect("parses");
+            assert!(super::BenchPlan::from_args(&w.bench).is_err(), "{bad:?}");
+        }
     }
 }

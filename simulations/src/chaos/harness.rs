@@ -2,10 +2,10 @@
 //! node processes in three regions, a coordinator process, mTLS on 127.0.0.1)
 //! with a fault-injecting proxy on every coordinator→node link, lying nodes
 //! on demand, `kill -9` and restart of any daemon, and the clients a scenario
-//! needs. Dropping it stops every process it started.
+//! needs. Dropping it stops every process it started. Lying nodes (their
+//! command line and putting them in a link) are in `liars`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::chaos::liar::{LiarEvent, Lie, PausePoint};
+use crate::chaos::liar::LiarEvent;
 use crate::chaos::process::{kill9, LiarProcess};
 use crate::chaos::proxy::{LinkFaults, LinkProxy};
 use crate::chaos::seed;
@@ -34,13 +34,17 @@ use crate::demo::DEMO_DESTINATION;
 use crate::progress::Progress;
 use crate::SimError;
 
+mod liars;
+
+pub use liars::{liar_args, LiarSpec};
+
 /// The key group every scenario signs with; the cluster policy knows it as a
 /// warm group (no approvals up to 1 BTC per request).
 pub const GROUP: &str = "warm-1";
 /// The region the coordinator is taken to be in (latency to the others is "inter-region").
 pub const COORDINATOR_REGION: &str = "eu-west";
 /// Id of the coordinator certificate the harness issues itself (replays, liars).
-const HARNESS_COORDINATOR_ID: &str = "chaos-harness";
+pub(crate) const HARNESS_COORDINATOR_ID: &str = "chaos-harness";
 /// How long a cluster may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -621,100 +625,6 @@ impl ChaosCluster {
         ))
     }
 
-    /// Puts a `permafrost-liar` between node `id` and its proxy; the coordinator
-    /// reconnects through it at its next call.
-    pub async fn start_liar(
-        &mut self,
-        id: &str,
-        lie: Lie,
-        pause: PausePoint,
-        tamper_sender: Option<&str>,
-    ) -> Result<(), SimError> {
-        if self.liars.contains_key(id) {
-            self.stop_liar(id).await?;
-        }
-        let node = self.node(id)?.clone();
-        let dir = self.cluster.dir.join("chaos").join(format!("liar-{id}"));
-        pki::issue_to_dir(
-            &self.cluster.dir.join("ca"),
-            Role::Node,
-            id,
-            &pki::Extra::default(),
-            None,
-            &dir,
-        )?;
-        let chaos = self.cluster.dir.join("chaos");
-        let mut args: Vec<OsString> = vec![
-            "--upstream".into(),
-            node.addr.to_string().into(),
-            "--node-id".into(),
-            id.into(),
-            "--ca".into(),
-            self.cluster.dir.join(pki::CA_CERT).into(),
-            "--cert".into(),
-            dir.join(format!("{id}.pem")).into(),
-            "--key".into(),
-            dir.join(format!("{id}.key")).into(),
-            "--upstream-cert".into(),
-            chaos.join(format!("{HARNESS_COORDINATOR_ID}.pem")).into(),
-            "--upstream-key".into(),
-            chaos.join(format!("{HARNESS_COORDINATOR_ID}.key")).into(),
-            "--lie".into(),
-            value_name(lie).into(),
-            "--pause".into(),
-            value_name(pause).into(),
-            "--seed".into(),
-            seed::derive(self.seed, &format!("liar/{id}"))
-                .to_string()
-                .into(),
-        ];
-        if let Some(sender) = tamper_sender {
-            args.push("--tamper-sender".into());
-            args.push(sender.into());
-        }
-        let liar = LiarProcess::spawn(&self.bins.liar, args, id, &dir.join("liar.log")).await?;
-        let proxy = self.proxy(id)?;
-        proxy.set_upstream(liar.addr());
-        proxy.reset_connections();
-        self.liars.insert(id.to_string(), liar);
-        Ok(())
-    }
-
-    /// The liar in front of `id`.
-    pub fn liar(&mut self, id: &str) -> Result<&mut LiarProcess, SimError> {
-        self.liars
-            .get_mut(id)
-            .ok_or_else(|| SimError::Setup(format!("no liar in front of {id}")))
-    }
-
-    /// Nodes with a liar in front of them right now.
-    pub fn running_liars(&self) -> Vec<String> {
-        self.liars.keys().cloned().collect()
-    }
-
-    /// Takes the liar out of `id`'s link again and keeps its events.
-    pub async fn stop_liar(&mut self, id: &str) -> Result<(), SimError> {
-        let addr = self.node(id)?.addr;
-        let proxy = self.proxy(id)?;
-        proxy.set_upstream(addr);
-        proxy.reset_connections();
-        if let Some(liar) = self.liars.remove(id) {
-            for e in liar.stop().await {
-                self.liar_events.push((id.to_string(), e));
-            }
-        }
-        Ok(())
-    }
-
-    /// Every event of every liar of this run (stopped ones and running ones).
-    pub fn liar_events(&mut self) -> Vec<(String, LiarEvent)> {
-        let mut all = self.liar_events.clone();
-        for (id, liar) in &mut self.liars {
-            all.extend(liar.events().iter().cloned().map(|e| (id.clone(), e)));
-        }
-        all
-    }
-
     /// Audit logs (JSON lines) by writer: every node, and the coordinator.
     pub fn audit_logs(&self) -> BTreeMap<String, String> {
         let mut logs = BTreeMap::new();
@@ -799,14 +709,6 @@ impl ChaosCluster {
 
 fn read(path: &Path) -> Result<Vec<u8>, SimError> {
     std::fs::read(path).map_err(|e| SimError::io(path, e))
-}
-
-/// The command-line spelling of a clap value.
-fn value_name<T: clap::ValueEnum>(value: T) -> String {
-    value
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default()
 }
 
 /// Latency profile: links to nodes outside [`COORDINATOR_REGION`] get `inter`, the others `intra`.

@@ -4,7 +4,10 @@
 //! for the same node id, role node), forwards every call to the real node
 //! with a coordinator certificate, and lies as configured: a wrong signature
 //! share, commitments from a fresh random nonce pair, or an altered DKG
-//! message relayed to the node it fronts. As an honest tap it reports what
+//! message relayed to the node it fronts; or, on withdrawals, it answers
+//! round 1 and then stays silent, answers round 2 only just before the
+//! coordinator's deadline, or adapts (honest, lying or silent, chosen per
+//! session from its seed). As an honest tap it reports what
 //! passes (commitments, forwarded shares) and can hold the first withdrawal
 //! round 2 so the harness can kill a process at that exact point. It reads
 //! `resume` lines on stdin and writes one JSON event per line on stdout.
@@ -49,6 +52,17 @@ pub enum Lie {
     /// Announces commitments of a fresh random nonce pair instead of its own and
     /// signs with its real ones, so its share cannot verify (C1).
     BadCommitments,
+    /// Answers round 1, then never answers round 2 of a withdrawal: the
+    /// coordinator can only wait out its deadline (F1, C1 liveness).
+    SilentAfterCommit,
+    /// Answers round 2 of a withdrawal correctly, but only after
+    /// `--sign-delay-ms` (set just under the coordinator's deadline; F1).
+    SlowSign,
+    /// Honest in round 1 and to every probe, so it keeps being chosen; in
+    /// round 2 of each withdrawal it signs honestly, sends a wrong share or
+    /// stays silent, picked from its seed and the request id: it lies only
+    /// once chosen, and not the same way from one session to the next (C1, F1).
+    Adaptive,
     /// Alters `--tamper-sender`'s round-1 package in the set relayed to this node (K1).
     DkgRound1,
     /// Alters `--tamper-sender`'s echo in the echoes relayed to this node (K1).
@@ -171,9 +185,12 @@ pub struct LiarArgs {
     /// Hold the first withdrawal round 2 here until a `resume` line on stdin.
     #[arg(long, value_enum, default_value_t = PausePoint::None)]
     pub pause: PausePoint,
-    /// Seed of the fake nonces.
+    /// Seed of the fake nonces and of `adaptive`'s choices.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How long `slow-sign` holds each round-2 answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub sign_delay_ms: u64,
 }
 
 /// Where a liar's [`LiarEvent`]s go: stdout as JSON lines for the process,
@@ -222,8 +239,10 @@ pub struct LiarOptions {
     pub pause: PausePoint,
     /// Releases a held round 2 (one `notify_one` per pause).
     pub resume: Arc<Notify>,
-    /// Seed of the fake nonces.
+    /// Seed of the fake nonces and of [`Lie::Adaptive`]'s choices.
     pub seed: u64,
+    /// How long [`Lie::SlowSign`] holds each round-2 answer.
+    pub sign_delay: Duration,
     /// Where events go.
     pub events: EventSink,
 }
@@ -237,6 +256,7 @@ impl LiarOptions {
             pause: PausePoint::None,
             resume: Arc::new(Notify::new()),
             seed: 0,
+            sign_delay: Duration::ZERO,
             events: EventSink::discard(),
         }
     }
@@ -249,8 +269,25 @@ impl LiarOptions {
                 self.lie
             ));
         }
+        if self.lie == Lie::SlowSign && self.sign_delay.is_zero() {
+            return Err(
+                "--lie slow-sign holds round 2 for a while: give --sign-delay-ms MS".into(),
+            );
+        }
         Ok(())
     }
+}
+
+/// What [`Lie::Adaptive`] does in round 2 of `request`: a pure function of
+/// the seed and the request id, so a run replays whatever order the
+/// coordinator asks in.
+pub fn adaptive_choice(seed: u64, request: &str) -> Lie {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::new()
+        .chain_update(seed.to_be_bytes())
+        .chain_update(request.as_bytes())
+        .finalize();
+    [Lie::Honest, Lie::BadShare, Lie::SilentAfterCommit][usize::from(h[0]) % 3]
 }
 
 /// Real commitments hidden behind fake ones, by nonce handle.
@@ -267,6 +304,8 @@ struct Liar {
     resume: Arc<Notify>,
     rng: Mutex<StdRng>,
     swapped: Mutex<Swapped>,
+    seed: u64,
+    sign_delay: Duration,
     events: EventSink,
 }
 
@@ -287,6 +326,16 @@ fn flip_last(bytes: &mut [u8]) -> bool {
 impl Liar {
     fn upstream(&self) -> SignerNodeClient<Channel> {
         self.upstream.clone()
+    }
+
+    /// How round 2 of withdrawal `request` is answered (DKG lies and bad
+    /// commitments are told elsewhere; here they sign honestly).
+    fn round2_lie(&self, request: &str) -> Lie {
+        match self.lie {
+            Lie::Adaptive => adaptive_choice(self.seed, request),
+            lie @ (Lie::BadShare | Lie::SilentAfterCommit | Lie::SlowSign) => lie,
+            _ => Lie::Honest,
+        }
     }
 
     /// Commitments of a fresh random nonce pair (for a random share): well
@@ -524,6 +573,18 @@ impl SignerNode for Liar {
             ),
             _ => None,
         };
+        let round2 = request_id
+            .as_deref()
+            .map_or(Lie::Honest, |r| self.round2_lie(r));
+        if round2 == Lie::SilentAfterCommit {
+            // Round 2 never reaches the node and nothing comes back: the
+            // coordinator's deadline is the only way out of this call.
+            self.events.emit(&LiarEvent::Lied {
+                lie: round2,
+                request: request_id.unwrap_or_default(),
+            });
+            return std::future::pending().await;
+        }
         if self.lie == Lie::BadCommitments {
             let hidden = self
                 .swapped
@@ -591,7 +652,14 @@ impl SignerNode for Liar {
         let mut resp = rx
             .await
             .map_err(|_| Status::internal("liar: the forwarding task vanished"))??;
-        if self.lie == Lie::BadShare {
+        if round2 == Lie::SlowSign {
+            tokio::time::sleep(self.sign_delay).await;
+            self.events.emit(&LiarEvent::Lied {
+                lie: round2,
+                request: request_id.clone().unwrap_or_default(),
+            });
+        }
+        if round2 == Lie::BadShare {
             if let Some(request) = request_id {
                 // Add one to the scalar: still a valid encoding, never a valid share.
                 let share = resp.get_mut().signature_shares.first_mut();
@@ -631,6 +699,8 @@ pub async fn serve(
         resume: options.resume,
         rng: Mutex::new(StdRng::seed_from_u64(options.seed)),
         swapped: Mutex::new(HashMap::new()),
+        seed: options.seed,
+        sign_delay: options.sign_delay,
         events: options.events,
     };
     let routes =
@@ -659,6 +729,7 @@ pub async fn run(args: LiarArgs) -> Result<(), String> {
         pause: args.pause,
         resume: Arc::new(Notify::new()),
         seed: args.seed,
+        sign_delay: Duration::from_millis(args.sign_delay_ms),
         events: EventSink::json_lines_to_stdout(),
     };
     options.validate()?;
@@ -749,5 +820,20 @@ mod tests {
         let mut options = LiarOptions::new(Lie::DkgEcho);
         options.tamper_sender = Some("n2".into());
         assert!(options.validate().is_ok());
+        assert!(LiarOptions::new(Lie::SlowSign).validate().is_err());
+    }
+
+    #[test]
+    fn adaptive_choices_replay_and_vary() {
+        let picks: Vec<Lie> = (0..30)
+            .map(|i| adaptive_choice(7, &format!("r{i}")))
+            .collect();
+        let again: Vec<Lie> = (0..30)
+            .map(|i| adaptive_choice(7, &format!("r{i}")))
+            .collect();
+        assert_eq!(picks, again, "a function of seed and request only");
+        for lie in [Lie::Honest, Lie::BadShare, Lie::SilentAfterCommit] {
+            assert!(picks.contains(&lie), "{lie:?} never chosen in 30 sessions");
+        }
     }
 }

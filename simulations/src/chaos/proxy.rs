@@ -172,7 +172,13 @@ impl LinkProxy {
     /// Binds a port on 127.0.0.1 for link `name`; nothing is forwarded until [`LinkProxy::start`].
     /// Connections made before then wait in the listen backlog.
     pub async fn bind(name: &str, seed: u64) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::bind_on(name, seed, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`LinkProxy::bind`] on a free port of `ip` (`bench --wan` binds the
+    /// host's end of the link into the coordinator's namespace).
+    pub async fn bind_on(name: &str, seed: u64, ip: std::net::IpAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (control, _) = watch::channel(LinkConfig {
             faults: LinkFaults::healthy(),

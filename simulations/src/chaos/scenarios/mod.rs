@@ -5,6 +5,7 @@
 //! shared run context every scenario is written against ([`Run`]); each other
 //! file one scenario, opening with what it shows and the THREATS ids it covers.
 
+mod adaptive_liar;
 mod burst_kill_node;
 mod dkg_split_view;
 mod kill_coordinator_mid_round;
@@ -15,8 +16,11 @@ mod lying_node_every_position;
 mod partition_heal;
 mod refresh_then_sign;
 mod repair_then_sign;
+mod restart_mid_session;
 mod run;
+mod silent_after_commit;
 mod slow_lossy;
+mod slow_under_deadline;
 
 use std::time::Duration;
 
@@ -69,6 +73,20 @@ pub enum Scenario {
     /// restart it: all sign, one digest per id, velocity counted once (S1, S4).
     #[value(name = "burst-kill-node")]
     BurstKillNode,
+    /// An adaptive liar (honest until chosen, then honest, lying or silent per
+    /// session): every request signs, it is named only for its bad shares (C1, F1, X2).
+    #[value(name = "adaptive-liar")]
+    AdaptiveLiar,
+    /// n − t members answer round 1, never round 2: every request signs, nobody is named (F1, C1, X2).
+    #[value(name = "silent-after-commit")]
+    SilentAfterCommit,
+    /// n − t members answer round 2 just under the deadline: their shares count, nobody is named (F1, X2).
+    #[value(name = "slow-under-deadline")]
+    SlowUnderDeadline,
+    /// A signer restarts after releasing its share, before it arrives: the
+    /// request signs, the node signs again with fresh nonces (N2, N3, S1).
+    #[value(name = "restart-mid-session")]
+    RestartMidSession,
 }
 
 impl Scenario {
@@ -99,6 +117,10 @@ impl Scenario {
             Scenario::RepairThenSign => "rep",
             Scenario::RefreshThenSign => "ref",
             Scenario::BurstKillNode => "bst",
+            Scenario::AdaptiveLiar => "ada",
+            Scenario::SilentAfterCommit => "sil",
+            Scenario::SlowUnderDeadline => "slw",
+            Scenario::RestartMidSession => "rms",
         }
     }
 
@@ -116,6 +138,10 @@ impl Scenario {
             Scenario::RepairThenSign => repair_then_sign::run(run).await,
             Scenario::RefreshThenSign => refresh_then_sign::run(run).await,
             Scenario::BurstKillNode => burst_kill_node::run(run).await,
+            Scenario::AdaptiveLiar => adaptive_liar::run(run).await,
+            Scenario::SilentAfterCommit => silent_after_commit::run(run).await,
+            Scenario::SlowUnderDeadline => slow_under_deadline::run(run).await,
+            Scenario::RestartMidSession => restart_mid_session::run(run).await,
         }
     }
 }

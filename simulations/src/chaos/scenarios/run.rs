@@ -225,6 +225,48 @@ impl Run {
         Ok(results)
     }
 
+    /// `n` members chosen by the seed under `label`, from as many different
+    /// regions as there are (so the coordinator, which spreads a session over
+    /// regions, can be biased towards all of them at once).
+    pub(super) fn pick_in_distinct_regions(&self, label: &str, n: usize) -> Vec<String> {
+        let mut nodes = self.chaos.nodes().to_vec();
+        nodes.shuffle(&mut self.rng(label));
+        let mut picked: Vec<String> = Vec::new();
+        let mut regions = Vec::new();
+        for node in &nodes {
+            if picked.len() < n && !regions.contains(&node.region) {
+                regions.push(node.region.clone());
+                picked.push(node.id.clone());
+            }
+        }
+        for node in &nodes {
+            if picked.len() < n && !picked.contains(&node.id) {
+                picked.push(node.id.clone());
+            }
+        }
+        picked
+    }
+
+    /// Puts a liar as `spec` says in front of each of `ids`, waits until the
+    /// coordinator reaches them through it, and biases it towards them.
+    pub(super) async fn start_liars(
+        &mut self,
+        ids: &[String],
+        spec: &crate::chaos::harness::LiarSpec,
+    ) -> Result<(), SimError> {
+        for id in ids {
+            self.chaos.start_liar_with(id, spec.clone()).await?;
+        }
+        self.chaos
+            .wait_reachable(ids, Duration::from_secs(30))
+            .await?;
+        // After the liars are in: their first probes (new TLS sessions) are slow.
+        for id in ids {
+            self.bias_towards(id).await?;
+        }
+        Ok(())
+    }
+
     /// Makes the coordinator prefer `target` over its same-region peers (it picks
     /// the lowest-latency member per region) and waits for its probes to notice.
     pub(super) async fn bias_towards(&mut self, target: &str) -> Result<(), SimError> {
