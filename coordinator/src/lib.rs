@@ -4,6 +4,7 @@
 //! every request itself.
 
 pub mod ceremony;
+pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod members;

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod ceremonies;
+pub mod cli;
 pub mod config;
 pub mod hygiene;
 pub mod metrics;
