@@ -113,6 +113,36 @@ pub const STORE_FILE: &str = "store.redb";
 /// What earlier releases kept in the data directory (a sled directory).
 const LEGACY_SLED_DIR: &str = "store";
 
+/// A new store is made under this name and renamed into place once whole.
+const CREATING_FILE: &str = "store.redb.creating";
+
+/// Makes a new, empty store file at `path` so that it either does not exist
+/// or is a whole database: a daemon killed while its store is first created
+/// (before its signal handlers are installed, say) leaves only the
+/// `.creating` file, which holds no data and is replaced on the next start.
+fn create_atomically(data_dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let creating = data_dir.join(CREATING_FILE);
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Engine(format!("{what} {}: {e}", p.display()))
+    };
+    match std::fs::remove_file(&creating) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("cannot remove", &creating, e)),
+    }
+    let db = writer::builder()
+        .create(&creating)
+        .map_err(|e| StoreError::Engine(format!("cannot create {}: {e}", creating.display())))?;
+    drop(db);
+    std::fs::File::open(&creating)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("cannot flush", &creating, e))?;
+    std::fs::rename(&creating, path).map_err(|e| io("cannot publish", path, e))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot flush", data_dir, e))
+}
+
 impl Store {
     /// Whether `data_dir` holds a store (of this release or an earlier one).
     pub fn exists_in(data_dir: &Path) -> bool {
@@ -135,6 +165,9 @@ impl Store {
             )));
         }
         let path = data_dir.join(STORE_FILE);
+        if !path.exists() {
+            create_atomically(data_dir, &path)?;
+        }
         let db = writer::builder()
             .create(&path)
             .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;

@@ -221,6 +221,21 @@ fn an_earlier_releases_sled_dir_is_refused_untouched() {
     );
 }
 
+#[test]
+fn s1_a_store_creation_cut_short_leaves_no_unopenable_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What a daemon killed mid-creation leaves: a partial file under the
+    // temporary name (never under store.redb itself).
+    std::fs::write(dir.path().join("store.redb.creating"), [0u8; 100]).expect("write");
+    let store = open(dir.path());
+    assert!(dir.path().join(crate::STORE_FILE).is_file());
+    assert!(!dir.path().join("store.redb.creating").exists());
+    drop(store);
+    // And an existing store is opened, never re-created.
+    let store = open(dir.path());
+    drop(store);
+}
+
 #[tokio::test]
 async fn a_full_queue_is_refused_as_busy_not_waited_on() {
     let dir = tempfile::tempdir().expect("tempdir");
