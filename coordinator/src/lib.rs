@@ -125,6 +125,13 @@ pub struct Coordinator {
     /// drained at shutdown: their state is in the store, so they resume at start.
     pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
     pub(crate) metrics: metrics::CoordinatorMetrics,
+    /// Pre-issued commitments per group and node (one-round signing).
+    pub(crate) bank: Mutex<permafrost_core::session::bank::NonceBank>,
+    /// Wakes the bank's refill task after a withdrawal or a forgotten bank.
+    pub(crate) bank_wanted: tokio::sync::Notify,
+    /// Per group, the velocity-limited requests signing at once (liveness only).
+    pub(crate) velocity_gates:
+        Mutex<HashMap<permafrost_core::GroupName, Arc<tokio::sync::Semaphore>>>,
     tls: TlsMaterial,
 }
 
@@ -271,6 +278,9 @@ impl Coordinator {
             inflight: Mutex::new(HashMap::new()),
             ceremony_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            bank: Mutex::new(Default::default()),
+            bank_wanted: tokio::sync::Notify::new(),
+            velocity_gates: Mutex::new(HashMap::new()),
             tls,
         }))
     }
@@ -360,6 +370,7 @@ impl Coordinator {
             self.members.clone(),
             std::time::Duration::from_millis(self.config.health_interval_ms),
         ));
+        let refill = tokio::spawn(driver::bank::refill_loop(self.clone()));
         match self.store.pending_requests() {
             Ok(ids) => {
                 for id in ids {
@@ -398,6 +409,7 @@ impl Coordinator {
         )
         .await;
         probe.abort();
+        refill.abort();
         self.drain_tasks().await;
         if let Some(metrics) = metrics {
             metrics.stop().await;

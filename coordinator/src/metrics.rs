@@ -264,6 +264,7 @@ impl CoordinatorMetrics {
             Err(AttemptError::Refused(..)) => "refused",
             Err(AttemptError::Busy(..)) => "busy",
             Err(AttemptError::InvalidShares(_)) => "invalid_shares",
+            Err(AttemptError::Stale(_)) => "stale",
             Err(AttemptError::Other(_)) => "other",
         };
         self.attempts.with_label_values(&[result]).inc();

@@ -137,6 +137,8 @@ pub enum Event<C: Ciphersuite> {
         /// The session.
         session: u32,
     },
+    /// The gathering window at the start is over ([`Command::EndGathering`]).
+    EndGathering,
     /// The driver's view of `node`'s health changed.
     HealthChanged {
         /// The node.
@@ -217,6 +219,8 @@ pub enum Command<C: Ciphersuite> {
         /// The session.
         session: u32,
     },
+    /// Feed [`Event::EndGathering`] (always inside a [`Command::Later`]).
+    EndGathering,
     /// `node`'s nonces issued before are void: forget its bank.
     ForgetBank {
         /// The node.
@@ -332,6 +336,10 @@ pub struct SigningSession<C: Ciphersuite> {
     sessions: Vec<Session<C>>,
     outstanding: usize,
     finished: bool,
+    /// At the start, while the first answers come in: the preferred signers
+    /// get a short chance (the hedge delay) to be part of the first session,
+    /// rather than whoever answers first.
+    gathering: bool,
 }
 
 impl<C: Ciphersuite> std::fmt::Debug for SigningSession<C> {
@@ -392,11 +400,21 @@ impl<C: Ciphersuite> SigningSession<C> {
             sessions: Vec::new(),
             outstanding: 0,
             finished: false,
+            gathering: true,
         };
         let mut out = Vec::new();
         let candidates = engine.config.candidates.clone();
         for node in &candidates {
             engine.replenish(node, &mut out);
+        }
+        if engine.config.velocity {
+            engine.top_up_reservations(&mut out);
+        }
+        if engine.outstanding > 0 {
+            out.push(Command::Later {
+                after: engine.config.hedge,
+                command: Box::new(Command::EndGathering),
+            });
         }
         engine.progress(&mut out);
         Ok((engine, out))
@@ -510,6 +528,7 @@ impl<C: Ciphersuite> SigningSession<C> {
                 self.replenish(&node, &mut out);
             }
             Event::Hedge { session } => self.release(session, &mut out),
+            Event::EndGathering => self.gathering = false,
             Event::HealthChanged { node, up } => {
                 if let Some(s) = self.signers.get_mut(&node) {
                     match (&s.state, up) {
@@ -627,7 +646,10 @@ impl<C: Ciphersuite> SigningSession<C> {
         if s.state != State::Available {
             return;
         }
-        if s.sets.is_empty() && !s.commit_pending {
+        // Where velocity applies, only members that reserve are asked to
+        // commit: they are the ones a session will use.
+        let wanted = !velocity || s.reservation.is_some() || s.reserve_pending;
+        if wanted && s.sets.is_empty() && !s.commit_pending {
             s.commit_pending = true;
             self.outstanding += 1;
             out.push(Command::RequestCommitments {
@@ -635,10 +657,53 @@ impl<C: Ciphersuite> SigningSession<C> {
                 count,
             });
         }
-        if velocity && s.reservation.is_none() && !s.reserve_pending {
-            s.reserve_pending = true;
-            self.outstanding += 1;
-            out.push(Command::Reserve { node: node.clone() });
+    }
+
+    /// Keeps `t` members holding (or getting) a reservation, the most
+    /// preferred first: reservations count against every other request's
+    /// limit until they expire, so the engine makes no more than it can use,
+    /// and one more for each holder that drops out.
+    fn top_up_reservations(&mut self, out: &mut Vec<Command<C>>) {
+        let t = self.config.threshold;
+        // A signer still in a session that was hedged or died is a suspect:
+        // it may never answer, so it does not count.
+        let sessions = &self.sessions;
+        let live = |s: &Signer<C>| match s.state {
+            State::Available | State::Held(_) => true,
+            State::InSession(id) => sessions.get(id as usize).is_some_and(|x| !x.released),
+            _ => false,
+        };
+        // After the gathering window, a reservation still pending does not
+        // count either: its node may be silent, and the next one is asked.
+        let widen = !self.gathering;
+        let mut holding = self
+            .signers
+            .values()
+            .filter(|s| live(s) && (s.reservation.is_some() || (s.reserve_pending && !widen)))
+            .count();
+        let order = self.config.candidates.clone();
+        let count = self.config.messages.len();
+        for node in &order {
+            if holding >= t {
+                break;
+            }
+            let Some(s) = self.signers.get_mut(node) else {
+                continue;
+            };
+            if s.state == State::Available && s.reservation.is_none() && !s.reserve_pending {
+                s.reserve_pending = true;
+                self.outstanding += 1;
+                holding += 1;
+                out.push(Command::Reserve { node: node.clone() });
+                if s.sets.is_empty() && !s.commit_pending {
+                    s.commit_pending = true;
+                    self.outstanding += 1;
+                    out.push(Command::RequestCommitments {
+                        node: node.clone(),
+                        count,
+                    });
+                }
+            }
         }
     }
 
@@ -704,6 +769,26 @@ impl<C: Ciphersuite> SigningSession<C> {
                 reason: FailReason::RefusedBySigners,
                 detail: format!("refused: {}", refused.join("; ")),
             });
+            return;
+        }
+        if self.config.velocity {
+            self.top_up_reservations(out);
+        }
+        if self.gathering {
+            // Over once nothing is outstanding, or every one of the `t`
+            // preferred candidates has what it needs or cannot help.
+            let velocity = self.config.velocity;
+            let preferred_settled = self.config.candidates.iter().take(t).all(|n| {
+                self.signers.get(n).is_none_or(|s| {
+                    s.state != State::Available
+                        || (!s.sets.is_empty() && (!velocity || s.reservation.is_some()))
+                })
+            });
+            if self.outstanding == 0 || preferred_settled {
+                self.gathering = false;
+            }
+        }
+        if self.gathering {
             return;
         }
         if self.config.velocity {

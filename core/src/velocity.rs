@@ -42,6 +42,15 @@ const ATTESTATION_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-ATTESTATION/v1";
 /// Most ledger entries one attestation may list (fail closed beyond).
 pub const MAX_ENTRIES: usize = 20_000;
 
+/// Whether a request under `limits` needs the group-wide read at all: it
+/// does unless the daily limit is the largest amount there is, which no total
+/// can exceed (a group whose policy sets no velocity limit). Without limits
+/// (an asset the policy does not name) it does: policy refuses such a request
+/// anyway, and failing closed costs nothing.
+pub fn group_wide_check_needed(limits: Option<&crate::policy::AssetLimits>) -> bool {
+    limits.is_none_or(|l| l.daily_max != u128::MAX)
+}
+
 /// Attestations a signer needs from distinct members: `n − t + 1`, so any
 /// `t` signers of any other withdrawal share a member with them.
 pub fn attestations_needed(members: usize, threshold: usize) -> usize {

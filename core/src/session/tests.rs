@@ -233,6 +233,7 @@ impl Sim {
                 Command::Hedge { session } => {
                     self.hedges.push_back(Event::Hedge { session: *session })
                 }
+                Command::EndGathering => self.hedges.push_back(Event::EndGathering),
                 other => self.execute(other),
             },
             _ => {}
@@ -810,4 +811,42 @@ fn taproot_shares_verify_on_arrival_too() {
     pkp.verifying_key()
         .verify(&[7u8; 32], &sig)
         .expect("verifies under the tweaked key");
+}
+
+#[test]
+fn the_first_session_waits_a_moment_for_the_preferred_signers() {
+    // n1 is preferred (first candidate) but its commitments arrive last.
+    let mut sim = Sim::new(3, 2, &[]);
+    let (mut engine, first) =
+        SigningSession::start(sim.config(1, false), BTreeMap::new()).expect("start");
+    assert!(first
+        .iter()
+        .any(|c| matches!(c, Command::Later { command, .. } if matches!(**command, Command::EndGathering))));
+    let set = |sim: &mut Sim, i| Event::Committed {
+        node: node(i),
+        sets: vec![sim.commit(&node(i), 1)],
+    };
+    let e2 = set(&mut sim, 2);
+    assert!(engine.handle(e2).is_empty());
+    let e1 = set(&mut sim, 1);
+    assert!(engine.handle(e1).is_empty(), "still gathering");
+    let e0 = set(&mut sim, 0);
+    let out = engine.handle(e0);
+    let Some(Command::StartSession { signers, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(signers, &vec![node(0), node(1)]);
+    // Had n1 stayed silent, the window's end starts the session without it.
+    let mut sim = Sim::new(3, 2, &[]);
+    let (mut engine, _) =
+        SigningSession::start(sim.config(1, false), BTreeMap::new()).expect("start");
+    for i in [2, 1] {
+        let e = set(&mut sim, i);
+        assert!(engine.handle(e).is_empty());
+    }
+    let out = engine.handle(Event::EndGathering);
+    assert!(
+        matches!(&out[0], Command::StartSession { signers, .. } if *signers == vec![node(1), node(2)]),
+        "{out:?}"
+    );
 }
