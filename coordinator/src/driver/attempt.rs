@@ -153,6 +153,18 @@ pub async fn sign_request(
     target: &Target,
     skip: &BTreeSet<NodeId>,
 ) -> Result<SessionReport, String> {
+    let found = candidates(coord, group, skip)?;
+    let t = usize::from(group.threshold);
+    if found.ordered.len() < t {
+        return Ok(SessionReport {
+            outcome: Outcome::BelowThreshold(format!(
+                "below threshold: {} of {t} reachable",
+                found.ordered.len()
+            )),
+            sessions: 0,
+            culprits: Vec::new(),
+        });
+    }
     let pkp = PublicKeyPackage::<Secp256K1Sha256>::deserialize(&group.public_key_package)
         .map_err(|e| format!("stored public key package: {e}"))?;
     let run = Run {
@@ -163,12 +175,57 @@ pub async fn sign_request(
         target,
     };
     match coord.scheme_of(&group.name).0 {
-        Scheme::Message => run.go(pkp, skip).await,
+        Scheme::Message => run.go(pkp, found).await,
         Scheme::Taproot => {
             let pkp = taproot_public_key_package(&pkp).map_err(|e| e.to_string())?;
-            run.go(pkp, skip).await
+            run.go(pkp, found).await
         }
     }
+}
+
+/// Who may be asked, most preferred first, and the hedge their latency suggests.
+struct Candidates {
+    ordered: Vec<NodeId>,
+    /// Members that cannot count towards `t` (excluded, or skipped).
+    out: usize,
+    hedge: Duration,
+}
+
+fn candidates(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    skip: &BTreeSet<NodeId>,
+) -> Result<Candidates, String> {
+    let mut out = 0;
+    let mut found = Vec::new();
+    let mut hedge = MIN_HEDGE;
+    for m in &group.members {
+        if coord
+            .store
+            .is_excluded(&group.name, m)
+            .map_err(|e| e.to_string())?
+            || skip.contains(m)
+        {
+            out += 1;
+            continue;
+        }
+        if coord.members.get(m).is_none() {
+            continue;
+        }
+        let h = coord.members.health(m);
+        let seems_up = h.reachable || (h.last_ok.is_none() && h.last_error.is_empty());
+        if seems_up && !h.sealed {
+            if let Some(l) = h.latency {
+                hedge = hedge.max(l * 3);
+            }
+            found.push((m.clone(), super::region_of(coord, m), h.latency));
+        }
+    }
+    Ok(Candidates {
+        ordered: choose_signers(&found, found.len()).unwrap_or_default(),
+        out,
+        hedge: hedge.min(coord.config.round_timeout() / 2),
+    })
 }
 
 struct Run<'a> {
@@ -234,41 +291,17 @@ impl<'a> Run<'a> {
     async fn go<C: Ciphersuite>(
         &self,
         pkp: PublicKeyPackage<C>,
-        skip: &BTreeSet<NodeId>,
+        found: Candidates,
     ) -> Result<SessionReport, String> {
         let coord = self.coord;
         let group = self.group;
         let t = usize::from(group.threshold);
-        let mut excluded = 0;
-        let mut candidates = Vec::new();
-        let mut hedge = MIN_HEDGE;
-        for m in &group.members {
-            if coord
-                .store
-                .is_excluded(&group.name, m)
-                .map_err(|e| e.to_string())?
-            {
-                excluded += 1;
-                continue;
-            }
-            if skip.contains(m) || coord.members.get(m).is_none() {
-                continue;
-            }
-            let h = coord.members.health(m);
-            let seems_up = h.reachable || (h.last_ok.is_none() && h.last_error.is_empty());
-            if seems_up && !h.sealed {
-                if let Some(l) = h.latency {
-                    hedge = hedge.max(l * 3);
-                }
-                candidates.push((m.clone(), super::region_of(coord, m), h.latency));
-            }
-        }
-        let ordered = choose_signers(&candidates, candidates.len()).unwrap_or_default();
+        let ordered = found.ordered;
         let count = self.messages.len();
         let config = SessionConfig {
             members: group.members.clone(),
             candidates: ordered.clone(),
-            excluded: excluded + skip.len(),
+            excluded: found.out,
             threshold: t,
             messages: self.messages.to_vec(),
             public_key_package: pkp,
@@ -277,7 +310,7 @@ impl<'a> Run<'a> {
                 group.members.len(),
                 t,
             ),
-            hedge: hedge.min(coord.config.round_timeout() / 2),
+            hedge: found.hedge,
         };
         let _gate = match config.velocity {
             true => {
@@ -301,6 +334,7 @@ impl<'a> Run<'a> {
         let mut banked = BTreeMap::new();
         for node in &ordered {
             if let Some(set) = super::bank::withdraw::<C>(coord, &group.name, node, count) {
+                coord.metrics.nonce_set("bank");
                 banked.insert(node.clone(), vec![set]);
             }
         }
@@ -358,6 +392,9 @@ impl<'a> Run<'a> {
             Event::Busy {
                 node, retry_after, ..
             } => m.attempt::<()>(&Err(AttemptError::Busy(node.clone(), *retry_after))),
+            Event::StaleNonces { node, .. } => {
+                m.attempt::<()>(&Err(AttemptError::Stale(node.clone())))
+            }
             _ => {}
         }
     }
@@ -374,6 +411,7 @@ impl<'a> Run<'a> {
         match command {
             Command::RequestCommitments { node, count } => {
                 if let Some(set) = super::bank::withdraw::<C>(coord, &group.name, &node, count) {
+                    coord.metrics.nonce_set("bank");
                     pending.push(
                         futures::future::ready(Wake::Event(Event::Committed {
                             node,
@@ -382,6 +420,7 @@ impl<'a> Run<'a> {
                         .boxed(),
                     );
                 } else {
+                    coord.metrics.nonce_set("fresh");
                     pending.push(self.commit(node, count).boxed());
                 }
             }
