@@ -38,7 +38,7 @@ const SLOT_WAIT: Duration = Duration::from_secs(10);
 const VELOCITY_CONCURRENCY: usize = 4;
 /// Shortest hedge: how long a session with some valid shares waits for the
 /// rest before their signers may start another session.
-const MIN_HEDGE: Duration = Duration::from_millis(150);
+const MIN_HEDGE: Duration = Duration::from_millis(250);
 
 /// What the signers are asked to sign.
 #[derive(Clone, Debug)]
@@ -109,7 +109,10 @@ fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
     }
 }
 
-/// Picks `t` signers: healthy ones first, spread across regions, then by latency.
+/// Picks `t` signers: healthy ones first, spread across regions, then by
+/// latency. Latencies within the same 25 ms count as equal (then by id): a
+/// difference that small is noise between regions, and a stable order keeps
+/// the same subset (and its banked nonces) in use.
 pub fn choose_signers(
     candidates: &[(NodeId, String, Option<Duration>)],
     t: usize,
@@ -118,7 +121,12 @@ pub fn choose_signers(
         return None;
     }
     let mut sorted: Vec<_> = candidates.to_vec();
-    sorted.sort_by_key(|(id, _, latency)| (latency.unwrap_or(Duration::MAX), id.clone()));
+    sorted.sort_by_key(|(id, _, latency)| {
+        (
+            latency.map_or(u128::MAX, |l| l.as_millis() / 25),
+            id.clone(),
+        )
+    });
     let mut by_region: BTreeMap<&str, Vec<&NodeId>> = BTreeMap::new();
     let mut region_order = Vec::new();
     for (id, region, _) in &sorted {
