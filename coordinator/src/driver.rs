@@ -1,9 +1,11 @@
-//! The session driver: picks signers, runs one attempt on them ([`attempt`]:
-//! the FROST rounds of RFC 9591 §5.1/§5.2 with deadlines, the velocity read
-//! between them, aggregation with culprit detection, §5.3), and retries on a
-//! fresh subset with fresh commitments after any failure (C1).
+//! The session driver: for each request, the checks a node will make (to
+//! fail fast), the wait for approvals or a time-lock, then the signing
+//! itself: one [`permafrost_core::session::SigningSession`] (the pure engine:
+//! banked nonces, ROAST-style concurrent sessions, shares verified on
+//! arrival, culprits excluded with evidence, C1) executed by [`attempt`]
+//! against the nodes, with the bank refilled in the background ([`bank`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,13 @@ use crate::store::{GroupRecord, Reason, RequestState};
 use crate::Coordinator;
 
 mod attempt;
+pub mod bank;
 
-pub use attempt::{attempt, choose_signers, AttemptError, Target};
+pub use attempt::{choose_signers, sign_request, AttemptError, Outcome, SessionReport, Target};
 
-/// Runs attempts on fresh subsets until one signs, excluding culprits and
-/// skipping unreachable or refusing members. Used for activation tests.
+/// Signs `message` on `group` (activation tests), trying again up to
+/// `max_attempts` times when too few members can take part or something
+/// else went wrong; members that refused are not asked again.
 pub async fn sign_with_retries(
     coord: &Coordinator,
     group: &GroupRecord,
@@ -32,35 +36,26 @@ pub async fn sign_with_retries(
     max_attempts: usize,
 ) -> Result<(Vec<u8>, Vec<NodeId>), String> {
     let messages = [message.to_vec()];
-    let mut skip = BTreeSet::new();
+    let skip = BTreeSet::new();
     let mut errors = Vec::new();
-    for _ in 0..max_attempts {
-        let candidates: Vec<_> = group
-            .members
-            .iter()
-            .filter(|m| !skip.contains(*m))
-            .map(|m| (m.clone(), region_of(coord, m), None))
-            .collect();
-        let Some(signers) = choose_signers(&candidates, usize::from(group.threshold)) else {
-            break;
-        };
-        match attempt(coord, group, &signers, &messages, target).await {
-            Ok(mut sigs) => return Ok((sigs.remove(0), signers)),
-            Err(AttemptError::InvalidShares(ev)) => {
-                for e in ev {
-                    errors.push(format!("{} sent an invalid share", e.node));
-                    skip.insert(e.node);
-                }
+    for _ in 0..max_attempts.max(1) {
+        let report = sign_request(coord, group, "", &messages, target, &skip).await?;
+        match report.outcome {
+            Outcome::Signed(mut sigs, signers) if !sigs.is_empty() => {
+                return Ok((sigs.remove(0), signers))
             }
-            Err(AttemptError::Refused(n, e)) | Err(AttemptError::Unreachable(n, e)) => {
+            Outcome::Signed(..) => errors.push("no signature".to_string()),
+            Outcome::Refused(e) => {
                 errors.push(e);
-                skip.insert(n);
+                break;
             }
-            Err(AttemptError::Busy(n, hint)) => {
-                errors.push(format!("{n} busy"));
-                tokio::time::sleep(hint).await;
+            Outcome::BelowThreshold(e) | Outcome::Failed(e) => {
+                errors.push(e);
+                coord.members.probe_all().await;
             }
-            Err(AttemptError::Other(e)) => errors.push(e),
+        }
+        for c in report.culprits {
+            errors.push(format!("{c} sent an invalid share"));
         }
     }
     Err(errors.join("; "))
@@ -138,8 +133,6 @@ async fn drive(
         let wire = wire.clone();
         coord.spawn(async move { announce(&announcer, &group, &wire).await });
     }
-    let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
-    let mut refusals: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut other_failures = 0u32;
     let mut reprobed = false;
     loop {
@@ -180,13 +173,10 @@ async fn drive(
         };
         let now = unix_now();
         if now > request.expires_at {
-            let why = if refusals.is_empty() {
+            let why = if record.detail.is_empty() || record.reason == Reason::WaitingForApprovals {
                 "expired before it could be signed".to_string()
             } else {
-                format!(
-                    "expired; refusals: {}",
-                    refusals.values().cloned().collect::<Vec<_>>().join("; ")
-                )
+                format!("expired; last: {}", record.detail)
             };
             return fail(Reason::Expired, why).await;
         }
@@ -252,7 +242,6 @@ async fn drive(
             }
         }
         let t = usize::from(group.threshold);
-        let mut candidates = Vec::new();
         let mut excluded = 0usize;
         for m in &group.members {
             if coord
@@ -261,48 +250,15 @@ async fn drive(
                 .map_err(|e| e.to_string())?
             {
                 excluded += 1;
-                continue;
-            }
-            if refusals.contains_key(m) || unreachable.contains(m) {
-                continue;
-            }
-            let h = coord.members.health(m);
-            let seems_up = h.reachable || (h.last_ok.is_none() && h.last_error.is_empty());
-            if seems_up && !h.sealed {
-                candidates.push((m.clone(), region_of(coord, m), h.latency));
             }
         }
-        if group.members.len() - excluded - refusals.len() < t {
-            let why = format!(
-                "refused: {}",
-                refusals.values().cloned().collect::<Vec<_>>().join("; ")
-            );
-            return fail(Reason::RefusedBySigners, why).await;
+        if group.members.len().saturating_sub(excluded) < t {
+            return fail(
+                Reason::RefusedBySigners,
+                format!("{excluded} members excluded; fewer than {t} can sign"),
+            )
+            .await;
         }
-        let Some(signers) = choose_signers(&candidates, t) else {
-            if !reprobed {
-                // Health may be stale: look again before telling anyone we are short.
-                reprobed = true;
-                coord.members.probe_all().await;
-                unreachable.clear();
-                continue;
-            }
-            let detail = format!("below threshold: {} of {t} reachable", candidates.len());
-            if record.detail != detail {
-                info!(request = %id, "{detail}");
-                coord
-                    .update_request(id, |r| {
-                        r.detail = detail;
-                        r.reason = Reason::BelowThreshold;
-                    })
-                    .await?;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            coord.members.probe_all().await;
-            unreachable.clear();
-            continue;
-        };
-        reprobed = false;
         let wire_approvals = record
             .approvals
             .iter()
@@ -317,16 +273,38 @@ async fn drive(
             .collect();
         let target = Target::Withdrawal(Box::new(wire.clone()), wire_approvals);
         signing_since.get_or_insert_with(Instant::now);
-        let outcome = attempt(coord, &group, &signers, &decoded.messages, &target).await;
-        coord.metrics.attempt(&outcome);
-        let mut culprits = Vec::new();
-        let detail = match outcome {
-            Ok(signatures) => {
+        let report = match sign_request(
+            coord,
+            &group,
+            id.as_str(),
+            &decoded.messages,
+            &target,
+            &BTreeSet::new(),
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(e) => SessionReport {
+                outcome: Outcome::Failed(e),
+                sessions: 0,
+                culprits: Vec::new(),
+            },
+        };
+        // K7: a member at another epoch than our record: catch up, then go again.
+        if !matches!(report.outcome, Outcome::Signed(..))
+            && crate::recovery::catch_up_if_flagged(coord, &group.name).await
+        {
+            continue;
+        }
+        let sessions = report.sessions as u32;
+        let culprits = report.culprits;
+        let detail = match report.outcome {
+            Outcome::Signed(signatures, signers) => {
                 let signed = match finish_signatures(coord, &group, &decoded, signatures) {
                     Ok(s) => s,
                     Err(e) => return fail(Reason::Failed, e).await,
                 };
-                info!(request = %id, signers = ?signers, txid = %signed.txid, "signed");
+                info!(request = %id, signers = ?signers, sessions, txid = %signed.txid, "signed");
                 coord.audit.append(
                     "withdrawal_signed",
                     serde_json::json!({"request": id.as_str(), "digest": digest.to_hex(), "signers": signers.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "txid": signed.txid}),
@@ -334,7 +312,8 @@ async fn drive(
                 .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
                 return coord
                     .update_request(id, move |r| {
-                        r.attempts += 1;
+                        r.attempts += sessions.max(1);
+                        r.culprits.extend(culprits);
                         r.signature = signed.signature;
                         r.input_signatures = signed.input_signatures;
                         r.tx = signed.tx;
@@ -346,40 +325,53 @@ async fn drive(
                     })
                     .await;
             }
-            Err(AttemptError::Unreachable(n, e)) => {
-                warn!(request = %id, node = %n, error = %e, "signer unavailable; retrying on another subset");
-                coord.members.record(&n, Err(e.clone()), None);
-                unreachable.insert(n);
-                e
+            Outcome::Refused(why) => {
+                warn!(request = %id, reason = %why, "signers refused");
+                return coord
+                    .update_request(id, move |r| {
+                        r.attempts += sessions;
+                        r.culprits.extend(culprits);
+                        r.state = RequestState::Failed;
+                        r.reason = Reason::RefusedBySigners;
+                        r.detail = why;
+                    })
+                    .await;
             }
-            Err(AttemptError::Refused(n, e)) => {
-                warn!(request = %id, node = %n, reason = %e, "signer refused");
-                refusals.insert(n, e.clone());
-                e
-            }
-            Err(AttemptError::Busy(_, hint)) => {
-                // Loaded, not dead: wait as asked and try again, without counting an attempt.
-                // A few ms of spread so busy retries do not arrive in lockstep.
-                let jitter = Duration::from_millis(u64::from(rand::random::<u8>() % 20));
-                tokio::time::sleep(hint + jitter).await;
+            Outcome::BelowThreshold(detail) => {
+                if sessions > 0 || !culprits.is_empty() {
+                    coord
+                        .update_request(id, move |r| {
+                            r.attempts += sessions;
+                            r.culprits.extend(culprits);
+                        })
+                        .await?;
+                }
+                if !reprobed {
+                    // Health may be stale: look again before telling anyone we are short.
+                    reprobed = true;
+                    coord.members.probe_all().await;
+                    continue;
+                }
+                let record = coord
+                    .store
+                    .request(id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("request vanished")?;
+                if record.detail != detail {
+                    info!(request = %id, "{detail}");
+                    coord
+                        .update_request(id, |r| {
+                            r.detail = detail;
+                            r.reason = Reason::BelowThreshold;
+                        })
+                        .await?;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                coord.members.probe_all().await;
                 continue;
             }
-            Err(AttemptError::InvalidShares(evidence)) => {
-                for mut ev in evidence {
-                    ev.request_id = id.to_string();
-                    warn!(request = %id, culprit = %ev.node, group = %ev.group, "invalid signature share; member excluded from the group until an operator clears it");
-                    coord.audit.append(
-                        "culprit_excluded",
-                        serde_json::json!({"request": id.as_str(), "group": ev.group.as_str(), "node": ev.node.as_str(), "share": ev.share}),
-                    )
-                    .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
-                    coord.store.exclude(&ev).await.map_err(|e| e.to_string())?;
-                    culprits.push(ev.node);
-                }
-                "invalid signature share".to_string()
-            }
-            Err(AttemptError::Other(e)) => {
-                warn!(request = %id, error = %e, "attempt failed");
+            Outcome::Failed(e) => {
+                warn!(request = %id, error = %e, "signing failed");
                 other_failures += 1;
                 if other_failures >= 5 {
                     return fail(Reason::Failed, e).await;
@@ -387,15 +379,13 @@ async fn drive(
                 e
             }
         };
+        reprobed = false;
         coord
             .update_request(id, move |r| {
-                r.attempts += 1;
+                r.attempts += sessions;
                 r.culprits.extend(culprits);
                 r.reason = Reason::Signing;
-                r.detail = format!(
-                    "attempt {} failed ({detail}); retrying on a new subset",
-                    r.attempts
-                );
+                r.detail = format!("attempt {} failed ({detail}); retrying", r.attempts);
             })
             .await?;
     }

@@ -116,6 +116,10 @@ pub struct Coordinator {
     pub(crate) audit: permafrost_proto::audit::AuditLog,
     /// Wakes request drivers when an approval arrives.
     pub(crate) approvals_changed: tokio::sync::Notify,
+    /// Groups a member said were at another epoch than this coordinator
+    /// signs for (K7); a request's driver runs a recovery pass before it
+    /// tries again.
+    pub(crate) out_of_step: Mutex<std::collections::BTreeSet<permafrost_core::GroupName>>,
     /// Requests being signed right now; the receiver fires when the task ends.
     pub(crate) inflight: Mutex<HashMap<RequestId, watch::Receiver<bool>>>,
     /// One ceremony at a time.
@@ -127,6 +131,13 @@ pub struct Coordinator {
     /// drained at shutdown: their state is in the store, so they resume at start.
     pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
     pub(crate) metrics: metrics::CoordinatorMetrics,
+    /// Pre-issued commitments per group and node (one-round signing).
+    pub(crate) bank: Mutex<permafrost_core::session::bank::NonceBank>,
+    /// Wakes the bank's refill task after a withdrawal or a forgotten bank.
+    pub(crate) bank_wanted: tokio::sync::Notify,
+    /// Per group, the velocity-limited requests signing at once (liveness only).
+    pub(crate) velocity_gates:
+        Mutex<HashMap<permafrost_core::GroupName, Arc<tokio::sync::Semaphore>>>,
     tls: TlsMaterial,
 }
 
@@ -266,6 +277,7 @@ impl Coordinator {
             policy,
             audit,
             approvals_changed: tokio::sync::Notify::new(),
+            out_of_step: Mutex::new(Default::default()),
             config,
             directory,
             store,
@@ -273,6 +285,9 @@ impl Coordinator {
             inflight: Mutex::new(HashMap::new()),
             ceremony_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            bank: Mutex::new(Default::default()),
+            bank_wanted: tokio::sync::Notify::new(),
+            velocity_gates: Mutex::new(HashMap::new()),
             tls,
         }))
     }
@@ -367,6 +382,7 @@ impl Coordinator {
             self.clone(),
             self.config.recovery_interval(),
         ));
+        let refill = tokio::spawn(driver::bank::refill_loop(self.clone()));
         match self.store.pending_requests() {
             Ok(ids) => {
                 for id in ids {
@@ -406,6 +422,7 @@ impl Coordinator {
         .await;
         probe.abort();
         recovery.abort();
+        refill.abort();
         self.drain_tasks().await;
         if let Some(metrics) = metrics {
             metrics.stop().await;

@@ -69,6 +69,7 @@ pub struct CoordinatorMetrics {
     withdrawals: IntCounterVec,
     accepted: prometheus::IntCounter,
     attempts: IntCounterVec,
+    nonce_sets: IntCounterVec,
     refusals: IntCounterVec,
     approvals: IntCounterVec,
     ceremony_seconds: HistogramVec,
@@ -142,6 +143,13 @@ impl CoordinatorMetrics {
                 "Signing attempts on a subset of signers, by result (signed, unreachable, \
                  refused, busy, invalid_shares, other).",
                 &["result"],
+            )?,
+            nonce_sets: m::counter_vec(
+                &r,
+                "permafrost_coordinator_signing_nonce_sets_total",
+                "Nonce sets signing sessions used, by where they came from (bank: \
+                 pre-issued, the session needs no commit round; fresh: a Commit call).",
+                &["source"],
             )?,
             refusals: m::counter_vec(
                 &r,
@@ -256,6 +264,11 @@ impl CoordinatorMetrics {
         }
     }
 
+    /// A signing session got a nonce set from `source` ("bank" or "fresh").
+    pub(crate) fn nonce_set(&self, source: &str) {
+        self.nonce_sets.with_label_values(&[source]).inc();
+    }
+
     /// One signing attempt ended with `outcome`.
     pub(crate) fn attempt<T>(&self, outcome: &Result<T, AttemptError>) {
         let result = match outcome {
@@ -264,6 +277,7 @@ impl CoordinatorMetrics {
             Err(AttemptError::Refused(..)) => "refused",
             Err(AttemptError::Busy(..)) => "busy",
             Err(AttemptError::InvalidShares(_)) => "invalid_shares",
+            Err(AttemptError::Stale(_)) => "stale",
             Err(AttemptError::Other(_)) => "other",
         };
         self.attempts.with_label_values(&[result]).inc();

@@ -176,6 +176,36 @@ pub async fn recover_key_group(
     })
 }
 
+/// Notes that a member answered "out of step" for `group`: its epoch is not
+/// the one this coordinator signs for.
+pub(crate) fn flag_out_of_step(coord: &Coordinator, group: &GroupName) {
+    if let Ok(mut flagged) = coord.out_of_step.lock() {
+        flagged.insert(group.clone());
+    }
+}
+
+/// If a member said `group` was out of step, one recovery pass now (its
+/// record, or the members, brought to one epoch); whether it moved anything,
+/// so that trying again makes sense.
+pub(crate) async fn catch_up_if_flagged(coord: &Arc<Coordinator>, group: &GroupName) -> bool {
+    let flagged = coord
+        .out_of_step
+        .lock()
+        .map(|mut f| f.remove(group))
+        .unwrap_or(false);
+    if !flagged {
+        return false;
+    }
+    let before = coord.store.group(group).ok().flatten().map(|g| g.epoch);
+    match recover_key_group(coord, group).await {
+        Ok(r) => Some(r.record.epoch) != before || !r.committed.is_empty(),
+        Err(e) => {
+            warn!(group = %group, error = %e.message(), "recovery after an out-of-step answer");
+            false
+        }
+    }
+}
+
 /// Re-drives unfinished refreshes of every active group, every `interval`,
 /// until the coordinator stops: no operator needs to notice a partial commit.
 pub async fn recovery_loop(coord: Arc<Coordinator>, interval: Duration) {

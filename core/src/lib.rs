@@ -14,6 +14,7 @@ pub mod ids;
 pub mod manifest;
 pub mod policy;
 pub mod repair;
+pub mod session;
 pub mod signing;
 pub mod taproot;
 pub mod velocity;

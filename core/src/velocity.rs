@@ -5,9 +5,11 @@
 //! against a read of the ledgers of enough members that it must meet every
 //! other withdrawal that could be signed in the same window:
 //!
-//! 1. **Reserve (write).** In round 1 each chosen signer verifies the
-//!    custody-signed request, holds a reservation of its amount for as long as
-//!    the nonces it commits live, and returns a signed [`Receipt`].
+//! 1. **Reserve (write).** Each chosen signer verifies the custody-signed
+//!    request, holds a reservation of its amount, and returns a signed
+//!    [`Receipt`]: in round 1 with the nonces it commits (they live as long
+//!    as each other), or, when the nonces come from the coordinator's bank,
+//!    in a `Reserve` call of its own that `Sign` later names.
 //! 2. **Attest (read).** Then at least `n − t + 1` members each verify the `t`
 //!    receipts (so the read causally follows every write of this attempt) and
 //!    return a signed [`Attestation`] listing what they signed or hold
@@ -24,9 +26,16 @@
 //! later than Z's; a member in both Y's signers and Z's attestors therefore
 //! held Y (reserved, or journaled once it signed) when it attested for Z. So
 //! Z's check counted every other signed withdrawal, and Z passed: the group's
-//! total is within the limit. Reservations live exactly as long as the nonces
-//! they came with, and a restart voids both, so a reservation that is gone
-//! can no longer produce a share.
+//! total is within the limit. A share needs a live reservation (a bound
+//! nonce's own, or the one `Sign` names for banked nonces), and a restart
+//! voids every reservation and nonce, so a reservation that is gone can no
+//! longer produce a share. A named reservation outlives its first share
+//! until it expires (the journal counts the request once; attestations
+//! deduplicate by digest), so a second session of the same request
+//! (ROAST) reuses it and its attestations. Write-then-read cannot fold into
+//! one round: a member that reserves and attests in one step sees only
+//! requests that reached it first, and three requests can each see just
+//! one other (a cycle), together exceeding the limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +50,15 @@ const RECEIPT_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-RECEIPT/v1";
 const ATTESTATION_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-ATTESTATION/v1";
 /// Most ledger entries one attestation may list (fail closed beyond).
 pub const MAX_ENTRIES: usize = 20_000;
+
+/// Whether a request under `limits` needs the group-wide read at all: it
+/// does unless the daily limit is the largest amount there is, which no total
+/// can exceed (a group whose policy sets no velocity limit). Without limits
+/// (an asset the policy does not name) it does: policy refuses such a request
+/// anyway, and failing closed costs nothing.
+pub fn group_wide_check_needed(limits: Option<&crate::policy::AssetLimits>) -> bool {
+    limits.is_none_or(|l| l.daily_max != u128::MAX)
+}
 
 /// Attestations a signer needs from distinct members: `n − t + 1`, so any
 /// `t` signers of any other withdrawal share a member with them.

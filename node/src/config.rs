@@ -216,6 +216,14 @@ pub struct NonceConfig {
     pub max_open: usize,
     /// Seconds before an unused nonce is dropped.
     pub ttl_secs: u64,
+    /// Most banked nonces (issued ahead of any request) one coordinator may
+    /// hold on this node for one group.
+    #[serde(default = "default_max_banked")]
+    pub max_banked: usize,
+}
+
+fn default_max_banked() -> usize {
+    128
 }
 
 impl Default for NonceConfig {
@@ -223,6 +231,7 @@ impl Default for NonceConfig {
         Self {
             max_open: 1024,
             ttl_secs: 120,
+            max_banked: default_max_banked(),
         }
     }
 }

@@ -79,6 +79,14 @@ pub enum NodeError {
     /// nonce handle, an inactive group); the message says what must come first.
     #[error("{0}")]
     Precondition(String),
+    /// The nonces or reservation named are not (or no longer) in this node's
+    /// memory: used, expired, or voided by a restart (N2). Commit afresh.
+    #[error("{0}")]
+    Stale(String),
+    /// The caller asked for another epoch of the group than this node holds
+    /// (K7): not misbehaviour; the caller catches up (`RecoverKeyGroup`).
+    #[error("{0}")]
+    OutOfStep(String),
     /// Something named does not exist on this node.
     #[error("{0}")]
     NotFound(String),
@@ -177,6 +185,8 @@ pub struct SignerNode {
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     pub(crate) max_sessions: usize,
     pub(crate) nonces: Mutex<NoncePool>,
+    /// Banked nonces one coordinator may hold per group (N6).
+    pub(crate) max_banked: usize,
     /// Velocity reservations made with round-1 nonces (group-wide P1).
     pub(crate) reservations: Mutex<crate::reservations::Reservations>,
     pub(crate) ceremonies: CeremonyTable<service::CeremonyInFlight>,

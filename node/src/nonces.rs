@@ -3,6 +3,11 @@
 //! Nonces live only here: never serialized, never on disk. The pool is bounded
 //! in count and age; a nonce is removed from the pool *before* it is used, so
 //! it can sign at most once, and a restart voids every outstanding commitment.
+//!
+//! Banked nonces (one-round signing) are the same nonces issued ahead of any
+//! request for a coordinator's bank: bound to nothing until a `Sign` names
+//! them, counted per (coordinator, group) against their own bound, and
+//! subject to the same TTL, single use and restart rule.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -75,14 +80,19 @@ pub struct Taken {
     pub group: GroupName,
     /// The nonces.
     pub nonces: PoolNonces,
-    /// The withdrawal they were committed for (`None`: an activation test).
+    /// The withdrawal they were committed for (`None`: an activation test,
+    /// or banked).
     pub bound: Option<Binding>,
+    /// Issued for a coordinator's bank: may sign any request `Sign` proves.
+    pub banked: bool,
 }
 
 struct Entry {
     group: GroupName,
     nonces: PoolNonces,
     bound: Option<Binding>,
+    /// The coordinator whose bank it is in.
+    owner: Option<String>,
     created: Instant,
 }
 
@@ -132,6 +142,39 @@ impl NoncePool {
         bound: Option<Binding>,
         now: Instant,
     ) -> Option<Vec<NonceHandle>> {
+        self.insert_owned(group, batch, bound, None, now)
+    }
+
+    /// Stores `batch` for `owner`'s bank, or none of it when the pool, or
+    /// `owner`'s share of it for `group` (`max_per_owner`), has no room (N6).
+    pub fn insert_banked(
+        &mut self,
+        owner: &str,
+        group: GroupName,
+        batch: Vec<PoolNonces>,
+        max_per_owner: usize,
+        now: Instant,
+    ) -> Option<Vec<NonceHandle>> {
+        self.expire(now);
+        let held = self
+            .entries
+            .values()
+            .filter(|e| e.group == group && e.owner.as_deref() == Some(owner))
+            .count();
+        if held.saturating_add(batch.len()) > max_per_owner {
+            return None;
+        }
+        self.insert_owned(group, batch, None, Some(owner.to_string()), now)
+    }
+
+    fn insert_owned(
+        &mut self,
+        group: GroupName,
+        batch: Vec<PoolNonces>,
+        bound: Option<Binding>,
+        owner: Option<String>,
+        now: Instant,
+    ) -> Option<Vec<NonceHandle>> {
         self.expire(now);
         if self.entries.len().saturating_add(batch.len()) > self.max_open {
             return None;
@@ -146,6 +189,7 @@ impl NoncePool {
                     group: group.clone(),
                     nonces,
                     bound,
+                    owner: owner.clone(),
                     created: now,
                 },
             );
@@ -166,6 +210,7 @@ impl NoncePool {
             group: entry.group,
             nonces: entry.nonces,
             bound: entry.bound,
+            banked: entry.owner.is_some(),
         })
     }
 
@@ -222,6 +267,42 @@ mod tests {
             .expect("room for two");
         assert_eq!(handles.len(), 2);
         assert_ne!(handles[0], handles[1]);
+    }
+
+    #[test]
+    fn n6_banked_nonces_are_bounded_per_coordinator_and_group() {
+        let mut pool = NoncePool::new(100, Duration::from_secs(60));
+        let g = GroupName::new("g").expect("valid");
+        let h = GroupName::new("h").expect("valid");
+        let now = Instant::now();
+        let batch = |k| (0..k).map(|_| nonces()).collect::<Vec<_>>();
+        assert!(pool
+            .insert_banked("c1", g.clone(), batch(3), 4, now)
+            .is_some());
+        assert!(
+            pool.insert_banked("c1", g.clone(), batch(2), 4, now)
+                .is_none(),
+            "c1's bound for g"
+        );
+        assert!(
+            pool.insert_banked("c2", g.clone(), batch(4), 4, now)
+                .is_some(),
+            "c2 has its own"
+        );
+        assert!(
+            pool.insert_banked("c1", h, batch(4), 4, now).is_some(),
+            "and g is not h"
+        );
+        let handle = pool
+            .insert_banked("c1", g.clone(), batch(1), 4, now)
+            .expect("room for one")[0];
+        let taken = pool.take(&handle, now).expect("live");
+        assert!(taken.banked && taken.bound.is_none());
+        assert!(pool.take(&handle, now).is_none(), "N1: once");
+        assert!(
+            pool.insert_banked("c1", g, batch(1), 4, now).is_some(),
+            "a used one frees its place"
+        );
     }
 
     #[test]

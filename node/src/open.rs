@@ -348,6 +348,8 @@ impl SignerNode {
                 max_clock_skew_secs: config.max_clock_skew_secs,
                 max_lifetime_secs: config.max_request_lifetime_secs,
             },
+            // Never more than the pool holds: the pool's own bound still applies.
+            max_banked: config.nonces.max_banked.min(config.nonces.max_open),
             nonces: Mutex::new(NoncePool::new(
                 config.nonces.max_open,
                 Duration::from_secs(config.nonces.ttl_secs),

@@ -79,6 +79,14 @@ impl Reservations {
         (now.duration_since(r.created) <= self.ttl).then_some(r)
     }
 
+    /// A live reservation, left in place: banked nonces sign a request's later
+    /// sessions (ROAST) over the same reservation and attestations; it stays
+    /// counted until it expires, and the journal counts the request once.
+    pub fn get(&mut self, commit_id: &[u8; 16], now: Instant) -> Option<Reservation> {
+        self.expire(now);
+        self.by_commit.get(commit_id).cloned()
+    }
+
     /// (digest, amount) of every live reservation of `group`'s `asset`.
     pub fn live(
         &mut self,

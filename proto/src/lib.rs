@@ -16,6 +16,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod server;
+pub mod stale;
 pub mod tls;
 
 pub use error::ProtoError;

@@ -122,6 +122,7 @@ async fn a1_x4_missing_foreign_and_wrong_role_certificates_are_refused() {
         let mut client: SignerNodeClient<_> = cluster.node_client(0, role, id);
         let err = client
             .commit(pb::CommitRequest {
+                bank: false,
                 key_group: "warm-1".into(),
                 count: 1,
                 ..Default::default()

@@ -305,6 +305,7 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
     for c in clients.iter_mut() {
         let r = c
             .commit(pb::CommitRequest {
+                bank: false,
                 key_group: "warm-1".into(),
                 count: 1,
                 withdrawal: Some(signed.clone()),
@@ -342,6 +343,8 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
         .expect("package");
     let err = clients[0]
         .sign(pb::SignRequest {
+            reservation: Vec::new(),
+            epoch: 0,
             key_group: "warm-1".into(),
             nonce_handles: vec![handles[0].clone()],
             signing_packages: vec![package],
@@ -359,6 +362,8 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
     // Too few sessions for the transaction's inputs is refused too.
     let err = clients[1]
         .sign(pb::SignRequest {
+            reservation: Vec::new(),
+            epoch: 0,
             key_group: "warm-1".into(),
             nonce_handles: vec![handles[1].clone()],
             signing_packages: vec![],

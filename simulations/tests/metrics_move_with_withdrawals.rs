@@ -86,6 +86,7 @@ async fn metrics_parse_strictly_and_move_with_signing_and_refusals() {
     let commit = cluster
         .node_client(0, Role::Coordinator, "rogue")
         .commit(pb::CommitRequest {
+            bank: false,
             key_group: "warm-1".into(),
             count: 1,
             withdrawal: Some(forged),

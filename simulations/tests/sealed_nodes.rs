@@ -84,6 +84,7 @@ async fn sealed_node_refuses_and_unsealed_node_signs() {
     let err = cluster
         .node_client(0, Role::Coordinator, "coord-1")
         .commit(pb::CommitRequest {
+            bank: false,
             key_group: "cold-1".into(),
             count: 1,
             ..Default::default()

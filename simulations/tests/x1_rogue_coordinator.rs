@@ -63,6 +63,8 @@ async fn x1_nodes_refuse_unauthorized_messages() {
     for (i, c) in clients.iter_mut().enumerate() {
         let err = c
             .sign(pb::SignRequest {
+                reservation: Vec::new(),
+                epoch: 0,
                 key_group: "warm-1".into(),
                 nonce_handles: vec![handles[i].clone()],
                 signing_packages: vec![pkg.clone()],

@@ -100,6 +100,7 @@ async fn commit(
     for c in clients.iter_mut() {
         let r = c
             .commit(pb::CommitRequest {
+                bank: false,
                 key_group: group.into(),
                 count: 1,
                 withdrawal: w.cloned(),
@@ -146,12 +147,14 @@ pub fn sign_attested(
     attestations: &[Vec<u8>],
 ) -> pb::SignRequest {
     pb::SignRequest {
+        reservation: Vec::new(),
         key_group: group.into(),
         nonce_handles: vec![handle.to_vec()],
         signing_packages: vec![package.to_vec()],
         target: Some(pb::sign_request::Target::Withdrawal(w.clone())),
         approvals: Vec::new(),
         attestations: attestations.to_vec(),
+        epoch: 0,
     }
 }
 

@@ -1,29 +1,44 @@
-//! One signing attempt on a chosen subset: round 1 (commitments and, for a
-//! withdrawal, velocity reservation receipts), the velocity read (`Attest`),
-//! round 2, and aggregation with culprit detection (RFC 9591 §5.3).
+//! Executes one request's [`SigningSession`] (the pure engine in
+//! `permafrost_core::session`): every command becomes a call to a node, a
+//! timer, a bank operation or an exclusion, and every answer goes back in as
+//! an event. Deadlines here only turn a silent node into an event; the engine
+//! never waits for one while `t` others are ready (ROAST).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use frost_core::keys::PublicKeyPackage;
 use frost_core::round1::SigningCommitments;
-use frost_core::round2::SignatureShare;
-use frost_core::{Ciphersuite, Identifier, SigningPackage};
+use frost_core::Ciphersuite;
 use frost_secp256k1::Secp256K1Sha256;
-use permafrost_core::signing::{aggregate, taproot_public_key_package, AggregateError};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use permafrost_core::session::{
+    Command, Event, FailReason, NonceSet, SessionConfig, SigningSession, Step,
+};
+use permafrost_core::signing::taproot_public_key_package;
 use permafrost_core::taproot::Scheme;
 use permafrost_core::{unix_now, NodeId};
 use permafrost_proto as pb;
 use tonic::Code;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::store::{Exclusion, GroupRecord};
 use crate::Coordinator;
 
-/// Longest wait for a round-1 commitment.
+/// Longest wait for a round-1 style answer (commitments, reservation, attestation).
 const ROUND1_DEADLINE: Duration = Duration::from_millis(2000);
 /// Longest wait for a session slot on a signer before trying again.
 const SLOT_WAIT: Duration = Duration::from_secs(10);
+/// Velocity-limited requests of one group signing at once. Reservations are
+/// made before the read, so requests that reserve together all see each
+/// other; near the limit, many at once would all be refused where a few at a
+/// time sign up to it. A liveness choice only: every node checks the limit
+/// itself whatever the coordinator does.
+const VELOCITY_CONCURRENCY: usize = 4;
+/// Shortest hedge: how long a session with some valid shares waits for the
+/// rest before their signers may start another session.
+const MIN_HEDGE: Duration = Duration::from_millis(250);
 
 /// What the signers are asked to sign.
 #[derive(Clone, Debug)]
@@ -34,23 +49,51 @@ pub enum Target {
     Activation,
 }
 
-/// Why one signing attempt failed.
+/// How one FROST session on a subset ended, for the metrics.
 #[derive(Debug)]
 pub enum AttemptError {
-    /// The node did not answer in time or the link failed; try others.
+    /// A node did not answer in time or the link failed.
     Unreachable(NodeId, String),
-    /// The node refused the request on its own checks.
+    /// A node refused on its own checks.
     Refused(NodeId, String),
-    /// The node is loaded and asked to be retried after the hint: not dead,
-    /// not a refusal, never a reason to exclude it.
+    /// A node is loaded and asked to be retried after the hint.
     Busy(NodeId, Duration),
     /// These nodes sent invalid shares; evidence attached.
     InvalidShares(Vec<Exclusion>),
+    /// The node no longer holds the nonces or reservation named (it restarted).
+    Stale(NodeId),
     /// Anything else.
     Other(String),
 }
 
+/// How a request's signing ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Signed: the signatures (message order) and who signed.
+    Signed(Vec<Vec<u8>>, Vec<NodeId>),
+    /// Too many members refused on their own checks.
+    Refused(String),
+    /// Fewer than `t` members could take part.
+    BelowThreshold(String),
+    /// Anything else.
+    Failed(String),
+}
+
+/// An [`Outcome`] with what it took.
+#[derive(Debug)]
+pub struct SessionReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// FROST sessions started.
+    pub sessions: usize,
+    /// Culprits excluded on the way (with evidence, in the store).
+    pub culprits: Vec<NodeId>,
+}
+
 fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
+    if permafrost_proto::stale::is_stale(&status) {
+        return AttemptError::Stale(node.clone());
+    }
     if let Some(hint) = permafrost_proto::backpressure::retry_after(&status) {
         return AttemptError::Busy(node.clone(), hint);
     }
@@ -66,7 +109,10 @@ fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
     }
 }
 
-/// Picks `t` signers: healthy ones first, spread across regions, then by latency.
+/// Picks `t` signers: healthy ones first, spread across regions, then by
+/// latency. Latencies within the same 25 ms count as equal (then by id): a
+/// difference that small is noise between regions, and a stable order keeps
+/// the same subset (and its banked nonces) in use.
 pub fn choose_signers(
     candidates: &[(NodeId, String, Option<Duration>)],
     t: usize,
@@ -75,7 +121,12 @@ pub fn choose_signers(
         return None;
     }
     let mut sorted: Vec<_> = candidates.to_vec();
-    sorted.sort_by_key(|(id, _, latency)| (latency.unwrap_or(Duration::MAX), id.clone()));
+    sorted.sort_by_key(|(id, _, latency)| {
+        (
+            latency.map_or(u128::MAX, |l| l.as_millis() / 25),
+            id.clone(),
+        )
+    });
     let mut by_region: BTreeMap<&str, Vec<&NodeId>> = BTreeMap::new();
     let mut region_order = Vec::new();
     for (id, region, _) in &sorted {
@@ -99,344 +150,581 @@ pub fn choose_signers(
     Some(chosen)
 }
 
-fn identifier_of<C: Ciphersuite>(
+/// Signs `messages` for `target` on `group`: one FROST session per message
+/// per attempt, in the suite of the group's scheme, as many attempts as the
+/// engine needs. `skip` are members not to ask (refused before).
+pub async fn sign_request(
+    coord: &Coordinator,
     group: &GroupRecord,
-    node: &NodeId,
-) -> Result<Identifier<C>, AttemptError> {
-    let index = group
+    request_id: &str,
+    messages: &[Vec<u8>],
+    target: &Target,
+    skip: &BTreeSet<NodeId>,
+) -> Result<SessionReport, String> {
+    let found = candidates(coord, group, skip)?;
+    let t = usize::from(group.threshold);
+    if found.ordered.len() < t {
+        return Ok(SessionReport {
+            outcome: Outcome::BelowThreshold(format!(
+                "below threshold: {} of {t} reachable",
+                found.ordered.len()
+            )),
+            sessions: 0,
+            culprits: Vec::new(),
+        });
+    }
+    let pkp = PublicKeyPackage::<Secp256K1Sha256>::deserialize(&group.public_key_package)
+        .map_err(|e| format!("stored public key package: {e}"))?;
+    let run = Run {
+        coord,
+        group,
+        request_id,
+        messages,
+        target,
+    };
+    match coord.scheme_of(&group.name).0 {
+        Scheme::Message => run.go(pkp, found).await,
+        Scheme::Taproot => {
+            let pkp = taproot_public_key_package(&pkp).map_err(|e| e.to_string())?;
+            run.go(pkp, found).await
+        }
+    }
+}
+
+/// Who may be asked, most preferred first, and the hedge their latency suggests.
+struct Candidates {
+    ordered: Vec<NodeId>,
+    /// Members that cannot count towards `t` (excluded, or skipped).
+    out: usize,
+    hedge: Duration,
+}
+
+fn candidates(
+    coord: &Coordinator,
+    group: &GroupRecord,
+    skip: &BTreeSet<NodeId>,
+) -> Result<Candidates, String> {
+    let mut out = 0;
+    let mut found = Vec::new();
+    let mut hedge = MIN_HEDGE;
+    for m in &group.members {
+        if coord
+            .store
+            .is_excluded(&group.name, m)
+            .map_err(|e| e.to_string())?
+            || skip.contains(m)
+        {
+            out += 1;
+            continue;
+        }
+        if coord.members.get(m).is_none() {
+            continue;
+        }
+        let h = coord.members.health(m);
+        let seems_up = h.reachable || (h.last_ok.is_none() && h.last_error.is_empty());
+        if seems_up && !h.sealed {
+            if let Some(l) = h.latency {
+                hedge = hedge.max(l * 3);
+            }
+            found.push((m.clone(), super::region_of(coord, m), h.latency));
+        }
+    }
+    Ok(Candidates {
+        ordered: choose_signers(&found, found.len()).unwrap_or_default(),
+        out,
+        hedge: hedge.min(coord.config.round_timeout() / 2),
+    })
+}
+
+struct Run<'a> {
+    coord: &'a Coordinator,
+    group: &'a GroupRecord,
+    request_id: &'a str,
+    messages: &'a [Vec<u8>],
+    target: &'a Target,
+}
+
+/// What a pending future yields: an answer, or a timer firing.
+enum Wake<C: Ciphersuite> {
+    Event(Event<C>),
+    Run(Command<C>),
+}
+
+type Pending<'a, C> = FuturesUnordered<futures::future::BoxFuture<'a, Wake<C>>>;
+
+fn parse_sets<C: Ciphersuite>(
+    nonces: &[pb::NonceCommitment],
+    count: usize,
+) -> Result<Vec<NonceSet<C>>, String> {
+    if nonces.len() != count {
+        return Err(format!("{} commitments for {count} sessions", nonces.len()));
+    }
+    let mut set = NonceSet {
+        handles: Vec::with_capacity(count),
+        commitments: Vec::with_capacity(count),
+    };
+    for n in nonces {
+        set.commitments.push(
+            SigningCommitments::<C>::deserialize(&n.commitments)
+                .map_err(|e| format!("malformed commitments: {e}"))?,
+        );
+        set.handles.push(n.handle.clone());
+    }
+    Ok(vec![set])
+}
+
+impl<'a> Run<'a> {
+    fn withdrawal(&self) -> Option<&pb::SignedWithdrawal> {
+        match self.target {
+            Target::Withdrawal(w, _) => Some(w),
+            Target::Activation => None,
+        }
+    }
+
+    /// Whether group-wide velocity applies, by the coordinator's reading of
+    /// the policy (each node decides for itself again).
+    fn velocity(&self) -> bool {
+        let Some(w) = self.withdrawal() else {
+            return false;
+        };
+        let asset = w.request.as_ref().map(|r| r.asset.as_str()).unwrap_or("");
+        permafrost_core::velocity::group_wide_check_needed(
+            self.coord
+                .policy
+                .group(&self.group.name)
+                .and_then(|g| g.assets.get(asset)),
+        )
+    }
+
+    async fn go<C: Ciphersuite>(
+        &self,
+        pkp: PublicKeyPackage<C>,
+        found: Candidates,
+    ) -> Result<SessionReport, String> {
+        let coord = self.coord;
+        let group = self.group;
+        let t = usize::from(group.threshold);
+        let ordered = found.ordered;
+        let count = self.messages.len();
+        let config = SessionConfig {
+            members: group.members.clone(),
+            candidates: ordered.clone(),
+            excluded: found.out,
+            threshold: t,
+            messages: self.messages.to_vec(),
+            public_key_package: pkp,
+            velocity: self.velocity(),
+            attestations_needed: permafrost_core::velocity::attestations_needed(
+                group.members.len(),
+                t,
+            ),
+            hedge: found.hedge,
+        };
+        let _gate = match config.velocity {
+            true => {
+                let gate = coord
+                    .velocity_gates
+                    .lock()
+                    .map_err(|_| "velocity gates lock poisoned".to_string())?
+                    .entry(group.name.clone())
+                    .or_insert_with(|| {
+                        std::sync::Arc::new(tokio::sync::Semaphore::new(VELOCITY_CONCURRENCY))
+                    })
+                    .clone();
+                Some(
+                    gate.acquire_owned()
+                        .await
+                        .map_err(|_| "coordinator shutting down".to_string())?,
+                )
+            }
+            false => None,
+        };
+        let mut banked = BTreeMap::new();
+        for node in &ordered {
+            if let Some(set) = super::bank::withdraw::<C>(coord, &group.name, node, count) {
+                coord.metrics.nonce_set("bank");
+                banked.insert(node.clone(), vec![set]);
+            }
+        }
+        let (mut engine, first) = SigningSession::start(config, banked)?;
+        let mut pending: Pending<'_, C> = FuturesUnordered::new();
+        let mut queue: std::collections::VecDeque<Command<C>> = first.into();
+        let mut culprits = Vec::new();
+        let started = Instant::now();
+        loop {
+            while let Some(command) = queue.pop_front() {
+                if let Some(outcome) = self.execute(command, &mut pending, &mut culprits).await? {
+                    debug!(
+                        request = self.request_id,
+                        sessions = engine.sessions_started(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "signing ended"
+                    );
+                    return Ok(SessionReport {
+                        outcome,
+                        sessions: engine.sessions_started(),
+                        culprits,
+                    });
+                }
+            }
+            let Some(wake) = pending.next().await else {
+                return Ok(SessionReport {
+                    outcome: Outcome::Failed("the signing engine stalled".into()),
+                    sessions: engine.sessions_started(),
+                    culprits,
+                });
+            };
+            match wake {
+                Wake::Event(event) => {
+                    self.record_metrics(&event);
+                    queue.extend(engine.handle(event));
+                }
+                Wake::Run(command) => queue.push_back(command),
+            }
+        }
+    }
+
+    fn record_metrics<C: Ciphersuite>(&self, event: &Event<C>) {
+        let m = &self.coord.metrics;
+        match event {
+            Event::Silent {
+                node,
+                step: Step::Sign(_),
+                error,
+            } => m.attempt::<()>(&Err(AttemptError::Unreachable(node.clone(), error.clone()))),
+            Event::Refused {
+                node,
+                step: Step::Sign(_),
+                reason,
+            } => m.attempt::<()>(&Err(AttemptError::Refused(node.clone(), reason.clone()))),
+            Event::Busy {
+                node, retry_after, ..
+            } => m.attempt::<()>(&Err(AttemptError::Busy(node.clone(), *retry_after))),
+            Event::StaleNonces { node, .. } => {
+                m.attempt::<()>(&Err(AttemptError::Stale(node.clone())))
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs one command; `Some` once the engine has said how it ended.
+    async fn execute<'s, C: Ciphersuite>(
+        &'s self,
+        command: Command<C>,
+        pending: &mut Pending<'s, C>,
+        culprits: &mut Vec<NodeId>,
+    ) -> Result<Option<Outcome>, String> {
+        let coord = self.coord;
+        let group = self.group;
+        match command {
+            Command::RequestCommitments { node, count } => {
+                if let Some(set) = super::bank::withdraw::<C>(coord, &group.name, &node, count) {
+                    coord.metrics.nonce_set("bank");
+                    pending.push(
+                        futures::future::ready(Wake::Event(Event::Committed {
+                            node,
+                            sets: vec![set],
+                        }))
+                        .boxed(),
+                    );
+                } else {
+                    coord.metrics.nonce_set("fresh");
+                    pending.push(self.commit(node, count).boxed());
+                }
+            }
+            Command::Reserve { node } => pending.push(self.reserve(node).boxed()),
+            Command::Attest {
+                node,
+                round,
+                receipts,
+            } => pending.push(self.attest(node, round, receipts).boxed()),
+            Command::StartSession { session, signers } => {
+                debug!(request = self.request_id, session, signers = ?signers, "session started");
+            }
+            Command::SendPackage {
+                session,
+                node,
+                handles,
+                packages,
+                attestations,
+                reservation,
+            } => pending.push(
+                self.sign(session, node, handles, packages, attestations, reservation)
+                    .boxed(),
+            ),
+            Command::Hedge { session } => {
+                pending.push(futures::future::ready(Wake::Event(Event::Hedge { session })).boxed())
+            }
+            Command::EndGathering => {
+                pending.push(futures::future::ready(Wake::Event(Event::EndGathering)).boxed())
+            }
+            Command::ForgetBank { node } => {
+                warn!(node = %node, "node lost the nonces it issued (restarted?); its bank is void, asking afresh");
+                super::bank::forget(coord, &node);
+            }
+            Command::Exclude(ev) if matches!(self.target, Target::Activation) => {
+                // A group not yet active has nothing to exclude from: its
+                // activation fails instead, naming the culprit.
+                warn!(group = %group.name, culprit = %ev.node, "invalid share in the activation test");
+                culprits.push(ev.node);
+            }
+            Command::Exclude(ev) => {
+                let ev = Exclusion {
+                    v: 1,
+                    group: group.name.clone(),
+                    node: ev.node,
+                    request_id: self.request_id.to_string(),
+                    share: hex::encode(&ev.share),
+                    signing_package: hex::encode(&ev.signing_package),
+                    at: unix_now(),
+                };
+                warn!(request = self.request_id, culprit = %ev.node, group = %ev.group, "invalid signature share; member excluded from the group until an operator clears it");
+                coord
+                    .metrics
+                    .attempt::<()>(&Err(AttemptError::InvalidShares(vec![ev.clone()])));
+                coord.audit.append(
+                    "culprit_excluded",
+                    serde_json::json!({"request": self.request_id, "group": ev.group.as_str(), "node": ev.node.as_str(), "share": ev.share}),
+                )
+                .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
+                coord.store.exclude(&ev).await.map_err(|e| e.to_string())?;
+                culprits.push(ev.node);
+            }
+            Command::Later { after, command } => pending.push(
+                async move {
+                    tokio::time::sleep(after).await;
+                    Wake::Run(*command)
+                }
+                .boxed(),
+            ),
+            Command::BelowThreshold { responsive, needed } => {
+                return Ok(Some(Outcome::BelowThreshold(format!(
+                    "below threshold: {responsive} of {needed} reachable"
+                ))))
+            }
+            Command::Done {
+                signatures,
+                signers,
+                unused,
+            } => {
+                coord.metrics.attempt::<()>(&Ok(()));
+                for (node, set) in unused {
+                    super::bank::put_back(coord, &group.name, &node, set);
+                }
+                return Ok(Some(Outcome::Signed(signatures, signers)));
+            }
+            Command::Fail { reason, detail } => {
+                return Ok(Some(match reason {
+                    FailReason::RefusedBySigners => Outcome::Refused(detail),
+                    _ => Outcome::Failed(detail),
+                }))
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for a session slot on `node` (so queueing behind other requests
+    /// never looks like a dead node), then runs `call` under `deadline`.
+    async fn call<T, F>(
+        &self,
+        node: &NodeId,
+        deadline: Duration,
+        call: impl FnOnce(pb::signer_node_client::SignerNodeClient<tonic::transport::Channel>) -> F,
+    ) -> Result<T, AttemptError>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let member = self
+            .coord
+            .members
+            .get(node)
+            .ok_or_else(|| AttemptError::Other(format!("{node} is not in the manifest")))?;
+        let _slot =
+            match tokio::time::timeout(SLOT_WAIT, member.slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(AttemptError::Other("coordinator shutting down".into())),
+                Err(_) => return Err(AttemptError::Busy(node.clone(), Duration::from_millis(50))),
+            };
+        let started = Instant::now();
+        match tokio::time::timeout(deadline, call(member.client.clone())).await {
+            Ok(Ok(resp)) => {
+                self.coord.members.record(node, Ok(started.elapsed()), None);
+                Ok(resp.into_inner())
+            }
+            Ok(Err(status)) => {
+                if permafrost_proto::stale::is_out_of_step(&status) {
+                    crate::recovery::flag_out_of_step(self.coord, &self.group.name);
+                }
+                Err(classify(node, status))
+            }
+            Err(_) => Err(AttemptError::Unreachable(
+                node.clone(),
+                format!("{node}: deadline exceeded"),
+            )),
+        }
+    }
+
+    fn failed<C: Ciphersuite>(&self, node: NodeId, step: Step, e: AttemptError) -> Wake<C> {
+        Wake::Event(match e {
+            AttemptError::Busy(_, retry_after) => Event::Busy {
+                node,
+                step,
+                retry_after,
+            },
+            AttemptError::Refused(_, reason) => Event::Refused { node, step, reason },
+            AttemptError::Unreachable(_, error) => {
+                self.coord.members.record(&node, Err(error.clone()), None);
+                Event::Silent { node, step, error }
+            }
+            AttemptError::InvalidShares(_) | AttemptError::Stale(_) | AttemptError::Other(_) => {
+                Event::Silent {
+                    node,
+                    step,
+                    error: format!("{e:?}"),
+                }
+            }
+        })
+    }
+
+    fn round1_deadline(&self) -> Duration {
+        self.coord.config.round_timeout().min(ROUND1_DEADLINE)
+    }
+
+    async fn commit<C: Ciphersuite>(&self, node: NodeId, count: usize) -> Wake<C> {
+        let req = pb::CommitRequest {
+            key_group: self.group.name.to_string(),
+            count: count as u32,
+            withdrawal: None,
+            bank: true,
+            epoch: 0,
+        };
+        match self
+            .call(&node, self.round1_deadline(), |mut c| async move {
+                c.commit(req).await
+            })
+            .await
+        {
+            Ok(resp) => match expected_identifier(self.group, &node, resp.identifier)
+                .and_then(|_| parse_sets::<C>(&resp.nonces, count))
+            {
+                Ok(sets) => Wake::Event(Event::Committed { node, sets }),
+                Err(reason) => Wake::Event(Event::Refused {
+                    node,
+                    step: Step::Commit,
+                    reason,
+                }),
+            },
+            Err(e) => self.failed(node, Step::Commit, e),
+        }
+    }
+
+    async fn reserve<C: Ciphersuite>(&self, node: NodeId) -> Wake<C> {
+        let req = pb::ReserveRequest {
+            key_group: self.group.name.to_string(),
+            withdrawal: self.withdrawal().cloned(),
+        };
+        match self
+            .call(&node, self.round1_deadline(), |mut c| async move {
+                c.reserve(req).await
+            })
+            .await
+        {
+            Ok(resp) if !resp.receipt.is_empty() && resp.reservation.len() == 16 => {
+                Wake::Event(Event::Reserved {
+                    node,
+                    reservation: resp.reservation,
+                    receipt: resp.receipt,
+                })
+            }
+            Ok(_) => Wake::Event(Event::Refused {
+                node,
+                step: Step::Reserve,
+                reason: "sent no reservation receipt".into(),
+            }),
+            Err(e) => self.failed(node, Step::Reserve, e),
+        }
+    }
+
+    async fn attest<C: Ciphersuite>(
+        &self,
+        node: NodeId,
+        round: u32,
+        receipts: Vec<Vec<u8>>,
+    ) -> Wake<C> {
+        let req = pb::AttestRequest {
+            key_group: self.group.name.to_string(),
+            withdrawal: self.withdrawal().cloned(),
+            receipts,
+        };
+        match self
+            .call(&node, self.round1_deadline(), |mut c| async move {
+                c.attest(req).await
+            })
+            .await
+        {
+            Ok(resp) => Wake::Event(Event::Attested {
+                node,
+                round,
+                attestation: resp.attestation,
+            }),
+            Err(e) => self.failed(node, Step::Attest(round), e),
+        }
+    }
+
+    async fn sign<C: Ciphersuite>(
+        &self,
+        session: u32,
+        node: NodeId,
+        handles: Vec<Vec<u8>>,
+        packages: Vec<Vec<u8>>,
+        attestations: Vec<Vec<u8>>,
+        reservation: Vec<u8>,
+    ) -> Wake<C> {
+        let (target, approvals) = match self.target {
+            Target::Withdrawal(w, a) => (
+                pb::sign_request::Target::Withdrawal((**w).clone()),
+                a.clone(),
+            ),
+            Target::Activation => (
+                pb::sign_request::Target::Activation(pb::ActivationTest {}),
+                Vec::new(),
+            ),
+        };
+        let req = pb::SignRequest {
+            key_group: self.group.name.to_string(),
+            nonce_handles: handles,
+            signing_packages: packages,
+            target: Some(target),
+            approvals,
+            attestations,
+            reservation,
+            epoch: self.group.epoch,
+        };
+        let deadline = self.coord.config.round_timeout();
+        match self
+            .call(&node, deadline, |mut c| async move { c.sign(req).await })
+            .await
+        {
+            Ok(resp) => Wake::Event(Event::Shares {
+                node,
+                session,
+                shares: resp.signature_shares,
+            }),
+            Err(AttemptError::Stale(_)) => Wake::Event(Event::StaleNonces { node, session }),
+            Err(e) => self.failed(node, Step::Sign(session), e),
+        }
+    }
+}
+
+fn expected_identifier(group: &GroupRecord, node: &NodeId, got: u32) -> Result<(), String> {
+    let expected = group
         .members
         .iter()
         .position(|m| m == node)
-        .ok_or_else(|| AttemptError::Other(format!("{node} is not a member of {}", group.name)))?;
-    Identifier::<C>::try_from(index as u16 + 1).map_err(|e| AttemptError::Other(e.to_string()))
-}
-
-/// One signing attempt on exactly `signers` with fresh commitments: one FROST
-/// session per message (a payload, or one sighash per transaction input), in
-/// the suite of the group's scheme. Returns the serialized signatures, in
-/// message order, each verified against the key the scheme signs under.
-pub async fn attempt(
-    coord: &Coordinator,
-    group: &GroupRecord,
-    signers: &[NodeId],
-    messages: &[Vec<u8>],
-    target: &Target,
-) -> Result<Vec<Vec<u8>>, AttemptError> {
-    let pkp = PublicKeyPackage::<Secp256K1Sha256>::deserialize(&group.public_key_package)
-        .map_err(|e| AttemptError::Other(format!("stored public key package: {e}")))?;
-    match coord.scheme_of(&group.name).0 {
-        Scheme::Message => attempt_in(coord, group, signers, messages, target, &pkp).await,
-        Scheme::Taproot => {
-            let pkp =
-                taproot_public_key_package(&pkp).map_err(|e| AttemptError::Other(e.to_string()))?;
-            attempt_in(coord, group, signers, messages, target, &pkp).await
-        }
-    }
-}
-
-/// Group-wide velocity, the read after round 1's writes: attestations from
-/// `n - t + 1` distinct members (the signers first, then other members when
-/// `2t <= n`), each made over every signer's reservation receipt.
-async fn attest(
-    coord: &Coordinator,
-    group: &GroupRecord,
-    signers: &[NodeId],
-    withdrawal: &pb::SignedWithdrawal,
-    receipts: Vec<Vec<u8>>,
-    deadline: Duration,
-) -> Result<Vec<Vec<u8>>, AttemptError> {
-    let needed = permafrost_core::velocity::attestations_needed(
-        group.members.len(),
-        usize::from(group.threshold),
-    );
-    let mut asked: Vec<&NodeId> = signers.iter().collect();
-    if needed > asked.len() {
-        asked.extend(group.members.iter().filter(|m| !signers.contains(m)));
-    }
-    let members = &coord.members;
-    let calls = asked.iter().map(|id| {
-        let req = pb::AttestRequest {
-            key_group: group.name.to_string(),
-            withdrawal: Some(withdrawal.clone()),
-            receipts: receipts.clone(),
-        };
-        async move {
-            let member = members
-                .get(id)
-                .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
-            let mut client = member.client.clone();
-            match tokio::time::timeout(deadline, client.attest(req)).await {
-                Ok(Ok(resp)) => Ok(resp.into_inner().attestation),
-                Ok(Err(status)) => Err(classify(id, status)),
-                Err(_) => Err(AttemptError::Unreachable(
-                    (*id).clone(),
-                    format!("{id}: velocity attestation deadline exceeded"),
-                )),
-            }
-        }
-    });
-    let mut out = Vec::new();
-    let mut first_error = None;
-    for (id, result) in asked.iter().zip(futures::future::join_all(calls).await) {
-        match result {
-            Ok(a) => out.push(a),
-            // A signer that cannot attest cannot sign either: fail the attempt on it.
-            Err(e) if signers.contains(id) => return Err(e),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if out.len() < needed {
-        return Err(first_error.unwrap_or_else(|| {
-            AttemptError::Other(format!(
-                "{} velocity attestations, the group needs {needed}",
-                out.len()
-            ))
-        }));
-    }
-    Ok(out)
-}
-
-/// One session's shares as received, by signer identifier: who sent them and the bytes (evidence).
-type RawShares<C> = BTreeMap<Identifier<C>, (NodeId, Vec<u8>)>;
-
-async fn attempt_in<C: Ciphersuite>(
-    coord: &Coordinator,
-    group: &GroupRecord,
-    signers: &[NodeId],
-    messages: &[Vec<u8>],
-    target: &Target,
-    pkp: &PublicKeyPackage<C>,
-) -> Result<Vec<Vec<u8>>, AttemptError> {
-    let sessions = messages.len();
-    let members = &coord.members;
-    // Wait for a slot on every signer first (in id order, so two sessions never
-    // hold each other's slots): the round deadlines below count from here, so
-    // time spent queueing behind other sessions never looks like a dead node.
-    let mut ordered: Vec<&NodeId> = signers.iter().collect();
-    ordered.sort();
-    let mut _slots = Vec::with_capacity(ordered.len());
-    for id in ordered {
-        let member = members
-            .get(id)
-            .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
-        match tokio::time::timeout(SLOT_WAIT, member.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => _slots.push(permit),
-            Ok(Err(_)) => return Err(AttemptError::Other("coordinator shutting down".into())),
-            Err(_) => return Err(AttemptError::Busy(id.clone(), Duration::from_millis(50))),
-        }
-    }
-    let deadline = coord.config.round_timeout();
-    let t0 = Instant::now();
-    // Round 1 is one cheap call: a member that cannot commit within this is
-    // treated as unreachable, so "below threshold" is known within seconds.
-    let commit_deadline = deadline.min(ROUND1_DEADLINE);
-    // Round 1: commitments (and, for a withdrawal, each signer's velocity
-    // reservation receipt).
-    let withdrawal = match target {
-        Target::Withdrawal(w, _) => Some((**w).clone()),
-        Target::Activation => None,
-    };
-    let withdrawal = &withdrawal;
-    let commits = signers.iter().map(|id| async move {
-        let member = members
-            .get(id)
-            .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
-        let mut client = member.client.clone();
-        let started = Instant::now();
-        let call = client.commit(pb::CommitRequest {
-            key_group: group.name.to_string(),
-            count: sessions as u32,
-            withdrawal: withdrawal.clone(),
-            epoch: group.epoch,
-        });
-        match tokio::time::timeout(commit_deadline, call).await {
-            Ok(Ok(resp)) => {
-                members.record(id, Ok(started.elapsed()), None);
-                Ok((id.clone(), resp.into_inner()))
-            }
-            Ok(Err(status)) => Err(classify(id, status)),
-            Err(_) => Err(AttemptError::Unreachable(
-                id.clone(),
-                format!("{id}: round 1 deadline exceeded"),
-            )),
-        }
-    });
-    let mut handles = BTreeMap::new();
-    let mut receipts = Vec::new();
-    let mut commitments: Vec<BTreeMap<Identifier<C>, SigningCommitments<C>>> =
-        vec![BTreeMap::new(); sessions];
-    let round1 = futures::future::join_all(commits).await;
-    let t1 = Instant::now();
-    for result in round1 {
-        let (id, resp) = result?;
-        let identifier = identifier_of::<C>(group, &id)?;
-        let expected = group
-            .members
-            .iter()
-            .position(|m| *m == id)
-            .map(|i| i as u32 + 1);
-        if expected != Some(resp.identifier) {
-            return Err(AttemptError::Refused(
-                id,
-                "reported a wrong identifier".into(),
-            ));
-        }
-        if resp.nonces.len() != sessions {
-            return Err(AttemptError::Refused(
-                id,
-                format!("{} commitments for {sessions} sessions", resp.nonces.len()),
-            ));
-        }
-        for (session, nonce) in resp.nonces.iter().enumerate() {
-            let c = SigningCommitments::<C>::deserialize(&nonce.commitments).map_err(|e| {
-                AttemptError::Refused(id.clone(), format!("malformed commitments: {e}"))
-            })?;
-            commitments[session].insert(identifier, c);
-        }
-        if withdrawal.is_some() {
-            if resp.receipt.is_empty() {
-                return Err(AttemptError::Refused(
-                    id,
-                    "sent no reservation receipt".into(),
-                ));
-            }
-            receipts.push(resp.receipt);
-        }
-        handles.insert(
-            id,
-            resp.nonces
-                .into_iter()
-                .map(|n| n.handle)
-                .collect::<Vec<_>>(),
-        );
-    }
-    let packages: Vec<SigningPackage<C>> = commitments
-        .into_iter()
-        .zip(messages)
-        .map(|(c, m)| SigningPackage::new(c, m))
-        .collect();
-    let package_bytes = packages
-        .iter()
-        .map(|p| p.serialize())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AttemptError::Other(format!("serialize signing package: {e}")))?;
-    let attestations = match withdrawal {
-        Some(w) => attest(coord, group, signers, w, receipts, commit_deadline).await?,
-        None => Vec::new(),
-    };
-    let (wire_target, approvals) = match target {
-        Target::Withdrawal(w, a) => (
-            pb::sign_request::Target::Withdrawal((**w).clone()),
-            a.clone(),
-        ),
-        Target::Activation => (
-            pb::sign_request::Target::Activation(pb::ActivationTest {}),
-            Vec::new(),
-        ),
-    };
-    // Round 2: shares.
-    let signs = handles.iter().map(|(id, handles)| {
-        let req = pb::SignRequest {
-            key_group: group.name.to_string(),
-            nonce_handles: handles.clone(),
-            signing_packages: package_bytes.clone(),
-            target: Some(wire_target.clone()),
-            approvals: approvals.clone(),
-            attestations: attestations.clone(),
-        };
-        async move {
-            let member = members
-                .get(id)
-                .ok_or_else(|| AttemptError::Other(format!("{id} is not in the manifest")))?;
-            let mut client = member.client.clone();
-            match tokio::time::timeout(deadline, client.sign(req)).await {
-                Ok(Ok(resp)) => Ok((id.clone(), resp.into_inner())),
-                Ok(Err(status)) => Err(classify(id, status)),
-                Err(_) => Err(AttemptError::Unreachable(
-                    id.clone(),
-                    format!("{id}: round 2 deadline exceeded"),
-                )),
-            }
-        }
-    });
-    let mut shares: Vec<BTreeMap<Identifier<C>, SignatureShare<C>>> =
-        vec![BTreeMap::new(); sessions];
-    let mut raw_shares: Vec<RawShares<C>> = vec![BTreeMap::new(); sessions];
-    let round2 = futures::future::join_all(signs).await;
-    let t2 = Instant::now();
-    for result in round2 {
-        let (id, resp) = result?;
-        let identifier = identifier_of::<C>(group, &id)?;
-        if resp.signature_shares.len() != sessions {
-            return Err(AttemptError::InvalidShares(vec![evidence(
-                group,
-                &id,
-                &resp.signature_shares.concat(),
-                &package_bytes.concat(),
-                "",
-            )]));
-        }
-        for (session, raw) in resp.signature_shares.into_iter().enumerate() {
-            let share = SignatureShare::<C>::deserialize(&raw).map_err(|e| {
-                warn!(node = %id, error = %e, "malformed signature share");
-                AttemptError::InvalidShares(vec![evidence(
-                    group,
-                    &id,
-                    &raw,
-                    &package_bytes[session],
-                    "",
-                )])
-            })?;
-            raw_shares[session].insert(identifier, (id.clone(), raw));
-            shares[session].insert(identifier, share);
-        }
-    }
-    let mut signatures = Vec::with_capacity(sessions);
-    for (session, package) in packages.iter().enumerate() {
-        match aggregate(package, &shares[session], pkp) {
-            Ok(sig) => signatures.push(
-                sig.serialize()
-                    .map_err(|e| AttemptError::Other(format!("serialize signature: {e}")))?,
-            ),
-            Err(AggregateError::InvalidShares(culprits)) => {
-                return Err(AttemptError::InvalidShares(
-                    culprits
-                        .iter()
-                        .filter_map(|c| raw_shares[session].get(c))
-                        .map(|(id, share)| evidence(group, id, share, &package_bytes[session], ""))
-                        .collect(),
-                ))
-            }
-            Err(AggregateError::Other(e)) => return Err(AttemptError::Other(e)),
-        }
-    }
-    // Where a signature's time goes (RUST_LOG=permafrost_coordinator=debug).
-    tracing::debug!(
-        sessions,
-        round1_us = (t1 - t0).as_micros() as u64,
-        round2_us = (t2 - t1).as_micros() as u64,
-        aggregate_us = t2.elapsed().as_micros() as u64,
-        "signing attempt timings"
-    );
-    Ok(signatures)
-}
-
-fn evidence(
-    group: &GroupRecord,
-    node: &NodeId,
-    share: &[u8],
-    package: &[u8],
-    request_id: &str,
-) -> Exclusion {
-    Exclusion {
-        v: 1,
-        group: group.name.clone(),
-        node: node.clone(),
-        request_id: request_id.to_string(),
-        share: hex::encode(share),
-        signing_package: hex::encode(package),
-        at: unix_now(),
+        .map(|i| i as u32 + 1);
+    if expected == Some(got) {
+        Ok(())
+    } else {
+        Err("reported a wrong identifier".into())
     }
 }

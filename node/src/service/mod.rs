@@ -48,6 +48,8 @@ impl From<NodeError> for Status {
                 Status::failed_precondition(message)
             }
             NodeError::PeerMisbehaved { .. } | NodeError::Aborted(_) => Status::aborted(message),
+            NodeError::Stale(_) => permafrost_proto::stale::stale(message),
+            NodeError::OutOfStep(_) => permafrost_proto::stale::out_of_step(message),
             NodeError::NotFound(_) => Status::not_found(message),
             NodeError::AlreadyExists(_) => Status::already_exists(message),
             NodeError::Busy { what, retry_after } => {
@@ -384,7 +386,22 @@ impl SignerNodeApi for NodeService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        Ok(Response::new(sign::commit(&self.node, request.get_ref())?))
+        let owner = permafrost_proto::auth::principal(&request)?.id;
+        Ok(Response::new(sign::commit(
+            &self.node,
+            &owner,
+            request.get_ref(),
+        )?))
+    }
+
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        Ok(Response::new(sign::reserve_only(
+            &self.node,
+            request.get_ref(),
+        )?))
     }
 
     async fn attest(

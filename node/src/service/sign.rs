@@ -2,7 +2,9 @@
 //! share generation), and `Announce`, which starts a request's time-lock clock.
 //!
 //! Round 1 puts fresh nonces in the node's [`crate::nonces::NoncePool`] and
-//! returns only their commitments. Round 2 takes the nonce out of the pool
+//! returns only their commitments: bound to a withdrawal (with its velocity
+//! reservation), or banked for the coordinator to use later (one-round
+//! signing; `Reserve` then makes the reservation on its own). Round 2 takes the nonce out of the pool
 //! first, then checks everything about what will actually be signed
 //! (`permafrost_core::authz`), then journals the request in the store
 //! ([`crate::store::NodeStore::journal_share`]), then writes the audit record,
@@ -73,10 +75,17 @@ pub(super) async fn announce(
 /// the suite of the group's scheme.
 pub(super) fn commit(
     node: &SignerNode,
+    owner: &str,
     req: &pb::CommitRequest,
 ) -> Result<pb::CommitResponse, NodeError> {
     let _session = node.session_slot()?;
     let name = group_name("key_group", &req.key_group).wire()?;
+    if req.bank && req.withdrawal.is_some() {
+        return Err(invalid(
+            "bank",
+            "banked nonces are bound to no withdrawal; leave `withdrawal` out",
+        ));
+    }
     let count = req.count.max(1);
     if count > MAX_SESSIONS_PER_REQUEST {
         return Err(invalid(
@@ -85,18 +94,7 @@ pub(super) fn commit(
         ));
     }
     let record = node.group_record(&name)?;
-    // K7: a coordinator signing for another epoch of the group would combine
-    // shares of two key packages; refusing here is not misbehaviour.
-    if req.withdrawal.is_some() && req.epoch != 0 {
-        let held = super::quorum::epoch_of(node, &record)?;
-        if held != req.epoch {
-            return Err(NodeError::Precondition(format!(
-                "{} holds epoch {held} of {name}, the request is for epoch {}: \
-                 the group is mid-refresh (RecoverKeyGroup finishes it)",
-                node.id, req.epoch
-            )));
-        }
-    }
+    check_epoch(node, &record, req.epoch, req.withdrawal.is_some())?;
     // A withdrawal's nonces are bound to it, with a velocity reservation made
     // now (the write the group-wide check reads); only custody-signed
     // requests get one, so junk reserves nothing.
@@ -115,11 +113,17 @@ pub(super) fn commit(
             count,
         )?,
     };
-    let handles = node
-        .nonces
-        .lock()
-        .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
-        .insert_all(name, batch, reserved.as_ref().map(|r| r.0), Instant::now());
+    let handles = {
+        let mut pool = node
+            .nonces
+            .lock()
+            .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?;
+        if req.bank {
+            pool.insert_banked(owner, name, batch, node.max_banked, Instant::now())
+        } else {
+            pool.insert_all(name, batch, reserved.as_ref().map(|r| r.0), Instant::now())
+        }
+    };
     let Some(handles) = handles else {
         // No nonces, no reservation: it would only hold the limit for nothing.
         if let Some((binding, _)) = &reserved {
@@ -133,7 +137,13 @@ pub(super) fn commit(
         });
     };
     let identifier = node.identifier_in(&record)?;
+    let ttl_secs = node
+        .nonces
+        .lock()
+        .map(|p| p.ttl().as_secs() as u32)
+        .unwrap_or(0);
     Ok(pb::CommitResponse {
+        ttl_secs,
         receipt: reserved.map(|r| r.1.to_wire()).unwrap_or_default(),
         nonces: handles
             .into_iter()
@@ -144,6 +154,28 @@ pub(super) fn commit(
             })
             .collect(),
         identifier,
+    })
+}
+
+/// `Reserve`: the velocity write for a request whose nonces come from the
+/// bank. The same checks and reservation as `Commit` with a withdrawal,
+/// without nonces; `Sign` names the reservation.
+pub(super) fn reserve_only(
+    node: &SignerNode,
+    req: &pb::ReserveRequest,
+) -> Result<pb::ReserveResponse, NodeError> {
+    let _session = node.session_slot()?;
+    node.vault.ensure_unsealed()?;
+    let name = group_name("key_group", &req.key_group).wire()?;
+    let record = node.group_record(&name)?;
+    let w = req
+        .withdrawal
+        .as_ref()
+        .ok_or_else(|| missing("withdrawal"))?;
+    let (binding, receipt) = reserve(node, &record, w)?;
+    Ok(pb::ReserveResponse {
+        receipt: receipt.to_wire(),
+        reservation: binding.commit_id.to_vec(),
     })
 }
 
@@ -314,6 +346,31 @@ fn commit_in<C: Suite>(
     Ok((batch, out))
 }
 
+/// K7: a coordinator that verifies shares against another epoch's public
+/// key package would blame this node for shares of the key package it
+/// holds; a withdrawal for another epoch is refused as out of step
+/// (`FAILED_PRECONDITION`, which no coordinator takes as misbehaviour).
+/// `expected` 0 is not checked.
+fn check_epoch(
+    node: &SignerNode,
+    record: &GroupRecord,
+    expected: u64,
+    withdrawal: bool,
+) -> Result<(), NodeError> {
+    if !withdrawal || expected == 0 {
+        return Ok(());
+    }
+    let held = super::quorum::epoch_of(node, record)?;
+    if held == expected {
+        return Ok(());
+    }
+    Err(NodeError::OutOfStep(format!(
+        "{} holds epoch {held} of {}, the request is for epoch {expected}: the group is \
+         mid-refresh (RecoverKeyGroup finishes it)",
+        node.id, record.name
+    )))
+}
+
 /// `Sign`, round 2 (RFC 9591 §5.2).
 pub(super) async fn sign(
     node: Arc<SignerNode>,
@@ -376,7 +433,7 @@ async fn sign_step(
     }
     let Some(taken) = taken.into_iter().collect::<Option<Vec<_>>>() else {
         warn!(node = %node.id, "refused: unknown, used or expired nonce handle");
-        return Err(NodeError::Precondition(
+        return Err(NodeError::Stale(
             "unknown, used or expired nonce handle (nonces never survive a restart); commit again"
                 .into(),
         ));
@@ -391,7 +448,8 @@ async fn sign_step(
         ));
     }
     let bound = taken[0].bound;
-    if taken.iter().any(|t| t.bound != bound) {
+    let banked = taken[0].banked;
+    if taken.iter().any(|t| t.bound != bound || t.banked != banked) {
         return Err(refuse(
             node,
             "sign",
@@ -401,6 +459,12 @@ async fn sign_step(
     }
     let nonces: Vec<PoolNonces> = taken.into_iter().map(|t| t.nonces).collect();
     let record = node.group_record(&name)?;
+    check_epoch(
+        node,
+        &record,
+        req.epoch,
+        matches!(req.target, Some(pb::sign_request::Target::Withdrawal(_))),
+    )?;
     if let Some(policy) = node.policy.group(&name) {
         if policy.scheme != record.scheme {
             return Err(refuse(
@@ -419,12 +483,28 @@ async fn sign_step(
         .open_key_package(&record.name, &record.sealed_key_package)?;
     let shares = match record.scheme {
         Scheme::Message => {
-            sign_in::<Secp256K1Sha256>(node, &req, &record, nonces, bound, key_package).await?
+            sign_in::<Secp256K1Sha256>(
+                node,
+                &req,
+                &record,
+                nonces,
+                claim(bound, banked),
+                key_package,
+            )
+            .await?
         }
         Scheme::Taproot => {
             let key_package = signing::taproot_key_package(&key_package)
                 .map_err(|e| NodeError::Bug(e.to_string()))?;
-            sign_in::<Secp256K1Sha256TR>(node, &req, &record, nonces, bound, key_package).await?
+            sign_in::<Secp256K1Sha256TR>(
+                node,
+                &req,
+                &record,
+                nonces,
+                claim(bound, banked),
+                key_package,
+            )
+            .await?
         }
     };
     Ok(pb::SignResponse {
@@ -433,13 +513,32 @@ async fn sign_step(
     })
 }
 
+/// What the nonces of a `Sign` were issued for.
+#[derive(Clone, Copy, Debug)]
+enum Claim {
+    /// Committed for one withdrawal, with its reservation.
+    Bound(Binding),
+    /// For an activation test.
+    Activation,
+    /// From the coordinator's bank: for whatever this `Sign` proves itself.
+    Banked,
+}
+
+fn claim(bound: Option<Binding>, banked: bool) -> Claim {
+    match (bound, banked) {
+        (Some(b), _) => Claim::Bound(b),
+        (None, true) => Claim::Banked,
+        (None, false) => Claim::Activation,
+    }
+}
+
 /// Round 2 in the suite of the group's scheme; returns the serialized shares.
 async fn sign_in<C: Suite>(
     node: &Arc<SignerNode>,
     req: &pb::SignRequest,
     record: &GroupRecord,
     nonces: Vec<PoolNonces>,
-    bound: Option<Binding>,
+    claim: Claim,
     key_package: KeyPackage<C>,
 ) -> Result<Vec<Vec<u8>>, NodeError> {
     let name = &record.name;
@@ -496,13 +595,17 @@ async fn sign_in<C: Suite>(
                 .map(Approval::try_from)
                 .collect::<Result<_, _>>()
                 .wire()?;
-            let bound = bound.ok_or_else(|| {
-                refuse(node, "sign", Check::NonceBinding,
-                    CoreError::refused(
-                        "these nonces were committed for no withdrawal (round 1 must name the request)",
-                    ),
-                )
-            })?;
+            let bound = match claim {
+                Claim::Bound(b) => Reservation::Bound(b),
+                Claim::Banked => Reservation::Named(req.reservation.clone()),
+                Claim::Activation => {
+                    return Err(refuse(node, "sign", Check::NonceBinding,
+                        CoreError::refused(
+                            "these nonces were committed for no withdrawal (round 1 must name the request)",
+                        ),
+                    ))
+                }
+            };
             let attestations = req
                 .attestations
                 .iter()
@@ -534,7 +637,7 @@ async fn sign_in<C: Suite>(
             shares
         }
         Some(pb::sign_request::Target::Activation(_)) => {
-            if bound.is_some() {
+            if let Claim::Bound(_) = claim {
                 return Err(refuse(
                     node,
                     "sign",
@@ -577,8 +680,17 @@ struct Round2<C: Suite> {
     packages: Vec<SigningPackage<C>>,
     nonces: Vec<SigningNonces<C>>,
     key_package: KeyPackage<C>,
-    bound: Binding,
+    bound: Reservation,
     attestations: Vec<SignedAttestation>,
+}
+
+/// Where a withdrawal's velocity reservation is.
+enum Reservation {
+    /// Made with the nonces (bound `Commit`): used up by this share.
+    Bound(Binding),
+    /// Made by `Reserve` and named by the request (banked nonces): it stays
+    /// until it expires, so later sessions of the same request reuse it.
+    Named(Vec<u8>),
 }
 
 async fn journal_withdrawal<C: Suite>(
@@ -601,54 +713,100 @@ async fn journal_withdrawal<C: Suite>(
     // the step below only does what needs the ledger.
     let custody = verify_custody(&signed, &view, &node.settings, now)
         .map_err(|e| refuse(node, "sign", Check::Custody, e))?;
-    if custody.digest() != bound.digest {
-        return Err(refuse(
-            node,
-            "sign",
-            Check::NonceBinding,
-            CoreError::refused("these nonces were committed for another request"),
-        ));
-    }
-    // Group-wide velocity: this node's reservation must still be live (it
-    // lives as long as the nonces), and n - t + 1 members must have attested,
-    // over that reservation, what the group signed or holds reserved.
-    let reservation = node
-        .reservations
-        .lock()
-        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
-        .take(&bound.commit_id, Instant::now())
-        .ok_or_else(|| {
-            NodeError::Precondition(
-                "the velocity reservation made with these nonces expired; commit again".into(),
-            )
-        })?;
     let asset = custody.request().asset.clone();
     let digest = custody.digest();
+    // Group-wide velocity: this node's reservation must still be live (it
+    // lives as long as the nonces), and n - t + 1 members must have attested,
+    // over that reservation, what the group signed or holds reserved. Banked
+    // nonces skip it only where this node's own policy sets no daily limit.
+    let needed = velocity::group_wide_check_needed(
+        node.policy
+            .group(&record.name)
+            .and_then(|g| g.assets.get(&asset)),
+    );
+    let mut named = None;
+    let reservation = match bound {
+        Reservation::Bound(bound) => {
+            if digest != bound.digest {
+                return Err(refuse(
+                    node,
+                    "sign",
+                    Check::NonceBinding,
+                    CoreError::refused("these nonces were committed for another request"),
+                ));
+            }
+            Some(
+                node.reservations
+                    .lock()
+                    .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
+                    .take(&bound.commit_id, Instant::now())
+                    .ok_or_else(|| {
+                        NodeError::Precondition(
+                            "the velocity reservation made with these nonces expired; commit again"
+                                .into(),
+                        )
+                    })?,
+            )
+        }
+        Reservation::Named(_) if !needed => None,
+        Reservation::Named(id) => {
+            let id: [u8; 16] = id.as_slice().try_into().map_err(|_| {
+                invalid(
+                    "reservation",
+                    "16 bytes from Reserve (group-wide velocity needs it)",
+                )
+            })?;
+            let r = node
+                .reservations
+                .lock()
+                .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
+                .get(&id, Instant::now())
+                .ok_or_else(|| {
+                    NodeError::Stale(
+                        "unknown or expired velocity reservation (reservations never survive a restart); reserve again"
+                            .into(),
+                    )
+                })?;
+            named = Some(id);
+            if r.digest != digest || r.group != record.name || r.asset != asset {
+                return Err(refuse(
+                    node,
+                    "sign",
+                    Check::NonceBinding,
+                    CoreError::refused("the reservation named was made for another request"),
+                ));
+            }
+            Some(r)
+        }
+    };
     let ttl = node
         .nonces
         .lock()
         .map_err(|_| NodeError::Bug("nonce pool lock poisoned".into()))?
         .ttl();
-    let attested = velocity::attested_total(
-        &attestations,
-        &member_keys(node, record)?,
-        AttestationRules {
-            subject: Subject {
-                group: &record.name,
-                asset: &asset,
-                digest: &digest,
+    let attested = match &reservation {
+        None => 0,
+        Some(reservation) => velocity::attested_total(
+            &attestations,
+            &member_keys(node, record)?,
+            AttestationRules {
+                subject: Subject {
+                    group: &record.name,
+                    asset: &asset,
+                    digest: &digest,
+                },
+                own_receipt: &reservation.receipt_hash,
+                needed: velocity::attestations_needed(
+                    record.members.len(),
+                    usize::from(record.threshold),
+                ),
+                now,
+                max_age_secs: ttl.as_secs(),
+                skew_secs: node.settings.max_clock_skew_secs,
             },
-            own_receipt: &reservation.receipt_hash,
-            needed: velocity::attestations_needed(
-                record.members.len(),
-                usize::from(record.threshold),
-            ),
-            now,
-            max_age_secs: ttl.as_secs(),
-            skew_secs: node.settings.max_clock_skew_secs,
-        },
-    )
-    .map_err(|e| refuse(node, "sign", Check::Velocity, e))?;
+        )
+        .map_err(|e| refuse(node, "sign", Check::Velocity, e))?,
+    };
     let r = custody.request();
     let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());
     // Velocity counts what the node established leaves the group (for a
@@ -691,6 +849,13 @@ async fn journal_withdrawal<C: Suite>(
             },
         )
         .await?;
+    if let (Err(_), Some(id)) = (&outcome, named) {
+        // Refused for good on this request: its reservation would only hold
+        // the limit for nothing (a later Sign naming it is then stale).
+        if let Ok(mut r) = node.reservations.lock() {
+            r.take(&id, Instant::now());
+        }
+    }
     outcome.map_err(|e| refuse(node, "sign", Check::Journal, e))
 }
 

@@ -516,6 +516,13 @@ impl SignerNode for Liar {
         self.upstream().announce(r.into_inner()).await
     }
 
+    async fn reserve(
+        &self,
+        r: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        self.upstream().reserve(r.into_inner()).await
+    }
+
     async fn attest(
         &self,
         r: Request<pb::AttestRequest>,

@@ -365,6 +365,7 @@ impl Run {
             // (and commit) for an expired one.
             let r = match client
                 .commit(pb::CommitRequest {
+                    bank: false,
                     key_group: GROUP.into(),
                     count: 1,
                     withdrawal: Some(w.signed.clone()),
@@ -410,12 +411,14 @@ impl Run {
             .chaos
             .harness_node_client(&node)?
             .sign(pb::SignRequest {
+                reservation: Vec::new(),
                 key_group: GROUP.into(),
                 nonce_handles: vec![handle],
                 signing_packages: vec![package],
                 target: Some(pb::sign_request::Target::Withdrawal(w.signed.clone())),
                 approvals: Vec::new(),
                 attestations: Vec::new(),
+                epoch: 0,
             })
             .await;
         match answer {

@@ -1,0 +1,1116 @@
+//! One request's signing as a pure engine (RFC 9591 §5, run the ROAST way).
+//!
+//! The coordinator's driver feeds [`Event`]s (commitments, reservations,
+//! attestations, shares, refusals, busy, silence, a node that lost its nonces,
+//! health changes) into a [`SigningSession`] and executes the [`Command`]s it
+//! returns (calls to nodes, timers, exclusions, the result). Nothing here does
+//! I/O or reads a clock, so every fault is a unit test on the commands.
+//!
+//! How it keeps going whatever up to `n − t` signers do (ROAST, Ruffing et
+//! al., CCS 2022):
+//! - a FROST session starts as soon as `t` signers are *ready* (a nonce set in
+//!   hand and, where group-wide velocity applies, a reservation covered by a
+//!   complete attestation round); a signer sits in at most one session;
+//! - every share is verified the moment it arrives (`verify_signature_share`,
+//!   RFC 9591 §5.4); a signer whose shares are all valid is ready again with
+//!   its next nonce set, one whose share is invalid is named with evidence and
+//!   never asked again (C1, X2);
+//! - nothing waits on a deadline: a silent signer only holds up the session it
+//!   is in, and the next one starts when `t` others are ready. With `f ≤ n − t`
+//!   faulty signers a request signs after at most `f + 1` sessions, since every
+//!   failed session has a faulty member that never comes back.
+//!
+//! Group-wide velocity keeps its order (write, then read; `crate::velocity`):
+//! reservations at the signers first ([`Command::Reserve`]), then an
+//! attestation round over every receipt gathered so far ([`Command::Attest`]),
+//! and only then shares. A session draws its signers from one complete round,
+//! so every signer finds its own receipt in the attestations it is sent.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use frost_core::keys::PublicKeyPackage;
+use frost_core::round1::SigningCommitments;
+use frost_core::round2::SignatureShare;
+use frost_core::{Ciphersuite, Identifier, SigningPackage};
+
+use crate::NodeId;
+
+pub mod bank;
+
+/// One signer's nonces for one session: a handle and a commitment per message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonceSet<C: Ciphersuite> {
+    /// Opaque handles naming the nonces in the node's memory, one per message.
+    pub handles: Vec<Vec<u8>>,
+    /// Their commitments, in message order.
+    pub commitments: Vec<SigningCommitments<C>>,
+}
+
+/// Which call an answer belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Fresh commitments (round 1).
+    Commit,
+    /// A velocity reservation.
+    Reserve,
+    /// An attestation in round `0`.
+    Attest(u32),
+    /// Shares for session `0`.
+    Sign(u32),
+}
+
+/// What happened.
+#[derive(Clone, Debug)]
+pub enum Event<C: Ciphersuite> {
+    /// `node` committed to fresh nonces (or the bank handed some out) for [`Command::RequestCommitments`].
+    Committed {
+        /// The node.
+        node: NodeId,
+        /// One set per message, usually exactly one set.
+        sets: Vec<NonceSet<C>>,
+    },
+    /// `node` reserved the request's amount and signed a receipt.
+    Reserved {
+        /// The node.
+        node: NodeId,
+        /// Names the reservation in a later `Sign`.
+        reservation: Vec<u8>,
+        /// The signed receipt attestors verify.
+        receipt: Vec<u8>,
+    },
+    /// `node` attested in round `round`.
+    Attested {
+        /// The node.
+        node: NodeId,
+        /// The round.
+        round: u32,
+        /// The signed attestation.
+        attestation: Vec<u8>,
+    },
+    /// `node` answered session `session` with shares (raw, as received: the evidence).
+    Shares {
+        /// The node.
+        node: NodeId,
+        /// The session.
+        session: u32,
+        /// One per message.
+        shares: Vec<Vec<u8>>,
+    },
+    /// `node` refused on its own checks (policy, custody, binding).
+    Refused {
+        /// The node.
+        node: NodeId,
+        /// The call it refused.
+        step: Step,
+        /// Why, in its words.
+        reason: String,
+    },
+    /// `node` is loaded: ask again after `retry_after` (never a fault).
+    Busy {
+        /// The node.
+        node: NodeId,
+        /// The call.
+        step: Step,
+        /// Its hint.
+        retry_after: Duration,
+    },
+    /// `node` did not answer in time, or the link failed.
+    Silent {
+        /// The node.
+        node: NodeId,
+        /// The call.
+        step: Step,
+        /// What the driver saw.
+        error: String,
+    },
+    /// `node` does not know the nonces (or reservation) it was asked to use:
+    /// it restarted, so everything it issued before is void (N2).
+    StaleNonces {
+        /// The node.
+        node: NodeId,
+        /// The session that named them.
+        session: u32,
+    },
+    /// Session `session` has waited the hedge delay ([`Command::Hedge`]).
+    Hedge {
+        /// The session.
+        session: u32,
+    },
+    /// The gathering window at the start is over ([`Command::EndGathering`]).
+    EndGathering,
+    /// The driver's view of `node`'s health changed.
+    HealthChanged {
+        /// The node.
+        node: NodeId,
+        /// Reachable and unsealed.
+        up: bool,
+    },
+}
+
+/// What an invalid share proves, kept as evidence (X2: no blame without it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    /// The culprit.
+    pub node: NodeId,
+    /// The share bytes it sent (all of them when their count was wrong).
+    pub share: Vec<u8>,
+    /// The serialized signing package it was asked to sign.
+    pub signing_package: Vec<u8>,
+}
+
+/// Why a request cannot be signed now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    /// Too many members refused on their own checks to ever reach `t`.
+    RefusedBySigners,
+    /// Something the engine cannot work around.
+    Other,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug)]
+pub enum Command<C: Ciphersuite> {
+    /// Get `node` one nonce set of `count` commitments: from the bank or by a `Commit` call.
+    RequestCommitments {
+        /// The node.
+        node: NodeId,
+        /// Messages (sessions of one request).
+        count: usize,
+    },
+    /// Call `Reserve` on `node`.
+    Reserve {
+        /// The node.
+        node: NodeId,
+    },
+    /// Call `Attest` on `node` over `receipts` (round `round`).
+    Attest {
+        /// The node.
+        node: NodeId,
+        /// The round.
+        round: u32,
+        /// Every receipt of the round.
+        receipts: Vec<Vec<u8>>,
+    },
+    /// Session `session` starts on `signers` (bookkeeping: metrics, logs).
+    StartSession {
+        /// The session.
+        session: u32,
+        /// Its signers.
+        signers: Vec<NodeId>,
+    },
+    /// Call `Sign` on `node` for session `session`.
+    SendPackage {
+        /// The session.
+        session: u32,
+        /// The node.
+        node: NodeId,
+        /// Its nonce handles, one per message.
+        handles: Vec<Vec<u8>>,
+        /// Serialized signing packages, one per message.
+        packages: Vec<Vec<u8>>,
+        /// Attestations of the round the session was formed from.
+        attestations: Vec<Vec<u8>>,
+        /// The node's reservation (empty when velocity does not apply).
+        reservation: Vec<u8>,
+    },
+    /// Feed [`Event::Hedge`] for `session` (always inside a [`Command::Later`]).
+    Hedge {
+        /// The session.
+        session: u32,
+    },
+    /// Feed [`Event::EndGathering`] (always inside a [`Command::Later`]).
+    EndGathering,
+    /// `node`'s nonces issued before are void: forget its bank.
+    ForgetBank {
+        /// The node.
+        node: NodeId,
+    },
+    /// Exclude the culprit from the group, with its evidence (C1).
+    Exclude(Evidence),
+    /// Run `command` after `after`.
+    Later {
+        /// The delay.
+        after: Duration,
+        /// What then.
+        command: Box<Command<C>>,
+    },
+    /// Fewer than `t` members can take part now; nothing is in flight.
+    BelowThreshold {
+        /// Members still able to sign.
+        responsive: usize,
+        /// `t`.
+        needed: usize,
+    },
+    /// Signed: one signature per message, verified under the group key (C5).
+    Done {
+        /// Serialized signatures, in message order.
+        signatures: Vec<Vec<u8>>,
+        /// Who signed.
+        signers: Vec<NodeId>,
+        /// Nonce sets never shown to anyone, which may go back to the bank.
+        unused: Vec<(NodeId, NonceSet<C>)>,
+    },
+    /// Cannot be signed.
+    Fail {
+        /// Why.
+        reason: FailReason,
+        /// In words.
+        detail: String,
+    },
+}
+
+/// What the engine needs to know of the request and group.
+#[derive(Clone, Debug)]
+pub struct SessionConfig<C: Ciphersuite> {
+    /// Every member in group order (member `i` has identifier `i + 1`).
+    pub members: Vec<NodeId>,
+    /// Members that may be asked, most preferred first (the excluded left out).
+    pub candidates: Vec<NodeId>,
+    /// Members excluded before this request (they count against reaching `t`).
+    pub excluded: usize,
+    /// `t`.
+    pub threshold: usize,
+    /// The messages, one FROST session each.
+    pub messages: Vec<Vec<u8>>,
+    /// The key the signatures verify under (tweaked for taproot).
+    pub public_key_package: PublicKeyPackage<C>,
+    /// Whether group-wide velocity applies (reserve, attest, then sign).
+    pub velocity: bool,
+    /// Attestations a round needs (`n − t + 1`).
+    pub attestations_needed: usize,
+    /// How long a session that has some valid shares waits for the rest
+    /// before its answered signers may start another one (ROAST proper is
+    /// zero; a little avoids a needless second session when shares arrive
+    /// a few milliseconds apart). A dead session releases them at once.
+    pub hedge: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Available,
+    InSession(u32),
+    /// Answered session `0` with valid shares; waits for it to end or be hedged.
+    Held(u32),
+    Silent,
+    Refused(String),
+    Culprit,
+}
+
+struct Signer<C: Ciphersuite> {
+    identifier: Identifier<C>,
+    state: State,
+    sets: VecDeque<NonceSet<C>>,
+    commit_pending: bool,
+    reservation: Option<(Vec<u8>, Vec<u8>)>,
+    reserve_pending: bool,
+}
+
+struct AttestRound {
+    /// Reservations (by id) whose receipts the round's attestations name.
+    covers: BTreeSet<Vec<u8>>,
+    receipts: Vec<Vec<u8>>,
+    got: BTreeMap<NodeId, Vec<u8>>,
+    pending: BTreeSet<NodeId>,
+}
+
+struct Session<C: Ciphersuite> {
+    signers: Vec<NodeId>,
+    packages: Vec<SigningPackage<C>>,
+    package_bytes: Vec<Vec<u8>>,
+    shares: Vec<BTreeMap<Identifier<C>, SignatureShare<C>>>,
+    answered: BTreeSet<NodeId>,
+    /// What each signer was sent, to send again after a busy answer.
+    sent: BTreeMap<NodeId, Command<C>>,
+    dead: bool,
+    /// Its answered signers may start other sessions (it is dead, or slow).
+    released: bool,
+}
+
+/// One request's signing, ROAST-style. See the module docs.
+pub struct SigningSession<C: Ciphersuite> {
+    config: SessionConfig<C>,
+    signers: BTreeMap<NodeId, Signer<C>>,
+    rounds: Vec<AttestRound>,
+    complete_round: Option<u32>,
+    sessions: Vec<Session<C>>,
+    outstanding: usize,
+    finished: bool,
+    /// At the start, while the first answers come in: the preferred signers
+    /// get a short chance (the hedge delay) to be part of the first session,
+    /// rather than whoever answers first.
+    gathering: bool,
+}
+
+impl<C: Ciphersuite> std::fmt::Debug for SigningSession<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningSession")
+            .field("sessions", &self.sessions.len())
+            .field("outstanding", &self.outstanding)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Ciphersuite> SigningSession<C> {
+    /// Starts signing with the nonce sets already banked per node; returns
+    /// the first commands (sessions at once where enough are banked and no
+    /// velocity round is needed: one-round signing).
+    pub fn start(
+        config: SessionConfig<C>,
+        mut banked: BTreeMap<NodeId, Vec<NonceSet<C>>>,
+    ) -> Result<(Self, Vec<Command<C>>), String> {
+        if config.messages.is_empty() {
+            return Err("nothing to sign".into());
+        }
+        let mut signers = BTreeMap::new();
+        for node in &config.candidates {
+            let index = config
+                .members
+                .iter()
+                .position(|m| m == node)
+                .ok_or_else(|| format!("{node} is not a member"))?;
+            let identifier = u16::try_from(index + 1)
+                .ok()
+                .and_then(|i| Identifier::<C>::try_from(i).ok())
+                .ok_or_else(|| format!("no identifier for member {}", index + 1))?;
+            let sets = banked
+                .remove(node)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| s.handles.len() == config.messages.len())
+                .collect();
+            signers.insert(
+                node.clone(),
+                Signer {
+                    identifier,
+                    state: State::Available,
+                    sets,
+                    commit_pending: false,
+                    reservation: None,
+                    reserve_pending: false,
+                },
+            );
+        }
+        let mut engine = Self {
+            config,
+            signers,
+            rounds: Vec::new(),
+            complete_round: None,
+            sessions: Vec::new(),
+            outstanding: 0,
+            finished: false,
+            gathering: true,
+        };
+        let mut out = Vec::new();
+        let candidates = engine.config.candidates.clone();
+        for node in &candidates {
+            engine.replenish(node, &mut out);
+        }
+        if engine.config.velocity {
+            engine.top_up_reservations(&mut out);
+        }
+        if engine.outstanding > 0 {
+            out.push(Command::Later {
+                after: engine.config.hedge,
+                command: Box::new(Command::EndGathering),
+            });
+        }
+        engine.progress(&mut out);
+        Ok((engine, out))
+    }
+
+    /// Whether the engine said `Done` or `Fail`.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Sessions started so far.
+    pub fn sessions_started(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Feeds one event; returns what to do next.
+    pub fn handle(&mut self, event: Event<C>) -> Vec<Command<C>> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        match event {
+            Event::Committed { node, sets } => {
+                self.answered();
+                let messages = self.config.messages.len();
+                if let Some(s) = self.signers.get_mut(&node) {
+                    s.commit_pending = false;
+                    s.sets
+                        .extend(sets.into_iter().filter(|set| set.handles.len() == messages));
+                }
+            }
+            Event::Reserved {
+                node,
+                reservation,
+                receipt,
+            } => {
+                self.answered();
+                if let Some(s) = self.signers.get_mut(&node) {
+                    s.reserve_pending = false;
+                    s.reservation = Some((reservation, receipt));
+                }
+            }
+            Event::Attested {
+                node,
+                round,
+                attestation,
+            } => {
+                self.answered();
+                if let Some(r) = self.rounds.get_mut(round as usize) {
+                    r.pending.remove(&node);
+                    r.got.insert(node, attestation);
+                }
+                self.check_round(round);
+            }
+            Event::Shares {
+                node,
+                session,
+                shares,
+            } => {
+                self.answered();
+                self.on_shares(node, session, shares, &mut out);
+            }
+            Event::Refused { node, step, reason } => {
+                self.answered();
+                self.clear_pending(&node, step, &mut out);
+                self.set_state(&node, State::Refused(reason), &mut out);
+            }
+            Event::Busy {
+                node,
+                step,
+                retry_after,
+            } => {
+                // Still outstanding: the same call goes out again later.
+                if let Some(command) = self.reissue(&node, step) {
+                    out.push(Command::Later {
+                        after: retry_after,
+                        command: Box::new(command),
+                    });
+                } else {
+                    self.answered();
+                    self.clear_pending(&node, step, &mut out);
+                    if let (Step::Sign(session), Some(s)) = (step, self.signers.get_mut(&node)) {
+                        if s.state == State::InSession(session) {
+                            s.state = State::Available;
+                        }
+                    }
+                }
+            }
+            Event::Silent { node, step, .. } => {
+                self.answered();
+                self.clear_pending(&node, step, &mut out);
+                if let Step::Attest(round) = step {
+                    // An attestor that does not answer only fails the round
+                    // if too few others can; it may still sign.
+                    self.check_round(round);
+                }
+                self.set_state(&node, State::Silent, &mut out);
+            }
+            Event::StaleNonces { node, session } => {
+                self.answered();
+                self.kill_session(session, &mut out);
+                if let Some(s) = self.signers.get_mut(&node) {
+                    s.sets.clear();
+                    // A restart voided its reservation too.
+                    s.reservation = None;
+                    if s.state == State::InSession(session) {
+                        s.state = State::Available;
+                    }
+                }
+                out.push(Command::ForgetBank { node: node.clone() });
+                self.replenish(&node, &mut out);
+            }
+            Event::Hedge { session } => self.release(session, &mut out),
+            Event::EndGathering => self.gathering = false,
+            Event::HealthChanged { node, up } => {
+                if let Some(s) = self.signers.get_mut(&node) {
+                    match (&s.state, up) {
+                        (State::Silent, true) => {
+                            s.state = State::Available;
+                            self.replenish(&node, &mut out);
+                        }
+                        (State::Available, false) => s.state = State::Silent,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.progress(&mut out);
+        out
+    }
+
+    fn answered(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
+    fn clear_pending(&mut self, node: &NodeId, step: Step, out: &mut Vec<Command<C>>) {
+        match step {
+            Step::Commit => {
+                if let Some(s) = self.signers.get_mut(node) {
+                    s.commit_pending = false;
+                }
+            }
+            Step::Reserve => {
+                if let Some(s) = self.signers.get_mut(node) {
+                    s.reserve_pending = false;
+                }
+            }
+            Step::Attest(round) => {
+                if let Some(r) = self.rounds.get_mut(round as usize) {
+                    r.pending.remove(node);
+                }
+            }
+            Step::Sign(session) => self.kill_session(session, out),
+        }
+    }
+
+    /// The call `step` to `node` again, for a busy answer.
+    fn reissue(&self, node: &NodeId, step: Step) -> Option<Command<C>> {
+        match step {
+            Step::Commit => Some(Command::RequestCommitments {
+                node: node.clone(),
+                count: self.config.messages.len(),
+            }),
+            Step::Reserve => Some(Command::Reserve { node: node.clone() }),
+            Step::Attest(round) => self.rounds.get(round as usize).map(|r| Command::Attest {
+                node: node.clone(),
+                round,
+                receipts: r.receipts.clone(),
+            }),
+            // A busy node took no nonce (it refuses before touching its pool).
+            Step::Sign(session) => self
+                .sessions
+                .get(session as usize)
+                .filter(|s| !s.dead)
+                .and_then(|s| s.sent.get(node).cloned()),
+        }
+    }
+
+    fn set_state(&mut self, node: &NodeId, state: State, out: &mut Vec<Command<C>>) {
+        let Some(s) = self.signers.get_mut(node) else {
+            return;
+        };
+        if let State::InSession(session) = s.state {
+            s.state = state;
+            self.kill_session(session, out);
+        } else if let State::Held(_) = s.state {
+            s.state = state;
+        } else if s.state != State::Culprit {
+            s.state = state;
+        }
+    }
+
+    /// Session `session` can no longer complete; its other signers stay in it
+    /// until they answer (ROAST: one open session per signer).
+    fn kill_session(&mut self, session: u32, out: &mut Vec<Command<C>>) {
+        if let Some(s) = self.sessions.get_mut(session as usize) {
+            s.dead = true;
+        }
+        self.release(session, out);
+    }
+
+    /// Lets the signers of `session` that answered validly start other sessions.
+    fn release(&mut self, session: u32, out: &mut Vec<Command<C>>) {
+        let Some(s) = self.sessions.get_mut(session as usize) else {
+            return;
+        };
+        s.released = true;
+        let held: Vec<NodeId> = self
+            .signers
+            .iter()
+            .filter(|(_, x)| x.state == State::Held(session))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in held {
+            if let Some(x) = self.signers.get_mut(&node) {
+                x.state = State::Available;
+            }
+            self.replenish(&node, out);
+        }
+    }
+
+    /// Asks for what `node` lacks to be ready: a nonce set, a reservation.
+    fn replenish(&mut self, node: &NodeId, out: &mut Vec<Command<C>>) {
+        let velocity = self.config.velocity;
+        let count = self.config.messages.len();
+        let Some(s) = self.signers.get_mut(node) else {
+            return;
+        };
+        if s.state != State::Available {
+            return;
+        }
+        // Where velocity applies, only members that reserve are asked to
+        // commit: they are the ones a session will use.
+        let wanted = !velocity || s.reservation.is_some() || s.reserve_pending;
+        if wanted && s.sets.is_empty() && !s.commit_pending {
+            s.commit_pending = true;
+            self.outstanding += 1;
+            out.push(Command::RequestCommitments {
+                node: node.clone(),
+                count,
+            });
+        }
+    }
+
+    /// Keeps `t` members holding (or getting) a reservation, the most
+    /// preferred first: reservations count against every other request's
+    /// limit until they expire, so the engine makes no more than it can use,
+    /// and one more for each holder that drops out.
+    fn top_up_reservations(&mut self, out: &mut Vec<Command<C>>) {
+        let t = self.config.threshold;
+        // A signer still in a session that was hedged or died is a suspect:
+        // it may never answer, so it does not count.
+        let sessions = &self.sessions;
+        let live = |s: &Signer<C>| match s.state {
+            State::Available | State::Held(_) => true,
+            State::InSession(id) => sessions.get(id as usize).is_some_and(|x| !x.released),
+            _ => false,
+        };
+        // After the gathering window, a reservation still pending does not
+        // count either: its node may be silent, and the next one is asked.
+        let widen = !self.gathering;
+        let mut holding = self
+            .signers
+            .values()
+            .filter(|s| live(s) && (s.reservation.is_some() || (s.reserve_pending && !widen)))
+            .count();
+        let order = self.config.candidates.clone();
+        let count = self.config.messages.len();
+        for node in &order {
+            if holding >= t {
+                break;
+            }
+            let Some(s) = self.signers.get_mut(node) else {
+                continue;
+            };
+            if s.state == State::Available && s.reservation.is_none() && !s.reserve_pending {
+                s.reserve_pending = true;
+                self.outstanding += 1;
+                holding += 1;
+                out.push(Command::Reserve { node: node.clone() });
+                if s.sets.is_empty() && !s.commit_pending {
+                    s.commit_pending = true;
+                    self.outstanding += 1;
+                    out.push(Command::RequestCommitments {
+                        node: node.clone(),
+                        count,
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_round(&mut self, round: u32) {
+        let needed = self.config.attestations_needed;
+        let Some(r) = self.rounds.get(round as usize) else {
+            return;
+        };
+        if r.got.len() >= needed && self.complete_round.is_none_or(|c| c < round) {
+            self.complete_round = Some(round);
+        }
+    }
+
+    fn round_in_flight(&self) -> bool {
+        let needed = self.config.attestations_needed;
+        self.rounds
+            .iter()
+            .any(|r| r.got.len() < needed && r.got.len() + r.pending.len() >= needed)
+    }
+
+    fn is_ready(&self, node: &NodeId) -> bool {
+        let Some(s) = self.signers.get(node) else {
+            return false;
+        };
+        if s.state != State::Available || s.sets.is_empty() {
+            return false;
+        }
+        if !self.config.velocity {
+            return true;
+        }
+        match self.complete_round {
+            Some(round) => s
+                .reservation
+                .as_ref()
+                .is_some_and(|(id, _)| self.rounds[round as usize].covers.contains(id)),
+            None => false,
+        }
+    }
+
+    /// Starts what can start: attestation rounds, sessions; or says it is stuck.
+    fn progress(&mut self, out: &mut Vec<Command<C>>) {
+        if self.finished {
+            return;
+        }
+        let t = self.config.threshold;
+        let members = self.config.members.len();
+        let refused: Vec<String> = self
+            .signers
+            .values()
+            .filter_map(|s| match &s.state {
+                State::Refused(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        let culprits = self
+            .signers
+            .values()
+            .filter(|s| s.state == State::Culprit)
+            .count();
+        if members.saturating_sub(self.config.excluded + culprits + refused.len()) < t {
+            self.finished = true;
+            out.push(Command::Fail {
+                reason: FailReason::RefusedBySigners,
+                detail: format!("refused: {}", refused.join("; ")),
+            });
+            return;
+        }
+        if self.config.velocity {
+            self.top_up_reservations(out);
+        }
+        if self.gathering {
+            // Over once nothing is outstanding, or every one of the `t`
+            // preferred candidates has what it needs or cannot help.
+            let velocity = self.config.velocity;
+            let preferred_settled = self.config.candidates.iter().take(t).all(|n| {
+                self.signers.get(n).is_none_or(|s| {
+                    s.state != State::Available
+                        || (!s.sets.is_empty() && (!velocity || s.reservation.is_some()))
+                })
+            });
+            if self.outstanding == 0 || preferred_settled {
+                self.gathering = false;
+            }
+        }
+        if self.gathering {
+            return;
+        }
+        if self.config.velocity {
+            self.maybe_attest(out);
+        }
+        loop {
+            let ready: Vec<NodeId> = self
+                .config
+                .candidates
+                .iter()
+                .filter(|n| self.is_ready(n))
+                .cloned()
+                .collect();
+            if ready.len() < t {
+                break;
+            }
+            let chosen: Vec<NodeId> = ready.into_iter().take(t).collect();
+            if let Err(e) = self.start_session(chosen, out) {
+                self.finished = true;
+                out.push(Command::Fail {
+                    reason: FailReason::Other,
+                    detail: e,
+                });
+                return;
+            }
+        }
+        if self.outstanding == 0 {
+            let responsive = self
+                .signers
+                .values()
+                .filter(|s| {
+                    matches!(
+                        s.state,
+                        State::Available | State::InSession(_) | State::Held(_)
+                    )
+                })
+                .count();
+            out.push(Command::BelowThreshold {
+                responsive,
+                needed: t,
+            });
+        }
+    }
+
+    /// A new attestation round over every receipt held, when the ready
+    /// signers of the last complete round are too few and the receipt
+    /// holders who could sign are enough.
+    fn maybe_attest(&mut self, out: &mut Vec<Command<C>>) {
+        let t = self.config.threshold;
+        if self.round_in_flight() {
+            return;
+        }
+        let covered_ready = self
+            .config
+            .candidates
+            .iter()
+            .filter(|n| self.is_ready(n))
+            .count();
+        if covered_ready >= t {
+            return;
+        }
+        let holders: Vec<NodeId> = self
+            .config
+            .candidates
+            .iter()
+            .filter(|n| {
+                self.signers.get(*n).is_some_and(|s| {
+                    s.reservation.is_some()
+                        && matches!(
+                            s.state,
+                            State::Available | State::InSession(_) | State::Held(_)
+                        )
+                })
+            })
+            .cloned()
+            .collect();
+        if holders.len() < t {
+            return;
+        }
+        let held: Vec<(Vec<u8>, Vec<u8>)> = holders
+            .iter()
+            .filter_map(|h| self.signers[h].reservation.clone())
+            .collect();
+        let uncovered = match self.complete_round {
+            Some(c) => held
+                .iter()
+                .any(|(id, _)| !self.rounds[c as usize].covers.contains(id)),
+            None => true,
+        };
+        if !uncovered {
+            return;
+        }
+        let receipts: Vec<Vec<u8>> = held.iter().map(|(_, r)| r.clone()).collect();
+        let attestors: Vec<NodeId> = self
+            .config
+            .candidates
+            .iter()
+            .filter(|n| {
+                self.signers.get(*n).is_some_and(|s| {
+                    matches!(
+                        s.state,
+                        State::Available | State::InSession(_) | State::Held(_)
+                    )
+                })
+            })
+            .cloned()
+            .collect();
+        if attestors.len() < self.config.attestations_needed {
+            return;
+        }
+        let round = self.rounds.len() as u32;
+        for node in &attestors {
+            self.outstanding += 1;
+            out.push(Command::Attest {
+                node: node.clone(),
+                round,
+                receipts: receipts.clone(),
+            });
+        }
+        self.rounds.push(AttestRound {
+            covers: held.into_iter().map(|(id, _)| id).collect(),
+            receipts,
+            got: BTreeMap::new(),
+            pending: attestors.into_iter().collect(),
+        });
+    }
+
+    fn start_session(
+        &mut self,
+        chosen: Vec<NodeId>,
+        out: &mut Vec<Command<C>>,
+    ) -> Result<(), String> {
+        let id = self.sessions.len() as u32;
+        let messages = self.config.messages.clone();
+        let mut sets = Vec::with_capacity(chosen.len());
+        for node in &chosen {
+            let s = self
+                .signers
+                .get_mut(node)
+                .ok_or_else(|| format!("{node} is not a candidate"))?;
+            let set = s
+                .sets
+                .pop_front()
+                .ok_or_else(|| format!("{node} has no nonce set"))?;
+            s.state = State::InSession(id);
+            sets.push((node.clone(), s.identifier, set));
+        }
+        let mut packages = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            let commitments = sets
+                .iter()
+                .map(|(_, identifier, set)| (*identifier, set.commitments[i]))
+                .collect();
+            packages.push(SigningPackage::new(commitments, message));
+        }
+        let package_bytes = packages
+            .iter()
+            .map(|p| p.serialize().map_err(|e| format!("signing package: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let attestations: Vec<Vec<u8>> = match (self.config.velocity, self.complete_round) {
+            (true, Some(round)) => self.rounds[round as usize].got.values().cloned().collect(),
+            _ => Vec::new(),
+        };
+        out.push(Command::StartSession {
+            session: id,
+            signers: chosen.clone(),
+        });
+        let mut sent = BTreeMap::new();
+        for (node, _, set) in &sets {
+            let reservation = self.signers[node]
+                .reservation
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            self.outstanding += 1;
+            let command = Command::SendPackage {
+                session: id,
+                node: node.clone(),
+                handles: set.handles.clone(),
+                packages: package_bytes.clone(),
+                attestations: attestations.clone(),
+                reservation,
+            };
+            sent.insert(node.clone(), command.clone());
+            out.push(command);
+        }
+        self.sessions.push(Session {
+            signers: chosen,
+            packages,
+            package_bytes,
+            shares: vec![BTreeMap::new(); messages.len()],
+            answered: BTreeSet::new(),
+            sent,
+            dead: false,
+            released: false,
+        });
+        Ok(())
+    }
+
+    fn on_shares(
+        &mut self,
+        node: NodeId,
+        session: u32,
+        raw: Vec<Vec<u8>>,
+        out: &mut Vec<Command<C>>,
+    ) {
+        let Some(signer) = self.signers.get(&node) else {
+            return;
+        };
+        let identifier = signer.identifier;
+        let Some(s) = self.sessions.get_mut(session as usize) else {
+            return;
+        };
+        if !s.signers.contains(&node) || !s.answered.insert(node.clone()) {
+            return;
+        }
+        let blame = |share: Vec<u8>, package: &[u8]| Evidence {
+            node: node.clone(),
+            share,
+            signing_package: package.to_vec(),
+        };
+        let evidence = if raw.len() != s.packages.len() {
+            Some(blame(raw.concat(), &s.package_bytes.concat()))
+        } else {
+            let mut bad = None;
+            let key = self.config.public_key_package.verifying_key();
+            let share_key = self
+                .config
+                .public_key_package
+                .verifying_shares()
+                .get(&identifier);
+            for (i, bytes) in raw.iter().enumerate() {
+                let ok = match (SignatureShare::<C>::deserialize(bytes), share_key) {
+                    (Ok(share), Some(vk)) => {
+                        frost_core::verify_signature_share(
+                            identifier,
+                            vk,
+                            &share,
+                            &s.packages[i],
+                            key,
+                        )
+                        .is_ok()
+                            && {
+                                s.shares[i].insert(identifier, share);
+                                true
+                            }
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    bad = Some(blame(bytes.clone(), &s.package_bytes[i]));
+                    break;
+                }
+            }
+            bad
+        };
+        if let Some(evidence) = evidence {
+            if let Some(signer) = self.signers.get_mut(&node) {
+                signer.state = State::Culprit;
+                signer.sets.clear();
+            }
+            out.push(Command::Exclude(evidence));
+            self.kill_session(session, out);
+            return;
+        }
+        let complete = !s.dead && s.shares.iter().all(|m| m.len() == s.signers.len());
+        if complete {
+            let mut signatures = Vec::with_capacity(s.packages.len());
+            for (package, shares) in s.packages.iter().zip(&s.shares) {
+                match crate::signing::aggregate(package, shares, &self.config.public_key_package)
+                    .map_err(|e| format!("{e:?}"))
+                    .and_then(|sig| sig.serialize().map_err(|e| e.to_string()))
+                {
+                    Ok(sig) => signatures.push(sig),
+                    Err(e) => {
+                        self.finished = true;
+                        out.push(Command::Fail {
+                            reason: FailReason::Other,
+                            detail: format!("verified shares did not aggregate: {e}"),
+                        });
+                        return;
+                    }
+                }
+            }
+            let signers = s.signers.clone();
+            self.finished = true;
+            let unused = self
+                .signers
+                .iter_mut()
+                .filter(|(_, s)| !matches!(s.state, State::Culprit))
+                .flat_map(|(n, s)| s.sets.drain(..).map(move |set| (n.clone(), set)))
+                .collect();
+            out.push(Command::Done {
+                signatures,
+                signers,
+                unused,
+            });
+            return;
+        }
+        // Valid shares: responsive again, with its next nonce set; while its
+        // session may still complete, after the hedge delay.
+        let released = s.released;
+        let first_answer = s.answered.len() == 1;
+        if let Some(signer) = self.signers.get_mut(&node) {
+            if signer.state == State::InSession(session) {
+                signer.state = if released {
+                    State::Available
+                } else {
+                    State::Held(session)
+                };
+            }
+        }
+        if released {
+            self.replenish(&node, out);
+        } else if first_answer {
+            out.push(Command::Later {
+                after: self.config.hedge,
+                command: Box::new(Command::Hedge { session }),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

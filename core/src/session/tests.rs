@@ -1,0 +1,852 @@
+//! The engine against simulated signers holding real FROST shares: every
+//! fault is an assertion on the commands it returns.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use frost_secp256k1::keys::{IdentifierList, KeyPackage, PublicKeyPackage};
+use frost_secp256k1::round1::SigningNonces;
+use frost_secp256k1::{Secp256K1Sha256 as S, SigningPackage};
+
+use super::bank::NonceBank;
+use super::*;
+use crate::GroupName;
+
+type Cmd = Command<S>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    /// Answers nothing to `Sign` (it committed, then went quiet).
+    SilentAtSign,
+    /// Answers nothing at all.
+    Dead,
+    /// Returns a well-formed but wrong share.
+    BadShare,
+    /// Refuses every request on policy.
+    Refuses,
+}
+
+struct SimNode {
+    key: KeyPackage,
+    nonces: HashMap<Vec<u8>, SigningNonces>,
+    behaviour: Behaviour,
+    next_handle: u32,
+}
+
+struct Sim {
+    ids: Vec<NodeId>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    pkp: PublicKeyPackage,
+    t: usize,
+    /// Every command the engine issued, in order.
+    log: Vec<Cmd>,
+    events: VecDeque<Event<S>>,
+    hedges: VecDeque<Event<S>>,
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId::new(format!("n{}", i + 1)).expect("valid")
+}
+
+impl Sim {
+    fn new(n: usize, t: usize, behaviours: &[(usize, Behaviour)]) -> Self {
+        let (shares, pkp) = frost_secp256k1::keys::generate_with_dealer(
+            n as u16,
+            t as u16,
+            IdentifierList::Default,
+            rand::thread_rng(),
+        )
+        .expect("dealer");
+        let ids: Vec<NodeId> = (0..n).map(node).collect();
+        let mut nodes = BTreeMap::new();
+        for (i, (_, share)) in shares.into_iter().enumerate() {
+            let behaviour = behaviours
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, b)| *b)
+                .unwrap_or(Behaviour::Honest);
+            nodes.insert(
+                node(i),
+                SimNode {
+                    key: KeyPackage::try_from(share).expect("key package"),
+                    nonces: HashMap::new(),
+                    behaviour,
+                    next_handle: 0,
+                },
+            );
+        }
+        Sim {
+            ids,
+            nodes,
+            pkp,
+            t,
+            log: Vec::new(),
+            events: VecDeque::new(),
+            hedges: VecDeque::new(),
+        }
+    }
+
+    fn commit(&mut self, id: &NodeId, count: usize) -> NonceSet<S> {
+        let n = self.nodes.get_mut(id).expect("node");
+        let mut set = NonceSet {
+            handles: Vec::new(),
+            commitments: Vec::new(),
+        };
+        for _ in 0..count {
+            let (nonces, commitments) =
+                frost_secp256k1::round1::commit(n.key.signing_share(), &mut rand::thread_rng());
+            n.next_handle += 1;
+            let handle = format!("{id}/{}", n.next_handle).into_bytes();
+            n.nonces.insert(handle.clone(), nonces);
+            set.handles.push(handle);
+            set.commitments.push(commitments);
+        }
+        set
+    }
+
+    fn bank(&mut self, per_node: usize, count: usize) -> BTreeMap<NodeId, Vec<NonceSet<S>>> {
+        let ids = self.ids.clone();
+        ids.iter()
+            .map(|id| {
+                let sets = (0..per_node).map(|_| self.commit(id, count)).collect();
+                (id.clone(), sets)
+            })
+            .collect()
+    }
+
+    fn config(&self, messages: usize, velocity: bool) -> SessionConfig<S> {
+        SessionConfig {
+            members: self.ids.clone(),
+            candidates: self.ids.clone(),
+            excluded: 0,
+            threshold: self.t,
+            messages: (0..messages)
+                .map(|i| format!("message {i}").into_bytes())
+                .collect(),
+            public_key_package: self.pkp.clone(),
+            velocity,
+            attestations_needed: self.ids.len() - self.t + 1,
+            hedge: Duration::from_millis(20),
+        }
+    }
+
+    /// What a simulated node answers to a command (nothing if it is quiet).
+    fn execute(&mut self, command: &Cmd) {
+        self.log.push(command.clone());
+        match command {
+            Command::RequestCommitments { node, count } => {
+                let behaviour = self.nodes[node].behaviour;
+                match behaviour {
+                    Behaviour::Dead => {}
+                    Behaviour::Refuses => self.events.push_back(Event::Refused {
+                        node: node.clone(),
+                        step: Step::Commit,
+                        reason: "policy".into(),
+                    }),
+                    _ => {
+                        let set = self.commit(node, *count);
+                        self.events.push_back(Event::Committed {
+                            node: node.clone(),
+                            sets: vec![set],
+                        });
+                    }
+                }
+            }
+            Command::Reserve { node } => match self.nodes[node].behaviour {
+                Behaviour::Dead => {}
+                _ => {
+                    let n = self.nodes.get_mut(node).expect("node");
+                    n.next_handle += 1;
+                    self.events.push_back(Event::Reserved {
+                        node: node.clone(),
+                        reservation: format!("res/{node}/{}", n.next_handle).into_bytes(),
+                        receipt: format!("receipt/{node}/{}", n.next_handle).into_bytes(),
+                    })
+                }
+            },
+            Command::Attest {
+                node,
+                round,
+                receipts,
+            } => match self.nodes[node].behaviour {
+                Behaviour::Dead => {}
+                _ => self.events.push_back(Event::Attested {
+                    node: node.clone(),
+                    round: *round,
+                    attestation: [format!("att/{node}/").into_bytes(), receipts.concat()].concat(),
+                }),
+            },
+            Command::SendPackage {
+                session,
+                node,
+                handles,
+                packages,
+                ..
+            } => {
+                let behaviour = self.nodes[node].behaviour;
+                match behaviour {
+                    Behaviour::Dead | Behaviour::SilentAtSign => {}
+                    Behaviour::Refuses => self.events.push_back(Event::Refused {
+                        node: node.clone(),
+                        step: Step::Sign(*session),
+                        reason: "policy".into(),
+                    }),
+                    Behaviour::Honest | Behaviour::BadShare => {
+                        let n = self.nodes.get_mut(node).expect("node");
+                        // N1: the nonce leaves first; unknown handles are stale.
+                        let taken: Option<Vec<_>> =
+                            handles.iter().map(|h| n.nonces.remove(h)).collect();
+                        let Some(taken) = taken else {
+                            self.events.push_back(Event::StaleNonces {
+                                node: node.clone(),
+                                session: *session,
+                            });
+                            return;
+                        };
+                        let shares = packages
+                            .iter()
+                            .zip(taken)
+                            .map(|(p, nonces)| {
+                                let package = SigningPackage::deserialize(p).expect("package");
+                                let share =
+                                    frost_secp256k1::round2::sign(&package, &nonces, &n.key)
+                                        .expect("sign");
+                                let mut bytes = share.serialize();
+                                if behaviour == Behaviour::BadShare {
+                                    let last = bytes.len() - 1;
+                                    bytes[last] = bytes[last].wrapping_add(1);
+                                }
+                                bytes
+                            })
+                            .collect();
+                        self.events.push_back(Event::Shares {
+                            node: node.clone(),
+                            session: *session,
+                            shares,
+                        });
+                    }
+                }
+            }
+            // Timers fire after everything already on the wire has arrived.
+            Command::Later { command, .. } => match &**command {
+                Command::Hedge { session } => {
+                    self.hedges.push_back(Event::Hedge { session: *session })
+                }
+                Command::EndGathering => self.hedges.push_back(Event::EndGathering),
+                other => self.execute(other),
+            },
+            _ => {}
+        }
+    }
+
+    /// Runs until the engine finishes or nothing more happens; returns the
+    /// final command (`Done`, `Fail`) or the last `BelowThreshold`.
+    fn run(&mut self, engine: &mut SigningSession<S>, first: Vec<Cmd>) -> Option<Cmd> {
+        let mut last = None;
+        let mut pending: VecDeque<Cmd> = first.into();
+        for _ in 0..10_000 {
+            while let Some(c) = pending.pop_front() {
+                if matches!(
+                    c,
+                    Command::Done { .. } | Command::Fail { .. } | Command::BelowThreshold { .. }
+                ) {
+                    self.log.push(c.clone());
+                    last = Some(c);
+                } else {
+                    self.execute(&c);
+                }
+            }
+            if engine.is_finished() {
+                return last;
+            }
+            let Some(event) = self.events.pop_front().or_else(|| self.hedges.pop_front()) else {
+                return last;
+            };
+            pending.extend(engine.handle(event));
+        }
+        panic!("no end");
+    }
+
+    fn sessions(&self) -> Vec<Vec<NodeId>> {
+        self.log
+            .iter()
+            .filter_map(|c| match c {
+                Command::StartSession { signers, .. } => Some(signers.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn excluded(&self) -> Vec<NodeId> {
+        self.log
+            .iter()
+            .filter_map(|c| match c {
+                Command::Exclude(e) => Some(e.node.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn assert_done(&self, outcome: &Option<Cmd>, messages: usize) -> Vec<NodeId> {
+        let Some(Command::Done {
+            signatures,
+            signers,
+            ..
+        }) = outcome
+        else {
+            panic!("not signed: {outcome:?}; log {:?}", self.log);
+        };
+        assert_eq!(signatures.len(), messages);
+        for (i, sig) in signatures.iter().enumerate() {
+            let sig = frost_secp256k1::Signature::deserialize(sig).expect("signature");
+            self.pkp
+                .verifying_key()
+                .verify(format!("message {i}").as_bytes(), &sig)
+                .expect("C5: verifies under the group key");
+        }
+        signers.clone()
+    }
+}
+
+#[test]
+fn banked_nonces_sign_in_one_round() {
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(1, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    // The first thing the engine does is send packages: no commit round.
+    assert!(
+        matches!(first[0], Command::StartSession { .. }),
+        "{first:?}"
+    );
+    assert_eq!(
+        first
+            .iter()
+            .filter(|c| matches!(c, Command::SendPackage { .. }))
+            .count(),
+        2
+    );
+    assert!(!first
+        .iter()
+        .any(|c| matches!(c, Command::RequestCommitments { .. })));
+    let outcome = sim.run(&mut engine, first);
+    sim.assert_done(&outcome, 1);
+    assert_eq!(sim.sessions().len(), 1);
+    // The third member's banked set was never shown: it may go back.
+    let Some(Command::Done { unused, .. }) = outcome else {
+        unreachable!()
+    };
+    assert_eq!(unused.len(), 1);
+}
+
+#[test]
+fn without_a_bank_commitments_come_first_then_one_session() {
+    let mut sim = Sim::new(3, 2, &[]);
+    let (mut engine, first) =
+        SigningSession::start(sim.config(2, false), BTreeMap::new()).expect("start");
+    assert_eq!(
+        first
+            .iter()
+            .filter(|c| matches!(c, Command::RequestCommitments { count: 2, .. }))
+            .count(),
+        3,
+        "every candidate is asked, so the first t to answer start"
+    );
+    let outcome = sim.run(&mut engine, first);
+    sim.assert_done(&outcome, 2);
+}
+
+#[test]
+fn c1_invalid_share_names_the_culprit_with_evidence_and_the_next_session_signs() {
+    for liar in 0..3 {
+        let mut sim = Sim::new(3, 2, &[(liar, Behaviour::BadShare)]);
+        let bank = sim.bank(2, 1);
+        let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+        let outcome = sim.run(&mut engine, first);
+        let signers = sim.assert_done(&outcome, 1);
+        assert!(!signers.contains(&node(liar)));
+        let excluded = sim.excluded();
+        // The liar is named only if a session included it.
+        if sim.sessions().iter().any(|s| s.contains(&node(liar))) {
+            assert_eq!(excluded, vec![node(liar)]);
+            let evidence = sim
+                .log
+                .iter()
+                .find_map(|c| match c {
+                    Command::Exclude(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .expect("evidence");
+            assert_eq!(evidence.share.len(), 32);
+            assert!(SigningPackage::deserialize(&evidence.signing_package).is_ok());
+        } else {
+            assert!(excluded.is_empty());
+        }
+    }
+}
+
+#[test]
+fn x2_no_honest_signer_is_ever_blamed() {
+    let mut sim = Sim::new(
+        5,
+        3,
+        &[(0, Behaviour::BadShare), (4, Behaviour::SilentAtSign)],
+    );
+    let bank = sim.bank(3, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    sim.assert_done(&outcome, 1);
+    assert!(sim.excluded().iter().all(|n| *n == node(0)));
+}
+
+#[test]
+fn silent_signer_holds_up_nothing_no_deadline_on_the_critical_path() {
+    // n1 commits and then never signs; nobody ever reports it silent.
+    let mut sim = Sim::new(3, 2, &[(0, Behaviour::SilentAtSign)]);
+    let bank = sim.bank(2, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    let signers = sim.assert_done(&outcome, 1);
+    assert!(!signers.contains(&node(0)));
+    assert_eq!(sim.sessions().len(), 2, "{:?}", sim.sessions());
+    assert!(sim.excluded().is_empty(), "silence is no evidence (X2)");
+}
+
+#[test]
+fn refusal_by_policy_fails_once_t_cannot_be_reached() {
+    let mut sim = Sim::new(3, 2, &[(0, Behaviour::Refuses), (1, Behaviour::Refuses)]);
+    let (mut engine, first) =
+        SigningSession::start(sim.config(1, false), BTreeMap::new()).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    match outcome {
+        Some(Command::Fail {
+            reason: FailReason::RefusedBySigners,
+            detail,
+        }) => assert!(detail.contains("policy")),
+        other => panic!("{other:?}"),
+    }
+    assert!(sim.excluded().is_empty(), "a refusal is no misbehaviour");
+}
+
+#[test]
+fn one_refusal_is_worked_around() {
+    let mut sim = Sim::new(3, 2, &[(0, Behaviour::Refuses)]);
+    let bank = sim.bank(1, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    let signers = sim.assert_done(&outcome, 1);
+    assert!(!signers.contains(&node(0)));
+}
+
+#[test]
+fn n2_node_restart_mid_session_voids_its_bank_and_falls_back_to_two_rounds() {
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(2, 1);
+    // n1 restarts: everything it issued is gone.
+    sim.nodes.get_mut(&node(0)).expect("n1").nonces.clear();
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    sim.assert_done(&outcome, 1);
+    let forget = sim
+        .log
+        .iter()
+        .position(|c| matches!(c, Command::ForgetBank { node: n } if *n == node(0)))
+        .expect("its bank is forgotten");
+    assert!(
+        sim.log[forget..]
+            .iter()
+            .any(|c| matches!(c, Command::RequestCommitments { node: n, .. } if *n == node(0))),
+        "fresh commitments are asked of it (the two-round path)"
+    );
+    // Its second banked set was never sent after the restart was seen.
+    let stale_sends = sim.log[forget..]
+        .iter()
+        .filter(|c| matches!(c, Command::SendPackage { node: n, handles, .. } if *n == node(0) && handles[0].ends_with(b"/2")))
+        .count();
+    assert_eq!(stale_sends, 0);
+}
+
+#[test]
+fn two_requests_racing_for_one_bank_never_share_a_handle() {
+    let mut sim = Sim::new(3, 2, &[]);
+    let group = GroupName::new("warm-1").expect("valid");
+    let mut bank = NonceBank::new();
+    let now = Instant::now();
+    // One banked commitment per node: the second request finds the bank empty.
+    let banked = sim.bank(1, 1);
+    let mut sets_by_handle = BTreeMap::new();
+    for (id, sets) in &banked {
+        for set in sets {
+            let raw = set.commitments[0].serialize().expect("serialize");
+            sets_by_handle.insert(set.handles[0].clone(), set.clone());
+            bank.deposit(
+                &group,
+                id,
+                vec![(set.handles[0].clone(), raw)],
+                now,
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+            );
+        }
+    }
+    let withdraw = |bank: &mut NonceBank| -> BTreeMap<NodeId, Vec<NonceSet<S>>> {
+        sim.ids
+            .iter()
+            .filter_map(|id| {
+                let got = bank.withdraw(&group, id, 1, now)?;
+                Some((id.clone(), vec![sets_by_handle[&got[0].handle].clone()]))
+            })
+            .collect()
+    };
+    let first_bank = withdraw(&mut bank);
+    let second_bank = withdraw(&mut bank);
+    assert_eq!(first_bank.len(), 3);
+    assert!(
+        second_bank.is_empty(),
+        "each banked commitment goes to one request"
+    );
+    let (mut a, first_a) = SigningSession::start(sim.config(1, false), first_bank).expect("a");
+    let (mut b, first_b) = SigningSession::start(sim.config(1, false), second_bank).expect("b");
+    assert!(first_b
+        .iter()
+        .all(|c| !matches!(c, Command::SendPackage { .. })));
+    let done_a = sim.run(&mut a, first_a);
+    let log_a = std::mem::take(&mut sim.log);
+    let done_b = sim.run(&mut b, first_b);
+    sim.assert_done(&done_a, 1);
+    sim.assert_done(&done_b, 1);
+    let handles = |log: &[Cmd]| -> Vec<Vec<u8>> {
+        log.iter()
+            .filter_map(|c| match c {
+                Command::SendPackage { handles, .. } => Some(handles.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let (ha, hb) = (handles(&log_a), handles(&sim.log));
+    assert!(ha.iter().all(|h| !hb.contains(h)), "N1: no nonce in both");
+}
+
+#[test]
+fn p1_velocity_reserves_then_attests_then_signs() {
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(1, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, true), bank).expect("start");
+    assert!(
+        first
+            .iter()
+            .all(|c| !matches!(c, Command::SendPackage { .. })),
+        "no share before the velocity read"
+    );
+    let outcome = sim.run(&mut engine, first);
+    let signers = sim.assert_done(&outcome, 1);
+    // Every signer's reservation was written before the read its package carries.
+    for c in &sim.log {
+        if let Command::SendPackage {
+            node,
+            attestations,
+            reservation,
+            ..
+        } = c
+        {
+            assert!(!reservation.is_empty());
+            assert!(attestations.len() >= 2, "n - t + 1 attestations");
+            let receipt = String::from_utf8_lossy(reservation).replace("res/", "receipt/");
+            for a in attestations {
+                assert!(
+                    String::from_utf8_lossy(a).contains(&receipt),
+                    "{node}'s receipt is named by every attestation"
+                );
+            }
+            let first_attest = sim
+                .log
+                .iter()
+                .position(|c| matches!(c, Command::Attest { .. }))
+                .expect("attested");
+            let reserve = sim
+                .log
+                .iter()
+                .position(|c| matches!(c, Command::Reserve { node: n } if n == node))
+                .expect("reserved");
+            assert!(reserve < first_attest);
+        }
+    }
+    assert_eq!(signers.len(), 2);
+}
+
+#[test]
+fn p1_after_a_liar_a_new_attestation_round_covers_the_late_receipt() {
+    let mut sim = Sim::new(3, 2, &[(0, Behaviour::BadShare)]);
+    let bank = sim.bank(2, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, true), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    let signers = sim.assert_done(&outcome, 1);
+    assert!(!signers.contains(&node(0)));
+}
+
+#[test]
+fn roast_bound_holds_with_n_minus_t_liars_and_silent_signers() {
+    for (n, t) in [(3usize, 2usize), (5, 3), (10, 7)] {
+        let f = n - t;
+        for silent in 0..=f {
+            let mut faults = Vec::new();
+            for i in 0..f {
+                let b = if i < silent {
+                    Behaviour::SilentAtSign
+                } else {
+                    Behaviour::BadShare
+                };
+                faults.push((i, b));
+            }
+            for velocity in [false, true] {
+                let mut sim = Sim::new(n, t, &faults);
+                let bank = sim.bank(2, 1);
+                let (mut engine, first) =
+                    SigningSession::start(sim.config(1, velocity), bank).expect("start");
+                let outcome = sim.run(&mut engine, first);
+                let signers = sim.assert_done(&outcome, 1);
+                assert!(signers
+                    .iter()
+                    .all(|s| faults.iter().all(|(i, _)| node(*i) != *s)));
+                assert!(
+                    sim.sessions().len() <= f + 1,
+                    "{t}-of-{n}, {silent} silent, {} liars: {} sessions",
+                    f - silent,
+                    sim.sessions().len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sessions_run_concurrently_and_a_signer_sits_in_one_at_a_time() {
+    // 2-of-5 with three silent-at-sign signers: sessions overlap.
+    let faults = [
+        (0, Behaviour::SilentAtSign),
+        (1, Behaviour::SilentAtSign),
+        (2, Behaviour::SilentAtSign),
+    ];
+    let mut sim = Sim::new(5, 2, &faults);
+    let bank = sim.bank(2, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let starts = first
+        .iter()
+        .filter(|c| matches!(c, Command::StartSession { .. }))
+        .count();
+    assert_eq!(
+        starts, 2,
+        "two disjoint sessions at once from five ready signers"
+    );
+    let outcome = sim.run(&mut engine, first);
+    sim.assert_done(&outcome, 1);
+    let mut open: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for c in &sim.log {
+        if let Command::SendPackage { node, session, .. } = c {
+            if let Some(prev) = open.insert(node.clone(), *session) {
+                // A signer is sent a new session only after it answered the last.
+                assert!(
+                    !faults.iter().any(|(i, _)| self::node(*i) == *node),
+                    "{node} was in {prev} and is silent, yet got {session}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn busy_is_retried_later_and_never_a_fault() {
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(1, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let Some(Command::SendPackage {
+        node: busy,
+        session,
+        ..
+    }) = first
+        .iter()
+        .find(|c| matches!(c, Command::SendPackage { .. }))
+        .cloned()
+    else {
+        panic!("{first:?}")
+    };
+    let out = engine.handle(Event::Busy {
+        node: busy.clone(),
+        step: Step::Sign(session),
+        retry_after: Duration::from_millis(50),
+    });
+    match &out[..] {
+        [Command::Later { after, command }] => {
+            assert_eq!(*after, Duration::from_millis(50));
+            assert!(
+                matches!(&**command, Command::SendPackage { node, .. } if *node == busy),
+                "the same package again"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn below_threshold_is_reported_and_health_brings_a_node_back() {
+    let mut sim = Sim::new(3, 2, &[(0, Behaviour::Dead), (1, Behaviour::Dead)]);
+    let (mut engine, first) =
+        SigningSession::start(sim.config(1, false), BTreeMap::new()).expect("start");
+    assert!(
+        sim.run(&mut engine, first).is_none(),
+        "still waiting on the dead"
+    );
+    // The driver's deadlines report the two as silent.
+    let mut out = engine.handle(Event::Silent {
+        node: node(0),
+        step: Step::Commit,
+        error: "deadline".into(),
+    });
+    assert!(out.is_empty(), "{out:?}");
+    out = engine.handle(Event::Silent {
+        node: node(1),
+        step: Step::Commit,
+        error: "deadline".into(),
+    });
+    assert!(
+        matches!(
+            out[..],
+            [Command::BelowThreshold {
+                responsive: 1,
+                needed: 2
+            }]
+        ),
+        "{out:?}"
+    );
+    // n1 comes back.
+    sim.nodes.get_mut(&node(0)).expect("n1").behaviour = Behaviour::Honest;
+    let out = engine.handle(Event::HealthChanged {
+        node: node(0),
+        up: true,
+    });
+    assert!(matches!(&out[..], [Command::RequestCommitments { node: n, .. }] if *n == node(0)));
+    let outcome = sim.run(&mut engine, out);
+    sim.assert_done(&outcome, 1);
+}
+
+#[test]
+fn taproot_shares_verify_on_arrival_too() {
+    use frost_secp256k1_tr::Secp256K1Sha256TR as TR;
+    let (shares, pkp) = frost_secp256k1_tr::keys::generate_with_dealer(
+        3,
+        2,
+        frost_secp256k1_tr::keys::IdentifierList::Default,
+        rand::thread_rng(),
+    )
+    .expect("dealer");
+    use frost_secp256k1_tr::keys::Tweak;
+    let pkp = pkp.tweak(None::<&[u8]>);
+    let keys: Vec<_> = shares
+        .into_values()
+        .map(|s| {
+            frost_secp256k1_tr::keys::KeyPackage::try_from(s)
+                .expect("key package")
+                .tweak(None::<&[u8]>)
+        })
+        .collect();
+    let ids: Vec<NodeId> = (0..3).map(node).collect();
+    let mut nonces = HashMap::new();
+    let banked: BTreeMap<NodeId, Vec<NonceSet<TR>>> = ids
+        .iter()
+        .zip(&keys)
+        .map(|(id, key)| {
+            let (n, c) =
+                frost_secp256k1_tr::round1::commit(key.signing_share(), &mut rand::thread_rng());
+            nonces.insert(id.clone(), n);
+            (
+                id.clone(),
+                vec![NonceSet {
+                    handles: vec![id.as_str().as_bytes().to_vec()],
+                    commitments: vec![c],
+                }],
+            )
+        })
+        .collect();
+    let config = SessionConfig {
+        members: ids.clone(),
+        candidates: ids.clone(),
+        excluded: 0,
+        threshold: 2,
+        messages: vec![[7u8; 32].to_vec()],
+        public_key_package: pkp.clone(),
+        velocity: false,
+        attestations_needed: 2,
+        hedge: Duration::ZERO,
+    };
+    let (mut engine, first) = SigningSession::start(config, banked).expect("start");
+    let mut done = None;
+    for c in first {
+        if let Command::SendPackage {
+            node,
+            session,
+            packages,
+            ..
+        } = c
+        {
+            let i = ids.iter().position(|n| *n == node).expect("member");
+            let package =
+                frost_secp256k1_tr::SigningPackage::deserialize(&packages[0]).expect("package");
+            let share =
+                frost_secp256k1_tr::round2::sign(&package, &nonces[&node], &keys[i]).expect("sign");
+            for out in engine.handle(Event::Shares {
+                node,
+                session,
+                shares: vec![share.serialize()],
+            }) {
+                assert!(!matches!(out, Command::Exclude(_)), "valid share blamed");
+                if let Command::Done { signatures, .. } = out {
+                    done = Some(signatures);
+                }
+            }
+        }
+    }
+    let sig =
+        frost_secp256k1_tr::Signature::deserialize(&done.expect("signed")[0]).expect("signature");
+    pkp.verifying_key()
+        .verify(&[7u8; 32], &sig)
+        .expect("verifies under the tweaked key");
+}
+
+#[test]
+fn the_first_session_waits_a_moment_for_the_preferred_signers() {
+    // n1 is preferred (first candidate) but its commitments arrive last.
+    let mut sim = Sim::new(3, 2, &[]);
+    let (mut engine, first) =
+        SigningSession::start(sim.config(1, false), BTreeMap::new()).expect("start");
+    assert!(first
+        .iter()
+        .any(|c| matches!(c, Command::Later { command, .. } if matches!(**command, Command::EndGathering))));
+    let set = |sim: &mut Sim, i| Event::Committed {
+        node: node(i),
+        sets: vec![sim.commit(&node(i), 1)],
+    };
+    let e2 = set(&mut sim, 2);
+    assert!(engine.handle(e2).is_empty());
+    let e1 = set(&mut sim, 1);
+    assert!(engine.handle(e1).is_empty(), "still gathering");
+    let e0 = set(&mut sim, 0);
+    let out = engine.handle(e0);
+    let Some(Command::StartSession { signers, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(signers, &vec![node(0), node(1)]);
+    // Had n1 stayed silent, the window's end starts the session without it.
+    let mut sim = Sim::new(3, 2, &[]);
+    let (mut engine, _) =
+        SigningSession::start(sim.config(1, false), BTreeMap::new()).expect("start");
+    for i in [2, 1] {
+        let e = set(&mut sim, i);
+        assert!(engine.handle(e).is_empty());
+    }
+    let out = engine.handle(Event::EndGathering);
+    assert!(
+        matches!(&out[0], Command::StartSession { signers, .. } if *signers == vec![node(1), node(2)]),
+        "{out:?}"
+    );
+}
