@@ -61,6 +61,15 @@ pub struct CoordinatorConfig {
     /// The admin listener (Prometheus metrics); none by default.
     #[serde(default)]
     pub admin: permafrost_proto::metrics::AdminConfig,
+    /// Keep a bank of nonce commitments per node, issued ahead of requests
+    /// (one round trip fewer per signature; default on). Off: every
+    /// signature asks its signers for fresh commitments first.
+    #[serde(default = "default_banked_nonces")]
+    pub banked_nonces: bool,
+}
+
+fn default_banked_nonces() -> bool {
+    true
 }
 
 fn default_max_inflight() -> usize {

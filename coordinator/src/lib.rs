@@ -382,7 +382,10 @@ impl Coordinator {
             self.clone(),
             self.config.recovery_interval(),
         ));
-        let refill = tokio::spawn(driver::bank::refill_loop(self.clone()));
+        let refill = self
+            .config
+            .banked_nonces
+            .then(|| tokio::spawn(driver::bank::refill_loop(self.clone())));
         match self.store.pending_requests() {
             Ok(ids) => {
                 for id in ids {
@@ -422,7 +425,9 @@ impl Coordinator {
         .await;
         probe.abort();
         recovery.abort();
-        refill.abort();
+        if let Some(refill) = refill {
+            refill.abort();
+        }
         self.drain_tasks().await;
         if let Some(metrics) = metrics {
             metrics.stop().await;

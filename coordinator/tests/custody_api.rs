@@ -94,6 +94,7 @@ impl Fixture {
             tls: files(root, "coord-1"),
             operators: None,
             admin: Default::default(),
+            banked_nonces: true,
         };
         let coord = Coordinator::open(config).expect("open");
         let (stop, rx) = oneshot::channel();

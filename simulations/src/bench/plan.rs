@@ -157,10 +157,14 @@ pub struct BenchArgs {
     /// With --wan: where the delay is applied [default: netem, or relay when the kernel has no netem].
     #[arg(long, value_name = "HOW", value_enum)]
     pub wan_delay: Option<Delay>,
-    /// With --wan: also measure with banked nonces (one-round signing); reported as
-    /// not measured until the coordinator has them.
+    /// With --wan: also measure with banked nonces (the coordinator's
+    /// default; commitments issued ahead of requests, one round trip fewer).
     #[arg(long)]
     pub banked_nonces: bool,
+    /// With --wan: a policy without a daily limit, so no group-wide velocity
+    /// round (Reserve, Attest) sits on the signing path.
+    #[arg(long)]
+    pub wan_no_velocity: bool,
 }
 
 impl Default for BenchArgs {
@@ -197,6 +201,7 @@ impl Default for BenchArgs {
             ],
             wan_delay: None,
             banked_nonces: false,
+            wan_no_velocity: false,
         }
     }
 }
@@ -238,6 +243,7 @@ fn wan_plan(a: &BenchArgs, rtt_ms: f64) -> Result<WanPlan, String> {
         faults: a.wan_faults.clone(),
         nonce_modes,
         delay: a.wan_delay,
+        group_wide_velocity: !a.wan_no_velocity,
     })
 }
 

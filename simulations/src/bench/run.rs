@@ -557,6 +557,14 @@ pub fn bench_policy(groups: &[String]) -> String {
     out
 }
 
+/// [`bench_policy`] without a daily limit: no group-wide velocity round.
+pub fn bench_policy_without_velocity(groups: &[String]) -> String {
+    bench_policy(groups).replace(
+        "daily_max = \"1000000000000000000\"",
+        &format!("daily_max = \"{}\"", u128::MAX),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +580,23 @@ mod tests {
             policy.approvals_needed(group, asset, crate::bench::BENCH_AMOUNT_SATS),
             0
         );
+    }
+
+    #[test]
+    fn without_velocity_the_policy_has_no_group_wide_round() {
+        let names = ["wan-3of5".to_string()];
+        let name = GroupName::new("wan-3of5").expect("name");
+        for (text, needed) in [
+            (bench_policy(&names), true),
+            (bench_policy_without_velocity(&names), false),
+        ] {
+            let policy = permafrost_core::policy::Policy::from_toml(&text).expect("parses");
+            let limits = policy.group(&name).and_then(|g| g.assets.get("BTC"));
+            assert_eq!(
+                permafrost_core::velocity::group_wide_check_needed(limits),
+                needed
+            );
+        }
     }
 
     #[test]

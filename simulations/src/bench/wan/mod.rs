@@ -88,9 +88,10 @@ impl WanFault {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NonceMode {
-    /// Round 1 asks for commitments per request (what the coordinator does today).
+    /// Round 1 asks for commitments per request (`banked_nonces = false`).
     TwoRounds,
-    /// Commitments issued in advance and banked per node: one round trip (issue 14, item 2).
+    /// Commitments issued in advance and banked per node (`banked_nonces =
+    /// true`, the default): one round trip fewer.
     Banked,
 }
 
@@ -98,13 +99,10 @@ impl NonceMode {
     /// Sets this mode in the coordinator's config, or says why it cannot.
     /// The hook for banked nonces: once the coordinator has a switch for
     /// them, set it here and the bench measures that mode too.
-    pub fn configure(self, _coordinator: &mut toml::Table) -> Result<(), String> {
-        match self {
-            NonceMode::TwoRounds => Ok(()),
-            NonceMode::Banked => Err(
-                "not measured: the coordinator has no banked nonces yet (issue 14, item 2)".into(),
-            ),
-        }
+    pub fn configure(self, coordinator: &mut toml::Table) -> Result<(), String> {
+        let banked = matches!(self, NonceMode::Banked);
+        coordinator.insert("banked_nonces".into(), toml::Value::Boolean(banked));
+        Ok(())
     }
 }
 
@@ -129,6 +127,9 @@ pub struct WanPlan {
     pub nonce_modes: Vec<NonceMode>,
     /// Where to apply the delay (`None`: netem when the kernel has it).
     pub delay: Option<Delay>,
+    /// Whether the groups have a daily limit (the group-wide velocity
+    /// rounds, Reserve and Attest, before Sign).
+    pub group_wide_velocity: bool,
 }
 
 impl WanPlan {
@@ -238,7 +239,11 @@ async fn cases(
         net,
         &profile,
         nodes,
-        &bench_policy(&names),
+        &if wan.group_wide_velocity {
+            bench_policy(&names)
+        } else {
+            crate::bench::run::bench_policy_without_velocity(&names)
+        },
         progress,
     )
     .await?;
@@ -404,8 +409,12 @@ mod tests {
         let spec = WanFault::SlowUnderDeadline.liar(rtt);
         assert!(spec.sign_delay + rtt < ROUND_TIMEOUT);
         assert!(spec.sign_delay + rtt + Duration::from_millis(500) > ROUND_TIMEOUT);
-        assert!(NonceMode::Banked
-            .configure(&mut toml::Table::new())
-            .is_err());
+        let mut table = toml::Table::new();
+        NonceMode::TwoRounds
+            .configure(&mut table)
+            .expect("two rounds");
+        assert_eq!(table["banked_nonces"].as_bool(), Some(false));
+        NonceMode::Banked.configure(&mut table).expect("banked");
+        assert_eq!(table["banked_nonces"].as_bool(), Some(true));
     }
 }

@@ -198,7 +198,8 @@ impl WanCluster {
             members,
             region_bins,
             liar_bin: all_bins.liar.clone(),
-            nonce_mode: NonceMode::TwoRounds,
+            // The coordinator's default.
+            nonce_mode: NonceMode::Banked,
             _relays: relays,
             net,
         })

@@ -253,6 +253,11 @@ impl WanReport {
             p.jitter_ms,
             p.loss_pct
         );
+        out.push_str(if p.group_wide_velocity {
+            "groups with a daily limit: each signature takes Reserve, Attest (group-wide velocity) and Sign\n\n"
+        } else {
+            "groups without a daily limit (--wan-no-velocity): no velocity round before Sign\n\n"
+        });
         out.push_str(&format!(
             "{:<9} {:<46} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5}\n",
             "group",
