@@ -26,8 +26,11 @@ use tracing::{debug, warn};
 use crate::store::{Exclusion, GroupRecord};
 use crate::Coordinator;
 
-/// Longest wait for a round-1 style answer (commitments, reservation, attestation).
-const ROUND1_DEADLINE: Duration = Duration::from_millis(2000);
+/// Longest wait for a round-1 style answer (commitments, reservation,
+/// attestation): cheap calls, and a member that misses this is replaced by
+/// another (one wave per missing member), so "below threshold" under a
+/// partition is known within two of these plus one health probe.
+const ROUND1_DEADLINE: Duration = Duration::from_millis(1500);
 /// Longest wait for a session slot on a signer before trying again.
 const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// Velocity-limited requests of one group signing at once. Reservations are
@@ -111,20 +114,44 @@ fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
 
 /// Picks `t` signers: healthy ones first, spread across regions, then by
 /// latency. Latencies within the same 25 ms count as equal (then by id): a
-/// difference that small is noise between regions, and a stable order keeps
-/// the same subset (and its banked nonces) in use.
+/// difference that small is noise between regions.
 pub fn choose_signers(
     candidates: &[(NodeId, String, Option<Duration>)],
     t: usize,
 ) -> Option<Vec<NodeId>> {
+    choose_signers_for(candidates, t, "")
+}
+
+/// [`choose_signers`], with ties among equally fast members broken by a hash
+/// of `salt` (the request id) and the member instead of by id: each request
+/// has a stable order, and over many requests every member takes its turn
+/// (so none sits unused, its faults unseen, while its peers do all the work).
+/// Banks are kept for every member, so turns cost no extra round trip.
+pub fn choose_signers_for(
+    candidates: &[(NodeId, String, Option<Duration>)],
+    t: usize,
+    salt: &str,
+) -> Option<Vec<NodeId>> {
     if candidates.len() < t {
         return None;
     }
+    let tiebreak = |id: &NodeId| -> Vec<u8> {
+        if salt.is_empty() {
+            id.as_str().as_bytes().to_vec()
+        } else {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update((salt.len() as u64).to_be_bytes());
+            h.update(salt.as_bytes());
+            h.update(id.as_str().as_bytes());
+            h.finalize().to_vec()
+        }
+    };
     let mut sorted: Vec<_> = candidates.to_vec();
-    sorted.sort_by_key(|(id, _, latency)| {
+    sorted.sort_by_cached_key(|(id, _, latency)| {
         (
             latency.map_or(u128::MAX, |l| l.as_millis() / 25),
-            id.clone(),
+            tiebreak(id),
         )
     });
     let mut by_region: BTreeMap<&str, Vec<&NodeId>> = BTreeMap::new();
@@ -161,7 +188,7 @@ pub async fn sign_request(
     target: &Target,
     skip: &BTreeSet<NodeId>,
 ) -> Result<SessionReport, String> {
-    let found = candidates(coord, group, skip)?;
+    let found = candidates(coord, group, skip, request_id)?;
     let t = usize::from(group.threshold);
     if found.ordered.len() < t {
         return Ok(SessionReport {
@@ -203,6 +230,7 @@ fn candidates(
     coord: &Coordinator,
     group: &GroupRecord,
     skip: &BTreeSet<NodeId>,
+    request_id: &str,
 ) -> Result<Candidates, String> {
     let mut out = 0;
     let mut found = Vec::new();
@@ -230,7 +258,7 @@ fn candidates(
         }
     }
     Ok(Candidates {
-        ordered: choose_signers(&found, found.len()).unwrap_or_default(),
+        ordered: choose_signers_for(&found, found.len(), request_id).unwrap_or_default(),
         out,
         hedge: hedge.min(coord.config.round_timeout() / 2),
     })

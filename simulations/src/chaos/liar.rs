@@ -536,8 +536,7 @@ impl SignerNode for Liar {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let group = r.get_ref().key_group.clone();
         let mut resp = self.upstream().commit(r.into_inner()).await?;
-        // The chaos groups sign messages: one session per request, so the
-        // liar works on the first nonce of the batch.
+        // What the first nonce really commits to, for the event log.
         let real = resp
             .get_ref()
             .nonces
@@ -552,15 +551,16 @@ impl SignerNode for Liar {
         if self.lie == Lie::BadCommitments {
             // Round 1 cannot tell a withdrawal from an activation test: the
             // chaos scenarios put a liar in place only after activation.
-            let fake = self.fake_commitments()?;
+            // Every nonce of the batch: a coordinator's bank (many at once,
+            // for no request yet) as much as one request's round 1.
+            let identifier = resp.get_ref().identifier;
             let mut swapped = self.swapped.lock().map_err(|_| poisoned())?;
-            if swapped.len() >= MAX_SWAPPED {
+            if swapped.len() + resp.get_ref().nonces.len() > MAX_SWAPPED {
                 swapped.clear();
             }
-            let identifier = resp.get_ref().identifier;
-            if let Some(first) = resp.get_mut().nonces.first_mut() {
-                swapped.insert(first.handle.clone(), (identifier, real));
-                first.commitments = fake;
+            for nonce in resp.get_mut().nonces.iter_mut() {
+                let real = std::mem::replace(&mut nonce.commitments, self.fake_commitments()?);
+                swapped.insert(nonce.handle.clone(), (identifier, real));
             }
         }
         Ok(resp)

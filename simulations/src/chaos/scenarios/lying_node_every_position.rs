@@ -24,6 +24,13 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
         run.chaos
             .start_liar(&position, lie, PausePoint::None, None)
             .await?;
+        if lie == Lie::BadCommitments {
+            // The coordinator may still hold commitments it banked from this
+            // node before the liar came in (honest ones): a restart voids
+            // them, so every commitment it uses from here on passed the liar.
+            run.chaos.kill9(&position).await?;
+            run.chaos.restart(&position).await?;
+        }
         run.chaos
             .wait_reachable(std::slice::from_ref(&position), Duration::from_secs(30))
             .await?;

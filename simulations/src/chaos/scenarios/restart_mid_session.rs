@@ -65,15 +65,31 @@ pub(super) async fn run(run: &mut Run) -> Result<(), SimError> {
         }
     ));
     run.account(&driven, submitted, None);
-    // The restarted node must take part again, with fresh nonces.
-    let before = run.chaos.liar(&target)?.events().len();
-    let later = run
-        .sign_valid(run.settings.requests.saturating_sub(1).max(1))
-        .await?;
-    let signed_again = run.chaos.liar(&target)?.events()[before..].iter().any(|e| {
-        matches!(e, LiarEvent::SignForwarded { ok: true, request, .. }
-            if later.iter().any(|d| d.id == *request))
-    });
+    // The restarted node must take part again, with fresh nonces. Requests
+    // in flight when it came back may finish without it (it answered
+    // "stale" and others were ready first); the ones after must not leave it
+    // out for good.
+    let mut signed_again = false;
+    for round in 0..4 {
+        if round > 0 {
+            // A probe round and a bank refill.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let before = run.chaos.liar(&target)?.events().len();
+        let count = if round == 0 {
+            run.settings.requests.saturating_sub(1).max(1)
+        } else {
+            1
+        };
+        let later = run.sign_valid(count).await?;
+        signed_again = run.chaos.liar(&target)?.events()[before..].iter().any(|e| {
+            matches!(e, LiarEvent::SignForwarded { ok: true, request, .. }
+                if later.iter().any(|d| d.id == *request))
+        });
+        if signed_again {
+            break;
+        }
+    }
     if !signed_again {
         run.fail(format!("{target} released no share after its restart"));
     }
