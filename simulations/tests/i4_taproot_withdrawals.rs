@@ -395,19 +395,35 @@ async fn c1_taproot_invalid_share_names_the_culprit_and_the_transaction_still_si
         .expect("DKG");
     let output = GroupOutput::derive(&group.group_public_key, Network::Regtest).expect("output");
     let to = customer();
-    let coins = [coin(5, 20_000_000), coin(6, 20_000_000)];
-    let psbt = build_withdrawal(&output, &coins, &[(to.clone(), 30_000_000)], 2).expect("psbt");
-    let request = tx_request(&cluster, "wd-tr-c1", &psbt, 30_000_000, &to.to_string());
-    let status = cluster
-        .custody()
-        .submit_withdrawal(cluster.sign(&request))
-        .await
-        .expect("submit")
-        .into_inner();
-    assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
     let liar = cluster.nodes[0].id.to_string();
+    // The coordinator spreads its choice of signers over requests: send
+    // withdrawals until one meets the liar (each must sign either way).
+    let mut met = None;
+    for i in 0..6u8 {
+        let coins = [coin(5 + 2 * i, 2_000_000), coin(6 + 2 * i, 2_000_000)];
+        let psbt = build_withdrawal(&output, &coins, &[(to.clone(), 3_000_000)], 2).expect("psbt");
+        let request = tx_request(
+            &cluster,
+            &format!("wd-tr-c1-{i}"),
+            &psbt,
+            3_000_000,
+            &to.to_string(),
+        );
+        let status = cluster
+            .custody()
+            .submit_withdrawal(cluster.sign(&request))
+            .await
+            .expect("submit")
+            .into_inner();
+        assert_eq!(status.state(), WithdrawalState::Signed, "{}", status.detail);
+        assert!(!status.signers.contains(&liar), "{:?}", status.signers);
+        if !status.culprits.is_empty() {
+            met = Some((psbt, status));
+            break;
+        }
+    }
+    let (psbt, status) = met.expect("the liar was chosen for one of six withdrawals");
     assert_eq!(status.culprits, vec![liar.clone()]);
-    assert!(!status.signers.contains(&liar));
     let prevouts: Vec<TxOut> = psbt
         .inputs
         .iter()
