@@ -849,9 +849,12 @@ async fn journal_withdrawal<C: Suite>(
             },
         )
         .await?;
-    if let (Err(_), Some(id)) = (&outcome, named) {
-        // Refused for good on this request: its reservation would only hold
-        // the limit for nothing (a later Sign naming it is then stale).
+    if let Some(id) = named {
+        // Signed: the journal step counted the spend in this node's ledger,
+        // durably, so the reservation has done its work; refused for good:
+        // it would only hold the limit for nothing. Either way it goes, so
+        // reservations never pile up to the table's cap under load (a later
+        // session naming it is answered stale and reserves again).
         if let Ok(mut r) = node.reservations.lock() {
             r.take(&id, Instant::now());
         }

@@ -205,7 +205,7 @@ async fn phases(
         );
     }
     notes.push(
-        "the coordinator's store is not reported (GetClusterStatus relays reachability and sealing only): store figures are the nodes'"
+        "store figures in the table are the nodes'; the coordinator's own (GetClusterStatus, `permafrostctl status`) are not broken down per level here"
             .into(),
     );
     notes.push(
