@@ -23,6 +23,10 @@ pub struct Reservation {
     /// Hash of the receipt this node signed for it.
     pub receipt_hash: [u8; 32],
     created: Instant,
+    /// This node signed the request: its ledger holds the spend, so the
+    /// reservation is kept only for the request's later sessions and is the
+    /// first to go when the table is full.
+    spent: bool,
 }
 
 /// Bounded, expiring reservations by round-1 call.
@@ -57,7 +61,20 @@ impl Reservations {
     ) -> bool {
         self.expire(now);
         if self.by_commit.len() >= self.max {
-            return false;
+            // A spent reservation holds nothing the ledger does not: the
+            // oldest of those makes room.
+            let oldest_spent = self
+                .by_commit
+                .iter()
+                .filter(|(_, r)| r.spent)
+                .min_by_key(|(_, r)| r.created)
+                .map(|(id, _)| *id);
+            match oldest_spent {
+                Some(id) => {
+                    self.by_commit.remove(&id);
+                }
+                None => return false,
+            }
         }
         self.by_commit.insert(
             commit_id,
@@ -68,9 +85,18 @@ impl Reservations {
                 amount,
                 receipt_hash,
                 created: now,
+                spent: false,
             },
         );
         true
+    }
+
+    /// Marks a reservation spent: the node signed its request (the journal
+    /// step counted it in the ledger).
+    pub fn mark_spent(&mut self, commit_id: &[u8; 16]) {
+        if let Some(r) = self.by_commit.get_mut(commit_id) {
+            r.spent = true;
+        }
     }
 
     /// Removes and returns a live reservation.
@@ -106,5 +132,38 @@ impl Reservations {
         let ttl = self.ttl;
         self.by_commit
             .retain(|_, r| now.duration_since(r.created) <= ttl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(r: &mut Reservations, id: u8, now: Instant) -> bool {
+        r.insert(
+            [id; 16],
+            GroupName::new("warm-1").expect("name"),
+            "BTC".into(),
+            RequestDigest([id; 32]),
+            1,
+            [0; 32],
+            now,
+        )
+    }
+
+    #[test]
+    fn s4_a_full_table_makes_room_from_spent_reservations_only() {
+        let now = Instant::now();
+        let mut r = Reservations::new(2, Duration::from_secs(60));
+        assert!(add(&mut r, 1, now));
+        assert!(add(&mut r, 2, now));
+        // Full of live, unspent ones: refused (they still hold the limit).
+        assert!(!add(&mut r, 3, now));
+        // Once 1 is signed, it makes room; 2 stays.
+        r.mark_spent(&[1; 16]);
+        assert!(add(&mut r, 3, now));
+        assert!(r.get(&[1; 16], now).is_none());
+        assert!(r.get(&[2; 16], now).is_some());
+        assert!(r.get(&[3; 16], now).is_some());
     }
 }

@@ -850,13 +850,19 @@ async fn journal_withdrawal<C: Suite>(
         )
         .await?;
     if let Some(id) = named {
-        // Signed: the journal step counted the spend in this node's ledger,
-        // durably, so the reservation has done its work; refused for good:
-        // it would only hold the limit for nothing. Either way it goes, so
-        // reservations never pile up to the table's cap under load (a later
-        // session naming it is answered stale and reserves again).
         if let Ok(mut r) = node.reservations.lock() {
-            r.take(&id, Instant::now());
+            match &outcome {
+                // Signed: the journal step counted the spend in the ledger;
+                // the reservation stays for the request's later sessions
+                // (ROAST) but is the first to make room when the table is
+                // full, so reservations never pile up to its cap under load.
+                Ok(_) => r.mark_spent(&id),
+                // Refused for good on this request: it would only hold the
+                // limit for nothing (a later Sign naming it is then stale).
+                Err(_) => {
+                    r.take(&id, Instant::now());
+                }
+            }
         }
     }
     outcome.map_err(|e| refuse(node, "sign", Check::Journal, e))
