@@ -10,7 +10,8 @@
 //! - `refresh`: proactive refresh of a group's shares (same group key);
 //! - `repair`: rebuilding a lost member's share on a replacement node;
 //! - `retire`: retiring a group for good (its share destroyed);
-//! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`.
+//! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`;
+//! - `velocity`: the group-wide velocity write (`Reserve`) and read (`Attest`).
 
 mod dkg;
 mod quorum;
@@ -18,6 +19,7 @@ mod refresh;
 mod repair;
 mod retire;
 mod sign;
+mod velocity;
 
 use std::sync::Arc;
 
@@ -398,7 +400,7 @@ impl SignerNodeApi for NodeService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        Ok(Response::new(sign::reserve_only(
+        Ok(Response::new(velocity::reserve_only(
             &self.node,
             request.get_ref(),
         )?))
@@ -408,7 +410,10 @@ impl SignerNodeApi for NodeService {
         &self,
         request: Request<pb::AttestRequest>,
     ) -> Result<Response<pb::AttestResponse>, Status> {
-        Ok(Response::new(sign::attest(&self.node, request.get_ref())?))
+        Ok(Response::new(velocity::attest(
+            &self.node,
+            request.get_ref(),
+        )?))
     }
 
     async fn sign(

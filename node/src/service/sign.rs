@@ -31,9 +31,7 @@ use permafrost_core::authz::{
 use permafrost_core::policy::{Approval, LedgerView, VELOCITY_WINDOW_SECS};
 use permafrost_core::signing::{self, ActivationTarget, SigningTarget};
 use permafrost_core::taproot::Scheme;
-use permafrost_core::velocity::{
-    self, AttestationRules, MemberKeys, Receipt, SignedAttestation, SignedReceipt, Subject,
-};
+use permafrost_core::velocity::{self, AttestationRules, SignedAttestation, Subject};
 use permafrost_core::{unix_now, CoreError, GroupName};
 use permafrost_proto as pb;
 use permafrost_proto::convert::group_name;
@@ -48,7 +46,7 @@ use crate::{NodeError, SignerNode};
 /// Retry hint sent when every signing-round slot is taken.
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 /// Retry hint sent when the nonce pool is full: nonces free up more slowly.
-const NONCE_POOL_RETRY: Duration = Duration::from_millis(200);
+pub(super) const NONCE_POOL_RETRY: Duration = Duration::from_millis(200);
 /// Most sessions one Commit may open (one per transaction input).
 const MAX_SESSIONS_PER_REQUEST: u32 = permafrost_core::taproot::MAX_INPUTS as u32;
 
@@ -99,7 +97,7 @@ pub(super) fn commit(
     // now (the write the group-wide check reads); only custody-signed
     // requests get one, so junk reserves nothing.
     let reserved = match &req.withdrawal {
-        Some(w) => Some(reserve(node, &record, w)?),
+        Some(w) => Some(super::velocity::reserve(node, &record, w)?),
         None => None,
     };
     let key_package = node
@@ -154,175 +152,6 @@ pub(super) fn commit(
             })
             .collect(),
         identifier,
-    })
-}
-
-/// `Reserve`: the velocity write for a request whose nonces come from the
-/// bank. The same checks and reservation as `Commit` with a withdrawal,
-/// without nonces; `Sign` names the reservation.
-pub(super) fn reserve_only(
-    node: &SignerNode,
-    req: &pb::ReserveRequest,
-) -> Result<pb::ReserveResponse, NodeError> {
-    let _session = node.session_slot()?;
-    node.vault.ensure_unsealed()?;
-    let name = group_name("key_group", &req.key_group).wire()?;
-    let record = node.group_record(&name)?;
-    let w = req
-        .withdrawal
-        .as_ref()
-        .ok_or_else(|| missing("withdrawal"))?;
-    let (binding, receipt) = reserve(node, &record, w)?;
-    Ok(pb::ReserveResponse {
-        receipt: receipt.to_wire(),
-        reservation: binding.commit_id.to_vec(),
-    })
-}
-
-/// Verifies a custody-signed withdrawal and reserves what it would take out
-/// of the group; returns the nonces' binding and the signed receipt.
-fn reserve(
-    node: &SignerNode,
-    record: &GroupRecord,
-    w: &pb::SignedWithdrawal,
-) -> Result<(Binding, SignedReceipt), NodeError> {
-    let signed: SignedWithdrawal = w.try_into().wire()?;
-    let now = unix_now();
-    let custody = verify_custody(&signed, &group_view(record)?, &node.settings, now)
-        .map_err(|e| refuse(node, "commit", Check::Custody, e))?;
-    let mut commit_id = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut commit_id);
-    let receipt = Receipt {
-        node: node.id.clone(),
-        group: record.name.clone(),
-        asset: custody.request().asset.clone(),
-        digest: custody.digest(),
-        amount: custody.spend().amount,
-        reserved_at: now,
-        commit_id,
-    };
-    let signature = node.identity.sign(&receipt.encode()).to_vec();
-    let stored = node
-        .reservations
-        .lock()
-        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
-        .insert(
-            commit_id,
-            receipt.group.clone(),
-            receipt.asset.clone(),
-            receipt.digest,
-            receipt.amount,
-            receipt.hash(),
-            Instant::now(),
-        );
-    if !stored {
-        return Err(NodeError::Busy {
-            what: "velocity reservations full".into(),
-            retry_after: NONCE_POOL_RETRY,
-        });
-    }
-    Ok((
-        Binding {
-            digest: receipt.digest,
-            commit_id,
-        },
-        SignedReceipt { receipt, signature },
-    ))
-}
-
-/// The identity keys of `record`'s members, from this node's own manifest.
-fn member_keys(node: &SignerNode, record: &GroupRecord) -> Result<MemberKeys, NodeError> {
-    record
-        .members
-        .iter()
-        .map(|m| {
-            let entry = node
-                .directory
-                .get(m)
-                .map_err(|e| NodeError::Config(format!("manifest: {e}")))?;
-            Ok((m.clone(), entry.identity_key))
-        })
-        .collect()
-}
-
-/// `Attest`: the read after this attempt's reservations. Verifies the
-/// custody signature and the signers' receipts (at least `t`, distinct
-/// members, for this request), then signs what this member counted or holds
-/// reserved in the velocity window, this request excluded.
-pub(super) fn attest(
-    node: &SignerNode,
-    req: &pb::AttestRequest,
-) -> Result<pb::AttestResponse, NodeError> {
-    node.vault.ensure_unsealed()?;
-    let name = group_name("key_group", &req.key_group).wire()?;
-    let record = node.group_record(&name)?;
-    let w = req
-        .withdrawal
-        .as_ref()
-        .ok_or_else(|| missing("withdrawal"))?;
-    let signed: SignedWithdrawal = w.try_into().wire()?;
-    let now = unix_now();
-    let custody = verify_custody(&signed, &group_view(&record)?, &node.settings, now)
-        .map_err(|e| refuse(node, "attest", Check::Custody, e))?;
-    let receipts = req
-        .receipts
-        .iter()
-        .map(|r| SignedReceipt::from_wire(r).map_err(|e| invalid("receipts", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let digest = custody.digest();
-    let asset = custody.request().asset.clone();
-    let subject = Subject {
-        group: &name,
-        asset: &asset,
-        digest: &digest,
-    };
-    let hashes = velocity::verify_receipts(
-        &receipts,
-        &member_keys(node, &record)?,
-        subject,
-        usize::from(record.threshold),
-    )
-    .map_err(|e| refuse(node, "attest", Check::Velocity, e))?;
-    let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
-    let mut entries: std::collections::BTreeMap<_, u128> = node
-        .store
-        .ledger_since(&name, &asset, window_start)?
-        .into_iter()
-        .collect();
-    let live = node
-        .reservations
-        .lock()
-        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
-        .live(&name, &asset, Instant::now());
-    for (d, amount) in live {
-        let e = entries.entry(d).or_default();
-        *e = (*e).max(amount);
-    }
-    entries.remove(&digest);
-    if entries.len() > velocity::MAX_ENTRIES {
-        return Err(NodeError::Unavailable(format!(
-            "{} velocity entries in the window, more than one attestation lists ({})",
-            entries.len(),
-            velocity::MAX_ENTRIES
-        )));
-    }
-    let attestation = velocity::Attestation {
-        node: node.id.clone(),
-        group: name,
-        asset,
-        digest,
-        at: now,
-        window_start,
-        receipts: hashes,
-        entries: entries.into_iter().collect(),
-    };
-    let signature = node.identity.sign(&attestation.encode()).to_vec();
-    Ok(pb::AttestResponse {
-        attestation: SignedAttestation {
-            attestation,
-            signature,
-        }
-        .to_wire(),
     })
 }
 
@@ -788,7 +617,7 @@ async fn journal_withdrawal<C: Suite>(
         None => 0,
         Some(reservation) => velocity::attested_total(
             &attestations,
-            &member_keys(node, record)?,
+            &super::velocity::member_keys(node, record)?,
             AttestationRules {
                 subject: Subject {
                     group: &record.name,
@@ -919,7 +748,7 @@ fn release_withdrawal_shares<C: Suite>(
     Ok(shares)
 }
 
-fn group_view(record: &GroupRecord) -> Result<GroupView, NodeError> {
+pub(super) fn group_view(record: &GroupRecord) -> Result<GroupView, NodeError> {
     Ok(GroupView {
         name: record.name.clone(),
         tier: record.tier,
@@ -931,7 +760,7 @@ fn group_view(record: &GroupRecord) -> Result<GroupView, NodeError> {
 impl SignerNode {
     /// A slot among the signing rounds in flight (owned, so a spawned step can
     /// hold it), or "busy".
-    fn session_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+    pub(super) fn session_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
         self.sessions
             .clone()
             .try_acquire_owned()
