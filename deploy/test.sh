@@ -539,14 +539,16 @@ for name in sorted(os.listdir(d)):
         if e["event"] == "withdrawal_signed":
             signed[e["detail"]["request"]] += 1
 multi = {k: v for k, v in by_id.items() if len(v) != 1}
-twice = {k: v for k, v in per_node.items() if v != 1}
+# A node may release a second share of the same request (same digest, fresh
+# nonces) when the coordinator starts another session (ROAST): safe, and
+# counted, but never a second digest.
+again = sum(1 for v in per_node.values() if v > 1)
 resigned = {k: v for k, v in signed.items() if v != 1}
-if multi or twice or resigned:
-    print("FAIL", "ids with several digests:", sorted(multi)[:5], "shares released twice:", sorted(twice)[:5],
-          "signed twice:", sorted(resigned)[:5])
+if multi or resigned:
+    print("FAIL", "ids with several digests:", sorted(multi)[:5], "signed twice:", sorted(resigned)[:5])
 else:
-    print("PASS", f"{len(by_id)} request ids, each one digest; {sum(per_node.values())} shares released, "
-          f"none twice; coordinator signed {len(signed)} once each")
+    print("PASS", f"{len(by_id)} request ids, each one digest; {sum(per_node.values())} shares released "
+          f"({again} node/request pairs in a second session, same digest); coordinator signed {len(signed)} once each")
 PY
 )"
 record "one digest per request id (audit logs)" "${digests%% *}" "${digests#* }"
