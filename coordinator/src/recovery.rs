@@ -151,14 +151,16 @@ pub async fn recover_key_group(
         }
     }
     let mut record = record;
-    let moved = record.epoch != top;
-    record.public_key_package = pkp;
-    record.epoch = top;
-    coord
-        .store
-        .put_group(&record)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+    let moved = record.epoch != top || record.public_key_package != pkp;
+    if moved {
+        record.public_key_package = pkp;
+        record.epoch = top;
+        coord
+            .store
+            .put_group(&record)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+    }
     if moved || !committed.is_empty() {
         coord
             .audit
@@ -411,15 +413,15 @@ async fn finish_repair(
             Err(_) => still_behind.push(id.clone()),
         }
     }
-    let moved = record.epoch != top;
-    record.members = spec.new_members();
-    record.epoch = top;
-    coord
-        .store
-        .put_group(&record)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+    let moved = record.epoch != top || record.members != spec.new_members();
     if moved {
+        record.members = spec.new_members();
+        record.epoch = top;
+        coord
+            .store
+            .put_group(&record)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         coord
             .store
             .revoke(&spec.lost)

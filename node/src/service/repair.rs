@@ -91,17 +91,7 @@ pub(super) async fn prepare(
     req: &pb::RepairRequest,
 ) -> Result<pb::RepairAck, NodeError> {
     let (spec, approved) = repair_context(node, "repair-prepare", req)?;
-    if spec.lost == node.id {
-        return Err(refuse(
-            node,
-            "repair-prepare",
-            Check::Ceremony,
-            CoreError::refused(format!(
-                "{} is the lost member of this repair; a node never drops itself",
-                node.id
-            )),
-        ));
-    }
+    never_drops_itself(node, "repair-prepare", &spec)?;
     let mut record = node.group_record(&spec.group)?;
     let (authorized, epoch) = as_member(
         node,
@@ -173,6 +163,26 @@ pub(super) async fn prepare(
         member: ack.member.to_string(),
         signature: ack.signature,
     })
+}
+
+/// X7: the lost member of a repair takes no step that drops it.
+fn never_drops_itself(
+    node: &SignerNode,
+    step: &'static str,
+    spec: &RepairSpec,
+) -> Result<(), NodeError> {
+    if spec.lost != node.id {
+        return Ok(());
+    }
+    Err(refuse(
+        node,
+        step,
+        Check::Ceremony,
+        CoreError::refused(format!(
+            "{} is the lost member of this repair; a node never drops itself",
+            node.id
+        )),
+    ))
 }
 
 /// The relayed repair spec and its verified operator quorum.
@@ -435,17 +445,7 @@ pub(super) async fn replace_member(
     req: &pb::RepairRequest,
 ) -> Result<pb::ReplaceMemberResponse, NodeError> {
     let (spec, approved) = repair_context(node, "replace-member", req)?;
-    if spec.lost == node.id {
-        return Err(refuse(
-            node,
-            "replace-member",
-            Check::Ceremony,
-            CoreError::refused(format!(
-                "{} is the lost member of this repair; a node never drops itself",
-                node.id
-            )),
-        ));
-    }
+    never_drops_itself(node, "replace-member", &spec)?;
     let mut record = node.group_record(&spec.group)?;
     let (authorized, epoch) = as_member(
         node,
