@@ -37,7 +37,9 @@ pub mod bank;
 mod messages;
 mod velocity;
 
-pub use messages::{Command, Event, Evidence, FailReason, NonceSet, SessionConfig, Step};
+pub use messages::{
+    Command, Event, Evidence, FailReason, NonceSet, SessionConfig, Step, HEDGE_FRACTION,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -56,13 +58,20 @@ struct Signer<C: Ciphersuite> {
     sets: VecDeque<NonceSet<C>>,
     commit_pending: bool,
     reservation: Option<(Vec<u8>, Vec<u8>)>,
+    /// With the reservation: how far it holds each member's ledger.
+    held: BTreeMap<NodeId, u64>,
     reserve_pending: bool,
+    /// Has answered a session of this request with valid shares: preferred
+    /// for the next session over members that have not shown they answer.
+    proven: bool,
 }
 
 struct AttestRound {
     /// Reservations (by id) whose receipts the round's attestations name.
     covers: BTreeSet<Vec<u8>>,
     receipts: Vec<Vec<u8>>,
+    /// Per attestor: the entry its ledger is listed from.
+    since: BTreeMap<NodeId, u64>,
     got: BTreeMap<NodeId, Vec<u8>>,
     pending: BTreeSet<NodeId>,
 }
@@ -141,7 +150,9 @@ impl<C: Ciphersuite> SigningSession<C> {
                     sets,
                     commit_pending: false,
                     reservation: None,
+                    held: BTreeMap::new(),
                     reserve_pending: false,
+                    proven: false,
                 },
             );
         }
@@ -203,11 +214,13 @@ impl<C: Ciphersuite> SigningSession<C> {
                 node,
                 reservation,
                 receipt,
+                held,
             } => {
                 self.answered();
                 if let Some(s) = self.signers.get_mut(&node) {
                     s.reserve_pending = false;
                     s.reservation = Some((reservation, receipt));
+                    s.held = held;
                 }
             }
             Event::Attested {
@@ -226,9 +239,10 @@ impl<C: Ciphersuite> SigningSession<C> {
                 node,
                 session,
                 shares,
+                elapsed,
             } => {
                 self.answered();
-                self.on_shares(node, session, shares, &mut out);
+                self.on_shares(node, session, shares, elapsed, &mut out);
             }
             Event::Refused { node, step, reason } => {
                 self.answered();
@@ -336,6 +350,7 @@ impl<C: Ciphersuite> SigningSession<C> {
                 node: node.clone(),
                 round,
                 receipts: r.receipts.clone(),
+                since: r.since.get(node).copied().unwrap_or(0),
             }),
             // A busy node took no nonce (it refuses before touching its pool).
             Step::Sign(session) => self
@@ -464,13 +479,16 @@ impl<C: Ciphersuite> SigningSession<C> {
             self.maybe_attest(out);
         }
         loop {
-            let ready: Vec<NodeId> = self
+            // Members that answered validly already come first: a member
+            // that committed may still be silent at signing.
+            let mut ready: Vec<NodeId> = self
                 .config
                 .candidates
                 .iter()
                 .filter(|n| self.is_ready(n))
                 .cloned()
                 .collect();
+            ready.sort_by_key(|n| !self.signers[n].proven);
             if ready.len() < t {
                 break;
             }
@@ -579,6 +597,7 @@ impl<C: Ciphersuite> SigningSession<C> {
         node: NodeId,
         session: u32,
         raw: Vec<Vec<u8>>,
+        elapsed: std::time::Duration,
         out: &mut Vec<Command<C>>,
     ) {
         let Some(signer) = self.signers.get(&node) else {
@@ -679,6 +698,7 @@ impl<C: Ciphersuite> SigningSession<C> {
         let released = s.released;
         let first_answer = s.answered.len() == 1;
         if let Some(signer) = self.signers.get_mut(&node) {
+            signer.proven = true;
             if signer.state == State::InSession(session) {
                 signer.state = if released {
                     State::Available
@@ -689,11 +709,33 @@ impl<C: Ciphersuite> SigningSession<C> {
         }
         if released {
             self.replenish(&node, out);
-        } else if first_answer {
-            out.push(Command::Later {
-                after: self.config.hedge,
-                command: Box::new(Command::Hedge { session }),
-            });
+        } else {
+            if first_answer {
+                out.push(Command::Later {
+                    after: self.config.hedge.max(elapsed / HEDGE_FRACTION),
+                    command: Box::new(Command::Hedge { session }),
+                });
+            }
+            if elapsed >= self.config.hedge {
+                // A long round trip: fetch its next nonce set now, so that
+                // a hedge finds it in hand instead of waiting one more trip.
+                self.prefetch(&node, out);
+            }
+        }
+    }
+
+    /// Asks a held signer for its next nonce set ahead of the hedge.
+    fn prefetch(&mut self, node: &NodeId, out: &mut Vec<Command<C>>) {
+        let count = self.config.messages.len();
+        if let Some(s) = self.signers.get_mut(node) {
+            if s.sets.is_empty() && !s.commit_pending {
+                s.commit_pending = true;
+                self.outstanding += 1;
+                out.push(Command::RequestCommitments {
+                    node: node.clone(),
+                    count,
+                });
+            }
         }
     }
 }

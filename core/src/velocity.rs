@@ -47,9 +47,13 @@ use crate::withdrawal::RequestDigest;
 use crate::{CoreError, GroupName, NodeId};
 
 const RECEIPT_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-RECEIPT/v1";
-const ATTESTATION_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-ATTESTATION/v1";
-/// Most ledger entries one attestation may list (fail closed beyond).
+const ATTESTATION_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-ATTESTATION/v2";
+/// Most ledger entries (or reservations) one attestation may list; a longer
+/// range comes in parts ([`Attestation::complete`]).
 pub const MAX_ENTRIES: usize = 20_000;
+/// Most requests a signer keeps of a group's and asset's window
+/// ([`LedgerCache`]); a busier window is refused (fail closed).
+pub const MAX_WINDOW_ENTRIES: usize = 500_000;
 
 /// Whether a request under `limits` needs the group-wide read at all: it
 /// does unless the daily limit is the largest amount there is, which no total
@@ -94,6 +98,16 @@ impl<'a> Reader<'a> {
     }
     fn u128(&mut self) -> Result<u128, CoreError> {
         Ok(u128::from_be_bytes(fixed(self.field()?)?))
+    }
+    fn count(&mut self, what: &str, max: usize) -> Result<usize, CoreError> {
+        let count = u32::from_be_bytes(fixed(self.field()?)?) as usize;
+        if count > max {
+            return Err(CoreError::invalid(
+                "attestation",
+                format!("{count} {what}, at most {max}"),
+            ));
+        }
+        Ok(count)
     }
     fn digest(&mut self) -> Result<RequestDigest, CoreError> {
         RequestDigest::from_slice(self.field()?)
@@ -183,7 +197,29 @@ pub struct SignedReceipt {
     pub signature: Vec<u8>,
 }
 
+/// One entry of a member's velocity ledger: a request it released a share
+/// for, numbered in the order it journaled them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Position in the member's ledger of this group and asset (from 0, no gaps).
+    pub seq: u64,
+    /// The request.
+    pub digest: RequestDigest,
+    /// Amount counted.
+    pub amount: u128,
+    /// When, by the member's clock (never earlier than the entry before).
+    pub at: u64,
+}
+
+/// Bytes one [`LedgerEntry`] takes in an attestation.
+pub const ENTRY_WIRE_BYTES: usize = 4 * 4 + 8 + 32 + 16 + 8;
+
 /// What a member attests it signed or holds reserved in the window.
+///
+/// The ledger part is a *range* of the member's numbered ledger: a signer
+/// keeps what it verified of each member's ledger before ([`LedgerCache`]),
+/// so an attestation lists only the entries since what the signers said they
+/// hold (`from_seq`), or the whole window for a signer that holds nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attestation {
     /// The attesting member.
@@ -192,16 +228,29 @@ pub struct Attestation {
     pub group: GroupName,
     /// Asset.
     pub asset: String,
-    /// The request being checked (its own entries are left out).
+    /// The request being checked.
     pub digest: RequestDigest,
     /// When, by the attestor's clock.
     pub at: u64,
-    /// Start of the window the entries cover.
+    /// Start of the window the ledger covers.
     pub window_start: u64,
     /// Hashes of the receipts the attestor verified (sorted): the writes this read follows.
     pub receipts: Vec<[u8; 32]>,
-    /// (request digest, amount) of everything signed or reserved in the window, sorted by digest.
-    pub entries: Vec<(RequestDigest, u128)>,
+    /// The first entry of the attestor's ledger still in the window
+    /// (its ledger's length when none is).
+    pub first_seq: u64,
+    /// Where the listed range starts: entries from `max(from_seq, first_seq)`.
+    pub from_seq: u64,
+    /// One past the last entry this attestation covers.
+    pub through: u64,
+    /// Whether `through` is the end of the attestor's ledger; a part that
+    /// is not (a signer catching up on a long window) proves nothing yet.
+    pub complete: bool,
+    /// Every ledger entry from `max(from_seq, first_seq)` to `through`, in order.
+    pub entries: Vec<LedgerEntry>,
+    /// (request digest, amount) of every live reservation, sorted by digest,
+    /// this request's excluded.
+    pub reserved: Vec<(RequestDigest, u128)>,
 }
 
 impl Attestation {
@@ -218,15 +267,26 @@ impl Attestation {
         for h in &self.receipts {
             put(&mut out, h);
         }
+        put(&mut out, &self.first_seq.to_be_bytes());
+        put(&mut out, &self.from_seq.to_be_bytes());
+        put(&mut out, &self.through.to_be_bytes());
+        put(&mut out, &[u8::from(self.complete)]);
         put(&mut out, &(self.entries.len() as u32).to_be_bytes());
-        for (d, amount) in &self.entries {
+        for e in &self.entries {
+            put(&mut out, &e.seq.to_be_bytes());
+            put(&mut out, &e.digest.0);
+            put(&mut out, &e.amount.to_be_bytes());
+            put(&mut out, &e.at.to_be_bytes());
+        }
+        put(&mut out, &(self.reserved.len() as u32).to_be_bytes());
+        for (d, amount) in &self.reserved {
             put(&mut out, &d.0);
             put(&mut out, &amount.to_be_bytes());
         }
         out
     }
 
-    /// Parses [`Attestation::encode`].
+    /// Parses [`Attestation::encode`], and checks its ranges are well formed.
     pub fn decode(bytes: &[u8]) -> Result<Self, CoreError> {
         let rest = bytes
             .strip_prefix(ATTESTATION_DOMAIN)
@@ -238,29 +298,47 @@ impl Attestation {
         let digest = r.digest()?;
         let at = r.u64()?;
         let window_start = r.u64()?;
-        let count = u32::from_be_bytes(fixed(r.field()?)?) as usize;
-        if count > 1024 {
-            return Err(CoreError::invalid(
-                "attestation",
-                format!("{count} receipts"),
-            ));
-        }
+        let count = r.count("receipts", 1024)?;
         let mut receipts = Vec::with_capacity(count);
         for _ in 0..count {
             receipts.push(fixed(r.field()?)?);
         }
-        let count = u32::from_be_bytes(fixed(r.field()?)?) as usize;
-        if count > MAX_ENTRIES {
-            return Err(CoreError::invalid(
-                "attestation",
-                format!("{count} entries, at most {MAX_ENTRIES}"),
-            ));
-        }
+        let first_seq = r.u64()?;
+        let from_seq = r.u64()?;
+        let through = r.u64()?;
+        let complete = match r.field()? {
+            [0] => false,
+            [1] => true,
+            _ => return Err(CoreError::invalid("attestation", "complete is not 0 or 1")),
+        };
+        let count = r.count("ledger entries", MAX_ENTRIES)?;
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
-            entries.push((r.digest()?, r.u128()?));
+            entries.push(LedgerEntry {
+                seq: r.u64()?,
+                digest: r.digest()?,
+                amount: r.u128()?,
+                at: r.u64()?,
+            });
+        }
+        let count = r.count("reservations", MAX_ENTRIES)?;
+        let mut reserved = Vec::with_capacity(count);
+        for _ in 0..count {
+            reserved.push((r.digest()?, r.u128()?));
         }
         r.done()?;
+        let start = from_seq.max(first_seq);
+        let ordered = entries.windows(2).all(|w| w[0].seq < w[1].seq);
+        let inside = entries.iter().all(|e| e.seq >= start && e.seq < through);
+        if first_seq > through || !ordered || !inside {
+            return Err(CoreError::invalid(
+                "attestation",
+                format!(
+                    "ledger range {start}..{through} (window from {first_seq}) does not hold its {} entries in order",
+                    entries.len()
+                ),
+            ));
+        }
         Ok(Self {
             node,
             group,
@@ -269,7 +347,12 @@ impl Attestation {
             at,
             window_start,
             receipts,
+            first_seq,
+            from_seq,
+            through,
+            complete,
             entries,
+            reserved,
         })
     }
 }
@@ -386,6 +469,74 @@ pub fn verify_receipts(
     Ok(hashes)
 }
 
+/// How many ledger entries one attestation part lists so that the `needed`
+/// attestations a `Sign` carries stay well inside one gRPC message.
+pub fn part_limit(needed: usize) -> usize {
+    const BUDGET: usize = 512 * 1024;
+    (BUDGET / needed.max(1) / ENTRY_WIRE_BYTES).clamp(16, MAX_ENTRIES)
+}
+
+/// What a signer verified of its group's ledgers, per group and asset: every
+/// request any member attested in the window (counted once, by digest), and
+/// how far into each member's numbered ledger it holds (its *coverage*).
+///
+/// Memory only (a restart starts empty and is sent whole windows again).
+/// It relies on each member's ledger only growing, as its journal does: a
+/// member's store rolled back to a backup would reuse entry numbers.
+/// Counting every member's attested entries, not only this request's
+/// attestors', counts more than [`Attestation`]s of `n − t + 1` members
+/// alone would, never less: every entry is a request some member signed.
+#[derive(Debug, Default)]
+pub struct LedgerCache {
+    windows: BTreeMap<(GroupName, String), Window>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    coverage: BTreeMap<NodeId, u64>,
+    /// digest → (largest amount listed, latest `at` listed).
+    entries: BTreeMap<RequestDigest, (u128, u64)>,
+    by_time: BTreeSet<(u64, RequestDigest)>,
+    total: u128,
+}
+
+impl Window {
+    fn add(&mut self, e: &LedgerEntry) {
+        match self.entries.get_mut(&e.digest) {
+            Some((amount, at)) => {
+                if e.amount > *amount {
+                    self.total = self.total.saturating_sub(*amount).saturating_add(e.amount);
+                    *amount = e.amount;
+                }
+                if e.at > *at {
+                    self.by_time.remove(&(*at, e.digest));
+                    self.by_time.insert((e.at, e.digest));
+                    *at = e.at;
+                }
+            }
+            None => {
+                self.entries.insert(e.digest, (e.amount, e.at));
+                self.by_time.insert((e.at, e.digest));
+                self.total = self.total.saturating_add(e.amount);
+            }
+        }
+    }
+
+    /// Drops what no member could still list: older than the window by
+    /// this node's clock, with the skew allowed.
+    fn expire(&mut self, oldest: u64) {
+        while let Some(&(at, digest)) = self.by_time.first() {
+            if at >= oldest {
+                break;
+            }
+            self.by_time.pop_first();
+            if let Some((amount, _)) = self.entries.remove(&digest) {
+                self.total = self.total.saturating_sub(amount);
+            }
+        }
+    }
+}
+
 /// What a signer checks its round-2 attestations against.
 #[derive(Clone, Copy, Debug)]
 pub struct AttestationRules<'a> {
@@ -401,78 +552,164 @@ pub struct AttestationRules<'a> {
     pub max_age_secs: u64,
     /// Clock skew tolerance, seconds.
     pub skew_secs: u64,
+    /// The velocity window, seconds.
+    pub window_secs: u64,
 }
 
-/// In round 2: verifies the attestations and returns what the group already
-/// signed or holds reserved in the window, this request excluded, counted
-/// once per request digest (the largest amount any attestor lists for it).
-pub fn attested_total(
-    attestations: &[SignedAttestation],
-    members: &MemberKeys,
-    rules: AttestationRules<'_>,
-) -> Result<u128, CoreError> {
-    let subject = rules.subject;
-    let mut from = BTreeSet::new();
-    let mut union: BTreeMap<RequestDigest, u128> = BTreeMap::new();
-    for s in attestations {
-        let a = &s.attestation;
-        let key = members.get(&a.node).ok_or_else(|| {
-            CoreError::refused(format!(
-                "velocity attestation from {}, not a member of {}",
-                a.node, subject.group
-            ))
-        })?;
-        if &a.group != subject.group || a.asset != subject.asset || &a.digest != subject.digest {
-            return Err(CoreError::refused(format!(
-                "velocity attestation from {} is for another request",
-                a.node
-            )));
-        }
-        if a.at > rules.now.saturating_add(rules.skew_secs)
-            || a.at
-                .saturating_add(rules.max_age_secs)
-                .saturating_add(rules.skew_secs)
-                < rules.now
-        {
-            return Err(CoreError::refused(format!(
-                "velocity attestation from {} is dated {} (now {}): not fresh",
-                a.node, a.at, rules.now
-            )));
-        }
-        if a.receipts.binary_search(rules.own_receipt).is_err() {
-            return Err(CoreError::refused(format!(
-                "velocity attestation from {} was not made over this node's reservation",
-                a.node
-            )));
-        }
-        if !verify_ed25519(key, &a.encode(), &s.signature) {
-            return Err(CoreError::refused(format!(
-                "velocity attestation from {} does not verify under its identity key",
-                a.node
-            )));
-        }
-        if !from.insert(a.node.clone()) {
-            return Err(CoreError::refused(format!(
-                "two velocity attestations from {}",
-                a.node
-            )));
-        }
-        for (d, amount) in &a.entries {
-            if d == subject.digest {
-                continue;
+impl LedgerCache {
+    /// How far this node holds each member's ledger of `group`/`asset`: what
+    /// an attestor is asked to list from (`AttestRequest.since`).
+    pub fn coverage(&self, group: &GroupName, asset: &str) -> BTreeMap<NodeId, u64> {
+        self.windows
+            .get(&(group.clone(), asset.to_string()))
+            .map(|w| w.coverage.clone())
+            .unwrap_or_default()
+    }
+
+    /// Requests held for `group`/`asset` (metrics, tests).
+    pub fn len(&self, group: &GroupName, asset: &str) -> usize {
+        self.windows
+            .get(&(group.clone(), asset.to_string()))
+            .map_or(0, |w| w.entries.len())
+    }
+
+    /// Forgets everything (what a restart does).
+    pub fn clear(&mut self) {
+        self.windows.clear();
+    }
+
+    /// In round 2: verifies the attestations, takes in the ledger ranges they
+    /// list, and returns what the group already signed or holds reserved in
+    /// the window, this request excluded, counted once per request digest
+    /// (the largest amount listed for it).
+    ///
+    /// Refused: an attestation that is not from a member, not for this
+    /// request, not fresh, not made over this node's receipt, not signed by
+    /// its member, a second one from a member, fewer than `needed`; a range
+    /// that starts after what this node holds of that member (a gap: the
+    /// coordinator asked for the wrong range); a part of a longer range (the
+    /// node keeps it and is caught up by the next request).
+    pub fn check(
+        &mut self,
+        attestations: &[SignedAttestation],
+        members: &MemberKeys,
+        rules: AttestationRules<'_>,
+    ) -> Result<u128, CoreError> {
+        let subject = rules.subject;
+        let key = (subject.group.clone(), subject.asset.to_string());
+        let mut from = BTreeSet::new();
+        for s in attestations {
+            let a = &s.attestation;
+            let member_key = members.get(&a.node).ok_or_else(|| {
+                CoreError::refused(format!(
+                    "velocity attestation from {}, not a member of {}",
+                    a.node, subject.group
+                ))
+            })?;
+            if &a.group != subject.group || a.asset != subject.asset || &a.digest != subject.digest
+            {
+                return Err(CoreError::refused(format!(
+                    "velocity attestation from {} is for another request",
+                    a.node
+                )));
             }
-            let e = union.entry(*d).or_default();
-            *e = (*e).max(*amount);
+            if a.at > rules.now.saturating_add(rules.skew_secs)
+                || a.at
+                    .saturating_add(rules.max_age_secs)
+                    .saturating_add(rules.skew_secs)
+                    < rules.now
+            {
+                return Err(CoreError::refused(format!(
+                    "velocity attestation from {} is dated {} (now {}): not fresh",
+                    a.node, a.at, rules.now
+                )));
+            }
+            if a.receipts.binary_search(rules.own_receipt).is_err() {
+                return Err(CoreError::refused(format!(
+                    "velocity attestation from {} was not made over this node's reservation",
+                    a.node
+                )));
+            }
+            if !verify_ed25519(member_key, &a.encode(), &s.signature) {
+                return Err(CoreError::refused(format!(
+                    "velocity attestation from {} does not verify under its identity key",
+                    a.node
+                )));
+            }
+            if !from.insert(a.node.clone()) {
+                return Err(CoreError::refused(format!(
+                    "two velocity attestations from {}",
+                    a.node
+                )));
+            }
+            let held = self
+                .windows
+                .get(&key)
+                .and_then(|w| w.coverage.get(&a.node))
+                .copied()
+                .unwrap_or(0);
+            if a.from_seq > held && a.from_seq > a.first_seq {
+                return Err(CoreError::refused(format!(
+                    "velocity attestation from {} lists its ledger from entry {}, but this node holds it only up to {held} (and the window starts at {}): entries would be missed",
+                    a.node, a.from_seq, a.first_seq
+                )));
+            }
         }
+        if from.len() < rules.needed {
+            return Err(CoreError::refused(format!(
+                "velocity attestations from {} members, the group needs {} (n - t + 1) to see every other withdrawal",
+                from.len(),
+                rules.needed
+            )));
+        }
+        let window = self.windows.entry(key).or_default();
+        let mut partial = None;
+        for s in attestations {
+            let a = &s.attestation;
+            for e in &a.entries {
+                window.add(e);
+            }
+            let held = window.coverage.entry(a.node.clone()).or_default();
+            *held = (*held).max(a.through);
+            if !a.complete {
+                partial = Some((a.node.clone(), a.through));
+            }
+        }
+        window.expire(
+            rules
+                .now
+                .saturating_sub(rules.window_secs)
+                .saturating_sub(rules.skew_secs),
+        );
+        if window.entries.len() > MAX_WINDOW_ENTRIES {
+            return Err(CoreError::refused(format!(
+                "{} requests in {}'s {} velocity window, more than a signer keeps ({MAX_WINDOW_ENTRIES})",
+                window.entries.len(),
+                subject.group,
+                subject.asset
+            )));
+        }
+        if let Some((node, through)) = partial {
+            return Err(CoreError::refused(format!(
+                "catching up on {node}'s velocity ledger (held up to entry {through}, more to come): try again"
+            )));
+        }
+        let mut reserved: BTreeMap<RequestDigest, u128> = BTreeMap::new();
+        for s in attestations {
+            for (d, amount) in &s.attestation.reserved {
+                if d != subject.digest && !window.entries.contains_key(d) {
+                    let e = reserved.entry(*d).or_default();
+                    *e = (*e).max(*amount);
+                }
+            }
+        }
+        let this = window.entries.get(subject.digest).map_or(0, |(a, _)| *a);
+        Ok(reserved
+            .values()
+            .fold(window.total.saturating_sub(this), |t, v| {
+                t.saturating_add(*v)
+            }))
     }
-    if from.len() < rules.needed {
-        return Err(CoreError::refused(format!(
-            "velocity attestations from {} members, the group needs {} (n - t + 1) to see every other withdrawal",
-            from.len(),
-            rules.needed
-        )));
-    }
-    Ok(union.values().fold(0u128, |t, v| t.saturating_add(*v)))
 }
 
 #[cfg(test)]

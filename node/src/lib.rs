@@ -189,6 +189,8 @@ pub struct SignerNode {
     pub(crate) max_banked: usize,
     /// Velocity reservations made with round-1 nonces (group-wide P1).
     pub(crate) reservations: Mutex<crate::reservations::Reservations>,
+    /// What this node verified of each member's velocity ledger (memory only).
+    pub(crate) ledgers: Mutex<permafrost_core::velocity::LedgerCache>,
     pub(crate) ceremonies: CeremonyTable<service::CeremonyInFlight>,
     /// Operators and the quorum each lifecycle operation needs; without it
     /// the node refuses every ceremony.

@@ -358,6 +358,7 @@ impl SignerNode {
                 config.nonces.max_open,
                 Duration::from_secs(config.nonces.ttl_secs),
             )),
+            ledgers: Mutex::default(),
             ceremonies: CeremonyTable::default(),
             registry,
             unseal_throttle: Default::default(),

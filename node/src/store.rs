@@ -175,9 +175,9 @@ const SEEN: Table<U64> = Table::new("seen_digest", "first-seen clock");
 /// Velocity totals per (group, asset, minute): a 24 h sum reads at most 1,441 keys.
 const VELOCITY: Table<U128> = Table::new("velocity", "velocity bucket");
 const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
-/// Every request counted in velocity, by (group, asset, time, digest): what a
-/// velocity attestation lists for a window.
-const LEDGER: Table<U128> = Table::new("ledger", "velocity ledger entry");
+mod ledger;
+pub use ledger::LedgerRange;
+use ledger::{append_ledger, LEDGER, LEDGER_AT, LEDGER_HEAD, LEDGER_SEQ};
 
 const TABLES: &[&str] = &[
     META.name(),
@@ -188,14 +188,10 @@ const TABLES: &[&str] = &[
     REVOKED.name(),
     EPOCHS.name(),
     LEDGER.name(),
+    LEDGER_SEQ.name(),
+    LEDGER_AT.name(),
+    LEDGER_HEAD.name(),
 ];
-
-fn ledger_key(group: &GroupName, asset: &str, at: u64, digest: &[u8]) -> Vec<u8> {
-    let mut k = velocity_prefix(group, asset);
-    k.extend_from_slice(&at.to_be_bytes());
-    k.extend_from_slice(digest);
-    k
-}
 
 /// Width of one velocity bucket. Sums include the whole bucket holding the
 /// window's start, so the window is never shorter than 24 h (never lets more out).
@@ -289,9 +285,11 @@ impl NodeStore {
 
     /// Opens (or creates) the store in `data_dir`.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, NodeError> {
-        Ok(Self {
+        let store = Self {
             store: Store::open(data_dir, TABLES)?,
-        })
+        };
+        store.number_old_ledger()?;
+        Ok(store)
     }
 
     /// The underlying store (health, counters, fault injection in tests).
@@ -522,11 +520,7 @@ impl NodeStore {
                             let key = bucket_key(&group, &asset, now);
                             let bucket = w.get(&VELOCITY, &key)?.unwrap_or(0);
                             w.put(&VELOCITY, &key, &bucket.saturating_add(amount))?;
-                            let raw = hex::decode(&digest).map_err(|_| StoreError::Corrupt {
-                                what: "journal",
-                                reason: "digest is not hex".into(),
-                            })?;
-                            w.put(&LEDGER, ledger_key(&group, &asset, now, &raw), &amount)?;
+                            append_ledger(w, &group, &asset, &digest, amount, now)?;
                         }
                         JournalEntry {
                             v: permafrost_store::RECORD_VERSION,
@@ -548,27 +542,6 @@ impl NodeStore {
                 )))
             })
             .await
-    }
-
-    /// (digest, amount) of every request counted in `group`'s `asset`
-    /// velocity since `since` (what an attestation lists).
-    pub fn ledger_since(
-        &self,
-        group: &GroupName,
-        asset: &str,
-        since: u64,
-    ) -> Result<Vec<(RequestDigest, u128)>, NodeError> {
-        let start = ledger_key(group, asset, since, &[]);
-        let end = ledger_key(group, asset, u64::MAX, &[0xff; 33]);
-        let rows = self.store.read(|r| r.scan(&LEDGER, start..=end))?;
-        let prefix = velocity_prefix(group, asset).len() + 8;
-        rows.into_iter()
-            .map(|(k, amount)| {
-                let digest = RequestDigest::from_slice(k.get(prefix..).unwrap_or_default())
-                    .map_err(|e| NodeError::Corrupt(format!("velocity ledger key: {e}")))?;
-                Ok((digest, amount))
-            })
-            .collect()
     }
 
     /// A journal entry, if any.

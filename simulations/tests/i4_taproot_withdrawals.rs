@@ -331,6 +331,7 @@ async fn x1_rogue_coordinator_cannot_get_a_share_for_a_sighash_the_node_did_not_
                 key_group: "warm-1".into(),
                 withdrawal: Some(signed.clone()),
                 receipts: receipts.clone(),
+                since: 0,
             })
             .await
             .expect("attest")

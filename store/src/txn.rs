@@ -107,6 +107,25 @@ impl ReadTxn {
     }
 }
 
+impl ReadTxn {
+    /// At most `limit` entries with keys in `range`, in key order (a bounded
+    /// read where [`ReadTxn::scan`] would read the whole range).
+    pub fn scan_first<C: Codec>(
+        &self,
+        table: &Table<C>,
+        range: impl RangeBounds<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Entries<C::Value>, StoreError> {
+        let t = self.txn.open_table(definition(table.name))?;
+        let mut out = Vec::new();
+        for kv in t.range::<&[u8]>(bounds(&range))?.take(limit) {
+            let (k, v) = kv?;
+            out.push((k.value().to_vec(), C::decode(table.what, v.value())?));
+        }
+        Ok(out)
+    }
+}
+
 /// One all-or-nothing step inside a group commit. Writes are kept in an
 /// overlay that reads of this step see; they reach the transaction only when
 /// the step returns `Ok`.
@@ -175,6 +194,41 @@ impl<'a> WriteTxn<'a> {
         self.overlay
             .insert((table.name, key.as_ref().to_vec()), None);
         Ok(present)
+    }
+
+    /// The first entry with a key in `range`, this step's writes included.
+    pub fn first<C: Codec>(
+        &self,
+        table: &Table<C>,
+        range: impl RangeBounds<Vec<u8>>,
+    ) -> Result<Option<(Vec<u8>, C::Value)>, StoreError> {
+        let t = self.txn.open_table(definition(table.name))?;
+        let mut stored = None;
+        for kv in t.range::<&[u8]>(bounds(&range))? {
+            let (k, v) = kv?;
+            let key = k.value().to_vec();
+            match self.overlay.get(&(table.name, key.clone())) {
+                // Removed (or rewritten) in this step: the overlay decides.
+                Some(_) => continue,
+                None => {
+                    stored = Some((key, v.value().to_vec()));
+                    break;
+                }
+            }
+        }
+        let written = self
+            .overlay
+            .iter()
+            .filter(|((name, k), v)| *name == table.name && range.contains(k) && v.is_some())
+            .map(|((_, k), v)| (k.clone(), v.clone().unwrap_or_default()))
+            .next();
+        let first = match (stored, written) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        first
+            .map(|(k, v)| Ok((k, C::decode(table.what, &v)?)))
+            .transpose()
     }
 
     /// Entries with keys in `range`, in key order, this step's writes included.

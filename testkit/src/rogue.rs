@@ -44,6 +44,8 @@ pub async fn commit_for(
                 key_group: group.into(),
                 withdrawal: Some(w.clone()),
                 receipts: receipts.clone(),
+                // The whole window: this client keeps nothing between calls.
+                since: 0,
             })
             .await?
             .into_inner();

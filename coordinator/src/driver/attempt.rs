@@ -40,8 +40,10 @@ const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// itself whatever the coordinator does.
 const VELOCITY_CONCURRENCY: usize = 4;
 /// Shortest hedge: how long a session with some valid shares waits for the
-/// rest before their signers may start another session.
-const MIN_HEDGE: Duration = Duration::from_millis(250);
+/// rest before their signers may start another session (the engine waits
+/// longer when the first share took long: a queue or a long link; see
+/// `SessionConfig::hedge`). Also how long the first answers are gathered.
+const MIN_HEDGE: Duration = Duration::from_millis(100);
 
 /// What the signers are asked to sign.
 #[derive(Clone, Debug)]
@@ -234,7 +236,6 @@ fn candidates(
 ) -> Result<Candidates, String> {
     let mut out = 0;
     let mut found = Vec::new();
-    let mut hedge = MIN_HEDGE;
     for m in &group.members {
         if coord
             .store
@@ -251,16 +252,13 @@ fn candidates(
         let h = coord.members.health(m);
         let seems_up = h.reachable || (h.last_ok.is_none() && h.last_error.is_empty());
         if seems_up && !h.sealed {
-            if let Some(l) = h.latency {
-                hedge = hedge.max(l * 3);
-            }
             found.push((m.clone(), super::region_of(coord, m), h.latency));
         }
     }
     Ok(Candidates {
         ordered: choose_signers_for(&found, found.len(), request_id).unwrap_or_default(),
         out,
-        hedge: hedge.min(coord.config.round_timeout() / 2),
+        hedge: MIN_HEDGE.min(coord.config.round_timeout() / 2),
     })
 }
 
@@ -465,7 +463,8 @@ impl<'a> Run<'a> {
                 node,
                 round,
                 receipts,
-            } => pending.push(self.attest(node, round, receipts).boxed()),
+                since,
+            } => pending.push(self.attest(node, round, receipts, since).boxed()),
             Command::StartSession { session, signers } => {
                 debug!(request = self.request_id, session, signers = ?signers, "session started");
             }
@@ -658,10 +657,16 @@ impl<'a> Run<'a> {
             .await
         {
             Ok(resp) if !resp.receipt.is_empty() && resp.reservation.len() == 16 => {
+                let held = resp
+                    .ledgers_held
+                    .into_iter()
+                    .filter_map(|(m, n)| Some((NodeId::new(m).ok()?, n)))
+                    .collect();
                 Wake::Event(Event::Reserved {
                     node,
                     reservation: resp.reservation,
                     receipt: resp.receipt,
+                    held,
                 })
             }
             Ok(_) => Wake::Event(Event::Refused {
@@ -678,11 +683,13 @@ impl<'a> Run<'a> {
         node: NodeId,
         round: u32,
         receipts: Vec<Vec<u8>>,
+        since: u64,
     ) -> Wake<C> {
         let req = pb::AttestRequest {
             key_group: self.group.name.to_string(),
             withdrawal: self.withdrawal().cloned(),
             receipts,
+            since,
         };
         match self
             .call(&node, self.round1_deadline(), |mut c| async move {
@@ -729,6 +736,7 @@ impl<'a> Run<'a> {
             epoch: self.group.epoch,
         };
         let deadline = self.coord.config.round_timeout();
+        let sent = std::time::Instant::now();
         match self
             .call(&node, deadline, |mut c| async move { c.sign(req).await })
             .await
@@ -737,6 +745,7 @@ impl<'a> Run<'a> {
                 node,
                 session,
                 shares: resp.signature_shares,
+                elapsed: sent.elapsed(),
             }),
             Err(AttemptError::Stale(_)) => Wake::Event(Event::StaleNonces { node, session }),
             Err(e) => self.failed(node, Step::Sign(session), e),

@@ -2,6 +2,7 @@
 //! the driver reports, the commands it executes, the evidence against a
 //! culprit, and the session's configuration.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use frost_core::keys::PublicKeyPackage;
@@ -9,6 +10,10 @@ use frost_core::round1::SigningCommitments;
 use frost_core::Ciphersuite;
 
 use crate::NodeId;
+
+/// The hedge of a session is at least its first share's round trip divided
+/// by this (see [`SessionConfig::hedge`]).
+pub const HEDGE_FRACTION: u32 = 2;
 
 /// One signer's nonces for one session: a handle and a commitment per message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +55,8 @@ pub enum Event<C: Ciphersuite> {
         reservation: Vec<u8>,
         /// The signed receipt attestors verify.
         receipt: Vec<u8>,
+        /// How far it holds each member's velocity ledger (entries).
+        held: BTreeMap<NodeId, u64>,
     },
     /// `node` attested in round `round`.
     Attested {
@@ -68,6 +75,9 @@ pub enum Event<C: Ciphersuite> {
         session: u32,
         /// One per message.
         shares: Vec<Vec<u8>>,
+        /// How long after its package was sent the answer came (the driver's
+        /// clock): what the hedge of a session still waiting is scaled by.
+        elapsed: Duration,
     },
     /// `node` refused on its own checks (policy, custody, binding).
     Refused {
@@ -163,6 +173,9 @@ pub enum Command<C: Ciphersuite> {
         round: u32,
         /// Every receipt of the round.
         receipts: Vec<Vec<u8>>,
+        /// List the node's ledger from this entry on: the least any holder
+        /// of a receipt said it holds of it (0: the whole window).
+        since: u64,
     },
     /// Session `session` starts on `signers` (bookkeeping: metrics, logs).
     StartSession {
@@ -251,9 +264,12 @@ pub struct SessionConfig<C: Ciphersuite> {
     pub velocity: bool,
     /// Attestations a round needs (`n − t + 1`).
     pub attestations_needed: usize,
-    /// How long a session that has some valid shares waits for the rest
+    /// Shortest time a session that has some valid shares waits for the rest
     /// before its answered signers may start another one (ROAST proper is
     /// zero; a little avoids a needless second session when shares arrive
-    /// a few milliseconds apart). A dead session releases them at once.
+    /// a few milliseconds apart). The wait is the longer of this and half the
+    /// time its first share took ([`HEDGE_FRACTION`]), so a queue or a long
+    /// link stretches it and a silent signer costs about half a round trip.
+    /// A dead session releases them at once. Also the gathering window.
     pub hedge: Duration,
 }

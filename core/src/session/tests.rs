@@ -277,6 +277,13 @@ fn p1_velocity_reserves_then_attests_then_signs() {
         }
     }
     assert_eq!(signers.len(), 2);
+    // Each attestor lists its ledger from the least its round's reservation
+    // holders hold of it (n1 holds 10 entries, n2 20: from 10).
+    for c in &sim.log {
+        if let Command::Attest { since, .. } = c {
+            assert_eq!(*since, 10, "{c:?}");
+        }
+    }
 }
 
 #[test]
@@ -502,6 +509,7 @@ fn taproot_shares_verify_on_arrival_too() {
                 node,
                 session,
                 shares: vec![share.serialize()],
+                elapsed: Duration::from_millis(1),
             }) {
                 assert!(!matches!(out, Command::Exclude(_)), "valid share blamed");
                 if let Command::Done { signatures, .. } = out {
@@ -553,4 +561,81 @@ fn the_first_session_waits_a_moment_for_the_preferred_signers() {
         matches!(&out[0], Command::StartSession { signers, .. } if *signers == vec![node(1), node(2)]),
         "{out:?}"
     );
+}
+
+#[test]
+fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
+    // 2-of-3, one nonce set banked each: n1 and n2 sign first; n2 answers
+    // after 300 ms (a long link), n1 not yet.
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(1, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let to_n2 = first
+        .iter()
+        .find(|c| matches!(c, Command::SendPackage { node: to, .. } if *to == node(1)))
+        .expect("n2 asked to sign")
+        .clone();
+    sim.execute(&to_n2);
+    let Some(Event::Shares {
+        node: n,
+        session,
+        shares,
+        ..
+    }) = sim.events.pop_front()
+    else {
+        panic!("no shares")
+    };
+    let out = engine.handle(Event::Shares {
+        node: n,
+        session,
+        shares,
+        elapsed: Duration::from_millis(300),
+    });
+    let hedge = out.iter().find_map(|c| match c {
+        Command::Later { after, command } if matches!(**command, Command::Hedge { .. }) => {
+            Some(*after)
+        }
+        _ => None,
+    });
+    assert_eq!(hedge, Some(Duration::from_millis(150)), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::RequestCommitments { node: to, .. } if *to == node(1))),
+        "next set fetched while the session waits: {out:?}"
+    );
+    // On a fast link the floor applies and nothing is fetched ahead.
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(1, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let to_n2 = first
+        .iter()
+        .find(|c| matches!(c, Command::SendPackage { node: to, .. } if *to == node(1)))
+        .expect("n2 asked to sign")
+        .clone();
+    sim.execute(&to_n2);
+    let Some(event) = sim.events.pop_front() else {
+        panic!("no shares")
+    };
+    let out = engine.handle(event);
+    assert!(out.iter().any(|c| matches!(c,
+        Command::Later { after, command }
+            if matches!(**command, Command::Hedge { .. }) && *after == Duration::from_millis(20))));
+    assert!(!out
+        .iter()
+        .any(|c| matches!(c, Command::RequestCommitments { .. })));
+}
+
+#[test]
+fn a_member_that_signed_validly_is_chosen_before_one_that_has_not() {
+    // 3-of-5, n1 silent at sign: the first session {n1, n2, n3} stalls; once
+    // it is hedged, n2 and n3 (proven) sign again with n4.
+    let mut sim = Sim::new(5, 3, &[(0, Behaviour::SilentAtSign)]);
+    let bank = sim.bank(2, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    sim.assert_done(&outcome, 1);
+    let sessions = sim.sessions();
+    assert_eq!(sessions[0], vec![node(0), node(1), node(2)]);
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions[1][..2], [node(1), node(2)]);
 }

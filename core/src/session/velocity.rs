@@ -156,17 +156,32 @@ impl<C: Ciphersuite> SigningSession<C> {
             return;
         }
         let round = self.rounds.len() as u32;
+        // Each attestor lists its ledger from the least any holder holds of
+        // it: every signer of the round's sessions then has it all.
+        let since: BTreeMap<NodeId, u64> = attestors
+            .iter()
+            .map(|a| {
+                let least = holders
+                    .iter()
+                    .map(|h| self.signers[h].held.get(a).copied().unwrap_or(0))
+                    .min()
+                    .unwrap_or(0);
+                (a.clone(), least)
+            })
+            .collect();
         for node in &attestors {
             self.outstanding += 1;
             out.push(Command::Attest {
                 node: node.clone(),
                 round,
                 receipts: receipts.clone(),
+                since: since[node],
             });
         }
         self.rounds.push(AttestRound {
             covers: held.into_iter().map(|(id, _)| id).collect(),
             receipts,
+            since,
             got: BTreeMap::new(),
             pending: attestors.into_iter().collect(),
         });

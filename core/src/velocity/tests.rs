@@ -17,9 +17,46 @@ const CAP: u128 = 10;
 struct Node {
     id: NodeId,
     identity: NodeIdentity,
-    ledger: BTreeMap<RequestDigest, u128>,
+    ledger: Vec<LedgerEntry>,
     /// digest → (amount, receipt hash) of the live reservation.
     reserved: BTreeMap<RequestDigest, (u128, [u8; 32])>,
+    /// What it verified of the others' ledgers (lost on restart).
+    cache: LedgerCache,
+}
+
+/// An attestation of `node`'s ledger from entry `since`, as a member makes it.
+fn attest(
+    node: &Node,
+    digest: RequestDigest,
+    receipts: Vec<[u8; 32]>,
+    since: u64,
+) -> SignedAttestation {
+    let next = node.ledger.len() as u64;
+    let attestation = Attestation {
+        node: node.id.clone(),
+        group: group(),
+        asset: "BTC".into(),
+        digest,
+        at: 100,
+        window_start: 0,
+        receipts,
+        first_seq: 0,
+        from_seq: since,
+        through: next,
+        complete: true,
+        entries: node.ledger.iter().skip(since as usize).copied().collect(),
+        reserved: node
+            .reserved
+            .iter()
+            .filter(|(d, _)| **d != digest)
+            .map(|(d, (amount, _))| (*d, *amount))
+            .collect(),
+    };
+    let signature = node.identity.sign(&attestation.encode()).to_vec();
+    SignedAttestation {
+        attestation,
+        signature,
+    }
 }
 
 struct Request {
@@ -28,6 +65,8 @@ struct Request {
     signers: Vec<usize>,
     attestors: Vec<usize>,
     receipts: Vec<SignedReceipt>,
+    /// What each signer said at its reservation it holds of each member's ledger.
+    known: Vec<BTreeMap<NodeId, u64>>,
     attestations: Vec<SignedAttestation>,
     step: usize,
     signed_by: usize,
@@ -67,8 +106,9 @@ fn run(n: usize, t: usize, reqs: &[(u128, u64, u64)], schedule: &[(usize, bool)]
         .map(|i| Node {
             id: NodeId::new(format!("n{i}")).expect("id"),
             identity: NodeIdentity::generate(&mut thread_rng()),
-            ledger: BTreeMap::new(),
+            ledger: Vec::new(),
             reserved: BTreeMap::new(),
+            cache: LedgerCache::default(),
         })
         .collect();
     let members: MemberKeys = nodes
@@ -85,6 +125,7 @@ fn run(n: usize, t: usize, reqs: &[(u128, u64, u64)], schedule: &[(usize, bool)]
             signers: pick(n, t, *s1),
             attestors: pick(n, needed, *s2),
             receipts: Vec::new(),
+            known: Vec::new(),
             attestations: Vec::new(),
             step: 0,
             signed_by: 0,
@@ -94,9 +135,11 @@ fn run(n: usize, t: usize, reqs: &[(u128, u64, u64)], schedule: &[(usize, bool)]
     for (k, crash) in schedule {
         let k = k % requests.len();
         if *crash {
-            // A node restarts: its reservations go with its nonces.
+            // A node restarts: its reservations go with its nonces, and
+            // what it held of the others' ledgers with them.
             let victim = requests[k].signers[0];
             nodes[victim].reserved.clear();
+            nodes[victim].cache.clear();
             continue;
         }
         let r = &mut requests[k];
@@ -119,31 +162,20 @@ fn run(n: usize, t: usize, reqs: &[(u128, u64, u64)], schedule: &[(usize, bool)]
             node.reserved.insert(r.digest, (r.amount, receipt.hash()));
             let signature = node.identity.sign(&receipt.encode()).to_vec();
             r.receipts.push(SignedReceipt { receipt, signature });
+            r.known.push(node.cache.coverage(&group(), "BTC"));
         } else if r.step < t_len + a_len {
             // Attest at the next attestor, after every receipt.
             let node = &nodes[r.attestors[r.step - t_len]];
             let receipts = verify_receipts(&r.receipts, &members, subject(&r.digest), t)
                 .expect("honest receipts verify");
-            let mut entries: BTreeMap<RequestDigest, u128> = node.ledger.clone();
-            for (d, (amount, _)) in &node.reserved {
-                entries.entry(*d).or_insert(*amount);
-            }
-            entries.remove(&r.digest);
-            let attestation = Attestation {
-                node: node.id.clone(),
-                group: group(),
-                asset: "BTC".into(),
-                digest: r.digest,
-                at: 100,
-                window_start: 0,
-                receipts,
-                entries: entries.into_iter().collect(),
-            };
-            let signature = node.identity.sign(&attestation.encode()).to_vec();
-            r.attestations.push(SignedAttestation {
-                attestation,
-                signature,
-            });
+            // Asked from the least any signer holds of this member.
+            let since = r
+                .known
+                .iter()
+                .map(|k| k.get(&node.id).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            r.attestations.push(attest(node, r.digest, receipts, since));
         } else if r.step < 2 * t_len + a_len {
             // Round 2 at the next signer: its own reservation must still be
             // live (its nonce), then the union check and its own ledger.
@@ -159,14 +191,24 @@ fn run(n: usize, t: usize, reqs: &[(u128, u64, u64)], schedule: &[(usize, bool)]
                 now: 100,
                 max_age_secs: 60,
                 skew_secs: 0,
+                window_secs: 1000,
             };
-            let others = attested_total(&r.attestations, &members, rules).expect("verifies");
-            let own_total: u128 = node.ledger.values().sum();
+            let others = node
+                .cache
+                .check(&r.attestations, &members, rules)
+                .expect("verifies");
+            let own_total: u128 = node.ledger.iter().map(|e| e.amount).sum();
             if others + r.amount > CAP || own_total + r.amount > CAP {
                 r.dead = true;
                 continue;
             }
-            node.ledger.insert(r.digest, r.amount);
+            let seq = node.ledger.len() as u64;
+            node.ledger.push(LedgerEntry {
+                seq,
+                digest: r.digest,
+                amount: r.amount,
+                at: 100,
+            });
             r.signed_by += 1;
         }
         r.step += 1;
@@ -221,6 +263,12 @@ fn forged_or_misdirected_attestations_are_refused() {
     let d = RequestDigest([1; 32]);
     let other = RequestDigest([2; 32]);
     let own = [9u8; 32];
+    let entry = LedgerEntry {
+        seq: 0,
+        digest: RequestDigest([3; 32]),
+        amount: 4,
+        at: 990,
+    };
     let att = |i: usize, digest: RequestDigest, at: u64| {
         let a = Attestation {
             node: NodeId::new(format!("n{i}")).expect("id"),
@@ -230,7 +278,12 @@ fn forged_or_misdirected_attestations_are_refused() {
             at,
             window_start: 0,
             receipts: vec![own],
-            entries: vec![(RequestDigest([3; 32]), 4)],
+            first_seq: 0,
+            from_seq: 0,
+            through: 1,
+            complete: true,
+            entries: vec![entry],
+            reserved: vec![(RequestDigest([4; 32]), 5)],
         };
         let signature = ids[i].sign(&a.encode()).to_vec();
         SignedAttestation {
@@ -245,27 +298,189 @@ fn forged_or_misdirected_attestations_are_refused() {
         now: 1000,
         max_age_secs: 60,
         skew_secs: 5,
+        window_secs: 500,
     };
-    assert_eq!(
-        attested_total(&[att(0, d, 1000), att(1, d, 990)], &members, rules).expect("ok"),
-        4
-    );
-    let e = attested_total(&[att(0, d, 1000)], &members, rules).expect_err("too few");
+    let check = |atts: &[SignedAttestation]| LedgerCache::default().check(atts, &members, rules);
+    // One entry and one reservation, each counted once however many list it.
+    assert_eq!(check(&[att(0, d, 1000), att(1, d, 990)]).expect("ok"), 9);
+    let e = check(&[att(0, d, 1000)]).expect_err("too few");
     assert!(e.to_string().contains("needs 2"), "{e}");
-    let e = attested_total(&[att(0, d, 1000), att(0, d, 1000)], &members, rules).expect_err("dup");
+    let e = check(&[att(0, d, 1000), att(0, d, 1000)]).expect_err("dup");
     assert!(e.to_string().contains("two velocity attestations"), "{e}");
-    let e = attested_total(&[att(0, other, 1000), att(1, d, 1000)], &members, rules)
-        .expect_err("other");
+    let e = check(&[att(0, other, 1000), att(1, d, 1000)]).expect_err("other");
     assert!(e.to_string().contains("another request"), "{e}");
-    let e = attested_total(&[att(0, d, 100), att(1, d, 1000)], &members, rules).expect_err("stale");
+    let e = check(&[att(0, d, 100), att(1, d, 1000)]).expect_err("stale");
     assert!(e.to_string().contains("not fresh"), "{e}");
     let mut forged = att(0, d, 1000);
     forged.attestation.entries.clear();
-    let e = attested_total(&[forged, att(1, d, 1000)], &members, rules).expect_err("forged");
+    let e = check(&[forged, att(1, d, 1000)]).expect_err("forged");
     assert!(e.to_string().contains("does not verify"), "{e}");
     let wire = att(2, d, 1000).to_wire();
     assert_eq!(
         SignedAttestation::from_wire(&wire).expect("round trip"),
         att(2, d, 1000)
     );
+}
+
+/// An attestation of member `i` over `entries`, listed from `from`.
+fn part(
+    ids: &[NodeIdentity],
+    i: usize,
+    digest: RequestDigest,
+    own: [u8; 32],
+    (first, from, through, complete): (u64, u64, u64, bool),
+    entries: Vec<LedgerEntry>,
+) -> SignedAttestation {
+    let a = Attestation {
+        node: NodeId::new(format!("n{i}")).expect("id"),
+        group: group(),
+        asset: "BTC".into(),
+        digest,
+        at: 1000,
+        window_start: 0,
+        receipts: vec![own],
+        first_seq: first,
+        from_seq: from,
+        through,
+        complete,
+        entries,
+        reserved: Vec::new(),
+    };
+    let signature = ids[i].sign(&a.encode()).to_vec();
+    SignedAttestation {
+        attestation: a,
+        signature,
+    }
+}
+
+#[test]
+fn p1_ranges_a_signer_holds_are_not_sent_again_and_a_gap_is_refused() {
+    let ids: Vec<NodeIdentity> = (0..2)
+        .map(|_| NodeIdentity::generate(&mut thread_rng()))
+        .collect();
+    let members: MemberKeys = ids
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (NodeId::new(format!("n{i}")).expect("id"), k.identity_key()))
+        .collect();
+    let own = [9u8; 32];
+    let e = |seq: u64, d: u8, at: u64| LedgerEntry {
+        seq,
+        digest: RequestDigest([d; 32]),
+        amount: 1,
+        at,
+    };
+    fn rules<'a>(d: &'a RequestDigest, own: &'a [u8; 32]) -> AttestationRules<'a> {
+        AttestationRules {
+            subject: subject(d),
+            own_receipt: own,
+            needed: 2,
+            now: 1000,
+            max_age_secs: 60,
+            skew_secs: 5,
+            window_secs: 500,
+        }
+    }
+    let mut cache = LedgerCache::default();
+    let r1 = RequestDigest([101; 32]);
+    // Whole windows first: n0 has entries 0..3 (the same request 2 as n1's 0).
+    let a0 = part(
+        &ids,
+        0,
+        r1,
+        own,
+        (0, 0, 3, true),
+        vec![e(0, 1, 900), e(1, 2, 900), e(2, 3, 990)],
+    );
+    let a1 = part(&ids, 1, r1, own, (0, 0, 1, true), vec![e(0, 2, 900)]);
+    assert_eq!(
+        cache
+            .check(&[a0, a1], &members, rules(&r1, &own))
+            .expect("ok"),
+        3
+    );
+    let n = |i: usize| NodeId::new(format!("n{i}")).expect("id");
+    assert_eq!(
+        cache.coverage(&group(), "BTC"),
+        [(n(0), 3), (n(1), 1)].into()
+    );
+    // Then only what is new: n0's entry 3; the old ones are still counted.
+    let r2 = RequestDigest([102; 32]);
+    let a0 = part(&ids, 0, r2, own, (0, 3, 4, true), vec![e(3, 4, 995)]);
+    let a1 = part(&ids, 1, r2, own, (0, 1, 1, true), vec![]);
+    assert_eq!(
+        cache
+            .check(&[a0, a1], &members, rules(&r2, &own))
+            .expect("ok"),
+        4
+    );
+    // A range that starts after what this node holds would miss entries.
+    let r3 = RequestDigest([103; 32]);
+    let a0 = part(&ids, 0, r3, own, (0, 5, 6, true), vec![e(5, 6, 999)]);
+    let a1 = part(&ids, 1, r3, own, (0, 1, 1, true), vec![]);
+    let err = cache
+        .check(&[a0, a1], &members, rules(&r3, &own))
+        .expect_err("gap");
+    assert!(err.to_string().contains("entries would be missed"), "{err}");
+    // A fresh signer is sent whole windows; one that is a part is kept but
+    // proves nothing yet, and the next request's range starts after it.
+    let mut fresh = LedgerCache::default();
+    let a0 = part(
+        &ids,
+        0,
+        r3,
+        own,
+        (0, 0, 2, false),
+        vec![e(0, 1, 900), e(1, 2, 900)],
+    );
+    let a1 = part(&ids, 1, r3, own, (0, 0, 1, true), vec![e(0, 2, 900)]);
+    let err = fresh
+        .check(&[a0, a1], &members, rules(&r3, &own))
+        .expect_err("part");
+    assert!(err.to_string().contains("catching up"), "{err}");
+    assert_eq!(fresh.coverage(&group(), "BTC")[&n(0)], 2);
+    let a0 = part(
+        &ids,
+        0,
+        r2,
+        own,
+        (0, 2, 4, true),
+        vec![e(2, 3, 990), e(3, 4, 995)],
+    );
+    let a1 = part(&ids, 1, r2, own, (0, 1, 1, true), vec![]);
+    assert_eq!(
+        fresh
+            .check(&[a0, a1], &members, rules(&r2, &own))
+            .expect("ok"),
+        4
+    );
+    // Entries older than the window (and the skew) leave the count.
+    let late = AttestationRules {
+        now: 1400,
+        ..rules(&r2, &own)
+    };
+    let a0 = part(&ids, 0, r2, own, (3, 4, 4, true), vec![]);
+    let a1 = part(&ids, 1, r2, own, (1, 1, 1, true), vec![]);
+    let mut a0 = a0;
+    a0.attestation.at = 1400;
+    a0.signature = ids[0].sign(&a0.attestation.encode()).to_vec();
+    let mut a1 = a1;
+    a1.attestation.at = 1400;
+    a1.signature = ids[1].sign(&a1.attestation.encode()).to_vec();
+    // Window from 1400 - 500 - 5 = 895: all four entries (at 900+) stay.
+    assert_eq!(
+        fresh
+            .check(&[a0.clone(), a1.clone()], &members, late)
+            .expect("ok"),
+        4
+    );
+    let later = AttestationRules { now: 1497, ..late };
+    let mut b0 = a0;
+    b0.attestation.at = 1497;
+    b0.signature = ids[0].sign(&b0.attestation.encode()).to_vec();
+    let mut b1 = a1;
+    b1.attestation.at = 1497;
+    b1.signature = ids[1].sign(&b1.attestation.encode()).to_vec();
+    // From 992: only entry 3 (at 995).
+    assert_eq!(fresh.check(&[b0, b1], &members, later).expect("ok"), 1);
 }

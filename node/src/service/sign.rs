@@ -615,25 +615,32 @@ async fn journal_withdrawal<C: Suite>(
         .ttl();
     let attested = match &reservation {
         None => 0,
-        Some(reservation) => velocity::attested_total(
-            &attestations,
-            &super::velocity::member_keys(node, record)?,
-            AttestationRules {
-                subject: Subject {
-                    group: &record.name,
-                    asset: &asset,
-                    digest: &digest,
-                },
-                own_receipt: &reservation.receipt_hash,
-                needed: velocity::attestations_needed(
-                    record.members.len(),
-                    usize::from(record.threshold),
-                ),
-                now,
-                max_age_secs: ttl.as_secs(),
-                skew_secs: node.settings.max_clock_skew_secs,
-            },
-        )
+        Some(reservation) => {
+            let members = super::velocity::member_keys(node, record)?;
+            node.ledgers
+                .lock()
+                .map_err(|_| NodeError::Bug("ledger cache lock poisoned".into()))?
+                .check(
+                    &attestations,
+                    &members,
+                    AttestationRules {
+                        subject: Subject {
+                            group: &record.name,
+                            asset: &asset,
+                            digest: &digest,
+                        },
+                        own_receipt: &reservation.receipt_hash,
+                        needed: velocity::attestations_needed(
+                            record.members.len(),
+                            usize::from(record.threshold),
+                        ),
+                        now,
+                        max_age_secs: ttl.as_secs(),
+                        skew_secs: node.settings.max_clock_skew_secs,
+                        window_secs: VELOCITY_WINDOW_SECS,
+                    },
+                )
+        }
         .map_err(|e| refuse(node, "sign", Check::Velocity, e))?,
     };
     let r = custody.request();

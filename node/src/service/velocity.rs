@@ -39,9 +39,18 @@ pub(super) fn reserve_only(
         .as_ref()
         .ok_or_else(|| missing("withdrawal"))?;
     let (binding, receipt) = reserve(node, &record, w)?;
+    let ledgers_held = node
+        .ledgers
+        .lock()
+        .map_err(|_| NodeError::Bug("ledger cache lock poisoned".into()))?
+        .coverage(&record.name, &receipt.receipt.asset)
+        .into_iter()
+        .map(|(member, held)| (member.to_string(), held))
+        .collect();
     Ok(pb::ReserveResponse {
         receipt: receipt.to_wire(),
         reservation: binding.commit_id.to_vec(),
+        ledgers_held,
     })
 }
 
@@ -116,8 +125,10 @@ pub(super) fn member_keys(
 
 /// `Attest`: the read after this attempt's reservations. Verifies the
 /// custody signature and the signers' receipts (at least `t`, distinct
-/// members, for this request), then signs what this member counted or holds
-/// reserved in the velocity window, this request excluded.
+/// members, for this request), then signs what this member counted in the
+/// velocity window from entry `since` on (what the signers do not hold yet;
+/// in parts when that is long) and every reservation it holds, this
+/// request's excluded.
 pub(super) fn attest(
     node: &SignerNode,
     req: &pb::AttestRequest,
@@ -153,25 +164,29 @@ pub(super) fn attest(
     )
     .map_err(|e| refuse(node, "attest", Check::Velocity, e))?;
     let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
-    let mut entries: std::collections::BTreeMap<_, u128> = node
-        .store
-        .ledger_since(&name, &asset, window_start)?
-        .into_iter()
-        .collect();
-    let live = node
+    let needed = velocity::attestations_needed(record.members.len(), usize::from(record.threshold));
+    let range = node.store.ledger_range(
+        &name,
+        &asset,
+        req.since,
+        window_start,
+        velocity::part_limit(needed),
+    )?;
+    let mut reserved: std::collections::BTreeMap<_, u128> = std::collections::BTreeMap::new();
+    for (d, amount) in node
         .reservations
         .lock()
         .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
-        .live(&name, &asset, Instant::now());
-    for (d, amount) in live {
-        let e = entries.entry(d).or_default();
+        .live(&name, &asset, Instant::now())
+    {
+        let e = reserved.entry(d).or_default();
         *e = (*e).max(amount);
     }
-    entries.remove(&digest);
-    if entries.len() > velocity::MAX_ENTRIES {
+    reserved.remove(&digest);
+    if reserved.len() > velocity::MAX_ENTRIES {
         return Err(NodeError::Unavailable(format!(
-            "{} velocity entries in the window, more than one attestation lists ({})",
-            entries.len(),
+            "{} live velocity reservations, more than one attestation lists ({})",
+            reserved.len(),
             velocity::MAX_ENTRIES
         )));
     }
@@ -183,7 +198,12 @@ pub(super) fn attest(
         at: now,
         window_start,
         receipts: hashes,
-        entries: entries.into_iter().collect(),
+        first_seq: range.first_seq,
+        from_seq: req.since,
+        through: range.through,
+        complete: range.complete,
+        entries: range.entries,
+        reserved: reserved.into_iter().collect(),
     };
     let signature = node.identity.sign(&attestation.encode()).to_vec();
     Ok(pb::AttestResponse {

@@ -43,6 +43,11 @@ pub(super) struct Sim {
     pub(super) hedges: VecDeque<Event<S>>,
 }
 
+/// How many entries of each member's ledger simulated `node` says it holds.
+pub(super) fn held_by(node: &NodeId) -> u64 {
+    node.as_str()[1..].parse::<u64>().expect("n<i>") * 10
+}
+
 pub(super) fn node(i: usize) -> NodeId {
     NodeId::new(format!("n{}", i + 1)).expect("valid")
 }
@@ -164,6 +169,13 @@ impl Sim {
                         node: node.clone(),
                         reservation: format!("res/{node}/{}", n.next_handle).into_bytes(),
                         receipt: format!("receipt/{node}/{}", n.next_handle).into_bytes(),
+                        // Each node holds 10 entries of every ledger per
+                        // position: n1 10, n2 20, ...
+                        held: self
+                            .ids
+                            .iter()
+                            .map(|m| (m.clone(), held_by(node)))
+                            .collect(),
                     })
                 }
             },
@@ -171,6 +183,7 @@ impl Sim {
                 node,
                 round,
                 receipts,
+                ..
             } => match self.nodes[node].behaviour {
                 Behaviour::Dead => {}
                 _ => self.events.push_back(Event::Attested {
@@ -226,6 +239,7 @@ impl Sim {
                             node: node.clone(),
                             session: *session,
                             shares,
+                            elapsed: Duration::from_millis(1),
                         });
                     }
                 }
