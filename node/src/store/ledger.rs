@@ -226,7 +226,7 @@ mod tests {
 
     async fn journal(store: &NodeStore, i: u8, now: u64) {
         let id = RequestId::new(format!("wd-{i}")).expect("id");
-        store
+        let (_, journaled) = store
             .journal_share(
                 &id,
                 &digest(i),
@@ -239,6 +239,7 @@ mod tests {
             .await
             .expect("store")
             .expect("journaled");
+        assert_eq!(journaled.shares_released(), 1);
     }
 
     #[tokio::test]

@@ -114,7 +114,14 @@ async fn phases(
             .chain(&plan.large)
             .map(|s| s.group_name("dkg")),
     );
-    let policy = bench_policy(&names);
+    // One more group on the load cluster without a daily limit: what a
+    // signature costs without the group-wide velocity rounds.
+    let policy = bench_policy(&names)
+        + &bench_policy_without_velocity(&[plan.group.group_name(UNLIMITED)])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
 
     // The load cluster: five nodes, as `up` builds it.
     let mut cluster = start(
@@ -269,7 +276,11 @@ async fn large_phase(
     .await
 }
 
-/// The 5-node phase: idle memory, one in flight, then each level.
+/// Name tag of the load cluster's group without a daily limit.
+const UNLIMITED: &str = "nolimit";
+
+/// The 5-node phase: idle memory, one in flight (on the group with a daily
+/// limit, then on one without), then each level.
 async fn load_phase(
     plan: &BenchPlan,
     cluster: &mut LocalCluster,
@@ -290,6 +301,20 @@ async fn load_phase(
     ));
     let sequential = measured(&w, &probe, "c1", 1, plan.sequential).await?;
     progress.step(level_line(&sequential));
+    let unlimited = create_group_named(
+        cluster,
+        plan.group,
+        &plan.group.group_name(UNLIMITED),
+        &members,
+    )
+    .await?;
+    progress.step(format!(
+        "{} sequential withdrawals on {} (no daily limit: no velocity rounds)",
+        plan.sequential, unlimited.name
+    ));
+    let w_unlimited = workload(cluster, &unlimited, plan)?;
+    let without_limit = measured(&w_unlimited, &probe, "u1", 1, plan.sequential).await?;
+    progress.step(level_line(&without_limit));
     let round_trip = load::round_trips(&w, &load::request_id(&w, "c1", 0), plan.sequential).await;
     progress.step(format!(
         "  one GetWithdrawal round trip (mTLS gRPC + store read): p50 {:.2} ms",
@@ -314,6 +339,11 @@ async fn load_phase(
         members: group.members.clone(),
         sequential,
         sequential_p50_over_floor_p50: ratio,
+        without_daily_limit_p50_over_floor_p50: self::ratio(
+            without_limit.latency.p50_ms,
+            floor.latency.p50_ms,
+        ),
+        sequential_without_daily_limit: without_limit,
         get_withdrawal_round_trip: round_trip,
         levels,
         rss_idle,
