@@ -273,6 +273,7 @@ async fn drive(
             .collect();
         let target = Target::Withdrawal(Box::new(wire.clone()), wire_approvals);
         signing_since.get_or_insert_with(Instant::now);
+        let step = Instant::now();
         let report = match sign_request(
             coord,
             &group,
@@ -290,6 +291,8 @@ async fn drive(
                 culprits: Vec::new(),
             },
         };
+        // The signing rounds: calls to the nodes, share checks, aggregation.
+        coord.metrics.step("coord_signing_rounds", step.elapsed());
         // K7: a member at another epoch than our record: catch up, then go again.
         if !matches!(report.outcome, Outcome::Signed(..))
             && crate::recovery::catch_up_if_flagged(coord, &group.name).await
@@ -300,17 +303,24 @@ async fn drive(
         let culprits = report.culprits;
         let detail = match report.outcome {
             Outcome::Signed(signatures, signers) => {
+                let step = std::time::Instant::now();
                 let signed = match finish_signatures(coord, &group, &decoded, signatures) {
                     Ok(s) => s,
                     Err(e) => return fail(Reason::Failed, e).await,
                 };
+                coord
+                    .metrics
+                    .step("coord_finish_signatures", step.elapsed());
                 info!(request = %id, signers = ?signers, sessions, txid = %signed.txid, "signed");
+                let step = std::time::Instant::now();
                 coord.audit.append(
                     "withdrawal_signed",
                     serde_json::json!({"request": id.as_str(), "digest": digest.to_hex(), "signers": signers.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "txid": signed.txid}),
                 )
                 .map_err(|e| format!("audit log: {e}; stopping here, the request resumes when the log is writable"))?;
-                return coord
+                coord.metrics.step("coord_signed_audit", step.elapsed());
+                let step = std::time::Instant::now();
+                let stored = coord
                     .update_request(id, move |r| {
                         r.attempts += sessions.max(1);
                         r.culprits.extend(culprits);
@@ -324,6 +334,8 @@ async fn drive(
                         r.detail = String::new();
                     })
                     .await;
+                coord.metrics.step("coord_signed_store", step.elapsed());
+                return stored;
             }
             Outcome::Refused(why) => {
                 warn!(request = %id, reason = %why, "signers refused");

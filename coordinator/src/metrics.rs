@@ -245,6 +245,11 @@ impl CoordinatorMetrics {
         Ok(metrics)
     }
 
+    /// Time spent in one step of a withdrawal (`permafrost_step_duration_seconds`).
+    pub(crate) fn step(&self, step: &str, took: std::time::Duration) {
+        self.common.step(step, took);
+    }
+
     /// A withdrawal was accepted for signing.
     pub(crate) fn accepted(&self) {
         self.accepted.inc();
@@ -278,6 +283,7 @@ impl CoordinatorMetrics {
             Err(AttemptError::Busy(..)) => "busy",
             Err(AttemptError::InvalidShares(_)) => "invalid_shares",
             Err(AttemptError::Stale(_)) => "stale",
+            Err(AttemptError::CatchingUp(_)) => "catching_up",
             Err(AttemptError::Other(_)) => "other",
         };
         self.attempts.with_label_values(&[result]).inc();

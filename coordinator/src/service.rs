@@ -327,6 +327,7 @@ impl Custody for CustodyService {
         request: Request<pb::SignedWithdrawal>,
     ) -> Result<Response<pb::WithdrawalStatus>, Status> {
         let coord = &self.coord;
+        let started = std::time::Instant::now();
         let wire = request.into_inner();
         let signed: SignedWithdrawal = (&wire).try_into()?;
         let id = signed.request.request_id.clone();
@@ -409,13 +410,19 @@ impl Custody for CustodyService {
             tx: String::new(),
             txid: String::new(),
         };
+        coord.metrics.step("coord_submit_checks", started.elapsed());
         // Recorded before it is stored: no stored request without its audit record (L2).
+        let step = std::time::Instant::now();
         coord.audit.append(
             "withdrawal_submitted",
             serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": checked.spend().amount.to_string(), "destinations": checked.spend().destinations, "psbt": signed.request.psbt.is_some()}),
         )
         .map_err(crate::audit_failed)?;
-        match coord.store.insert_request(&id, &record).await? {
+        coord.metrics.step("coord_submit_audit", step.elapsed());
+        let step = std::time::Instant::now();
+        let inserted = coord.store.insert_request(&id, &record).await;
+        coord.metrics.step("coord_submit_store", step.elapsed());
+        match inserted? {
             None => coord.metrics.accepted(),
             Some(raced) if raced.digest != record.digest => {
                 coord.metrics.refused(Refusal::RequestIdReused);

@@ -35,6 +35,10 @@ use crate::NodeId;
 
 pub mod bank;
 mod messages;
+
+/// Catching-up answers one request takes before the signers still catching
+/// up are treated as refusing (each answer moves a signer one part on).
+const MAX_CATCH_UPS: usize = 64;
 mod velocity;
 
 pub use messages::{
@@ -98,6 +102,8 @@ pub struct SigningSession<C: Ciphersuite> {
     sessions: Vec<Session<C>>,
     outstanding: usize,
     finished: bool,
+    /// Signers' answers that they are still catching up on ledgers.
+    catch_ups: usize,
     /// At the start, while the first answers come in: the preferred signers
     /// get a short chance (the hedge delay) to be part of the first session,
     /// rather than whoever answers first.
@@ -164,6 +170,7 @@ impl<C: Ciphersuite> SigningSession<C> {
             sessions: Vec::new(),
             outstanding: 0,
             finished: false,
+            catch_ups: 0,
             gathering: true,
         };
         let mut out = Vec::new();
@@ -292,6 +299,25 @@ impl<C: Ciphersuite> SigningSession<C> {
                     }
                 }
                 out.push(Command::ForgetBank { node: node.clone() });
+                self.replenish(&node, &mut out);
+            }
+            Event::CatchingUp { node, session } => {
+                self.answered();
+                self.kill_session(session, &mut out);
+                self.catch_ups += 1;
+                if let Some(s) = self.signers.get_mut(&node) {
+                    if self.catch_ups > MAX_CATCH_UPS {
+                        s.state = State::Refused(format!(
+                            "{node} still catching up on the group's velocity ledgers after {MAX_CATCH_UPS} parts"
+                        ));
+                    } else {
+                        // A fresh reservation reports how far it holds now.
+                        s.reservation = None;
+                        if s.state == State::InSession(session) {
+                            s.state = State::Available;
+                        }
+                    }
+                }
                 self.replenish(&node, &mut out);
             }
             Event::Hedge { session } => self.release(session, &mut out),
@@ -711,8 +737,20 @@ impl<C: Ciphersuite> SigningSession<C> {
             self.replenish(&node, out);
         } else {
             if first_answer {
+                let slowest = s
+                    .signers
+                    .iter()
+                    .filter_map(|n| self.config.latencies.get(n))
+                    .max()
+                    .copied()
+                    .unwrap_or_default();
+                let rest_of_slowest = (slowest * 3 / 2).saturating_sub(elapsed);
                 out.push(Command::Later {
-                    after: self.config.hedge.max(elapsed / HEDGE_FRACTION),
+                    after: self
+                        .config
+                        .hedge
+                        .max(elapsed / HEDGE_FRACTION)
+                        .max(rest_of_slowest),
                     command: Box::new(Command::Hedge { session }),
                 });
             }

@@ -537,6 +537,31 @@ impl Window {
     }
 }
 
+/// Why [`LedgerCache::check`] did not return a total.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The attestations do not prove what the group holds (a refusal).
+    Refused(CoreError),
+    /// Valid, but one lists only a part of its member's ledger: kept, and
+    /// the next attestation round continues from it.
+    CatchingUp(String),
+}
+
+impl From<CoreError> for CheckError {
+    fn from(e: CoreError) -> Self {
+        CheckError::Refused(e)
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Refused(e) => e.fmt(f),
+            CheckError::CatchingUp(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What a signer checks its round-2 attestations against.
 #[derive(Clone, Copy, Debug)]
 pub struct AttestationRules<'a> {
@@ -594,7 +619,7 @@ impl LedgerCache {
         attestations: &[SignedAttestation],
         members: &MemberKeys,
         rules: AttestationRules<'_>,
-    ) -> Result<u128, CoreError> {
+    ) -> Result<u128, CheckError> {
         let subject = rules.subject;
         let key = (subject.group.clone(), subject.asset.to_string());
         let mut from = BTreeSet::new();
@@ -611,7 +636,8 @@ impl LedgerCache {
                 return Err(CoreError::refused(format!(
                     "velocity attestation from {} is for another request",
                     a.node
-                )));
+                ))
+                .into());
             }
             if a.at > rules.now.saturating_add(rules.skew_secs)
                 || a.at
@@ -622,25 +648,29 @@ impl LedgerCache {
                 return Err(CoreError::refused(format!(
                     "velocity attestation from {} is dated {} (now {}): not fresh",
                     a.node, a.at, rules.now
-                )));
+                ))
+                .into());
             }
             if a.receipts.binary_search(rules.own_receipt).is_err() {
                 return Err(CoreError::refused(format!(
                     "velocity attestation from {} was not made over this node's reservation",
                     a.node
-                )));
+                ))
+                .into());
             }
             if !verify_ed25519(member_key, &a.encode(), &s.signature) {
                 return Err(CoreError::refused(format!(
                     "velocity attestation from {} does not verify under its identity key",
                     a.node
-                )));
+                ))
+                .into());
             }
             if !from.insert(a.node.clone()) {
                 return Err(CoreError::refused(format!(
                     "two velocity attestations from {}",
                     a.node
-                )));
+                ))
+                .into());
             }
             let held = self
                 .windows
@@ -652,7 +682,7 @@ impl LedgerCache {
                 return Err(CoreError::refused(format!(
                     "velocity attestation from {} lists its ledger from entry {}, but this node holds it only up to {held} (and the window starts at {}): entries would be missed",
                     a.node, a.from_seq, a.first_seq
-                )));
+                )).into());
             }
         }
         if from.len() < rules.needed {
@@ -660,7 +690,7 @@ impl LedgerCache {
                 "velocity attestations from {} members, the group needs {} (n - t + 1) to see every other withdrawal",
                 from.len(),
                 rules.needed
-            )));
+            )).into());
         }
         let window = self.windows.entry(key).or_default();
         let mut partial = None;
@@ -682,16 +712,16 @@ impl LedgerCache {
                 .saturating_sub(rules.skew_secs),
         );
         if window.entries.len() > MAX_WINDOW_ENTRIES {
-            return Err(CoreError::refused(format!(
+            return Err(CheckError::Refused(CoreError::refused(format!(
                 "{} requests in {}'s {} velocity window, more than a signer keeps ({MAX_WINDOW_ENTRIES})",
                 window.entries.len(),
                 subject.group,
                 subject.asset
-            )));
+            ))));
         }
         if let Some((node, through)) = partial {
-            return Err(CoreError::refused(format!(
-                "catching up on {node}'s velocity ledger (held up to entry {through}, more to come): try again"
+            return Err(CheckError::CatchingUp(format!(
+                "catching up on {node}'s velocity ledger (held up to entry {through}, more to come): reserve again"
             )));
         }
         let mut reserved: BTreeMap<RequestDigest, u128> = BTreeMap::new();

@@ -87,6 +87,10 @@ pub enum NodeError {
     /// (K7): not misbehaviour; the caller catches up (`RecoverKeyGroup`).
     #[error("{0}")]
     OutOfStep(String),
+    /// This node holds only part of a member's velocity ledger so far (it
+    /// restarted): it kept the part; reserve again and send the next one.
+    #[error("{0}")]
+    CatchingUp(String),
     /// Something named does not exist on this node.
     #[error("{0}")]
     NotFound(String),

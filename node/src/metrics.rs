@@ -207,6 +207,11 @@ impl NodeMetrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Time spent in one step of a withdrawal (`permafrost_step_duration_seconds`).
+    pub(crate) fn step(&self, step: &str, took: std::time::Duration) {
+        self.common.step(step, took);
+    }
+
     /// `count` signature shares of `kind` left for `group`.
     pub(crate) fn shares_released(&self, group: &GroupName, kind: ShareKind, count: usize) {
         let kind = match kind {

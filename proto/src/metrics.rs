@@ -331,6 +331,7 @@ pub struct CommonMetrics {
     audit_write_failures: IntCounter,
     audit_last_failure: IntGauge,
     audit_writable: IntGauge,
+    step_seconds: HistogramVec,
     /// Counters caught up from totals must not be caught up twice at once.
     refreshing: Mutex<()>,
 }
@@ -427,6 +428,14 @@ impl CommonMetrics {
                 "permafrost_audit_writable",
                 "1 while the audit log takes records; 0 while it refuses them (the daemon then refuses what needs a record).",
             )?,
+            step_seconds: histogram_vec(
+                registry,
+                "permafrost_step_duration_seconds",
+                "Time spent in each step of a withdrawal in this daemon (where one \
+                 signature's time goes; `permafrost-sim bench` reports the means).",
+                &["step"],
+                COMMIT_BUCKETS,
+            )?,
             refreshing: Mutex::new(()),
         };
         let (latency, batch) = (
@@ -438,6 +447,13 @@ impl CommonMetrics {
             batch.observe(steps as f64);
         }));
         Ok(metrics)
+    }
+
+    /// Time `took` spent in step `step` of a withdrawal.
+    pub fn step(&self, step: &str, took: Duration) {
+        self.step_seconds
+            .with_label_values(&[step])
+            .observe(took.as_secs_f64());
     }
 
     /// Reads the store's counters and the audit log's state into the metrics.

@@ -15,6 +15,28 @@ pub const STALE: &str = "stale";
 /// node holds (K7: the group is mid-refresh or the caller is behind).
 pub const OUT_OF_STEP: &str = "out-of-step";
 
+/// Its value for a signer that is still being sent a member's velocity
+/// ledger (it restarted and holds only part of the window): not a refusal;
+/// the caller reserves again (the reservation answer says how far the node
+/// holds now) and reads the next part.
+pub const CATCHING_UP: &str = "catching-up";
+
+/// A `FAILED_PRECONDITION` status marked catching up.
+pub fn catching_up(what: impl std::fmt::Display) -> Status {
+    let mut status = Status::failed_precondition(what.to_string());
+    status.metadata_mut().insert(
+        REASON,
+        tonic::metadata::MetadataValue::from_static(CATCHING_UP),
+    );
+    status
+}
+
+/// Whether `status` is [`catching_up`].
+pub fn is_catching_up(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition
+        && status.metadata().get(REASON).and_then(|v| v.to_str().ok()) == Some(CATCHING_UP)
+}
+
 /// A `FAILED_PRECONDITION` status marked stale.
 pub fn stale(what: impl std::fmt::Display) -> Status {
     let mut status = Status::failed_precondition(what.to_string());
@@ -58,6 +80,8 @@ mod tests {
         assert!(!is_stale(&Status::failed_precondition("group inactive")));
         assert!(is_out_of_step(&out_of_step("epoch 2, asked for 1")));
         assert!(!is_stale(&out_of_step("epoch 2, asked for 1")));
+        assert!(is_catching_up(&catching_up("part of n1's ledger")));
+        assert!(!is_stale(&catching_up("part of n1's ledger")));
         assert!(!is_out_of_step(&stale("unknown nonce handle")));
     }
 }

@@ -67,6 +67,9 @@ pub enum AttemptError {
     InvalidShares(Vec<Exclusion>),
     /// The node no longer holds the nonces or reservation named (it restarted).
     Stale(NodeId),
+    /// The node holds only part of a member's velocity ledger yet (it
+    /// restarted): reserve again and read on.
+    CatchingUp(NodeId),
     /// Anything else.
     Other(String),
 }
@@ -98,6 +101,9 @@ pub struct SessionReport {
 fn classify(node: &NodeId, status: tonic::Status) -> AttemptError {
     if permafrost_proto::stale::is_stale(&status) {
         return AttemptError::Stale(node.clone());
+    }
+    if permafrost_proto::stale::is_catching_up(&status) {
+        return AttemptError::CatchingUp(node.clone());
     }
     if let Some(hint) = permafrost_proto::backpressure::retry_after(&status) {
         return AttemptError::Busy(node.clone(), hint);
@@ -226,6 +232,8 @@ struct Candidates {
     /// Members that cannot count towards `t` (excluded, or skipped).
     out: usize,
     hedge: Duration,
+    /// Each candidate's last measured round trip (health probes).
+    latencies: BTreeMap<NodeId, Duration>,
 }
 
 fn candidates(
@@ -255,10 +263,15 @@ fn candidates(
             found.push((m.clone(), super::region_of(coord, m), h.latency));
         }
     }
+    let latencies = found
+        .iter()
+        .filter_map(|(m, _, l)| Some((m.clone(), (*l)?)))
+        .collect();
     Ok(Candidates {
         ordered: choose_signers_for(&found, found.len(), request_id).unwrap_or_default(),
         out,
         hedge: MIN_HEDGE.min(coord.config.round_timeout() / 2),
+        latencies,
     })
 }
 
@@ -345,6 +358,7 @@ impl<'a> Run<'a> {
                 t,
             ),
             hedge: found.hedge,
+            latencies: found.latencies.clone(),
         };
         let _gate = match config.velocity {
             true => {
@@ -603,13 +617,14 @@ impl<'a> Run<'a> {
                 self.coord.members.record(&node, Err(error.clone()), None);
                 Event::Silent { node, step, error }
             }
-            AttemptError::InvalidShares(_) | AttemptError::Stale(_) | AttemptError::Other(_) => {
-                Event::Silent {
-                    node,
-                    step,
-                    error: format!("{e:?}"),
-                }
-            }
+            AttemptError::InvalidShares(_)
+            | AttemptError::Stale(_)
+            | AttemptError::CatchingUp(_)
+            | AttemptError::Other(_) => Event::Silent {
+                node,
+                step,
+                error: format!("{e:?}"),
+            },
         })
     }
 
@@ -748,6 +763,7 @@ impl<'a> Run<'a> {
                 elapsed: sent.elapsed(),
             }),
             Err(AttemptError::Stale(_)) => Wake::Event(Event::StaleNonces { node, session }),
+            Err(AttemptError::CatchingUp(_)) => Wake::Event(Event::CatchingUp { node, session }),
             Err(e) => self.failed(node, Step::Sign(session), e),
         }
     }

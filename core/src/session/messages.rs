@@ -114,6 +114,16 @@ pub enum Event<C: Ciphersuite> {
         /// The session that named them.
         session: u32,
     },
+    /// `node` could not check session `session`'s attestations yet: it holds
+    /// only part of a member's velocity ledger (it restarted) and kept the
+    /// part it was sent. It reserves again (its answer says how far it holds
+    /// now) and the next attestation round sends the next part.
+    CatchingUp {
+        /// The node.
+        node: NodeId,
+        /// The session.
+        session: u32,
+    },
     /// Session `session` has waited the hedge delay ([`Command::Hedge`]).
     Hedge {
         /// The session.
@@ -267,9 +277,13 @@ pub struct SessionConfig<C: Ciphersuite> {
     /// Shortest time a session that has some valid shares waits for the rest
     /// before its answered signers may start another one (ROAST proper is
     /// zero; a little avoids a needless second session when shares arrive
-    /// a few milliseconds apart). The wait is the longer of this and half the
-    /// time its first share took ([`HEDGE_FRACTION`]), so a queue or a long
-    /// link stretches it and a silent signer costs about half a round trip.
-    /// A dead session releases them at once. Also the gathering window.
+    /// a few milliseconds apart). The wait is the longest of this, half the
+    /// time its first share took ([`HEDGE_FRACTION`]: a queue stretches it),
+    /// and what is left of 1.5 times the slowest signer's usual round trip
+    /// ([`SessionConfig::latencies`]: a far region's share is not given up on
+    /// because a near one answered first). A dead session releases them at
+    /// once. Also the gathering window.
     pub hedge: Duration,
+    /// Each member's usual round trip, where known (health probes).
+    pub latencies: BTreeMap<NodeId, Duration>,
 }

@@ -489,6 +489,7 @@ fn taproot_shares_verify_on_arrival_too() {
         velocity: false,
         attestations_needed: 2,
         hedge: Duration::ZERO,
+        latencies: BTreeMap::new(),
     };
     let (mut engine, first) = SigningSession::start(config, banked).expect("start");
     let mut done = None;
@@ -623,6 +624,26 @@ fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
     assert!(!out
         .iter()
         .any(|c| matches!(c, Command::RequestCommitments { .. })));
+    // A far signer (n1, 200 ms usual round trip) is waited for: what is left
+    // of 1.5 times its round trip once a near one (n2) answered in 1 ms.
+    let mut sim = Sim::new(3, 2, &[]);
+    let bank = sim.bank(1, 1);
+    let mut config = sim.config(1, false);
+    config.latencies = [(node(0), Duration::from_millis(200))].into();
+    let (mut engine, first) = SigningSession::start(config, bank).expect("start");
+    let to_n2 = first
+        .iter()
+        .find(|c| matches!(c, Command::SendPackage { node: to, .. } if *to == node(1)))
+        .expect("n2 asked to sign")
+        .clone();
+    sim.execute(&to_n2);
+    let out = engine.handle(sim.events.pop_front().expect("shares"));
+    assert!(
+        out.iter().any(|c| matches!(c,
+            Command::Later { after, command }
+                if matches!(**command, Command::Hedge { .. }) && *after == Duration::from_millis(299))),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -638,4 +659,29 @@ fn a_member_that_signed_validly_is_chosen_before_one_that_has_not() {
     assert_eq!(sessions[0], vec![node(0), node(1), node(2)]);
     assert_eq!(sessions.len(), 2, "{sessions:?}");
     assert_eq!(sessions[1][..2], [node(1), node(2)]);
+}
+
+#[test]
+fn p1_a_signer_catching_up_reserves_again_and_reads_on_until_it_signs() {
+    // 2-of-2 shape inside 2-of-3 with n3 dead: n1 and n2 must sign, and n2
+    // restarted: it answers "catching up" twice before it holds the ledgers.
+    let mut sim = Sim::new(3, 2, &[(1, Behaviour::CatchingUp(2)), (2, Behaviour::Dead)]);
+    let bank = sim.bank(4, 1);
+    let (mut engine, first) = SigningSession::start(sim.config(1, true), bank).expect("start");
+    let outcome = sim.run(&mut engine, first);
+    let signers = sim.assert_done(&outcome, 1);
+    assert_eq!(signers, vec![node(0), node(1)]);
+    let reserves = sim
+        .log
+        .iter()
+        .filter(|c| matches!(c, Command::Reserve { node: n } if *n == node(1)))
+        .count();
+    assert_eq!(reserves, 3, "one reservation, then one more per part");
+    let rounds = sim
+        .log
+        .iter()
+        .filter(|c| matches!(c, Command::Attest { node: n, .. } if *n == node(0)))
+        .count();
+    assert!(rounds >= 3, "a new attestation round per part: {rounds}");
+    assert!(sim.excluded().is_empty(), "catching up is no fault");
 }

@@ -52,6 +52,7 @@ impl From<NodeError> for Status {
             NodeError::PeerMisbehaved { .. } | NodeError::Aborted(_) => Status::aborted(message),
             NodeError::Stale(_) => permafrost_proto::stale::stale(message),
             NodeError::OutOfStep(_) => permafrost_proto::stale::out_of_step(message),
+            NodeError::CatchingUp(_) => permafrost_proto::stale::catching_up(message),
             NodeError::NotFound(_) => Status::not_found(message),
             NodeError::AlreadyExists(_) => Status::already_exists(message),
             NodeError::Busy { what, retry_after } => {
@@ -400,28 +401,29 @@ impl SignerNodeApi for NodeService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        Ok(Response::new(velocity::reserve_only(
-            &self.node,
-            request.get_ref(),
-        )?))
+        let started = std::time::Instant::now();
+        let answer = velocity::reserve_only(&self.node, request.get_ref());
+        self.node.metrics.step("node_reserve", started.elapsed());
+        Ok(Response::new(answer?))
     }
 
     async fn attest(
         &self,
         request: Request<pb::AttestRequest>,
     ) -> Result<Response<pb::AttestResponse>, Status> {
-        Ok(Response::new(velocity::attest(
-            &self.node,
-            request.get_ref(),
-        )?))
+        let started = std::time::Instant::now();
+        let answer = velocity::attest(&self.node, request.get_ref());
+        self.node.metrics.step("node_attest", started.elapsed());
+        Ok(Response::new(answer?))
     }
 
     async fn sign(
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        Ok(Response::new(
-            sign::sign(self.node.clone(), request.into_inner()).await?,
-        ))
+        let started = std::time::Instant::now();
+        let answer = sign::sign(self.node.clone(), request.into_inner()).await;
+        self.node.metrics.step("node_sign", started.elapsed());
+        Ok(Response::new(answer?))
     }
 }

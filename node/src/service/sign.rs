@@ -457,12 +457,11 @@ async fn sign_in<C: Suite>(
             .await?;
             let journaled_at = Instant::now();
             let shares = release_withdrawal_shares(node, name, &req.approvals, checked, journaled)?;
-            // Where a share's time goes (RUST_LOG=permafrost_node=debug).
-            tracing::debug!(
-                checks_and_journal_us = (journaled_at - started).as_micros() as u64,
-                audit_and_share_us = journaled_at.elapsed().as_micros() as u64,
-                "sign step timings"
-            );
+            // Where a share's time goes (`permafrost-sim bench` reports the means).
+            node.metrics
+                .step("node_checks_and_journal", journaled_at - started);
+            node.metrics
+                .step("node_audit_and_share", journaled_at.elapsed());
             shares
         }
         Some(pb::sign_request::Target::Activation(_)) => {
@@ -641,7 +640,13 @@ async fn journal_withdrawal<C: Suite>(
                     },
                 )
         }
-        .map_err(|e| refuse(node, "sign", Check::Velocity, e))?,
+        .map_err(|e| match e {
+            velocity::CheckError::CatchingUp(why) => {
+                info!(node = %node.id, group = %record.name, "{why}");
+                NodeError::CatchingUp(why)
+            }
+            velocity::CheckError::Refused(e) => refuse(node, "sign", Check::Velocity, e),
+        })?,
     };
     let r = custody.request();
     let (request_id, digest, group) = (r.request_id.clone(), custody.digest(), r.key_group.clone());

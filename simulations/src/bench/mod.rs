@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod soak;
 pub mod stats;
+pub mod steps;
 pub mod wan;
 
 use std::path::Path;

@@ -78,6 +78,10 @@ pub struct LoadPhase {
     pub sequential_without_daily_limit: LevelReport,
     /// Its p50 / floor p50.
     pub without_daily_limit_p50_over_floor_p50: f64,
+    /// Where the time of the sequential run went, step by step.
+    pub steps: Vec<crate::bench::steps::StepReport>,
+    /// The same for the group without a daily limit.
+    pub steps_without_daily_limit: Vec<crate::bench::steps::StepReport>,
     /// One `GetWithdrawal` call on an idle cluster (mTLS gRPC round trip and a store read).
     pub get_withdrawal_round_trip: Summary,
     /// Each in-flight level.
@@ -309,6 +313,32 @@ impl BenchReport {
             "  group without a daily limit (no Reserve/Attest rounds), 1 in flight: {} ok of {}, p50 {:.2} ms = {:.2}x the in-process p50, p99 {:.2} ms",
             u.ok, u.requests, u.latency.p50_ms, l.without_daily_limit_p50_over_floor_p50, u.latency.p99_ms
         );
+        let _ = writeln!(
+            o,
+            "\nWhere one signature's time goes, 1 in flight (mean ms per call; node steps run on each signer, in parallel):"
+        );
+        let _ = writeln!(
+            o,
+            "  {:<28} {:>10} {:>8} {:>14} {:>8}",
+            "step", "limit: ms", "calls", "no limit: ms", "calls"
+        );
+        let mut names: Vec<&str> = l.steps.iter().map(|r| r.step.as_str()).collect();
+        for r in &l.steps_without_daily_limit {
+            if !names.contains(&r.step.as_str()) {
+                names.push(&r.step);
+            }
+        }
+        for name in names {
+            let cell = |v: &[crate::bench::steps::StepReport]| {
+                v.iter()
+                    .find(|r| r.step == name)
+                    .map(|r| (format!("{:.3}", r.mean_ms), r.calls.to_string()))
+                    .unwrap_or_else(|| ("-".into(), "-".into()))
+            };
+            let (a, ac) = cell(&l.steps);
+            let (b, bc) = cell(&l.steps_without_daily_limit);
+            let _ = writeln!(o, "  {name:<28} {a:>10} {ac:>8} {b:>14} {bc:>8}");
+        }
         let _ = writeln!(o, "  node health after: {}", health_line(&l.health_after));
         let _ = writeln!(o, "\nMemory (VmRSS, MiB): idle -> after the load");
         for idle in &l.rss_idle {

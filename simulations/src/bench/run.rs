@@ -299,7 +299,9 @@ async fn load_phase(
         "{} sequential withdrawals (1 in flight)",
         plan.sequential
     ));
+    let before = super::steps::sample(cluster).await;
     let sequential = measured(&w, &probe, "c1", 1, plan.sequential).await?;
+    let steps = super::steps::between(&before, &super::steps::sample(cluster).await);
     progress.step(level_line(&sequential));
     let unlimited = create_group_named(
         cluster,
@@ -313,7 +315,9 @@ async fn load_phase(
         plan.sequential, unlimited.name
     ));
     let w_unlimited = workload(cluster, &unlimited, plan)?;
+    let before = super::steps::sample(cluster).await;
     let without_limit = measured(&w_unlimited, &probe, "u1", 1, plan.sequential).await?;
+    let steps_without_limit = super::steps::between(&before, &super::steps::sample(cluster).await);
     progress.step(level_line(&without_limit));
     let round_trip = load::round_trips(&w, &load::request_id(&w, "c1", 0), plan.sequential).await;
     progress.step(format!(
@@ -344,6 +348,8 @@ async fn load_phase(
             floor.latency.p50_ms,
         ),
         sequential_without_daily_limit: without_limit,
+        steps,
+        steps_without_daily_limit: steps_without_limit,
         get_withdrawal_round_trip: round_trip,
         levels,
         rss_idle,

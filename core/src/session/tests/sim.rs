@@ -23,6 +23,8 @@ pub(super) enum Behaviour {
     BadShare,
     /// Refuses every request on policy.
     Refuses,
+    /// Restarted: answers `Sign` "catching up" this many more times.
+    CatchingUp(u8),
 }
 
 pub(super) struct SimNode {
@@ -135,6 +137,7 @@ impl Sim {
             velocity,
             attestations_needed: self.ids.len() - self.t + 1,
             hedge: Duration::from_millis(20),
+            latencies: BTreeMap::new(),
         }
     }
 
@@ -202,6 +205,17 @@ impl Sim {
                 let behaviour = self.nodes[node].behaviour;
                 match behaviour {
                     Behaviour::Dead | Behaviour::SilentAtSign => {}
+                    Behaviour::CatchingUp(left) => {
+                        let n = self.nodes.get_mut(node).expect("node");
+                        n.behaviour = match left {
+                            0 | 1 => Behaviour::Honest,
+                            k => Behaviour::CatchingUp(k - 1),
+                        };
+                        self.events.push_back(Event::CatchingUp {
+                            node: node.clone(),
+                            session: *session,
+                        });
+                    }
                     Behaviour::Refuses => self.events.push_back(Event::Refused {
                         node: node.clone(),
                         step: Step::Sign(*session),

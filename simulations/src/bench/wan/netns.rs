@@ -97,9 +97,19 @@ pub fn preflight() -> Result<(), SimError> {
 }
 
 /// Refuses when the host already uses the links' addresses.
+/// Links a run just deleted leave the host's routes a moment later (the
+/// kernel tears veths down asynchronously): waits up to 5 s for those.
 fn check_addresses_free() -> Result<(), SimError> {
-    let routes = output("ip", &["-4", "route", "show"])?;
     let ours = format!("{}.{}.", NET[0], NET[1]);
+    let mut routes = output("ip", &["-4", "route", "show"])?;
+    for _ in 0..50 {
+        let mine: Vec<&str> = routes.lines().filter(|l| l.starts_with(&ours)).collect();
+        if mine.is_empty() || !mine.iter().all(|l| l.contains(" dev pfwan")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        routes = output("ip", &["-4", "route", "show"])?;
+    }
     if routes.lines().any(|l| l.starts_with(&ours)) {
         return Err(SimError::Setup(format!(
             "this host already routes {ours}0.0/16; --wan uses it for its private links, so it will not add another"
