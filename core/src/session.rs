@@ -744,7 +744,7 @@ impl<C: Ciphersuite> SigningSession<C> {
                     .max()
                     .copied()
                     .unwrap_or_default();
-                let rest_of_slowest = (slowest * 3 / 2).saturating_sub(elapsed);
+                let rest_of_slowest = (slowest * 5 / 4).saturating_sub(elapsed);
                 out.push(Command::Later {
                     after: self
                         .config

@@ -279,7 +279,7 @@ pub struct SessionConfig<C: Ciphersuite> {
     /// zero; a little avoids a needless second session when shares arrive
     /// a few milliseconds apart). The wait is the longest of this, half the
     /// time its first share took ([`HEDGE_FRACTION`]: a queue stretches it),
-    /// and what is left of 1.5 times the slowest signer's usual round trip
+    /// and what is left of 1.25 times the slowest signer's usual round trip
     /// ([`SessionConfig::latencies`]: a far region's share is not given up on
     /// because a near one answered first). A dead session releases them at
     /// once. Also the gathering window.

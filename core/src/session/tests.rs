@@ -625,7 +625,7 @@ fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
         .iter()
         .any(|c| matches!(c, Command::RequestCommitments { .. })));
     // A far signer (n1, 200 ms usual round trip) is waited for: what is left
-    // of 1.5 times its round trip once a near one (n2) answered in 1 ms.
+    // of 1.25 times its round trip once a near one (n2) answered in 1 ms.
     let mut sim = Sim::new(3, 2, &[]);
     let bank = sim.bank(1, 1);
     let mut config = sim.config(1, false);
@@ -641,7 +641,7 @@ fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
     assert!(
         out.iter().any(|c| matches!(c,
             Command::Later { after, command }
-                if matches!(**command, Command::Hedge { .. }) && *after == Duration::from_millis(299))),
+                if matches!(**command, Command::Hedge { .. }) && *after == Duration::from_millis(249))),
         "{out:?}"
     );
 }

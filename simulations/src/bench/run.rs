@@ -216,7 +216,7 @@ async fn phases(
             .into(),
     );
     notes.push(
-        "the client runs on the same cores as the daemons; latency is not broken down inside the daemons (no per-step timing is exported)"
+        "the client runs on the same cores as the daemons; step times are each daemon's own (permafrost_step_duration_seconds): the rest of a request's time is the gRPC calls between them and the client"
             .into(),
     );
     if let Some(l) = machine.load_average_at_start.filter(|l| *l > 0.5) {
