@@ -36,8 +36,8 @@ use crate::NodeId;
 pub mod bank;
 mod messages;
 
-/// Catching-up answers one request takes before the signers still catching
-/// up are treated as refusing (each answer moves a signer one part on).
+/// Catching-up answers one request takes from a signer before it is treated
+/// as refusing (each answer moves it one part of a ledger on).
 const MAX_CATCH_UPS: usize = 64;
 mod velocity;
 
@@ -65,6 +65,8 @@ struct Signer<C: Ciphersuite> {
     /// With the reservation: how far it holds each member's ledger.
     held: BTreeMap<NodeId, u64>,
     reserve_pending: bool,
+    /// Times it answered that it is still catching up on ledgers.
+    catch_ups: usize,
     /// Has answered a session of this request with valid shares: preferred
     /// for the next session over members that have not shown they answer.
     proven: bool,
@@ -102,8 +104,6 @@ pub struct SigningSession<C: Ciphersuite> {
     sessions: Vec<Session<C>>,
     outstanding: usize,
     finished: bool,
-    /// Signers' answers that they are still catching up on ledgers.
-    catch_ups: usize,
     /// At the start, while the first answers come in: the preferred signers
     /// get a short chance (the hedge delay) to be part of the first session,
     /// rather than whoever answers first.
@@ -158,6 +158,7 @@ impl<C: Ciphersuite> SigningSession<C> {
                     reservation: None,
                     held: BTreeMap::new(),
                     reserve_pending: false,
+                    catch_ups: 0,
                     proven: false,
                 },
             );
@@ -170,7 +171,6 @@ impl<C: Ciphersuite> SigningSession<C> {
             sessions: Vec::new(),
             outstanding: 0,
             finished: false,
-            catch_ups: 0,
             gathering: true,
         };
         let mut out = Vec::new();
@@ -304,9 +304,9 @@ impl<C: Ciphersuite> SigningSession<C> {
             Event::CatchingUp { node, session } => {
                 self.answered();
                 self.kill_session(session, &mut out);
-                self.catch_ups += 1;
                 if let Some(s) = self.signers.get_mut(&node) {
-                    if self.catch_ups > MAX_CATCH_UPS {
+                    s.catch_ups += 1;
+                    if s.catch_ups > MAX_CATCH_UPS {
                         s.state = State::Refused(format!(
                             "{node} still catching up on the group's velocity ledgers after {MAX_CATCH_UPS} parts"
                         ));
