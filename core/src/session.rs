@@ -764,6 +764,11 @@ impl<C: Ciphersuite> SigningSession<C> {
 
     /// Asks a held signer for its next nonce set ahead of the hedge.
     fn prefetch(&mut self, node: &NodeId, out: &mut Vec<Command<C>>) {
+        self.request_commitments(node, out);
+    }
+
+    /// Asks `node` for a nonce set, unless it has one or one is on its way.
+    pub(super) fn request_commitments(&mut self, node: &NodeId, out: &mut Vec<Command<C>>) {
         let count = self.config.messages.len();
         if let Some(s) = self.signers.get_mut(node) {
             if s.sets.is_empty() && !s.commit_pending {

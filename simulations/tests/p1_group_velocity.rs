@@ -135,15 +135,15 @@ async fn p1_attestations_list_only_what_the_signers_lack_and_a_restarted_node_ge
     let mut r = cluster.request("wd-p1d-probe", "warm-1", Tier::Warm);
     r.amount = UNIT;
     let probe = cluster.sign(&r);
-    let mut n1 = cluster.node_client(0, Role::Coordinator, "probe");
-    let reserved = n1
-        .reserve(permafrost_proto::ReserveRequest {
+    let reserve = |i: usize| {
+        let mut c = cluster.node_client(i, Role::Coordinator, "probe");
+        let req = permafrost_proto::ReserveRequest {
             key_group: "warm-1".into(),
             withdrawal: Some(probe.clone()),
-        })
-        .await
-        .expect("reserve")
-        .into_inner();
+        };
+        async move { c.reserve(req).await.expect("reserve").into_inner() }
+    };
+    let reserved = reserve(0).await;
     // (as of the reads of the last request n1 signed: at least one entry).
     let held: u64 = reserved.ledgers_held.values().sum();
     assert!(
@@ -164,15 +164,7 @@ async fn p1_attestations_list_only_what_the_signers_lack_and_a_restarted_node_ge
         .await
         .expect_err("one member's receipt twice");
     assert!(e.message().contains("two receipts"), "{}", e.message());
-    let second = cluster
-        .node_client(2, Role::Coordinator, "probe")
-        .reserve(permafrost_proto::ReserveRequest {
-            key_group: "warm-1".into(),
-            withdrawal: Some(probe.clone()),
-        })
-        .await
-        .expect("reserve")
-        .into_inner();
+    let second = reserve(2).await;
     // Asked from what a signer holds, each member lists only the rest.
     let mut listed = 0;
     for (i, member) in ["n1", "n2", "n3"].iter().enumerate() {

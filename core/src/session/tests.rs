@@ -564,72 +564,16 @@ fn the_first_session_waits_a_moment_for_the_preferred_signers() {
     );
 }
 
-#[test]
-fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
-    // 2-of-3, one nonce set banked each: n1 and n2 sign first; n2 answers
-    // after 300 ms (a long link), n1 not yet.
-    let mut sim = Sim::new(3, 2, &[]);
-    let bank = sim.bank(1, 1);
-    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
-    let to_n2 = first
-        .iter()
-        .find(|c| matches!(c, Command::SendPackage { node: to, .. } if *to == node(1)))
-        .expect("n2 asked to sign")
-        .clone();
-    sim.execute(&to_n2);
-    let Some(Event::Shares {
-        node: n,
-        session,
-        shares,
-        ..
-    }) = sim.events.pop_front()
-    else {
-        panic!("no shares")
-    };
-    let out = engine.handle(Event::Shares {
-        node: n,
-        session,
-        shares,
-        elapsed: Duration::from_millis(300),
-    });
-    let hedge = out.iter().find_map(|c| match c {
-        Command::Later { after, command } if matches!(**command, Command::Hedge { .. }) => {
-            Some(*after)
-        }
-        _ => None,
-    });
-    assert_eq!(hedge, Some(Duration::from_millis(150)), "{out:?}");
-    assert!(
-        out.iter()
-            .any(|c| matches!(c, Command::RequestCommitments { node: to, .. } if *to == node(1))),
-        "next set fetched while the session waits: {out:?}"
-    );
-    // On a fast link the floor applies and nothing is fetched ahead.
-    let mut sim = Sim::new(3, 2, &[]);
-    let bank = sim.bank(1, 1);
-    let (mut engine, first) = SigningSession::start(sim.config(1, false), bank).expect("start");
-    let to_n2 = first
-        .iter()
-        .find(|c| matches!(c, Command::SendPackage { node: to, .. } if *to == node(1)))
-        .expect("n2 asked to sign")
-        .clone();
-    sim.execute(&to_n2);
-    let Some(event) = sim.events.pop_front() else {
-        panic!("no shares")
-    };
-    let out = engine.handle(event);
-    assert!(out.iter().any(|c| matches!(c,
-        Command::Later { after, command }
-            if matches!(**command, Command::Hedge { .. }) && *after == Duration::from_millis(20))));
-    assert!(!out
-        .iter()
-        .any(|c| matches!(c, Command::RequestCommitments { .. })));
-    // A far signer (n1, 200 ms usual round trip) is waited for: what is left
-    // of 1.25 times its round trip once a near one (n2) answered in 1 ms.
+/// 2-of-3 with one nonce set banked each (n1 and n2 sign first): n2's
+/// answer, as `config` (and `n2_elapsed`) has it, and what the engine says.
+fn first_answer_from_n2(
+    latencies: BTreeMap<NodeId, Duration>,
+    n2_elapsed: Option<Duration>,
+) -> Vec<Cmd> {
     let mut sim = Sim::new(3, 2, &[]);
     let bank = sim.bank(1, 1);
     let mut config = sim.config(1, false);
-    config.latencies = [(node(0), Duration::from_millis(200))].into();
+    config.latencies = latencies;
     let (mut engine, first) = SigningSession::start(config, bank).expect("start");
     let to_n2 = first
         .iter()
@@ -637,13 +581,42 @@ fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
         .expect("n2 asked to sign")
         .clone();
     sim.execute(&to_n2);
-    let out = engine.handle(sim.events.pop_front().expect("shares"));
+    let mut event = sim.events.pop_front().expect("shares");
+    if let (Event::Shares { elapsed, .. }, Some(e)) = (&mut event, n2_elapsed) {
+        *elapsed = e;
+    }
+    engine.handle(event)
+}
+
+fn hedge_of(out: &[Cmd]) -> Option<Duration> {
+    out.iter().find_map(|c| match c {
+        Command::Later { after, command } if matches!(**command, Command::Hedge { .. }) => {
+            Some(*after)
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn hedge_scales_with_the_first_share_and_the_next_set_is_fetched_ahead() {
+    // n2 answers after 300 ms (a long link), n1 not yet.
+    let out = first_answer_from_n2(BTreeMap::new(), Some(Duration::from_millis(300)));
+    assert_eq!(hedge_of(&out), Some(Duration::from_millis(150)), "{out:?}");
     assert!(
-        out.iter().any(|c| matches!(c,
-            Command::Later { after, command }
-                if matches!(**command, Command::Hedge { .. }) && *after == Duration::from_millis(249))),
-        "{out:?}"
+        out.iter()
+            .any(|c| matches!(c, Command::RequestCommitments { node: to, .. } if *to == node(1))),
+        "next set fetched while the session waits: {out:?}"
     );
+    // On a fast link the floor applies and nothing is fetched ahead.
+    let out = first_answer_from_n2(BTreeMap::new(), None);
+    assert_eq!(hedge_of(&out), Some(Duration::from_millis(20)), "{out:?}");
+    assert!(!out
+        .iter()
+        .any(|c| matches!(c, Command::RequestCommitments { .. })));
+    // A far signer (n1, 200 ms usual round trip) is waited for: what is left
+    // of 1.25 times its round trip once a near one (n2) answered in 1 ms.
+    let out = first_answer_from_n2([(node(0), Duration::from_millis(200))].into(), None);
+    assert_eq!(hedge_of(&out), Some(Duration::from_millis(249)), "{out:?}");
 }
 
 #[test]

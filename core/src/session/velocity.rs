@@ -28,7 +28,6 @@ impl<C: Ciphersuite> SigningSession<C> {
             .filter(|s| live(s) && (s.reservation.is_some() || (s.reserve_pending && !widen)))
             .count();
         let order = self.config.candidates.clone();
-        let count = self.config.messages.len();
         for node in &order {
             if holding >= t {
                 break;
@@ -41,14 +40,7 @@ impl<C: Ciphersuite> SigningSession<C> {
                 self.outstanding += 1;
                 holding += 1;
                 out.push(Command::Reserve { node: node.clone() });
-                if s.sets.is_empty() && !s.commit_pending {
-                    s.commit_pending = true;
-                    self.outstanding += 1;
-                    out.push(Command::RequestCommitments {
-                        node: node.clone(),
-                        count,
-                    });
-                }
+                self.request_commitments(node, out);
             }
         }
     }

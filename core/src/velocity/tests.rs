@@ -250,16 +250,22 @@ fn p1_rotating_subsets_one_at_a_time_stop_at_the_limit() {
     assert_eq!(run(3, 2, &reqs, &schedule), CAP);
 }
 
-#[test]
-fn forged_or_misdirected_attestations_are_refused() {
-    let ids: Vec<NodeIdentity> = (0..3)
+/// `n` members n0, n1, ... with fresh identity keys.
+fn identities(n: usize) -> (Vec<NodeIdentity>, MemberKeys) {
+    let ids: Vec<NodeIdentity> = (0..n)
         .map(|_| NodeIdentity::generate(&mut thread_rng()))
         .collect();
-    let members: MemberKeys = ids
+    let members = ids
         .iter()
         .enumerate()
         .map(|(i, k)| (NodeId::new(format!("n{i}")).expect("id"), k.identity_key()))
         .collect();
+    (ids, members)
+}
+
+#[test]
+fn forged_or_misdirected_attestations_are_refused() {
+    let (ids, members) = identities(3);
     let d = RequestDigest([1; 32]);
     let other = RequestDigest([2; 32]);
     let own = [9u8; 32];
@@ -355,14 +361,7 @@ fn part(
 
 #[test]
 fn p1_ranges_a_signer_holds_are_not_sent_again_and_a_gap_is_refused() {
-    let ids: Vec<NodeIdentity> = (0..2)
-        .map(|_| NodeIdentity::generate(&mut thread_rng()))
-        .collect();
-    let members: MemberKeys = ids
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (NodeId::new(format!("n{i}")).expect("id"), k.identity_key()))
-        .collect();
+    let (ids, members) = identities(2);
     let own = [9u8; 32];
     let e = |seq: u64, d: u8, at: u64| LedgerEntry {
         seq,
