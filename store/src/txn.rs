@@ -13,6 +13,8 @@ type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// `(key, value)` pairs in key order.
 pub type Entries<V> = Vec<(Vec<u8>, V)>;
+/// One `(key, value)` pair.
+pub type Entry<V> = (Vec<u8>, V);
 
 /// Writes of one step: `(table, key)` → new value, or `None` for a removal.
 type Overlay = BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>;
@@ -201,7 +203,7 @@ impl<'a> WriteTxn<'a> {
         &self,
         table: &Table<C>,
         range: impl RangeBounds<Vec<u8>>,
-    ) -> Result<Option<(Vec<u8>, C::Value)>, StoreError> {
+    ) -> Result<Option<Entry<C::Value>>, StoreError> {
         let t = self.txn.open_table(definition(table.name))?;
         let mut stored = None;
         for kv in t.range::<&[u8]>(bounds(&range))? {
