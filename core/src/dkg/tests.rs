@@ -41,6 +41,7 @@ pub(crate) fn fixture(n: usize, t: u16) -> Fixture {
             tier: Tier::Warm,
             threshold: t,
             members,
+            removed: Vec::new(),
             refresh: false,
             authorization: approved.digest().0,
         },
