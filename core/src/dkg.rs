@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::ceremony::AuthorizedCeremony;
 use crate::identity::{seal_to, verify_ed25519, NodeIdentity};
 use crate::manifest::Directory;
-use crate::{CoreError, GroupName, NodeId, Tier};
+use crate::{CoreError, NodeId};
 
 mod spec;
 pub use spec::CeremonySpec;

@@ -253,9 +253,7 @@ impl QuorumApproved {
         }
         let active = held.active();
         let unchanged = |what: &str| -> Result<(), CoreError> {
-            if spec.members != active
-                || spec.threshold != held.threshold
-                || spec.tier != held.tier
+            if spec.members != active || spec.threshold != held.threshold || spec.tier != held.tier
             {
                 return Err(CoreError::refused(format!(
                     "a {what} keeps the members, their order, the tier and the threshold"
@@ -364,7 +362,11 @@ impl QuorumApproved {
     /// For the member a removal names: it may drop its own share under the
     /// quorum's removal spec of the epoch it holds. It takes no part in the
     /// refresh among the others, which never waits for it.
-    pub fn as_removed(self, me: &NodeId, held: &HeldGroup) -> Result<AuthorizedCeremony, CoreError> {
+    pub fn as_removed(
+        self,
+        me: &NodeId,
+        held: &HeldGroup,
+    ) -> Result<AuthorizedCeremony, CoreError> {
         let spec = &self.spec;
         if spec.operation != Operation::RemoveMember || spec.subject.as_ref() != Some(me) {
             return Err(CoreError::refused(format!(

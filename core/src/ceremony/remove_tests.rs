@@ -71,7 +71,8 @@ fn x5_a_removal_follows_from_the_record_and_keeps_identifiers() {
     // The refresh among n1..n3 lists all four (identifiers stay) with n4 out.
     let c = ceremony(&spec, &["n4"]);
     c.validate().expect("shape");
-    c.check_authorized(&authorized).expect("the approved removal");
+    c.check_authorized(&authorized)
+        .expect("the approved removal");
     assert_eq!(c.participants(), spec.members);
     assert_eq!(
         c.identifier_of(&node("n3")).expect("n3"),
@@ -95,9 +96,7 @@ fn x7_the_removed_member_never_takes_part_but_may_drop_its_share() {
     quorum(spec.clone())
         .as_removed(&node("n4"), &held(&[]))
         .expect("n4 drops its share");
-    assert!(quorum(spec)
-        .as_removed(&node("n1"), &held(&[]))
-        .is_err());
+    assert!(quorum(spec).as_removed(&node("n1"), &held(&[])).is_err());
 }
 
 #[test]
@@ -172,7 +171,9 @@ fn x7_an_ex_member_is_never_removed_again_repaired_back_or_a_participant() {
     ceremony(&refresh, &["n4"])
         .check_authorized(&authorized)
         .expect("n4 stays out");
-    assert!(ceremony(&refresh, &[]).check_authorized(&authorized).is_err());
+    assert!(ceremony(&refresh, &[])
+        .check_authorized(&authorized)
+        .is_err());
 }
 
 #[test]
@@ -182,7 +183,10 @@ fn removed_members_must_be_members_and_leave_t_participants() {
     assert!(c.validate().is_err(), "n5 is no member");
     c.removed = ["n2", "n3", "n4"].map(node).to_vec();
     let err = c.validate().expect_err("one left");
-    assert!(err.to_string().contains("1 member(s) would take part"), "{err}");
+    assert!(
+        err.to_string().contains("1 member(s) would take part"),
+        "{err}"
+    );
     c.removed = vec![node("n4")];
     c.refresh = false;
     assert!(c.validate().is_err(), "a new group removes no one");

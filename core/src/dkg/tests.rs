@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::manifest::{ClusterManifest, ManifestNode};
+use crate::{GroupName, Tier};
 
 pub(crate) struct Fixture {
     pub spec: CeremonySpec,
