@@ -19,13 +19,19 @@ use permafrost_proto::{self as pb, signer_node_client::SignerNodeClient};
 use rand::RngCore;
 use tonic::transport::Channel;
 use tonic::Status;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::driver::{sign_with_retries, Target};
 use crate::store::GroupRecord;
 use crate::Coordinator;
 
-/// Calls every member in parallel with the round deadline; fails naming the first member that failed.
+mod refresh;
+mod repair;
+
+pub use refresh::{refresh_key_group, remove_member};
+pub use repair::repair_key_group;
+
+/// Calls every member taking part in parallel with the round deadline; fails naming the first member that failed.
 async fn call_all<T, F, Fut>(
     coord: &Coordinator,
     spec: &CeremonySpec,
@@ -37,7 +43,8 @@ where
     Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
 {
     let deadline = coord.config.round_timeout();
-    let calls = spec.members.iter().map(|id| {
+    let participants = spec.participants();
+    let calls = participants.iter().map(|id| {
         let client = coord.members.get(id).map(|m| m.client.clone());
         let fut = client.map(|c| f(id.clone(), c));
         async move {
@@ -63,7 +70,11 @@ where
 
 /// Calls every one of `members` in parallel with the round deadline and
 /// returns the failures, each as "member: why" (an empty list: all succeeded).
-async fn each_member<T, F, Fut>(coord: &Coordinator, members: &[NodeId], f: F) -> Vec<String>
+pub(super) async fn each_member<T, F, Fut>(
+    coord: &Coordinator,
+    members: &[NodeId],
+    f: F,
+) -> Vec<String>
 where
     F: Fn(SignerNodeClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -125,27 +136,28 @@ pub(crate) fn authorization(
 }
 
 /// A random ceremony id (each attempt under one spec gets its own).
-fn ceremony_id() -> String {
+pub(super) fn ceremony_id() -> String {
     let mut id = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut id);
     hex::encode(id)
 }
 
-/// The DKG spec of a create or refresh, taken from what the operators approved.
-fn dkg_spec(approved: &LifecycleSpec, refresh: bool) -> pb::CeremonySpec {
+/// The DKG spec of a create, taken from what the operators approved.
+fn dkg_spec(approved: &LifecycleSpec) -> pb::CeremonySpec {
     pb::CeremonySpec {
         ceremony_id: ceremony_id(),
         group: approved.group.to_string(),
         tier: permafrost_proto::convert::tier_to_wire(approved.tier),
         threshold: u32::from(approved.threshold),
         members: approved.members.iter().map(|m| m.to_string()).collect(),
-        refresh,
+        removed: Vec::new(),
+        refresh: false,
         authorization: approved.digest().0.to_vec(),
     }
 }
 
 /// DKG (or refresh) rounds 1–3 with the echo check; returns every member's signed report.
-async fn run_rounds(
+pub(super) async fn run_rounds(
     coord: &Coordinator,
     spec: &CeremonySpec,
     wire_spec: &pb::CeremonySpec,
@@ -204,108 +216,6 @@ async fn run_rounds(
     Ok(reports)
 }
 
-/// Proactive refresh (K6): new shares for every member, same group key and
-/// threshold; nodes destroy old shares only once every member confirmed the
-/// same new public key package.
-pub async fn refresh_key_group(
-    coord: &Arc<Coordinator>,
-    req: pb::RefreshKeyGroupRequest,
-) -> Result<GroupRecord, Status> {
-    let signed = authorization(
-        coord,
-        req.authorization.as_ref(),
-        Operation::Refresh,
-        &req.name,
-    )?;
-    let name = signed.spec.group.to_string();
-    let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let group_name = permafrost_proto::convert::group_name("name", &name)?;
-    let mut record = coord
-        .store
-        .group(&group_name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
-    if !record.active {
-        return Err(Status::failed_precondition(format!(
-            "key group {name} is not active"
-        )));
-    }
-    let wire_spec = dkg_spec(&signed.spec, true);
-    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
-    let spec: CeremonySpec = (&wire_spec).try_into()?;
-    info!(ceremony = %spec.ceremony_id, group = %spec.group, approved = %signed.spec.digest(), "refresh started");
-    let reports = run_rounds(coord, &spec, &wire_spec, &wire_auth).await?;
-    let pkp = dkg::check_reports(&spec, &coord.directory, &reports)
-        .map_err(|e| Status::aborted(e.to_string()))?;
-    let key = pkp
-        .verifying_key()
-        .serialize()
-        .map_err(|e| Status::internal(e.to_string()))?;
-    if key != record.group_public_key {
-        return Err(Status::aborted(
-            "refresh would change the group key; nothing committed",
-        ));
-    }
-    let wire_reports: Vec<pb::DkgKeyReport> = reports.into_iter().map(Into::into).collect();
-    let commit = pb::CommitRefreshRequest {
-        spec: Some(wire_spec.clone()),
-        reports: wire_reports,
-        authorization: Some(wire_auth.clone()),
-    };
-    // Phase 2 (K7): each member commits on its own; one that commits makes
-    // the refresh irrevocable, so the others are brought along from there.
-    let failed = each_member(coord, &spec.members, |mut c| {
-        let commit = commit.clone();
-        async move { c.commit_refresh(commit).await }
-    })
-    .await;
-    if failed.len() == spec.members.len() {
-        return Err(Status::aborted(format!(
-            "refresh of {name} committed on no member ({}); the old shares stay in use",
-            failed.join("; ")
-        )));
-    }
-    record.public_key_package = pkp
-        .serialize()
-        .map_err(|e| Status::internal(e.to_string()))?;
-    record.epoch = signed.spec.epoch + 1;
-    coord
-        .store
-        .put_group(&record)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    coord
-        .audit
-        .append(
-            "keygroup_refreshed",
-            serde_json::json!({"group": record.name.as_str(), "ceremony": spec.ceremony_id, "epoch": record.epoch, "spec_digest": signed.spec.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>(), "not_committed": failed}),
-        )
-        .map_err(crate::audit_failed)?;
-    if !failed.is_empty() {
-        // One immediate re-drive from a member's stored certificate; the
-        // background recovery keeps at it after that.
-        let recovered = crate::recovery::recover_key_group(coord, &record.name).await?;
-        if !recovered.behind.is_empty() {
-            warn!(group = %record.name, behind = ?recovered.behind, "refresh committed on some members only; recovery continues in the background");
-            return Err(Status::unavailable(format!(
-                "refresh of {name} is committed (epoch {}) but not yet on {}: {}; the coordinator \
-                 finishes it when they answer (or: permafrostctl keygroup recover --name {name})",
-                record.epoch,
-                recovered
-                    .behind
-                    .iter()
-                    .map(|b| b.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                failed.join("; ")
-            )));
-        }
-        record = recovered.record;
-    }
-    info!(group = %record.name, "refresh committed on every member");
-    Ok(record)
-}
-
 /// What a create request names, when it names anything, must be what the operators approved.
 fn check_create_request(
     req: &pb::CreateKeyGroupRequest,
@@ -346,7 +256,7 @@ pub async fn create_key_group(
     )?;
     check_create_request(&req, &signed.spec)?;
     let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let wire_spec = dkg_spec(&signed.spec, false);
+    let wire_spec = dkg_spec(&signed.spec);
     let wire_auth = pb::SignedLifecycleSpec::from(&signed);
     let spec: CeremonySpec = (&wire_spec).try_into()?;
     for m in &spec.members {
@@ -380,6 +290,7 @@ pub async fn create_key_group(
         tier: spec.tier,
         threshold: spec.threshold,
         members: spec.members.clone(),
+        removed: Vec::new(),
         public_key_package: pkp
             .serialize()
             .map_err(|e| Status::internal(e.to_string()))?,
@@ -428,209 +339,6 @@ pub async fn create_key_group(
     Ok(record)
 }
 
-/// Calls one member with the round deadline, naming it on failure.
-async fn call_one<T, Fut>(
-    coord: &Coordinator,
-    id: &NodeId,
-    step: &str,
-    f: impl FnOnce(SignerNodeClient<Channel>) -> Fut,
-) -> Result<T, Status>
-where
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-{
-    let client = coord
-        .members
-        .get(id)
-        .map(|m| m.client.clone())
-        .ok_or_else(|| Status::invalid_argument(format!("{id} is not in the cluster manifest")))?;
-    match tokio::time::timeout(coord.config.round_timeout(), f(client)).await {
-        Ok(Ok(resp)) => Ok(resp.into_inner()),
-        Ok(Err(status)) => Err(Status::aborted(format!(
-            "repair aborted at {step}: {id}: {}",
-            status.message()
-        ))),
-        Err(_) => Err(Status::unavailable(format!(
-            "repair aborted at {step}: {id} did not answer in time"
-        ))),
-    }
-}
-
-/// Rebuilds a permanently lost member's share on `replacement` with `t`
-/// helpers (repairable threshold scheme). The group key is unchanged; the
-/// lost node is revoked and never contacted again. Follow with a refresh so a
-/// stolen copy of the lost share becomes useless.
-pub async fn repair_key_group(
-    coord: &Arc<Coordinator>,
-    req: pb::RepairKeyGroupRequest,
-) -> Result<GroupRecord, Status> {
-    use permafrost_proto::convert::{node_id, tier_to_wire};
-    let signed = authorization(
-        coord,
-        req.authorization.as_ref(),
-        Operation::Repair,
-        &req.name,
-    )?;
-    let approved = &signed.spec;
-    let name = approved.group.clone();
-    let (Some(lost), Some(replacement)) = (approved.subject.clone(), approved.replacement.clone())
-    else {
-        return Err(Status::invalid_argument(
-            "authorization: a repair spec names its lost member and replacement",
-        ));
-    };
-    for (field, asked, approved) in [
-        ("lost", &req.lost, &lost),
-        ("replacement", &req.replacement, &replacement),
-    ] {
-        if !asked.is_empty() && node_id(field, asked)? != *approved {
-            return Err(Status::invalid_argument(format!(
-                "{field}: {asked} asked, the operators approved {approved}"
-            )));
-        }
-    }
-    let _one_at_a_time = coord.ceremony_lock.lock().await;
-    coord
-        .directory
-        .get(&replacement)
-        .map_err(|e| Status::invalid_argument(format!("replacement: {e}")))?;
-    let mut record = coord
-        .store
-        .group(&name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
-    let candidates: Vec<_> = record
-        .members
-        .iter()
-        .filter(|m| **m != lost && coord.members.health(m).reachable)
-        .map(|m| {
-            (
-                m.clone(),
-                coord
-                    .members
-                    .get(m)
-                    .map(|x| x.region.clone())
-                    .unwrap_or_default(),
-                coord.members.health(m).latency,
-            )
-        })
-        .collect();
-    let helpers = crate::driver::choose_signers(&candidates, usize::from(record.threshold))
-        .ok_or_else(|| {
-            Status::unavailable(format!(
-                "below threshold: {} of {} helpers reachable",
-                candidates.len(),
-                record.threshold
-            ))
-        })?;
-    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
-    let wire_spec = pb::RepairSpec {
-        repair_id: ceremony_id(),
-        group: name.to_string(),
-        threshold: u32::from(record.threshold),
-        members: record.members.iter().map(|m| m.to_string()).collect(),
-        lost: lost.to_string(),
-        replacement: replacement.to_string(),
-        helpers: helpers.iter().map(|h| h.to_string()).collect(),
-        tier: tier_to_wire(record.tier),
-        authorization: approved.digest().0.to_vec(),
-    };
-    let spec: permafrost_core::repair::RepairSpec = (&wire_spec).try_into()?;
-    info!(repair = %spec.repair_id, group = %name, %lost, %replacement, helpers = ?helpers, "repair started");
-    // Phase 1 (X6): every remaining member acknowledges the move to the next
-    // epoch, with the group key and the public key package it holds; nothing
-    // moves and no delta leaves any helper before all of them did.
-    let mut acks = Vec::new();
-    for m in spec.remaining() {
-        let r = pb::RepairRequest {
-            spec: Some(wire_spec.clone()),
-            messages: Vec::new(),
-            public_key_package: record.public_key_package.clone(),
-            authorization: Some(wire_auth.clone()),
-            acks: Vec::new(),
-        };
-        acks.push(
-            call_one(coord, &m, "prepare", |mut c| async move {
-                c.prepare_repair(r).await
-            })
-            .await?,
-        );
-    }
-    let request = |messages: Vec<pb::DkgSealedShare>, pkp: Vec<u8>| pb::RepairRequest {
-        spec: Some(wire_spec.clone()),
-        messages,
-        public_key_package: pkp,
-        authorization: Some(wire_auth.clone()),
-        acks: acks.clone(),
-    };
-    let mut deltas = Vec::new();
-    for h in &helpers {
-        let r = request(Vec::new(), Vec::new());
-        deltas.extend(
-            call_one(coord, h, "deltas", |mut c| async move {
-                c.repair_deltas(r).await
-            })
-            .await?
-            .messages,
-        );
-    }
-    let mut sigmas = Vec::new();
-    for h in &helpers {
-        let mine = deltas
-            .iter()
-            .filter(|d| d.recipient == h.as_str())
-            .cloned()
-            .collect();
-        let r = request(mine, Vec::new());
-        sigmas.push(
-            call_one(
-                coord,
-                h,
-                "sigma",
-                |mut c| async move { c.repair_sigma(r).await },
-            )
-            .await?,
-        );
-    }
-    let r = request(sigmas, record.public_key_package.clone());
-    let report = call_one(coord, &replacement, "receive", |mut c| async move {
-        c.repair_receive(r).await
-    })
-    .await?;
-    if report.group_public_key != record.group_public_key {
-        return Err(Status::aborted("replacement reports a different group key"));
-    }
-    for m in record.members.iter().filter(|m| **m != lost) {
-        let r = request(Vec::new(), Vec::new());
-        if let Err(e) = call_one(coord, m, "replace member", |mut c| async move {
-            c.replace_member(r).await
-        })
-        .await
-        {
-            warn!(node = %m, error = %e.message(), "member did not record the replacement; it will refuse ceremonies that name the new member");
-        }
-    }
-    record.members = spec.new_members();
-    record.epoch = approved.epoch + 1;
-    coord
-        .store
-        .put_group(&record)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    coord
-        .store
-        .revoke(&lost)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    coord.members.revoke(&lost);
-    coord.audit.append(
-        "keygroup_repaired",
-        serde_json::json!({"group": name.as_str(), "lost": lost.as_str(), "replacement": replacement.as_str(), "helpers": helpers.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "epoch": record.epoch, "spec_digest": approved.digest().to_hex(), "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>()}),
-    )
-    .map_err(crate::audit_failed)?;
-    info!(group = %name, %lost, %replacement, "repair complete; lost node revoked");
-    Ok(record)
-}
-
 /// Retires a group for good on every member under the operators' retire
 /// spec: each member checks the quorum itself and destroys its share. The
 /// coordinator's record stops signing once any member retired; a member
@@ -653,7 +361,8 @@ pub async fn retire_key_group(
         .map_err(|e| Status::internal(e.to_string()))?
         .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
     let wire_auth = pb::SignedLifecycleSpec::from(&signed);
-    let failed = each_member(coord, &record.members, |mut c| {
+    let active = record.active_members();
+    let failed = each_member(coord, &active, |mut c| {
         let r = pb::RetireGroupRequest {
             key_group: name.to_string(),
             authorization: Some(wire_auth.clone()),
@@ -661,7 +370,7 @@ pub async fn retire_key_group(
         async move { c.retire_group(r).await }
     })
     .await;
-    if failed.len() == record.members.len() {
+    if failed.len() == active.len() {
         return Err(Status::aborted(format!(
             "no member of {name} retired it: {}",
             failed.join("; ")
@@ -774,6 +483,11 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
             .members
             .iter()
             .map(|m| permafrost_proto::convert::node_id("members", m))
+            .collect::<Result<_, _>>()?,
+        removed: report
+            .removed
+            .iter()
+            .map(|m| permafrost_proto::convert::node_id("removed", m))
             .collect::<Result<_, _>>()?,
         public_key_package: report.public_key_package,
         group_public_key: report.group_public_key,

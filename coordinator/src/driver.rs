@@ -242,8 +242,9 @@ async fn drive(
             }
         }
         let t = usize::from(group.threshold);
-        let mut excluded = 0usize;
-        for m in &group.members {
+        // A removed member is out for good, like an excluded one.
+        let mut excluded = group.removed.len();
+        for m in &group.active_members() {
             if coord
                 .store
                 .is_excluded(&group.name, m)
@@ -473,9 +474,9 @@ async fn announce(
         return;
     };
     let calls = group
-        .members
-        .iter()
-        .filter_map(|m| coord.members.get(m))
+        .active_members()
+        .into_iter()
+        .filter_map(|m| coord.members.get(&m))
         .map(|m| {
             let mut client = m.client.clone();
             let wire = wire.clone();

@@ -121,6 +121,10 @@ pub async fn recover_key_group(
     let mut committed = Vec::new();
     let mut still_behind = Vec::new();
     for (id, state) in &states {
+        // A removal's certificate: the member it removed is never brought along.
+        if spec.removed.contains(id) {
+            continue;
+        }
         let Some(state) = state else {
             still_behind.push(id.clone());
             continue;
@@ -151,9 +155,11 @@ pub async fn recover_key_group(
         }
     }
     let mut record = record;
-    let moved = record.epoch != top || record.public_key_package != pkp;
+    let moved =
+        record.epoch != top || record.public_key_package != pkp || record.removed != spec.removed;
     if moved {
         record.public_key_package = pkp;
+        record.removed = spec.removed.clone();
         record.epoch = top;
         coord
             .store
@@ -279,7 +285,10 @@ async fn certificates(
     record: &GroupRecord,
     include_commit: bool,
 ) -> Vec<(NodeId, Option<pb::CommitCertificate>)> {
-    let calls = record.members.iter().map(|id| async move {
+    // A removed member is never asked: it holds no live share of the group.
+    let active = record.active_members();
+    let calls = active.into_iter().map(|id| async move {
+        let id = &id;
         let answer = certificate_of(coord, id, &record.name, include_commit)
             .await
             .flatten();

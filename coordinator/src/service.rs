@@ -118,6 +118,7 @@ fn group_to_wire(coord: &Coordinator, g: &GroupRecord) -> pb::KeyGroup {
         tier: tier_to_wire(g.tier),
         threshold: u32::from(g.threshold),
         members: g.members.iter().map(|m| m.to_string()).collect(),
+        removed: g.removed.iter().map(|m| m.to_string()).collect(),
         group_public_key: g.group_public_key.clone(),
         active: g.active,
         scheme: scheme.to_string(),
@@ -172,7 +173,7 @@ impl Coordinator {
             .ok_or_else(|| Status::not_found(format!("unknown key group {group}")))?;
         if spec.epoch != record.epoch
             || spec.group_key.as_deref() != Some(record.group_public_key.as_slice())
-            || spec.members != record.members
+            || spec.members != record.active_members()
         {
             return refused(format!(
                 "the spec is for epoch {} of {group}; the coordinator holds epoch {} with other members or key",
@@ -529,6 +530,19 @@ impl Ceremony for CeremonyService {
     ) -> Result<Response<pb::KeyGroup>, Status> {
         let started = Instant::now();
         let result = crate::ceremony::refresh_key_group(&self.coord, request.into_inner()).await;
+        self.coord
+            .metrics
+            .ceremony(CeremonyKind::Refresh, started.elapsed(), result.is_ok());
+        let record = result?;
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
+        let started = Instant::now();
+        let result = crate::ceremony::remove_member(&self.coord, request.into_inner()).await;
         self.coord
             .metrics
             .ceremony(CeremonyKind::Refresh, started.elapsed(), result.is_ok());

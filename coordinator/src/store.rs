@@ -21,8 +21,13 @@ pub struct GroupRecord {
     pub tier: Tier,
     /// Signers needed.
     pub threshold: u16,
-    /// Members in identifier order.
+    /// Members in identifier order, removed ones included (they keep their
+    /// place, so identifiers never move).
     pub members: Vec<NodeId>,
+    /// Members removed by a remove-member ceremony: never a candidate,
+    /// helper or ceremony participant again, and out of every `n`.
+    #[serde(default)]
+    pub removed: Vec<NodeId>,
     /// Serialized public key package.
     pub public_key_package: Vec<u8>,
     /// 33-byte group key.
@@ -33,6 +38,17 @@ pub struct GroupRecord {
     /// the members hold their own and decide by theirs.
     #[serde(default = "first_epoch")]
     pub epoch: u64,
+}
+
+impl GroupRecord {
+    /// The members not removed, in identifier order.
+    pub fn active_members(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| !self.removed.contains(m))
+            .cloned()
+            .collect()
+    }
 }
 
 fn first_epoch() -> u64 {

@@ -121,6 +121,7 @@ impl Fixture {
                 tier: Tier::Warm,
                 threshold: 1,
                 members: vec![NodeId::new("n1").expect("id")],
+                removed: Vec::new(),
                 public_key_package: Vec::new(),
                 group_public_key: vec![2; 33],
                 active: true,

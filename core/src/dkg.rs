@@ -24,148 +24,13 @@ use frost_secp256k1::Identifier;
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
-use crate::ceremony::{AuthorizedCeremony, Operation, Standing};
+use crate::ceremony::AuthorizedCeremony;
 use crate::identity::{seal_to, verify_ed25519, NodeIdentity};
 use crate::manifest::Directory;
-use crate::{CoreError, GroupName, NodeId, Tier};
+use crate::{CoreError, NodeId};
 
-/// Everything a ceremony is about. Its hash binds every message of the ceremony.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CeremonySpec {
-    /// Random id chosen by the coordinator.
-    pub ceremony_id: String,
-    /// Name of the key group being created.
-    pub group: GroupName,
-    /// Tier of the key group.
-    pub tier: Tier,
-    /// Signers needed (`t`).
-    pub threshold: u16,
-    /// Members in order; member `i` (0-based) has FROST identifier `i + 1`.
-    pub members: Vec<NodeId>,
-    /// A refresh of an existing group's shares rather than a new key.
-    pub refresh: bool,
-    /// Digest of the operator-approved lifecycle spec this ceremony runs under
-    /// ([`crate::ceremony`]); part of the hash, so every message is bound to it.
-    pub authorization: [u8; 32],
-}
-
-impl CeremonySpec {
-    /// Checks the spec's shape: 2 ≤ t ≤ n ≤ 255, no duplicate member.
-    pub fn validate(&self) -> Result<(), CoreError> {
-        let n = self.members.len();
-        if !(2..=255).contains(&n) {
-            return Err(CoreError::invalid(
-                "members",
-                format!("{n} members, need 2..=255"),
-            ));
-        }
-        if self.threshold < 2 || usize::from(self.threshold) > n {
-            return Err(CoreError::invalid(
-                "threshold",
-                format!("{} with {n} members, need 2..={n}", self.threshold),
-            ));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for m in &self.members {
-            if !seen.insert(m) {
-                return Err(CoreError::invalid("members", format!("{m} listed twice")));
-            }
-        }
-        if self.ceremony_id.is_empty() || self.ceremony_id.len() > 64 {
-            return Err(CoreError::invalid(
-                "ceremony id",
-                "must be 1..=64 characters",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Domain-separated hash of the spec.
-    pub fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"PERMAFROST/DKG-SPEC/v2");
-        h.update([u8::from(self.refresh)]);
-        h.update(self.authorization);
-        lp(&mut h, self.ceremony_id.as_bytes());
-        lp(&mut h, self.group.as_str().as_bytes());
-        h.update([self.tier.code()]);
-        h.update(self.threshold.to_be_bytes());
-        h.update((self.members.len() as u32).to_be_bytes());
-        for m in &self.members {
-            lp(&mut h, m.as_str().as_bytes());
-        }
-        h.finalize().into()
-    }
-
-    /// Whether `authorized` is the operator-approved spec of exactly this
-    /// ceremony (X5): the same operation, group, tier, threshold and members in
-    /// the same order, bound by its digest, and the node stands where the
-    /// operation needs it (a newcomer to a new group, a member of a refreshed one).
-    pub fn check_authorized(&self, authorized: &AuthorizedCeremony) -> Result<(), CoreError> {
-        let spec = self;
-        let approved = authorized.spec();
-        let (operation, standing) = if spec.refresh {
-            (Operation::Refresh, Standing::Current)
-        } else {
-            (Operation::Create, Standing::Newcomer)
-        };
-        if approved.operation != operation || authorized.standing() != standing {
-            return Err(CoreError::refused(format!(
-                "the operators approved a {} of {}, not this {}",
-                approved.operation, approved.group, operation
-            )));
-        }
-        if spec.authorization != authorized.digest().0 {
-            return Err(CoreError::refused(
-                "the ceremony names another approved spec than the one presented",
-            ));
-        }
-        if approved.group != spec.group
-            || approved.tier != spec.tier
-            || approved.threshold != spec.threshold
-            || approved.members != spec.members
-        {
-            return Err(CoreError::refused(format!(
-                "the ceremony's group, tier, threshold or members differ from what the operators approved for {}",
-                approved.group
-            )));
-        }
-        Ok(())
-    }
-
-    /// FROST identifier of `member`.
-    pub fn identifier_of(&self, member: &NodeId) -> Result<Identifier, CoreError> {
-        let index = self
-            .members
-            .iter()
-            .position(|m| m == member)
-            .ok_or_else(|| {
-                CoreError::refused(format!(
-                    "{member} is not a member of ceremony {}",
-                    self.ceremony_id
-                ))
-            })?;
-        identifier(index)
-    }
-
-    fn member_of(&self, id: &Identifier) -> Option<&NodeId> {
-        self.members
-            .iter()
-            .enumerate()
-            .find(|(i, _)| identifier(*i).ok().as_ref() == Some(id))
-            .map(|(_, m)| m)
-    }
-
-    fn culprit(&self, err: &frost_secp256k1::Error) -> CoreError {
-        match err.culprits().first().and_then(|c| self.member_of(c)) {
-            Some(culprit) => CoreError::PeerMisbehaved {
-                culprit: culprit.clone(),
-                reason: err.to_string(),
-            },
-            None => CoreError::Frost(err.to_string()),
-        }
-    }
-}
+mod spec;
+pub use spec::CeremonySpec;
 
 /// FROST identifier for a 0-based member index.
 pub fn identifier(index: usize) -> Result<Identifier, CoreError> {
@@ -288,7 +153,7 @@ pub fn check_reports(
     let first = reports
         .first()
         .ok_or_else(|| CoreError::Aborted("no group key reports".into()))?;
-    for m in &spec.members {
+    for m in &spec.participants() {
         let r = by_sender
             .get(m)
             .ok_or_else(|| CoreError::Aborted(format!("member {m} did not report a group key")))?;
@@ -399,7 +264,18 @@ pub fn start_refresh<R: RngCore + CryptoRng>(
             spec.threshold
         )));
     }
-    if old.public_key_package.verifying_shares().len() != spec.members.len() {
+    // Every participant must hold a share now; a removal drops one more
+    // member's verifying share, a plain refresh none.
+    let participants = spec.participants();
+    let old_shares = old.public_key_package.verifying_shares();
+    for m in &participants {
+        if !old_shares.contains_key(&spec.identifier_of(m)?) {
+            return Err(CoreError::refused(format!(
+                "{m} holds no share of the group to refresh"
+            )));
+        }
+    }
+    if old_shares.len() < participants.len() || old_shares.len() > participants.len() + 1 {
         return Err(CoreError::refused("a refresh cannot change the member set"));
     }
     spec.check_authorized(authorized)?;
@@ -426,7 +302,7 @@ fn start_with<R: RngCore + CryptoRng>(
             return Err(CoreError::refused("a refresh cannot reorder members"));
         }
     }
-    let n = spec.members.len() as u16;
+    let n = spec.participants().len() as u16;
     let (secret, package) = if spec.refresh {
         frost_secp256k1::keys::refresh::refresh_dkg_part1(
             my_identifier,
@@ -503,7 +379,7 @@ impl AwaitingRound1Set {
         let mut hasher = Sha256::new();
         hasher.update(ctx.spec_hash);
         let mut others = BTreeMap::new();
-        for member in &ctx.spec.members {
+        for member in &ctx.spec.participants() {
             let msg = by_sender.get(member).ok_or_else(|| {
                 CoreError::Aborted(format!("round-1 set lacks a package from {member}"))
             })?;
@@ -590,7 +466,7 @@ impl AwaitingEchoes {
         rng: &mut R,
     ) -> Result<(AwaitingRound2, Vec<SealedRound2>), CoreError> {
         let ctx = self.ctx;
-        for member in &ctx.spec.members {
+        for member in &ctx.spec.participants() {
             let echo = echoes
                 .iter()
                 .find(|e| &e.sender == member)
@@ -707,7 +583,7 @@ impl AwaitingRound2 {
     ) -> Result<DkgOutput, CoreError> {
         let ctx = &self.ctx;
         let mut packages = BTreeMap::new();
-        for member in ctx.spec.members.iter().filter(|m| **m != ctx.me) {
+        for member in ctx.spec.participants().iter().filter(|m| **m != ctx.me) {
             let share = shares
                 .iter()
                 .find(|s| &s.sender == member && s.recipient == ctx.me)

@@ -41,6 +41,9 @@ pub struct RepairSpec {
     pub replacement: NodeId,
     /// Exactly `threshold` remaining members who help.
     pub helpers: Vec<NodeId>,
+    /// Members removed earlier (tombstones in `members`): never lost, never a
+    /// helper, never asked to acknowledge.
+    pub removed: Vec<NodeId>,
     /// Digest of the operator-approved lifecycle spec this repair runs under
     /// ([`crate::ceremony`]); part of the hash, so every message is bound to it.
     pub authorization: [u8; 32],
@@ -61,6 +64,14 @@ impl RepairSpec {
                 format!("{} is already a member of {}", self.replacement, self.group),
             ));
         }
+        for m in &self.removed {
+            if !self.members.contains(m) || *m == self.lost {
+                return Err(CoreError::invalid(
+                    "removed",
+                    format!("{m} is not a member, or is the lost member"),
+                ));
+            }
+        }
         if self.helpers.len() != usize::from(self.threshold) {
             return Err(CoreError::invalid(
                 "helpers",
@@ -73,10 +84,14 @@ impl RepairSpec {
         }
         let mut seen = std::collections::BTreeSet::new();
         for h in &self.helpers {
-            if *h == self.lost || !self.members.contains(h) || !seen.insert(h) {
+            if *h == self.lost
+                || !self.members.contains(h)
+                || self.removed.contains(h)
+                || !seen.insert(h)
+            {
                 return Err(CoreError::invalid(
                     "helpers",
-                    format!("{h} cannot help (lost, not a member, or listed twice)"),
+                    format!("{h} cannot help (lost, removed, not a member, or listed twice)"),
                 ));
             }
         }
@@ -102,6 +117,13 @@ impl RepairSpec {
         put(self.replacement.as_str().as_bytes());
         for m in &self.helpers {
             put(m.as_str().as_bytes());
+        }
+        // Appended only when there is one, so earlier repairs hash as before.
+        if !self.removed.is_empty() {
+            put(b"removed");
+            for m in &self.removed {
+                put(m.as_str().as_bytes());
+            }
         }
         h.finalize().into()
     }
@@ -148,7 +170,7 @@ impl RepairSpec {
             || approved.threshold != self.threshold
             || approved.subject.as_ref() != Some(&self.lost)
             || approved.replacement.as_ref() != Some(&self.replacement)
-            || approved.members != self.new_members()
+            || approved.members != self.new_active_members()
         {
             return Err(CoreError::refused(format!(
                 "the repair's group, threshold, lost member, replacement or resulting members differ from what the operators approved for {}",
@@ -156,6 +178,15 @@ impl RepairSpec {
             )));
         }
         Ok(())
+    }
+
+    /// Members after the repair that are not removed: what the operators'
+    /// spec names as the resulting membership.
+    pub fn new_active_members(&self) -> Vec<NodeId> {
+        self.new_members()
+            .into_iter()
+            .filter(|m| !self.removed.contains(m))
+            .collect()
     }
 
     /// Members after the repair: the replacement takes the lost member's place (and identifier).

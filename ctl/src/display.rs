@@ -99,12 +99,17 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
 /// Human-readable line describing a key group.
 pub fn describe_key_group(g: &pb::KeyGroup) -> String {
     format!(
-        "{}  tier {}  {}-of-{} [{}]  epoch {}  {}  key {}{}",
+        "{}  tier {}  {}-of-{} [{}]{}  epoch {}  {}  key {}{}",
         g.name,
         tier_name(g.tier),
         g.threshold,
-        g.members.len(),
+        g.members.len() - g.removed.len(),
         g.members.join(","),
+        if g.removed.is_empty() {
+            String::new()
+        } else {
+            format!(" removed [{}]", g.removed.join(","))
+        },
         g.epoch,
         if g.active { "active" } else { "NOT ACTIVE" },
         hex::encode(&g.group_public_key),

@@ -183,6 +183,7 @@ pub(crate) mod tests {
             output_key: output.output_key().to_vec(),
             address: output.address().to_string(),
             epoch: 1,
+            removed: Vec::new(),
         }
     }
 

@@ -29,8 +29,13 @@ pub struct GroupRecord {
     pub tier: Tier,
     /// Signers needed.
     pub threshold: u16,
-    /// Members in identifier order (member i has identifier i+1).
+    /// Members in identifier order (member i has identifier i+1), removed
+    /// ones included: they keep their place so no identifier ever moves.
     pub members: Vec<NodeId>,
+    /// Members removed by a remove-member ceremony (tombstones): they never
+    /// sign, attest, help or take part again, and count out of every `n`.
+    #[serde(default)]
+    pub removed: Vec<NodeId>,
     /// Ceremony that created it.
     pub ceremony_id: String,
     /// The sealed frost `KeyPackage` (ciphertext; see [`crate::vault::ShareVault`]).
@@ -87,6 +92,15 @@ pub struct PreparedRepair {
 }
 
 impl GroupRecord {
+    /// The members not removed, in identifier order (with their identifiers).
+    pub fn active_members(&self) -> impl Iterator<Item = (u16, &NodeId)> + '_ {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !self.removed.contains(m))
+            .map(|(i, m)| (i as u16 + 1, m))
+    }
+
     /// A taproot group's own output, derived here from the group key; `None`
     /// for a message group.
     pub fn taproot_output(&self) -> Result<Option<GroupOutput>, NodeError> {

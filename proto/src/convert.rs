@@ -176,6 +176,11 @@ impl TryFrom<&CeremonySpec> for dkg::CeremonySpec {
                 .iter()
                 .map(|m| node_id("members", m))
                 .collect::<Result<_, _>>()?,
+            removed: s
+                .removed
+                .iter()
+                .map(|m| node_id("removed", m))
+                .collect::<Result<_, _>>()?,
             refresh: s.refresh,
             authorization: ceremony::authorization_digest("spec.authorization", &s.authorization)?,
         };
@@ -193,6 +198,7 @@ impl From<&dkg::CeremonySpec> for CeremonySpec {
             tier: tier_to_wire(s.tier),
             threshold: u32::from(s.threshold),
             members: s.members.iter().map(|m| m.to_string()).collect(),
+            removed: s.removed.iter().map(|m| m.to_string()).collect(),
             refresh: s.refresh,
             authorization: s.authorization.to_vec(),
         }
@@ -342,6 +348,7 @@ impl TryFrom<&RepairSpec> for permafrost_core::repair::RepairSpec {
             lost: node_id("lost", &s.lost)?,
             replacement: node_id("replacement", &s.replacement)?,
             helpers: ids("helpers", &s.helpers)?,
+            removed: ids("removed", &s.removed)?,
             authorization: ceremony::authorization_digest("spec.authorization", &s.authorization)?,
         };
         spec.validate()

@@ -22,6 +22,7 @@ async fn k1_split_round1_view_aborts_dkg_on_every_node() {
         tier: pb::Tier::Warm as i32,
         threshold: 2,
         members: vec!["n1".into(), "n2".into(), "n3".into()],
+        removed: Vec::new(),
         refresh: false,
         authorization: signed.spec.digest().0.to_vec(),
     };

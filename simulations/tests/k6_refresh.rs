@@ -103,6 +103,7 @@ async fn k6_inconsistent_confirmation_keeps_old_shares_and_threshold_cannot_chan
         tier: pb::Tier::Warm as i32,
         threshold: 3,
         members: vec!["n1".into(), "n2".into(), "n3".into()],
+        removed: Vec::new(),
         refresh: true,
         authorization: signed.spec.digest().0.to_vec(),
     };

@@ -27,6 +27,7 @@ async fn refresh_rounds(
         tier: pb::Tier::Warm as i32,
         threshold: 2,
         members: vec!["n1".into(), "n2".into(), "n3".into()],
+        removed: Vec::new(),
         refresh: true,
         authorization: signed.spec.digest().0.to_vec(),
     };

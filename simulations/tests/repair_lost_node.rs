@@ -40,6 +40,7 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
                     helpers: vec!["n1".into(), "n3".into()],
                     tier: pb::Tier::Warm as i32,
                     authorization: first.spec.digest().0.to_vec(),
+                    removed: Vec::new(),
                 }),
                 messages: vec![],
                 public_key_package: vec![],

@@ -45,6 +45,7 @@ fn dkg_spec(id: &str, spec: &LifecycleSpec) -> pb::CeremonySpec {
         tier: pb::Tier::Warm as i32,
         threshold: u32::from(spec.threshold),
         members: spec.members.iter().map(|m| m.to_string()).collect(),
+        removed: Vec::new(),
         refresh: false,
         authorization: spec.digest().0.to_vec(),
     }
@@ -220,6 +221,7 @@ fn repair_request(
             helpers: helpers.iter().map(|m| m.to_string()).collect(),
             tier: pb::Tier::Warm as i32,
             authorization: spec.digest().0.to_vec(),
+            removed: Vec::new(),
         }),
         messages: vec![],
         public_key_package: vec![],

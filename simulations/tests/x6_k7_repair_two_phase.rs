@@ -55,6 +55,7 @@ async fn x6_k7_repair_a_member_missed_is_finished_by_a_second_coordinator() {
                 helpers: vec!["n2".into(), "n3".into()],
                 tier: pb::Tier::Warm as i32,
                 authorization: signed.spec.digest().0.to_vec(),
+                removed: Vec::new(),
             }),
             messages,
             public_key_package: pkp,

@@ -63,6 +63,7 @@ impl TestCluster {
             members: g
                 .members
                 .iter()
+                .filter(|m| !g.removed.contains(m))
                 .map(|m| NodeId::new(m.as_str()).expect("member id"))
                 .collect(),
             threshold: u16::try_from(g.threshold).expect("threshold"),

@@ -245,10 +245,12 @@ fn candidates(
     let mut out = 0;
     let mut found = Vec::new();
     for m in &group.members {
-        if coord
-            .store
-            .is_excluded(&group.name, m)
-            .map_err(|e| e.to_string())?
+        // A removed member keeps its identifier but never signs: it counts out.
+        if group.removed.contains(m)
+            || coord
+                .store
+                .is_excluded(&group.name, m)
+                .map_err(|e| e.to_string())?
             || skip.contains(m)
         {
             out += 1;
@@ -354,7 +356,7 @@ impl<'a> Run<'a> {
             public_key_package: pkp,
             velocity: self.velocity(),
             attestations_needed: permafrost_core::velocity::attestations_needed(
-                group.members.len(),
+                group.active_members().len(),
                 t,
             ),
             hedge: found.hedge,

@@ -104,7 +104,7 @@ async fn refill_once(coord: &Coordinator) {
     };
     let mut calls = Vec::new();
     for group in groups.into_iter().filter(|g| g.active) {
-        for node in &group.members {
+        for node in &group.active_members() {
             let Some(member) = coord.members.get(node) else {
                 continue;
             };

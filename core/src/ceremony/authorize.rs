@@ -88,14 +88,29 @@ pub struct HeldGroup {
     pub epoch: u64,
     /// The group's 33-byte key.
     pub group_key: Vec<u8>,
-    /// Members in identifier order.
+    /// Members in identifier order, removed ones included (they keep their place).
     pub members: Vec<NodeId>,
+    /// Members removed by a remove-member ceremony: tombstones that keep their
+    /// identifier but never take part again.
+    pub removed: Vec<NodeId>,
     /// Signers needed.
     pub threshold: u16,
     /// Tier.
     pub tier: Tier,
     /// The spec that moved the group to `epoch`, when this node recorded one.
     pub last_spec: Option<SpecDigest>,
+}
+
+impl HeldGroup {
+    /// The members still in the group (not removed), in identifier order:
+    /// what a lifecycle spec's `members` names.
+    pub fn active(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| !self.removed.contains(m))
+            .cloned()
+            .collect()
+    }
 }
 
 /// How the node stands to the authorized ceremony.
@@ -230,10 +245,15 @@ impl QuorumApproved {
                 spec.group
             )));
         }
+        if held.removed.contains(me) {
+            return Err(CoreError::refused(format!(
+                "{me} was removed from {}; it takes part in no ceremony of it again",
+                spec.group
+            )));
+        }
+        let active = held.active();
         let unchanged = |what: &str| -> Result<(), CoreError> {
-            if spec.members != held.members
-                || spec.threshold != held.threshold
-                || spec.tier != held.tier
+            if spec.members != active || spec.threshold != held.threshold || spec.tier != held.tier
             {
                 return Err(CoreError::refused(format!(
                     "a {what} keeps the members, their order, the tier and the threshold"
@@ -256,20 +276,21 @@ impl QuorumApproved {
                         "{me} is the lost member of this repair; a node never takes part in dropping itself"
                     )));
                 }
-                if !held.members.contains(lost) {
+                if !active.contains(lost) {
                     return Err(CoreError::refused(format!(
                         "{lost} is not a member of {} here",
                         spec.group
                     )));
                 }
+                // A removed member keeps its place in `members`: it can never
+                // be repaired back into the group.
                 if held.members.contains(replacement) {
                     return Err(CoreError::refused(format!(
-                        "{replacement} is already a member of {}",
+                        "{replacement} is already a member of {}, or was removed from it",
                         spec.group
                     )));
                 }
-                let expected: Vec<NodeId> = held
-                    .members
+                let expected: Vec<NodeId> = active
                     .iter()
                     .map(|m| {
                         if m == lost {
@@ -298,16 +319,31 @@ impl QuorumApproved {
                         "{me} is the member removed; a node never takes part in dropping itself"
                     )));
                 }
-                let expected: Vec<NodeId> = held
-                    .members
-                    .iter()
-                    .filter(|m| *m != removed)
-                    .cloned()
-                    .collect();
-                if expected.len() == held.members.len()
-                    || spec.members != expected
-                    || spec.tier != held.tier
-                {
+                if !active.contains(removed) {
+                    return Err(CoreError::refused(format!(
+                        "{removed} is not a member of {} here (or was removed already)",
+                        spec.group
+                    )));
+                }
+                let expected: Vec<NodeId> =
+                    active.iter().filter(|m| *m != removed).cloned().collect();
+                if expected.len() < usize::from(held.threshold) {
+                    return Err(CoreError::refused(format!(
+                        "removing {removed} would leave {} active member(s) of {}, fewer than its threshold {}",
+                        expected.len(),
+                        spec.group,
+                        held.threshold
+                    )));
+                }
+                // A removal is a refresh among the others: frost's refresh
+                // keeps the threshold, so a change of it is a new group.
+                if spec.threshold != held.threshold {
+                    return Err(CoreError::refused(format!(
+                        "a removal keeps the threshold ({} here, {} in the spec); a new threshold is a new group",
+                        held.threshold, spec.threshold
+                    )));
+                }
+                if spec.members != expected || spec.tier != held.tier {
                     return Err(CoreError::refused(
                         "the removal's resulting membership does not follow from this node's record",
                     ));
@@ -323,6 +359,38 @@ impl QuorumApproved {
         Ok(self.authorized(Standing::Current))
     }
 
+    /// For the member a removal names: it may drop its own share under the
+    /// quorum's removal spec of the epoch it holds. It takes no part in the
+    /// refresh among the others, which never waits for it.
+    pub fn as_removed(
+        self,
+        me: &NodeId,
+        held: &HeldGroup,
+    ) -> Result<AuthorizedCeremony, CoreError> {
+        let spec = &self.spec;
+        if spec.operation != Operation::RemoveMember || spec.subject.as_ref() != Some(me) {
+            return Err(CoreError::refused(format!(
+                "the operators approved a {} of {}, not the removal of {me}",
+                spec.operation, spec.group
+            )));
+        }
+        if spec.epoch != held.epoch {
+            return Err(CoreError::refused(format!(
+                "the spec is for epoch {} of {}; {me} holds epoch {}",
+                spec.epoch, spec.group, held.epoch
+            )));
+        }
+        if spec.group_key.as_deref() != Some(held.group_key.as_slice())
+            || !held.members.contains(me)
+        {
+            return Err(CoreError::refused(format!(
+                "the spec names another key or membership of {} than {me} holds",
+                spec.group
+            )));
+        }
+        Ok(self.authorized(Standing::Current))
+    }
+
     /// For a member that already moved the group on by this very spec (a
     /// later step of the same ceremony, or a retried one): its record is the
     /// spec's result, at the next epoch.
@@ -330,7 +398,7 @@ impl QuorumApproved {
         let spec = &self.spec;
         if held.last_spec != Some(self.digest)
             || held.epoch != spec.epoch.saturating_add(1)
-            || held.members != spec.members
+            || held.active() != spec.members
         {
             return Err(CoreError::refused(format!(
                 "this node did not apply spec {} to {} (it holds epoch {})",

@@ -27,6 +27,7 @@ fn held(epoch: u64) -> HeldGroup {
         epoch,
         group_key: vec![2; 33],
         members: members(),
+        removed: Vec::new(),
         threshold: 2,
         tier: Tier::Warm,
         last_spec: None,

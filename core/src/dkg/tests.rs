@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::manifest::{ClusterManifest, ManifestNode};
+use crate::{GroupName, Tier};
 
 pub(crate) struct Fixture {
     pub spec: CeremonySpec,
@@ -41,6 +42,7 @@ pub(crate) fn fixture(n: usize, t: u16) -> Fixture {
             tier: Tier::Warm,
             threshold: t,
             members,
+            removed: Vec::new(),
             refresh: false,
             authorization: approved.digest().0,
         },

@@ -50,11 +50,12 @@ fn ack_transcript(
 }
 
 impl RepairSpec {
-    /// Every member but the lost one, in identifier order: who must acknowledge.
+    /// Every member but the lost and the removed ones, in identifier order:
+    /// who must acknowledge.
     pub fn remaining(&self) -> Vec<NodeId> {
         self.members
             .iter()
-            .filter(|m| **m != self.lost)
+            .filter(|m| **m != self.lost && !self.removed.contains(m))
             .cloned()
             .collect()
     }

@@ -80,6 +80,7 @@ fn setup() -> Setup {
             lost: node("n1"),
             replacement: node("r1"),
             helpers: vec![node("n2"), node("n3")],
+            removed: Vec::new(),
             authorization: approved.digest().0,
         },
         approved,
@@ -100,6 +101,7 @@ impl Setup {
             } else {
                 self.spec.members.clone()
             },
+            removed: Vec::new(),
             threshold: 2,
             tier: Tier::Warm,
             last_spec: applied.then(|| self.approved.digest()),

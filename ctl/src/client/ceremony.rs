@@ -81,6 +81,29 @@ pub async fn retire_key_group(
     checked_group_key(group)
 }
 
+/// `Ceremony.RemoveMember` under an operator-quorum remove-member spec.
+pub async fn remove_member(
+    conn: &Connection,
+    signed: &SignedSpec,
+) -> Result<pb::KeyGroup, CtlError> {
+    let group = conn
+        .ceremony()?
+        .remove_member(pb::RemoveMemberRequest {
+            name: signed.spec.group.to_string(),
+            node_id: signed
+                .spec
+                .subject
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            authorization: Some(signed.into()),
+        })
+        .await
+        .map_err(conn.failed("Ceremony.RemoveMember"))?
+        .into_inner();
+    checked_group_key(group)
+}
+
 /// `Ceremony.RecoverKeyGroup` (K7): finishes a refresh some members missed,
 /// from a committed member's stored certificate.
 pub async fn recover_key_group(
@@ -140,6 +163,7 @@ pub async fn submit(conn: &Connection, signed: &SignedSpec) -> Result<Submitted,
         Operation::Repair => Submitted::Group(repair_key_group(conn, signed).await?),
         Operation::ClearExclusion => Submitted::Exclusions(clear_exclusion(conn, signed).await?),
         Operation::Retire => Submitted::Group(retire_key_group(conn, signed).await?),
+        Operation::RemoveMember => Submitted::Group(remove_member(conn, signed).await?),
         other => {
             return Err(CtlError::InvalidInput(format!(
                 "the cluster runs no {other} ceremony yet; the spec was not sent"

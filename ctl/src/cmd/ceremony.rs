@@ -158,9 +158,11 @@ async fn current_group(args: &ProposeArgs) -> Result<CurrentGroup, CtlError> {
             .map_err(|e| CtlError::BadResponse(e.message().to_string()))?,
         epoch: g.epoch,
         group_key: g.group_public_key.clone(),
+        // What a spec names: the members still in the group.
         members: g
             .members
             .iter()
+            .filter(|m| !g.removed.contains(m))
             .map(NodeId::new)
             .collect::<Result<_, _>>()
             .map_err(|e| CtlError::BadResponse(format!("member id: {e}")))?,

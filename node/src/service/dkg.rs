@@ -118,7 +118,7 @@ pub(super) async fn start(
     }
     .map_err(|e| refuse(node, "dkg-start", Check::Ceremony, e))?;
     let old = match &existing {
-        Some(record) => Some(refresh::old_shares(node, &spec, record)?),
+        Some(record) => Some(refresh::old_shares(node, &spec, record, &authorized)?),
         None => None,
     };
     node.ceremonies.admit(&spec.ceremony_id, Instant::now())?;
@@ -255,6 +255,7 @@ pub(super) async fn finish(
         tier: spec.tier,
         threshold: spec.threshold,
         members: spec.members.clone(),
+        removed: Vec::new(),
         ceremony_id: spec.ceremony_id.clone(),
         sealed_key_package: node.vault.seal_key_package(
             &spec.group,

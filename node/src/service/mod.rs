@@ -159,6 +159,7 @@ impl SignerNode {
                     group_public_key: g.group_public_key,
                     active: g.active,
                     members: g.members.iter().map(|m| m.to_string()).collect(),
+                    removed: g.removed.iter().map(|m| m.to_string()).collect(),
                     scheme: g.scheme.to_string(),
                     network: g.network.map(|n| n.to_string()).unwrap_or_default(),
                     output_key: output
@@ -339,6 +340,15 @@ impl SignerNodeApi for NodeService {
     ) -> Result<Response<pb::RetireGroupResponse>, Status> {
         Ok(Response::new(
             retire::retire(&self.node, request.get_ref()).await?,
+        ))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        Ok(Response::new(
+            retire::leave(&self.node, request.get_ref()).await?,
         ))
     }
 

@@ -7,6 +7,7 @@
 //! what a refresh adds: the checks before it starts, keeping the new share
 //! pending beside the old one, and the commit that swaps them.
 
+use permafrost_core::ceremony::{AuthorizedCeremony, Operation};
 use permafrost_core::dkg::{self, CeremonySpec, DkgOutput, OldShares};
 use permafrost_core::CoreError;
 use permafrost_proto as pb;
@@ -22,18 +23,21 @@ pub(super) fn old_shares(
     node: &SignerNode,
     spec: &CeremonySpec,
     record: &GroupRecord,
+    authorized: &AuthorizedCeremony,
 ) -> Result<OldShares, NodeError> {
     // K6: a refresh keeps members, order, tier and threshold.
     if record.members != spec.members
         || record.threshold != spec.threshold
         || record.tier != spec.tier
+        || !removed_as_approved(spec, record, authorized)
     {
         return Err(refuse(
             node,
             "refresh",
             Check::Ceremony,
             CoreError::refused(
-                "a refresh cannot change the members, their order, the tier or the threshold",
+                "a refresh cannot change the members, their order, the tier or the threshold, \
+                 and leaves out exactly the removed members (and the one a removal names)",
             ),
         ));
     }
@@ -48,6 +52,24 @@ pub(super) fn old_shares(
             .open_key_package(&record.name, &record.sealed_key_package)?,
         public_key_package: stored_public_key_package(record)?,
     })
+}
+
+/// Whether `spec` leaves out exactly the members this node's record removed,
+/// plus the one the operators' removal names (none for a plain refresh).
+fn removed_as_approved(
+    spec: &CeremonySpec,
+    record: &GroupRecord,
+    authorized: &AuthorizedCeremony,
+) -> bool {
+    let mut expected = record.removed.clone();
+    let approved = authorized.spec();
+    if approved.operation == Operation::RemoveMember {
+        match &approved.subject {
+            Some(s) if !expected.contains(s) => expected.push(s.clone()),
+            _ => return false,
+        }
+    }
+    super::repair::same_set(&spec.removed, &expected)
 }
 
 /// The end of a refresh's part 3: the new share is sealed beside the old one,
@@ -132,6 +154,16 @@ pub(super) async fn commit(
         .at_current_epoch(&node.id, &held)
         .and_then(|a| spec.check_authorized(&a).map(|()| a))
         .map_err(|e| refuse(node, "commit-refresh", Check::Ceremony, e))?;
+    if record.members != spec.members || !removed_as_approved(&spec, &record, &authorized) {
+        return Err(refuse(
+            node,
+            "commit-refresh",
+            Check::Ceremony,
+            CoreError::refused(
+                "the refresh lists other members or removed members than this node's record",
+            ),
+        ));
+    }
     let Some(pending) = record.pending_refresh.clone() else {
         return Err(NodeError::Precondition(format!(
             "no refresh of {} is pending on {}",
@@ -184,6 +216,8 @@ pub(super) async fn commit(
     let old_share = std::mem::replace(&mut record.sealed_key_package, pending.sealed_key_package);
     record.public_key_package = pending.public_key_package;
     record.pending_refresh = None;
+    // A removal: the removed member becomes a tombstone here with this epoch.
+    record.removed = spec.removed.clone();
     // K7: what committed this, kept for any coordinator that must finish the
     // refresh on members that missed the commit.
     record.refresh_certificate = Some(prost::Message::encode_to_vec(&req));

@@ -213,6 +213,23 @@ fn as_member(
     standing: &[Standing],
 ) -> Result<(AuthorizedCeremony, u64), NodeError> {
     let held = quorum::held(node, record)?;
+    // Identifiers are positions: the repair must list this node's members
+    // and tombstones exactly (before it, or after it once applied).
+    let members = if held.epoch == approved.spec().epoch {
+        spec.members.clone()
+    } else {
+        spec.new_members()
+    };
+    if members != record.members || !same_set(&spec.removed, &record.removed) {
+        return Err(refuse(
+            node,
+            step,
+            Check::Ceremony,
+            permafrost_core::CoreError::refused(
+                "the repair lists other members or removed members than this node's record",
+            ),
+        ));
+    }
     let authorized = if held.epoch == approved.spec().epoch {
         approved.at_current_epoch(&node.id, &held)
     } else {
@@ -221,6 +238,11 @@ fn as_member(
     .and_then(|a| spec.check_authorized(&a, standing).map(|()| a))
     .map_err(|e| refuse(node, step, Check::Ceremony, e))?;
     Ok((authorized, held.epoch))
+}
+
+/// Whether `a` and `b` hold the same members.
+pub(super) fn same_set(a: &[permafrost_core::NodeId], b: &[permafrost_core::NodeId]) -> bool {
+    a.len() == b.len() && a.iter().all(|m| b.contains(m))
 }
 
 /// `RepairDeltas` (helper, step 1): this node's deltas for the other helpers.
@@ -402,6 +424,7 @@ pub(super) async fn receive(
         tier: approved_spec.tier,
         threshold: spec.threshold,
         members: spec.new_members(),
+        removed: spec.removed.clone(),
         ceremony_id: spec.repair_id.clone(),
         sealed_key_package: node.vault.seal_key_package(
             &spec.group,

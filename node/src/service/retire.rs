@@ -5,6 +5,10 @@
 //! never reused: a DKG of it is refused like any other held name), and then
 //! destroys the share's data key (K8). From then on every step on the group
 //! is refused, and no copy of the share opens.
+//!
+//! The member a remove-member spec names leaves the same way ([`leave`]):
+//! it drops its own share under that spec, which the refresh among the others
+//! never waits for (a removed machine may be lost or hostile).
 
 use permafrost_core::ceremony::Operation;
 use permafrost_core::CoreError;
@@ -22,7 +26,7 @@ pub(super) async fn retire(
 ) -> Result<pb::RetireGroupResponse, NodeError> {
     let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
     let approved = quorum::approved(node, "retire", req.authorization.as_ref())?;
-    let mut record = node.store.group(&name)?.ok_or_else(|| {
+    let record = node.store.group(&name)?.ok_or_else(|| {
         NodeError::NotFound(format!("key group {name} is not held by node {}", node.id))
     })?;
     if record.retired {
@@ -50,6 +54,68 @@ pub(super) async fn retire(
         "group_retired",
         serde_json::json!({"group": name.as_str(), "epoch": held.epoch + 1}),
     )?;
+    destroy(node, record, held.epoch, &authorized, "group retired").await?;
+    info!(node = %node.id, group = %name, "key group retired; its share is destroyed");
+    Ok(pb::RetireGroupResponse {})
+}
+
+/// `LeaveGroup`: this node is the member an operator-quorum removal names;
+/// it stops using the group for good and destroys its share's data key (K8).
+pub(super) async fn leave(
+    node: &SignerNode,
+    req: &pb::LeaveGroupRequest,
+) -> Result<pb::LeaveGroupResponse, NodeError> {
+    let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
+    let approved = quorum::approved(node, "leave", req.authorization.as_ref())?;
+    let record = node.store.group(&name)?.ok_or_else(|| {
+        NodeError::NotFound(format!("key group {name} is not held by node {}", node.id))
+    })?;
+    if record.retired {
+        return Ok(pb::LeaveGroupResponse {});
+    }
+    if approved.spec().group != name {
+        return Err(refuse(
+            node,
+            "leave",
+            Check::Ceremony,
+            CoreError::refused(format!(
+                "the spec is for {}, not {name}",
+                approved.spec().group
+            )),
+        ));
+    }
+    let held = quorum::held(node, &record)?;
+    let authorized = approved
+        .as_removed(&node.id, &held)
+        .map_err(|e| refuse(node, "leave", Check::Ceremony, e))?;
+    quorum::audit_authorized(node, "leave", &authorized)?;
+    audit(
+        node,
+        "group_left",
+        serde_json::json!({"group": name.as_str(), "epoch": held.epoch + 1}),
+    )?;
+    destroy(
+        node,
+        record,
+        held.epoch,
+        &authorized,
+        "removed from the group",
+    )
+    .await?;
+    info!(node = %node.id, group = %name, "removed from the key group; its share is destroyed");
+    Ok(pb::LeaveGroupResponse {})
+}
+
+/// Records `record` as done for good at the next epoch, then shreds its
+/// share (and any pending one).
+async fn destroy(
+    node: &SignerNode,
+    mut record: crate::store::GroupRecord,
+    epoch: u64,
+    authorized: &permafrost_core::ceremony::AuthorizedCeremony,
+    why: &str,
+) -> Result<(), NodeError> {
+    let name = record.name.clone();
     let share = std::mem::take(&mut record.sealed_key_package);
     let pending = record.pending_refresh.take();
     record.active = false;
@@ -59,14 +125,13 @@ pub(super) async fn retire(
         .advance_group(
             &record,
             None,
-            held.epoch,
-            &quorum::next_epoch(&authorized, held.epoch + 1),
+            epoch,
+            &quorum::next_epoch(authorized, epoch + 1),
         )
         .await?;
-    refresh::shred(node, &name, &share, "group retired")?;
+    refresh::shred(node, &name, &share, why)?;
     if let Some(p) = pending {
-        refresh::shred(node, &name, &p.sealed_key_package, "group retired")?;
+        refresh::shred(node, &name, &p.sealed_key_package, why)?;
     }
-    info!(node = %node.id, group = %name, "key group retired; its share is destroyed");
-    Ok(pb::RetireGroupResponse {})
+    Ok(())
 }

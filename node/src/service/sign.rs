@@ -383,13 +383,11 @@ async fn sign_in<C: Suite>(
                 CoreError::refused("nonce was committed for another signing scheme"),
             )
         })?;
+    // A removed member keeps its identifier but is never a signer.
     let members = record
-        .members
-        .iter()
-        .enumerate()
+        .active_members()
         .map(|(i, _)| {
-            Identifier::<C>::try_from(i as u16 + 1)
-                .map_err(|e| NodeError::Bug(format!("identifier {}: {e}", i + 1)))
+            Identifier::<C>::try_from(i).map_err(|e| NodeError::Bug(format!("identifier {i}: {e}")))
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
     let packages = req
@@ -630,7 +628,7 @@ async fn journal_withdrawal<C: Suite>(
                         },
                         own_receipt: &reservation.receipt_hash,
                         needed: velocity::attestations_needed(
-                            record.members.len(),
+                            record.active_members().count(),
                             usize::from(record.threshold),
                         ),
                         now,

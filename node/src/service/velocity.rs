@@ -105,15 +105,15 @@ pub(super) fn reserve(
     ))
 }
 
-/// The identity keys of `record`'s members, from this node's own manifest.
+/// The identity keys of `record`'s active members, from this node's own manifest.
 pub(super) fn member_keys(
     node: &SignerNode,
     record: &GroupRecord,
 ) -> Result<MemberKeys, NodeError> {
+    // A removed member's receipts and attestations count for nothing.
     record
-        .members
-        .iter()
-        .map(|m| {
+        .active_members()
+        .map(|(_, m)| {
             let entry = node
                 .directory
                 .get(m)
@@ -164,7 +164,10 @@ pub(super) fn attest(
     )
     .map_err(|e| refuse(node, "attest", Check::Velocity, e))?;
     let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
-    let needed = velocity::attestations_needed(record.members.len(), usize::from(record.threshold));
+    let needed = velocity::attestations_needed(
+        record.active_members().count(),
+        usize::from(record.threshold),
+    );
     let range = node.store.ledger_range(
         &name,
         &asset,

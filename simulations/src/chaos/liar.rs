@@ -474,6 +474,13 @@ impl SignerNode for Liar {
         self.upstream().retire_group(r.into_inner()).await
     }
 
+    async fn leave_group(
+        &self,
+        r: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        self.upstream().leave_group(r.into_inner()).await
+    }
+
     async fn prepare_repair(
         &self,
         r: Request<pb::RepairRequest>,
