@@ -131,6 +131,7 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
             .leave_group(pb::LeaveGroupRequest {
                 key_group: GROUP.into(),
                 authorization: Some(wire(signed)),
+                certificate: None,
             })
             .await
             .expect_err("n4 keeps its share");
@@ -233,12 +234,37 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
             .expect_err("replayed removal");
         assert_eq!(err.code(), Code::PermissionDenied, "n{}: {err:?}", i + 1);
     }
-    // n4, told late under the spec of the epoch it still holds, drops its share.
+    // n4, told late under the spec of the epoch it still holds, drops its
+    // share, but only with the removal's commit certificate (the others'
+    // reports of their new shares): the spec alone is refused.
+    let err = cluster
+        .node_client(3, Role::Coordinator, "rogue")
+        .leave_group(pb::LeaveGroupRequest {
+            key_group: GROUP.into(),
+            authorization: Some(wire(&quorum)),
+            certificate: None,
+        })
+        .await
+        .expect_err("no certificate");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("commit certificate"), "{}", err.message());
+    let certificate = cluster
+        .node_client(0, Role::Coordinator, "test")
+        .get_commit_certificate(pb::CommitCertificateRequest {
+            key_group: GROUP.into(),
+            include_commit: true,
+        })
+        .await
+        .expect("certificate")
+        .into_inner()
+        .commit
+        .expect("n1 keeps the removal's certificate");
     cluster
         .node_client(3, Role::Coordinator, "test")
         .leave_group(pb::LeaveGroupRequest {
             key_group: GROUP.into(),
             authorization: Some(wire(&quorum)),
+            certificate: Some(certificate),
         })
         .await
         .expect("n4 leaves");

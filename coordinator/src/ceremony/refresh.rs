@@ -30,7 +30,7 @@ pub async fn refresh_key_group(
         Operation::Refresh,
         &req.name,
     )?;
-    run_refresh(coord, &signed, None).await
+    run_refresh(coord, &signed, None).await.map(|(record, _)| record)
 }
 
 /// Removes a member under the operators' remove-member spec: a refresh among
@@ -60,13 +60,14 @@ pub async fn remove_member(
             req.node_id
         )));
     }
-    let record = run_refresh(coord, &signed, Some(&subject)).await?;
+    let (record, certificate) = run_refresh(coord, &signed, Some(&subject)).await?;
     // Best effort, after the others committed: nothing depends on it.
     let wire_auth = pb::SignedLifecycleSpec::from(&signed);
     let left = each_member(coord, std::slice::from_ref(&subject), |mut c| {
         let r = pb::LeaveGroupRequest {
             key_group: record.name.to_string(),
             authorization: Some(wire_auth.clone()),
+            certificate: Some(certificate.clone()),
         };
         async move { c.leave_group(r).await }
     })
@@ -87,11 +88,12 @@ pub async fn remove_member(
 
 /// A refresh of `signed`'s group among its active members, leaving out
 /// `removing` too when given; commits in two phases and records the result.
+/// Returns the record and the commit certificate.
 async fn run_refresh(
     coord: &Arc<Coordinator>,
     signed: &SignedSpec,
     removing: Option<&NodeId>,
-) -> Result<GroupRecord, Status> {
+) -> Result<(GroupRecord, pb::CommitRefreshRequest), Status> {
     let name = signed.spec.group.to_string();
     let _one_at_a_time = coord.ceremony_lock.lock().await;
     let group_name = signed.spec.group.clone();
@@ -208,5 +210,5 @@ async fn run_refresh(
         record = recovered.record;
     }
     info!(group = %record.name, "refresh committed on every member taking part");
-    Ok(record)
+    Ok((record, commit))
 }

@@ -380,12 +380,26 @@ impl QuorumApproved {
                 spec.epoch, spec.group, held.epoch
             )));
         }
+        let active = held.active();
+        let expected: Vec<NodeId> = active.iter().filter(|m| *m != me).cloned().collect();
         if spec.group_key.as_deref() != Some(held.group_key.as_slice())
-            || !held.members.contains(me)
+            || !active.contains(me)
+            || spec.members != expected
+            || spec.threshold != held.threshold
+            || spec.tier != held.tier
         {
             return Err(CoreError::refused(format!(
-                "the spec names another key or membership of {} than {me} holds",
+                "the spec names another key, membership, threshold or tier of {} than {me} holds (the others would refuse it)",
                 spec.group
+            )));
+        }
+        // The same floor every other member checks: never below t.
+        if expected.len() < usize::from(held.threshold) {
+            return Err(CoreError::refused(format!(
+                "removing {me} would leave {} active member(s) of {}, fewer than its threshold {}",
+                expected.len(),
+                spec.group,
+                held.threshold
             )));
         }
         Ok(self.authorized(Standing::Current))

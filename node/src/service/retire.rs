@@ -84,9 +84,15 @@ pub(super) async fn leave(
             )),
         ));
     }
+    let digest = approved.digest();
     let held = quorum::held(node, &record)?;
     let authorized = approved
         .as_removed(&node.id, &held)
+        .map_err(|e| refuse(node, "leave", Check::Ceremony, e))?;
+    // Only once the others hold new shares: the removal's certificate, with
+    // the report of every remaining member over one new key package. Before
+    // that, dropping this share could leave the group below t live shares.
+    removal_committed(node, &record, req.certificate.as_ref(), &digest)
         .map_err(|e| refuse(node, "leave", Check::Ceremony, e))?;
     quorum::audit_authorized(node, "leave", &authorized)?;
     audit(
@@ -104,6 +110,51 @@ pub(super) async fn leave(
     .await?;
     info!(node = %node.id, group = %name, "removed from the key group; its share is destroyed");
     Ok(pb::LeaveGroupResponse {})
+}
+
+/// Checks that `certificate` is the committed removal of this node that the
+/// operators approved as `digest`: a refresh of the group among the other
+/// members, leaving this node out, that every one of them reported.
+fn removal_committed(
+    node: &SignerNode,
+    record: &crate::store::GroupRecord,
+    certificate: Option<&pb::CommitRefreshRequest>,
+    digest: &permafrost_core::ceremony::SpecDigest,
+) -> Result<(), CoreError> {
+    let certificate = certificate.ok_or_else(|| {
+        CoreError::refused("no commit certificate: the removal has not been committed by the others")
+    })?;
+    let spec: permafrost_core::dkg::CeremonySpec = certificate
+        .spec
+        .as_ref()
+        .ok_or_else(|| CoreError::refused("the certificate has no ceremony spec"))?
+        .try_into()
+        .map_err(|e| CoreError::refused(format!("certificate spec: {e}")))?;
+    if !spec.refresh
+        || spec.group != record.name
+        || spec.authorization != digest.0
+        || spec.members != record.members
+        || !spec.removed.contains(&node.id)
+        || spec.participants().contains(&node.id)
+    {
+        return Err(CoreError::refused(format!(
+            "the certificate is not the refresh of {} that removes {} under this spec",
+            record.name, node.id
+        )));
+    }
+    let reports: Vec<permafrost_core::dkg::GroupKeyReport> = certificate
+        .reports
+        .iter()
+        .map(TryInto::try_into)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CoreError::refused(format!("certificate reports: {e}")))?;
+    let package = permafrost_core::dkg::check_reports(&spec, &node.directory, &reports)?;
+    if package.verifying_key().serialize().ok().as_deref() != Some(record.group_public_key.as_slice()) {
+        return Err(CoreError::refused(
+            "the certificate's key package is for another group key",
+        ));
+    }
+    Ok(())
 }
 
 /// Records `record` as done for good at the next epoch, then shreds its
