@@ -38,7 +38,7 @@ mod messages;
 
 /// Catching-up answers one request takes from a signer before it is treated
 /// as refusing (each answer moves it one part of a ledger on).
-const MAX_CATCH_UPS: usize = 64;
+const MAX_CATCH_UPS: usize = 256;
 mod velocity;
 
 pub use messages::{

@@ -211,6 +211,24 @@ pub struct LedgerEntry {
     pub at: u64,
 }
 
+/// Domain separation of a ledger's hash chain.
+const CHAIN_DOMAIN: &[u8] = b"PERMAFROST/VELOCITY-LEDGER/v1";
+
+/// The hash chain of a member's ledger: entry `e` after the chain's hash
+/// `prev` (all zeros before entry 0). A ledger that went back (a store
+/// restored from a backup) and numbered other requests again no longer
+/// continues the hash a signer holds.
+pub fn chain(prev: &[u8; 32], e: &LedgerEntry) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(CHAIN_DOMAIN);
+    h.update(prev);
+    h.update(e.seq.to_be_bytes());
+    h.update(e.digest.0);
+    h.update(e.amount.to_be_bytes());
+    h.update(e.at.to_be_bytes());
+    h.finalize().into()
+}
+
 /// Bytes one [`LedgerEntry`] takes in an attestation.
 pub const ENTRY_WIRE_BYTES: usize = 4 * 4 + 8 + 32 + 16 + 8;
 
@@ -248,6 +266,10 @@ pub struct Attestation {
     pub complete: bool,
     /// Every ledger entry from `max(from_seq, first_seq)` to `through`, in order.
     pub entries: Vec<LedgerEntry>,
+    /// The ledger's chain hash just before the first listed entry.
+    pub prev_hash: [u8; 32],
+    /// Its chain hash after the last listed entry (`prev_hash` when none).
+    pub head_hash: [u8; 32],
     /// (request digest, amount) of every live reservation, sorted by digest,
     /// this request's excluded.
     pub reserved: Vec<(RequestDigest, u128)>,
@@ -278,6 +300,8 @@ impl Attestation {
             put(&mut out, &e.amount.to_be_bytes());
             put(&mut out, &e.at.to_be_bytes());
         }
+        put(&mut out, &self.prev_hash);
+        put(&mut out, &self.head_hash);
         put(&mut out, &(self.reserved.len() as u32).to_be_bytes());
         for (d, amount) in &self.reserved {
             put(&mut out, &d.0);
@@ -321,16 +345,28 @@ impl Attestation {
                 at: r.u64()?,
             });
         }
+        let prev_hash = fixed(r.field()?)?;
+        let head_hash = fixed(r.field()?)?;
         let count = r.count("reservations", MAX_ENTRIES)?;
         let mut reserved = Vec::with_capacity(count);
         for _ in 0..count {
             reserved.push((r.digest()?, r.u128()?));
         }
         r.done()?;
+        // A range lists every entry from its start to `through`, in order
+        // and without gaps; an empty one may start past its end (the
+        // attestor holds fewer entries than it was asked from).
         let start = from_seq.max(first_seq);
-        let ordered = entries.windows(2).all(|w| w[0].seq < w[1].seq);
-        let inside = entries.iter().all(|e| e.seq >= start && e.seq < through);
-        if first_seq > through || !ordered || !inside {
+        let contiguous = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == start.saturating_add(i as u64));
+        let whole = if start <= through {
+            entries.len() as u64 == through - start
+        } else {
+            entries.is_empty()
+        };
+        if first_seq > through || !contiguous || !whole {
             return Err(CoreError::invalid(
                 "attestation",
                 format!(
@@ -352,6 +388,8 @@ impl Attestation {
             through,
             complete,
             entries,
+            prev_hash,
+            head_hash,
             reserved,
         })
     }
@@ -476,271 +514,8 @@ pub fn part_limit(needed: usize) -> usize {
     (BUDGET / needed.max(1) / ENTRY_WIRE_BYTES).clamp(16, MAX_ENTRIES)
 }
 
-/// What a signer verified of its group's ledgers, per group and asset: every
-/// request any member attested in the window (counted once, by digest), and
-/// how far into each member's numbered ledger it holds (its *coverage*).
-///
-/// Memory only (a restart starts empty and is sent whole windows again).
-/// It relies on each member's ledger only growing, as its journal does: a
-/// member's store rolled back to a backup would reuse entry numbers.
-/// Counting every member's attested entries, not only this request's
-/// attestors', counts more than [`Attestation`]s of `n − t + 1` members
-/// alone would, never less: every entry is a request some member signed.
-#[derive(Debug, Default)]
-pub struct LedgerCache {
-    windows: BTreeMap<(GroupName, String), Window>,
-}
-
-#[derive(Debug, Default)]
-struct Window {
-    coverage: BTreeMap<NodeId, u64>,
-    /// digest → (largest amount listed, latest `at` listed).
-    entries: BTreeMap<RequestDigest, (u128, u64)>,
-    by_time: BTreeSet<(u64, RequestDigest)>,
-    total: u128,
-}
-
-impl Window {
-    fn add(&mut self, e: &LedgerEntry) {
-        match self.entries.get_mut(&e.digest) {
-            Some((amount, at)) => {
-                if e.amount > *amount {
-                    self.total = self.total.saturating_sub(*amount).saturating_add(e.amount);
-                    *amount = e.amount;
-                }
-                if e.at > *at {
-                    self.by_time.remove(&(*at, e.digest));
-                    self.by_time.insert((e.at, e.digest));
-                    *at = e.at;
-                }
-            }
-            None => {
-                self.entries.insert(e.digest, (e.amount, e.at));
-                self.by_time.insert((e.at, e.digest));
-                self.total = self.total.saturating_add(e.amount);
-            }
-        }
-    }
-
-    /// Drops what no member could still list: older than the window by
-    /// this node's clock, with the skew allowed.
-    fn expire(&mut self, oldest: u64) {
-        while let Some(&(at, digest)) = self.by_time.first() {
-            if at >= oldest {
-                break;
-            }
-            self.by_time.pop_first();
-            if let Some((amount, _)) = self.entries.remove(&digest) {
-                self.total = self.total.saturating_sub(amount);
-            }
-        }
-    }
-}
-
-/// Why [`LedgerCache::check`] did not return a total.
-#[derive(Debug)]
-pub enum CheckError {
-    /// The attestations do not prove what the group holds (a refusal).
-    Refused(CoreError),
-    /// Valid, but one lists only a part of its member's ledger: kept, and
-    /// the next attestation round continues from it.
-    CatchingUp(String),
-}
-
-impl From<CoreError> for CheckError {
-    fn from(e: CoreError) -> Self {
-        CheckError::Refused(e)
-    }
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CheckError::Refused(e) => e.fmt(f),
-            CheckError::CatchingUp(why) => f.write_str(why),
-        }
-    }
-}
-
-/// What a signer checks its round-2 attestations against.
-#[derive(Clone, Copy, Debug)]
-pub struct AttestationRules<'a> {
-    /// The request.
-    pub subject: Subject<'a>,
-    /// The hash of this signer's own receipt for the nonces it is using.
-    pub own_receipt: &'a [u8; 32],
-    /// Distinct members needed ([`attestations_needed`]).
-    pub needed: usize,
-    /// Now, by this node's clock.
-    pub now: u64,
-    /// Oldest acceptable attestation age, seconds (the nonce lifetime).
-    pub max_age_secs: u64,
-    /// Clock skew tolerance, seconds.
-    pub skew_secs: u64,
-    /// The velocity window, seconds.
-    pub window_secs: u64,
-}
-
-impl LedgerCache {
-    /// How far this node holds each member's ledger of `group`/`asset`: what
-    /// an attestor is asked to list from (`AttestRequest.since`).
-    pub fn coverage(&self, group: &GroupName, asset: &str) -> BTreeMap<NodeId, u64> {
-        self.windows
-            .get(&(group.clone(), asset.to_string()))
-            .map(|w| w.coverage.clone())
-            .unwrap_or_default()
-    }
-
-    /// Requests held for `group`/`asset` (metrics, tests).
-    pub fn len(&self, group: &GroupName, asset: &str) -> usize {
-        self.windows
-            .get(&(group.clone(), asset.to_string()))
-            .map_or(0, |w| w.entries.len())
-    }
-
-    /// Forgets everything (what a restart does).
-    pub fn clear(&mut self) {
-        self.windows.clear();
-    }
-
-    /// In round 2: verifies the attestations, takes in the ledger ranges they
-    /// list, and returns what the group already signed or holds reserved in
-    /// the window, this request excluded, counted once per request digest
-    /// (the largest amount listed for it).
-    ///
-    /// Refused: an attestation that is not from a member, not for this
-    /// request, not fresh, not made over this node's receipt, not signed by
-    /// its member, a second one from a member, fewer than `needed`; a range
-    /// that starts after what this node holds of that member (a gap: the
-    /// coordinator asked for the wrong range); a part of a longer range (the
-    /// node keeps it and is caught up by the next request).
-    pub fn check(
-        &mut self,
-        attestations: &[SignedAttestation],
-        members: &MemberKeys,
-        rules: AttestationRules<'_>,
-    ) -> Result<u128, CheckError> {
-        let subject = rules.subject;
-        let key = (subject.group.clone(), subject.asset.to_string());
-        let mut from = BTreeSet::new();
-        for s in attestations {
-            let a = &s.attestation;
-            let member_key = members.get(&a.node).ok_or_else(|| {
-                CoreError::refused(format!(
-                    "velocity attestation from {}, not a member of {}",
-                    a.node, subject.group
-                ))
-            })?;
-            if &a.group != subject.group || a.asset != subject.asset || &a.digest != subject.digest
-            {
-                return Err(CoreError::refused(format!(
-                    "velocity attestation from {} is for another request",
-                    a.node
-                ))
-                .into());
-            }
-            if a.at > rules.now.saturating_add(rules.skew_secs)
-                || a.at
-                    .saturating_add(rules.max_age_secs)
-                    .saturating_add(rules.skew_secs)
-                    < rules.now
-            {
-                return Err(CoreError::refused(format!(
-                    "velocity attestation from {} is dated {} (now {}): not fresh",
-                    a.node, a.at, rules.now
-                ))
-                .into());
-            }
-            if a.receipts.binary_search(rules.own_receipt).is_err() {
-                return Err(CoreError::refused(format!(
-                    "velocity attestation from {} was not made over this node's reservation",
-                    a.node
-                ))
-                .into());
-            }
-            if !verify_ed25519(member_key, &a.encode(), &s.signature) {
-                return Err(CoreError::refused(format!(
-                    "velocity attestation from {} does not verify under its identity key",
-                    a.node
-                ))
-                .into());
-            }
-            if !from.insert(a.node.clone()) {
-                return Err(CoreError::refused(format!(
-                    "two velocity attestations from {}",
-                    a.node
-                ))
-                .into());
-            }
-            let held = self
-                .windows
-                .get(&key)
-                .and_then(|w| w.coverage.get(&a.node))
-                .copied()
-                .unwrap_or(0);
-            if a.from_seq > held && a.from_seq > a.first_seq {
-                return Err(CoreError::refused(format!(
-                    "velocity attestation from {} lists its ledger from entry {}, but this node holds it only up to {held} (and the window starts at {}): entries would be missed",
-                    a.node, a.from_seq, a.first_seq
-                )).into());
-            }
-        }
-        if from.len() < rules.needed {
-            return Err(CoreError::refused(format!(
-                "velocity attestations from {} members, the group needs {} (n - t + 1) to see every other withdrawal",
-                from.len(),
-                rules.needed
-            )).into());
-        }
-        let window = self.windows.entry(key).or_default();
-        let mut partial = None;
-        for s in attestations {
-            let a = &s.attestation;
-            for e in &a.entries {
-                window.add(e);
-            }
-            let held = window.coverage.entry(a.node.clone()).or_default();
-            *held = (*held).max(a.through);
-            if !a.complete {
-                partial = Some((a.node.clone(), a.through));
-            }
-        }
-        window.expire(
-            rules
-                .now
-                .saturating_sub(rules.window_secs)
-                .saturating_sub(rules.skew_secs),
-        );
-        if window.entries.len() > MAX_WINDOW_ENTRIES {
-            return Err(CheckError::Refused(CoreError::refused(format!(
-                "{} requests in {}'s {} velocity window, more than a signer keeps ({MAX_WINDOW_ENTRIES})",
-                window.entries.len(),
-                subject.group,
-                subject.asset
-            ))));
-        }
-        if let Some((node, through)) = partial {
-            return Err(CheckError::CatchingUp(format!(
-                "catching up on {node}'s velocity ledger (held up to entry {through}, more to come): reserve again"
-            )));
-        }
-        let mut reserved: BTreeMap<RequestDigest, u128> = BTreeMap::new();
-        for s in attestations {
-            for (d, amount) in &s.attestation.reserved {
-                if d != subject.digest && !window.entries.contains_key(d) {
-                    let e = reserved.entry(*d).or_default();
-                    *e = (*e).max(*amount);
-                }
-            }
-        }
-        let this = window.entries.get(subject.digest).map_or(0, |(a, _)| *a);
-        Ok(reserved
-            .values()
-            .fold(window.total.saturating_sub(this), |t, v| {
-                t.saturating_add(*v)
-            }))
-    }
-}
+mod cache;
+pub use cache::{AttestationRules, CheckError, LedgerCache};
 
 #[cfg(test)]
 mod tests;

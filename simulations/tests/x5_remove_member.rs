@@ -247,7 +247,11 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
         .await
         .expect_err("no certificate");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("commit certificate"), "{}", err.message());
+    assert!(
+        err.message().contains("commit certificate"),
+        "{}",
+        err.message()
+    );
     let certificate = cluster
         .node_client(0, Role::Coordinator, "test")
         .get_commit_certificate(pb::CommitCertificateRequest {

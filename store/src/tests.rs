@@ -159,6 +159,50 @@ fn scan_merges_a_steps_own_writes() {
 }
 
 #[test]
+fn first_and_bounded_scans_see_what_a_step_wrote_and_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store
+        .write_blocking(|w| {
+            w.put(&TOTALS, b"a2", &2)?;
+            w.put(&TOTALS, b"a4", &4)?;
+            w.put(&TOTALS, b"b1", &9)?;
+            Ok::<_, TestError>(())
+        })
+        .expect("seed");
+    store
+        .write_blocking(|w| {
+            let range = || b"a".to_vec()..b"b".to_vec();
+            assert_eq!(w.first(&TOTALS, range())?.map(|(_, v)| v), Some(2));
+            // Removed in this step: the next stored entry, or a written one before it.
+            w.remove(&TOTALS, b"a2")?;
+            assert_eq!(w.first(&TOTALS, range())?.map(|(_, v)| v), Some(4));
+            w.put(&TOTALS, b"a3", &3)?;
+            assert_eq!(w.first(&TOTALS, range())?.map(|(_, v)| v), Some(3));
+            w.put(&TOTALS, b"a1", &1)?;
+            assert_eq!(w.first(&TOTALS, range())?.map(|(_, v)| v), Some(1));
+            // Nothing of another range, written or stored, leaks in.
+            assert_eq!(
+                w.first(&TOTALS, b"c".to_vec()..b"d".to_vec())?
+                    .map(|(_, v)| v),
+                None
+            );
+            assert_eq!(
+                w.first(&TOTALS, b"a5".to_vec()..=b"b1".to_vec())?
+                    .map(|(_, v)| v),
+                Some(9)
+            );
+            Ok::<_, TestError>(())
+        })
+        .expect("first");
+    let firsts = store
+        .read(|r| r.scan_first(&TOTALS, b"a".to_vec()..b"c".to_vec(), 2))
+        .expect("read");
+    let values: Vec<u128> = firsts.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, vec![1, 3], "the first two, in key order");
+}
+
+#[test]
 fn records_survive_reopen_and_other_versions_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     {

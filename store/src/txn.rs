@@ -218,10 +218,23 @@ impl<'a> WriteTxn<'a> {
                 }
             }
         }
+        // The overlay is ordered by (table, key): start at the range's start.
+        let from = match range.start_bound() {
+            Bound::Included(k) | Bound::Excluded(k) => (table.name, k.clone()),
+            Bound::Unbounded => (table.name, Vec::new()),
+        };
         let written = self
             .overlay
-            .iter()
-            .filter(|((name, k), v)| *name == table.name && range.contains(k) && v.is_some())
+            .range(from..)
+            .take_while(|((name, k), _)| {
+                *name == table.name
+                    && match range.end_bound() {
+                        Bound::Included(end) => k <= end,
+                        Bound::Excluded(end) => k < end,
+                        Bound::Unbounded => true,
+                    }
+            })
+            .filter(|((_, k), v)| range.contains(k) && v.is_some())
             .map(|((_, k), v)| (k.clone(), v.clone().unwrap_or_default()))
             .next();
         let first = match (stored, written) {

@@ -30,7 +30,9 @@ pub async fn refresh_key_group(
         Operation::Refresh,
         &req.name,
     )?;
-    run_refresh(coord, &signed, None).await.map(|(record, _)| record)
+    run_refresh(coord, &signed, None)
+        .await
+        .map(|(record, _)| record)
 }
 
 /// Removes a member under the operators' remove-member spec: a refresh among

@@ -24,6 +24,19 @@ struct Node {
     cache: LedgerCache,
 }
 
+/// The chain hashes of `ledger` just before entry `from` and after its last.
+fn hashes(ledger: &[LedgerEntry], from: u64) -> ([u8; 32], [u8; 32]) {
+    let mut h = [0u8; 32];
+    let mut prev = None;
+    for e in ledger {
+        if e.seq == from {
+            prev = Some(h);
+        }
+        h = chain(&h, e);
+    }
+    (prev.unwrap_or(h), h)
+}
+
 /// An attestation of `node`'s ledger from entry `since`, as a member makes it.
 fn attest(
     node: &Node,
@@ -32,6 +45,7 @@ fn attest(
     since: u64,
 ) -> SignedAttestation {
     let next = node.ledger.len() as u64;
+    let (prev_hash, head_hash) = hashes(&node.ledger, since);
     let attestation = Attestation {
         node: node.id.clone(),
         group: group(),
@@ -45,6 +59,8 @@ fn attest(
         through: next,
         complete: true,
         entries: node.ledger.iter().skip(since as usize).copied().collect(),
+        prev_hash,
+        head_hash,
         reserved: node
             .reserved
             .iter()
@@ -289,6 +305,8 @@ fn forged_or_misdirected_attestations_are_refused() {
             through: 1,
             complete: true,
             entries: vec![entry],
+            prev_hash: [0; 32],
+            head_hash: chain(&[0; 32], &entry),
             reserved: vec![(RequestDigest([4; 32]), 5)],
         };
         let signature = ids[i].sign(&a.encode()).to_vec();
@@ -328,158 +346,239 @@ fn forged_or_misdirected_attestations_are_refused() {
     );
 }
 
-/// An attestation of member `i` over `entries`, listed from `from`.
-fn part(
-    ids: &[NodeIdentity],
-    i: usize,
+/// Member `i`'s attestation of its `ledger` (every entry, numbered from 0)
+/// from entry `from`, up to `through` (a part when short of the end), with
+/// its window starting at entry `first`; dated `at`.
+struct Range<'a> {
+    ids: &'a [NodeIdentity],
     digest: RequestDigest,
     own: [u8; 32],
-    (first, from, through, complete): (u64, u64, u64, bool),
-    entries: Vec<LedgerEntry>,
-) -> SignedAttestation {
-    let a = Attestation {
-        node: NodeId::new(format!("n{i}")).expect("id"),
-        group: group(),
-        asset: "BTC".into(),
-        digest,
-        at: 1000,
-        window_start: 0,
-        receipts: vec![own],
-        first_seq: first,
-        from_seq: from,
-        through,
-        complete,
-        entries,
-        reserved: Vec::new(),
-    };
-    let signature = ids[i].sign(&a.encode()).to_vec();
-    SignedAttestation {
-        attestation: a,
-        signature,
+    at: u64,
+}
+
+impl Range<'_> {
+    fn of(
+        &self,
+        i: usize,
+        ledger: &[LedgerEntry],
+        first: u64,
+        from: u64,
+        through: Option<u64>,
+    ) -> SignedAttestation {
+        let end = ledger.len() as u64;
+        let through = through.unwrap_or(end).min(end);
+        let start = from.max(first);
+        let upto = &ledger[..through as usize];
+        let (prev_hash, head_hash) = hashes(upto, start);
+        let a = Attestation {
+            node: NodeId::new(format!("n{i}")).expect("id"),
+            group: group(),
+            asset: "BTC".into(),
+            digest: self.digest,
+            at: self.at,
+            window_start: 0,
+            receipts: vec![self.own],
+            first_seq: first,
+            from_seq: from,
+            through: through.max(start.min(end)),
+            complete: through == end,
+            entries: upto.iter().skip(start as usize).copied().collect(),
+            prev_hash,
+            head_hash,
+            reserved: Vec::new(),
+        };
+        let signature = self.ids[i].sign(&a.encode()).to_vec();
+        SignedAttestation {
+            attestation: a,
+            signature,
+        }
+    }
+}
+
+fn ledger(entries: &[(u8, u64)]) -> Vec<LedgerEntry> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(seq, (d, at))| LedgerEntry {
+            seq: seq as u64,
+            digest: RequestDigest([*d; 32]),
+            amount: 1,
+            at: *at,
+        })
+        .collect()
+}
+
+fn rules<'a>(d: &'a RequestDigest, own: &'a [u8; 32], now: u64) -> AttestationRules<'a> {
+    AttestationRules {
+        subject: subject(d),
+        own_receipt: own,
+        needed: 2,
+        now,
+        max_age_secs: 60,
+        skew_secs: 5,
+        window_secs: 500,
     }
 }
 
 #[test]
 fn p1_ranges_a_signer_holds_are_not_sent_again_and_a_gap_is_refused() {
-    let (ids, members) = identities(2);
+    let (ids, members) = identities(3);
     let own = [9u8; 32];
-    let e = |seq: u64, d: u8, at: u64| LedgerEntry {
-        seq,
-        digest: RequestDigest([d; 32]),
-        amount: 1,
-        at,
-    };
-    fn rules<'a>(d: &'a RequestDigest, own: &'a [u8; 32]) -> AttestationRules<'a> {
-        AttestationRules {
-            subject: subject(d),
-            own_receipt: own,
-            needed: 2,
-            now: 1000,
-            max_age_secs: 60,
-            skew_secs: 5,
-            window_secs: 500,
-        }
-    }
-    let mut cache = LedgerCache::default();
-    let r1 = RequestDigest([101; 32]);
-    // Whole windows first: n0 has entries 0..3 (the same request 2 as n1's 0).
-    let a0 = part(
-        &ids,
-        0,
-        r1,
-        own,
-        (0, 0, 3, true),
-        vec![e(0, 1, 900), e(1, 2, 900), e(2, 3, 990)],
-    );
-    let a1 = part(&ids, 1, r1, own, (0, 0, 1, true), vec![e(0, 2, 900)]);
-    assert_eq!(
-        cache
-            .check(&[a0, a1], &members, rules(&r1, &own))
-            .expect("ok"),
-        3
-    );
     let n = |i: usize| NodeId::new(format!("n{i}")).expect("id");
+    let at = |d: u8| Range {
+        ids: &ids,
+        digest: RequestDigest([100 + d; 32]),
+        own,
+        at: 1000,
+    };
+    // n0 signed requests 1, 2, 3; n1 signed 2 (the same request 2).
+    let mut l0 = ledger(&[(1, 900), (2, 900), (3, 990)]);
+    let l1 = ledger(&[(2, 900)]);
+    let mut cache = LedgerCache::default();
+    // Whole windows first.
+    let r = at(1);
+    let total = cache
+        .check(
+            &[r.of(0, &l0, 0, 0, None), r.of(1, &l1, 0, 0, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect("ok");
+    assert_eq!(total, 3);
     assert_eq!(
         cache.coverage(&group(), "BTC"),
         [(n(0), 3), (n(1), 1)].into()
     );
     // Then only what is new: n0's entry 3; the old ones are still counted.
-    let r2 = RequestDigest([102; 32]);
-    let a0 = part(&ids, 0, r2, own, (0, 3, 4, true), vec![e(3, 4, 995)]);
-    let a1 = part(&ids, 1, r2, own, (0, 1, 1, true), vec![]);
-    assert_eq!(
-        cache
-            .check(&[a0, a1], &members, rules(&r2, &own))
-            .expect("ok"),
-        4
+    l0.extend(
+        ledger(&[(1, 0), (1, 0), (1, 0), (4, 995)])
+            .into_iter()
+            .skip(3)
+            .map(|mut e| {
+                e.seq = 3;
+                e
+            }),
     );
-    // A range that starts after what this node holds would miss entries.
-    let r3 = RequestDigest([103; 32]);
-    let a0 = part(&ids, 0, r3, own, (0, 5, 6, true), vec![e(5, 6, 999)]);
-    let a1 = part(&ids, 1, r3, own, (0, 1, 1, true), vec![]);
+    let r = at(2);
+    let total = cache
+        .check(
+            &[r.of(0, &l0, 0, 3, None), r.of(1, &l1, 0, 1, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect("ok");
+    assert_eq!(total, 4);
+    // A range that starts after what this node holds would miss entries:
+    // with no other complete range, refused.
+    let mut l0b = l0.clone();
+    l0b.extend(
+        ledger(&[(0, 0), (0, 0), (0, 0), (0, 0), (5, 996), (6, 999)])
+            .into_iter()
+            .skip(4)
+            .enumerate()
+            .map(|(k, mut e)| {
+                e.seq = 4 + k as u64;
+                e
+            }),
+    );
+    let r = at(3);
     let err = cache
-        .check(&[a0, a1], &members, rules(&r3, &own))
+        .check(
+            &[r.of(0, &l0b, 0, 5, None), r.of(1, &l1, 0, 1, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
         .expect_err("gap");
     assert!(err.to_string().contains("entries would be missed"), "{err}");
-    // A fresh signer is sent whole windows; one that is a part is kept but
-    // proves nothing yet, and the next request's range starts after it.
+    // With a third member's complete range, the gap is only left out.
+    let l2 = ledger(&[(5, 996)]);
+    cache
+        .check(
+            &[
+                r.of(0, &l0b, 0, 5, None),
+                r.of(1, &l1, 0, 1, None),
+                r.of(2, &l2, 0, 0, None),
+            ],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect("two complete ranges are enough");
+    assert_eq!(
+        cache.coverage(&group(), "BTC")[&n(0)],
+        4,
+        "the gap moved nothing"
+    );
+    // A fresh signer is sent whole windows; a part is kept but proves
+    // nothing yet (unless enough others are complete).
     let mut fresh = LedgerCache::default();
-    let a0 = part(
-        &ids,
-        0,
-        r3,
-        own,
-        (0, 0, 2, false),
-        vec![e(0, 1, 900), e(1, 2, 900)],
-    );
-    let a1 = part(&ids, 1, r3, own, (0, 0, 1, true), vec![e(0, 2, 900)]);
     let err = fresh
-        .check(&[a0, a1], &members, rules(&r3, &own))
+        .check(
+            &[r.of(0, &l0, 0, 0, Some(2)), r.of(1, &l1, 0, 0, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
         .expect_err("part");
-    assert!(err.to_string().contains("catching up"), "{err}");
+    assert!(matches!(err, CheckError::CatchingUp(_)), "{err}");
     assert_eq!(fresh.coverage(&group(), "BTC")[&n(0)], 2);
-    let a0 = part(
-        &ids,
-        0,
-        r2,
-        own,
-        (0, 2, 4, true),
-        vec![e(2, 3, 990), e(3, 4, 995)],
+    let total = fresh
+        .check(
+            &[r.of(0, &l0, 0, 2, None), r.of(1, &l1, 0, 1, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect("caught up");
+    assert_eq!(total, 4);
+    // A ledger that went back and numbered other requests again (a restored
+    // backup) no longer continues the chain held: read whole again.
+    let mut rewound = l0[..2].to_vec();
+    rewound.extend(
+        ledger(&[(0, 0), (0, 0), (7, 997), (8, 998)])
+            .into_iter()
+            .skip(2),
     );
-    let a1 = part(&ids, 1, r2, own, (0, 1, 1, true), vec![]);
+    let err = fresh
+        .check(
+            &[r.of(0, &rewound, 0, 4, None), r.of(1, &l1, 0, 1, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect_err("fork");
+    assert!(err.to_string().contains("does not continue"), "{err}");
+    assert!(!fresh.coverage(&group(), "BTC").contains_key(&n(0)));
+    let total = fresh
+        .check(
+            &[r.of(0, &rewound, 0, 0, None), r.of(1, &l1, 0, 1, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect("whole again");
     assert_eq!(
-        fresh
-            .check(&[a0, a1], &members, rules(&r2, &own))
-            .expect("ok"),
-        4
+        total, 6,
+        "requests 7 and 8 are counted, and the earlier ones stay"
     );
-    // Entries older than the window (and the skew) leave the count.
-    let late = AttestationRules {
-        now: 1400,
-        ..rules(&r2, &own)
-    };
-    let a0 = part(&ids, 0, r2, own, (3, 4, 4, true), vec![]);
-    let a1 = part(&ids, 1, r2, own, (1, 1, 1, true), vec![]);
-    let mut a0 = a0;
-    a0.attestation.at = 1400;
-    a0.signature = ids[0].sign(&a0.attestation.encode()).to_vec();
-    let mut a1 = a1;
-    a1.attestation.at = 1400;
-    a1.signature = ids[1].sign(&a1.attestation.encode()).to_vec();
-    // Window from 1400 - 500 - 5 = 895: all four entries (at 900+) stay.
-    assert_eq!(
-        fresh
-            .check(&[a0.clone(), a1.clone()], &members, late)
-            .expect("ok"),
-        4
-    );
-    let later = AttestationRules { now: 1497, ..late };
-    let mut b0 = a0;
-    b0.attestation.at = 1497;
-    b0.signature = ids[0].sign(&b0.attestation.encode()).to_vec();
-    let mut b1 = a1;
-    b1.attestation.at = 1497;
-    b1.signature = ids[1].sign(&b1.attestation.encode()).to_vec();
-    // From 992: only entry 3 (at 995).
-    assert_eq!(fresh.check(&[b0, b1], &members, later).expect("ok"), 1);
+    // Entries dated after the attestor's own clock are left out.
+    let future = ledger(&[(9, 2000)]);
+    let err = LedgerCache::default()
+        .check(
+            &[r.of(2, &future, 0, 0, None), r.of(1, &l1, 0, 0, None)],
+            &members,
+            rules(&r.digest, &own, 1000),
+        )
+        .expect_err("future");
+    assert!(err.to_string().contains("after its own clock"), "{err}");
+    // Entries older than the window, the skew and an attestation's age
+    // leave the count: at 1470 the window starts at 1470 - 500 - 5 - 60 = 905.
+    let late = Range { at: 1470, ..at(4) };
+    let total = fresh
+        .check(
+            &[
+                late.of(0, &rewound, 0, 4, None),
+                late.of(1, &l1, 0, 1, None),
+            ],
+            &members,
+            rules(&late.digest, &own, 1470),
+        )
+        .expect("ok");
+    // From 905: requests 1 and 2 (at 900) are gone; 3, 4 (l0) and 7, 8 stay.
+    assert_eq!(total, 4);
 }

@@ -122,7 +122,9 @@ fn removal_committed(
     digest: &permafrost_core::ceremony::SpecDigest,
 ) -> Result<(), CoreError> {
     let certificate = certificate.ok_or_else(|| {
-        CoreError::refused("no commit certificate: the removal has not been committed by the others")
+        CoreError::refused(
+            "no commit certificate: the removal has not been committed by the others",
+        )
     })?;
     let spec: permafrost_core::dkg::CeremonySpec = certificate
         .spec
@@ -149,7 +151,9 @@ fn removal_committed(
         .collect::<Result<_, _>>()
         .map_err(|e| CoreError::refused(format!("certificate reports: {e}")))?;
     let package = permafrost_core::dkg::check_reports(&spec, &node.directory, &reports)?;
-    if package.verifying_key().serialize().ok().as_deref() != Some(record.group_public_key.as_slice()) {
+    if package.verifying_key().serialize().ok().as_deref()
+        != Some(record.group_public_key.as_slice())
+    {
         return Err(CoreError::refused(
             "the certificate's key package is for another group key",
         ));

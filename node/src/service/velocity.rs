@@ -206,6 +206,8 @@ pub(super) fn attest(
         through: range.through,
         complete: range.complete,
         entries: range.entries,
+        prev_hash: range.prev_hash,
+        head_hash: range.head_hash,
         reserved: reserved.into_iter().collect(),
     };
     let signature = node.identity.sign(&attestation.encode()).to_vec();

@@ -31,14 +31,33 @@ pub(super) struct LedgerRow {
     digest: String,
     amount: String,
     at: u64,
+    /// The ledger's chain hash after this entry (`velocity::chain`), hex.
+    #[serde(default)]
+    hash: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct LedgerHead {
     next: u64,
     /// Entries are timed no earlier than the one before (a clock stepped
     /// back cannot hide an entry from the window's start).
     last_at: u64,
+    /// The chain hash after the last entry, hex (empty: none yet).
+    #[serde(default)]
+    last_hash: String,
+    /// The first entry still stored (older ones were dropped) and the chain
+    /// hash just before it, hex.
+    #[serde(default)]
+    base_seq: u64,
+    #[serde(default)]
+    base_hash: String,
+}
+
+fn hash_of(hex_hash: &str) -> [u8; 32] {
+    hex::decode(hex_hash)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .unwrap_or([0; 32])
 }
 
 /// A range of a ledger, as [`NodeStore::ledger_range`] reads it.
@@ -52,6 +71,10 @@ pub struct LedgerRange {
     pub complete: bool,
     /// The entries, in order.
     pub entries: Vec<permafrost_core::velocity::LedgerEntry>,
+    /// The chain hash just before the first entry listed.
+    pub prev_hash: [u8; 32],
+    /// The chain hash after the last entry listed (`prev_hash` when none).
+    pub head_hash: [u8; 32],
 }
 
 fn seq_key(prefix: &[u8], n: u64) -> Vec<u8> {
@@ -71,26 +94,36 @@ pub(super) fn append_ledger(
     now: u64,
 ) -> Result<(), StoreError> {
     let prefix = velocity_prefix(group, asset);
-    let head = w.get(&LEDGER_HEAD, &prefix)?.unwrap_or_default();
+    let mut head = w.get(&LEDGER_HEAD, &prefix)?.unwrap_or_default();
     let at = now.max(head.last_at);
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        what: "velocity ledger entry",
+        reason: reason.to_string(),
+    };
+    let entry = permafrost_core::velocity::LedgerEntry {
+        seq: head.next,
+        digest: hex::decode(digest)
+            .ok()
+            .and_then(|d| RequestDigest::from_slice(&d).ok())
+            .ok_or_else(|| corrupt("digest is not 32 bytes of hex"))?,
+        amount,
+        at,
+    };
+    let hash = permafrost_core::velocity::chain(&hash_of(&head.last_hash), &entry);
     let row = LedgerRow {
         digest: digest.to_string(),
         amount: amount.to_string(),
         at,
+        hash: hex::encode(hash),
     };
     w.put(&LEDGER_SEQ, seq_key(&prefix, head.next), &row)?;
     let at_key = seq_key(&prefix, at);
     if !w.contains(&LEDGER_AT, &at_key)? {
         w.put(&LEDGER_AT, &at_key, &head.next)?;
     }
-    w.put(
-        &LEDGER_HEAD,
-        &prefix,
-        &LedgerHead {
-            next: head.next + 1,
-            last_at: at,
-        },
-    )?;
+    head.next += 1;
+    head.last_at = at;
+    head.last_hash = row.hash.clone();
     // Keep two windows: drop the oldest entry and index second once older
     // (one each per append, so the ledger never grows past what it serves).
     let cutoff = now.saturating_sub(2 * permafrost_core::policy::VELOCITY_WINDOW_SECS);
@@ -98,8 +131,16 @@ pub(super) fn append_ledger(
     if let Some((key, old)) = w.first(&LEDGER_SEQ, all.clone())? {
         if old.at < cutoff {
             w.remove(&LEDGER_SEQ, &key)?;
+            let seq = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt("key"))?;
+            head.base_seq = seq + 1;
+            head.base_hash = old.hash;
         }
     }
+    w.put(&LEDGER_HEAD, &prefix, &head)?;
     if let Some((key, _)) = w.first(&LEDGER_AT, all)? {
         if key < seq_key(&prefix, cutoff) {
             w.remove(&LEDGER_AT, &key)?;
@@ -133,15 +174,36 @@ impl NodeStore {
         })?;
         let first_seq = first.first().map_or(head.next, |(_, seq)| *seq);
         let start = since.max(first_seq).min(head.next);
-        let rows = self.store.read(|r| {
-            r.scan_first(
-                &LEDGER_SEQ,
-                seq_key(&prefix, start)..seq_key(&prefix, head.next),
-                max,
-            )
+        let (rows, before) = self.store.read(|r| {
+            Ok((
+                r.scan_first(
+                    &LEDGER_SEQ,
+                    seq_key(&prefix, start)..seq_key(&prefix, head.next),
+                    max,
+                )?,
+                match start.checked_sub(1) {
+                    Some(prev) if start != head.base_seq => {
+                        r.get(&LEDGER_SEQ, seq_key(&prefix, prev))?
+                    }
+                    _ => None,
+                },
+            ))
         })?;
+        let prev_hash = match (start, before) {
+            (0, _) => [0; 32],
+            (_, Some(row)) => hash_of(&row.hash),
+            _ if start == head.base_seq => hash_of(&head.base_hash),
+            _ => {
+                return Err(NodeError::Corrupt(format!(
+                    "velocity ledger of {group}/{asset}: entry {} is missing",
+                    start - 1
+                )))
+            }
+        };
+        let mut head_hash = prev_hash;
         let mut entries = Vec::with_capacity(rows.len());
         for (key, row) in rows {
+            head_hash = hash_of(&row.hash);
             let corrupt = |what: &str| NodeError::Corrupt(format!("velocity ledger entry: {what}"));
             let seq = key
                 .get(prefix.len()..)
@@ -169,6 +231,8 @@ impl NodeStore {
             through,
             complete: through >= head.next,
             entries,
+            prev_hash,
+            head_hash,
         })
     }
 
@@ -181,6 +245,9 @@ impl NodeStore {
         }
         let count = old.len();
         self.store.write_blocking(move |w| {
+            // Entries two windows old count for nothing any more.
+            let oldest = permafrost_core::unix_now()
+                .saturating_sub(2 * permafrost_core::policy::VELOCITY_WINDOW_SECS);
             for (key, amount) in old {
                 // group \0 asset \0 at(8) digest(32)
                 let mut parts = key.splitn(3, |b| *b == 0);
@@ -201,7 +268,9 @@ impl NodeStore {
                     .map_err(|e| NodeError::Corrupt(format!("old velocity ledger group: {e}")))?;
                 let asset = String::from_utf8_lossy(asset).into_owned();
                 let at = u64::from_be_bytes(at.try_into().unwrap_or_default());
-                append_ledger(w, &group, &asset, &hex::encode(digest), amount, at)?;
+                if at >= oldest {
+                    append_ledger(w, &group, &asset, &hex::encode(digest), amount, at)?;
+                }
                 w.remove(&LEDGER, &key)?;
             }
             Ok(())
@@ -286,7 +355,10 @@ mod tests {
             store
                 .store
                 .write_blocking(|w| {
-                    for (i, at) in [(7u8, 300u64), (5, 100), (6, 200)] {
+                    // Three recent entries, and one from before the two
+                    // windows kept (dropped).
+                    let now = permafrost_core::unix_now();
+                    for (i, at) in [(7u8, now - 300), (5, now - 500), (6, now - 400), (4, 1000)] {
                         let mut key = velocity_prefix(&group, "BTC");
                         key.extend_from_slice(&at.to_be_bytes());
                         key.extend_from_slice(&digest(i).0);
@@ -303,14 +375,20 @@ mod tests {
             .iter()
             .map(|e| (e.seq, e.digest, e.at))
             .collect();
+        let now = permafrost_core::unix_now();
+        assert_eq!(got.len(), 3, "{got:?}");
+        for (k, (seq, d, at)) in got.iter().enumerate() {
+            let (want_d, want_at) = [(5, now - 500), (6, now - 400), (7, now - 300)][k];
+            assert_eq!((*seq, *d), (k as u64, digest(want_d)));
+            assert!(at.abs_diff(want_at) <= 5, "{at} vs {want_at}");
+        }
+        // The chain hashes: a range says where it starts and ends.
+        let part = store.ledger_range(&group, "BTC", 1, 0, 100).expect("range");
         assert_eq!(
-            got,
-            [
-                (0, digest(5), 100),
-                (1, digest(6), 200),
-                (2, digest(7), 300)
-            ]
+            part.prev_hash,
+            permafrost_core::velocity::chain(&[0; 32], &all.entries[0])
         );
+        assert_eq!(part.head_hash, all.head_hash);
         assert!(store
             .store
             .read(|r| r.scan(&LEDGER, ..))
