@@ -291,6 +291,7 @@ pub async fn create_key_group(
         threshold: spec.threshold,
         members: spec.members.clone(),
         removed: Vec::new(),
+        removed_at: Default::default(),
         public_key_package: pkp
             .serialize()
             .map_err(|e| Status::internal(e.to_string()))?,
@@ -489,6 +490,13 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
             .iter()
             .map(|m| permafrost_proto::convert::node_id("removed", m))
             .collect::<Result<_, _>>()?,
+        // Adopted now: its removals count in velocity reads for a window from here.
+        removed_at: report
+            .removed
+            .iter()
+            .filter_map(|m| permafrost_core::NodeId::new(m.as_str()).ok())
+            .map(|m| (m, permafrost_core::unix_now()))
+            .collect(),
         public_key_package: report.public_key_package,
         group_public_key: report.group_public_key,
         active: true,

@@ -159,7 +159,7 @@ pub async fn recover_key_group(
         record.epoch != top || record.public_key_package != pkp || record.removed != spec.removed;
     if moved {
         record.public_key_package = pkp;
-        record.removed = spec.removed.clone();
+        record.set_removed(&spec.removed, permafrost_core::unix_now());
         record.epoch = top;
         coord
             .store

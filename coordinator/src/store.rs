@@ -28,6 +28,11 @@ pub struct GroupRecord {
     /// helper or ceremony participant again, and out of every `n`.
     #[serde(default)]
     pub removed: Vec<NodeId>,
+    /// When the coordinator recorded each removal (Unix seconds): for a
+    /// velocity window after it (and an hour more: the nodes' clocks), the
+    /// removed member still counts in the `n` of a velocity read.
+    #[serde(default)]
+    pub removed_at: std::collections::BTreeMap<NodeId, u64>,
     /// Serialized public key package.
     pub public_key_package: Vec<u8>,
     /// 33-byte group key.
@@ -41,6 +46,25 @@ pub struct GroupRecord {
 }
 
 impl GroupRecord {
+    /// The `n` the nodes need `n − t + 1` velocity attestations of (the
+    /// coordinator's view, an hour on the safe side of the nodes' clocks).
+    pub fn velocity_members(&self, now: u64) -> usize {
+        permafrost_core::velocity::counted_members(
+            self.active_members().len(),
+            self.removed.iter().map(|m| self.removed_at.get(m).copied()),
+            now,
+            3600,
+        )
+    }
+
+    /// Records `removed` as the group's tombstones, timing the new ones.
+    pub fn set_removed(&mut self, removed: &[NodeId], now: u64) {
+        for m in removed {
+            self.removed_at.entry(m.clone()).or_insert(now);
+        }
+        self.removed = removed.to_vec();
+    }
+
     /// The members not removed, in identifier order.
     pub fn active_members(&self) -> Vec<NodeId> {
         self.members

@@ -122,6 +122,7 @@ impl Fixture {
                 threshold: 1,
                 members: vec![NodeId::new("n1").expect("id")],
                 removed: Vec::new(),
+                removed_at: Default::default(),
                 public_key_package: Vec::new(),
                 group_public_key: vec![2; 33],
                 active: true,

@@ -64,6 +64,27 @@ pub fn group_wide_check_needed(limits: Option<&crate::policy::AssetLimits>) -> b
     limits.is_none_or(|l| l.daily_max != u128::MAX)
 }
 
+/// The `n` of [`attestations_needed`] for a group: its active members, and
+/// every member removed less than a velocity window (plus `margin`) ago,
+/// or at an unknown time. A withdrawal signed in the window before a removal
+/// may be remembered by the removed member and only `t − 1` active ones, so
+/// until the window has passed the read must still meet any `t − 1` of them.
+/// Attestors are active members only: past a removal a read may need all of
+/// them.
+pub fn counted_members(
+    active: usize,
+    removed_at: impl IntoIterator<Item = Option<u64>>,
+    now: u64,
+    margin: u64,
+) -> usize {
+    let window = crate::policy::VELOCITY_WINDOW_SECS.saturating_add(margin);
+    active
+        + removed_at
+            .into_iter()
+            .filter(|at| at.is_none_or(|at| at.saturating_add(window) > now))
+            .count()
+}
+
 /// Attestations a signer needs from distinct members: `n − t + 1`, so any
 /// `t` signers of any other withdrawal share a member with them.
 pub fn attestations_needed(members: usize, threshold: usize) -> usize {

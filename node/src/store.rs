@@ -36,6 +36,11 @@ pub struct GroupRecord {
     /// sign, attest, help or take part again, and count out of every `n`.
     #[serde(default)]
     pub removed: Vec<NodeId>,
+    /// When this node recorded each removal (Unix seconds, its clock): for a
+    /// velocity window after it, the removed member still counts in the `n`
+    /// of a velocity read (`velocity::counted_members`).
+    #[serde(default)]
+    pub removed_at: std::collections::BTreeMap<NodeId, u64>,
     /// Ceremony that created it.
     pub ceremony_id: String,
     /// The sealed frost `KeyPackage` (ciphertext; see [`crate::vault::ShareVault`]).
@@ -92,6 +97,24 @@ pub struct PreparedRepair {
 }
 
 impl GroupRecord {
+    /// The `n` a velocity read of this group needs `n − t + 1` of, now.
+    pub fn velocity_members(&self, now: u64, skew: u64) -> usize {
+        permafrost_core::velocity::counted_members(
+            self.active_members().count(),
+            self.removed.iter().map(|m| self.removed_at.get(m).copied()),
+            now,
+            skew,
+        )
+    }
+
+    /// Records `removed` as the group's tombstones, timing the new ones.
+    pub fn set_removed(&mut self, removed: &[NodeId], now: u64) {
+        for m in removed {
+            self.removed_at.entry(m.clone()).or_insert(now);
+        }
+        self.removed = removed.to_vec();
+    }
+
     /// The members not removed, in identifier order (with their identifiers).
     pub fn active_members(&self) -> impl Iterator<Item = (u16, &NodeId)> + '_ {
         self.members

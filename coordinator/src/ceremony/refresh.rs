@@ -177,7 +177,7 @@ async fn run_refresh(
         .serialize()
         .map_err(|e| Status::internal(e.to_string()))?;
     record.epoch = signed.spec.epoch + 1;
-    record.removed = removed;
+    record.set_removed(&removed, permafrost_core::unix_now());
     coord
         .store
         .put_group(&record)

@@ -347,6 +347,24 @@ impl<'a> Run<'a> {
         let t = usize::from(group.threshold);
         let ordered = found.ordered;
         let count = self.messages.len();
+        let velocity = self.velocity();
+        let counted = group.velocity_members(permafrost_core::unix_now());
+        let needed = permafrost_core::velocity::attestations_needed(counted, t);
+        let active = group.active_members().len();
+        if velocity && needed > active {
+            // Fail closed, and say why: withdrawals signed before a removal
+            // may be remembered only by members that are gone.
+            return Ok(SessionReport {
+                outcome: Outcome::BelowThreshold(format!(
+                    "the group-wide velocity read needs {needed} attestations but {} has {active} \
+                     active members: a member was removed less than 24 h ago; withdrawals under \
+                     a daily limit wait until then",
+                    group.name
+                )),
+                sessions: 0,
+                culprits: Vec::new(),
+            });
+        }
         let config = SessionConfig {
             members: group.members.clone(),
             candidates: ordered.clone(),
@@ -354,11 +372,8 @@ impl<'a> Run<'a> {
             threshold: t,
             messages: self.messages.to_vec(),
             public_key_package: pkp,
-            velocity: self.velocity(),
-            attestations_needed: permafrost_core::velocity::attestations_needed(
-                group.active_members().len(),
-                t,
-            ),
+            velocity,
+            attestations_needed: needed,
             hedge: found.hedge,
             latencies: found.latencies.clone(),
         };

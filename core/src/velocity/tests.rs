@@ -582,3 +582,19 @@ fn p1_ranges_a_signer_holds_are_not_sent_again_and_a_gap_is_refused() {
     // From 905: requests 1 and 2 (at 900) are gone; 3, 4 (l0) and 7, 8 stay.
     assert_eq!(total, 4);
 }
+
+#[test]
+fn p1_a_member_removed_within_the_window_still_counts_in_the_read() {
+    let now = 1_000_000;
+    let day = crate::policy::VELOCITY_WINDOW_SECS;
+    // 2-of-4, n4 removed an hour ago: withdrawals it signed with one other
+    // member are still in the window, so a read needs 4 - 2 + 1 = 3 of the
+    // three active members, not 3 - 2 + 1 = 2.
+    let n = counted_members(3, [Some(now - 3600)], now, 300);
+    assert_eq!(attestations_needed(n, 2), 3);
+    // A window (and the margin) later it no longer counts.
+    let n = counted_members(3, [Some(now - day - 301)], now, 300);
+    assert_eq!(attestations_needed(n, 2), 2);
+    // Not knowing when: it counts (fail closed).
+    assert_eq!(counted_members(3, [None], now, 300), 4);
+}

@@ -256,6 +256,7 @@ pub(super) async fn finish(
         threshold: spec.threshold,
         members: spec.members.clone(),
         removed: Vec::new(),
+        removed_at: Default::default(),
         ceremony_id: spec.ceremony_id.clone(),
         sealed_key_package: node.vault.seal_key_package(
             &spec.group,

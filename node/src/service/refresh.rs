@@ -217,7 +217,7 @@ pub(super) async fn commit(
     record.public_key_package = pending.public_key_package;
     record.pending_refresh = None;
     // A removal: the removed member becomes a tombstone here with this epoch.
-    record.removed = spec.removed.clone();
+    record.set_removed(&spec.removed, permafrost_core::unix_now());
     // K7: what committed this, kept for any coordinator that must finish the
     // refresh on members that missed the commit.
     record.refresh_certificate = Some(prost::Message::encode_to_vec(&req));

@@ -425,6 +425,13 @@ pub(super) async fn receive(
         threshold: spec.threshold,
         members: spec.new_members(),
         removed: spec.removed.clone(),
+        // Counted in velocity reads for a window from here: when the others
+        // recorded the removals is not known to the replacement.
+        removed_at: spec
+            .removed
+            .iter()
+            .map(|m| (m.clone(), permafrost_core::unix_now()))
+            .collect(),
         ceremony_id: spec.repair_id.clone(),
         sealed_key_package: node.vault.seal_key_package(
             &spec.group,

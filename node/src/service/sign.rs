@@ -628,7 +628,7 @@ async fn journal_withdrawal<C: Suite>(
                         },
                         own_receipt: &reservation.receipt_hash,
                         needed: velocity::attestations_needed(
-                            record.active_members().count(),
+                            record.velocity_members(now, node.settings.max_clock_skew_secs),
                             usize::from(record.threshold),
                         ),
                         now,

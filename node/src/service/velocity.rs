@@ -165,7 +165,7 @@ pub(super) fn attest(
     .map_err(|e| refuse(node, "attest", Check::Velocity, e))?;
     let window_start = now.saturating_sub(VELOCITY_WINDOW_SECS);
     let needed = velocity::attestations_needed(
-        record.active_members().count(),
+        record.velocity_members(now, node.settings.max_clock_skew_secs),
         usize::from(record.threshold),
     );
     let range = node.store.ledger_range(
