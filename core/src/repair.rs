@@ -64,6 +64,10 @@ impl RepairSpec {
                 format!("{} is already a member of {}", self.replacement, self.group),
             ));
         }
+        let distinct: std::collections::BTreeSet<_> = self.removed.iter().collect();
+        if distinct.len() != self.removed.len() {
+            return Err(CoreError::invalid("removed", "names a member twice"));
+        }
         for m in &self.removed {
             if !self.members.contains(m) || *m == self.lost {
                 return Err(CoreError::invalid(
@@ -121,6 +125,7 @@ impl RepairSpec {
         // Appended only when there is one, so earlier repairs hash as before.
         if !self.removed.is_empty() {
             put(b"removed");
+            put(&(self.removed.len() as u32).to_be_bytes());
             for m in &self.removed {
                 put(m.as_str().as_bytes());
             }

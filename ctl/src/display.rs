@@ -103,7 +103,7 @@ pub fn describe_key_group(g: &pb::KeyGroup) -> String {
         g.name,
         tier_name(g.tier),
         g.threshold,
-        g.members.len() - g.removed.len(),
+        g.members.len().saturating_sub(g.removed.len()),
         g.members.join(","),
         if g.removed.is_empty() {
             String::new()

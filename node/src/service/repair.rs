@@ -240,9 +240,11 @@ fn as_member(
     Ok((authorized, held.epoch))
 }
 
-/// Whether `a` and `b` hold the same members.
+/// Whether `a` and `b` name the same members (as sets: order and repeats aside).
 pub(super) fn same_set(a: &[permafrost_core::NodeId], b: &[permafrost_core::NodeId]) -> bool {
-    a.len() == b.len() && a.iter().all(|m| b.contains(m))
+    let (a, b): (std::collections::BTreeSet<_>, std::collections::BTreeSet<_>) =
+        (a.iter().collect(), b.iter().collect());
+    a == b
 }
 
 /// `RepairDeltas` (helper, step 1): this node's deltas for the other helpers.
