@@ -22,7 +22,7 @@ const STUCK_AFTER: Duration = Duration::from_secs(2);
 pub(crate) const HEARTBEAT_TABLE: &str = "_heartbeat";
 /// Memory redb may use to cache pages. Its default (1 GiB) lets a daemon's
 /// RSS grow with the number of requests it has stored; this keeps it flat.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How every store file is opened.
 pub(crate) fn builder() -> redb::Builder {
