@@ -408,3 +408,47 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x5_removing_a_middle_member_leaves_a_gap_in_the_identifiers_and_the_rest_sign() {
+    // 2-of-3: removing n2 leaves identifiers 1 and 3; their shares, the
+    // key package and every signer's check must agree on that.
+    let cluster = TestCluster::start(&["eu", "us", "ap"]).await;
+    let group = cluster
+        .create_group(GROUP, Tier::Warm, 2, &[0, 1, 2])
+        .await
+        .expect("DKG");
+    let key = group.group_public_key.clone();
+    let spec = cluster
+        .change_spec(
+            GROUP,
+            Change::RemoveMember {
+                node: node("n2"),
+                threshold: 2,
+            },
+        )
+        .await;
+    assert_eq!(spec.members, vec![node("n1"), node("n3")]);
+    let g = remove(&cluster, &approved(&spec, &[1, 2]))
+        .await
+        .expect("removal of the middle member");
+    assert_eq!(g.removed, vec!["n2".to_string()]);
+    assert_eq!(g.group_public_key, key, "same key, same address");
+    for k in 0..3 {
+        signs(&cluster, &format!("wd-gap-{k}"), &key).await;
+    }
+    // n2 answered and dropped its share (it was up): it holds no data key
+    // and takes no step on the group again.
+    assert!(
+        data_key_files(&cluster, 1).is_empty(),
+        "n2 holds no data key"
+    );
+    let status = cluster
+        .node_client(1, Role::Coordinator, "test")
+        .get_status(pb::NodeStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.open_nonces, 0, "nobody asked n2 for commitments");
+    cluster.shutdown().await;
+}
