@@ -197,8 +197,10 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
         .verifying_shares()
         .values()
         .any(|s| s == n4_old.verifying_share()));
+    let mut new_shares = Vec::new();
     for (i, old) in old_keys.iter().enumerate().take(3) {
         cluster.stop_node(i).await;
+        new_shares.push(steal_key_package(&cluster, i, GROUP));
         let now = data_key_files(&cluster, i);
         assert_eq!(now.len(), 1, "n{}: one data key left: {now:?}", i + 1);
         assert!(
@@ -208,6 +210,35 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
         );
         cluster.restart_node(i).await;
     }
+
+    // n4's old share cannot sign with a remaining member's new one, under
+    // the old package or the new; two new shares can (the check has teeth).
+    let together = |a: &frost_secp256k1::keys::KeyPackage,
+                    b: &frost_secp256k1::keys::KeyPackage,
+                    pkp: &frost_secp256k1::keys::PublicKeyPackage| {
+        let mut rng = rand::thread_rng();
+        let (na, ca) = frost_secp256k1::round1::commit(a.signing_share(), &mut rng);
+        let (nb, cb) = frost_secp256k1::round1::commit(b.signing_share(), &mut rng);
+        let package = frost_secp256k1::SigningPackage::new(
+            [(*a.identifier(), ca), (*b.identifier(), cb)].into(),
+            b"after the removal",
+        );
+        let shares = [
+            (
+                *a.identifier(),
+                frost_secp256k1::round2::sign(&package, &na, a).expect("sign"),
+            ),
+            (
+                *b.identifier(),
+                frost_secp256k1::round2::sign(&package, &nb, b).expect("sign"),
+            ),
+        ]
+        .into();
+        frost_secp256k1::aggregate(&package, &shares, pkp)
+    };
+    assert!(together(&new_shares[0], &n4_old, &after).is_err());
+    assert!(together(&new_shares[0], &n4_old, &before).is_err());
+    assert!(together(&new_shares[0], &new_shares[1], &after).is_ok());
 
     // (a) The remaining members sign, same key; n4 back up is never asked.
     cluster.restart_node(3).await;
