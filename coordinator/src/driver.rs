@@ -22,8 +22,10 @@ use crate::Coordinator;
 
 mod attempt;
 pub mod bank;
+mod candidates;
 
-pub use attempt::{choose_signers, sign_request, AttemptError, Outcome, SessionReport, Target};
+pub use attempt::{sign_request, AttemptError, Outcome, SessionReport, Target};
+pub use candidates::choose_signers;
 
 /// Signs `message` on `group` (activation tests), trying again up to
 /// `max_attempts` times when too few members can take part or something

@@ -488,7 +488,12 @@ impl<C: Ciphersuite> SigningSession<C> {
             // Over once nothing is outstanding, or every one of the `t`
             // preferred candidates has what it needs or cannot help.
             let velocity = self.config.velocity;
-            let preferred_settled = self.config.candidates.iter().take(t).all(|n| {
+            let preferred = t + if velocity {
+                self.config.spare_reservations
+            } else {
+                0
+            };
+            let preferred_settled = self.config.candidates.iter().take(preferred).all(|n| {
                 self.signers.get(n).is_none_or(|s| {
                     s.state != State::Available
                         || (!s.sets.is_empty() && (!velocity || s.reservation.is_some()))

@@ -286,4 +286,11 @@ pub struct SessionConfig<C: Ciphersuite> {
     pub hedge: Duration,
     /// Each member's usual round trip, where known (health probes).
     pub latencies: BTreeMap<NodeId, Duration>,
+    /// Where velocity applies: members beyond `t` that reserve (and are
+    /// covered by the first attestation round) from the start, so a session
+    /// that loses a signer goes on without another Reserve and Attest. Worth
+    /// it where a round trip is long; each spare's reservation holds until
+    /// its nonces expire on a node that may never sign (it counts once, by
+    /// digest, against other requests).
+    pub spare_reservations: usize,
 }

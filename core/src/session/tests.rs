@@ -1,7 +1,7 @@
 //! The engine against simulated signers holding real FROST shares: every
 //! fault is an assertion on the commands it returns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use frost_secp256k1::{Secp256K1Sha256 as S, SigningPackage};
@@ -490,6 +490,7 @@ fn taproot_shares_verify_on_arrival_too() {
         attestations_needed: 2,
         hedge: Duration::ZERO,
         latencies: BTreeMap::new(),
+        spare_reservations: 0,
     };
     let (mut engine, first) = SigningSession::start(config, banked).expect("start");
     let mut done = None;
@@ -657,4 +658,39 @@ fn p1_a_signer_catching_up_reserves_again_and_reads_on_until_it_signs() {
         .count();
     assert!(rounds >= 3, "a new attestation round per part: {rounds}");
     assert!(sim.excluded().is_empty(), "catching up is no fault");
+}
+
+#[test]
+fn p1_a_spare_reservation_lets_the_next_session_start_without_another_read() {
+    // 3-of-5 with a daily limit, n1 silent at sign. With one spare, four
+    // members reserve and the first attestation round covers all four, so
+    // when n1's session is hedged the next one needs no new Reserve/Attest.
+    for (spare, rounds) in [(1usize, 1usize), (0, 2)] {
+        let mut sim = Sim::new(5, 3, &[(0, Behaviour::SilentAtSign)]);
+        let bank = sim.bank(2, 1);
+        let mut config = sim.config(1, true);
+        config.spare_reservations = spare;
+        let (mut engine, first) = SigningSession::start(config, bank).expect("start");
+        let reserves = first
+            .iter()
+            .filter(|c| matches!(c, Command::Reserve { .. }))
+            .count();
+        assert_eq!(reserves, 3 + spare);
+        let outcome = sim.run(&mut engine, first);
+        let signers = sim.assert_done(&outcome, 1);
+        assert!(!signers.contains(&node(0)));
+        let attest_rounds: BTreeSet<u32> = sim
+            .log
+            .iter()
+            .filter_map(|c| match c {
+                Command::Attest { round, .. } => Some(*round),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            attest_rounds.len(),
+            rounds,
+            "spare {spare}: {attest_rounds:?}"
+        );
+    }
 }

@@ -5,12 +5,19 @@
 use super::*;
 
 impl<C: Ciphersuite> SigningSession<C> {
-    /// Keeps `t` members holding (or getting) a reservation, the most
-    /// preferred first: reservations count against every other request's
+    /// Keeps `t` members (and the configured spares) holding or getting a
+    /// reservation, the most preferred first: reservations hold part of the
     /// limit until they expire, so the engine makes no more than it can use,
     /// and one more for each holder that drops out.
     pub(super) fn top_up_reservations(&mut self, out: &mut Vec<Command<C>>) {
-        let t = self.config.threshold;
+        // Spares reserve with the first ones only; later, a holder that drops
+        // out is replaced one for one.
+        let spare = if self.gathering {
+            self.config.spare_reservations
+        } else {
+            0
+        };
+        let t = self.config.threshold + spare;
         // A signer still in a session that was hedged or died is a suspect:
         // it may never answer, so it does not count.
         let sessions = &self.sessions;

@@ -138,6 +138,7 @@ impl Sim {
             attestations_needed: self.ids.len() - self.t + 1,
             hedge: Duration::from_millis(20),
             latencies: BTreeMap::new(),
+            spare_reservations: 0,
         }
     }
 
