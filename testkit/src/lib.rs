@@ -521,7 +521,20 @@ async fn start_node(config: &NodeConfig, listeners: Listeners) -> Running {
 }
 
 fn start_coordinator(config: &CoordinatorConfig, listeners: Listeners) -> Running {
-    let coord = Coordinator::open(config.clone()).expect("open coordinator");
+    // A stopped coordinator's last background tasks (drivers, the recovery
+    // pass) may still hold its store for a moment in this process; a real
+    // restart is a new process, whose lock the old one's exit released.
+    let mut opened = Coordinator::open(config.clone());
+    for _ in 0..50 {
+        match &opened {
+            Err(e) if e.to_string().contains("already open") => {
+                std::thread::sleep(Duration::from_millis(100));
+                opened = Coordinator::open(config.clone());
+            }
+            _ => break,
+        }
+    }
+    let coord = opened.expect("open coordinator");
     Running::spawn(None, |shutdown| async move {
         coord.serve(listeners, shutdown).await
     })
