@@ -142,17 +142,20 @@ coin="$(printf '%064d' 7):0:100000000"
     --to "$pay_to" --amount 50000000 --utxo "$coin" --fee-rate 2 >"$work/withdraw.out" 2>&1 \
     || { cat "$work/withdraw.out" >&2; fail "withdrawal did not sign"; }
 grep -qi "signed" "$work/withdraw.out" || { cat "$work/withdraw.out" >&2; fail "withdrawal not reported signed"; }
-# warm-1 is 2-of-3 and a transaction input is one FROST session: the shares
-# released are 2 per input the coordinator chose to spend.
+# warm-1 is 2-of-3 and a transaction input is one FROST session: at least
+# 2 shares per input (more if a slow signer's session was hedged, ROAST).
+# Prometheus scrapes each node on its own schedule: wait for the signers'
+# counters to show up, not just the first one.
 wait_for "$signed" 1 15
-for _ in $(seq 1 40); do
+at_least_threshold() { python3 -c 'import sys; n=float(sys.argv[1]); assert n >= 2, n' "$1" 2>/dev/null; }
+for _ in $(seq 1 60); do
     moved="$(query "$shares")"
-    [ "$moved" != "0" ] && [ "$moved" != "none" ] && break
+    [ "$moved" != "none" ] && at_least_threshold "$moved" && break
     sleep 0.25
 done
 [ "$moved" != "0" ] && [ "$moved" != "none" ] || fail "$shares did not move after the withdrawal"
-python3 -c 'import sys; n=float(sys.argv[1]); assert n >= 2 and n % 2 == 0, n' "$moved" \
-    || fail "$shares is $moved, expected a positive multiple of the threshold 2"
+at_least_threshold "$moved" \
+    || fail "$shares is $moved after 15 s, expected at least the threshold 2"
 after_latency="$(query 'sum(permafrost_coordinator_signing_duration_seconds_count{outcome="signed"})')"
 [ "$after_latency" != "$before_latency" ] || fail "the signing latency histogram did not move"
 echo "after one withdrawal: $shares = $moved, $signed = 1, signing latency observations $before_latency -> $after_latency"
