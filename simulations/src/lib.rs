@@ -11,6 +11,7 @@ pub mod daemons;
 pub mod demo;
 pub mod layout;
 pub mod progress;
+pub mod prom_text;
 pub mod up;
 
 use std::future::Future;

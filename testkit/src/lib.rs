@@ -9,7 +9,7 @@
 mod ceremonies;
 pub mod liar;
 mod principals;
-pub mod prom_text;
+pub use permafrost_simulations::prom_text;
 pub mod rogue;
 pub mod softhsm;
 

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cluster::LocalCluster;
+use crate::prom_text::{parse, scrape, Exposition};
 
 const METRIC: &str = "permafrost_step_duration_seconds";
 
@@ -30,7 +30,8 @@ pub struct StepReport {
     pub mean_ms: f64,
 }
 
-/// Reads every daemon's step timings (a daemon that does not answer is left out).
+/// Reads every daemon's step timings (a daemon that does not answer, or
+/// whose page does not parse, is left out).
 pub async fn sample(cluster: &LocalCluster) -> StepSample {
     let mut out = StepSample::default();
     let coordinator = cluster.file.coordinator.metrics.clone();
@@ -40,15 +41,39 @@ pub async fn sample(cluster: &LocalCluster) -> StepSample {
         .map(|e| ("coordinator", e))
         .chain(nodes.map(|e| ("node", e)));
     for (daemon, endpoint) in endpoints {
-        if let Some(text) = scrape(&endpoint).await {
-            for ((step, sum), count) in parse(&text) {
-                let e = out.0.entry((daemon.to_string(), step)).or_default();
-                e.0 += sum;
-                e.1 += count;
+        let Ok(addr) = endpoint.parse() else {
+            continue;
+        };
+        let Ok(Ok(page)) = tokio::time::timeout(Duration::from_secs(5), scrape(addr))
+            .await
+            .map(|r| r.and_then(|text| parse(&text)))
+        else {
+            continue;
+        };
+        out.take_in(daemon, &page);
+    }
+    out
+}
+
+impl StepSample {
+    /// Adds one daemon's page: each step's seconds and calls.
+    fn take_in(&mut self, daemon: &str, page: &Exposition) {
+        let (sum, count) = (format!("{METRIC}_sum"), format!("{METRIC}_count"));
+        for s in page.families.get(METRIC).map_or(&[][..], |f| &f.samples) {
+            let Some(step) = s.labels.get("step") else {
+                continue;
+            };
+            let e = self
+                .0
+                .entry((daemon.to_string(), step.clone()))
+                .or_default();
+            if s.name == sum {
+                e.0 += s.value;
+            } else if s.name == count {
+                e.1 += s.value as u64;
             }
         }
     }
-    out
 }
 
 /// Steps that ran between `before` and `after`, in the order a request meets them.
@@ -93,64 +118,6 @@ fn order(step: &str) -> usize {
     ORDER.iter().position(|s| *s == step).unwrap_or(ORDER.len())
 }
 
-/// `(step, seconds)` and calls of every step in a metrics page.
-fn parse(text: &str) -> Vec<((String, f64), u64)> {
-    let mut sums = BTreeMap::new();
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let (kind, rest) = if let Some(r) = line.strip_prefix(&format!("{METRIC}_sum{{")) {
-            ("sum", r)
-        } else if let Some(r) = line.strip_prefix(&format!("{METRIC}_count{{")) {
-            ("count", r)
-        } else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let Some(step) = labels
-            .split(',')
-            .find_map(|l| l.trim().strip_prefix("step=\""))
-            .and_then(|v| v.strip_suffix('"'))
-        else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        if kind == "sum" {
-            sums.insert(step.to_string(), value);
-        } else {
-            counts.insert(step.to_string(), value as u64);
-        }
-    }
-    sums.into_iter()
-        .map(|(step, sum)| {
-            let count = counts.get(&step).copied().unwrap_or(0);
-            ((step, sum), count)
-        })
-        .collect()
-}
-
-/// `GET /metrics` over plain HTTP on 127.0.0.1 (what Prometheus does).
-async fn scrape(endpoint: &str) -> Option<String> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(endpoint).await.ok()?;
-        s.set_nodelay(true).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = Vec::new();
-        s.read_to_end(&mut body).await.ok()?;
-        let text = String::from_utf8(body).ok()?;
-        text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .ok()
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,20 +125,23 @@ mod tests {
     #[test]
     fn steps_are_read_from_a_metrics_page_and_differenced() {
         let page = |sum: f64, count: u64| {
-            format!(
-                "# HELP {METRIC} x\n{METRIC}_bucket{{step=\"node_sign\",le=\"0.001\"}} 1\n\
+            parse(&format!(
+                "# HELP {METRIC} x\n# TYPE {METRIC} histogram\n\
+                 {METRIC}_bucket{{step=\"node_sign\",le=\"0.001\"}} 0\n\
+                 {METRIC}_bucket{{step=\"node_sign\",le=\"+Inf\"}} {count}\n\
                  {METRIC}_sum{{step=\"node_sign\"}} {sum}\n{METRIC}_count{{step=\"node_sign\"}} {count}\n\
+                 {METRIC}_bucket{{step=\"coord_submit_audit\",le=\"0.001\"}} 0\n\
+                 {METRIC}_bucket{{step=\"coord_submit_audit\",le=\"+Inf\"}} 10\n\
                  {METRIC}_sum{{step=\"coord_submit_audit\"}} 0.5\n{METRIC}_count{{step=\"coord_submit_audit\"}} 10\n"
-            )
+            ))
+            .expect("a valid page")
         };
-        let sample = |text: &str| {
+        let sample = |page: Exposition| {
             let mut s = StepSample::default();
-            for ((step, sum), count) in parse(text) {
-                s.0.insert(("node".into(), step), (sum, count));
-            }
+            s.take_in("node", &page);
             s
         };
-        let (a, b) = (sample(&page(0.010, 5)), sample(&page(0.030, 15)));
+        let (a, b) = (sample(page(0.010, 5)), sample(page(0.030, 15)));
         let d = between(&a, &b);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].step.as_str(), d[0].calls), ("node_sign", 10));

@@ -1,5 +1,5 @@
 //! A strict reader of the Prometheus text exposition format (version
-//! 0.0.4), for tests that scrape a daemon's admin listener: it refuses what
+//! 0.0.4), for tests and the bench that scrape a daemon's metrics listener: it refuses what
 //! a lenient scraper would let through (a sample without its `# TYPE`, a
 //! family split in two, a duplicate series, a counter not named `_total` or
 //! negative, a histogram whose buckets are not cumulative or whose `+Inf`
