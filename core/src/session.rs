@@ -762,14 +762,9 @@ impl<C: Ciphersuite> SigningSession<C> {
             if elapsed >= self.config.hedge {
                 // A long round trip: fetch its next nonce set now, so that
                 // a hedge finds it in hand instead of waiting one more trip.
-                self.prefetch(&node, out);
+                self.request_commitments(&node, out);
             }
         }
-    }
-
-    /// Asks a held signer for its next nonce set ahead of the hedge.
-    fn prefetch(&mut self, node: &NodeId, out: &mut Vec<Command<C>>) {
-        self.request_commitments(node, out);
     }
 
     /// Asks `node` for a nonce set, unless it has one or one is on its way.

@@ -536,7 +536,7 @@ pub fn part_limit(needed: usize) -> usize {
 }
 
 mod cache;
-pub use cache::{AttestationRules, CheckError, LedgerCache};
+pub use cache::{verify_attestations, AttestationRules, CheckError, LedgerCache, Verified};
 
 #[cfg(test)]
 mod tests;

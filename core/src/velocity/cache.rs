@@ -203,13 +203,6 @@ impl LedgerCache {
             .unwrap_or_default()
     }
 
-    /// Requests held for `group`/`asset` (metrics, tests).
-    pub fn len(&self, group: &GroupName, asset: &str) -> usize {
-        self.windows
-            .get(&(group.clone(), asset.to_string()))
-            .map_or(0, |w| w.entries.len())
-    }
-
     /// Forgets everything (what a restart does).
     pub fn clear(&mut self) {
         self.windows.clear();
@@ -235,27 +228,20 @@ impl LedgerCache {
         members: &MemberKeys,
         rules: AttestationRules<'_>,
     ) -> Result<u128, CheckError> {
+        let verified = verify_attestations(attestations, members, &rules)?;
+        self.take_in(verified, rules)
+    }
+
+    /// [`LedgerCache::check`] on attestations already verified (outside
+    /// whatever lock guards the cache: the signatures are the costly part).
+    pub fn take_in(
+        &mut self,
+        verified: Verified<'_>,
+        rules: AttestationRules<'_>,
+    ) -> Result<u128, CheckError> {
+        let attestations = verified.0;
         let subject = rules.subject;
         let key = (subject.group.clone(), subject.asset.to_string());
-        let mut from = BTreeSet::new();
-        for s in attestations {
-            verify(s, members, &rules)?;
-            if !from.insert(s.attestation.node.clone()) {
-                return Err(CoreError::refused(format!(
-                    "two velocity attestations from {}",
-                    s.attestation.node
-                ))
-                .into());
-            }
-        }
-        if from.len() < rules.needed {
-            return Err(CoreError::refused(format!(
-                "velocity attestations from {} members, the group needs {} (n - t + 1) to see every other withdrawal",
-                from.len(),
-                rules.needed
-            ))
-            .into());
-        }
         let window = self.windows.entry(key).or_default();
         let mut counted = 0;
         let mut catching_up = Vec::new();
@@ -341,6 +327,38 @@ impl LedgerCache {
                 t.saturating_add(*v)
             }))
     }
+}
+
+/// Attestations that passed [`verify_attestations`] (only it makes one).
+#[derive(Clone, Copy, Debug)]
+pub struct Verified<'a>(&'a [SignedAttestation]);
+
+/// The checks of [`LedgerCache::check`] that need no cache: each attestation
+/// from a member, for this request, fresh, over this node's receipt, signed
+/// by its member; one per member; at least `needed` members.
+pub fn verify_attestations<'a>(
+    attestations: &'a [SignedAttestation],
+    members: &MemberKeys,
+    rules: &AttestationRules<'_>,
+) -> Result<Verified<'a>, CoreError> {
+    let mut from = BTreeSet::new();
+    for s in attestations {
+        verify(s, members, rules)?;
+        if !from.insert(s.attestation.node.clone()) {
+            return Err(CoreError::refused(format!(
+                "two velocity attestations from {}",
+                s.attestation.node
+            )));
+        }
+    }
+    if from.len() < rules.needed {
+        return Err(CoreError::refused(format!(
+            "velocity attestations from {} members, the group needs {} (n - t + 1) to see every other withdrawal",
+            from.len(),
+            rules.needed
+        )));
+    }
+    Ok(Verified(attestations))
 }
 
 /// One attestation's own checks: from a member, for this request, fresh,

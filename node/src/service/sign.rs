@@ -614,29 +614,32 @@ async fn journal_withdrawal<C: Suite>(
         None => 0,
         Some(reservation) => {
             let members = super::velocity::member_keys(node, record)?;
-            node.ledgers
-                .lock()
-                .map_err(|_| NodeError::Bug("ledger cache lock poisoned".into()))?
-                .check(
-                    &attestations,
-                    &members,
-                    AttestationRules {
-                        subject: Subject {
-                            group: &record.name,
-                            asset: &asset,
-                            digest: &digest,
-                        },
-                        own_receipt: &reservation.receipt_hash,
-                        needed: velocity::attestations_needed(
-                            record.velocity_members(now, node.settings.max_clock_skew_secs),
-                            usize::from(record.threshold),
-                        ),
-                        now,
-                        max_age_secs: ttl.as_secs(),
-                        skew_secs: node.settings.max_clock_skew_secs,
-                        window_secs: VELOCITY_WINDOW_SECS,
-                    },
-                )
+            let rules = AttestationRules {
+                subject: Subject {
+                    group: &record.name,
+                    asset: &asset,
+                    digest: &digest,
+                },
+                own_receipt: &reservation.receipt_hash,
+                needed: velocity::attestations_needed(
+                    record.velocity_members(now, node.settings.max_clock_skew_secs),
+                    usize::from(record.threshold),
+                ),
+                now,
+                max_age_secs: ttl.as_secs(),
+                skew_secs: node.settings.max_clock_skew_secs,
+                window_secs: VELOCITY_WINDOW_SECS,
+            };
+            // The signatures are checked before the cache's lock is taken:
+            // concurrent requests wait on each other only for the merge.
+            match velocity::verify_attestations(&attestations, &members, &rules) {
+                Ok(verified) => node
+                    .ledgers
+                    .lock()
+                    .map_err(|_| NodeError::Bug("ledger cache lock poisoned".into()))?
+                    .take_in(verified, rules),
+                Err(e) => Err(e.into()),
+            }
         }
         .map_err(|e| match e {
             velocity::CheckError::CatchingUp(why) => {

@@ -162,33 +162,30 @@ impl NodeStore {
         max: usize,
     ) -> Result<LedgerRange, NodeError> {
         let prefix = velocity_prefix(group, asset);
-        let (head, first) = self.store.read(|r| {
-            Ok((
-                r.get(&LEDGER_HEAD, &prefix)?.unwrap_or_default(),
-                r.scan_first(
-                    &LEDGER_AT,
-                    seq_key(&prefix, window_start)..seq_key(&prefix, u64::MAX),
-                    1,
-                )?,
-            ))
+        // One snapshot: the head, where the window starts, and the range.
+        let (head, start, rows, before) = self.store.read(|r| {
+            let head = r.get(&LEDGER_HEAD, &prefix)?.unwrap_or_default();
+            let first = r.scan_first(
+                &LEDGER_AT,
+                seq_key(&prefix, window_start)..seq_key(&prefix, u64::MAX),
+                1,
+            )?;
+            let first_seq = first.first().map_or(head.next, |(_, seq)| *seq);
+            let start = since.max(first_seq).min(head.next);
+            let rows = r.scan_first(
+                &LEDGER_SEQ,
+                seq_key(&prefix, start)..seq_key(&prefix, head.next),
+                max,
+            )?;
+            let before = match start.checked_sub(1) {
+                Some(prev) if start != head.base_seq => {
+                    r.get(&LEDGER_SEQ, seq_key(&prefix, prev))?
+                }
+                _ => None,
+            };
+            Ok((head, (first_seq, start), rows, before))
         })?;
-        let first_seq = first.first().map_or(head.next, |(_, seq)| *seq);
-        let start = since.max(first_seq).min(head.next);
-        let (rows, before) = self.store.read(|r| {
-            Ok((
-                r.scan_first(
-                    &LEDGER_SEQ,
-                    seq_key(&prefix, start)..seq_key(&prefix, head.next),
-                    max,
-                )?,
-                match start.checked_sub(1) {
-                    Some(prev) if start != head.base_seq => {
-                        r.get(&LEDGER_SEQ, seq_key(&prefix, prev))?
-                    }
-                    _ => None,
-                },
-            ))
-        })?;
+        let (first_seq, start) = start;
         let prev_hash = match (start, before) {
             (0, _) => [0; 32],
             (_, Some(row)) => hash_of(&row.hash),
