@@ -26,9 +26,12 @@ use crate::store::GroupRecord;
 use crate::Coordinator;
 
 mod refresh;
+mod registry;
 mod repair;
 
 pub use refresh::{refresh_key_group, remove_member};
+pub(crate) use registry::catch_up_registry;
+pub use registry::change_registry;
 pub use repair::repair_key_group;
 
 /// Calls every member taking part in parallel with the round deadline; fails naming the first member that failed.
@@ -105,8 +108,9 @@ where
 const FAIL_FAST_SKEW_SECS: u64 = 300;
 
 /// The operator-quorum spec a ceremony request carries: it must be for
-/// `operation` on `group`. With a registry in its config the coordinator
-/// checks the quorum too, so an operator hears at once what every node would
+/// `operation` on `group`. With a registry in its config (or one a
+/// change-registry ceremony installed for the group) the coordinator checks
+/// the quorum too, so an operator hears at once what every node would
 /// answer; without one it relays the spec and the nodes decide.
 pub(crate) fn authorization(
     coord: &Coordinator,
@@ -128,8 +132,8 @@ pub(crate) fn authorization(
             spec.group
         )));
     }
-    if let Some(registry) = &coord.registry {
-        verify_quorum(&signed, registry, unix_now(), FAIL_FAST_SKEW_SECS)
+    if let Some(registry) = registry::in_force(coord, &spec.group)? {
+        verify_quorum(&signed, &registry, unix_now(), FAIL_FAST_SKEW_SECS)
             .map_err(|e| status_from_core(&e))?;
     }
     Ok(signed)
@@ -298,6 +302,8 @@ pub async fn create_key_group(
         group_public_key,
         active: false,
         epoch: 1,
+        registry_seq: 0,
+        registry: None,
     };
     coord
         .store
@@ -501,6 +507,9 @@ pub async fn adopt_key_group(coord: &Arc<Coordinator>, name: &str) -> Result<Gro
         group_public_key: report.group_public_key,
         active: true,
         epoch: report.epoch.max(1),
+        // The recovery pass reads any registry change from the members.
+        registry_seq: 0,
+        registry: None,
     };
     coord
         .store

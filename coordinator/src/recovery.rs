@@ -56,6 +56,7 @@ pub async fn recover_key_group(
         .map_err(|e| Status::internal(e.to_string()))?
         .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
     let states = certificates(coord, &record, false).await;
+    let record = crate::ceremony::catch_up_registry(coord, record, &states).await;
     let Some(top) = states
         .iter()
         .filter_map(|(_, s)| s.as_ref())

@@ -129,6 +129,14 @@ fn group_to_wire(coord: &Coordinator, g: &GroupRecord) -> pb::KeyGroup {
             .unwrap_or_default(),
         address: output.map(|o| o.address().to_string()).unwrap_or_default(),
         epoch: g.epoch,
+        registry_seq: g.registry_seq,
+        // Never changed: the config's registry, which the nodes hold too
+        // when their configs agree (each approver checks on their own node).
+        registry_hash: match &g.registry {
+            Some(r) => r.build().ok().map(|r| r.hash().to_vec()),
+            None => coord.registry.as_ref().map(|r| r.hash().to_vec()),
+        }
+        .unwrap_or_default(),
     }
 }
 
@@ -574,6 +582,14 @@ impl Ceremony for CeremonyService {
             .metrics
             .ceremony(CeremonyKind::Adopt, started.elapsed(), result.is_ok());
         let record = result?;
+        Ok(Response::new(group_to_wire(&self.coord, &record)))
+    }
+
+    async fn change_registry(
+        &self,
+        request: Request<pb::ChangeRegistryRequest>,
+    ) -> Result<Response<pb::KeyGroup>, Status> {
+        let record = crate::ceremony::change_registry(&self.coord, request.into_inner()).await?;
         Ok(Response::new(group_to_wire(&self.coord, &record)))
     }
 

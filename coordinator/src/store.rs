@@ -43,6 +43,14 @@ pub struct GroupRecord {
     /// the members hold their own and decide by theirs.
     #[serde(default = "first_epoch")]
     pub epoch: u64,
+    /// The group's operator registry sequence as this coordinator last saw
+    /// the members apply it (0: the config's registry, never changed).
+    #[serde(default)]
+    pub registry_seq: u64,
+    /// The registry a change-registry ceremony installed for the group, if
+    /// one did (this coordinator fails fast against it; the nodes decide).
+    #[serde(default)]
+    pub registry: Option<permafrost_core::ceremony::RegistryConfig>,
 }
 
 impl GroupRecord {

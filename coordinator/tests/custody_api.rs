@@ -127,6 +127,8 @@ impl Fixture {
                 group_public_key: vec![2; 33],
                 active: true,
                 epoch: 1,
+                registry_seq: 0,
+                registry: None,
             })
             .await
             .expect("group");

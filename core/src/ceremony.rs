@@ -26,7 +26,7 @@ mod authorize;
 mod registry;
 
 pub use authorize::{verify_quorum, AuthorizedCeremony, HeldGroup, QuorumApproved, Standing};
-pub use registry::{OperatorRegistry, RegistryConfig};
+pub use registry::{OperatorRegistry, RegistryChange, RegistryConfig};
 
 /// The only encoding version this build writes and accepts.
 pub const SPEC_VERSION: u16 = 1;
@@ -55,7 +55,7 @@ pub enum Operation {
     Retire,
     /// An excluded member may sign again.
     ClearExclusion,
-    /// The operator registry or its quorums change (reserved: refused today).
+    /// The group's operator registry or its quorums change.
     ChangeRegistry,
 }
 
@@ -188,6 +188,10 @@ pub struct LifecycleSpec {
     pub created_at: u64,
     /// After this (Unix seconds) no node acts on it.
     pub expires_at: u64,
+    /// Change-registry: the group's new operator registry (absent for every
+    /// other operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryChange>,
 }
 
 fn field(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
@@ -235,6 +239,11 @@ impl LifecycleSpec {
         );
         field(&mut out, 11, &self.created_at.to_be_bytes());
         field(&mut out, 12, &self.expires_at.to_be_bytes());
+        // Only a change-registry has field 13, so every other spec's
+        // encoding (and digest) is what it was before the field existed.
+        if let Some(change) = &self.registry {
+            field(&mut out, 13, &change.encode());
+        }
         out
     }
 
@@ -307,6 +316,24 @@ impl LifecycleSpec {
                 ));
             }
         }
+        match (&self.registry, self.operation) {
+            (Some(change), Operation::ChangeRegistry) => {
+                change.validate()?;
+            }
+            (None, Operation::ChangeRegistry) => {
+                return Err(CoreError::invalid(
+                    "registry",
+                    "a change-registry spec must name the new registry",
+                ))
+            }
+            (Some(_), op) => {
+                return Err(CoreError::invalid(
+                    "registry",
+                    format!("{op} takes no registry; only change-registry does"),
+                ))
+            }
+            (None, _) => {}
+        }
         self.validate_operation()
     }
 
@@ -362,7 +389,7 @@ impl LifecycleSpec {
                 none("subject", &self.subject, self.operation)?;
                 none("replacement", &self.replacement, self.operation)
             }
-            Operation::Refresh | Operation::Retire => {
+            Operation::Refresh | Operation::Retire | Operation::ChangeRegistry => {
                 existing(self)?;
                 none("subject", &self.subject, self.operation)?;
                 none("replacement", &self.replacement, self.operation)
@@ -409,10 +436,6 @@ impl LifecycleSpec {
                 }
                 none("replacement", &self.replacement, self.operation)
             }
-            Operation::ChangeRegistry => Err(CoreError::invalid(
-                "operation",
-                "change-registry is reserved: the registry is changed in every node's config today",
-            )),
         }
     }
 }
@@ -469,7 +492,7 @@ impl SignedSpec {
 }
 
 /// Hex for `Vec<u8>` fields in spec files.
-mod hex_bytes {
+pub(crate) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -511,3 +534,6 @@ mod tests;
 
 #[cfg(test)]
 mod remove_tests;
+
+#[cfg(test)]
+mod registry_tests;

@@ -13,7 +13,8 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use permafrost_core::ceremony::{
-    self as core, LifecycleSpec, Operation, OperatorApproval, SignedSpec, SPEC_VERSION,
+    self as core, LifecycleSpec, Operation, OperatorApproval, RegistryChange, RegistryConfig,
+    SignedSpec, SPEC_VERSION,
 };
 use permafrost_core::{unix_now, GroupName, NodeId, Tier};
 use rand::RngCore;
@@ -102,6 +103,67 @@ pub struct CurrentGroup {
     pub members: Vec<NodeId>,
     /// Signers needed.
     pub threshold: u16,
+    /// The group's operator registry sequence (0: the config's, never changed).
+    pub registry_seq: u64,
+    /// Hash of the registry in force for the group (empty: not known).
+    pub registry_hash: Vec<u8>,
+}
+
+impl CurrentGroup {
+    /// The group as the coordinator reports it (a spec names the members
+    /// still in the group, not the removed ones).
+    pub fn reported(g: &permafrost_proto::KeyGroup) -> Result<Self, CtlError> {
+        Ok(CurrentGroup {
+            tier: permafrost_proto::convert::tier_from_wire(g.tier)
+                .map_err(|e| CtlError::BadResponse(e.message().to_string()))?,
+            epoch: g.epoch,
+            group_key: g.group_public_key.clone(),
+            members: g
+                .members
+                .iter()
+                .filter(|m| !g.removed.contains(m))
+                .map(NodeId::new)
+                .collect::<Result<_, _>>()
+                .map_err(|e| CtlError::BadResponse(format!("member id: {e}")))?,
+            threshold: u16::try_from(g.threshold)
+                .map_err(|_| CtlError::BadResponse(format!("threshold {}", g.threshold)))?,
+            registry_seq: g.registry_seq,
+            registry_hash: g.registry_hash.clone(),
+        })
+    }
+}
+
+/// The `[operators]` section of a TOML file: a group's new registry, for
+/// `ceremony propose --operation change-registry --registry FILE`.
+pub fn load_registry(path: &Path) -> Result<RegistryConfig, CtlError> {
+    #[derive(Deserialize)]
+    struct File {
+        operators: RegistryConfig,
+    }
+    let text = files::read_text(path)?;
+    let file: File = toml::from_str(&text).map_err(|e| {
+        CtlError::InvalidFile(format!(
+            "{}: not a TOML file with an [operators] section: {e}",
+            path.display()
+        ))
+    })?;
+    let registry = canonical(&file.operators);
+    registry
+        .build()
+        .map_err(|e| CtlError::InvalidFile(format!("{}: {e}", path.display())))?;
+    Ok(registry)
+}
+
+/// `registry` with its keys in the canonical form a spec carries (lower-case hex).
+fn canonical(registry: &RegistryConfig) -> RegistryConfig {
+    RegistryConfig {
+        keys: registry
+            .keys
+            .iter()
+            .map(|(id, key)| (id.clone(), key.trim().to_ascii_lowercase()))
+            .collect(),
+        ..registry.clone()
+    }
 }
 
 /// What a proposal changes.
@@ -139,6 +201,11 @@ pub enum Change {
         /// The excluded member.
         node: NodeId,
     },
+    /// The group's operator registry becomes `registry`.
+    ChangeRegistry {
+        /// The new registry.
+        registry: RegistryConfig,
+    },
 }
 
 impl Change {
@@ -151,6 +218,7 @@ impl Change {
             Change::RemoveMember { .. } => Operation::RemoveMember,
             Change::Retire => Operation::Retire,
             Change::ClearExclusion { .. } => Operation::ClearExclusion,
+            Change::ChangeRegistry { .. } => Operation::ChangeRegistry,
         }
     }
 }
@@ -180,6 +248,7 @@ pub fn propose(
         replacement: None,
         created_at: now,
         expires_at: now.saturating_add(lifetime_secs),
+        registry: None,
     };
     match (&change, current) {
         (
@@ -227,6 +296,18 @@ pub fn propose(
                     spec.subject = Some(node.clone());
                 }
                 Change::ClearExclusion { node } => spec.subject = Some(node.clone()),
+                Change::ChangeRegistry { registry } => {
+                    if cur.registry_hash.is_empty() {
+                        return Err(CtlError::InvalidInput(format!(
+                            "the hash of {group}'s registry in force is not known: give --registry-seq and --registry-hash (from `permafrostctl node status`)"
+                        )));
+                    }
+                    spec.registry = Some(RegistryChange {
+                        seq: cur.registry_seq.saturating_add(1),
+                        previous: cur.registry_hash.clone(),
+                        registry: canonical(registry),
+                    })
+                }
                 Change::Refresh | Change::Retire | Change::Create { .. } => {}
             }
         }
@@ -294,7 +375,10 @@ pub fn describe(signed: &SignedSpec) -> String {
         Operation::Create => "a NEW key by DKG; no machine ever holds the whole key".into(),
         Operation::Refresh => "new shares for every member, same key; old shares destroyed".into(),
         Operation::Retire => "the group STOPS signing for good".into(),
-        Operation::ChangeRegistry => "the operator registry changes".into(),
+        Operation::ChangeRegistry => match &s.registry {
+            Some(r) => describe_registry(r),
+            None => "the operator registry changes (but the spec names none)".into(),
+        },
     };
     lines.push(format!("change        {change}"));
     lines.push(format!(
@@ -327,6 +411,31 @@ pub fn describe(signed: &SignedSpec) -> String {
     lines.join("\n")
 }
 
+/// A registry change, as a person checks it: the sequence, the registry it
+/// replaces, and every operator's key and quorum afterwards.
+fn describe_registry(change: &RegistryChange) -> String {
+    let mut out = format!(
+        "the group's OPERATOR REGISTRY becomes #{} (replacing {}, which `permafrostctl node status` shows as the group's registry hash)",
+        change.seq,
+        hex::encode(&change.previous)
+    );
+    let r = &change.registry;
+    out.push_str(&format!(
+        "\n              default quorum {} of {}",
+        r.default_quorum,
+        r.keys.len()
+    ));
+    for (op, k) in &r.quorum {
+        out.push_str(&format!("\n              quorum {op} = {k}"));
+    }
+    for (id, key) in &r.keys {
+        out.push_str(&format!(
+            "\n              operator {id} = {key}  (check with that operator's `operator-key public`)"
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +451,8 @@ mod tests {
             group_key: vec![2; 33],
             members: vec![node("n1"), node("n2"), node("n3")],
             threshold: 2,
+            registry_seq: 0,
+            registry_hash: vec![7; 32],
         }
     }
 

@@ -184,6 +184,7 @@ pub(crate) mod tests {
             address: output.address().to_string(),
             epoch: 1,
             removed: Vec::new(),
+            ..Default::default()
         }
     }
 

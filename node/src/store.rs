@@ -215,6 +215,9 @@ const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
 mod ledger;
 pub use ledger::LedgerRange;
 use ledger::{append_ledger, LEDGER, LEDGER_AT, LEDGER_HEAD, LEDGER_SEQ};
+mod registry;
+pub use registry::GroupRegistry;
+use registry::REGISTRIES;
 
 const TABLES: &[&str] = &[
     META.name(),
@@ -228,6 +231,7 @@ const TABLES: &[&str] = &[
     LEDGER_SEQ.name(),
     LEDGER_AT.name(),
     LEDGER_HEAD.name(),
+    REGISTRIES.name(),
 ];
 
 /// Width of one velocity bucket. Sums include the whole bucket holding the

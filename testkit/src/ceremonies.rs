@@ -35,6 +35,7 @@ impl TestCluster {
             replacement: None,
             created_at: now,
             expires_at: now + 3600,
+            registry: None,
         }
     }
 
@@ -56,18 +57,8 @@ impl TestCluster {
             .iter()
             .find(|g| g.name == name)
             .unwrap_or_else(|| panic!("the coordinator has no group {name}"));
-        let current = permafrostctl::ceremony::CurrentGroup {
-            tier: permafrost_proto::convert::tier_from_wire(g.tier).expect("tier"),
-            epoch: g.epoch,
-            group_key: g.group_public_key.clone(),
-            members: g
-                .members
-                .iter()
-                .filter(|m| !g.removed.contains(m))
-                .map(|m| NodeId::new(m.as_str()).expect("member id"))
-                .collect(),
-            threshold: u16::try_from(g.threshold).expect("threshold"),
-        };
+        let current =
+            permafrostctl::ceremony::CurrentGroup::reported(g).expect("the reported group");
         permafrostctl::ceremony::propose(
             &GroupName::new(name).expect("group name"),
             change,

@@ -265,6 +265,9 @@ impl QuorumApproved {
             Operation::Refresh => unchanged("refresh")?,
             Operation::Retire => unchanged("retirement")?,
             Operation::ClearExclusion => unchanged("cleared exclusion")?,
+            // The node checks the sequence and the registry replaced against
+            // its own record of the group's registry.
+            Operation::ChangeRegistry => unchanged("registry change")?,
             Operation::Repair => {
                 let (Some(lost), Some(replacement)) = (&spec.subject, &spec.replacement) else {
                     return Err(CoreError::Refused(
@@ -349,7 +352,7 @@ impl QuorumApproved {
                     ));
                 }
             }
-            Operation::Create | Operation::ChangeRegistry => {
+            Operation::Create => {
                 return Err(CoreError::refused(format!(
                     "{} does not act on an existing group",
                     spec.operation

@@ -106,7 +106,7 @@ impl RegistryConfig {
     }
 
     /// A text that names the registry exactly, for its hash (compared across nodes).
-    fn canonical_text(&self) -> String {
+    pub(crate) fn canonical_text(&self) -> String {
         let mut text = format!("default_quorum={}\n", self.default_quorum);
         for (id, key) in &self.keys {
             text.push_str(&format!("key {id}={}\n", key.trim().to_ascii_lowercase()));
@@ -159,5 +159,88 @@ impl OperatorRegistry {
     /// SHA-256 naming this registry (ids, keys and quorums); equal on every node that agrees.
     pub fn hash(&self) -> [u8; 32] {
         self.hash
+    }
+}
+
+/// What a change-registry spec installs for its group, bound to the registry
+/// it replaces: the group's registry sequence moves from `seq − 1` to `seq`,
+/// and only from the registry whose hash is `previous`. Sequences only grow,
+/// so an old change can never be replayed to bring back a registry the
+/// operators since replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryChange {
+    /// The group's registry sequence after the change: 1 for the first change
+    /// (0 is the registry in the nodes' config, which a group starts with).
+    pub seq: u64,
+    /// [`OperatorRegistry::hash`] of the registry in force before, hex in files.
+    #[serde(with = "super::hex_bytes")]
+    pub previous: Vec<u8>,
+    /// The new registry.
+    pub registry: RegistryConfig,
+}
+
+impl RegistryChange {
+    /// Its bytes in a spec's encoding (field 13): `u64be seq || previous (32)
+    /// || canonical text of the new registry` (docs/ceremony-spec.md).
+    pub fn encode(&self) -> Vec<u8> {
+        let text = self.registry.canonical_text();
+        let mut out = Vec::with_capacity(8 + self.previous.len() + text.len());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.previous);
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    /// Shape checks: a sequence after 0, a 32-byte previous hash, and a new
+    /// registry that builds, written in its canonical form (lower-case keys),
+    /// so the encoding names exactly what the file shows.
+    pub fn validate(&self) -> Result<OperatorRegistry, CoreError> {
+        if self.seq == 0 {
+            return Err(CoreError::invalid(
+                "registry.seq",
+                "0 is the config's registry; a change starts at 1",
+            ));
+        }
+        if self.previous.len() != 32 {
+            return Err(CoreError::invalid(
+                "registry.previous",
+                format!(
+                    "{} bytes, expected a 32-byte registry hash",
+                    self.previous.len()
+                ),
+            ));
+        }
+        for (id, key) in &self.registry.keys {
+            if key.as_str() != key.trim().to_ascii_lowercase() {
+                return Err(CoreError::invalid(
+                    "registry.keys",
+                    format!("{id}'s key must be written in lower-case hex without spaces"),
+                ));
+            }
+        }
+        self.registry.build()
+    }
+
+    /// Checks that this change follows the registry a node holds for the
+    /// group now (sequence `current_seq`, hash `current`), naming both when
+    /// it does not.
+    pub fn follows(&self, current_seq: u64, current: &[u8; 32]) -> Result<(), CoreError> {
+        if self.seq != current_seq.saturating_add(1) {
+            return Err(CoreError::refused(format!(
+                "the change is registry {} of the group; this node holds registry {current_seq}, \
+                 so only {} can follow",
+                self.seq,
+                current_seq.saturating_add(1)
+            )));
+        }
+        if self.previous.as_slice() != current.as_slice() {
+            return Err(CoreError::refused(format!(
+                "the change replaces registry {}…; the one in force here is {}…",
+                &hex::encode(&self.previous)[..16],
+                &hex::encode(current)[..16]
+            )));
+        }
+        Ok(())
     }
 }

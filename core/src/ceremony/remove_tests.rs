@@ -42,6 +42,7 @@ fn removal(subject: &str, members: &[&str]) -> LifecycleSpec {
         replacement: None,
         created_at: now,
         expires_at: now + 600,
+        registry: None,
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) fn create_spec(
         replacement: None,
         created_at: now,
         expires_at: now + 3600,
+        registry: None,
     }
 }
 

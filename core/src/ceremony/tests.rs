@@ -50,6 +50,7 @@ fn example() -> LifecycleSpec {
         replacement: Some(node("n4")),
         created_at: 1_700_000_000,
         expires_at: 1_700_086_400,
+        registry: None,
     }
 }
 
@@ -227,6 +228,7 @@ fn shapes_are_checked_per_operation() {
             proposal_id: "has space".into(),
             ..base.clone()
         },
+        // A change-registry must name the new registry.
         LifecycleSpec {
             operation: Operation::ChangeRegistry,
             ..base.clone()

@@ -70,6 +70,7 @@ fn setup() -> Setup {
         replacement: Some(node("r1")),
         created_at: now,
         expires_at: now + 600,
+        registry: None,
     };
     Setup {
         spec: RepairSpec {

@@ -200,7 +200,7 @@ pub enum CeremonyCommand {
 /// `ceremony propose ...`
 #[derive(Debug, clap::Args)]
 pub struct ProposeArgs {
-    /// create, refresh, repair, remove-member, retire or clear-exclusion.
+    /// create, refresh, repair, remove-member, retire, clear-exclusion or change-registry.
     #[arg(long)]
     pub operation: Operation,
     /// Group name, e.g. warm-1.
@@ -227,6 +227,17 @@ pub struct ProposeArgs {
     /// remove-member and clear-exclusion: the member concerned.
     #[arg(long)]
     pub node: Option<NodeId>,
+    /// change-registry: a TOML file whose `[operators]` section is the group's
+    /// new registry (the same section as in the daemons' configs).
+    #[arg(long, value_name = "FILE")]
+    pub registry: Option<PathBuf>,
+    /// change-registry by hand: the group's current registry sequence (0: never changed).
+    #[arg(long, requires = "registry_hash")]
+    pub registry_seq: Option<u64>,
+    /// change-registry by hand: the hash of the registry in force for the group, hex
+    /// (`permafrostctl node status` shows it per group).
+    #[arg(long, value_name = "HEX", requires = "registry_seq")]
+    pub registry_hash: Option<String>,
     /// By hand: the group's current epoch (default: read from the coordinator).
     #[arg(long, requires = "group_key")]
     pub epoch: Option<u64>,

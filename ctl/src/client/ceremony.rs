@@ -81,6 +81,24 @@ pub async fn retire_key_group(
     checked_group_key(group)
 }
 
+/// `Ceremony.ChangeRegistry` under an operator-quorum change-registry spec:
+/// every member installs the group's new operator registry.
+pub async fn change_registry(
+    conn: &Connection,
+    signed: &SignedSpec,
+) -> Result<pb::KeyGroup, CtlError> {
+    let group = conn
+        .ceremony()?
+        .change_registry(pb::ChangeRegistryRequest {
+            key_group: signed.spec.group.to_string(),
+            authorization: Some(signed.into()),
+        })
+        .await
+        .map_err(conn.failed("Ceremony.ChangeRegistry"))?
+        .into_inner();
+    checked_group_key(group)
+}
+
 /// `Ceremony.RemoveMember` under an operator-quorum remove-member spec.
 pub async fn remove_member(
     conn: &Connection,
@@ -150,7 +168,7 @@ pub async fn repair_key_group(
 #[derive(Debug)]
 pub enum Submitted {
     /// The group after a create, refresh or repair.
-    Group(pb::KeyGroup),
+    Group(Box<pb::KeyGroup>),
     /// The exclusions that remain after clearing one.
     Exclusions(Vec<pb::Exclusion>),
 }
@@ -158,16 +176,14 @@ pub enum Submitted {
 /// Hands an approved spec to the coordinator's RPC for its operation.
 pub async fn submit(conn: &Connection, signed: &SignedSpec) -> Result<Submitted, CtlError> {
     Ok(match signed.spec.operation {
-        Operation::Create => Submitted::Group(create_key_group(conn, signed).await?),
-        Operation::Refresh => Submitted::Group(refresh_key_group(conn, signed).await?),
-        Operation::Repair => Submitted::Group(repair_key_group(conn, signed).await?),
+        Operation::Create => Submitted::Group(Box::new(create_key_group(conn, signed).await?)),
+        Operation::Refresh => Submitted::Group(Box::new(refresh_key_group(conn, signed).await?)),
+        Operation::Repair => Submitted::Group(Box::new(repair_key_group(conn, signed).await?)),
         Operation::ClearExclusion => Submitted::Exclusions(clear_exclusion(conn, signed).await?),
-        Operation::Retire => Submitted::Group(retire_key_group(conn, signed).await?),
-        Operation::RemoveMember => Submitted::Group(remove_member(conn, signed).await?),
-        other => {
-            return Err(CtlError::InvalidInput(format!(
-                "the cluster runs no {other} ceremony yet; the spec was not sent"
-            )))
+        Operation::Retire => Submitted::Group(Box::new(retire_key_group(conn, signed).await?)),
+        Operation::RemoveMember => Submitted::Group(Box::new(remove_member(conn, signed).await?)),
+        Operation::ChangeRegistry => {
+            Submitted::Group(Box::new(change_registry(conn, signed).await?))
         }
     })
 }

@@ -3,7 +3,6 @@
 //! thing reviewed; [`crate::ceremony`] reads, checks and writes it.
 
 use permafrost_core::ceremony::Operation;
-use permafrost_core::NodeId;
 
 use crate::ceremony::{self, Change, CurrentGroup};
 use crate::cli::{CeremonyCommand, ProposeArgs};
@@ -97,11 +96,13 @@ async fn propose(args: ProposeArgs) -> Result<(), CtlError> {
         Operation::ClearExclusion => Change::ClearExclusion {
             node: required(args.node.clone(), "--node", op)?,
         },
-        Operation::ChangeRegistry => {
-            return Err(CtlError::InvalidInput(
-                "change-registry is reserved: change [operators] in every node's config".into(),
-            ))
-        }
+        Operation::ChangeRegistry => Change::ChangeRegistry {
+            registry: ceremony::load_registry(&required(
+                args.registry.clone(),
+                "--registry FILE (a TOML [operators] section)",
+                op,
+            )?)?,
+        },
     };
     let current = match op {
         Operation::Create => None,
@@ -143,6 +144,8 @@ async fn current_group(args: &ProposeArgs) -> Result<CurrentGroup, CtlError> {
             group_key,
             members: args.nodes.clone(),
             threshold: required(args.threshold, "--threshold", op)?,
+            registry_seq: args.registry_seq.unwrap_or(0),
+            registry_hash: registry_hash(args)?.unwrap_or_default(),
         });
     }
     let conn = args.conn.resolve(ClientRole::Operator)?;
@@ -153,20 +156,30 @@ async fn current_group(args: &ProposeArgs) -> Result<CurrentGroup, CtlError> {
         g.epoch,
         hex::encode(&g.group_public_key)
     );
-    Ok(CurrentGroup {
-        tier: permafrost_proto::convert::tier_from_wire(g.tier)
-            .map_err(|e| CtlError::BadResponse(e.message().to_string()))?,
-        epoch: g.epoch,
-        group_key: g.group_public_key.clone(),
-        // What a spec names: the members still in the group.
-        members: g
-            .members
-            .iter()
-            .filter(|m| !g.removed.contains(m))
-            .map(NodeId::new)
-            .collect::<Result<_, _>>()
-            .map_err(|e| CtlError::BadResponse(format!("member id: {e}")))?,
-        threshold: u16::try_from(g.threshold)
-            .map_err(|_| CtlError::BadResponse(format!("threshold {}", g.threshold)))?,
-    })
+    let mut current = CurrentGroup::reported(&g)?;
+    if let Some(seq) = args.registry_seq {
+        current.registry_seq = seq;
+    }
+    if let Some(hash) = registry_hash(args)? {
+        current.registry_hash = hash;
+    }
+    Ok(current)
+}
+
+/// `--registry-hash`, decoded.
+fn registry_hash(args: &ProposeArgs) -> Result<Option<Vec<u8>>, CtlError> {
+    args.registry_hash
+        .as_deref()
+        .map(|h| {
+            hex::decode(h.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    CtlError::InvalidInput(format!(
+                        "--registry-hash {:?} is not 32 bytes of hex",
+                        permafrost_core::error::preview(h)
+                    ))
+                })
+        })
+        .transpose()
 }

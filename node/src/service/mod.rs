@@ -9,6 +9,7 @@
 //! - `dkg`: creating a group by distributed key generation, and activating it;
 //! - `refresh`: proactive refresh of a group's shares (same group key);
 //! - `repair`: rebuilding a lost member's share on a replacement node;
+//! - `registry`: changing a group's operator registry under its quorum;
 //! - `retire`: retiring a group for good (its share destroyed);
 //! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`;
 //! - `velocity`: the group-wide velocity write (`Reserve`) and read (`Attest`).
@@ -16,6 +17,7 @@
 mod dkg;
 mod quorum;
 mod refresh;
+mod registry;
 mod repair;
 mod retire;
 mod sign;
@@ -152,6 +154,7 @@ impl SignerNode {
                     .unwrap_or_default();
                 // A record whose key does not give an output reports none (status must still answer).
                 let output = g.taproot_output().ok().flatten();
+                let (registry_seq, registry_hash) = registry::status_of(self, &g.name)?;
                 Ok(pb::NodeKeyGroup {
                     name: g.name.to_string(),
                     tier: tier_to_wire(g.tier),
@@ -170,6 +173,8 @@ impl SignerNode {
                     public_key_package: g.public_key_package,
                     epoch,
                     pending_refresh,
+                    registry_seq,
+                    registry_hash,
                 })
             })
             .collect::<Result<_, NodeError>>()?;
@@ -340,6 +345,15 @@ impl SignerNodeApi for NodeService {
     ) -> Result<Response<pb::RetireGroupResponse>, Status> {
         Ok(Response::new(
             retire::retire(&self.node, request.get_ref()).await?,
+        ))
+    }
+
+    async fn change_registry(
+        &self,
+        request: Request<pb::ChangeRegistryRequest>,
+    ) -> Result<Response<pb::ChangeRegistryResponse>, Status> {
+        Ok(Response::new(
+            registry::change(&self.node, request.get_ref()).await?,
         ))
     }
 

@@ -7,9 +7,9 @@
 //! nothing here.
 
 use permafrost_core::ceremony::{
-    verify_quorum, AuthorizedCeremony, HeldGroup, QuorumApproved, SpecDigest,
+    verify_quorum, AuthorizedCeremony, HeldGroup, OperatorRegistry, QuorumApproved, SpecDigest,
 };
-use permafrost_core::{unix_now, CoreError};
+use permafrost_core::{unix_now, CoreError, GroupName};
 use permafrost_proto as pb;
 use permafrost_proto::convert::ceremony::required_authorization;
 
@@ -18,15 +18,33 @@ use crate::metrics::Check;
 use crate::store::{GroupEpoch, GroupRecord, FIRST_EPOCH};
 use crate::{NodeError, SignerNode};
 
-/// The relayed spec, once its shape, lifetime and operator quorum checked out
-/// against this node's registry and clock.
-pub(super) fn approved(
+/// The operator registry in force for `group` here, and its sequence: the
+/// one its last change-registry ceremony installed, else the config's (0).
+pub(crate) fn registry_for(
+    node: &SignerNode,
+    group: &GroupName,
+) -> Result<Option<(u64, OperatorRegistry)>, NodeError> {
+    match node.store.group_registry(group)? {
+        Some(r) => {
+            let built = r.registry.build().map_err(|e| {
+                NodeError::Corrupt(format!("stored operator registry of {group}: {e}"))
+            })?;
+            Ok(Some((r.seq, built)))
+        }
+        None => Ok(node.registry.clone().map(|r| (0, r))),
+    }
+}
+
+/// The registry a spec for `group` is checked against, or a refusal saying
+/// this node takes part in no ceremony.
+fn registry_or_refuse(
     node: &SignerNode,
     step: &'static str,
-    wire: Option<&pb::SignedLifecycleSpec>,
-) -> Result<QuorumApproved, NodeError> {
-    let Some(registry) = &node.registry else {
-        return Err(refuse(
+    group: &GroupName,
+) -> Result<OperatorRegistry, NodeError> {
+    match registry_for(node, group)? {
+        Some((_, registry)) => Ok(registry),
+        None => Err(refuse(
             node,
             step,
             Check::Ceremony,
@@ -34,12 +52,22 @@ pub(super) fn approved(
                 "{} has no [operators] registry in its config, so it takes part in no ceremony",
                 node.id
             )),
-        ));
-    };
+        )),
+    }
+}
+
+/// The relayed spec, once its shape, lifetime and operator quorum checked out
+/// against the registry in force here for its group, and this node's clock.
+pub(super) fn approved(
+    node: &SignerNode,
+    step: &'static str,
+    wire: Option<&pb::SignedLifecycleSpec>,
+) -> Result<QuorumApproved, NodeError> {
     let signed = required_authorization(wire).wire()?;
+    let registry = registry_or_refuse(node, step, &signed.spec.group)?;
     verify_quorum(
         &signed,
-        registry,
+        &registry,
         unix_now(),
         node.settings.max_clock_skew_secs,
     )
@@ -57,17 +85,15 @@ pub(super) fn approved_for_commit(
     spec_digest: &[u8],
     pending_accepted: bool,
 ) -> Result<QuorumApproved, NodeError> {
-    let Some(registry) = &node.registry else {
-        return approved(node, "commit-refresh", wire);
-    };
     let signed = required_authorization(wire).wire()?;
+    let registry = registry_or_refuse(node, "commit-refresh", &signed.spec.group)?;
     let accepted_before = pending_accepted && signed.spec.digest().0.as_slice() == spec_digest;
     let now = if accepted_before {
         unix_now().min(signed.spec.expires_at)
     } else {
         unix_now()
     };
-    verify_quorum(&signed, registry, now, node.settings.max_clock_skew_secs)
+    verify_quorum(&signed, &registry, now, node.settings.max_clock_skew_secs)
         .map_err(|e| refuse(node, "commit-refresh", Check::Ceremony, e))
 }
 

@@ -292,7 +292,11 @@ pub(super) fn certificate(
         ),
         _ => None,
     };
+    let (registry_seq, registry_changes) =
+        super::registry::changes_of(node, &name, req.include_commit)?;
     Ok(pb::CommitCertificate {
+        registry_seq,
+        registry_changes,
         epoch: quorum::epoch_of(node, &record)?,
         pending_ceremony_id: record
             .pending_refresh

@@ -6,7 +6,9 @@ use permafrost_core::ceremony::{self as core, Operation, SignedSpec};
 use tonic::Status;
 
 use super::{bad, group_name, node_id, tier_from_wire, tier_to_wire};
-use crate::{CeremonyOperation, LifecycleSpec, OperatorApproval, SignedLifecycleSpec};
+use crate::{
+    CeremonyOperation, LifecycleSpec, OperatorApproval, RegistryChange, SignedLifecycleSpec,
+};
 
 /// Wire operation → core operation (unspecified is an error).
 pub fn operation_from_wire(value: i32) -> Result<Operation, Status> {
@@ -56,6 +58,7 @@ impl TryFrom<&LifecycleSpec> for core::LifecycleSpec {
             replacement: optional_node("authorization.spec.replacement", &s.replacement)?,
             created_at: s.created_at,
             expires_at: s.expires_at,
+            registry: s.registry.as_ref().map(registry_from_wire).transpose()?,
         };
         spec.validate().map_err(|e| bad("authorization.spec", e))?;
         Ok(spec)
@@ -86,7 +89,61 @@ impl From<&core::LifecycleSpec> for LifecycleSpec {
                 .unwrap_or_default(),
             created_at: s.created_at,
             expires_at: s.expires_at,
+            registry: s.registry.as_ref().map(registry_to_wire),
         }
+    }
+}
+
+/// Most operators a registry change may name (no quorum needs more approvals
+/// than a signed spec may carry).
+pub const MAX_OPERATORS: usize = MAX_APPROVALS;
+
+fn registry_from_wire(r: &RegistryChange) -> Result<core::RegistryChange, Status> {
+    const FIELD: &str = "authorization.spec.registry";
+    if r.keys.len() > MAX_OPERATORS {
+        return Err(bad(
+            FIELD,
+            format!("{} operators, at most {MAX_OPERATORS}", r.keys.len()),
+        ));
+    }
+    let quorum = r
+        .quorum
+        .iter()
+        .map(|(op, k)| {
+            let op: Operation = op.parse().map_err(|e| bad(FIELD, e))?;
+            let k = u16::try_from(*k).map_err(|e| bad(FIELD, format!("quorum of {op}: {e}")))?;
+            Ok((op, k))
+        })
+        .collect::<Result<_, Status>>()?;
+    Ok(core::RegistryChange {
+        seq: r.seq,
+        previous: r.previous.clone(),
+        registry: core::RegistryConfig {
+            default_quorum: u16::try_from(r.default_quorum)
+                .map_err(|e| bad(FIELD, format!("default_quorum: {e}")))?,
+            keys: r.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            quorum,
+        },
+    })
+}
+
+fn registry_to_wire(r: &core::RegistryChange) -> RegistryChange {
+    RegistryChange {
+        seq: r.seq,
+        previous: r.previous.clone(),
+        default_quorum: u32::from(r.registry.default_quorum),
+        keys: r
+            .registry
+            .keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        quorum: r
+            .registry
+            .quorum
+            .iter()
+            .map(|(op, k)| (op.to_string(), u32::from(*k)))
+            .collect(),
     }
 }
 
@@ -179,6 +236,7 @@ mod tests {
                 replacement: String::new(),
                 created_at: 10,
                 expires_at: 20,
+                registry: None,
             }),
             approvals: vec![OperatorApproval {
                 operator_id: "op-1".into(),

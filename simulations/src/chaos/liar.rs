@@ -474,6 +474,13 @@ impl SignerNode for Liar {
         self.upstream().retire_group(r.into_inner()).await
     }
 
+    async fn change_registry(
+        &self,
+        r: Request<pb::ChangeRegistryRequest>,
+    ) -> Result<Response<pb::ChangeRegistryResponse>, Status> {
+        self.upstream().change_registry(r.into_inner()).await
+    }
+
     async fn leave_group(
         &self,
         r: Request<pb::LeaveGroupRequest>,

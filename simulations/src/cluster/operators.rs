@@ -96,20 +96,8 @@ impl LocalCluster {
         change: Change,
     ) -> Result<SignedSpec, SimError> {
         let g = client::find_key_group(&self.operator, name).await?;
-        let bad =
-            |what: &str| SimError::Verification(format!("{name}: the coordinator reports {what}"));
-        let current = CurrentGroup {
-            tier: permafrost_proto::convert::tier_from_wire(g.tier).map_err(|_| bad("no tier"))?,
-            epoch: g.epoch,
-            group_key: g.group_public_key.clone(),
-            members: g
-                .members
-                .iter()
-                .map(NodeId::new)
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad("a bad member id"))?,
-            threshold: u16::try_from(g.threshold).map_err(|_| bad("a bad threshold"))?,
-        };
+        let current = CurrentGroup::reported(&g)
+            .map_err(|e| SimError::Verification(format!("{name}: the coordinator reports {e}")))?;
         let proposal = spec_file::propose(name, change, Some(&current), None, SPEC_LIFETIME_SECS)?;
         self.approve(&proposal.spec)
     }

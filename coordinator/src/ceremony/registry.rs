@@ -1,0 +1,241 @@
+//! Relaying a change of a group's operator registry (THREATS X5), and
+//! re-driving it on members that missed it.
+//!
+//! Each member checks the change itself — the quorum of the registry in
+//! force for the group on that member, its epoch and key, the sequence and
+//! the registry replaced — so nothing here is trusted. What the coordinator
+//! keeps of the group's registry is only to fail fast on later specs; before
+//! it takes one from a member's answer it checks the whole chain of changes
+//! from its own config's registry, so a member cannot make it refuse (or
+//! pass on) specs by a registry the operators never approved.
+
+use std::sync::Arc;
+
+use permafrost_core::ceremony::{
+    verify_quorum, Operation, OperatorRegistry, RegistryConfig, SignedSpec,
+};
+use permafrost_core::{GroupName, NodeId};
+use permafrost_proto as pb;
+use tonic::Status;
+use tracing::{info, warn};
+
+use super::{authorization, each_member};
+use crate::store::GroupRecord;
+use crate::Coordinator;
+
+/// The registry this coordinator fails fast against for `group`: the one a
+/// change installed, else its config's.
+pub(super) fn in_force(
+    coord: &Coordinator,
+    group: &GroupName,
+) -> Result<Option<OperatorRegistry>, Status> {
+    let record = coord
+        .store
+        .group(group)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    match record.and_then(|r| r.registry) {
+        Some(config) => config
+            .build()
+            .map(Some)
+            .map_err(|e| Status::internal(format!("stored operator registry of {group}: {e}"))),
+        None => Ok(coord.registry.clone()),
+    }
+}
+
+/// `Ceremony.ChangeRegistry`: relays the signed change to every active
+/// member. Members that applied it answer done on a retry, so submitting
+/// the same spec again (or the recovery pass) finishes a partial change.
+pub async fn change_registry(
+    coord: &Arc<Coordinator>,
+    req: pb::ChangeRegistryRequest,
+) -> Result<GroupRecord, Status> {
+    let signed = authorization(
+        coord,
+        req.authorization.as_ref(),
+        Operation::ChangeRegistry,
+        &req.key_group,
+    )?;
+    let name = signed.spec.group.clone();
+    let change = signed.spec.registry.clone().ok_or_else(|| {
+        Status::invalid_argument("authorization: a change-registry spec names the new registry")
+    })?;
+    let _one_at_a_time = coord.ceremony_lock.lock().await;
+    let mut record = coord
+        .store
+        .group(&name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let wire_auth = pb::SignedLifecycleSpec::from(&signed);
+    let active = record.active_members();
+    let failed = each_member(coord, &active, |mut c| {
+        let r = pb::ChangeRegistryRequest {
+            key_group: name.to_string(),
+            authorization: Some(wire_auth.clone()),
+        };
+        async move { c.change_registry(r).await }
+    })
+    .await;
+    if failed.len() == active.len() {
+        return Err(Status::aborted(format!(
+            "no member of {name} applied the registry change: {}",
+            failed.join("; ")
+        )));
+    }
+    if change.seq > record.registry_seq {
+        record.registry_seq = change.seq;
+        record.registry = Some(change.registry.clone());
+        coord
+            .store
+            .put_group(&record)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+    }
+    coord
+        .audit
+        .append(
+            "keygroup_registry_changed",
+            serde_json::json!({
+                "group": name.as_str(),
+                "seq": change.seq,
+                "spec_digest": signed.spec.digest().to_hex(),
+                "operators": signed.approvals.iter().map(|a| a.operator.as_str()).collect::<Vec<_>>(),
+                "not_applied": failed,
+            }),
+        )
+        .map_err(crate::audit_failed)?;
+    if !failed.is_empty() {
+        return Err(Status::unavailable(format!(
+            "the registry of {name} changed on some members only; not yet on {} \
+             (submit the same spec again; the recovery pass also re-drives it)",
+            failed.join("; ")
+        )));
+    }
+    info!(group = %name, seq = change.seq, "operator registry changed on every member");
+    Ok(record)
+}
+
+/// Brings every member of `record`'s group that answered (`states`) to the
+/// highest registry sequence any of them holds, by re-sending the changes it
+/// missed in order, and this coordinator's record with them. Best effort:
+/// what fails is logged and left for the next pass.
+pub(crate) async fn catch_up_registry(
+    coord: &Arc<Coordinator>,
+    mut record: GroupRecord,
+    states: &[(NodeId, Option<pb::CommitCertificate>)],
+) -> GroupRecord {
+    let seqs: Vec<(&NodeId, u64)> = states
+        .iter()
+        .filter_map(|(id, s)| s.as_ref().map(|s| (id, s.registry_seq)))
+        .collect();
+    let Some(top) = seqs.iter().map(|(_, s)| *s).max() else {
+        return record;
+    };
+    if top == 0 || (top == record.registry_seq && seqs.iter().all(|(_, s)| *s == top)) {
+        return record;
+    }
+    let Some(changes) = changes_from(coord, &record.name, &seqs, top).await else {
+        warn!(group = %record.name, seq = top, "recovery: no member served a registry chain the coordinator could check");
+        return record;
+    };
+    for (id, seq) in seqs.iter().filter(|(_, s)| *s < top) {
+        let Some(mut client) = coord.members.get(id).map(|m| m.client.clone()) else {
+            continue;
+        };
+        for change in changes.iter().skip(*seq as usize) {
+            let call = client.change_registry(pb::ChangeRegistryRequest {
+                key_group: record.name.to_string(),
+                authorization: Some(pb::SignedLifecycleSpec::from(change)),
+            });
+            match tokio::time::timeout(coord.config.round_timeout(), call).await {
+                Ok(Ok(_)) => {
+                    info!(group = %record.name, member = %id, seq = change.spec.registry.as_ref().map(|r| r.seq), "registry change re-driven")
+                }
+                Ok(Err(status)) => {
+                    warn!(group = %record.name, member = %id, error = %status.message(), "re-driven registry change refused");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    if top > record.registry_seq {
+        if let Some(last) = changes.last().and_then(|c| c.spec.registry.clone()) {
+            record.registry_seq = top;
+            record.registry = Some(last.registry);
+            if let Err(e) = coord.store.put_group(&record).await {
+                warn!(group = %record.name, error = %e, "recovery: cannot record the group's registry");
+            }
+        }
+    }
+    record
+}
+
+/// The chain of registry changes `1..=top` from a member at `top`, checked
+/// link by link from this coordinator's config registry (each change approved
+/// by the quorum of the one before, dated as the operators dated it).
+async fn changes_from(
+    coord: &Coordinator,
+    group: &GroupName,
+    seqs: &[(&NodeId, u64)],
+    top: u64,
+) -> Option<Vec<SignedSpec>> {
+    let base = coord.registry.clone()?;
+    for (id, _) in seqs.iter().filter(|(_, s)| *s == top) {
+        let mut client = coord.members.get(id)?.client.clone();
+        let call = client.get_commit_certificate(pb::CommitCertificateRequest {
+            key_group: group.to_string(),
+            include_commit: true,
+        });
+        let Ok(Ok(answer)) = tokio::time::timeout(coord.config.round_timeout(), call).await else {
+            continue;
+        };
+        let changes: Result<Vec<SignedSpec>, Status> = answer
+            .into_inner()
+            .registry_changes
+            .iter()
+            .map(SignedSpec::try_from)
+            .collect();
+        match changes.map_err(|e| e.message().to_string()).and_then(|c| {
+            check_chain(&base, group, &c, top)?;
+            Ok(c)
+        }) {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                warn!(group = %group, member = %id, error = %e, "unusable registry chain")
+            }
+        }
+    }
+    None
+}
+
+/// Checks that `changes` move `group` from `base` (sequence 0) to `top`, one
+/// sequence at a time, each approved by the quorum of the registry before it.
+fn check_chain(
+    base: &OperatorRegistry,
+    group: &GroupName,
+    changes: &[SignedSpec],
+    top: u64,
+) -> Result<(), String> {
+    if changes.len() as u64 != top {
+        return Err(format!("{} changes for sequence {top}", changes.len()));
+    }
+    let mut current = base.clone();
+    for (i, signed) in changes.iter().enumerate() {
+        let spec = &signed.spec;
+        let change = spec
+            .registry
+            .as_ref()
+            .filter(|_| spec.operation == Operation::ChangeRegistry && &spec.group == group)
+            .ok_or_else(|| format!("change {} is not a registry change of {group}", i + 1))?;
+        change
+            .follows(i as u64, &current.hash())
+            .map_err(|e| e.to_string())?;
+        verify_quorum(signed, &current, spec.created_at, 0).map_err(|e| e.to_string())?;
+        current = build(&change.registry)?;
+    }
+    Ok(())
+}
+
+fn build(config: &RegistryConfig) -> Result<OperatorRegistry, String> {
+    config.build().map_err(|e| e.to_string())
+}
