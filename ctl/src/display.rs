@@ -99,7 +99,7 @@ pub fn describe_withdrawal(s: &pb::WithdrawalStatus) -> String {
 /// Human-readable line describing a key group.
 pub fn describe_key_group(g: &pb::KeyGroup) -> String {
     format!(
-        "{}  tier {}  {}-of-{} [{}]{}  epoch {}  {}  key {}{}",
+        "{}  tier {}  {}-of-{} [{}]{}  epoch {}  registry #{}  {}  key {}{}",
         g.name,
         tier_name(g.tier),
         g.threshold,
@@ -111,6 +111,7 @@ pub fn describe_key_group(g: &pb::KeyGroup) -> String {
             format!(" removed [{}]", g.removed.join(","))
         },
         g.epoch,
+        g.registry_seq,
         if g.active { "active" } else { "NOT ACTIVE" },
         hex::encode(&g.group_public_key),
         describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address)
@@ -163,14 +164,20 @@ pub fn describe_node_status(s: &pb::NodeStatus) -> String {
     }
     for g in &s.key_groups {
         out.push_str(&format!(
-            "key group:        {}  tier {}  threshold {}  epoch {}  {}  key {}{}\n",
+            "key group:        {}  tier {}  threshold {}  epoch {}  {}  key {}{}\n                  operator registry #{} {}\n",
             g.name,
             tier_name(g.tier),
             g.threshold,
             g.epoch,
             if g.active { "active" } else { "NOT ACTIVE" },
             hex::encode(&g.group_public_key),
-            describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address)
+            describe_scheme(&g.scheme, &g.network, &g.output_key, &g.address),
+            g.registry_seq,
+            if g.registry_hash.is_empty() {
+                "(none: takes part in no ceremony)".to_string()
+            } else {
+                hex::encode(&g.registry_hash)
+            }
         ));
     }
     out.push_str(&format!(

@@ -249,6 +249,67 @@ async fn x5_ceremony_cli_propose_approve_submit_and_refresh() {
         .status
         .success());
 
+    // The group's registry changes by the CLI: op-3 leaves, the fresh key
+    // joins as op-9; the proposal names the registry it replaces.
+    let new_registry = dir.join("new-operators.toml");
+    let key_of = |i: u8| hex::encode(operator_key(i).verifying_key().as_bytes());
+    std::fs::write(
+        &new_registry,
+        format!(
+            "[operators]\ndefault_quorum = 2\n[operators.keys]\nop-1 = \"{}\"\nop-2 = \"{}\"\nop-9 = \"{}\"\n",
+            key_of(1),
+            key_of(2),
+            public.trim().to_ascii_uppercase()
+        ),
+    )
+    .expect("registry file");
+    let change = dir.join("registry.json");
+    let change_arg = change.display().to_string();
+    let proposed = ctl.ok(
+        &[
+            "ceremony",
+            "propose",
+            "--operation",
+            "change-registry",
+            "--group",
+            "warm-1",
+            "--registry",
+            &new_registry.display().to_string(),
+            "--out",
+            &change_arg,
+        ],
+        true,
+    );
+    let config_hash = hex::encode(
+        permafrost_testkit::operator_registry()
+            .build()
+            .expect("registry")
+            .hash(),
+    );
+    assert!(
+        proposed.contains("OPERATOR REGISTRY becomes #1")
+            && proposed.contains(&config_hash)
+            && proposed.contains(&format!("operator op-9 = {}", public.trim())),
+        "{proposed}"
+    );
+    for (i, key) in keys.iter().enumerate() {
+        ctl.ok(
+            &[
+                "ceremony",
+                "approve",
+                "--spec",
+                &change_arg,
+                "--key",
+                &key.display().to_string(),
+                "--operator-id",
+                &format!("op-{}", i + 1),
+            ],
+            false,
+        );
+    }
+    let changed = ctl.ok(&["ceremony", "submit", "--spec", &change_arg], true);
+    assert!(changed.contains("change-registry done"), "{changed}");
+
     let group = cluster
         .operator()
         .list_key_groups(permafrost_proto::ListKeyGroupsRequest {})
@@ -257,6 +318,7 @@ async fn x5_ceremony_cli_propose_approve_submit_and_refresh() {
         .into_inner()
         .key_groups
         .remove(0);
+    assert_eq!(group.registry_seq, 1);
     let request = cluster.request("wd-cli-1", "warm-1", Tier::Warm);
     let status = cluster
         .custody()
