@@ -26,7 +26,7 @@ mod authorize;
 mod registry;
 
 pub use authorize::{verify_quorum, AuthorizedCeremony, HeldGroup, QuorumApproved, Standing};
-pub use registry::{OperatorRegistry, RegistryChange, RegistryConfig};
+pub use registry::{verify_chain, OperatorRegistry, RegistryChange, RegistryConfig};
 
 /// The only encoding version this build writes and accepts.
 pub const SPEC_VERSION: u16 = 1;

@@ -686,14 +686,16 @@ impl NodeStore {
         Ok(self.store.get(&EPOCHS, name.as_str())?)
     }
 
-    /// Inserts a new group at `epoch`; refuses a name this node holds or ever
+    /// Inserts a new group at `epoch` (with the operator registry it is under,
+    /// when a ceremony changed that); refuses a name this node holds or ever
     /// held, in any epoch (a shadow group never shares a live one's name here).
     pub async fn insert_group_at(
         &self,
         record: &GroupRecord,
         epoch: &GroupEpoch,
+        registry: Option<&GroupRegistry>,
     ) -> Result<(), NodeError> {
-        let (record, epoch) = (record.clone(), epoch.clone());
+        let (record, epoch, registry) = (record.clone(), epoch.clone(), registry.cloned());
         self.store
             .write(move |w| {
                 if w.contains(&GROUPS, record.name.as_str())?
@@ -706,6 +708,9 @@ impl NodeStore {
                 }
                 w.put(&GROUPS, record.name.as_str(), &record)?;
                 w.put(&EPOCHS, record.name.as_str(), &epoch)?;
+                if let Some(registry) = &registry {
+                    w.put(&REGISTRIES, record.name.as_str(), registry)?;
+                }
                 Ok(())
             })
             .await

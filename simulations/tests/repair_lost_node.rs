@@ -46,6 +46,7 @@ async fn repair_of_a_lost_node_then_signing_with_the_replacement() {
                 public_key_package: vec![],
                 authorization: Some(wire(&first)),
                 acks: vec![],
+                registry_changes: vec![],
             })
             .await
             .expect_err("second repair onto the same node");

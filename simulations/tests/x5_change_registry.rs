@@ -3,8 +3,9 @@
 //! member checks itself (its epoch and key, the registry replaced, the next
 //! sequence). Afterwards the group's ceremonies answer to the new registry
 //! alone; an old change is never replayed; a member that missed a change is
-//! brought along by any coordinator from a member's stored chain; creates
-//! still answer to the config's registry.
+//! brought along by any coordinator from a member's stored chain; a repair's
+//! replacement takes the group's registry from the same chain; creates still
+//! answer to the config's registry.
 
 use ed25519_dalek::SigningKey;
 use permafrost_core::ceremony::{approve, LifecycleSpec, RegistryConfig, SignedSpec};
@@ -89,7 +90,7 @@ async fn signs(cluster: &TestCluster, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x5_registry_changes_only_by_the_quorum_in_force_and_never_goes_back() {
-    let mut cluster = TestCluster::start(&["eu", "us", "ap"]).await;
+    let mut cluster = TestCluster::start(&["eu", "us", "ap", "sa"]).await;
     cluster
         .create_group(GROUP, Tier::Warm, 2, &[0, 1, 2])
         .await
@@ -249,6 +250,27 @@ async fn x5_registry_changes_only_by_the_quorum_in_force_and_never_goes_back() {
         "the coordinator followed the members' chain"
     );
 
+    // A repair onto n4, whose config still has the old registry: it is sent
+    // the group's chain of changes, checks it from its own config, takes
+    // its share under the registry at the chain's end, and keeps it.
+    let repair = cluster.repair_spec(GROUP, "n3", "n4").await;
+    let err = cluster
+        .repair_group_with(&approved(&repair, &[1, 2]))
+        .await
+        .expect_err("op-2 is gone");
+    assert!(err.message().contains("op-2"), "{err:?}");
+    let repaired = cluster
+        .repair_group_with(&approved_by(&repair, &["op-1", "op-4"]))
+        .await
+        .expect("repair under the group's registry");
+    assert_eq!(repaired.members, vec!["n1", "n2", "n4"]);
+    let g = node_group(&cluster, 3).await;
+    assert_eq!(
+        (g.registry_seq, g.registry_hash.as_slice()),
+        (3, &rotated_hash[..])
+    );
+    signs(&cluster, "wd-registry-repaired").await;
+
     // op-2 left: a refresh it approves with op-1 is refused (the coordinator
     // fails fast on the group's registry); op-1 with the new op-4 refreshes.
     let refresh = cluster.change_spec(GROUP, Change::Refresh).await;
@@ -274,7 +296,7 @@ async fn x5_registry_changes_only_by_the_quorum_in_force_and_never_goes_back() {
 
     // A new group still answers to the config's registry.
     cluster
-        .create_group("warm-2", Tier::Warm, 2, &[0, 1, 2])
+        .create_group("warm-2", Tier::Warm, 2, &[0, 1, 3])
         .await
         .expect("create under the config's registry");
     signs(&cluster, "wd-registry-3").await;

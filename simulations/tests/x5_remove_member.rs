@@ -365,6 +365,7 @@ async fn x5_k8_remove_member_refreshes_the_rest_and_never_needs_the_removed() {
                 public_key_package: vec![],
                 authorization: Some(wire(&repair)),
                 acks: vec![],
+                registry_changes: vec![],
             })
             .await
             .expect_err("n4 as a helper");

@@ -227,6 +227,7 @@ fn repair_request(
         public_key_package: vec![],
         authorization: signed.map(wire),
         acks: vec![],
+        registry_changes: vec![],
     }
 }
 

@@ -61,6 +61,7 @@ async fn x6_k7_repair_a_member_missed_is_finished_by_a_second_coordinator() {
             public_key_package: pkp,
             authorization: Some(wire(&signed)),
             acks,
+            registry_changes: vec![],
         }
     };
     let client = |i: usize| cluster.node_client(i, Role::Coordinator, "coord-relay");

@@ -11,9 +11,7 @@
 
 use std::sync::Arc;
 
-use permafrost_core::ceremony::{
-    verify_quorum, Operation, OperatorRegistry, RegistryConfig, SignedSpec,
-};
+use permafrost_core::ceremony::{verify_chain, Operation, OperatorRegistry, SignedSpec};
 use permafrost_core::{GroupName, NodeId};
 use permafrost_proto as pb;
 use tonic::Status;
@@ -170,6 +168,29 @@ pub(crate) async fn catch_up_registry(
     record
 }
 
+/// The chain of registry changes of `record`'s group up to the sequence this
+/// coordinator knows, from the first member that serves one it can check
+/// (empty when the registry never changed): what a repair's replacement is
+/// sent.
+pub(crate) async fn chain_for(
+    coord: &Coordinator,
+    record: &GroupRecord,
+) -> Result<Vec<SignedSpec>, Status> {
+    if record.registry_seq == 0 {
+        return Ok(Vec::new());
+    }
+    let active = record.active_members();
+    let seqs: Vec<(&NodeId, u64)> = active.iter().map(|m| (m, record.registry_seq)).collect();
+    changes_from(coord, &record.name, &seqs, record.registry_seq)
+        .await
+        .ok_or_else(|| {
+            Status::unavailable(format!(
+                "no member of {} served the chain of its {} registry change(s); the replacement needs it",
+                record.name, record.registry_seq
+            ))
+        })
+}
+
 /// The chain of registry changes `1..=top` from a member at `top`, checked
 /// link by link from this coordinator's config registry (each change approved
 /// by the quorum of the one before, dated as the operators dated it).
@@ -208,34 +229,16 @@ async fn changes_from(
     None
 }
 
-/// Checks that `changes` move `group` from `base` (sequence 0) to `top`, one
-/// sequence at a time, each approved by the quorum of the registry before it.
+/// Checks that `changes` move `group` from `base` (sequence 0) to `top`.
 fn check_chain(
     base: &OperatorRegistry,
     group: &GroupName,
     changes: &[SignedSpec],
     top: u64,
 ) -> Result<(), String> {
-    if changes.len() as u64 != top {
-        return Err(format!("{} changes for sequence {top}", changes.len()));
+    match verify_chain(base, group, changes) {
+        Ok((seq, _)) if seq == top => Ok(()),
+        Ok((seq, _)) => Err(format!("a chain to sequence {seq}, not {top}")),
+        Err(e) => Err(e.to_string()),
     }
-    let mut current = base.clone();
-    for (i, signed) in changes.iter().enumerate() {
-        let spec = &signed.spec;
-        let change = spec
-            .registry
-            .as_ref()
-            .filter(|_| spec.operation == Operation::ChangeRegistry && &spec.group == group)
-            .ok_or_else(|| format!("change {} is not a registry change of {group}", i + 1))?;
-        change
-            .follows(i as u64, &current.hash())
-            .map_err(|e| e.to_string())?;
-        verify_quorum(signed, &current, spec.created_at, 0).map_err(|e| e.to_string())?;
-        current = build(&change.registry)?;
-    }
-    Ok(())
-}
-
-fn build(config: &RegistryConfig) -> Result<OperatorRegistry, String> {
-    config.build().map_err(|e| e.to_string())
 }

@@ -135,6 +135,7 @@ pub async fn repair_key_group(
             public_key_package: record.public_key_package.clone(),
             authorization: Some(wire_auth.clone()),
             acks: Vec::new(),
+            registry_changes: Vec::new(),
         };
         acks.push(
             call_one(coord, &m, "prepare", |mut c| async move {
@@ -143,12 +144,18 @@ pub async fn repair_key_group(
             .await?,
         );
     }
+    let registry_changes: Vec<pb::SignedLifecycleSpec> = super::registry::chain_for(coord, &record)
+        .await?
+        .iter()
+        .map(pb::SignedLifecycleSpec::from)
+        .collect();
     let request = |messages: Vec<pb::DkgSealedShare>, pkp: Vec<u8>| pb::RepairRequest {
         spec: Some(wire_spec.clone()),
         messages,
         public_key_package: pkp,
         authorization: Some(wire_auth.clone()),
         acks: acks.clone(),
+        registry_changes: registry_changes.clone(),
     };
     let mut deltas = Vec::new();
     for h in &helpers {

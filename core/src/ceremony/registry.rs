@@ -244,3 +244,39 @@ impl RegistryChange {
         Ok(())
     }
 }
+
+/// Checks that `changes` are the whole chain of registry changes of `group`
+/// from `base` (the config's registry, sequence 0): sequences 1, 2, … in
+/// order, each naming the registry before it and approved by that registry's
+/// quorum, as of when its operators dated it. Returns the last sequence and
+/// the registry in force after it (`base` and 0 for an empty chain).
+///
+/// What a node that does not hold the group yet (a repair's replacement), or
+/// a coordinator reading a member's chain, takes the group's registry from.
+pub fn verify_chain(
+    base: &OperatorRegistry,
+    group: &crate::GroupName,
+    changes: &[super::SignedSpec],
+) -> Result<(u64, OperatorRegistry), CoreError> {
+    let mut current = base.clone();
+    for (i, signed) in changes.iter().enumerate() {
+        let spec = &signed.spec;
+        let change = spec
+            .registry
+            .as_ref()
+            .filter(|_| spec.operation == Operation::ChangeRegistry && &spec.group == group)
+            .ok_or_else(|| {
+                CoreError::refused(format!(
+                    "registry chain: change {} is not a registry change of {group}",
+                    i + 1
+                ))
+            })?;
+        change
+            .follows(i as u64, &current.hash())
+            .map_err(|e| CoreError::refused(format!("registry chain, change {}: {e}", i + 1)))?;
+        super::verify_quorum(signed, &current, spec.created_at, 0)
+            .map_err(|e| CoreError::refused(format!("registry chain, change {}: {e}", i + 1)))?;
+        current = change.validate()?;
+    }
+    Ok((changes.len() as u64, current))
+}

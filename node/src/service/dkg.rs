@@ -280,7 +280,7 @@ pub(super) async fn finish(
         serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str(), "group_public_key": hex::encode(&record.group_public_key)}),
     )?;
     node.store
-        .insert_group_at(&record, &quorum::next_epoch(&authorized, FIRST_EPOCH))
+        .insert_group_at(&record, &quorum::next_epoch(&authorized, FIRST_EPOCH), None)
         .await?;
     info!(node = %node.id, group = %spec.group, group_key = %hex::encode(&record.group_public_key), "DKG complete; key share sealed; group pending activation");
     Ok(out.report.into())

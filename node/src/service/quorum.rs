@@ -7,7 +7,8 @@
 //! nothing here.
 
 use permafrost_core::ceremony::{
-    verify_quorum, AuthorizedCeremony, HeldGroup, OperatorRegistry, QuorumApproved, SpecDigest,
+    verify_chain, verify_quorum, AuthorizedCeremony, HeldGroup, OperatorRegistry, QuorumApproved,
+    SignedSpec, SpecDigest,
 };
 use permafrost_core::{unix_now, CoreError, GroupName};
 use permafrost_proto as pb;
@@ -15,7 +16,7 @@ use permafrost_proto::convert::ceremony::required_authorization;
 
 use super::{audit, refuse, FromWire};
 use crate::metrics::Check;
-use crate::store::{GroupEpoch, GroupRecord, FIRST_EPOCH};
+use crate::store::{GroupEpoch, GroupRecord, GroupRegistry, FIRST_EPOCH};
 use crate::{NodeError, SignerNode};
 
 /// The operator registry in force for `group` here, and its sequence: the
@@ -72,6 +73,51 @@ pub(super) fn approved(
         node.settings.max_clock_skew_secs,
     )
     .map_err(|e| refuse(node, step, Check::Ceremony, e))
+}
+
+/// For a node that does not hold `group` yet (a repair's replacement): the
+/// spec checked under the registry the relayed chain of the group's registry
+/// changes ends in, the chain checked link by link from this node's config
+/// registry. Returns the approved spec and the registry record to store with
+/// the group.
+pub(super) fn approved_by_chain(
+    node: &SignerNode,
+    step: &'static str,
+    group: &GroupName,
+    wire: Option<&pb::SignedLifecycleSpec>,
+    chain: &[pb::SignedLifecycleSpec],
+) -> Result<(QuorumApproved, GroupRegistry), NodeError> {
+    let base = registry_or_refuse(node, step, group)?;
+    let changes: Vec<SignedSpec> = chain
+        .iter()
+        .map(SignedSpec::try_from)
+        .collect::<Result<_, _>>()
+        .wire()?;
+    let (seq, registry) =
+        verify_chain(&base, group, &changes).map_err(|e| refuse(node, step, Check::Ceremony, e))?;
+    let signed = required_authorization(wire).wire()?;
+    let approved = verify_quorum(
+        &signed,
+        &registry,
+        unix_now(),
+        node.settings.max_clock_skew_secs,
+    )
+    .map_err(|e| refuse(node, step, Check::Ceremony, e))?;
+    let config = changes
+        .last()
+        .and_then(|c| c.spec.registry.as_ref())
+        .map(|c| c.registry.clone())
+        .ok_or_else(|| NodeError::Bug("an empty registry chain".into()))?;
+    Ok((
+        approved,
+        GroupRegistry {
+            v: permafrost_store::RECORD_VERSION,
+            seq,
+            registry: config,
+            changes,
+            at: unix_now(),
+        },
+    ))
 }
 
 /// [`approved`] for the commit of a refresh this node already took part in

@@ -30,7 +30,7 @@ use tracing::info;
 
 use super::{audit, invalid, missing, quorum, refuse, FromWire};
 use crate::metrics::Check;
-use crate::store::{GroupRecord, PreparedRepair};
+use crate::store::{GroupRecord, GroupRegistry, PreparedRepair};
 use crate::{NodeError, SignerNode};
 
 /// The acknowledgements a step carries, read from the wire.
@@ -202,6 +202,36 @@ fn repair_context(
     Ok((spec, approved))
 }
 
+/// [`repair_context`] for the replacement, which does not hold the group:
+/// when the group's registry was changed, the spec is checked under the end
+/// of the relayed chain of changes, which the replacement stores with its
+/// share.
+fn replacement_context(
+    node: &SignerNode,
+    step: &'static str,
+    req: &pb::RepairRequest,
+) -> Result<(RepairSpec, QuorumApproved, Option<GroupRegistry>), NodeError> {
+    if req.registry_changes.is_empty() {
+        let (spec, approved) = repair_context(node, step, req)?;
+        return Ok((spec, approved, None));
+    }
+    node.vault.ensure_unsealed()?;
+    let spec: RepairSpec = req
+        .spec
+        .as_ref()
+        .ok_or_else(|| missing("spec"))?
+        .try_into()
+        .wire()?;
+    let (approved, registry) = quorum::approved_by_chain(
+        node,
+        step,
+        &spec.group,
+        req.authorization.as_ref(),
+        &req.registry_changes,
+    )?;
+    Ok((spec, approved, Some(registry)))
+}
+
 /// A member's authorization for `spec`: at the epoch it holds (the step may
 /// start), or already applied by this very spec (a later step, or a retry).
 fn as_member(
@@ -361,7 +391,7 @@ pub(super) async fn receive(
     node: &SignerNode,
     req: pb::RepairRequest,
 ) -> Result<pb::DkgKeyReport, NodeError> {
-    let (spec, approved) = repair_context(node, "repair-receive", &req)?;
+    let (spec, approved, registry) = replacement_context(node, "repair-receive", &req)?;
     if node.store.group(&spec.group)?.is_some() {
         return Err(NodeError::AlreadyExists(format!(
             "key group {} already exists on {}",
@@ -458,7 +488,9 @@ pub(super) async fn receive(
         serde_json::json!({"repair": spec.repair_id, "group": spec.group.as_str(), "replaces": spec.lost.as_str()}),
     )?;
     let epoch = quorum::next_epoch(&authorized, approved_spec.epoch + 1);
-    node.store.insert_group_at(&record, &epoch).await?;
+    node.store
+        .insert_group_at(&record, &epoch, registry.as_ref())
+        .await?;
     info!(node = %node.id, group = %spec.group, replaces = %spec.lost, "repaired share sealed");
     Ok(pb::DkgKeyReport {
         sender: node.id.to_string(),
