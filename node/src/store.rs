@@ -215,6 +215,9 @@ const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
 mod ledger;
 pub use ledger::LedgerRange;
 use ledger::{append_ledger, LEDGER, LEDGER_AT, LEDGER_HEAD, LEDGER_SEQ};
+mod refresh_marks;
+pub use refresh_marks::RefreshMark;
+use refresh_marks::REFRESH_MARKS;
 
 const TABLES: &[&str] = &[
     META.name(),
@@ -228,6 +231,7 @@ const TABLES: &[&str] = &[
     LEDGER_SEQ.name(),
     LEDGER_AT.name(),
     LEDGER_HEAD.name(),
+    REFRESH_MARKS.name(),
 ];
 
 /// Width of one velocity bucket. Sums include the whole bucket holding the
