@@ -32,6 +32,10 @@ use tracing::{info, warn};
 use crate::store::GroupRecord;
 use crate::Coordinator;
 
+mod abort;
+pub(crate) use abort::abort_after_failure;
+pub use abort::{abort_refresh, Aborted};
+
 /// What a recovery did.
 #[derive(Debug)]
 pub struct Recovered {

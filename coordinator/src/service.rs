@@ -615,6 +615,17 @@ impl Ceremony for CeremonyService {
         }))
     }
 
+    async fn abort_refresh(
+        &self,
+        request: Request<pb::AbortRefreshRequest>,
+    ) -> Result<Response<pb::AbortRefreshResponse>, Status> {
+        let req = request.into_inner();
+        let name = permafrost_proto::convert::group_name("name", &req.name)?;
+        let ceremony = Some(req.ceremony_id.as_str()).filter(|c| !c.is_empty());
+        let aborted = crate::recovery::abort_refresh(&self.coord, &name, ceremony).await?;
+        Ok(Response::new(aborted.into()))
+    }
+
     async fn list_exclusions(
         &self,
         _request: Request<pb::ListExclusionsRequest>,

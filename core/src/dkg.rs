@@ -29,7 +29,9 @@ use crate::identity::{seal_to, verify_ed25519, NodeIdentity};
 use crate::manifest::Directory;
 use crate::{CoreError, NodeId};
 
+mod abandon;
 mod spec;
+pub use abandon::{abandon_message, participants_of, AbandonPromise, ABANDON_DOMAIN};
 pub use spec::CeremonySpec;
 
 /// FROST identifier for a 0-based member index.

@@ -179,6 +179,13 @@ pub fn describe_node_status(s: &pb::NodeStatus) -> String {
                 hex::encode(&g.registry_hash)
             }
         ));
+        if !g.pending_refresh.is_empty() {
+            out.push_str(&format!(
+                "refresh pending:  {} (its new share is held beside the one in use; \
+                 keygroup recover finishes it, keygroup abort-refresh drops it)\n",
+                g.pending_refresh
+            ));
+        }
     }
     out.push_str(&format!(
         "check its log:    permafrostctl audit verify <audit.log> --head {}:{}\n",

@@ -196,6 +196,11 @@ pub struct SignerNode {
     /// What this node verified of each member's velocity ledger (memory only).
     pub(crate) ledgers: Mutex<permafrost_core::velocity::LedgerCache>,
     pub(crate) ceremonies: CeremonyTable<service::CeremonyInFlight>,
+    /// Held by every step that decides a refresh's fate here (K7): the
+    /// report and pending share of `DkgFinish`, `AbandonRefresh`'s promise,
+    /// `DropPendingRefresh` and `CommitRefresh`. So this node can never both
+    /// report a refresh and promise it never will.
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
     /// Operators and the quorum each lifecycle operation needs; without it
     /// the node refuses every ceremony.
     pub(crate) registry: Option<permafrost_core::ceremony::OperatorRegistry>,

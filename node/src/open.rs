@@ -360,6 +360,7 @@ impl SignerNode {
             )),
             ledgers: Mutex::default(),
             ceremonies: CeremonyTable::default(),
+            refresh_lock: Default::default(),
             registry,
             unseal_throttle: Default::default(),
             tls,

@@ -212,6 +212,9 @@ const SEEN: Table<U64> = Table::new("seen_digest", "first-seen clock");
 /// Velocity totals per (group, asset, minute): a 24 h sum reads at most 1,441 keys.
 const VELOCITY: Table<U128> = Table::new("velocity", "velocity bucket");
 const REVOKED: Table<U64> = Table::new("revoked", "revoked node");
+mod refresh_marks;
+pub use refresh_marks::RefreshMark;
+use refresh_marks::REFRESH_MARKS;
 mod ledger;
 pub use ledger::LedgerRange;
 use ledger::{append_ledger, LEDGER, LEDGER_AT, LEDGER_HEAD, LEDGER_SEQ};
@@ -227,6 +230,7 @@ const TABLES: &[&str] = &[
     VELOCITY.name(),
     REVOKED.name(),
     EPOCHS.name(),
+    REFRESH_MARKS.name(),
     LEDGER.name(),
     LEDGER_SEQ.name(),
     LEDGER_AT.name(),

@@ -295,6 +295,31 @@ impl From<dkg::GroupKeyReport> for DkgKeyReport {
     }
 }
 
+impl TryFrom<&RefreshAbandonPromise> for dkg::AbandonPromise {
+    type Error = Status;
+    fn try_from(m: &RefreshAbandonPromise) -> Result<Self, Status> {
+        Ok(dkg::AbandonPromise {
+            group: group_name("promise.key_group", &m.key_group)?,
+            epoch: m.epoch,
+            ceremony_id: m.ceremony_id.clone(),
+            member: node_id("promise.member", &m.member)?,
+            signature: m.signature.clone(),
+        })
+    }
+}
+
+impl From<dkg::AbandonPromise> for RefreshAbandonPromise {
+    fn from(m: dkg::AbandonPromise) -> Self {
+        RefreshAbandonPromise {
+            key_group: m.group.to_string(),
+            epoch: m.epoch,
+            ceremony_id: m.ceremony_id,
+            member: m.member.to_string(),
+            signature: m.signature,
+        }
+    }
+}
+
 /// Maps a core error to a status a client can act on (STYLE §6).
 pub fn status_from_core(e: &CoreError) -> Status {
     match e {

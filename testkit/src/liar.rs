@@ -11,14 +11,18 @@ use crate::Running;
 
 pub use permafrost_simulations::chaos::liar::Lie;
 
-/// Serves a liar for `upstream` on `listener` with the node's identity `tls`.
+/// Serves a liar for `upstream` on `listener` with the node's identity `tls`
+/// (a DKG lie alters `tamper_sender`'s messages).
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     tls: TlsMaterial,
     upstream: SignerNodeClient<Channel>,
     lie: Lie,
+    tamper_sender: Option<String>,
 ) -> Running {
+    let mut options = LiarOptions::new(lie);
+    options.tamper_sender = tamper_sender;
     Running::spawn(None, |shutdown| async move {
-        liar::serve(listener, &tls, upstream, LiarOptions::new(lie), shutdown).await
+        liar::serve(listener, &tls, upstream, options, shutdown).await
     })
 }

@@ -110,6 +110,8 @@ pub struct ClusterOptions {
     pub regions: Vec<String>,
     /// Nodes (by index) that lie to the coordinator, and how.
     pub liars: Vec<(usize, Lie)>,
+    /// Whose DKG message a liar with a DKG lie alters (a node id).
+    pub tamper_sender: Option<String>,
     /// Coordinator round deadline.
     pub round_timeout_ms: Option<u64>,
     /// Policy (TOML) for every node and the coordinator; default [`default_policy`].
@@ -280,7 +282,8 @@ impl TestCluster {
             let upstream = cluster.node_client(i, Role::Coordinator, "liar-upstream");
             let id = cluster.nodes[i].id.clone();
             let tls = cluster.credential(Role::Node, id.as_str());
-            cluster.nodes[i].liar = Some(liar::serve(listener, tls, upstream, lie));
+            let tamper = opts.tamper_sender.clone();
+            cluster.nodes[i].liar = Some(liar::serve(listener, tls, upstream, lie, tamper));
         }
         cluster.coordinator = Some(start_coordinator(
             &cluster.coordinator_config,

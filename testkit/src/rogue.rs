@@ -169,6 +169,22 @@ pub async fn dkg_rounds(
     spec: &pb::CeremonySpec,
     authorization: &pb::SignedLifecycleSpec,
 ) -> Result<Vec<pb::DkgKeyReport>, tonic::Status> {
+    let shares = dkg_until_finish(clients, spec, authorization).await?;
+    let mut reports = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        reports.push(dkg_finish(c, &spec.ceremony_id, i, &shares).await?);
+    }
+    Ok(reports)
+}
+
+/// Rounds 1 and 2 of a ceremony on every client, relayed faithfully; returns
+/// every encrypted round-2 share, for [`dkg_finish`] on whichever members a
+/// test lets finish.
+pub async fn dkg_until_finish(
+    clients: &mut [SignerNodeClient<Channel>],
+    spec: &pb::CeremonySpec,
+    authorization: &pb::SignedLifecycleSpec,
+) -> Result<Vec<pb::DkgSealedShare>, tonic::Status> {
     let mut round1 = Vec::new();
     for c in clients.iter_mut() {
         round1.push(
@@ -203,21 +219,27 @@ pub async fn dkg_rounds(
             .shares,
         );
     }
-    let mut reports = Vec::new();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let me = format!("n{}", i + 1);
-        reports.push(
-            c.dkg_finish(pb::DkgFinishRequest {
-                ceremony_id: spec.ceremony_id.clone(),
-                shares: shares
-                    .iter()
-                    .filter(|s| s.recipient == me)
-                    .cloned()
-                    .collect(),
-            })
-            .await?
-            .into_inner(),
-        );
-    }
-    Ok(reports)
+    Ok(shares)
+}
+
+/// Round 3 (`DkgFinish`) of ceremony `ceremony_id` on member `i` (`n{i+1}`),
+/// with the round-2 shares addressed to it.
+pub async fn dkg_finish(
+    client: &mut SignerNodeClient<Channel>,
+    ceremony_id: &str,
+    i: usize,
+    shares: &[pb::DkgSealedShare],
+) -> Result<pb::DkgKeyReport, tonic::Status> {
+    let me = format!("n{}", i + 1);
+    Ok(client
+        .dkg_finish(pb::DkgFinishRequest {
+            ceremony_id: ceremony_id.to_string(),
+            shares: shares
+                .iter()
+                .filter(|s| s.recipient == me)
+                .cloned()
+                .collect(),
+        })
+        .await?
+        .into_inner())
 }

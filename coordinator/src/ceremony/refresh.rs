@@ -141,7 +141,16 @@ async fn run_refresh(
     let wire_auth = pb::SignedLifecycleSpec::from(signed);
     let spec: CeremonySpec = (&wire_spec).try_into()?;
     info!(ceremony = %spec.ceremony_id, group = %spec.group, approved = %signed.spec.digest(), removed = ?spec.removed, "refresh started");
-    let reports = run_rounds(coord, &spec, &wire_spec, &wire_auth).await?;
+    let reports = match run_rounds(coord, &spec, &wire_spec, &wire_auth).await {
+        Ok(reports) => reports,
+        Err(e) => {
+            // K7: without every report no certificate exists; leave no
+            // member holding a share of this refresh (best effort).
+            let note =
+                crate::recovery::abort_after_failure(coord, &group_name, &spec.ceremony_id).await;
+            return Err(Status::new(e.code(), format!("{}{note}", e.message())));
+        }
+    };
     let pkp = dkg::check_reports(&spec, &coord.directory, &reports)
         .map_err(|e| Status::aborted(e.to_string()))?;
     let key = pkp

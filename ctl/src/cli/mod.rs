@@ -309,6 +309,22 @@ pub enum KeygroupCommand {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
+    /// Abort a refresh that can never commit (K7): a member that has not
+    /// reported it promises never to, and every member holding its new share
+    /// drops it; the current shares stay in use. Refused when every member
+    /// reported (then `recover` finishes it). Needs no spec: it changes no
+    /// current share and no membership.
+    AbortRefresh {
+        /// Group name, e.g. warm-1.
+        #[arg(long)]
+        name: GroupName,
+        /// Which refresh, when members hold more than one pending (its ceremony id).
+        #[arg(long)]
+        ceremony: Option<String>,
+        /// How to reach the coordinator.
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
     /// Proactive refresh under an approved refresh spec: new shares for every member, same group key and threshold.
     Refresh {
         /// The approved refresh spec.

@@ -122,6 +122,24 @@ pub async fn remove_member(
     checked_group_key(group)
 }
 
+/// `Ceremony.AbortRefresh` (K7): aborts a refresh that can never commit
+/// (`ceremony`: which one, when members hold more than one pending).
+pub async fn abort_refresh(
+    conn: &Connection,
+    name: &permafrost_core::GroupName,
+    ceremony: Option<&str>,
+) -> Result<pb::AbortRefreshResponse, CtlError> {
+    Ok(conn
+        .ceremony()?
+        .abort_refresh(pb::AbortRefreshRequest {
+            name: name.to_string(),
+            ceremony_id: ceremony.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(conn.failed("Ceremony.AbortRefresh"))?
+        .into_inner())
+}
+
 /// `Ceremony.RecoverKeyGroup` (K7): finishes a refresh some members missed,
 /// from a committed member's stored certificate.
 pub async fn recover_key_group(

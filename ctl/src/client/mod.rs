@@ -23,8 +23,9 @@ pub mod node_admin;
 pub mod signatures;
 
 pub use self::ceremony::{
-    clear_exclusion, cluster_status, create_key_group, find_key_group, list_exclusions,
-    list_key_groups, recover_key_group, refresh_key_group, repair_key_group, submit, Submitted,
+    abort_refresh, clear_exclusion, cluster_status, create_key_group, find_key_group,
+    list_exclusions, list_key_groups, recover_key_group, refresh_key_group, repair_key_group,
+    submit, Submitted,
 };
 pub use self::cluster_file::{
     ClusterFile, CoordinatorRef, CustodyCredentials, KeyGroupSummary, NodeRef, OperatorCredentials,

@@ -126,6 +126,37 @@ pub async fn run(cmd: KeygroupCommand) -> Result<(), CtlError> {
                 });
             }
         }
+        KeygroupCommand::AbortRefresh {
+            name,
+            ceremony,
+            conn,
+        } => {
+            let conn = conn.resolve(ClientRole::Operator)?;
+            let answer = client::abort_refresh(&conn, &name, ceremony.as_deref()).await?;
+            if answer.ceremony_id.is_empty() {
+                say!("nothing to abort: no member holds a refresh of {name} pending");
+                return Ok(());
+            }
+            say!(
+                "refresh {} of {name} aborted: {} promised never to report it",
+                answer.ceremony_id,
+                answer.promised_by.join(", ")
+            );
+            if !answer.dropped.is_empty() {
+                say!("pending share dropped on: {}", answer.dropped.join(", "));
+            }
+            if !answer.not_dropped.is_empty() {
+                return Err(CtlError::Unavailable {
+                    call: "Ceremony.AbortRefresh",
+                    endpoint: conn.endpoint.clone(),
+                    code: tonic::Code::Unavailable,
+                    message: format!(
+                        "still holding its pending share: {}; run abort-refresh again when they answer",
+                        answer.not_dropped.join("; ")
+                    ),
+                });
+            }
+        }
         KeygroupCommand::Repair {
             spec,
             group,

@@ -242,11 +242,20 @@ pub(super) async fn finish(
         ));
     };
     let spec = state.spec().clone();
+    // K7: a refresh's report is made and its pending share stored under the
+    // lock an abandon promise is taken under, so the two never interleave.
+    let fate = if spec.refresh {
+        let fate = node.refresh_lock.lock().await;
+        super::abandon::refuse_if_abandoned(node, "dkg-finish", &spec.group, &spec.ceremony_id)?;
+        Some(fate)
+    } else {
+        None
+    };
     let out = state
         .receive_round2(&shares, &node.directory, &node.identity)
         .map_err(|e| refuse(node, "dkg-finish", Check::Ceremony, e))?;
-    if spec.refresh {
-        return refresh::hold_new_share(node, &spec, out).await;
+    if let Some(fate) = fate {
+        return refresh::hold_new_share(node, &spec, out, fate).await;
     }
     let (scheme, network) = node.scheme_of(&spec.group);
     let record = GroupRecord {

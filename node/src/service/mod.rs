@@ -8,12 +8,14 @@
 //! - `quorum`: the operator-quorum spec every ceremony step verifies first (X5–X7);
 //! - `dkg`: creating a group by distributed key generation, and activating it;
 //! - `refresh`: proactive refresh of a group's shares (same group key);
+//! - `abandon`: aborting an unfinished refresh on a participant's promise (K7);
 //! - `repair`: rebuilding a lost member's share on a replacement node;
 //! - `registry`: changing a group's operator registry under its quorum;
 //! - `retire`: retiring a group for good (its share destroyed);
 //! - `sign`: the two signing rounds (RFC 9591 §5.1 and §5.2) and `Announce`;
 //! - `velocity`: the group-wide velocity write (`Reserve`) and read (`Attest`).
 
+mod abandon;
 mod dkg;
 mod quorum;
 mod refresh;
@@ -337,6 +339,24 @@ impl SignerNodeApi for NodeService {
             &self.node,
             request.get_ref(),
         )?))
+    }
+
+    async fn abandon_refresh(
+        &self,
+        request: Request<pb::AbandonRefreshRequest>,
+    ) -> Result<Response<pb::RefreshAbandonPromise>, Status> {
+        Ok(Response::new(
+            abandon::abandon(&self.node, request.get_ref()).await?,
+        ))
+    }
+
+    async fn drop_pending_refresh(
+        &self,
+        request: Request<pb::DropPendingRefreshRequest>,
+    ) -> Result<Response<pb::DropPendingRefreshResponse>, Status> {
+        Ok(Response::new(
+            abandon::drop_pending(&self.node, request.get_ref()).await?,
+        ))
     }
 
     async fn retire_group(

@@ -25,6 +25,8 @@ pub(super) fn old_shares(
     record: &GroupRecord,
     authorized: &AuthorizedCeremony,
 ) -> Result<OldShares, NodeError> {
+    // K7: a refresh this node abandoned never starts again here.
+    super::abandon::refuse_if_abandoned(node, "dkg-start", &spec.group, &spec.ceremony_id)?;
     // K6: a refresh keeps members, order, tier and threshold.
     if record.members != spec.members
         || record.threshold != spec.threshold
@@ -73,11 +75,14 @@ fn removed_as_approved(
 }
 
 /// The end of a refresh's part 3: the new share is sealed beside the old one,
-/// which stays in use until every member confirms ([`commit`]).
+/// which stays in use until every member confirms ([`commit`]). The caller
+/// holds `_fate`, [`SignerNode::refresh_lock`], from before the report was
+/// made until it leaves (K7).
 pub(super) async fn hold_new_share(
     node: &SignerNode,
     spec: &CeremonySpec,
     out: DkgOutput,
+    _fate: tokio::sync::MutexGuard<'_, ()>,
 ) -> Result<pb::DkgKeyReport, NodeError> {
     let mut record = node.group_record(&spec.group)?;
     let next_epoch = quorum::epoch_of(node, &record)? + 1;
@@ -96,7 +101,11 @@ pub(super) async fn hold_new_share(
         "refresh_share_received",
         serde_json::json!({"ceremony": spec.ceremony_id, "group": spec.group.as_str()}),
     )?;
-    node.store.put_group(&record).await?;
+    // K7: the pending share and the mark that this node reported the
+    // refresh are one store step, under the lock an abandon promise takes.
+    node.store
+        .hold_pending_refresh(&record, &spec.ceremony_id, next_epoch - 1)
+        .await?;
     if let Some(superseded) = superseded {
         // An earlier refresh of this epoch that never committed: its share is never used.
         shred(
@@ -133,12 +142,14 @@ pub(super) async fn commit(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
+    let _fate = node.refresh_lock.lock().await;
     let mut record = node.group_record(&spec.group)?;
     // F3/K7: the same commit again (a retry, or another coordinator re-driving
     // a certificate) is answered as done, not refused.
     if already_committed(&record, &spec.ceremony_id) {
         return Ok(pb::CommitRefreshResponse {});
     }
+    super::abandon::refuse_if_abandoned(node, "commit-refresh", &spec.group, &spec.ceremony_id)?;
     let pending_accepted = record
         .pending_refresh
         .as_ref()
@@ -253,7 +264,7 @@ pub(super) fn shred(
 
 /// Whether this node already committed the refresh `ceremony_id` (its stored
 /// certificate names it).
-fn already_committed(record: &GroupRecord, ceremony_id: &str) -> bool {
+pub(super) fn already_committed(record: &GroupRecord, ceremony_id: &str) -> bool {
     record
         .refresh_certificate
         .as_deref()

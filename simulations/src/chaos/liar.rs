@@ -29,7 +29,6 @@ use clap::{Parser, ValueEnum};
 use frost_secp256k1::keys::SigningShare;
 use frost_secp256k1::round1::SigningCommitments;
 use frost_secp256k1::{Identifier, SigningPackage};
-use permafrost_core::Role;
 use permafrost_proto::signer_node_client::SignerNodeClient;
 use permafrost_proto::signer_node_server::{SignerNode, SignerNodeServer};
 use permafrost_proto::tls::TlsMaterial;
@@ -467,6 +466,20 @@ impl SignerNode for Liar {
         self.upstream().get_commit_certificate(r.into_inner()).await
     }
 
+    async fn abandon_refresh(
+        &self,
+        r: Request<pb::AbandonRefreshRequest>,
+    ) -> Result<Response<pb::RefreshAbandonPromise>, Status> {
+        self.upstream().abandon_refresh(r.into_inner()).await
+    }
+
+    async fn drop_pending_refresh(
+        &self,
+        r: Request<pb::DropPendingRefreshRequest>,
+    ) -> Result<Response<pb::DropPendingRefreshResponse>, Status> {
+        self.upstream().drop_pending_refresh(r.into_inner()).await
+    }
+
     async fn retire_group(
         &self,
         r: Request<pb::RetireGroupRequest>,
@@ -741,59 +754,8 @@ pub async fn serve(
     .await
 }
 
-/// Runs the `permafrost-liar` process until stdin closes (the harness went
-/// away): `resume` lines on stdin, events as JSON lines on stdout.
-pub async fn run(args: LiarArgs) -> Result<(), String> {
-    let options = LiarOptions {
-        lie: args.lie,
-        tamper_sender: args.tamper_sender,
-        pause: args.pause,
-        resume: Arc::new(Notify::new()),
-        seed: args.seed,
-        sign_delay: Duration::from_millis(args.sign_delay_ms),
-        events: EventSink::json_lines_to_stdout(),
-    };
-    options.validate()?;
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let ca = read(&args.ca)?;
-    let identity = TlsMaterial::from_pem(&ca, &read(&args.cert)?, &read(&args.key)?);
-    let as_coordinator =
-        TlsMaterial::from_pem(&ca, &read(&args.upstream_cert)?, &read(&args.upstream_key)?);
-    let channel = as_coordinator
-        .channel(
-            &args.upstream,
-            &permafrostctl::pki::server_name(Role::Node, &args.node_id),
-            Duration::from_secs(10),
-        )
-        .map_err(|e| e.to_string())?;
-    let upstream = SignerNodeClient::new(channel);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    let (closed_tx, closed_rx) = oneshot::channel::<()>();
-    {
-        // A plain thread: blocking stdin reads must not hold a runtime worker.
-        let resume = options.resume.clone();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lines() {
-                let Ok(line) = line else { break };
-                match line.trim() {
-                    "resume" => resume.notify_one(),
-                    "" => {}
-                    other => eprintln!("permafrost-liar: unknown command {other:?}"),
-                }
-            }
-            let _ = closed_tx.send(());
-        });
-    }
-    serve(listener, &identity, upstream, options, async {
-        let _ = closed_rx.await;
-    })
-    .await
-    .map_err(|e| e.to_string())
-}
+mod process;
+pub use process::run;
 
 #[cfg(test)]
 mod tests;
