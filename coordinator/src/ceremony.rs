@@ -30,8 +30,8 @@ mod registry;
 mod repair;
 
 pub use refresh::{refresh_key_group, remove_member};
-pub(crate) use registry::catch_up_registry;
 pub use registry::change_registry;
+pub(crate) use registry::{catch_up_registry, in_force as registry_in_force, registries_agree};
 pub use repair::repair_key_group;
 
 /// Calls every member taking part in parallel with the round deadline; fails naming the first member that failed.

@@ -285,7 +285,7 @@ fn check_certificate(
 }
 
 /// Every member's answer to `GetCommitCertificate` (`None`: did not answer).
-async fn certificates(
+pub(crate) async fn certificates(
     coord: &Coordinator,
     record: &GroupRecord,
     include_commit: bool,
@@ -373,6 +373,7 @@ fn check_repair_certificate(
             Ok(permafrost_core::repair::PrepareAck {
                 member: permafrost_proto::convert::node_id("acks.member", &a.member)
                     .map_err(|e| e.message().to_string())?,
+                registry: a.registry_hash.clone(),
                 signature: a.signature.clone(),
             })
         })
@@ -384,6 +385,8 @@ fn check_repair_certificate(
         top,
         &record.group_public_key,
         &record.public_key_package,
+        // The members agree on it among themselves; each checks its own.
+        None,
     )
     .map_err(|e| e.to_string())?;
     Ok(spec)

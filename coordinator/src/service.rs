@@ -155,13 +155,14 @@ impl Coordinator {
         let signed = permafrost_proto::convert::ceremony::required_authorization(
             req.authorization.as_ref(),
         )?;
-        let registry = self.registry.as_ref().ok_or_else(|| {
+        // The group's registry when a change-registry ceremony installed one.
+        let registry = crate::ceremony::registry_in_force(self, group)?.ok_or_else(|| {
             Status::failed_precondition(
                 "this coordinator has no [operators] registry in its config; clearing an exclusion needs an operator quorum it can check",
             )
         })?;
         let approved =
-            verify_quorum(&signed, registry, unix_now(), 300).map_err(|e| status_from_core(&e))?;
+            verify_quorum(&signed, &registry, unix_now(), 300).map_err(|e| status_from_core(&e))?;
         let spec = approved.spec();
         let refused = |why: String| Err(Status::permission_denied(format!("refused: {why}")));
         if spec.operation != Operation::ClearExclusion

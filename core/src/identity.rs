@@ -142,8 +142,12 @@ pub fn verify_ed25519(key: &VerifyingKey, msg: &[u8], signature: &[u8]) -> bool 
 
 /// Parses a hex Ed25519 public key, naming `field` on error.
 pub fn parse_ed25519_hex(field: &'static str, value: &str) -> Result<VerifyingKey, CoreError> {
-    let bytes = hex::decode(value.trim())
-        .map_err(|_| CoreError::invalid(field, format!("{value:?} is not hex")))?;
+    let bytes = hex::decode(value.trim()).map_err(|_| {
+        CoreError::invalid(
+            field,
+            format!("{:?} is not hex", crate::error::preview(value)),
+        )
+    })?;
     let arr: [u8; 32] = bytes
         .as_slice()
         .try_into()

@@ -203,11 +203,25 @@ async fn x5_registry_changes_only_by_the_quorum_in_force_and_never_goes_back() {
         })
         .await
         .expect("change back");
+    // The first change again is answered as applied and moves nothing; a
+    // second proposal of the same move (sequence 1, approved by op-1 and op-2,
+    // whom the registry in force counts again) is refused: sequences only grow.
+    let mut again = spec.clone();
+    again.proposal_id = "change-registry-again".into();
+    let again = approved(&again, &[1, 2]);
     for i in 0..3 {
-        let err = change_on_node(&cluster, i, &first)
+        let answer = change_on_node(&cluster, i, &first)
             .await
-            .expect_err("a replayed change");
+            .expect("applied before");
+        assert_eq!(
+            (answer.registry_seq, answer.registry_hash.as_slice()),
+            (2, &config_hash[..])
+        );
+        let err = change_on_node(&cluster, i, &again)
+            .await
+            .expect_err("a replayed move");
         assert!(err.message().contains("registry 2"), "n{}: {err:?}", i + 1);
+        assert_eq!(node_group(&cluster, i).await.registry_hash, config_hash);
     }
 
     // A change that reached two members only (a relay that stopped): any

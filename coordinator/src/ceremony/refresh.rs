@@ -99,7 +99,7 @@ async fn run_refresh(
     let name = signed.spec.group.to_string();
     let _one_at_a_time = coord.ceremony_lock.lock().await;
     let group_name = signed.spec.group.clone();
-    let mut record = coord
+    let record = coord
         .store
         .group(&group_name)
         .map_err(|e| Status::internal(e.to_string()))?
@@ -109,6 +109,7 @@ async fn run_refresh(
             "key group {name} is not active"
         )));
     }
+    let mut record = super::registries_agree(coord, record).await?;
     let mut removed = record.removed.clone();
     if let Some(subject) = removing {
         let active = record.active_members();

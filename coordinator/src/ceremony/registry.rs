@@ -23,7 +23,7 @@ use crate::Coordinator;
 
 /// The registry this coordinator fails fast against for `group`: the one a
 /// change installed, else its config's.
-pub(super) fn in_force(
+pub(crate) fn in_force(
     coord: &Coordinator,
     group: &GroupName,
 ) -> Result<Option<OperatorRegistry>, Status> {
@@ -112,6 +112,36 @@ pub async fn change_registry(
     Ok(record)
 }
 
+/// Before a ceremony that moves the group's epoch (refresh, repair,
+/// removal): the members must hold one operator registry for the group, or a
+/// member behind would be left behind for good (a registry change names the
+/// epoch it is for). Brings members behind along first; refuses, naming
+/// them, when that does not settle it. Returns the record as it is then.
+pub(crate) async fn registries_agree(
+    coord: &Arc<Coordinator>,
+    record: GroupRecord,
+) -> Result<GroupRecord, Status> {
+    let states = crate::recovery::certificates(coord, &record, false).await;
+    let record = catch_up_registry(coord, record, &states).await;
+    let states = crate::recovery::certificates(coord, &record, false).await;
+    let seqs: Vec<(String, u64)> = states
+        .iter()
+        .filter_map(|(id, s)| s.as_ref().map(|s| (id.to_string(), s.registry_seq)))
+        .collect();
+    if seqs.windows(2).any(|w| w[0].1 != w[1].1) {
+        return Err(Status::failed_precondition(format!(
+            "the members of {} hold different operator registries ({}); \
+             finish the registry change first (ceremony submit of it again, or keygroup recover)",
+            record.name,
+            seqs.iter()
+                .map(|(id, s)| format!("{id} #{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(record)
+}
+
 /// Brings every member of `record`'s group that answered (`states`) to the
 /// highest registry sequence any of them holds, by re-sending the changes it
 /// missed in order, and this coordinator's record with them. Best effort:
@@ -131,7 +161,7 @@ pub(crate) async fn catch_up_registry(
     if top == 0 || (top == record.registry_seq && seqs.iter().all(|(_, s)| *s == top)) {
         return record;
     }
-    let Some(changes) = changes_from(coord, &record.name, &seqs, top).await else {
+    let Some((changes, checked)) = changes_from(coord, &record, &seqs, top).await else {
         warn!(group = %record.name, seq = top, "recovery: no member served a registry chain the coordinator could check");
         return record;
     };
@@ -156,13 +186,24 @@ pub(crate) async fn catch_up_registry(
             }
         }
     }
-    if top > record.registry_seq {
-        if let Some(last) = changes.last().and_then(|c| c.spec.registry.clone()) {
-            record.registry_seq = top;
-            record.registry = Some(last.registry);
-            if let Err(e) = coord.store.put_group(&record).await {
-                warn!(group = %record.name, error = %e, "recovery: cannot record the group's registry");
+    // Only a chain checked from this coordinator's own registry moves what
+    // it fails fast against; only the registry fields, on the record as it
+    // is now (a ceremony may have moved it meanwhile).
+    let last = changes.last().and_then(|c| c.spec.registry.clone());
+    if let (true, Some(last)) = (checked && top > record.registry_seq, last) {
+        match coord.store.group(&record.name) {
+            Ok(Some(mut fresh)) if fresh.registry_seq < top => {
+                fresh.registry_seq = top;
+                fresh.registry = Some(last.registry);
+                match coord.store.put_group(&fresh).await {
+                    Ok(()) => record = fresh,
+                    Err(e) => {
+                        warn!(group = %record.name, error = %e, "recovery: cannot record the group's registry")
+                    }
+                }
             }
+            Ok(_) => {}
+            Err(e) => warn!(group = %record.name, error = %e, "recovery: cannot read the group"),
         }
     }
     record
@@ -181,8 +222,9 @@ pub(crate) async fn chain_for(
     }
     let active = record.active_members();
     let seqs: Vec<(&NodeId, u64)> = active.iter().map(|m| (m, record.registry_seq)).collect();
-    changes_from(coord, &record.name, &seqs, record.registry_seq)
+    changes_from(coord, record, &seqs, record.registry_seq)
         .await
+        .map(|(chain, _)| chain)
         .ok_or_else(|| {
             Status::unavailable(format!(
                 "no member of {} served the chain of its {} registry change(s); the replacement needs it",
@@ -193,14 +235,17 @@ pub(crate) async fn chain_for(
 
 /// The chain of registry changes `1..=top` from a member at `top`, checked
 /// link by link from this coordinator's config registry (each change approved
-/// by the quorum of the one before, dated as the operators dated it).
+/// by the quorum of the one before, dated as the operators dated it), and
+/// whether it was: a coordinator without `[operators]` relays a chain of the
+/// right length unchecked (every node checks what it is sent).
 async fn changes_from(
     coord: &Coordinator,
-    group: &GroupName,
+    record: &GroupRecord,
     seqs: &[(&NodeId, u64)],
     top: u64,
-) -> Option<Vec<SignedSpec>> {
-    let base = coord.registry.clone()?;
+) -> Option<(Vec<SignedSpec>, bool)> {
+    let group = &record.name;
+    let base = coord.registry.clone();
     for (id, _) in seqs.iter().filter(|(_, s)| *s == top) {
         let mut client = coord.members.get(id)?.client.clone();
         let call = client.get_commit_certificate(pb::CommitCertificateRequest {
@@ -217,8 +262,14 @@ async fn changes_from(
             .map(SignedSpec::try_from)
             .collect();
         match changes.map_err(|e| e.message().to_string()).and_then(|c| {
-            check_chain(&base, group, &c, top)?;
-            Ok(c)
+            match &base {
+                Some(base) => check_chain(base, group, &record.group_public_key, &c, top)?,
+                None if c.len() as u64 != top => {
+                    return Err(format!("{} changes for sequence {top}", c.len()))
+                }
+                None => {}
+            }
+            Ok((c, base.is_some()))
         }) {
             Ok(c) => return Some(c),
             Err(e) => {
@@ -233,10 +284,11 @@ async fn changes_from(
 fn check_chain(
     base: &OperatorRegistry,
     group: &GroupName,
+    group_key: &[u8],
     changes: &[SignedSpec],
     top: u64,
 ) -> Result<(), String> {
-    match verify_chain(base, group, changes) {
+    match verify_chain(base, group, group_key, changes) {
         Ok((seq, _)) if seq == top => Ok(()),
         Ok((seq, _)) => Err(format!("a chain to sequence {seq}, not {top}")),
         Err(e) => Err(e.to_string()),

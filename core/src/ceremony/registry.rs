@@ -54,21 +54,26 @@ impl RegistryConfig {
         let mut keys = BTreeMap::new();
         let mut seen = BTreeMap::new();
         for (id, hex_key) in &self.keys {
-            let field = format!("operators.keys.{id}");
+            let field = format!("operators.keys.{}", crate::error::preview(id));
             if !valid_operator_id(id) {
                 return Err(config_error(
                     field,
-                    format!("{hex_key:?}"),
+                    format!("{:?}", crate::error::preview(hex_key)),
                     "an operator id is 1..=64 characters of A-Z a-z 0-9 . _ -",
                 ));
             }
-            let key = parse_ed25519_hex("operator key", hex_key)
-                .map_err(|e| config_error(field.clone(), format!("{hex_key:?}"), e))?;
+            let key = parse_ed25519_hex("operator key", hex_key).map_err(|e| {
+                config_error(
+                    field.clone(),
+                    format!("{:?}", crate::error::preview(hex_key)),
+                    e,
+                )
+            })?;
             // One person, one seat: the same key under two ids would count twice.
             if let Some(other) = seen.insert(key.to_bytes(), id.clone()) {
                 return Err(config_error(
                     field,
-                    format!("{hex_key:?}"),
+                    format!("{:?}", crate::error::preview(hex_key)),
                     format!("the same key as operators.keys.{other}"),
                 ));
             }
@@ -215,7 +220,10 @@ impl RegistryChange {
             if key.as_str() != key.trim().to_ascii_lowercase() {
                 return Err(CoreError::invalid(
                     "registry.keys",
-                    format!("{id}'s key must be written in lower-case hex without spaces"),
+                    format!(
+                        "{:?}'s key must be written in lower-case hex without spaces",
+                        crate::error::preview(id)
+                    ),
                 ));
             }
         }
@@ -237,46 +245,80 @@ impl RegistryChange {
         if self.previous.as_slice() != current.as_slice() {
             return Err(CoreError::refused(format!(
                 "the change replaces registry {}…; the one in force here is {}…",
-                &hex::encode(&self.previous)[..16],
-                &hex::encode(current)[..16]
+                hex::encode(self.previous.get(..8).unwrap_or(&self.previous)),
+                hex::encode(&current[..8])
             )));
         }
         Ok(())
     }
 }
 
-/// Checks that `changes` are the whole chain of registry changes of `group`
-/// from `base` (the config's registry, sequence 0): sequences 1, 2, … in
-/// order, each naming the registry before it and approved by that registry's
-/// quorum, as of when its operators dated it. Returns the last sequence and
-/// the registry in force after it (`base` and 0 for an empty chain).
+/// Checks that `changes` are the chain of registry changes of `group` (of
+/// the key `group_key`), sequences 1, 2, … in order, each naming the registry
+/// before it and approved by that registry's quorum as of when its operators
+/// dated it, trusted from where it passes through `base`, this daemon's own
+/// config registry: at the start (a config never edited), or at the registry
+/// some change installed (a config edited to it afterwards), and checked
+/// link by link from there. Returns the last sequence and the registry in
+/// force after it (`base` and 0 for an empty chain).
 ///
 /// What a node that does not hold the group yet (a repair's replacement), or
 /// a coordinator reading a member's chain, takes the group's registry from.
 pub fn verify_chain(
     base: &OperatorRegistry,
     group: &crate::GroupName,
+    group_key: &[u8],
     changes: &[super::SignedSpec],
 ) -> Result<(u64, OperatorRegistry), CoreError> {
-    let mut current = base.clone();
-    for (i, signed) in changes.iter().enumerate() {
-        let spec = &signed.spec;
+    let link = |i: usize| -> Result<(&RegistryChange, OperatorRegistry), CoreError> {
+        let spec = &changes[i].spec;
         let change = spec
             .registry
             .as_ref()
-            .filter(|_| spec.operation == Operation::ChangeRegistry && &spec.group == group)
+            .filter(|_| {
+                spec.operation == Operation::ChangeRegistry
+                    && &spec.group == group
+                    && spec.group_key.as_deref() == Some(group_key)
+            })
             .ok_or_else(|| {
                 CoreError::refused(format!(
-                    "registry chain: change {} is not a registry change of {group}",
+                    "registry chain: change {} is not a registry change of {group} and its key",
                     i + 1
                 ))
             })?;
+        let built = change
+            .validate()
+            .map_err(|e| CoreError::refused(format!("registry chain, change {}: {e}", i + 1)))?;
+        Ok((change, built))
+    };
+    let mut links = Vec::with_capacity(changes.len());
+    for i in 0..changes.len() {
+        links.push(link(i)?);
+    }
+    let anchor = base.hash();
+    // Where the chain passes through this daemon's own registry.
+    let start = match links.iter().rposition(|(_, built)| built.hash() == anchor) {
+        Some(k) => k + 1,
+        None if links.is_empty() => 0,
+        None => links
+            .iter()
+            .position(|(c, _)| c.previous.as_slice() == anchor.as_slice())
+            .ok_or_else(|| {
+                CoreError::refused(format!(
+                    "registry chain of {group}: no change replaces or installs this daemon's \
+                     own registry ({}…), so nothing vouches for it",
+                    &hex::encode(anchor)[..16]
+                ))
+            })?,
+    };
+    let mut current = base.clone();
+    for (i, (change, built)) in links.into_iter().enumerate().skip(start) {
         change
             .follows(i as u64, &current.hash())
             .map_err(|e| CoreError::refused(format!("registry chain, change {}: {e}", i + 1)))?;
-        super::verify_quorum(signed, &current, spec.created_at, 0)
+        super::verify_quorum(&changes[i], &current, changes[i].spec.created_at, 0)
             .map_err(|e| CoreError::refused(format!("registry chain, change {}: {e}", i + 1)))?;
-        current = change.validate()?;
+        current = built;
     }
     Ok((changes.len() as u64, current))
 }

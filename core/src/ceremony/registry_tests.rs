@@ -168,3 +168,61 @@ fn x5_a_change_is_approved_by_the_registry_it_replaces() {
         .expect("valid");
     assert_eq!(built.hash(), next.build().expect("next").hash());
 }
+
+#[test]
+fn x5_a_chain_is_trusted_from_where_it_meets_the_checkers_own_registry() {
+    let r0 = registry(2);
+    let c1 = change_spec(1, r0.hash(), config(&[1, 2, 4], 2));
+    let r1 = config(&[1, 2, 4], 2).build().expect("r1");
+    let mut c2 = change_spec(2, r1.hash(), config(&[1, 4, 5], 2));
+    c2.proposal_id = "change-registry-2".into();
+    let r2 = config(&[1, 4, 5], 2).build().expect("r2");
+    let sign = |spec: &LifecycleSpec, ops: &[u8]| {
+        let mut signed = SignedSpec {
+            spec: spec.clone(),
+            approvals: Vec::new(),
+        };
+        for i in ops {
+            let (id, key) = operator(*i);
+            signed.add_approval(approve(spec, &id, &key));
+        }
+        signed
+    };
+    let chain = [sign(&c1, &[1, 2]), sign(&c2, &[2, 4])];
+    let group = GroupName::new("warm-1").expect("name");
+    let key = vec![2; 33];
+    // From the start (a config never edited), or from the registry change 1
+    // installed (a config edited to it): both end at r2.
+    for base in [&r0, &r1] {
+        let (seq, end) = verify_chain(base, &group, &key, &chain).expect("a good chain");
+        assert_eq!((seq, end.hash()), (2, r2.hash()));
+    }
+    // A config edited to the end: nothing left to check.
+    assert_eq!(
+        verify_chain(&r2, &group, &key, &chain)
+            .expect("at the end")
+            .1
+            .hash(),
+        r2.hash()
+    );
+    // A daemon whose registry the chain never meets trusts none of it.
+    let stranger = config(&[3, 5], 2).build().expect("stranger");
+    let err = verify_chain(&stranger, &group, &key, &chain).expect_err("no anchor");
+    assert!(err.to_string().contains("nothing vouches"), "{err}");
+    // A link approved by the wrong registry's operators, another key, or out of order.
+    let bad = [sign(&c1, &[1, 2]), sign(&c2, &[2, 3])];
+    assert!(
+        verify_chain(&r0, &group, &key, &bad).is_err(),
+        "op-3 left in change 1"
+    );
+    assert!(
+        verify_chain(&r0, &group, &[3; 33], &chain).is_err(),
+        "another key"
+    );
+    let swapped = [chain[1].clone(), chain[0].clone()];
+    assert!(
+        verify_chain(&r0, &group, &key, &swapped).is_err(),
+        "out of order"
+    );
+    assert_eq!(verify_chain(&r0, &group, &key, &[]).expect("empty").0, 0);
+}

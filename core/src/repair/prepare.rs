@@ -28,24 +28,34 @@ use crate::{CoreError, NodeId};
 pub struct PrepareAck {
     /// The member that signed.
     pub member: NodeId,
+    /// Hash of the operator registry in force for the group on that member
+    /// (`OperatorRegistry::hash`): a replacement takes its share only under
+    /// the registry every remaining member holds.
+    pub registry: Vec<u8>,
     /// Ed25519 signature by the member's identity key over [`ack_transcript`].
     pub signature: Vec<u8>,
 }
 
 /// What a member acknowledges: this repair, moving the group to `next_epoch`
 /// with `group_public_key` and the public key package whose bytes are
-/// `public_key_package`.
+/// `public_key_package`, under the operator registry whose hash is `registry`.
 fn ack_transcript(
     spec: &RepairSpec,
     next_epoch: u64,
     group_public_key: &[u8],
     public_key_package: &[u8],
+    registry: &[u8],
 ) -> Vec<u8> {
     let package_hash: [u8; 32] = Sha256::digest(public_key_package).into();
     transcript(
         b"repair-prepare-ack",
         &spec.hash(),
-        &[&next_epoch.to_be_bytes(), group_public_key, &package_hash],
+        &[
+            &next_epoch.to_be_bytes(),
+            group_public_key,
+            &package_hash,
+            registry,
+        ],
     )
 }
 
@@ -70,17 +80,27 @@ pub fn sign_ack(
     next_epoch: u64,
     group_public_key: &[u8],
     public_key_package: &[u8],
+    registry: &[u8],
 ) -> PrepareAck {
-    let t = ack_transcript(spec, next_epoch, group_public_key, public_key_package);
+    let t = ack_transcript(
+        spec,
+        next_epoch,
+        group_public_key,
+        public_key_package,
+        registry,
+    );
     PrepareAck {
         member: member.clone(),
+        registry: registry.to_vec(),
         signature: identity.sign(&t).to_vec(),
     }
 }
 
 /// Checks that `acks` hold a valid acknowledgement from every remaining
 /// member of `spec` of exactly `next_epoch`, `group_public_key` and
-/// `public_key_package`, and nothing from anyone else.
+/// `public_key_package`, and nothing from anyone else, all under one
+/// operator registry: `registry` when the caller knows the hash it must be
+/// (a node: its own), else whichever one they agree on. Returns that hash.
 pub fn check_acks(
     spec: &RepairSpec,
     directory: &Directory,
@@ -88,11 +108,31 @@ pub fn check_acks(
     next_epoch: u64,
     group_public_key: &[u8],
     public_key_package: &[u8],
-) -> Result<(), CoreError> {
+    registry: Option<&[u8]>,
+) -> Result<Vec<u8>, CoreError> {
     let remaining = spec.remaining();
-    let t = ack_transcript(spec, next_epoch, group_public_key, public_key_package);
+    let expected = registry
+        .map(<[u8]>::to_vec)
+        .or_else(|| acks.first().map(|a| a.registry.clone()))
+        .unwrap_or_default();
+    let t = ack_transcript(
+        spec,
+        next_epoch,
+        group_public_key,
+        public_key_package,
+        &expected,
+    );
     let mut seen = BTreeMap::new();
     for ack in acks {
+        if ack.registry != expected {
+            return Err(CoreError::refused(format!(
+                "repair {}: {} acknowledged it under another operator registry ({}…) than {}…",
+                spec.repair_id,
+                ack.member,
+                hex::encode(ack.registry.get(..8).unwrap_or(&ack.registry)),
+                hex::encode(expected.get(..8).unwrap_or(&expected))
+            )));
+        }
         if !remaining.contains(&ack.member) {
             return Err(CoreError::refused(format!(
                 "repair {}: {} is not a remaining member and cannot acknowledge it",
@@ -121,5 +161,5 @@ pub fn check_acks(
             missing.join(", ")
         )));
     }
-    Ok(())
+    Ok(expected)
 }

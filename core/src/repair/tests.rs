@@ -275,17 +275,35 @@ fn x6_prepare_acks_must_come_from_every_remaining_member_for_this_very_move() {
     let s = setup();
     let key = s.public.verifying_key().serialize().expect("key");
     let pkp = s.public.serialize().expect("pkp");
-    let ack = |m: &str| sign_ack(&s.spec, &node(m), &s.ids[&node(m)], 2, &key, &pkp);
+    let ack = |m: &str| sign_ack(&s.spec, &node(m), &s.ids[&node(m)], 2, &key, &pkp, &REG);
     let all = [ack("n2"), ack("n3")];
-    check_acks(&s.spec, &s.dir, &all, 2, &key, &pkp).expect("every remaining member");
+    check_acks(&s.spec, &s.dir, &all, 2, &key, &pkp, Some(&REG)).expect("every remaining member");
     assert_eq!(s.spec.remaining(), vec![node("n2"), node("n3")]);
 
     // One missing: named.
-    let err = check_acks(&s.spec, &s.dir, &all[..1], 2, &key, &pkp).expect_err("n3 missing");
+    let err =
+        check_acks(&s.spec, &s.dir, &all[..1], 2, &key, &pkp, Some(&REG)).expect_err("n3 missing");
     assert!(err.to_string().contains("none from n3"), "{err}");
     // The lost member, or a stranger, cannot stand in.
-    let lost = sign_ack(&s.spec, &node("n1"), &s.ids[&node("n1")], 2, &key, &pkp);
-    assert!(check_acks(&s.spec, &s.dir, &[all[0].clone(), lost], 2, &key, &pkp).is_err());
+    let lost = sign_ack(
+        &s.spec,
+        &node("n1"),
+        &s.ids[&node("n1")],
+        2,
+        &key,
+        &pkp,
+        &REG,
+    );
+    assert!(check_acks(
+        &s.spec,
+        &s.dir,
+        &[all[0].clone(), lost],
+        2,
+        &key,
+        &pkp,
+        Some(&REG)
+    )
+    .is_err());
     // Relabelled, or for another epoch, package or repair: refused.
     let mut relabelled = all[0].clone();
     relabelled.member = node("n3");
@@ -295,15 +313,31 @@ fn x6_prepare_acks_must_come_from_every_remaining_member_for_this_very_move() {
         &[all[0].clone(), relabelled],
         2,
         &key,
-        &pkp
+        &pkp,
+        Some(&REG)
     )
     .is_err());
-    assert!(check_acks(&s.spec, &s.dir, &all, 3, &key, &pkp).is_err());
+    assert!(check_acks(&s.spec, &s.dir, &all, 3, &key, &pkp, Some(&REG)).is_err());
     let mut other_pkp = pkp.clone();
     let last = other_pkp.len() - 1;
     other_pkp[last] ^= 1;
-    assert!(check_acks(&s.spec, &s.dir, &all, 2, &key, &other_pkp).is_err());
+    assert!(check_acks(&s.spec, &s.dir, &all, 2, &key, &other_pkp, Some(&REG)).is_err());
     let mut other = s.spec.clone();
     other.repair_id = "rep-2".into();
-    assert!(check_acks(&other, &s.dir, &all, 2, &key, &pkp).is_err());
+    assert!(check_acks(&other, &s.dir, &all, 2, &key, &pkp, Some(&REG)).is_err());
+    // X5: under another operator registry than the checker's, or with one
+    // member's stated registry relabelled: refused. Without an expected one,
+    // the members must agree.
+    assert!(check_acks(&s.spec, &s.dir, &all, 2, &key, &pkp, Some(&[8; 32])).is_err());
+    let mut relabelled = all.clone();
+    relabelled[1].registry = vec![8; 32];
+    assert!(check_acks(&s.spec, &s.dir, &relabelled, 2, &key, &pkp, Some(&[8; 32])).is_err());
+    assert_eq!(
+        check_acks(&s.spec, &s.dir, &all, 2, &key, &pkp, None).expect("they agree"),
+        REG.to_vec()
+    );
+    assert!(check_acks(&s.spec, &s.dir, &relabelled, 2, &key, &pkp, None).is_err());
 }
+
+/// The operator registry hash the test members acknowledge under.
+const REG: [u8; 32] = [5; 32];

@@ -36,6 +36,14 @@ pub(crate) fn registry_for(
     }
 }
 
+/// The hash of the registry in force for `group` here (empty without one):
+/// what this node's repair acknowledgements name.
+pub(crate) fn registry_hash(node: &SignerNode, group: &GroupName) -> Result<Vec<u8>, NodeError> {
+    Ok(registry_for(node, group)?
+        .map(|(_, r)| r.hash().to_vec())
+        .unwrap_or_default())
+}
+
 /// The registry a spec for `group` is checked against, or a refusal saying
 /// this node takes part in no ceremony.
 fn registry_or_refuse(
@@ -66,9 +74,19 @@ pub(super) fn approved(
 ) -> Result<QuorumApproved, NodeError> {
     let signed = required_authorization(wire).wire()?;
     let registry = registry_or_refuse(node, step, &signed.spec.group)?;
+    approved_under(node, step, &signed, &registry)
+}
+
+/// `signed`'s shape, lifetime and quorum under `registry`, by this node's clock.
+pub(super) fn approved_under(
+    node: &SignerNode,
+    step: &'static str,
+    signed: &SignedSpec,
+    registry: &OperatorRegistry,
+) -> Result<QuorumApproved, NodeError> {
     verify_quorum(
-        &signed,
-        &registry,
+        signed,
+        registry,
         unix_now(),
         node.settings.max_clock_skew_secs,
     )
@@ -93,9 +111,10 @@ pub(super) fn approved_by_chain(
         .map(SignedSpec::try_from)
         .collect::<Result<_, _>>()
         .wire()?;
-    let (seq, registry) =
-        verify_chain(&base, group, &changes).map_err(|e| refuse(node, step, Check::Ceremony, e))?;
     let signed = required_authorization(wire).wire()?;
+    let group_key = signed.spec.group_key.clone().unwrap_or_default();
+    let (seq, registry) = verify_chain(&base, group, &group_key, &changes)
+        .map_err(|e| refuse(node, step, Check::Ceremony, e))?;
     let approved = verify_quorum(
         &signed,
         &registry,

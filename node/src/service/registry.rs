@@ -10,14 +10,13 @@
 //! stored change on the members that missed it. Sequences only grow, so an
 //! old change can never bring back a registry the operators replaced.
 
-use permafrost_core::ceremony::{Operation, RegistryChange, SignedSpec};
-use permafrost_core::{unix_now, CoreError};
+use permafrost_core::ceremony::{Operation, RegistryChange};
+use permafrost_core::CoreError;
 use permafrost_proto as pb;
 use tracing::info;
 
 use super::{audit, quorum, refuse, FromWire};
 use crate::metrics::Check;
-use crate::store::GroupRegistry;
 use crate::{NodeError, SignerNode};
 
 const STEP: &str = "change-registry";
@@ -29,16 +28,48 @@ pub(super) async fn change(
 ) -> Result<pb::ChangeRegistryResponse, NodeError> {
     let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
     let record = node.group_record(&name)?;
+    let relayed =
+        permafrost_proto::convert::ceremony::required_authorization(req.authorization.as_ref())
+            .wire()?;
+    // One read of the group's registry: the quorum, the sequence and the
+    // registry replaced are all checked against it, and the store step
+    // applies the change only if it is still the one in force.
     let stored = node.store.group_registry(&name)?;
-    if let (Some(stored), Some(wire)) = (&stored, &req.authorization) {
-        let relayed = SignedSpec::try_from(wire).wire()?;
-        if stored.changes.last().map(|c| c.spec.digest()) == Some(relayed.spec.digest()) {
+    let last = stored
+        .as_ref()
+        .and_then(|r| r.changes.last().map(|c| c.spec.digest()));
+    if let Some(stored) = &stored {
+        if stored
+            .changes
+            .iter()
+            .any(|c| c.spec.digest() == relayed.spec.digest())
+        {
             // A retry, or another coordinator re-driving it: already done
             // (changes nothing, so it needs no quorum of the new registry).
             return response(stored.seq, &stored.registry);
         }
     }
-    let approved = quorum::approved(node, STEP, req.authorization.as_ref())?;
+    let (seq, current) = match &stored {
+        Some(r) => (
+            r.seq,
+            r.registry.build().map_err(|e| {
+                NodeError::Corrupt(format!("stored operator registry of {name}: {e}"))
+            })?,
+        ),
+        None => match &node.registry {
+            Some(config) => (0, config.clone()),
+            None => return Err(refuse(
+                node,
+                STEP,
+                Check::Ceremony,
+                CoreError::refused(format!(
+                    "{} has no [operators] registry in its config, so it takes part in no ceremony",
+                    node.id
+                )),
+            )),
+        },
+    };
+    let approved = quorum::approved_under(node, STEP, &relayed, &current)?;
     let spec = approved.spec().clone();
     let change: RegistryChange = match (&spec.registry, spec.operation, spec.group == name) {
         (Some(change), Operation::ChangeRegistry, true) => change.clone(),
@@ -55,11 +86,6 @@ pub(super) async fn change(
         }
     };
     let new_registry = change.validate().map_err(NodeError::from)?;
-    let Some((seq, current)) = quorum::registry_for(node, &name)? else {
-        return Err(NodeError::Bug(
-            "a spec passed the quorum check without a registry".into(),
-        ));
-    };
     let held = quorum::held(node, &record)?;
     let authorized = approved
         .at_current_epoch(&node.id, &held)
@@ -68,34 +94,7 @@ pub(super) async fn change(
         .follows(seq, &current.hash())
         .map_err(|e| refuse(node, STEP, Check::Ceremony, e))?;
     quorum::audit_authorized(node, STEP, &authorized)?;
-    let signed = req
-        .authorization
-        .as_ref()
-        .map(SignedSpec::try_from)
-        .transpose()
-        .wire()?
-        .map(|mut s| {
-            // Kept with the approvals that counted, for a re-drive elsewhere.
-            s.approvals
-                .retain(|a| authorized.operators().contains(&a.operator));
-            s
-        })
-        .ok_or_else(|| NodeError::Bug("authorization vanished".into()))?;
-    let mut changes = stored.map(|s| s.changes).unwrap_or_default();
-    changes.push(signed);
-    node.store
-        .change_group_registry(
-            &name,
-            seq,
-            GroupRegistry {
-                v: permafrost_store::RECORD_VERSION,
-                seq: change.seq,
-                registry: change.registry.clone(),
-                changes,
-                at: unix_now(),
-            },
-        )
-        .await?;
+    // The record of the change, before it is made (as every other step).
     audit(
         node,
         "operator_registry_changed",
@@ -108,6 +107,14 @@ pub(super) async fn change(
             "approved_by": authorized.operators(),
         }),
     )?;
+    // Kept with the approvals that counted, for a re-drive elsewhere.
+    let mut signed = relayed;
+    signed
+        .approvals
+        .retain(|a| authorized.operators().contains(&a.operator));
+    node.store
+        .change_group_registry(&name, seq, last, signed, change.registry.clone())
+        .await?;
     info!(node = %node.id, group = %name, seq = change.seq, "operator registry of the group changed");
     response(change.seq, &change.registry)
 }
@@ -154,8 +161,9 @@ pub(super) fn status_of(
     node: &SignerNode,
     name: &permafrost_core::GroupName,
 ) -> Result<(u64, Vec<u8>), NodeError> {
-    Ok(match quorum::registry_for(node, name)? {
-        Some((seq, r)) => (seq, r.hash().to_vec()),
-        None => (0, Vec::new()),
+    // Status must still answer with a record it cannot read: it shows none.
+    Ok(match quorum::registry_for(node, name) {
+        Ok(Some((seq, r))) => (seq, r.hash().to_vec()),
+        Ok(None) | Err(_) => (0, Vec::new()),
     })
 }

@@ -40,6 +40,7 @@ fn acks(req: &pb::RepairRequest) -> Result<Vec<repair::PrepareAck>, NodeError> {
         .map(|a| {
             Ok(repair::PrepareAck {
                 member: permafrost_proto::convert::node_id("acks.member", &a.member).wire()?,
+                registry: a.registry_hash.clone(),
                 signature: a.signature.clone(),
             })
         })
@@ -47,7 +48,10 @@ fn acks(req: &pb::RepairRequest) -> Result<Vec<repair::PrepareAck>, NodeError> {
 }
 
 /// Refuses a step of `spec` unless every remaining member acknowledged its
-/// move to `next_epoch` with `group_public_key` and `public_key_package`.
+/// move to `next_epoch` with `group_public_key` and `public_key_package`,
+/// under the operator registry whose hash is `registry` (the one in force
+/// for the group here; for the replacement, the one it takes the group under).
+#[allow(clippy::too_many_arguments)]
 fn check_certificate(
     node: &SignerNode,
     step: &'static str,
@@ -56,6 +60,7 @@ fn check_certificate(
     next_epoch: u64,
     group_public_key: &[u8],
     public_key_package: &[u8],
+    registry: &[u8],
 ) -> Result<(), NodeError> {
     repair::check_acks(
         spec,
@@ -64,7 +69,9 @@ fn check_certificate(
         next_epoch,
         group_public_key,
         public_key_package,
+        Some(registry),
     )
+    .map(|_| ())
     .map_err(|e| refuse(node, step, Check::Ceremony, e))
 }
 
@@ -158,9 +165,11 @@ pub(super) async fn prepare(
         epoch + 1,
         &record.group_public_key,
         &record.public_key_package,
+        &quorum::registry_hash(node, &spec.group)?,
     );
     Ok(pb::RepairAck {
         member: ack.member.to_string(),
+        registry_hash: ack.registry,
         signature: ack.signature,
     })
 }
@@ -309,6 +318,7 @@ pub(super) async fn deltas(
         authorized.spec().epoch + 1,
         &record.group_public_key,
         &record.public_key_package,
+        &quorum::registry_hash(node, &spec.group)?,
     )?;
     let key_package = node
         .vault
@@ -425,6 +435,16 @@ pub(super) async fn receive(
         .verifying_key()
         .serialize()
         .map_err(|e| invalid("public_key_package", e))?;
+    // ... acknowledged under the registry this node takes the group under.
+    let registry_hash = match &registry {
+        Some(r) => r
+            .registry
+            .build()
+            .map_err(|e| NodeError::Bug(format!("a checked registry chain: {e}")))?
+            .hash()
+            .to_vec(),
+        None => quorum::registry_hash(node, &spec.group)?,
+    };
     check_certificate(
         node,
         "repair-receive",
@@ -433,6 +453,7 @@ pub(super) async fn receive(
         authorized.spec().epoch + 1,
         &pkp_key,
         &req.public_key_package,
+        &registry_hash,
     )?;
     let key_package = repair::replacement_receive(
         &spec,
@@ -530,6 +551,7 @@ pub(super) async fn replace_member(
         epoch + 1,
         &record.group_public_key,
         &record.public_key_package,
+        &quorum::registry_hash(node, &spec.group)?,
     )?;
     quorum::audit_authorized(node, "replace-member", &authorized)?;
     audit(

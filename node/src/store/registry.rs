@@ -3,7 +3,7 @@
 //! the registry of the node's config (sequence 0); a group with one is under
 //! the registry its operators last approved, whatever the config says.
 
-use permafrost_core::ceremony::{RegistryConfig, SignedSpec};
+use permafrost_core::ceremony::{RegistryConfig, SignedSpec, SpecDigest};
 use permafrost_core::GroupName;
 use permafrost_store::{Table, Versioned};
 use serde::{Deserialize, Serialize};
@@ -37,14 +37,19 @@ impl NodeStore {
         Ok(self.store.get(&REGISTRIES, name.as_str())?)
     }
 
-    /// Installs `record` as `name`'s registry, in one store step that first
-    /// checks the group is held and still at registry sequence `from` (two
-    /// changes racing for one sequence cannot both apply).
+    /// Appends the change `signed` (to sequence `seq`, installing `registry`)
+    /// to `name`'s registry record, in one store step that first checks the
+    /// group is held and that its registry is still the one the change was
+    /// checked against: sequence `from`, after the change `after` (none for
+    /// the config's). Two changes racing for one sequence cannot both apply,
+    /// and the stored chain is always the one each link was checked on.
     pub async fn change_group_registry(
         &self,
         name: &GroupName,
         from: u64,
-        record: GroupRegistry,
+        after: Option<SpecDigest>,
+        signed: SignedSpec,
+        registry: RegistryConfig,
     ) -> Result<(), NodeError> {
         let name = name.clone();
         self.store
@@ -54,16 +59,32 @@ impl NodeStore {
                         "key group {name} is not held here"
                     )));
                 }
-                let now_at = w
-                    .get(&REGISTRIES, name.as_str())?
-                    .map(|r| r.seq)
-                    .unwrap_or(0);
-                if now_at != from {
+                let now_at = w.get(&REGISTRIES, name.as_str())?;
+                let (seq, last) = match &now_at {
+                    Some(r) => (r.seq, r.changes.last().map(|c| c.spec.digest())),
+                    None => (0, None),
+                };
+                if seq != from || last != after {
                     return Err(NodeError::Precondition(format!(
-                        "the operator registry of {name} is at sequence {now_at} here, not {from}; \
+                        "the operator registry of {name} is at sequence {seq} here, not {from}; \
                          another change applied first"
                     )));
                 }
+                let mut changes = now_at.map(|r| r.changes).unwrap_or_default();
+                let to = signed
+                    .spec
+                    .registry
+                    .as_ref()
+                    .map(|c| c.seq)
+                    .ok_or_else(|| NodeError::Bug("a registry change without a registry".into()))?;
+                changes.push(signed);
+                let record = GroupRegistry {
+                    v: permafrost_store::RECORD_VERSION,
+                    seq: to,
+                    registry,
+                    changes,
+                    at: permafrost_core::unix_now(),
+                };
                 w.put(&REGISTRIES, name.as_str(), &record)?;
                 Ok(())
             })
