@@ -50,16 +50,7 @@ fn approved_by(spec: &LifecycleSpec, ops: &[&str]) -> SignedSpec {
 }
 
 async fn node_group(cluster: &TestCluster, i: usize) -> pb::NodeKeyGroup {
-    cluster
-        .node_client(i, Role::Coordinator, "test")
-        .get_status(pb::NodeStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .key_groups
-        .into_iter()
-        .find(|g| g.name == GROUP)
-        .expect("group held")
+    cluster.node_key_group(i, GROUP).await.expect("group held")
 }
 
 async fn change_on_node(

@@ -34,16 +34,7 @@ fn data_key_files(cluster: &TestCluster, i: usize) -> BTreeSet<String> {
 }
 
 async fn node_group(cluster: &TestCluster, i: usize) -> pb::NodeKeyGroup {
-    cluster
-        .node_client(i, Role::Coordinator, "test")
-        .get_status(pb::NodeStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .key_groups
-        .into_iter()
-        .find(|g| g.name == GROUP)
-        .expect("group held")
+    cluster.node_key_group(i, GROUP).await.expect("group held")
 }
 
 async fn signs(cluster: &TestCluster, id: &str, key: &[u8]) {

@@ -13,14 +13,8 @@ use tonic::Code;
 /// Members and epoch of `group` as node `i` reports them itself (None: it holds no such group).
 async fn held(cluster: &TestCluster, i: usize, group: &str) -> Option<(Vec<String>, u64)> {
     cluster
-        .node_client(i, Role::Coordinator, "probe")
-        .get_status(pb::NodeStatusRequest {})
+        .node_key_group(i, group)
         .await
-        .expect("status")
-        .into_inner()
-        .key_groups
-        .into_iter()
-        .find(|g| g.name == group)
         .map(|g| (g.members, g.epoch))
 }
 

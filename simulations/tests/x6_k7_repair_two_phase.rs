@@ -12,15 +12,7 @@ use permafrost_testkit::{approved, assert_signature_valid, wire, TestCluster};
 const GROUP: &str = "warm-1";
 
 async fn held(cluster: &TestCluster, i: usize) -> Option<pb::NodeKeyGroup> {
-    cluster
-        .node_client(i, Role::Coordinator, "probe")
-        .get_status(pb::NodeStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .key_groups
-        .into_iter()
-        .find(|g| g.name == GROUP)
+    cluster.node_key_group(i, GROUP).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -321,6 +321,19 @@ impl TestCluster {
         )
     }
 
+    /// Group `group` as node `i` reports it itself in its status (None: it
+    /// holds no such group).
+    pub async fn node_key_group(&self, i: usize, group: &str) -> Option<pb::NodeKeyGroup> {
+        self.node_client(i, Role::Coordinator, "probe")
+            .get_status(pb::NodeStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+            .key_groups
+            .into_iter()
+            .find(|g| g.name == group)
+    }
+
     /// A client straight to node `i` (its real address), authenticated as `role`/`id`.
     pub fn node_client(&self, i: usize, role: Role, id: &str) -> SignerNodeClient<Channel> {
         let tls = self.credential(role, id);

@@ -58,15 +58,17 @@ pub(super) async fn change(
         ),
         None => match &node.registry {
             Some(config) => (0, config.clone()),
-            None => return Err(refuse(
-                node,
-                STEP,
-                Check::Ceremony,
-                CoreError::refused(format!(
+            None => {
+                return Err(refuse(
+                    node,
+                    STEP,
+                    Check::Ceremony,
+                    CoreError::refused(format!(
                     "{} has no [operators] registry in its config, so it takes part in no ceremony",
                     node.id
                 )),
-            )),
+                ))
+            }
         },
     };
     let approved = quorum::approved_under(node, STEP, &relayed, &current)?;

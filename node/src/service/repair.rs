@@ -200,15 +200,19 @@ fn repair_context(
     step: &'static str,
     req: &pb::RepairRequest,
 ) -> Result<(RepairSpec, QuorumApproved), NodeError> {
+    let spec = relayed_spec(node, req)?;
+    let approved = quorum::approved(node, step, req.authorization.as_ref())?;
+    Ok((spec, approved))
+}
+
+/// The relayed repair spec, on an unsealed node.
+fn relayed_spec(node: &SignerNode, req: &pb::RepairRequest) -> Result<RepairSpec, NodeError> {
     node.vault.ensure_unsealed()?;
-    let spec: RepairSpec = req
-        .spec
+    req.spec
         .as_ref()
         .ok_or_else(|| missing("spec"))?
         .try_into()
-        .wire()?;
-    let approved = quorum::approved(node, step, req.authorization.as_ref())?;
-    Ok((spec, approved))
+        .wire()
 }
 
 /// [`repair_context`] for the replacement, which does not hold the group:
@@ -224,13 +228,7 @@ fn replacement_context(
         let (spec, approved) = repair_context(node, step, req)?;
         return Ok((spec, approved, None));
     }
-    node.vault.ensure_unsealed()?;
-    let spec: RepairSpec = req
-        .spec
-        .as_ref()
-        .ok_or_else(|| missing("spec"))?
-        .try_into()
-        .wire()?;
+    let spec = relayed_spec(node, req)?;
     let (approved, registry) = quorum::approved_by_chain(
         node,
         step,
