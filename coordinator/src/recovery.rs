@@ -54,6 +54,28 @@ pub async fn recover_key_group(
     coord: &Arc<Coordinator>,
     name: &GroupName,
 ) -> Result<Recovered, Status> {
+    recover(coord, name, Assemble::No).await
+}
+
+/// Whether a recovery pass may also commit a refresh nobody committed yet,
+/// from every participant's stored part of its certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Assemble {
+    /// Only re-drive what some member committed (the background pass, the
+    /// drivers': a refresh in progress is its own coordinator's to commit).
+    No,
+    /// Also rebuild and commit a refresh every participant reported
+    /// (`RecoverKeyGroup`, on an operator's word that it was left unfinished).
+    Yes,
+}
+
+/// [`recover_key_group`], and with [`Assemble::Yes`] a refresh every
+/// participant reported but nobody committed is committed too.
+pub async fn recover(
+    coord: &Arc<Coordinator>,
+    name: &GroupName,
+    assemble: Assemble,
+) -> Result<Recovered, Status> {
     let record = coord
         .store
         .group(name)
@@ -72,17 +94,33 @@ pub async fn recover_key_group(
         )));
     };
     let lagging = |epoch: u64| epoch < top;
+    let mut top = top;
+    let mut found = None;
     if top <= record.epoch
         && !states
             .iter()
             .any(|(_, s)| s.as_ref().is_some_and(|s| lagging(s.epoch)))
     {
-        let behind = behind(&states, record.epoch);
-        return Ok(Recovered {
-            record,
-            committed: Vec::new(),
-            behind,
-        });
+        // Nobody committed; but if every member reported one refresh, its
+        // certificate can be rebuilt from their parts and committed.
+        let assembled = match assemble {
+            Assemble::Yes => assemble_pending(coord, &record, &states, top).await,
+            Assemble::No => None,
+        };
+        match assembled {
+            Some(assembled) => {
+                found = Some(assembled);
+                top += 1;
+            }
+            None => {
+                let behind = behind(&states, record.epoch);
+                return Ok(Recovered {
+                    record,
+                    committed: Vec::new(),
+                    behind,
+                });
+            }
+        }
     }
     // A member at the top epoch holds the certificate that moved it there.
     let ahead: Vec<NodeId> = states
@@ -90,8 +128,7 @@ pub async fn recover_key_group(
         .filter(|(_, s)| s.as_ref().is_some_and(|s| s.epoch == top))
         .map(|(id, _)| id.clone())
         .collect();
-    let mut found = None;
-    for id in &ahead {
+    for id in ahead.iter().filter(|_| found.is_none()) {
         if let Some(Some(cert)) = certificate_of(coord, id, &record.name, true).await {
             if let Some(repair) = cert.repair {
                 match check_repair_certificate(coord, &record, &repair, top) {
@@ -187,6 +224,50 @@ pub async fn recover_key_group(
         committed,
         behind: still_behind,
     })
+}
+
+/// The commit certificate of the refresh every participant holds pending
+/// (none committed it), rebuilt from each one's stored part: the ceremony
+/// spec, the operators' authorization and its own signed report. `None`
+/// unless every participant answered with its part of one refresh that
+/// checks out for the move from `epoch`.
+async fn assemble_pending(
+    coord: &Coordinator,
+    record: &GroupRecord,
+    states: &[(NodeId, Option<pb::CommitCertificate>)],
+    epoch: u64,
+) -> Option<(pb::CommitRefreshRequest, (CeremonySpec, Vec<u8>))> {
+    let pending = states
+        .iter()
+        .find_map(|(_, s)| s.as_ref().map(|s| s.pending_ceremony_id.clone()))
+        .filter(|id| !id.is_empty())?;
+    let mut assembled: Option<pb::CommitRefreshRequest> = None;
+    for (id, state) in states {
+        let Some(state) = state else { continue };
+        if state.pending_ceremony_id != pending || state.epoch != epoch {
+            continue;
+        }
+        let part = certificate_of(coord, id, &record.name, true)
+            .await
+            .flatten()?
+            .pending?;
+        match &mut assembled {
+            None => assembled = Some(part),
+            Some(a) if a.spec == part.spec && a.authorization == part.authorization => {
+                a.reports.extend(part.reports)
+            }
+            Some(_) => return None,
+        }
+    }
+    let commit = assembled?;
+    // check_reports (inside) refuses unless every participant reported.
+    match check_certificate(coord, record, &commit, epoch + 1) {
+        Ok(checked) => Some((commit, checked)),
+        Err(e) => {
+            tracing::debug!(group = %record.name, error = %e, "pending refresh not yet complete");
+            None
+        }
+    }
 }
 
 /// Notes that a member answered "out of step" for `group`: its epoch is not

@@ -607,7 +607,8 @@ impl Ceremony for CeremonyService {
         request: Request<pb::RecoverKeyGroupRequest>,
     ) -> Result<Response<pb::RecoverKeyGroupResponse>, Status> {
         let name = permafrost_proto::convert::group_name("name", &request.into_inner().name)?;
-        let recovered = crate::recovery::recover_key_group(&self.coord, &name).await?;
+        let recovered =
+            crate::recovery::recover(&self.coord, &name, crate::recovery::Assemble::Yes).await?;
         let list = |ids: &[permafrost_core::NodeId]| ids.iter().map(|i| i.to_string()).collect();
         Ok(Response::new(pb::RecoverKeyGroupResponse {
             group: Some(group_to_wire(&self.coord, &recovered.record)),

@@ -151,6 +151,18 @@ pub struct PendingRefresh {
     pub sealed_key_package: Vec<u8>,
     /// The new public key package.
     pub public_key_package: Vec<u8>,
+    /// What any coordinator needs to rebuild the refresh's commit certificate
+    /// from the members (K7): this node's signed report (an encoded
+    /// `DkgKeyReport`), the ceremony spec (an encoded `CeremonySpec`) and the
+    /// operators' authorization (an encoded `SignedLifecycleSpec`).
+    #[serde(default)]
+    pub report: Option<Vec<u8>>,
+    /// See `report`.
+    #[serde(default)]
+    pub spec: Option<Vec<u8>>,
+    /// See `report`.
+    #[serde(default)]
+    pub authorization: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for GroupRecord {

@@ -298,6 +298,22 @@ impl From<dkg::GroupKeyReport> for DkgKeyReport {
 impl TryFrom<&RefreshAbandonPromise> for dkg::AbandonPromise {
     type Error = Status;
     fn try_from(m: &RefreshAbandonPromise) -> Result<Self, Status> {
+        let id = &m.ceremony_id;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "promise.ceremony_id",
+                format!(
+                    "{} bytes; a ceremony id is 1..=64 printable ASCII characters",
+                    id.len()
+                ),
+            ));
+        }
+        if m.signature.len() != 64 {
+            return Err(bad(
+                "promise.signature",
+                format!("{} bytes, expected 64", m.signature.len()),
+            ));
+        }
         Ok(dkg::AbandonPromise {
             group: group_name("promise.key_group", &m.key_group)?,
             epoch: m.epoch,

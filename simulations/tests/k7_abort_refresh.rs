@@ -2,7 +2,8 @@
 //! group. A member that has not reported it promises, signed, never to; the
 //! members holding its new share drop it on that promise (their data keys
 //! destroyed, K8); nobody's current share changes. Once every member has
-//! reported, no promise can be had, the abort is refused and recovery
+//! reported, no promise can be had, the abort is refused, a new refresh is
+//! refused too (a pending refresh is never replaced), and recovery
 //! finishes the refresh instead.
 
 use std::path::{Path, PathBuf};
@@ -318,16 +319,24 @@ async fn k7_abort_refused_once_every_member_reported_and_recovery_finishes_it() 
     );
     assert_eq!(held(&cluster, 1).await, (1, ceremony.to_string()));
 
-    // The certificate commits on n1; recovery brings the others along.
-    let commit = pb::CommitRefreshRequest {
-        spec: Some(spec),
-        reports,
-        authorization: Some(wire(&signed)),
-    };
-    clients[0]
-        .commit_refresh(commit)
+    // A pending refresh is never replaced: a new refresh is refused while
+    // every member holds this one (its certificate exists).
+    let err = cluster
+        .refresh_group(GROUP)
         .await
-        .expect("commit on n1");
+        .expect_err("a refresh is pending");
+    assert!(err.message().contains("pending"), "{}", err.message());
+    for i in 0..3 {
+        assert_eq!(
+            held(&cluster, i).await,
+            (1, ceremony.to_string()),
+            "n{}",
+            i + 1
+        );
+    }
+    // Nobody committed and the relay is gone (its reports with it): any
+    // coordinator rebuilds the certificate from every member's stored part.
+    drop((spec, reports));
     let recovered = cluster
         .operator()
         .recover_key_group(pb::RecoverKeyGroupRequest { name: GROUP.into() })

@@ -173,9 +173,8 @@ async fn abort_pending(
                 "no member of {name} can promise never to report refresh {ceremony_id}{why}: \
                  every member at epoch {from} reported it, so a complete commit certificate may \
                  exist and aborting could split the group's epochs. It is not aborted: finish it \
-                 with `permafrostctl keygroup recover --name {name}` once a member committed \
-                 it, or leave it: the old shares stay in use and the next refresh replaces the \
-                 pending ones"
+                 with `permafrostctl keygroup recover --name {name}` (it commits the refresh \
+                 from every member's stored report; the coordinators' background pass does too)"
             )));
         }
         return Err(Status::unavailable(format!(

@@ -100,8 +100,7 @@ impl AbandonPromise {
         }
         if self.ceremony_id != ceremony_id {
             return Err(CoreError::refused(format!(
-                "the promise abandons refresh {}, not {ceremony_id}",
-                self.ceremony_id
+                "the promise abandons another refresh than {ceremony_id}"
             )));
         }
         if self.epoch != epoch {

@@ -43,11 +43,21 @@ pub(crate) enum CeremonyStep {
 pub(crate) struct CeremonyInFlight {
     step: CeremonyStep,
     authorized: AuthorizedCeremony,
+    /// The operators' signed spec as relayed at `DkgStart`: a refresh keeps
+    /// it with its pending share, so any coordinator can rebuild the commit
+    /// certificate from the members (K7).
+    authorization: Option<pb::SignedLifecycleSpec>,
 }
 
-fn take(node: &SignerNode, id: &str) -> Result<(CeremonyStep, AuthorizedCeremony), NodeError> {
+type Taken = (
+    CeremonyStep,
+    AuthorizedCeremony,
+    Option<pb::SignedLifecycleSpec>,
+);
+
+fn take(node: &SignerNode, id: &str) -> Result<Taken, NodeError> {
     let f = node.ceremonies.take(id, Instant::now())?;
-    Ok((f.step, f.authorized))
+    Ok((f.step, f.authorized, f.authorization))
 }
 
 fn put(
@@ -55,9 +65,17 @@ fn put(
     id: String,
     step: CeremonyStep,
     authorized: AuthorizedCeremony,
+    authorization: Option<pb::SignedLifecycleSpec>,
 ) -> Result<(), NodeError> {
-    node.ceremonies
-        .put(id, CeremonyInFlight { step, authorized }, Instant::now())
+    node.ceremonies.put(
+        id,
+        CeremonyInFlight {
+            step,
+            authorized,
+            authorization,
+        },
+        Instant::now(),
+    )
 }
 
 /// `DkgStart`: verifies the operator quorum of the relayed lifecycle spec
@@ -148,7 +166,13 @@ pub(super) async fn start(
         serde_json::json!({"ceremony": ceremony_id, "group": state.spec().group.as_str(), "threshold": state.spec().threshold, "members": state.spec().members.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "spec_digest": authorized.digest().to_hex()}),
     )?;
     info!(node = %node.id, ceremony = %ceremony_id, group = %state.spec().group, "DKG part 1 done");
-    put(node, ceremony_id, CeremonyStep::Round1(state), authorized)?;
+    put(
+        node,
+        ceremony_id,
+        CeremonyStep::Round1(state),
+        authorized,
+        req.authorization.clone(),
+    )?;
     Ok(msg.into())
 }
 
@@ -163,11 +187,21 @@ pub(super) fn echo(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let (CeremonyStep::Round1(state), authorized) = take(node, &req.ceremony_id)? else {
+    let (CeremonyStep::Round1(state), authorized, authorization) = take(node, &req.ceremony_id)?
+    else {
         return Err(NodeError::Precondition(
             "ceremony is not waiting for the round-1 set; aborted".into(),
         ));
     };
+    // No later round of a refresh this node promised never to report (K7).
+    if state.spec().refresh {
+        super::abandon::refuse_if_abandoned(
+            node,
+            "dkg-echo",
+            &state.spec().group,
+            &req.ceremony_id,
+        )?;
+    }
     let (next, echo) = state
         .receive_round1(&set, &node.directory, &node.identity)
         .map_err(|e| refuse(node, "dkg-echo", Check::Ceremony, e))?;
@@ -181,6 +215,7 @@ pub(super) fn echo(
         req.ceremony_id,
         CeremonyStep::Echoes(next),
         authorized,
+        authorization,
     )?;
     Ok(echo.into())
 }
@@ -196,11 +231,20 @@ pub(super) fn round2(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let (CeremonyStep::Echoes(state), authorized) = take(node, &req.ceremony_id)? else {
+    let (CeremonyStep::Echoes(state), authorized, authorization) = take(node, &req.ceremony_id)?
+    else {
         return Err(NodeError::Precondition(
             "ceremony is not waiting for echoes; aborted".into(),
         ));
     };
+    if authorized.spec().operation != permafrost_core::ceremony::Operation::Create {
+        super::abandon::refuse_if_abandoned(
+            node,
+            "dkg-round2",
+            &authorized.spec().group,
+            &req.ceremony_id,
+        )?;
+    }
     let (next, shares) = state
         .receive_echoes(
             &echoes,
@@ -219,6 +263,7 @@ pub(super) fn round2(
         req.ceremony_id,
         CeremonyStep::Round2(next),
         authorized,
+        authorization,
     )?;
     Ok(pb::DkgRound2Response {
         shares: shares.into_iter().map(Into::into).collect(),
@@ -236,7 +281,8 @@ pub(super) async fn finish(
         .map(TryInto::try_into)
         .collect::<Result<_, _>>()
         .wire()?;
-    let (CeremonyStep::Round2(state), authorized) = take(node, &req.ceremony_id)? else {
+    let (CeremonyStep::Round2(state), authorized, authorization) = take(node, &req.ceremony_id)?
+    else {
         return Err(NodeError::Precondition(
             "ceremony is not waiting for round-2 shares; aborted".into(),
         ));
@@ -255,7 +301,7 @@ pub(super) async fn finish(
         .receive_round2(&shares, &node.directory, &node.identity)
         .map_err(|e| refuse(node, "dkg-finish", Check::Ceremony, e))?;
     if let Some(fate) = fate {
-        return refresh::hold_new_share(node, &spec, out, fate).await;
+        return refresh::hold_new_share(node, &spec, &authorized, authorization, out, fate).await;
     }
     let (scheme, network) = node.scheme_of(&spec.group);
     let record = GroupRecord {

@@ -48,6 +48,14 @@ pub(super) fn old_shares(
             "only an active group can be refreshed".into(),
         ));
     }
+    // A pending refresh is finished or aborted first, never replaced (K7).
+    if let Some(p) = &record.pending_refresh {
+        return Err(NodeError::Precondition(format!(
+            "node {} holds refresh {} of {} pending; finish it (keygroup recover) or abort it \
+             (keygroup abort-refresh) before another refresh",
+            node.id, p.ceremony_id, record.name
+        )));
+    }
     Ok(OldShares {
         key_package: node
             .vault
@@ -81,12 +89,34 @@ fn removed_as_approved(
 pub(super) async fn hold_new_share(
     node: &SignerNode,
     spec: &CeremonySpec,
+    authorized: &AuthorizedCeremony,
+    authorization: Option<pb::SignedLifecycleSpec>,
     out: DkgOutput,
     _fate: tokio::sync::MutexGuard<'_, ()>,
 ) -> Result<pb::DkgKeyReport, NodeError> {
     let mut record = node.group_record(&spec.group)?;
-    let next_epoch = quorum::epoch_of(node, &record)? + 1;
-    let superseded = record.pending_refresh.take();
+    let epoch = quorum::epoch_of(node, &record)?;
+    // The refresh was approved for the epoch it started at; if the group
+    // moved on meanwhile (another refresh committed), this one is void.
+    if epoch != authorized.spec().epoch {
+        return Err(NodeError::Precondition(format!(
+            "key group {} moved to epoch {epoch} while refresh {} (for epoch {}) ran",
+            spec.group,
+            spec.ceremony_id,
+            authorized.spec().epoch
+        )));
+    }
+    // Never replace a pending refresh: this node reported it, so a complete
+    // certificate of it may exist and another member may commit it.
+    if let Some(p) = &record.pending_refresh {
+        return Err(NodeError::Precondition(format!(
+            "node {} holds refresh {} of {} pending; finish it (keygroup recover) or abort it \
+             (keygroup abort-refresh) before another refresh",
+            node.id, p.ceremony_id, spec.group
+        )));
+    }
+    let next_epoch = epoch + 1;
+    let report: pb::DkgKeyReport = out.report.clone().into();
     record.pending_refresh = Some(PendingRefresh {
         ceremony_id: spec.ceremony_id.clone(),
         sealed_key_package: node.vault.seal_key_package(
@@ -95,6 +125,9 @@ pub(super) async fn hold_new_share(
             &out.key_package,
         )?,
         public_key_package: out.report.public_key_package.clone(),
+        report: Some(prost::Message::encode_to_vec(&report)),
+        spec: Some(prost::Message::encode_to_vec(&pb::CeremonySpec::from(spec))),
+        authorization: authorization.map(|a| prost::Message::encode_to_vec(&a)),
     });
     audit(
         node,
@@ -104,19 +137,10 @@ pub(super) async fn hold_new_share(
     // K7: the pending share and the mark that this node reported the
     // refresh are one store step, under the lock an abandon promise takes.
     node.store
-        .hold_pending_refresh(&record, &spec.ceremony_id, next_epoch - 1)
+        .hold_pending_refresh(&record, &spec.ceremony_id, epoch)
         .await?;
-    if let Some(superseded) = superseded {
-        // An earlier refresh of this epoch that never committed: its share is never used.
-        shred(
-            node,
-            &spec.group,
-            &superseded.sealed_key_package,
-            "superseded by a new refresh",
-        )?;
-    }
     info!(node = %node.id, group = %spec.group, "refreshed share sealed; old share kept until every member confirms");
-    Ok(out.report.into())
+    Ok(report)
 }
 
 /// `CommitRefresh`: the operators approved this refresh of the epoch this
@@ -273,6 +297,29 @@ pub(super) fn already_committed(record: &GroupRecord, ceremony_id: &str) -> bool
         .is_some_and(|s| s.ceremony_id == ceremony_id)
 }
 
+/// This node's part of a pending refresh's commit certificate, when it
+/// kept one (refreshes held before it did have none).
+fn pending_part(
+    name: &permafrost_core::GroupName,
+    p: &PendingRefresh,
+) -> Result<Option<pb::CommitRefreshRequest>, NodeError> {
+    let (Some(report), Some(spec), Some(authorization)) = (&p.report, &p.spec, &p.authorization)
+    else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str, e: prost::DecodeError| {
+        NodeError::Corrupt(format!("stored pending refresh {what} of {name}: {e}"))
+    };
+    Ok(Some(pb::CommitRefreshRequest {
+        spec: Some(prost::Message::decode(spec.as_slice()).map_err(|e| corrupt("spec", e))?),
+        reports: vec![prost::Message::decode(report.as_slice()).map_err(|e| corrupt("report", e))?],
+        authorization: Some(
+            prost::Message::decode(authorization.as_slice())
+                .map_err(|e| corrupt("authorization", e))?,
+        ),
+    }))
+}
+
 /// `GetCommitCertificate` (K7): this node's epoch of a group, the refresh it
 /// holds uncommitted, and the certificate of the refresh that moved it to its
 /// epoch. All of it public: specs, signed reports and operator signatures.
@@ -305,7 +352,12 @@ pub(super) fn certificate(
     };
     let (registry_seq, registry_changes) =
         super::registry::changes_of(node, &name, req.include_commit)?;
+    let pending = match (&record.pending_refresh, req.include_commit) {
+        (Some(p), true) => pending_part(&name, p)?,
+        _ => None,
+    };
     Ok(pb::CommitCertificate {
+        pending,
         registry_seq,
         registry_changes,
         epoch: quorum::epoch_of(node, &record)?,

@@ -99,7 +99,19 @@ pub(super) async fn prepare(
 ) -> Result<pb::RepairAck, NodeError> {
     let (spec, approved) = repair_context(node, "repair-prepare", req)?;
     never_drops_itself(node, "repair-prepare", &spec)?;
+    // Every read-modify-write of the group record takes the refresh lock, so
+    // it never overwrites a pending refresh stored meanwhile (K7).
+    let _fate = node.refresh_lock.lock().await;
     let mut record = node.group_record(&spec.group)?;
+    // A repair moves the epoch, which would strand a refresh this node
+    // reported: that refresh is finished or aborted first.
+    if let Some(p) = &record.pending_refresh {
+        return Err(NodeError::Precondition(format!(
+            "node {} holds refresh {} of {} pending; finish it (keygroup recover) or abort it \
+             (keygroup abort-refresh) before a repair",
+            node.id, p.ceremony_id, spec.group
+        )));
+    }
     let (authorized, epoch) = as_member(
         node,
         "repair-prepare",
@@ -290,6 +302,9 @@ pub(super) async fn deltas(
     req: &pb::RepairRequest,
 ) -> Result<pb::RepairMessages, NodeError> {
     let (spec, approved) = repair_context(node, "repair-deltas", req)?;
+    // Every read-modify-write of the group record takes the refresh lock, so
+    // it never overwrites a pending refresh stored meanwhile (K7).
+    let _fate = node.refresh_lock.lock().await;
     let mut record = node.group_record(&spec.group)?;
     let (authorized, epoch) = as_member(
         node,
@@ -529,6 +544,9 @@ pub(super) async fn replace_member(
 ) -> Result<pb::ReplaceMemberResponse, NodeError> {
     let (spec, approved) = repair_context(node, "replace-member", req)?;
     never_drops_itself(node, "replace-member", &spec)?;
+    // Every read-modify-write of the group record takes the refresh lock, so
+    // it never overwrites a pending refresh stored meanwhile (K7).
+    let _fate = node.refresh_lock.lock().await;
     let mut record = node.group_record(&spec.group)?;
     let (authorized, epoch) = as_member(
         node,

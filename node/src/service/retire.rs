@@ -26,6 +26,8 @@ pub(super) async fn retire(
 ) -> Result<pb::RetireGroupResponse, NodeError> {
     let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
     let approved = quorum::approved(node, "retire", req.authorization.as_ref())?;
+    // The record is rewritten whole: never over a pending refresh stored meanwhile.
+    let _fate = node.refresh_lock.lock().await;
     let record = node.store.group(&name)?.ok_or_else(|| {
         NodeError::NotFound(format!("key group {name} is not held by node {}", node.id))
     })?;
@@ -67,6 +69,8 @@ pub(super) async fn leave(
 ) -> Result<pb::LeaveGroupResponse, NodeError> {
     let name = permafrost_proto::convert::group_name("key_group", &req.key_group).wire()?;
     let approved = quorum::approved(node, "leave", req.authorization.as_ref())?;
+    // The record is rewritten whole: never over a pending refresh stored meanwhile.
+    let _fate = node.refresh_lock.lock().await;
     let record = node.store.group(&name)?.ok_or_else(|| {
         NodeError::NotFound(format!("key group {name} is not held by node {}", node.id))
     })?;
