@@ -694,9 +694,13 @@ impl<C: Ciphersuite> SigningSession<C> {
         if complete {
             let mut signatures = Vec::with_capacity(s.packages.len());
             for (package, shares) in s.packages.iter().zip(&s.shares) {
-                match crate::signing::aggregate(package, shares, &self.config.public_key_package)
-                    .map_err(|e| format!("{e:?}"))
-                    .and_then(|sig| sig.serialize().map_err(|e| e.to_string()))
+                match crate::signing::aggregate_verified(
+                    package,
+                    shares,
+                    &self.config.public_key_package,
+                )
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|sig| sig.serialize().map_err(|e| e.to_string()))
                 {
                     Ok(sig) => signatures.push(sig),
                     Err(e) => {

@@ -270,6 +270,24 @@ pub fn aggregate<C: Ciphersuite>(
     }
 }
 
+/// [`aggregate`] for shares each already checked on arrival
+/// (`verify_signature_share`, as the session engine does): frost's own
+/// verification of the result is the only one (C5), and there is no cheater
+/// search to run, since every share was verified before.
+pub fn aggregate_verified<C: Ciphersuite>(
+    package: &SigningPackage<C>,
+    shares: &BTreeMap<Identifier<C>, SignatureShare<C>>,
+    public_key_package: &PublicKeyPackage<C>,
+) -> Result<Signature<C>, AggregateError<C>> {
+    frost_core::aggregate_custom(
+        package,
+        shares,
+        public_key_package,
+        frost_core::CheaterDetection::Disabled,
+    )
+    .map_err(|e| AggregateError::Other(format!("verified shares did not aggregate: {e}")))
+}
+
 pub mod strict;
 
 #[cfg(test)]

@@ -201,9 +201,11 @@ async fn run_refresh(
         )
         .map_err(crate::audit_failed)?;
     if !failed.is_empty() {
-        // One immediate re-drive from a member's stored certificate; the
+        // One immediate re-drive (its own refresh: from a member's stored
+        // certificate, or rebuilt from every member's report); the
         // background recovery keeps at it after that.
-        let recovered = crate::recovery::recover_key_group(coord, &record.name).await?;
+        let recovered =
+            crate::recovery::recover(coord, &record.name, crate::recovery::Assemble::Yes).await?;
         if !recovered.behind.is_empty() {
             warn!(group = %record.name, behind = ?recovered.behind, "refresh committed on some members only; recovery continues in the background");
             return Err(Status::unavailable(format!(

@@ -150,6 +150,9 @@ fn c1_invalid_share_names_exactly_the_culprit<C: Ciphersuite>() {
         Err(AggregateError::InvalidShares(culprits)) => assert_eq!(culprits, vec![liar]),
         other => panic!("expected the culprit, got {other:?}"),
     }
+    // C5: the aggregation for shares checked on arrival still never returns
+    // a signature that does not verify.
+    assert!(aggregate_verified(&package, &shares, &g.public).is_err());
 }
 
 fn k4_active_group_signs_no_activation_test<C: Ciphersuite>() {
