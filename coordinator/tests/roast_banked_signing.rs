@@ -277,8 +277,11 @@ async fn c1_c3_3_of_5_with_two_liars_signs_after_at_most_three_sessions_naming_o
         status.culprits
     );
     assert!(status.signers.iter().all(|s| !liars.contains(&s.as_str())));
+    // ROAST's bound: at most n − t + 1 = 3 sessions. (Not "one more than the
+    // culprits": on a loaded machine a slow answer also starts a hedged
+    // session, which may finish before a liar's share arrives to be named.)
     assert!(
-        status.attempts as usize <= status.culprits.len() + 1 && status.attempts <= 3,
+        status.attempts <= 3,
         "{} sessions for {} culprits",
         status.attempts,
         status.culprits.len()
