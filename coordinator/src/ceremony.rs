@@ -104,6 +104,31 @@ where
         .collect()
 }
 
+/// [`each_member`] over `record`'s active members, for a step every member
+/// takes on its own (retire, a registry change): the failures, each
+/// "member: why"; refused as aborted, saying no member `did`, when none took it.
+pub(super) async fn relay_to_active<T, F, Fut>(
+    coord: &Coordinator,
+    record: &GroupRecord,
+    did: &str,
+    f: F,
+) -> Result<Vec<String>, Status>
+where
+    F: Fn(SignerNodeClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let active = record.active_members();
+    let failed = each_member(coord, &active, f).await;
+    if failed.len() == active.len() {
+        return Err(Status::aborted(format!(
+            "no member of {} {did}: {}",
+            record.name,
+            failed.join("; ")
+        )));
+    }
+    Ok(failed)
+}
+
 /// Clock skew the coordinator tolerates on a spec's dates when failing fast.
 const FAIL_FAST_SKEW_SECS: u64 = 300;
 
@@ -362,27 +387,16 @@ pub async fn retire_key_group(
     )?;
     let name = signed.spec.group.clone();
     let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let mut record = coord
-        .store
-        .group(&name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let mut record = coord.known_group(&name)?;
     let wire_auth = pb::SignedLifecycleSpec::from(&signed);
-    let active = record.active_members();
-    let failed = each_member(coord, &active, |mut c| {
+    let failed = relay_to_active(coord, &record, "retired it", |mut c| {
         let r = pb::RetireGroupRequest {
             key_group: name.to_string(),
             authorization: Some(wire_auth.clone()),
         };
         async move { c.retire_group(r).await }
     })
-    .await;
-    if failed.len() == active.len() {
-        return Err(Status::aborted(format!(
-            "no member of {name} retired it: {}",
-            failed.join("; ")
-        )));
-    }
+    .await?;
     record.active = false;
     record.epoch = signed.spec.epoch + 1;
     coord

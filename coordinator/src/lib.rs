@@ -197,6 +197,17 @@ fn open_audit(
 }
 
 impl Coordinator {
+    /// This coordinator's record of group `name`, or "unknown key group".
+    pub(crate) fn known_group(
+        &self,
+        name: &permafrost_core::GroupName,
+    ) -> Result<store::GroupRecord, tonic::Status> {
+        self.store
+            .group(name)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .ok_or_else(|| tonic::Status::not_found(format!("unknown key group {name}")))
+    }
+
     /// The scheme (and network) the coordinator's policy gives `name`; a group
     /// the policy does not name signs messages. Each node reads its own.
     pub(crate) fn scheme_of(

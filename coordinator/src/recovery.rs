@@ -76,11 +76,7 @@ pub async fn recover(
     name: &GroupName,
     assemble: Assemble,
 ) -> Result<Recovered, Status> {
-    let record = coord
-        .store
-        .group(name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let record = coord.known_group(name)?;
     let states = certificates(coord, &record, false).await;
     let record = crate::ceremony::catch_up_registry(coord, record, &states).await;
     let Some(top) = states

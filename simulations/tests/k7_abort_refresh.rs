@@ -10,10 +10,14 @@ use std::path::{Path, PathBuf};
 
 use permafrost_core::ceremony::SignedSpec;
 use permafrost_core::{Role, Tier};
-use permafrost_proto::{self as pb, ceremony_client::CeremonyClient, WithdrawalState};
+use permafrost_proto::{
+    self as pb, ceremony_client::CeremonyClient, signer_node_client::SignerNodeClient,
+    WithdrawalState,
+};
 use permafrost_testkit::{
     approved, assert_signature_valid, rogue, wire, ClusterOptions, Lie, TestCluster,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 
 const GROUP: &str = "warm-1";
@@ -33,18 +37,27 @@ fn refresh_spec(signed: &SignedSpec, ceremony_id: &str) -> pb::CeremonySpec {
 }
 
 /// Node `i`'s epoch of the group and the refresh it holds pending ("" if none).
+/// A genuine, operator-approved refresh `ceremony` of the group, and a
+/// relay's clients straight to the three nodes to drive it by hand.
+async fn rogue_refresh(
+    cluster: &TestCluster,
+    ceremony: &str,
+) -> (SignedSpec, pb::CeremonySpec, Vec<SignerNodeClient<Channel>>) {
+    let signed = approved(
+        &cluster
+            .change_spec(GROUP, permafrostctl::ceremony::Change::Refresh)
+            .await,
+        &[1, 2],
+    );
+    let spec = refresh_spec(&signed, ceremony);
+    let clients = (0..3)
+        .map(|i| cluster.node_client(i, Role::Coordinator, "coord-rogue"))
+        .collect();
+    (signed, spec, clients)
+}
+
 async fn held(cluster: &TestCluster, i: usize) -> (u64, String) {
-    let status = cluster
-        .node_client(i, Role::Coordinator, "coord-probe")
-        .get_status(pb::NodeStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
-    let g = status
-        .key_groups
-        .into_iter()
-        .find(|g| g.name == GROUP)
-        .expect("group");
+    let g = cluster.node_key_group(i, GROUP).await.expect("group");
     (g.epoch, g.pending_refresh)
 }
 
@@ -119,16 +132,7 @@ async fn k7_abort_refresh_drops_every_pending_share_and_the_promiser_refuses_it(
     // A genuine, operator-approved refresh whose relay stops once n1 and n2
     // have finished: they hold its new share; n3 never reported.
     let ceremony = "refresh-k7-abort";
-    let signed = approved(
-        &cluster
-            .change_spec(GROUP, permafrostctl::ceremony::Change::Refresh)
-            .await,
-        &[1, 2],
-    );
-    let spec = refresh_spec(&signed, ceremony);
-    let mut clients: Vec<_> = (0..3)
-        .map(|i| cluster.node_client(i, Role::Coordinator, "coord-rogue"))
-        .collect();
+    let (signed, spec, mut clients) = rogue_refresh(&cluster, ceremony).await;
     let shares = rogue::dkg_until_finish(&mut clients, &spec, &wire(&signed))
         .await
         .expect("rounds 1 and 2");
@@ -255,16 +259,7 @@ async fn k7_abort_refused_once_every_member_reported_and_recovery_finishes_it() 
         .await
         .expect("DKG");
     let ceremony = "refresh-k7-all-reported";
-    let signed = approved(
-        &cluster
-            .change_spec(GROUP, permafrostctl::ceremony::Change::Refresh)
-            .await,
-        &[1, 2],
-    );
-    let spec = refresh_spec(&signed, ceremony);
-    let mut clients: Vec<_> = (0..3)
-        .map(|i| cluster.node_client(i, Role::Coordinator, "coord-rogue"))
-        .collect();
+    let (signed, spec, mut clients) = rogue_refresh(&cluster, ceremony).await;
     let reports = rogue::dkg_rounds(&mut clients, &spec, &wire(&signed))
         .await
         .expect("refresh rounds");

@@ -44,17 +44,7 @@ async fn refresh_rounds(
 async fn epochs(cluster: &TestCluster) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     for i in 0..3 {
-        let status = cluster
-            .node_client(i, Role::Coordinator, "coord-probe")
-            .get_status(pb::NodeStatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        let g = status
-            .key_groups
-            .into_iter()
-            .find(|g| g.name == GROUP)
-            .expect("group");
+        let g = cluster.node_key_group(i, GROUP).await.expect("group");
         out.push((g.epoch, g.pending_refresh));
     }
     out

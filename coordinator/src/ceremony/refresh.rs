@@ -99,11 +99,7 @@ async fn run_refresh(
     let name = signed.spec.group.to_string();
     let _one_at_a_time = coord.ceremony_lock.lock().await;
     let group_name = signed.spec.group.clone();
-    let record = coord
-        .store
-        .group(&group_name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let record = coord.known_group(&group_name)?;
     if !record.active {
         return Err(Status::failed_precondition(format!(
             "key group {name} is not active"

@@ -17,7 +17,7 @@ use permafrost_proto as pb;
 use tonic::Status;
 use tracing::{info, warn};
 
-use super::{authorization, each_member};
+use super::{authorization, relay_to_active};
 use crate::store::GroupRecord;
 use crate::Coordinator;
 
@@ -58,27 +58,16 @@ pub async fn change_registry(
         Status::invalid_argument("authorization: a change-registry spec names the new registry")
     })?;
     let _one_at_a_time = coord.ceremony_lock.lock().await;
-    let mut record = coord
-        .store
-        .group(&name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let mut record = coord.known_group(&name)?;
     let wire_auth = pb::SignedLifecycleSpec::from(&signed);
-    let active = record.active_members();
-    let failed = each_member(coord, &active, |mut c| {
+    let failed = relay_to_active(coord, &record, "applied the registry change", |mut c| {
         let r = pb::ChangeRegistryRequest {
             key_group: name.to_string(),
             authorization: Some(wire_auth.clone()),
         };
         async move { c.change_registry(r).await }
     })
-    .await;
-    if failed.len() == active.len() {
-        return Err(Status::aborted(format!(
-            "no member of {name} applied the registry change: {}",
-            failed.join("; ")
-        )));
-    }
+    .await?;
     if change.seq > record.registry_seq {
         record.registry_seq = change.seq;
         record.registry = Some(change.registry.clone());
@@ -121,14 +110,23 @@ pub(crate) async fn registries_agree(
     coord: &Arc<Coordinator>,
     record: GroupRecord,
 ) -> Result<GroupRecord, Status> {
+    let seqs = |states: &[(NodeId, Option<pb::CommitCertificate>)]| -> Vec<(String, u64)> {
+        states
+            .iter()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (id.to_string(), s.registry_seq)))
+            .collect()
+    };
+    let differ = |seqs: &[(String, u64)]| seqs.windows(2).any(|w| w[0].1 != w[1].1);
     let states = crate::recovery::certificates(coord, &record, false).await;
+    let first = seqs(&states);
+    if !differ(&first) && first.iter().all(|(_, s)| *s == record.registry_seq) {
+        return Ok(record);
+    }
+    // Some member (or this coordinator's record) is behind: bring it along,
+    // then ask again.
     let record = catch_up_registry(coord, record, &states).await;
-    let states = crate::recovery::certificates(coord, &record, false).await;
-    let seqs: Vec<(String, u64)> = states
-        .iter()
-        .filter_map(|(id, s)| s.as_ref().map(|s| (id.to_string(), s.registry_seq)))
-        .collect();
-    if seqs.windows(2).any(|w| w[0].1 != w[1].1) {
+    let seqs = seqs(&crate::recovery::certificates(coord, &record, false).await);
+    if differ(&seqs) {
         return Err(Status::failed_precondition(format!(
             "the members of {} hold different operator registries ({}); \
              finish the registry change first (ceremony submit of it again, or keygroup recover)",

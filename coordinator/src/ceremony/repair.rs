@@ -80,11 +80,7 @@ pub async fn repair_key_group(
         .directory
         .get(&replacement)
         .map_err(|e| Status::invalid_argument(format!("replacement: {e}")))?;
-    let record = coord
-        .store
-        .group(&name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let record = coord.known_group(&name)?;
     let mut record = super::registries_agree(coord, record).await?;
     let candidates: Vec<_> = record
         .members

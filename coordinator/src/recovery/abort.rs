@@ -97,11 +97,7 @@ async fn abort_pending(
     name: &GroupName,
     ceremony: Option<&str>,
 ) -> Result<Aborted, Status> {
-    let record = coord
-        .store
-        .group(name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| Status::not_found(format!("unknown key group {name}")))?;
+    let record = coord.known_group(name)?;
     let states = certificates(coord, &record, false).await;
     let mut pending: BTreeMap<String, Vec<(NodeId, u64)>> = BTreeMap::new();
     for (id, state) in &states {
