@@ -561,11 +561,15 @@ async fn journal_withdrawal<C: Suite>(
                     CoreError::refused("these nonces were committed for another request"),
                 ));
             }
+            // Left in place until the journal step is done (then marked
+            // spent, or dropped if refused): an attestation read in between
+            // must still see it (see `Reservations::unspent`).
+            named = Some(bound.commit_id);
             Some(
                 node.reservations
                     .lock()
                     .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
-                    .take(&bound.commit_id, Instant::now())
+                    .get(&bound.commit_id, Instant::now())
                     .ok_or_else(|| {
                         NodeError::Precondition(
                             "the velocity reservation made with these nonces expired; commit again"

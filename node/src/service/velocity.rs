@@ -168,6 +168,19 @@ pub(super) fn attest(
         record.velocity_members(now, node.settings.max_clock_skew_secs),
         usize::from(record.threshold),
     );
+    // Reservations first, then the ledger: one spent in between is in the
+    // ledger read after (see `Reservations::unspent`).
+    let mut reserved: std::collections::BTreeMap<_, u128> = std::collections::BTreeMap::new();
+    for (d, amount) in node
+        .reservations
+        .lock()
+        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
+        .unspent(&name, &asset, Instant::now())
+    {
+        let e = reserved.entry(d).or_default();
+        *e = (*e).max(amount);
+    }
+    reserved.remove(&digest);
     let range = node.store.ledger_range(
         &name,
         &asset,
@@ -175,17 +188,6 @@ pub(super) fn attest(
         window_start,
         velocity::part_limit(needed),
     )?;
-    let mut reserved: std::collections::BTreeMap<_, u128> = std::collections::BTreeMap::new();
-    for (d, amount) in node
-        .reservations
-        .lock()
-        .map_err(|_| NodeError::Bug("reservations lock poisoned".into()))?
-        .live(&name, &asset, Instant::now())
-    {
-        let e = reserved.entry(d).or_default();
-        *e = (*e).max(amount);
-    }
-    reserved.remove(&digest);
     if reserved.len() > velocity::MAX_ENTRIES {
         return Err(NodeError::Unavailable(format!(
             "{} live velocity reservations, more than one attestation lists ({})",
