@@ -12,7 +12,8 @@
 //!   hand and, where group-wide velocity applies, a reservation covered by a
 //!   complete attestation round); a signer sits in at most one session;
 //! - every share is verified the moment it arrives (`verify_signature_share`,
-//!   RFC 9591 §5.4); a signer whose shares are all valid is ready again with
+//!   RFC 9591 §5.4; the one that completes a session by the aggregate's own
+//!   verification, traced back to it if that fails); a signer whose shares are all valid is ready again with
 //!   its next nonce set, one whose share is invalid is named with evidence and
 //!   never asked again (C1, X2);
 //! - nothing waits on a deadline: a silent signer only holds up the session it
@@ -35,6 +36,7 @@ use crate::NodeId;
 
 pub mod bank;
 mod messages;
+mod shares;
 
 /// Catching-up answers one request takes from a signer before it is treated
 /// as refusing (each answer moves it one part of a ledger on).
@@ -621,154 +623,6 @@ impl<C: Ciphersuite> SigningSession<C> {
             released: false,
         });
         Ok(())
-    }
-
-    fn on_shares(
-        &mut self,
-        node: NodeId,
-        session: u32,
-        raw: Vec<Vec<u8>>,
-        elapsed: std::time::Duration,
-        out: &mut Vec<Command<C>>,
-    ) {
-        let Some(signer) = self.signers.get(&node) else {
-            return;
-        };
-        let identifier = signer.identifier;
-        let Some(s) = self.sessions.get_mut(session as usize) else {
-            return;
-        };
-        if !s.signers.contains(&node) || !s.answered.insert(node.clone()) {
-            return;
-        }
-        let blame = |share: Vec<u8>, package: &[u8]| Evidence {
-            node: node.clone(),
-            share,
-            signing_package: package.to_vec(),
-        };
-        let evidence = if raw.len() != s.packages.len() {
-            Some(blame(raw.concat(), &s.package_bytes.concat()))
-        } else {
-            let mut bad = None;
-            let key = self.config.public_key_package.verifying_key();
-            let share_key = self
-                .config
-                .public_key_package
-                .verifying_shares()
-                .get(&identifier);
-            for (i, bytes) in raw.iter().enumerate() {
-                let ok = match (SignatureShare::<C>::deserialize(bytes), share_key) {
-                    (Ok(share), Some(vk)) => {
-                        frost_core::verify_signature_share(
-                            identifier,
-                            vk,
-                            &share,
-                            &s.packages[i],
-                            key,
-                        )
-                        .is_ok()
-                            && {
-                                s.shares[i].insert(identifier, share);
-                                true
-                            }
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    bad = Some(blame(bytes.clone(), &s.package_bytes[i]));
-                    break;
-                }
-            }
-            bad
-        };
-        if let Some(evidence) = evidence {
-            if let Some(signer) = self.signers.get_mut(&node) {
-                signer.state = State::Culprit;
-                signer.sets.clear();
-            }
-            out.push(Command::Exclude(evidence));
-            self.kill_session(session, out);
-            return;
-        }
-        let complete = !s.dead && s.shares.iter().all(|m| m.len() == s.signers.len());
-        if complete {
-            let mut signatures = Vec::with_capacity(s.packages.len());
-            for (package, shares) in s.packages.iter().zip(&s.shares) {
-                match crate::signing::aggregate_verified(
-                    package,
-                    shares,
-                    &self.config.public_key_package,
-                )
-                .map_err(|e| format!("{e:?}"))
-                .and_then(|sig| sig.serialize().map_err(|e| e.to_string()))
-                {
-                    Ok(sig) => signatures.push(sig),
-                    Err(e) => {
-                        self.finished = true;
-                        out.push(Command::Fail {
-                            reason: FailReason::Other,
-                            detail: format!("verified shares did not aggregate: {e}"),
-                        });
-                        return;
-                    }
-                }
-            }
-            let signers = s.signers.clone();
-            self.finished = true;
-            let unused = self
-                .signers
-                .iter_mut()
-                .filter(|(_, s)| !matches!(s.state, State::Culprit))
-                .flat_map(|(n, s)| s.sets.drain(..).map(move |set| (n.clone(), set)))
-                .collect();
-            out.push(Command::Done {
-                signatures,
-                signers,
-                unused,
-            });
-            return;
-        }
-        // Valid shares: responsive again, with its next nonce set; while its
-        // session may still complete, after the hedge delay.
-        let released = s.released;
-        let first_answer = s.answered.len() == 1;
-        if let Some(signer) = self.signers.get_mut(&node) {
-            signer.proven = true;
-            if signer.state == State::InSession(session) {
-                signer.state = if released {
-                    State::Available
-                } else {
-                    State::Held(session)
-                };
-            }
-        }
-        if released {
-            self.replenish(&node, out);
-        } else {
-            if first_answer {
-                let slowest = s
-                    .signers
-                    .iter()
-                    .filter_map(|n| self.config.latencies.get(n))
-                    .max()
-                    .copied()
-                    .unwrap_or_default();
-                let rest_of_slowest = (slowest * 5 / 4).saturating_sub(elapsed);
-                out.push(Command::Later {
-                    after: self
-                        .config
-                        .hedge
-                        .max(elapsed / HEDGE_FRACTION)
-                        .max(rest_of_slowest),
-                    command: Box::new(Command::Hedge { session }),
-                });
-            }
-            if elapsed >= self.config.hedge {
-                // A long round trip: fetch its next nonce set now, so that
-                // a hedge finds it in hand instead of waiting one more trip.
-                self.request_commitments(&node, out);
-            }
-        }
     }
 
     /// Asks `node` for a nonce set, unless it has one or one is on its way.

@@ -90,6 +90,57 @@ fn c1_invalid_share_names_the_culprit_with_evidence_and_the_next_session_signs()
 }
 
 #[test]
+fn c1_the_share_that_completes_a_session_is_checked_by_the_aggregate() {
+    // Whichever signer answers last carries the completing share; for every
+    // liar position and message count the liar is named with evidence that
+    // does not verify, nobody else is, and the request signs.
+    for messages in [1, 2] {
+        for liar in 0..3 {
+            let mut sim = Sim::new(3, 2, &[(liar, Behaviour::BadShare)]);
+            let bank = sim.bank(2, messages);
+            let (mut engine, first) =
+                SigningSession::start(sim.config(messages, false), bank).expect("start");
+            let outcome = sim.run(&mut engine, first);
+            sim.assert_done(&outcome, messages);
+            let first_session = sim.sessions()[0].clone();
+            if !first_session.contains(&node(liar)) {
+                continue;
+            }
+            assert_eq!(
+                sim.excluded(),
+                vec![node(liar)],
+                "liar {liar}, {messages} messages"
+            );
+            let evidence = sim
+                .log
+                .iter()
+                .find_map(|c| match c {
+                    Command::Exclude(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .expect("evidence");
+            let package = SigningPackage::deserialize(&evidence.signing_package).expect("package");
+            let share = frost_secp256k1::round2::SignatureShare::deserialize(&evidence.share)
+                .expect("share");
+            let id = frost_secp256k1::Identifier::try_from(liar as u16 + 1).expect("id");
+            let vk = sim
+                .pkp
+                .verifying_shares()
+                .get(&id)
+                .expect("verifying share");
+            assert!(frost_core::verify_signature_share(
+                id,
+                vk,
+                &share,
+                &package,
+                sim.pkp.verifying_key()
+            )
+            .is_err());
+        }
+    }
+}
+
+#[test]
 fn x2_no_honest_signer_is_ever_blamed() {
     let mut sim = Sim::new(
         5,
