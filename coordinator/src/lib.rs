@@ -113,7 +113,7 @@ pub struct Coordinator {
     pub(crate) members: Arc<Members>,
     pub(crate) custody_keys: Vec<ed25519_dalek::VerifyingKey>,
     pub(crate) policy: permafrost_core::policy::Policy,
-    pub(crate) audit: permafrost_proto::audit::AuditLog,
+    pub(crate) audit: Arc<permafrost_proto::audit::AuditLog>,
     /// Wakes request drivers when an approval arrives.
     pub(crate) approvals_changed: tokio::sync::Notify,
     /// Groups a member said were at another epoch than this coordinator
@@ -266,7 +266,14 @@ impl Coordinator {
             })?;
         let store = CoordinatorStore::open(&config.data_dir)?;
         let policy = config.load_policy()?;
-        let audit = open_audit(&config)?;
+        let audit = Arc::new(open_audit(&config)?);
+        // Records written ahead of a deferred store step (a submitted
+        // withdrawal's audit entry) are fsynced before any commit is durable:
+        // no durable request without its audit record.
+        let synced = audit.clone();
+        store
+            .inner()
+            .before_durable_commit(Arc::new(move || synced.sync().map_err(|e| e.to_string())));
         let members = Arc::new(
             Members::new(
                 &directory,

@@ -421,9 +421,12 @@ impl Custody for CustodyService {
             txid: String::new(),
         };
         coord.metrics.step("coord_submit_checks", started.elapsed());
-        // Recorded before it is stored: no stored request without its audit record (L2).
+        // Recorded before it is stored: no stored request without its audit
+        // record. Both are written now and made durable together (the
+        // store's durable commit fsyncs the audit log first) while the
+        // signing rounds run; the client hears nothing before they are.
         let step = std::time::Instant::now();
-        coord.audit.append(
+        coord.audit.append_deferred(
             "withdrawal_submitted",
             serde_json::json!({"request": id.as_str(), "digest": record.digest, "group": signed.request.key_group.as_str(), "asset": signed.request.asset, "amount": checked.spend().amount.to_string(), "destinations": checked.spend().destinations, "psbt": signed.request.psbt.is_some()}),
         )
@@ -432,17 +435,30 @@ impl Custody for CustodyService {
         let step = std::time::Instant::now();
         let inserted = coord.store.insert_request(&id, &record).await;
         coord.metrics.step("coord_submit_store", step.elapsed());
-        match inserted? {
-            None => coord.metrics.accepted(),
+        let (raced, durable) = inserted?;
+        let answer = match raced {
+            None => {
+                coord.metrics.accepted();
+                coord.wait_for(&id).await
+            }
             Some(raced) if raced.digest != record.digest => {
                 coord.metrics.refused(Refusal::RequestIdReused);
-                return Err(Status::already_exists(format!(
+                Err(Status::already_exists(format!(
                     "request id {id} is already used by a different request"
-                )));
+                )))
             }
-            Some(_) => {}
-        }
-        Ok(Response::new(coord.wait_for(&id).await?))
+            Some(_) => coord.wait_for(&id).await,
+        };
+        // Whatever the answer, what it reports is durable first (usually
+        // already: the signed result's own commit was durable).
+        let step = std::time::Instant::now();
+        durable.wait().await.map_err(|e| {
+            Status::unavailable(format!(
+                "request {id} could not be stored durably ({e}); submit it again"
+            ))
+        })?;
+        coord.metrics.step("coord_submit_durable", step.elapsed());
+        Ok(Response::new(answer?))
     }
 
     async fn submit_approval(

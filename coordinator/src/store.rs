@@ -6,7 +6,7 @@
 use permafrost_core::{GroupName, NodeId, RequestId, Tier};
 use serde::{Deserialize, Serialize};
 
-use permafrost_store::{Store, StoreError, Table, Versioned, U64};
+use permafrost_store::{Durable, Store, StoreError, Table, Versioned, U64};
 
 use crate::CoordinatorError;
 
@@ -299,16 +299,21 @@ impl CoordinatorStore {
         Ok(self.store.get(&REQUESTS, id.as_str())?)
     }
 
-    /// Inserts a new request durably; returns the existing record if the id is taken.
+    /// Inserts a new request; returns the existing record if the id is taken.
+    ///
+    /// The record is visible at once and durable once the returned
+    /// [`Durable`] resolves (the signing rounds run meanwhile; nodes' own
+    /// journals are what hold one digest per request id). Wait on it before
+    /// answering the client.
     pub async fn insert_request(
         &self,
         id: &RequestId,
         record: &RequestRecord,
-    ) -> Result<Option<RequestRecord>, CoordinatorError> {
+    ) -> Result<(Option<RequestRecord>, Durable), CoordinatorError> {
         let id = id.clone();
         let record = record.clone();
         self.store
-            .write(move |w| {
+            .write_deferred(move |w| {
                 if let Some(existing) = w.get(&REQUESTS, id.as_str())? {
                     return Ok::<_, CoordinatorError>(Some(existing));
                 }

@@ -34,6 +34,8 @@ struct Head {
     /// Appends and checkpoints that failed since the log was opened, and
     /// the Unix time of the last one (for metrics).
     failures: AuditFailures,
+    /// Entries were written by [`AuditLog::append_deferred`] and not fsynced yet.
+    unsynced: bool,
 }
 
 /// Failed writes of an [`AuditLog`] since it was opened, as metrics show them.
@@ -144,6 +146,7 @@ impl AuditLog {
                 closed: None,
                 failing: None,
                 failures: AuditFailures::default(),
+                unsynced: false,
             }),
             io,
             repaired: None,
@@ -210,7 +213,7 @@ impl AuditLog {
     /// length before the attempt, so it still ends with the last whole entry
     /// and the next append starts a fresh line (S3); if even that fails the
     /// log closes to appends until reopened.
-    fn write_line(&self, head: &mut Head, entry: &AuditEntry) -> Result<(), String> {
+    fn write_line(&self, head: &mut Head, entry: &AuditEntry, sync: bool) -> Result<(), String> {
         if let Some(why) = &head.closed {
             return Err(format!(
                 "audit log {} refuses appends until reopened: {why}",
@@ -232,7 +235,14 @@ impl AuditLog {
             .metadata()
             .map_err(|e| format!("audit log {} unavailable: {e}", self.path.display()))?
             .len();
-        let Err(e) = (self.io.write)(&mut f, &line) else {
+        let written = if sync {
+            (self.io.write)(&mut f, &line)
+        } else {
+            f.write_all(&line)
+        };
+        let Err(e) = written else {
+            // An fsync covers every entry written before it.
+            head.unsynced = !sync;
             return Ok(());
         };
         match (self.io.truncate)(&f, before) {
@@ -285,11 +295,61 @@ impl AuditLog {
     /// Appends an event durably; returns only after fsync. Callers that
     /// release a share must refuse if this fails.
     pub fn append(&self, event: &str, detail: serde_json::Value) -> Result<(), ProtoError> {
+        self.append_with(event, detail, true)
+    }
+
+    /// Appends an event without waiting for its fsync: it is durable after
+    /// the next [`AuditLog::sync`] or durable append. Only for records no
+    /// share depends on (the coordinator's, which fsyncs them before any
+    /// store commit is durable); a node's share records always use
+    /// [`AuditLog::append`].
+    pub fn append_deferred(
+        &self,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ProtoError> {
+        self.append_with(event, detail, false)
+    }
+
+    /// Makes every entry appended so far durable (nothing to do if they are).
+    pub fn sync(&self) -> Result<(), ProtoError> {
         let mut head = self
             .head
             .lock()
             .map_err(|_| ProtoError::AuditUnavailable("audit lock poisoned".into()))?;
-        let result = self.append_locked(&mut head, event, detail);
+        if !head.unsynced {
+            return Ok(());
+        }
+        let synced = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .and_then(|f| f.sync_data());
+        match synced {
+            Ok(()) => {
+                head.unsynced = false;
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("audit log {} fsync failed: {e}", self.path.display());
+                head.failures.total += 1;
+                head.failures.last_at = crate::unix_now();
+                head.failing = Some((why.clone(), std::time::Instant::now()));
+                Err(ProtoError::AuditUnavailable(why))
+            }
+        }
+    }
+
+    fn append_with(
+        &self,
+        event: &str,
+        detail: serde_json::Value,
+        sync: bool,
+    ) -> Result<(), ProtoError> {
+        let mut head = self
+            .head
+            .lock()
+            .map_err(|_| ProtoError::AuditUnavailable("audit lock poisoned".into()))?;
+        let result = self.append_locked(&mut head, event, detail, sync);
         head.failing = match &result {
             Ok(()) => None,
             Err(e) => {
@@ -306,6 +366,7 @@ impl AuditLog {
         head: &mut Head,
         event: &str,
         detail: serde_json::Value,
+        sync: bool,
     ) -> Result<(), String> {
         let entry = AuditEntry::new(
             head.seq + 1,
@@ -315,7 +376,7 @@ impl AuditLog {
             detail,
             &head.hash,
         );
-        self.write_line(head, &entry)?;
+        self.write_line(head, &entry, sync)?;
         head.seq = entry.seq;
         head.hash = entry.hash;
         head.since_checkpoint += 1;
@@ -351,7 +412,7 @@ impl AuditLog {
             detail,
             &head.hash,
         );
-        self.write_line(head, &entry)?;
+        self.write_line(head, &entry, true)?;
         head.seq = entry.seq;
         head.hash = entry.hash;
         head.since_checkpoint = 0;

@@ -35,7 +35,9 @@ use std::time::Duration;
 
 pub use codec::{Bytes, Codec, Versioned, RECORD_VERSION, U128, U64};
 pub use txn::{Entries, ReadTxn, Table, WriteTxn};
-pub use writer::{CommitObserver, StoreStats, MAX_BATCH, QUEUE_CAPACITY};
+pub use writer::{
+    BeforeDurable, CommitObserver, StoreStats, DEFERRED_FLUSH, MAX_BATCH, QUEUE_CAPACITY,
+};
 
 /// Errors of the store, named for what the caller can do.
 #[non_exhaustive]
@@ -88,6 +90,24 @@ engine_errors!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// The promise of a [`Store::write_deferred`] step: resolves once its commit
+/// is durable.
+#[derive(Debug)]
+#[must_use = "a deferred write is not durable until this is awaited"]
+pub struct Durable {
+    seq: u64,
+    writer: std::sync::Weak<writer::Shared>,
+}
+
+impl Durable {
+    /// Waits until the step's commit is durable (asking the writer for a
+    /// durable commit now if none is on its way).
+    pub async fn wait(self) -> Result<(), StoreError> {
+        let writer = self.writer.upgrade().ok_or(StoreError::Stopped)?;
+        writer.durable(self.seq).await
+    }
+}
 
 /// A store shared by every task of a daemon (cheap to clone).
 #[derive(Clone)]
@@ -222,11 +242,44 @@ impl Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let rx = self.inner.submit(op)?;
+        let rx = self.inner.submit(op, true)?;
         match rx.await {
-            Ok(result) => result,
+            Ok(result) => result.map(|(r, _)| r),
             Err(_) => Err(StoreError::Stopped.into()),
         }
+    }
+
+    /// Like [`Store::write`], but answered once the step is committed and
+    /// visible, before it is durable: what it wrote can be lost by a crash
+    /// (never torn: a later durable commit keeps it whole) until the
+    /// [`Durable`] returned resolves. For a caller with other work to do
+    /// before it answers anyone (the coordinator signs while its request
+    /// record becomes durable).
+    pub async fn write_deferred<R, E, F>(&self, op: F) -> Result<(R, Durable), E>
+    where
+        F: FnOnce(&mut WriteTxn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let rx = self.inner.submit(op, false)?;
+        match rx.await {
+            Ok(result) => result.map(|(r, seq)| {
+                (
+                    r,
+                    Durable {
+                        seq,
+                        writer: Arc::downgrade(&self.inner),
+                    },
+                )
+            }),
+            Err(_) => Err(StoreError::Stopped.into()),
+        }
+    }
+
+    /// Runs `hook` on the writer thread before every durable commit (see
+    /// [`writer::BeforeDurable`]).
+    pub fn before_durable_commit(&self, hook: writer::BeforeDurable) {
+        self.inner.before_durable(hook);
     }
 
     /// Like [`Store::write`], for callers outside the async runtime (start-up,

@@ -290,7 +290,7 @@ async fn a_full_queue_is_refused_as_busy_not_waited_on() {
     let mut busy = 0;
     let mut pending = Vec::new();
     for _ in 0..(crate::QUEUE_CAPACITY + crate::MAX_BATCH + 100) {
-        match store.inner.submit(|_| Ok::<_, StoreError>(())) {
+        match store.inner.submit(|_| Ok::<_, StoreError>(()), true) {
             Ok(rx) => pending.push(rx),
             Err(StoreError::Busy { .. }) => busy += 1,
             Err(e) => panic!("unexpected {e}"),
@@ -401,4 +401,95 @@ async fn the_commit_observer_sees_every_commit_with_its_steps() {
     assert_eq!(seen.len() as u64, stats.commits, "{seen:?} vs {stats:?}");
     assert_eq!(seen.iter().map(|(_, s)| s).sum::<u64>(), stats.steps);
     assert!(seen.iter().all(|(l, _)| *l < Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_write_is_visible_at_once_and_durable_after_its_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hooks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let store = open(dir.path());
+        let seen = hooks.clone();
+        store.before_durable_commit(Arc::new(move || {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }));
+        let mut promises = Vec::new();
+        for i in 0..3u32 {
+            let ((), durable) = store
+                .write_deferred(move |w| {
+                    w.put(&TOTALS, format!("k{i}"), &u128::from(i))?;
+                    Ok::<_, TestError>(())
+                })
+                .await
+                .expect("deferred write");
+            // Readers see it before it is durable.
+            assert_eq!(
+                store.get(&TOTALS, format!("k{i}")).expect("read"),
+                Some(u128::from(i))
+            );
+            promises.push(durable);
+        }
+        for d in promises {
+            d.wait().await.expect("durable");
+        }
+        assert!(hooks.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        // A durable write after deferred ones makes them durable too; a wait
+        // on an already durable commit returns at once.
+        let ((), late) = store
+            .write_deferred(|w| {
+                w.put(&TOTALS, "late", &7u128)?;
+                Ok::<_, TestError>(())
+            })
+            .await
+            .expect("deferred");
+        store
+            .write(|w| {
+                w.put(&TOTALS, "durable", &8u128)?;
+                Ok::<_, TestError>(())
+            })
+            .await
+            .expect("durable write");
+        late.wait().await.expect("already durable");
+    }
+    let store = open(dir.path());
+    for (k, v) in [
+        ("k0", 0u128),
+        ("k1", 1),
+        ("k2", 2),
+        ("late", 7),
+        ("durable", 8),
+    ] {
+        assert_eq!(store.get(&TOTALS, k).expect("read"), Some(v), "{k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_hook_fails_the_durable_commit_and_the_deferred_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.before_durable_commit(Arc::new(|| Err("audit log unwritable".into())));
+    let ((), durable) = store
+        .write_deferred(|w| {
+            w.put(&TOTALS, "k", &1u128)?;
+            Ok::<_, TestError>(())
+        })
+        .await
+        .expect("deferred commit needs no hook");
+    let err = tokio::time::timeout(Duration::from_secs(10), durable.wait())
+        .await
+        .expect("the wait ends")
+        .expect_err("not durable");
+    assert!(err.to_string().contains("audit log unwritable"), "{err}");
+    let err = store
+        .write(|w| {
+            w.put(&TOTALS, "j", &1u128)?;
+            Ok::<_, TestError>(())
+        })
+        .await
+        .expect_err("a durable write is refused");
+    assert!(
+        matches!(err, TestError::Store(ref m) if m.contains("audit log unwritable")),
+        "{err:?}"
+    );
 }

@@ -1,6 +1,10 @@
 //! The writer thread: drains the queue into one transaction per batch and
 //! commits it once (group commit). Results are handed back only after the
-//! commit, so "returned Ok" always means "durable".
+//! commit, so "returned Ok" always means "durable" — except for a deferred
+//! step, whose result comes with a [`Durable`] to wait on: a batch of only
+//! deferred steps is committed without an fsync (visible to every reader at
+//! once), and the next durable commit (a later batch, a [`Durable::wait`],
+//! or the writer itself within [`DEFERRED_FLUSH`]) makes it durable.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +27,9 @@ pub(crate) const HEARTBEAT_TABLE: &str = "_heartbeat";
 /// Memory redb may use to cache pages. Its default (1 GiB) lets a daemon's
 /// RSS grow with the number of requests it has stored; this keeps it flat.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a deferred step stays committed but not durable while the writer
+/// is idle.
+pub const DEFERRED_FLUSH: Duration = Duration::from_millis(20);
 
 /// How every store file is opened.
 pub(crate) fn builder() -> redb::Builder {
@@ -31,7 +38,21 @@ pub(crate) fn builder() -> redb::Builder {
     b
 }
 
-type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), StoreError>, u64) + Send>;
+
+/// Runs on the writer thread before every durable commit; an error fails the
+/// commit (every step in it is refused). The coordinator fsyncs its audit log
+/// here, so no record is durable before the audit entries written ahead of it.
+pub type BeforeDurable = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Commits so far, and how many of them are durable.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    committed: u64,
+    durable: u64,
+    /// A durable commit failed while commits up to this one were not durable.
+    failed: Option<(u64, String)>,
+}
 
 /// Told of every durable commit of at least one step: how long the batch
 /// took (first step to durable commit) and how many steps it held. Runs on
@@ -46,7 +67,10 @@ struct Ran {
 }
 
 enum Job {
-    Step(Box<dyn FnOnce(&redb::WriteTransaction) -> Ran + Send>),
+    /// A step, and whether its commit must be durable before it is answered.
+    Step(Box<dyn FnOnce(&redb::WriteTransaction) -> Ran + Send>, bool),
+    /// Make every commit so far durable.
+    Sync,
     Stall(Duration),
 }
 
@@ -93,6 +117,8 @@ pub(crate) struct Core {
     status: Mutex<Status>,
     queued: AtomicUsize,
     observer: std::sync::RwLock<Option<CommitObserver>>,
+    before_durable: std::sync::RwLock<Option<BeforeDurable>>,
+    progress: tokio::sync::watch::Sender<Progress>,
 }
 
 impl Core {
@@ -172,6 +198,8 @@ pub(crate) fn start(
         status: Mutex::new(Status::default()),
         queued: AtomicUsize::new(0),
         observer: std::sync::RwLock::new(None),
+        before_durable: std::sync::RwLock::new(None),
+        progress: tokio::sync::watch::Sender::new(Progress::default()),
     });
     let (tx, rx) = sync_channel(QUEUE_CAPACITY);
     let thread_core = core.clone();
@@ -188,7 +216,12 @@ pub(crate) fn start(
 
 fn run(core: &Core, rx: &Receiver<Job>, heartbeat: Duration) {
     loop {
-        let first = match rx.recv_timeout(heartbeat) {
+        let dirty = {
+            let p = core.progress.borrow();
+            p.durable < p.committed
+        };
+        let wait = if dirty { DEFERRED_FLUSH } else { heartbeat };
+        let first = match rx.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
@@ -209,6 +242,16 @@ fn run(core: &Core, rx: &Receiver<Job>, heartbeat: Duration) {
 }
 
 fn commit_batch(core: &Core, jobs: Vec<Job>) {
+    let (committed, durable_so_far) = {
+        let p = core.progress.borrow();
+        (p.committed, p.durable)
+    };
+    let only_syncs = !jobs.is_empty() && jobs.iter().all(|j| matches!(j, Job::Sync));
+    if only_syncs && durable_so_far == committed {
+        return;
+    }
+    // Durable unless every job is a deferred step (an idle pass is the flush).
+    let durable = jobs.is_empty() || !jobs.iter().all(|j| matches!(j, Job::Step(_, false)));
     let started = Instant::now();
     if let Ok(mut s) = core.status.lock() {
         s.busy_since = Some(started);
@@ -217,12 +260,17 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
     let mut steps = 0u64;
     let outcome = (|| -> Result<(), StoreError> {
         let db = core.db()?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Engine(format!("deferred commit: {e}")))?;
+        }
         let mut failed = None;
         for job in jobs {
             match job {
                 Job::Stall(d) => std::thread::sleep(d),
-                Job::Step(step) => {
+                Job::Sync => {}
+                Job::Step(step, _) => {
                     let ran = step(&txn);
                     if failed.is_none() {
                         failed = ran.apply_failed;
@@ -247,9 +295,35 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
                 .unwrap_or(0);
             t.insert(&b"last_commit"[..], &now.to_be_bytes()[..])?;
         }
+        if durable {
+            let hook = core.before_durable.read().ok().and_then(|h| h.clone());
+            if let Some(hook) = hook {
+                if let Err(e) = hook() {
+                    let _ = txn.abort();
+                    return Err(StoreError::Engine(format!(
+                        "before the durable commit: {e}"
+                    )));
+                }
+            }
+        }
         txn.commit()?;
         Ok(())
     })();
+    let seq = committed + 1;
+    core.progress.send_modify(|p| match &outcome {
+        Ok(()) => {
+            p.committed = seq;
+            if durable {
+                p.durable = seq;
+                p.failed = None;
+            }
+        }
+        Err(e) => {
+            if durable && p.durable < p.committed {
+                p.failed = Some((p.committed, e.to_string()));
+            }
+        }
+    });
     if let Ok(mut s) = core.status.lock() {
         s.busy_since = None;
         match &outcome {
@@ -278,7 +352,7 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
         }
     }
     for deliver in delivers {
-        deliver(outcome.clone());
+        deliver(outcome.clone(), seq);
     }
 }
 
@@ -314,7 +388,8 @@ impl Shared {
     pub(crate) fn submit<R, E, F>(
         &self,
         op: F,
-    ) -> Result<oneshot::Receiver<Result<R, E>>, StoreError>
+        durable: bool,
+    ) -> Result<oneshot::Receiver<Result<(R, u64), E>>, StoreError>
     where
         F: FnOnce(&mut WriteTxn<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
@@ -323,9 +398,9 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         let step = move |txn: &redb::WriteTransaction| {
             let (result, apply_failed) = run_step(txn, op);
-            let deliver: Deliver = Box::new(move |commit: Result<(), StoreError>| {
+            let deliver: Deliver = Box::new(move |commit: Result<(), StoreError>, seq| {
                 let out = match (result, commit) {
-                    (Ok(r), Ok(())) => Ok(r),
+                    (Ok(r), Ok(())) => Ok((r, seq)),
                     (Ok(_), Err(e)) => Err(E::from(e)),
                     (Err(e), _) => Err(e),
                 };
@@ -337,8 +412,34 @@ impl Shared {
                 apply_failed,
             }
         };
-        self.enqueue(Job::Step(Box::new(step)))?;
+        self.enqueue(Job::Step(Box::new(step), durable))?;
         Ok(rx)
+    }
+
+    /// Waits until commit `seq` is durable, asking the writer for a durable
+    /// commit if none is on its way.
+    pub(crate) async fn durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.db.progress.subscribe();
+        if rx.borrow().durable >= seq {
+            return Ok(());
+        }
+        self.enqueue(Job::Sync)?;
+        let p = rx
+            .wait_for(|p| p.durable >= seq || p.failed.as_ref().is_some_and(|(f, _)| *f >= seq))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        match &p.failed {
+            Some((f, e)) if p.durable < seq && *f >= seq => Err(StoreError::Engine(format!(
+                "a deferred write could not be made durable: {e}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn before_durable(&self, hook: BeforeDurable) {
+        if let Ok(mut slot) = self.db.before_durable.write() {
+            *slot = Some(hook);
+        }
     }
 
     fn enqueue(&self, job: Job) -> Result<(), StoreError> {

@@ -114,6 +114,7 @@ fn order(step: &str) -> usize {
         "coord_finish_signatures",
         "coord_signed_audit",
         "coord_signed_store",
+        "coord_submit_durable",
     ];
     ORDER.iter().position(|s| *s == step).unwrap_or(ORDER.len())
 }
