@@ -40,6 +40,9 @@ pub(crate) fn builder() -> redb::Builder {
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>, u64) + Send>;
 
+/// A step's result once its batch is committed, with the commit's number.
+pub(crate) type Answer<R, E> = oneshot::Receiver<Result<(R, u64), E>>;
+
 /// Runs on the writer thread before every durable commit; an error fails the
 /// commit (every step in it is refused). The coordinator fsyncs its audit log
 /// here, so no record is durable before the audit entries written ahead of it.
@@ -389,7 +392,7 @@ impl Shared {
         &self,
         op: F,
         durable: bool,
-    ) -> Result<oneshot::Receiver<Result<(R, u64), E>>, StoreError>
+    ) -> Result<Answer<R, E>, StoreError>
     where
         F: FnOnce(&mut WriteTxn<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
