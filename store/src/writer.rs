@@ -388,11 +388,7 @@ where
 }
 
 impl Shared {
-    pub(crate) fn submit<R, E, F>(
-        &self,
-        op: F,
-        durable: bool,
-    ) -> Result<Answer<R, E>, StoreError>
+    pub(crate) fn submit<R, E, F>(&self, op: F, durable: bool) -> Result<Answer<R, E>, StoreError>
     where
         F: FnOnce(&mut WriteTxn<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
