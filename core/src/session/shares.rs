@@ -69,13 +69,7 @@ impl<C: Ciphersuite> SigningSession<C> {
             bad
         };
         if let Some(evidence) = evidence {
-            if let Some(signer) = self.signers.get_mut(&node) {
-                signer.state = State::Culprit;
-                signer.sets.clear();
-            }
-            out.push(Command::Exclude(evidence));
-            self.kill_session(session, out);
-            return;
+            return self.culprit(evidence, session, out);
         }
         let complete = !s.dead && s.shares.iter().all(|m| m.len() == s.signers.len());
         if complete {
@@ -116,15 +110,7 @@ impl<C: Ciphersuite> SigningSession<C> {
                 }
             }
             match failed {
-                Some(Err(evidence)) => {
-                    if let Some(signer) = self.signers.get_mut(&node) {
-                        signer.state = State::Culprit;
-                        signer.sets.clear();
-                    }
-                    out.push(Command::Exclude(evidence));
-                    self.kill_session(session, out);
-                    return;
-                }
+                Some(Err(evidence)) => return self.culprit(evidence, session, out),
                 Some(Ok(e)) => {
                     self.finished = true;
                     out.push(Command::Fail {
@@ -191,5 +177,16 @@ impl<C: Ciphersuite> SigningSession<C> {
                 self.request_commitments(&node, out);
             }
         }
+    }
+
+    /// A signer sent an invalid share: it is named with the evidence, never
+    /// asked again, and its session is dead.
+    fn culprit(&mut self, evidence: Evidence, session: u32, out: &mut Vec<Command<C>>) {
+        if let Some(signer) = self.signers.get_mut(&evidence.node) {
+            signer.state = State::Culprit;
+            signer.sets.clear();
+        }
+        out.push(Command::Exclude(evidence));
+        self.kill_session(session, out);
     }
 }
