@@ -493,3 +493,19 @@ async fn a_failing_hook_fails_the_durable_commit_and_the_deferred_wait() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_makes_its_deferred_commits_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        let ((), _not_awaited) = store
+            .write_deferred(|w| {
+                w.put(&TOTALS, "k", &5u128)?;
+                Ok::<_, TestError>(())
+            })
+            .await
+            .expect("deferred");
+    }
+    assert_eq!(open(dir.path()).get(&TOTALS, "k").expect("read"), Some(5));
+}

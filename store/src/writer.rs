@@ -227,7 +227,13 @@ fn run(core: &Core, rx: &Receiver<Job>, heartbeat: Duration) {
         let first = match rx.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Closing: deferred commits are made durable before the file is let go.
+                if dirty {
+                    commit_batch(core, Vec::new());
+                }
+                return;
+            }
         };
         let mut jobs = Vec::new();
         if let Some(job) = first {
