@@ -271,10 +271,17 @@ impl LedgerCache {
                         a.node
                     ));
                 }
-                Fit::Gap(held) => left_out.push(format!(
-                    "{} lists its ledger from entry {}, but this node holds it only up to {held} (and its window starts at {}): entries would be missed",
-                    a.node, a.from_seq, a.first_seq
-                )),
+                // Not counted (entries would be missed), but no fault of the
+                // attestor's: the read started past what this node holds
+                // (requests racing). Reserving again reports where it is.
+                Fit::Gap(held) => {
+                    let gap = format!(
+                        "{} lists its ledger from entry {}, but this node holds it only up to {held} (and its window starts at {}): entries would be missed",
+                        a.node, a.from_seq, a.first_seq
+                    );
+                    catching_up.push(format!("{gap}; read again from {held}"));
+                    left_out.push(gap);
+                }
                 Fit::Future => left_out.push(format!(
                     "{} lists ledger entries dated after its own clock ({}): its clock went back?",
                     a.node, a.at
