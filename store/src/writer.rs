@@ -125,6 +125,17 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Runs the [`BeforeDurable`] hook, if any.
+    fn before_durable_commit(&self) -> Result<(), StoreError> {
+        let hook = self.before_durable.read().ok().and_then(|h| h.clone());
+        match hook {
+            Some(hook) => {
+                hook().map_err(|e| StoreError::Engine(format!("before the durable commit: {e}")))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The database, for one transaction.
     pub(crate) fn db(&self) -> Result<Arc<redb::Database>, StoreError> {
         self.db
@@ -305,14 +316,9 @@ fn commit_batch(core: &Core, jobs: Vec<Job>) {
             t.insert(&b"last_commit"[..], &now.to_be_bytes()[..])?;
         }
         if durable {
-            let hook = core.before_durable.read().ok().and_then(|h| h.clone());
-            if let Some(hook) = hook {
-                if let Err(e) = hook() {
-                    let _ = txn.abort();
-                    return Err(StoreError::Engine(format!(
-                        "before the durable commit: {e}"
-                    )));
-                }
+            if let Err(e) = core.before_durable_commit() {
+                let _ = txn.abort();
+                return Err(e);
             }
         }
         txn.commit()?;
@@ -488,6 +494,11 @@ impl Shared {
             return Err(e.into());
         }
         let value = result?;
+        // Durable, like any batch: deferred commits before it become durable too.
+        if let Err(e) = self.db.before_durable_commit() {
+            let _ = txn.abort();
+            return Err(e.into());
+        }
         txn.commit().map_err(StoreError::from)?;
         Ok(value)
     }

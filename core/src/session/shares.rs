@@ -31,35 +31,21 @@ impl<C: Ciphersuite> SigningSession<C> {
             Some(blame(raw.concat(), &s.package_bytes.concat()))
         } else {
             let mut bad = None;
-            let key = self.config.public_key_package.verifying_key();
-            let share_key = self
-                .config
-                .public_key_package
-                .verifying_shares()
-                .get(&identifier);
+            let pkp = &self.config.public_key_package;
             // The share that completes the session is checked by the
             // aggregate's own verification below: with every other share
             // verified, the aggregate verifies exactly when this one does
             // (the check is their sum), and a failure is traced back to it.
             let completes = !s.dead && s.shares.iter().all(|m| m.len() + 1 == s.signers.len());
             for (i, bytes) in raw.iter().enumerate() {
-                let ok = match (SignatureShare::<C>::deserialize(bytes), share_key) {
-                    (Ok(share), Some(vk)) => {
-                        (completes
-                            || frost_core::verify_signature_share(
-                                identifier,
-                                vk,
-                                &share,
-                                &s.packages[i],
-                                key,
-                            )
-                            .is_ok())
-                            && {
-                                s.shares[i].insert(identifier, share);
-                                true
-                            }
+                let ok = match SignatureShare::<C>::deserialize(bytes) {
+                    Ok(share) => {
+                        (completes || share_verifies(pkp, identifier, &share, &s.packages[i])) && {
+                            s.shares[i].insert(identifier, share);
+                            true
+                        }
                     }
-                    _ => false,
+                    Err(_) => false,
                 };
                 if !ok {
                     bad = Some(blame(bytes.clone(), &s.package_bytes[i]));
@@ -88,19 +74,14 @@ impl<C: Ciphersuite> SigningSession<C> {
                     Err(e) => {
                         // The last share was not verified on its own: it is
                         // the culprit if it does not verify now.
-                        let key = self.config.public_key_package.verifying_key();
-                        let vk = self
-                            .config
-                            .public_key_package
-                            .verifying_shares()
-                            .get(&identifier);
-                        let invalid = match (shares.get(&identifier), vk) {
-                            (Some(share), Some(vk)) => frost_core::verify_signature_share(
-                                identifier, vk, share, package, key,
+                        let invalid = shares.get(&identifier).is_some_and(|share| {
+                            !share_verifies(
+                                &self.config.public_key_package,
+                                identifier,
+                                share,
+                                package,
                             )
-                            .is_err(),
-                            _ => false,
-                        };
+                        });
                         failed = Some(match invalid {
                             true => Err(blame(raw[i].clone(), &s.package_bytes[i])),
                             false => Ok(e),
@@ -189,4 +170,18 @@ impl<C: Ciphersuite> SigningSession<C> {
         out.push(Command::Exclude(evidence));
         self.kill_session(session, out);
     }
+}
+
+/// Whether `share` is `identifier`'s valid share of `package` (RFC 9591
+/// §5.4); a signer the group does not know has no valid share.
+fn share_verifies<C: Ciphersuite>(
+    pkp: &frost_core::keys::PublicKeyPackage<C>,
+    identifier: frost_core::Identifier<C>,
+    share: &SignatureShare<C>,
+    package: &SigningPackage<C>,
+) -> bool {
+    pkp.verifying_shares().get(&identifier).is_some_and(|vk| {
+        frost_core::verify_signature_share(identifier, vk, share, package, pkp.verifying_key())
+            .is_ok()
+    })
 }
